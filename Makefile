@@ -1,0 +1,36 @@
+# Two commands matter: `make run` and `make test`. Everything else is on demand.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench-ledger bench-wire clean venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/switchd db upgrade
+	$(BIN)/switchd serve
+
+test: $(STAMP)
+	$(BIN)/ruff check switch ledger specs tools tests bench
+	$(BIN)/mypy switch ledger specs tools
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check switch ledger specs tools tests bench
+	$(BIN)/mypy switch ledger specs tools
+
+bench-ledger: $(STAMP)
+	$(BIN)/python bench/ledger.py
+
+bench-wire: $(STAMP)
+	$(BIN)/python bench/wire.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,171 @@
+"""Ledger commands and results: plain data, validated before they reach SQL.
+
+A command is one idempotent unit of work. Its identity is the idempotency
+key; its content (what :func:`content_hash` covers) is its kind, legs,
+reference, amount and hold timeout. Metadata is carried along but is not part
+of the content: a retransmission may differ in free-form annotations without
+being a conflict.
+
+>>> cmd = transfer("k1", [Leg(debit_account_id=1, credit_account_id=2, amount=500)])
+>>> validate(cmd, legs_max=16) is None
+True
+>>> validate(transfer("k2", [Leg(1, 2, 0)]), legs_max=16)
+'leg 1: amount must be a positive integer, got 0'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+IDEMPOTENCY_KEY_MAX = 128
+AMOUNT_MAX = 2**62  # far below bigint overflow even after summing a batch of legs
+
+
+class Kind(StrEnum):
+    TRANSFER = "transfer"
+    HOLD = "hold"
+    CAPTURE = "capture"
+    VOID = "void"
+    EXPIRE = "expire"
+    REVERSE = "reverse"
+
+
+class Status(StrEnum):
+    POSTED = "posted"  # written now
+    EXISTS = "exists"  # written before under this key (or: the first reversal of this journal)
+    CONFLICT = "conflict"  # key reused with different content; nothing written
+    DECLINED = "declined"  # a business rule said no (limit, frozen account, expired hold)
+    INVALID = "invalid"  # the command itself is wrong (unknown account, asset mismatch, ...)
+    ERROR = "error"  # the system failed (database down, timeout); outcome not written
+
+    @property
+    def ok(self) -> bool:
+        return self in (Status.POSTED, Status.EXISTS)
+
+
+@dataclass(frozen=True)
+class Leg:
+    """Move ``amount`` (> 0, integer minor units or points) from debit to credit."""
+
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class Command:
+    idempotency_key: str
+    kind: Kind
+    legs: tuple[Leg, ...] = ()
+    ref: int | None = None  # reverse: journal id; capture/void/expire: hold id
+    amount: int | None = None  # capture: amount to capture (None = whole hold)
+    timeout_s: int | None = None  # hold: seconds until it may expire
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What happened to one command. ``balances`` maps account id -> posted balance after."""
+
+    status: Status
+    journal_id: int | None = None
+    detail: str | None = None
+    business_date: str | None = None
+    balances: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status.ok
+
+
+def transfer(key: str, legs: list[Leg] | tuple[Leg, ...], metadata: dict[str, Any] | None = None) -> Command:
+    """A balanced posting of one or more legs."""
+    return Command(key, Kind.TRANSFER, tuple(legs), metadata=metadata or {})
+
+
+def hold(key: str, leg: Leg, timeout_s: int, metadata: dict[str, Any] | None = None) -> Command:
+    """Reserve ``leg.amount`` on the debit side until captured, voided or expired."""
+    return Command(key, Kind.HOLD, (leg,), timeout_s=timeout_s, metadata=metadata or {})
+
+
+def capture(key: str, hold_id: int, amount: int | None = None, metadata: dict[str, Any] | None = None) -> Command:
+    """Post ``amount`` (default: all) of a pending hold and release the rest."""
+    return Command(key, Kind.CAPTURE, ref=hold_id, amount=amount, metadata=metadata or {})
+
+
+def void(key: str, hold_id: int, metadata: dict[str, Any] | None = None) -> Command:
+    """Release a pending hold without posting."""
+    return Command(key, Kind.VOID, ref=hold_id, metadata=metadata or {})
+
+
+def expire(key: str, hold_id: int) -> Command:
+    """Release a pending hold whose time is up."""
+    return Command(key, Kind.EXPIRE, ref=hold_id)
+
+
+def reverse(key: str, journal_id: int, metadata: dict[str, Any] | None = None) -> Command:
+    """Post the exact opposite of a journal, at most once."""
+    return Command(key, Kind.REVERSE, ref=journal_id, metadata=metadata or {})
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= AMOUNT_MAX
+
+
+def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400) -> str | None:
+    """Return a one-line reason the command is malformed, or None when it is well formed."""
+    key = cmd.idempotency_key
+    if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        return f"idempotency key must be 1..{IDEMPOTENCY_KEY_MAX} characters"
+    try:
+        kind = Kind(cmd.kind)
+    except ValueError:
+        return f"unknown command kind {cmd.kind!r}"
+    if kind in (Kind.TRANSFER, Kind.HOLD):
+        if not cmd.legs:
+            return "a transfer needs at least one leg"
+        if len(cmd.legs) > legs_max:
+            return f"too many legs: {len(cmd.legs)} > {legs_max}"
+        if kind is Kind.HOLD and len(cmd.legs) != 1:
+            return "a hold has exactly one leg"
+        for n, leg in enumerate(cmd.legs, start=1):
+            for name in ("debit_account_id", "credit_account_id"):
+                v = getattr(leg, name)
+                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                    return f"leg {n}: {name} must be a positive integer, got {v!r}"
+            if not _positive_int(leg.amount):
+                return f"leg {n}: amount must be a positive integer, got {leg.amount!r}"
+            if leg.debit_account_id == leg.credit_account_id:
+                return f"leg {n}: debit and credit are the same account {leg.debit_account_id}"
+        if kind is Kind.HOLD:
+            t = cmd.timeout_s
+            if not isinstance(t, int) or isinstance(t, bool) or not 0 < t <= hold_timeout_max_s:
+                return f"hold timeout must be 1..{hold_timeout_max_s} seconds, got {t!r}"
+    else:
+        if cmd.legs:
+            return f"a {kind.value} takes no legs"
+        if not isinstance(cmd.ref, int) or isinstance(cmd.ref, bool) or cmd.ref <= 0:
+            return f"a {kind.value} needs a positive reference id, got {cmd.ref!r}"
+        if cmd.amount is not None and (kind is not Kind.CAPTURE or not _positive_int(cmd.amount)):
+            return f"amount must be a positive integer on a capture only, got {cmd.amount!r}"
+    try:
+        json.dumps(cmd.metadata)
+    except (TypeError, ValueError):
+        return "metadata must be JSON-serialisable"
+    return None
+
+
+def content_hash(cmd: Command) -> bytes:
+    """SHA-256 over the command's content (not its key, not its metadata)."""
+    body = [
+        str(cmd.kind),
+        [[leg.debit_account_id, leg.credit_account_id, leg.amount] for leg in cmd.legs],
+        cmd.ref,
+        cmd.amount,
+        cmd.timeout_s,
+    ]
+    return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).digest()

@@ -1,0 +1,160 @@
+"""An embedded PostgreSQL cluster for a zero-configuration start.
+
+When no DSN is configured, the daemon runs a private cluster under the state
+directory, created with the machine's own server binaries (``initdb``,
+``pg_ctl``) and listening only on a unix socket inside that directory.
+PostgreSQL refuses to run as root, so as root the cluster belongs to an
+unprivileged system user (``postgres`` when it exists, else ``nobody``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_DB = "switchd"
+EMBEDDED_SUPERUSER = "switchd"
+
+
+class EmbeddedError(Exception):
+    """The embedded cluster cannot be brought up; ``str()`` says how to fix it."""
+
+
+def find_pg_bin() -> Path | None:
+    """Directory holding initdb and pg_ctl, from PATH or /usr/lib/postgresql/*/bin."""
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        # Debian's wrappers on PATH dispatch to the real binaries; prefer the real ones.
+        real = Path(os.path.realpath(on_path)).parent
+        if (real / "initdb").exists() and (real / "postgres").exists():
+            return real
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    for cand in candidates:
+        p = Path(cand)
+        if (p / "initdb").exists() and (p / "pg_ctl").exists() and (p / "postgres").exists():
+            return p
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).parent
+    return None
+
+
+def _version_key(path: str) -> int:
+    try:
+        return int(Path(path).parent.name.split(".")[0])
+    except ValueError:
+        return 0
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A private cluster at ``state_dir/pg``; start() returns its DSN."""
+
+    state_dir: Path
+    port: int = 5439
+    started_here: bool = False
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "pg" / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.state_dir / "pg" / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "pg" / "postgres.log"
+
+    def dsn(self) -> str:
+        return f"postgresql://{EMBEDDED_SUPERUSER}@/{EMBEDDED_DB}?host={self.socket_dir}&port={self.port}"
+
+    def _run_as(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        for name in ("postgres", "nobody"):
+            try:
+                pwd.getpwnam(name)
+                return name
+            except KeyError:
+                continue
+        raise EmbeddedError("embedded PostgreSQL: running as root and no unprivileged user exists; set SWITCHD_DSN")
+
+    def _cmd(self, args: list[str], user: str | None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, user=user, capture_output=True, text=True, timeout=120, check=False)
+
+    def start(self) -> str:
+        """Create the cluster if needed, start it, create the database; return the DSN."""
+        bindir = find_pg_bin()
+        if bindir is None:
+            raise EmbeddedError(
+                "embedded PostgreSQL: no server binaries (initdb, pg_ctl) found on PATH or under "
+                "/usr/lib/postgresql/*/bin; install PostgreSQL or set SWITCHD_DSN"
+            )
+        user = self._run_as()
+        if len(str(self.socket_dir)) > 90:
+            raise EmbeddedError(
+                f"embedded PostgreSQL: state directory path too long for a unix socket ({self.socket_dir}); "
+                "use a shorter daemon.state_dir or set SWITCHD_DSN"
+            )
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            pw = pwd.getpwnam(user)
+            for d in (self.data_dir.parent, self.socket_dir):
+                os.chown(d, pw.pw_uid, pw.pw_gid)
+            if self.data_dir.exists():
+                os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            res = self._cmd(
+                [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", EMBEDDED_SUPERUSER,
+                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+                user,
+            )
+            if res.returncode != 0:
+                raise EmbeddedError(f"embedded PostgreSQL: initdb failed: {_last_line(res.stderr)}")
+        status = self._cmd([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "status"], user)
+        if status.returncode != 0:
+            opts = f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' -p {self.port}"
+            res = self._cmd(
+                [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                 "-w", "-t", "60", "-o", opts, "start"],
+                user,
+            )
+            self.started_here = res.returncode == 0
+            if res.returncode != 0:
+                raise EmbeddedError(
+                    f"embedded PostgreSQL: pg_ctl start failed: {_last_line(res.stderr or res.stdout)} "
+                    f"(see {self.log_file})"
+                )
+        psql = bindir / "psql"
+        exists = self._cmd(
+            [str(psql), "-h", str(self.socket_dir), "-p", str(self.port), "-U", EMBEDDED_SUPERUSER,
+             "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{EMBEDDED_DB}'"],
+            user,
+        )
+        if exists.stdout.strip() != "1":
+            res = self._cmd(
+                [str(psql), "-h", str(self.socket_dir), "-p", str(self.port), "-U", EMBEDDED_SUPERUSER,
+                 "-d", "postgres", "-c", f"CREATE DATABASE {EMBEDDED_DB}"],
+                user,
+            )
+            if res.returncode != 0:
+                raise EmbeddedError(f"embedded PostgreSQL: create database failed: {_last_line(res.stderr)}")
+        return self.dsn()
+
+    def stop(self) -> None:
+        """Stop the cluster (fast shutdown); a cluster that is not running is fine."""
+        bindir = find_pg_bin()
+        if bindir is None or not self.data_dir.exists():
+            return
+        self._cmd([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], self._run_as())
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,313 @@
+"""The posting engine: ``await ledger.post(command) -> Result``.
+
+Concurrent ``post`` calls are queued and a single writer loop sends them to
+PostgreSQL in batches: one call of ``ledger.post_batch`` (one round trip, one
+commit) per batch. Every caller waits on its own future with a bound; a batch
+that fails tells every waiter promptly with ``Status.ERROR``. Nobody is told
+"posted" before the commit has returned.
+
+A caller may attach a *receipt* function: given the command's result it
+returns bytes to store under the idempotency key, in the same transaction as
+the posting (the switch stores its encoded response this way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from ledger.commands import Command, Kind, Result, Status, content_hash, validate
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Bounds on the engine; see config/switchd.toml [ledger] for what each means."""
+
+    batch_size_max: int = 512
+    batch_linger_ms: float = 1.0
+    queue_depth_max: int = 20_000
+    timeout_post_s: float = 5.0
+    retries_max: int = 3
+    legs_per_command_max: int = 16
+    hold_timeout_max_s: int = 7 * 86_400
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Opaque bytes stored under ``idempotency_key`` in the posting's transaction."""
+
+    idempotency_key: str
+    content_hash: bytes
+    payload: bytes
+
+
+ReceiptFn = Callable[[Result], Receipt | None]
+
+# SQLSTATEs worth retrying the whole batch for: nothing of it was committed.
+_RETRYABLE = {"40001", "40P01", "23505"}
+
+
+@dataclass
+class _Pending:
+    cmd: Command
+    hash: bytes
+    receipt: ReceiptFn | None
+    future: asyncio.Future[Result]
+    enqueued_s: float
+
+
+class BatchObserver:
+    """Hook for metrics; the engine calls it after every batch. Override what you need."""
+
+    def batch_done(self, size: int, seconds: float, retries: int, failed: bool) -> None:
+        pass
+
+
+class Ledger:
+    """The ledger's write path and its read side, over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: LedgerSettings | None = None,
+                 observer: BatchObserver | None = None) -> None:
+        self.pool = pool
+        self.settings = settings or LedgerSettings()
+        self.observer = observer or BatchObserver()
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._closing = False
+        self.batches_total = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._writer(), name="ledger-writer")
+
+    async def stop(self) -> None:
+        """Drain queued commands (each bounded by its own timeout), then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._release_conn()
+
+    async def __aenter__(self) -> Ledger:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # ---------------------------------------------------------------- write path
+
+    async def post(self, cmd: Command, receipt: ReceiptFn | None = None) -> Result:
+        """Post one command; returns its Result. Never raises for business outcomes.
+
+        >>> # await ledger.post(transfer("order-1", [Leg(member, merchant, 300)]))
+        """
+        problem = validate(cmd, self.settings.legs_per_command_max, self.settings.hold_timeout_max_s)
+        if problem is not None:
+            return Result(Status.INVALID, detail=problem)
+        if self._task is None or self._closing:
+            return Result(Status.ERROR, detail="ledger is not running")
+        if len(self._queue) >= self.settings.queue_depth_max:
+            return Result(Status.ERROR, detail=f"ledger queue full ({self.settings.queue_depth_max})")
+        loop = asyncio.get_running_loop()
+        item = _Pending(cmd, content_hash(cmd), receipt, loop.create_future(), loop.time())
+        self._queue.append(item)
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.future), self.settings.timeout_post_s)
+        except TimeoutError:
+            return Result(Status.ERROR, detail=f"no outcome within {self.settings.timeout_post_s}s; "
+                                              "it may still post: retry with the same key")
+
+    async def post_many(self, cmds: Sequence[Command]) -> list[Result]:
+        """Post several commands concurrently; results in the same order."""
+        return list(await asyncio.gather(*(self.post(c) for c in cmds)))
+
+    def _take_batch(self) -> list[_Pending]:
+        """Up to batch_size_max items, never two touching the same key, journal or hold.
+
+        Commands that would race inside one batch are left for the next one, so
+        that a batch behaves exactly as if its commands ran one after another.
+        """
+        batch: list[_Pending] = []
+        carry: list[_Pending] = []
+        keys: set[str] = set()
+        refs: set[tuple[str, int]] = set()
+        limit = self.settings.batch_size_max
+        while self._queue and len(batch) < limit:
+            item = self._queue.popleft()
+            if item.future.done():  # the caller gave up; do not post for nobody
+                continue
+            ref_key: tuple[str, int] | None = None
+            if item.cmd.ref is not None:
+                ref_key = ("journal" if item.cmd.kind is Kind.REVERSE else "hold", item.cmd.ref)
+            if item.cmd.idempotency_key in keys or (ref_key is not None and ref_key in refs):
+                carry.append(item)
+                continue
+            keys.add(item.cmd.idempotency_key)
+            if ref_key is not None:
+                refs.add(ref_key)
+            batch.append(item)
+        self._queue.extendleft(reversed(carry))
+        return batch
+
+    async def _writer(self) -> None:
+        linger_s = self.settings.batch_linger_ms / 1000.0
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if linger_s > 0 and len(self._queue) < self.settings.batch_size_max and not self._closing:
+                await asyncio.sleep(linger_s)
+            batch = self._take_batch()
+            if batch:
+                await self._run_batch(batch)
+
+    async def _release_conn(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await self.pool.release(conn, timeout=2)
+            except Exception:
+                conn.terminate()
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        retries = 0
+        failed = False
+        while True:
+            try:
+                if self._conn is None:
+                    self._conn = await self.pool.acquire(timeout=self.settings.timeout_post_s)
+                results = await asyncio.wait_for(
+                    self._execute(self._conn, batch), self.settings.timeout_post_s
+                )
+                break
+            except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+                code = getattr(exc, "sqlstate", None)
+                if isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError):
+                    # The connection's state is unknown; never reuse it.
+                    if self._conn is not None:
+                        self._conn.terminate()
+                        with contextlib.suppress(Exception):
+                            await self.pool.release(self._conn)
+                        self._conn = None
+                if code in _RETRYABLE and retries < self.settings.retries_max:
+                    retries += 1
+                    await asyncio.sleep(0.001 * (2**retries))
+                    continue
+                detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                results = [Result(Status.ERROR, detail=detail) for _ in batch]
+                failed = True
+                break
+        for item, res in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(res)
+        self.batches_total += 1
+        self.observer.batch_done(len(batch), time.perf_counter() - started, retries, failed)
+
+    async def _execute(self, conn: asyncpg.Connection, batch: list[_Pending]) -> list[Result]:
+        keys: list[str] = []
+        hashes: list[bytes] = []
+        kinds: list[str] = []
+        refs: list[int | None] = []
+        amounts: list[int | None] = []
+        timeouts: list[int | None] = []
+        metas: list[str] = []
+        leg_cmd: list[int] = []
+        leg_debit: list[int] = []
+        leg_credit: list[int] = []
+        leg_amount: list[int] = []
+        for i, item in enumerate(batch, start=1):
+            c = item.cmd
+            keys.append(c.idempotency_key)
+            hashes.append(item.hash)
+            kinds.append(str(c.kind))
+            refs.append(c.ref)
+            amounts.append(c.amount)
+            timeouts.append(c.timeout_s)
+            metas.append(json.dumps(c.metadata, separators=(",", ":")))
+            for leg in c.legs:
+                leg_cmd.append(i)
+                leg_debit.append(leg.debit_account_id)
+                leg_credit.append(leg.credit_account_id)
+                leg_amount.append(leg.amount)
+        args = (keys, hashes, kinds, refs, amounts, timeouts, metas, leg_cmd, leg_debit, leg_credit, leg_amount)
+        sql = "SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11)"
+        if not any(item.receipt for item in batch):
+            rows = await conn.fetch(sql, *args)
+            return [_to_result(r) for r in rows]
+        async with conn.transaction():
+            rows = await conn.fetch(sql, *args)
+            results = [_to_result(r) for r in rows]
+            r_keys: list[str] = []
+            r_hashes: list[bytes] = []
+            r_payloads: list[bytes] = []
+            r_journals: list[int | None] = []
+            for item, res in zip(batch, results, strict=True):
+                # A receipt is written once, with the outcome that first happened.
+                if item.receipt is None or res.status is Status.EXISTS or res.status is Status.CONFLICT:
+                    continue
+                rec = item.receipt(res)
+                if rec is None:
+                    continue
+                r_keys.append(rec.idempotency_key)
+                r_hashes.append(rec.content_hash)
+                r_payloads.append(rec.payload)
+                r_journals.append(res.journal_id if res.status is Status.POSTED else None)
+            if r_keys:
+                await conn.execute(
+                    "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload, journal_id) "
+                    "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bigint[]) "
+                    "ON CONFLICT (idempotency_key) DO NOTHING",
+                    r_keys, r_hashes, r_payloads, r_journals,
+                )
+            return results
+
+
+def _to_result(row: asyncpg.Record) -> Result:
+    balances: dict[int, int] = {}
+    if row["accounts"] is not None:
+        for acc, bal in zip(row["accounts"], row["balances"], strict=True):
+            balances[acc] = bal
+    bdate = row["business_date"]
+    return Result(
+        status=Status(row["status"]),
+        journal_id=row["journal_id"],
+        detail=row["detail"],
+        business_date=bdate.isoformat() if bdate is not None else None,
+        balances=balances,
+    )
+
+
+def describe(result: Result) -> dict[str, Any]:
+    """A JSON-friendly view of a result (for CLIs and logs)."""
+    return {
+        "status": str(result.status),
+        "journal_id": result.journal_id,
+        "detail": result.detail,
+        "business_date": result.business_date,
+        "balances": {str(k): v for k, v in result.balances.items()},
+    }

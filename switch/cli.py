@@ -1,0 +1,143 @@
+"""The ``switchd`` command line: one click group, one subcommand per job.
+
+Every command takes ``--config`` (else ``$SWITCHD_CONFIG``, else defaults).
+Errors an operator can fix are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ledger import db as ledger_db
+from ledger import migrate
+from ledger.embedded import EmbeddedError
+from switch import runtime
+from switch.config import Config, ConfigError, load_config
+from switch.logs import configure as configure_logs
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"switchd: {message}", err=True)
+    sys.exit(code)
+
+
+def load(ctx: click.Context) -> Config:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "config" not in obj:
+        try:
+            obj["config"] = load_config(obj.get("config_path"))
+        except ConfigError as exc:
+            fail(str(exc))
+    cfg: Config = obj["config"]
+    return cfg
+
+
+def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``body(conn)`` against the configured (or embedded) database; one-line errors."""
+    cfg = load(ctx)
+    configure_logs("warning", stream=sys.stderr)
+
+    async def main() -> T:
+        with runtime.database_dsn(cfg) as dsn:
+            conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
+            try:
+                return await body(conn)
+            finally:
+                await conn.close()
+
+    try:
+        return runtime.run(main)
+    except (EmbeddedError, migrate.MigrationError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"database unreachable: {exc}")
+    except Exception as exc:  # asyncpg errors: one line, never a traceback
+        import asyncpg
+
+        if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+            fail(f"database error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        raise
+
+
+def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        human()
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration file (default: $SWITCHD_CONFIG, else built-in defaults).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """switchd: ISO 8583 acquiring switch and points/stored-value ledger."""
+    ctx.ensure_object(dict)["config_path"] = config_path
+
+
+@cli.command()
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the daemon in the foreground until SIGTERM/SIGINT."""
+    from switch.daemon import serve as serve_daemon
+
+    cfg = load(ctx)
+    sys.exit(serve_daemon(cfg))
+
+
+@cli.group()
+def db() -> None:
+    """Database schema: upgrade and status."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply every missing migration (idempotent; safe to run from several hosts)."""
+
+    async def body(conn: Any) -> list[migrate.Migration]:
+        return await migrate.upgrade(conn)
+
+    done = with_db(ctx, body)
+    if done:
+        for m in done:
+            click.echo(f"applied {m.version:04d} {m.name}")
+    else:
+        click.echo("schema is up to date")
+
+
+@db.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def db_status(ctx: click.Context, as_json: bool) -> None:
+    """List migrations and whether each is applied."""
+
+    async def body(conn: Any) -> list[migrate.MigrationStatus]:
+        return await migrate.status(conn)
+
+    rows = with_db(ctx, body)
+
+    def human() -> None:
+        for r in rows:
+            click.echo(f"{r.version:04d}  {'applied' if r.applied else 'pending':8}  {r.name}  {r.applied_at or ''}")
+
+    emit([r.__dict__ for r in rows], as_json, human)
+
+
+def register(group: click.Group) -> None:
+    """Attach a command group defined elsewhere (terminal, program, ...)."""
+    cli.add_command(group)
+
+
+def main() -> None:
+    # Command groups from other modules register themselves on import.
+    from switch import commands  # noqa: F401
+
+    cli(obj={})

@@ -1,0 +1,311 @@
+"""Daemon configuration: one TOML file plus a few environment overrides.
+
+Every key, its type and its default live in the ``SCHEMA`` tables below, in
+one place, so that the example file, validation and the README cannot drift.
+Validation failures raise :class:`ConfigError` whose message is one line that
+names the key, e.g. ``config: ledger.batch_size_max: must be >= 1, got 0``.
+
+>>> cfg = load_config(None, env={})
+>>> cfg.ledger.batch_size_max, cfg.listeners[0].port
+(512, 8583)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_CONFIG = "SWITCHD_CONFIG"
+ENV_DSN = "SWITCHD_DSN"
+ENV_STATE_DIR = "SWITCHD_STATE_DIR"
+ENV_LOG_LEVEL = "SWITCHD_LOG_LEVEL"
+ENV_METRICS_PORT = "SWITCHD_METRICS_PORT"
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``str()`` is one line naming the key."""
+
+
+Check = Callable[[Any], str | None]
+
+
+def _at_least(minimum: float) -> Check:
+    return lambda v: None if v >= minimum else f"must be >= {minimum}, got {v}"
+
+
+def _between(lo: float, hi: float) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}, got {v}"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, got {v!r}"
+
+
+# key -> (type, default, check). Types: int, float (ints accepted), str, bool.
+Schema = dict[str, tuple[type, Any, Check | None]]
+
+DAEMON_SCHEMA: Schema = {
+    "state_dir": (str, "./var", None),
+    "log_level": (str, "info", _one_of("debug", "info", "warning", "error")),
+    "timeout_drain_s": (float, 10.0, _between(0, 3600)),
+    "timeout_start_s": (float, 30.0, _between(1, 600)),
+    "business_timezone": (str, "UTC", None),
+}
+
+DATABASE_SCHEMA: Schema = {
+    "dsn": (str, "", None),
+    "pool_size_min": (int, 2, _between(1, 100)),
+    "pool_size_max": (int, 10, _between(1, 500)),
+    "timeout_connect_s": (float, 10.0, _between(0.1, 300)),
+    "timeout_statement_s": (float, 30.0, _between(0.1, 3600)),
+    "embedded_port": (int, 5439, _between(1024, 65535)),
+}
+
+LEDGER_SCHEMA: Schema = {
+    "batch_size_max": (int, 512, _between(1, 10_000)),
+    "batch_linger_ms": (float, 1.0, _between(0, 1000)),
+    "queue_depth_max": (int, 20_000, _between(1, 1_000_000)),
+    "timeout_post_s": (float, 5.0, _between(0.01, 600)),
+    "retries_max": (int, 3, _between(0, 20)),
+    "legs_per_command_max": (int, 16, _between(1, 256)),
+    "hold_timeout_max_s": (int, 7 * 86_400, _between(1, 365 * 86_400)),
+}
+
+SECURITY_SCHEMA: Schema = {
+    "master_key_file": (str, "", None),
+    "master_key_env": (str, "SWITCHD_MASTER_KEY", None),
+}
+
+METRICS_SCHEMA: Schema = {
+    "enabled": (bool, True, None),
+    "host": (str, "127.0.0.1", None),
+    "port": (int, 9583, _between(0, 65535)),
+}
+
+LISTENER_SCHEMA: Schema = {
+    "name": (str, "pos", None),
+    "host": (str, "127.0.0.1", None),
+    "port": (int, 8583, _between(0, 65535)),
+    "framing": (str, "nac2", _one_of("nac2", "ascii4")),
+    "tpdu": (bool, False, None),
+    "spec": (str, "pos", _one_of("pos", "mis")),
+    "tls_cert_file": (str, "", None),
+    "tls_key_file": (str, "", None),
+    "connections_max": (int, 10_000, _between(1, 1_000_000)),
+    "timeout_idle_s": (float, 300.0, _between(0.01, 86_400)),
+    "timeout_frame_s": (float, 5.0, _between(0.01, 3600)),
+    "timeout_handler_s": (float, 10.0, _between(0.01, 600)),
+    "frame_bytes_max": (int, 4096, _between(64, 65_535)),
+    "inflight_per_connection_max": (int, 32, _between(1, 10_000)),
+    "sign_on_required": (bool, True, None),
+}
+
+DEFAULT_LISTENERS: list[dict[str, Any]] = [
+    {"name": "pos", "port": 8583, "framing": "nac2", "spec": "pos", "sign_on_required": True},
+    {"name": "mis", "port": 8584, "framing": "ascii4", "spec": "mis", "sign_on_required": False},
+]
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str
+    log_level: str
+    timeout_drain_s: float
+    timeout_start_s: float
+    business_timezone: str
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str
+    pool_size_min: int
+    pool_size_max: int
+    timeout_connect_s: float
+    timeout_statement_s: float
+    embedded_port: int
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    batch_size_max: int
+    batch_linger_ms: float
+    queue_depth_max: int
+    timeout_post_s: float
+    retries_max: int
+    legs_per_command_max: int
+    hold_timeout_max_s: int
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    master_key_file: str
+    master_key_env: str
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    name: str
+    host: str
+    port: int
+    framing: str
+    tpdu: bool
+    spec: str
+    tls_cert_file: str
+    tls_key_file: str
+    connections_max: int
+    timeout_idle_s: float
+    timeout_frame_s: float
+    timeout_handler_s: float
+    frame_bytes_max: int
+    inflight_per_connection_max: int
+    sign_on_required: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig
+    database: DatabaseConfig
+    ledger: LedgerConfig
+    security: SecurityConfig
+    metrics: MetricsConfig
+    listeners: list[ListenerConfig] = field(default_factory=list)
+    source: str = "<defaults>"
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.daemon.state_dir).resolve()
+
+
+SECTIONS: dict[str, tuple[Schema, type]] = {
+    "daemon": (DAEMON_SCHEMA, DaemonConfig),
+    "database": (DATABASE_SCHEMA, DatabaseConfig),
+    "ledger": (LEDGER_SCHEMA, LedgerConfig),
+    "security": (SECURITY_SCHEMA, SecurityConfig),
+    "metrics": (METRICS_SCHEMA, MetricsConfig),
+}
+
+
+def _coerce(where: str, kind: type, value: Any) -> Any:
+    # bool is an int subclass in Python; TOML keeps them apart and so do we.
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config: {where}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config: {where}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config: {where}: expected a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"config: {where}: expected a string, got {value!r}")
+    return value
+
+
+def _build(prefix: str, schema: Schema, raw: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: {prefix}: expected a table, got {raw!r}")
+    for key in raw:
+        if key not in schema:
+            raise ConfigError(f"config: {prefix}.{key}: unknown key")
+    out: dict[str, Any] = {}
+    for key, (kind, default, check) in schema.items():
+        where = f"{prefix}.{key}"
+        value = _coerce(where, kind, raw[key]) if key in raw else default
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"config: {where}: {problem}")
+        out[key] = value
+    return out
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<defaults>") -> Config:
+    """Validate a raw TOML mapping, apply environment overrides, return a Config."""
+    known = set(SECTIONS) | {"listeners"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"config: {key}: unknown section")
+    sections: dict[str, dict[str, Any]] = {}
+    for name, (schema, _cls) in SECTIONS.items():
+        sections[name] = _build(name, schema, raw.get(name, {}))
+
+    # Environment wins over the file: operators override one value without editing it.
+    overrides: list[tuple[str, str, str, type]] = [
+        (ENV_DSN, "database", "dsn", str),
+        (ENV_STATE_DIR, "daemon", "state_dir", str),
+        (ENV_LOG_LEVEL, "daemon", "log_level", str),
+        (ENV_METRICS_PORT, "metrics", "port", int),
+    ]
+    for var, section, key, kind in overrides:
+        if var in env:
+            text = env[var]
+            try:
+                value: Any = int(text) if kind is int else text
+            except ValueError:
+                raise ConfigError(f"config: {var} ({section}.{key}): expected an integer, got {text!r}") from None
+            sections[section][key] = value
+            check = SECTIONS[section][0][key][2]
+            if check is not None and (problem := check(value)):
+                raise ConfigError(f"config: {var} ({section}.{key}): {problem}")
+
+    db = sections["database"]
+    if db["pool_size_min"] > db["pool_size_max"]:
+        raise ConfigError("config: database.pool_size_min: must be <= database.pool_size_max")
+
+    raw_listeners = raw.get("listeners", DEFAULT_LISTENERS)
+    if not isinstance(raw_listeners, list):
+        raise ConfigError("config: listeners: expected an array of tables ([[listeners]])")
+    listeners: list[ListenerConfig] = []
+    seen_names: set[str] = set()
+    for i, item in enumerate(raw_listeners):
+        values = _build(f"listeners[{i}]", LISTENER_SCHEMA, item)
+        if values["name"] in seen_names:
+            raise ConfigError(f"config: listeners[{i}].name: duplicate listener name {values['name']!r}")
+        seen_names.add(values["name"])
+        if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):
+            raise ConfigError(
+                f"config: listeners[{i}].tls_key_file: TLS needs both tls_cert_file and tls_key_file"
+            )
+        if values["tpdu"] and values["framing"] != "nac2":
+            raise ConfigError(f"config: listeners[{i}].tpdu: a TPDU is only defined for nac2 framing")
+        listeners.append(ListenerConfig(**values))
+
+    built = {name: cls(**sections[name]) for name, (_schema, cls) in SECTIONS.items()}
+    return Config(listeners=listeners, source=source, **built)
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate configuration.
+
+    ``path`` None means: ``$SWITCHD_CONFIG`` if set, else built-in defaults.
+    Raises ConfigError with a one-line message on any problem.
+    """
+    env = os.environ if env is None else env
+    if path is None:
+        path = env.get(ENV_CONFIG) or None
+    if path is None:
+        return parse_config({}, env)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p}: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {p}: invalid TOML: {exc}") from None
+    return parse_config(raw, env, source=str(p))
