@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 NORMAL_SIDES = ("credit", "debit")
-LIMIT_MODES = ("none", "non_negative")
+LIMIT_MODES = ("none", "non_negative", "guarded")
 
 
 @dataclass(frozen=True)

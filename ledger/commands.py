@@ -64,6 +64,7 @@ class Command:
     ref: int | None = None  # reverse: journal id; capture/void/expire: hold id
     amount: int | None = None  # capture: amount to capture (None = whole hold)
     timeout_s: int | None = None  # hold: seconds until it may expire
+    force: bool = False  # may take `guarded` accounts below zero (claw-backs only)
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,9 +83,10 @@ class Result:
         return self.status.ok
 
 
-def transfer(key: str, legs: list[Leg] | tuple[Leg, ...], metadata: dict[str, Any] | None = None) -> Command:
-    """A balanced posting of one or more legs."""
-    return Command(key, Kind.TRANSFER, tuple(legs), metadata=metadata or {})
+def transfer(key: str, legs: list[Leg] | tuple[Leg, ...], metadata: dict[str, Any] | None = None,
+             force: bool = False) -> Command:
+    """A balanced posting of one or more legs; ``force`` lets it take guarded accounts below zero."""
+    return Command(key, Kind.TRANSFER, tuple(legs), force=force, metadata=metadata or {})
 
 
 def hold(key: str, leg: Leg, timeout_s: int, metadata: dict[str, Any] | None = None) -> Command:
@@ -125,6 +127,8 @@ def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400
         kind = Kind(cmd.kind)
     except ValueError:
         return f"unknown command kind {cmd.kind!r}"
+    if cmd.force and kind is not Kind.TRANSFER:
+        return "only a transfer may be forced"
     if kind in (Kind.TRANSFER, Kind.HOLD):
         if not cmd.legs:
             return "a transfer needs at least one leg"
@@ -167,5 +171,6 @@ def content_hash(cmd: Command) -> bytes:
         cmd.ref,
         cmd.amount,
         cmd.timeout_s,
+        cmd.force,
     ]
     return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).digest()

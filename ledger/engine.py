@@ -236,6 +236,7 @@ class Ledger:
         amounts: list[int | None] = []
         timeouts: list[int | None] = []
         metas: list[str] = []
+        forces: list[bool] = []
         leg_cmd: list[int] = []
         leg_debit: list[int] = []
         leg_credit: list[int] = []
@@ -249,13 +250,15 @@ class Ledger:
             amounts.append(c.amount)
             timeouts.append(c.timeout_s)
             metas.append(json.dumps(c.metadata, separators=(",", ":")))
+            forces.append(c.force)
             for leg in c.legs:
                 leg_cmd.append(i)
                 leg_debit.append(leg.debit_account_id)
                 leg_credit.append(leg.credit_account_id)
                 leg_amount.append(leg.amount)
-        args = (keys, hashes, kinds, refs, amounts, timeouts, metas, leg_cmd, leg_debit, leg_credit, leg_amount)
-        sql = "SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11)"
+        args = (keys, hashes, kinds, refs, amounts, timeouts, metas, forces,
+                leg_cmd, leg_debit, leg_credit, leg_amount)
+        sql = "SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12)"
         if not any(item.receipt for item in batch):
             rows = await conn.fetch(sql, *args)
             return [_to_result(r) for r in rows]

@@ -104,29 +104,35 @@ async def create_from_template(admin_dsn: str, template: str) -> str:
     return name
 
 
+# Sync fixtures (each runs its own short event loop) so that sync tests, such
+# as hypothesis state machines, can use them as well as async tests.
 @pytest.fixture
-async def db_dsn(admin_dsn: str, template_db: str) -> AsyncIterator[str]:
+def db_dsn(admin_dsn: str, template_db: str) -> Iterator[str]:
     """DSN of a fresh, migrated database, dropped after the test."""
-    name = await create_from_template(admin_dsn, template_db)
+    name = asyncio.run(create_from_template(admin_dsn, template_db))
     try:
         yield with_database(admin_dsn, name)
     finally:
-        await drop_database(admin_dsn, name)
+        asyncio.run(drop_database(admin_dsn, name))
 
 
-@pytest.fixture
-async def empty_db_dsn(admin_dsn: str) -> AsyncIterator[str]:
-    """DSN of a fresh database with no schema at all."""
-    name = f"switchd_e_{uuid.uuid4().hex[:12]}"
+async def _create_empty(admin_dsn: str, name: str) -> None:
     conn = await _admin(admin_dsn)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def empty_db_dsn(admin_dsn: str) -> Iterator[str]:
+    """DSN of a fresh database with no schema at all."""
+    name = f"switchd_e_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_create_empty(admin_dsn, name))
     try:
         yield with_database(admin_dsn, name)
     finally:
-        await drop_database(admin_dsn, name)
+        asyncio.run(drop_database(admin_dsn, name))
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@
 -- `posted` is the signed sum of its entries. Its natural balance is `posted`
 -- for a credit-normal account and `-posted` for a debit-normal one; `held` is
 -- the part of the natural balance reserved by pending holds; available =
--- natural - held. A `non_negative` account may never have available < 0.
+-- natural - held. A `non_negative` account may never have available < 0; a
+-- `guarded` one only through a command flagged `force`.
 
 CREATE SCHEMA IF NOT EXISTS ledger;
 
@@ -22,7 +23,10 @@ CREATE TABLE ledger.accounts (
     purpose     text NOT NULL DEFAULT 'main' CHECK (purpose ~ '^[a-z0-9_:.-]{1,64}$'),
     asset       text NOT NULL REFERENCES ledger.assets(code),
     normal_side text NOT NULL CHECK (normal_side IN ('credit', 'debit')),
-    limit_mode  text NOT NULL CHECK (limit_mode IN ('none', 'non_negative')),
+    -- none: any balance. non_negative: available >= 0, always (also a CHECK).
+    -- guarded: available >= 0 unless a command is flagged `force` (a refund's
+    -- claw-back may take a member's points below zero; nothing the member asks for can).
+    limit_mode  text NOT NULL CHECK (limit_mode IN ('none', 'non_negative', 'guarded')),
     status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'frozen', 'closed')),
     posted      bigint NOT NULL DEFAULT 0,
     held        bigint NOT NULL DEFAULT 0 CHECK (held >= 0),
@@ -31,7 +35,7 @@ CREATE TABLE ledger.accounts (
     -- Lets entries carry a composite foreign key, so an entry's asset is its account's asset.
     UNIQUE (id, asset),
     CONSTRAINT accounts_within_limit CHECK (
-        limit_mode = 'none'
+        limit_mode <> 'non_negative'
         OR (CASE normal_side WHEN 'credit' THEN posted ELSE -posted END) - held >= 0
     )
 );

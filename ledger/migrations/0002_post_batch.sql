@@ -13,6 +13,7 @@
 --   p_amount            capture: amount to capture (NULL = all of the hold)
 --   p_timeout_s         hold: seconds until it may expire
 --   p_meta              metadata (jsonb)
+--   p_force             true: may take `guarded` accounts below zero (claw-backs)
 -- Legs, one element per transfer leg, grouped by command in command order:
 --   p_leg_cmd, p_leg_debit, p_leg_credit, p_leg_amount
 --
@@ -22,7 +23,7 @@
 
 CREATE FUNCTION ledger.post_batch(
     p_key text[], p_hash bytea[], p_kind text[], p_ref bigint[], p_amount bigint[],
-    p_timeout_s integer[], p_meta jsonb[],
+    p_timeout_s integer[], p_meta jsonb[], p_force boolean[],
     p_leg_cmd integer[], p_leg_debit bigint[], p_leg_credit bigint[], p_leg_amount bigint[])
 RETURNS TABLE(idx integer, status text, journal_id bigint, business_date date, detail text,
               accounts bigint[], balances bigint[])
@@ -48,7 +49,7 @@ DECLARE
     a_id     bigint[];
     a_asset  text[];
     a_credit boolean[];
-    a_limit  boolean[];
+    a_limit  text[];
     a_status text[];
     a_posted bigint[];
     a_held   bigint[];
@@ -198,7 +199,7 @@ BEGIN
     -- 4. Lock every touched account in id order: the one lock order that
     --    makes deadlocks between concurrent batches impossible.
     SELECT array_agg(a.id ORDER BY a.id), array_agg(a.asset ORDER BY a.id),
-           array_agg(a.normal_side = 'credit' ORDER BY a.id), array_agg(a.limit_mode = 'non_negative' ORDER BY a.id),
+           array_agg(a.normal_side = 'credit' ORDER BY a.id), array_agg(a.limit_mode ORDER BY a.id),
            array_agg(a.status ORDER BY a.id), array_agg(a.posted ORDER BY a.id), array_agg(a.held ORDER BY a.id)
       INTO a_id, a_asset, a_credit, a_limit, a_status, a_posted, a_held
       FROM (SELECT acc.* FROM ledger.accounts acc
@@ -266,7 +267,8 @@ BEGIN
         IF ok THEN
             FOREACH k IN ARRAY snap_k LOOP
                 nat := CASE WHEN a_credit[k] THEN a_posted[k] ELSE -a_posted[k] END;
-                IF a_limit[k] AND nat - a_held[k] < 0 THEN
+                IF nat - a_held[k] < 0 AND (a_limit[k] = 'non_negative'
+                                            OR (a_limit[k] = 'guarded' AND NOT coalesce(p_force[i], false))) THEN
                     ok := false; st[i] := 'declined';
                     why := 'account ' || a_id[k] || ' would go below its limit (available '
                            || (nat - a_held[k]) || ' after this command)';

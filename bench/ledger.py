@@ -1,0 +1,190 @@
+"""Ledger posting benchmark (run on demand: `make bench-ledger`; not a test).
+
+50,000 two-entry transfers from 256 concurrent callers over 10,000 accounts,
+then the same with every transfer touching one hot merchant account; in the
+same run, pgbench tpcb-like (scale 10, 8 clients, 20 s) against the same
+PostgreSQL server. Prints the figures and writes bench/results/ledger.json.
+
+Server: $SWITCHD_BENCH_DSN (an admin DSN), else postgres@127.0.0.1:5432.
+It creates its own databases and drops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ledger import accounts as A  # noqa: E402
+from ledger import db as ledger_db  # noqa: E402
+from ledger import migrate  # noqa: E402
+from ledger.audit import check_books  # noqa: E402
+from ledger.commands import Leg, Status, transfer  # noqa: E402
+from ledger.engine import Ledger, LedgerSettings  # noqa: E402
+
+ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def with_db(dsn: str, name: str) -> str:
+    p = urlsplit(dsn)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+async def run_transfers(led: Ledger, accounts: list[int], hot: int | None, total: int, callers: int,
+                        tag: str) -> dict[str, float]:
+    latencies_ms: list[float] = []
+    statuses: dict[str, int] = {}
+    counter = iter(range(total))
+    rng = random.Random(42)
+
+    async def caller() -> None:
+        for n in counter:
+            src = rng.choice(accounts)
+            dst = hot if hot is not None else rng.choice(accounts)
+            while dst == src:
+                dst = rng.choice(accounts)
+            cmd = transfer(f"{tag}-{n}", [Leg(src, dst, 1 + n % 5)])
+            t0 = time.perf_counter()
+            res = await led.post(cmd)
+            latencies_ms.append((time.perf_counter() - t0) * 1000)
+            statuses[str(res.status)] = statuses.get(str(res.status), 0) + 1
+
+    batches_before = led.batches_total
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    elapsed = time.perf_counter() - started
+    posted = statuses.get(str(Status.POSTED), 0)
+    return {
+        "transfers": total,
+        "posted": posted,
+        "statuses": statuses,  # type: ignore[dict-item]
+        "elapsed_s": round(elapsed, 3),
+        "transfers_per_s": round(posted / elapsed, 1),
+        "p50_ms": round(pct(latencies_ms, 0.50), 2),
+        "p99_ms": round(pct(latencies_ms, 0.99), 2),
+        "mean_batch_size": round(total / max(1, led.batches_total - batches_before), 1),
+    }
+
+
+def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int) -> dict[str, float | str]:
+    exe = shutil.which("pgbench") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None)
+    if exe is None:
+        return {"error": "pgbench not found"}
+    name = f"switchd_pgbench_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(admin_dsn)
+    env = {**os.environ, "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432),
+           "PGUSER": parts.username or "postgres"}
+    subprocess.run(["createdb", name], env=env, check=True)
+    try:
+        subprocess.run([str(exe), "-i", "-q", "-s", str(scale), name], env=env, check=True,
+                       capture_output=True)
+        out = subprocess.run([str(exe), "-c", str(clients), "-j", "2", "-T", str(seconds), "-b", "tpcb-like", name],
+                             env=env, check=True, capture_output=True, text=True).stdout
+        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+        lat = re.search(r"latency average = ([0-9.]+) ms", out)
+        return {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
+                "clients": clients, "scale": scale, "seconds": seconds}
+    finally:
+        subprocess.run(["dropdb", "--force", name], env=env, check=False)
+
+
+async def main(args: argparse.Namespace) -> dict[str, object]:
+    name = f"switchd_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = with_db(ADMIN_DSN, name)
+    results: dict[str, object] = {}
+    try:
+        conn = await ledger_db.connect(dsn)
+        await migrate.upgrade(conn)
+        await A.ensure_asset(conn, "PTS:BENCH", "points", 0)
+        source = await A.open_account(conn, "operator", "bench", "PTS:BENCH", "debit", "none")
+        hot = await A.open_account(conn, "merchant", "hot", "PTS:BENCH", "credit", "none")
+        # Accounts in one statement: set-up is not what we measure.
+        ids = await conn.fetch(
+            "INSERT INTO ledger.accounts(owner_kind, owner_id, asset, normal_side, limit_mode) "
+            "SELECT 'member', 'm' || g, 'PTS:BENCH', 'credit', 'non_negative' FROM generate_series(1, $1) g "
+            "RETURNING id", args.accounts,
+        )
+        accounts = [r["id"] for r in ids]
+        await conn.close()
+        pool = await ledger_db.create_pool(dsn, 2, 4)
+        settings = LedgerSettings(batch_size_max=args.batch_size_max, batch_linger_ms=args.linger_ms,
+                                  queue_depth_max=100_000, timeout_post_s=60)
+        async with Ledger(pool, settings) as led:
+            fund = [transfer(f"fund-{a}", [Leg(source, a, 1_000_000)]) for a in accounts]
+            funded = await led.post_many(fund)
+            assert all(r.status is Status.POSTED for r in funded)
+            results["uniform"] = await run_transfers(led, accounts, None, args.transfers, args.callers, "u")
+            print("uniform:", json.dumps(results["uniform"]), flush=True)
+            results["hot"] = await run_transfers(led, accounts, hot, args.transfers, args.callers, "h")
+            print("hot:    ", json.dumps(results["hot"]), flush=True)
+        problems = await check_books(pool)
+        results["books_balance"] = not problems
+        await pool.close()
+    finally:
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    return results
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--transfers", type=int, default=50_000)
+    ap.add_argument("--callers", type=int, default=256)
+    ap.add_argument("--accounts", type=int, default=10_000)
+    ap.add_argument("--batch-size-max", type=int, default=512)
+    ap.add_argument("--linger-ms", type=float, default=1.0)
+    ap.add_argument("--pgbench-seconds", type=int, default=20)
+    ap.add_argument("--skip-pgbench", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ledger.json"))
+    args = ap.parse_args()
+    try:
+        import uvloop
+
+        figures = uvloop.run(main(args))
+    except ImportError:
+        figures = asyncio.run(main(args))
+    if not args.skip_pgbench:
+        pg = run_pgbench(ADMIN_DSN, args.pgbench_seconds, 8, 10)
+        figures["pgbench"] = pg
+        print("pgbench:", json.dumps(pg), flush=True)
+        tps = float(pg.get("tps", 0) or 0)
+        if tps:
+            for kind, target in (("uniform", 1.5), ("hot", 1.2)):
+                r = figures[kind]
+                assert isinstance(r, dict)
+                ratio = r["transfers_per_s"] / tps
+                r["ratio_to_pgbench"] = round(ratio, 2)
+                r["target_ratio"] = target
+                r["meets_target"] = ratio >= target
+    figures["machine"] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    figures["median_note"] = "one run; p50 is the median latency"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(figures, indent=2))
+    print(json.dumps({k: v for k, v in figures.items() if k in ("uniform", "hot", "pgbench")}, indent=2))
+    print(f"wrote {args.out}")

@@ -1,0 +1,68 @@
+"""Proofs that the books are right, as set-based SQL.
+
+Each check returns the rows that break it (empty = the check passes):
+every asset sums to zero, every cached balance equals the sum of its entries,
+every held amount equals the pending holds behind it, no account is past its
+limit, every journal balances per asset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class Problem:
+    check: str
+    detail: str
+
+
+_CHECKS: dict[str, str] = {
+    "asset_sums_to_zero": """
+        SELECT asset, sum(posted) AS total FROM ledger.accounts GROUP BY asset HAVING sum(posted) <> 0
+    """,
+    "cached_balance_equals_entries": """
+        SELECT a.id, a.posted, coalesce(e.total, 0) AS entries_total
+          FROM ledger.accounts a
+          LEFT JOIN (SELECT account_id, sum(amount) AS total FROM ledger.entries GROUP BY account_id) e
+                 ON e.account_id = a.id
+         WHERE a.posted <> coalesce(e.total, 0)
+    """,
+    "held_equals_pending_holds": """
+        WITH pending AS (
+            SELECT h.debit_account_id AS account_id, h.amount FROM ledger.holds h
+              JOIN ledger.accounts a ON a.id = h.debit_account_id
+             WHERE h.state = 'pending' AND a.normal_side = 'credit'
+            UNION ALL
+            SELECT h.credit_account_id, h.amount FROM ledger.holds h
+              JOIN ledger.accounts a ON a.id = h.credit_account_id
+             WHERE h.state = 'pending' AND a.normal_side = 'debit'
+        )
+        SELECT a.id, a.held, coalesce(p.total, 0) AS pending_total
+          FROM ledger.accounts a
+          LEFT JOIN (SELECT account_id, sum(amount) AS total FROM pending GROUP BY account_id) p
+                 ON p.account_id = a.id
+         WHERE a.held <> coalesce(p.total, 0)
+    """,
+    "accounts_within_limit": """
+        SELECT id, limit_mode, posted, held FROM ledger.accounts
+         WHERE limit_mode = 'non_negative'
+           AND (CASE normal_side WHEN 'credit' THEN posted ELSE -posted END) - held < 0
+    """,
+    "journals_balance": """
+        SELECT journal_id, asset, sum(amount) AS total FROM ledger.entries
+         GROUP BY journal_id, asset HAVING sum(amount) <> 0
+    """,
+}
+
+
+async def check_books(conn: asyncpg.Connection | asyncpg.Pool, limit_rows: int = 20) -> list[Problem]:
+    """Run every check; return one Problem per offending row (at most ``limit_rows`` per check)."""
+    problems: list[Problem] = []
+    for name, sql in _CHECKS.items():
+        rows = await conn.fetch(f"{sql} LIMIT {int(limit_rows)}")
+        for r in rows:
+            problems.append(Problem(name, ", ".join(f"{k}={v}" for k, v in r.items())))
+    return problems

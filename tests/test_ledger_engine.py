@@ -1,0 +1,268 @@
+"""The posting engine against a real PostgreSQL: rules the database enforces,
+every malformed command, holds and their expiry, reversals, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from ledger import accounts as A
+from ledger.audit import check_books
+from ledger.commands import (
+    Command,
+    Kind,
+    Leg,
+    Status,
+    capture,
+    expire,
+    hold,
+    reverse,
+    transfer,
+    void,
+)
+from ledger.engine import Ledger, LedgerSettings, Receipt
+
+
+async def _chart(pool: asyncpg.Pool) -> dict[str, int]:
+    await A.ensure_asset(pool, "PTS:T", "points", 0)
+    await A.ensure_asset(pool, "CNY", "money", 2)
+    return {
+        "op": await A.open_account(pool, "operator", "op", "PTS:T", "debit", "none"),
+        "m1": await A.open_account(pool, "member", "m1", "PTS:T", "credit", "non_negative"),
+        "m2": await A.open_account(pool, "member", "m2", "PTS:T", "credit", "non_negative"),
+        "g1": await A.open_account(pool, "member", "g1", "PTS:T", "credit", "guarded"),
+        "cash": await A.open_account(pool, "operator", "op", "CNY", "debit", "none"),
+    }
+
+
+async def _counts(pool: asyncpg.Pool) -> tuple[int, int, int]:
+    row = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM ledger.journals) j, (SELECT count(*) FROM ledger.entries) e, "
+        "(SELECT coalesce(sum(abs(posted)), 0) FROM ledger.accounts) p"
+    )
+    return row["j"], row["e"], row["p"]
+
+
+async def test_transfer_exists_conflict(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        first = await led.post(transfer("t-1", [Leg(c["op"], c["m1"], 500)]))
+        assert first.status is Status.POSTED and first.balances == {c["op"]: -500, c["m1"]: 500}
+        again = await led.post(transfer("t-1", [Leg(c["op"], c["m1"], 500)]))
+        assert again.status is Status.EXISTS and again.journal_id == first.journal_id
+        assert again.balances == first.balances
+        before = await _counts(pool)
+        clash = await led.post(transfer("t-1", [Leg(c["op"], c["m1"], 501)]))
+        assert clash.status is Status.CONFLICT and "different content" in (clash.detail or "")
+        assert await _counts(pool) == before
+    assert not await check_books(pool)
+
+
+async def test_limit_decline_names_account_and_writes_nothing(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        await led.post(transfer("fund", [Leg(c["op"], c["m1"], 100)]))
+        before = await _counts(pool)
+        res = await led.post(transfer("over", [Leg(c["m1"], c["m2"], 101)]))
+        assert res.status is Status.DECLINED
+        assert f"account {c['m1']}" in (res.detail or "")
+        assert await _counts(pool) == before
+        # A multi-leg command is all or nothing: the good leg does not post either.
+        res = await led.post(transfer("multi", [Leg(c["op"], c["m2"], 5), Leg(c["m1"], c["m2"], 1000)]))
+        assert res.status is Status.DECLINED
+        bal = await A.balance(pool, c["m2"])
+        assert bal is not None and bal.posted == 0
+
+
+async def test_guarded_account_goes_negative_only_when_forced(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        await led.post(transfer("g-fund", [Leg(c["op"], c["g1"], 10)]))
+        plain = await led.post(transfer("g-plain", [Leg(c["g1"], c["op"], 30)]))
+        assert plain.status is Status.DECLINED
+        forced = await led.post(transfer("g-claw", [Leg(c["g1"], c["op"], 30)], force=True))
+        assert forced.status is Status.POSTED and forced.balances[c["g1"]] == -20
+        # While negative, nothing the member asks for can debit it.
+        assert (await led.post(transfer("g-spend", [Leg(c["g1"], c["op"], 1)]))).status is Status.DECLINED
+        # A non_negative account cannot be forced.
+        nn = await led.post(transfer("nn-force", [Leg(c["m1"], c["op"], 1)], force=True))
+        assert nn.status is Status.DECLINED
+    assert not await check_books(pool)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda c: transfer("bad", [Leg(c["op"], 999_999, 5)]), "unknown account 999999"),
+        (lambda c: transfer("bad", [Leg(c["op"], c["cash"], 5)]), "asset mismatch"),
+        (lambda c: transfer("bad", [Leg(c["op"], c["m1"], 0)]), "amount must be a positive integer"),
+        (lambda c: transfer("bad", [Leg(c["op"], c["m1"], -5)]), "amount must be a positive integer"),
+        (lambda c: transfer("bad", [Leg(c["op"], c["op"], 5)]), "same account"),
+        (lambda c: transfer("bad", []), "at least one leg"),
+        (lambda c: transfer("bad", [Leg(c["op"], c["m1"], 1)] * 17), "too many legs"),
+        (lambda c: transfer("", [Leg(c["op"], c["m1"], 1)]), "idempotency key"),
+        (lambda c: Command("bad", Kind.HOLD, (Leg(c["op"], c["m1"], 1),), timeout_s=0), "hold timeout"),
+        (lambda c: reverse("bad", 424242), "journal 424242 does not exist"),
+        (lambda c: capture("bad", 424242), "hold 424242 does not exist"),
+        (lambda c: Command("bad", Kind.VOID, (Leg(c["op"], c["m1"], 1),), ref=1), "takes no legs"),
+    ],
+)
+async def test_invalid_commands_write_nothing(pool: asyncpg.Pool, make, message: str) -> None:  # type: ignore[no-untyped-def]
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        before = await _counts(pool)
+        res = await led.post(make(c))
+        assert res.status is Status.INVALID, res
+        assert message in (res.detail or ""), res.detail
+        assert await _counts(pool) == before
+
+
+async def test_holds_capture_void_expire(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        await led.post(transfer("fund", [Leg(c["op"], c["m1"], 100)]))
+        h = await led.post(hold("h1", Leg(c["m1"], c["m2"], 80), timeout_s=60))
+        assert h.status is Status.POSTED
+        bal = await A.balance(pool, c["m1"])
+        assert bal is not None and (bal.posted, bal.held, bal.available) == (100, 80, 20)
+        # The reservation is real: another debit past the available amount is declined.
+        assert (await led.post(transfer("x", [Leg(c["m1"], c["m2"], 21)]))).status is Status.DECLINED
+        assert h.journal_id is not None
+        cap = await led.post(capture("c1", h.journal_id, 30))
+        assert cap.status is Status.POSTED
+        bal = await A.balance(pool, c["m1"])
+        assert bal is not None and (bal.posted, bal.held) == (70, 0)
+        # Resolved at most once, whatever the key.
+        again = await led.post(void("v1", h.journal_id))
+        assert again.status is Status.INVALID and "already captured" in (again.detail or "")
+        assert (await led.post(capture("c2", h.journal_id, 80))).status is Status.INVALID
+        # Void releases everything.
+        h2 = await led.post(hold("h2", Leg(c["m1"], c["m2"], 70), timeout_s=60))
+        assert h2.journal_id is not None
+        assert (await led.post(capture("c3", h2.journal_id, 71))).status is Status.INVALID
+        assert (await led.post(void("v2", h2.journal_id))).status is Status.POSTED
+        # Expiry: not before its time; a capture after it is declined; expire releases.
+        early = await led.post(expire("e0", h2.journal_id))
+        assert early.status is Status.INVALID
+        h3 = await led.post(hold("h3", Leg(c["m1"], c["m2"], 10), timeout_s=1))
+        assert h3.journal_id is not None
+        assert (await led.post(expire("e1", h3.journal_id))).status is Status.INVALID
+        await asyncio.sleep(1.2)
+        late = await led.post(capture("c4", h3.journal_id))
+        assert late.status is Status.DECLINED and "expired" in (late.detail or "")
+        assert (await led.post(expire("e2", h3.journal_id))).status is Status.POSTED
+        bal = await A.balance(pool, c["m1"])
+        assert bal is not None and bal.held == 0
+    assert not await check_books(pool)
+
+
+async def test_reverse_at_most_once(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        t = await led.post(transfer("t", [Leg(c["op"], c["m1"], 40), Leg(c["op"], c["m2"], 2)]))
+        assert t.journal_id is not None
+        r1 = await led.post(reverse("r1", t.journal_id))
+        assert r1.status is Status.POSTED
+        r2 = await led.post(reverse("r2", t.journal_id))
+        assert r2.status is Status.EXISTS and r2.journal_id == r1.journal_id
+        assert r1.journal_id is not None
+        rr = await led.post(reverse("r3", r1.journal_id))
+        assert rr.status is Status.INVALID and "reversal" in (rr.detail or "")
+        j = await A.journal(pool, journal_id=r1.journal_id)
+        assert j is not None and j.reverses_journal_id == t.journal_id
+        assert sorted(e.amount for e in j.entries) == [-40, -2, 2, 40]
+        for acc in ("m1", "m2", "op"):
+            b = await A.balance(pool, c[acc])
+            assert b is not None and b.posted == 0
+    assert not await check_books(pool)
+
+
+async def test_concurrent_debits_of_one_account_never_overspend(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool, LedgerSettings(batch_size_max=16)) as led:
+        await led.post(transfer("fund", [Leg(c["op"], c["m1"], 1000)]))
+        cmds = [transfer(f"spend-{i}", [Leg(c["m1"], c["m2"], 7)]) for i in range(300)]
+        results = await led.post_many(cmds)
+    posted = sum(1 for r in results if r.status is Status.POSTED)
+    assert posted == 1000 // 7
+    assert all(r.status in (Status.POSTED, Status.DECLINED) for r in results)
+    bal = await A.balance(pool, c["m1"])
+    assert bal is not None and bal.posted == 1000 - 7 * posted
+    assert not await check_books(pool)
+
+
+async def test_receipt_stored_with_posting(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        def receipt(res):  # type: ignore[no-untyped-def]
+            return Receipt("rk-1", b"h" * 32, f"{res.status}:{res.journal_id}".encode())
+
+        res = await led.post(transfer("rk-1", [Leg(c["op"], c["m1"], 3)]), receipt=receipt)
+        stored = await A.get_receipt(pool, "rk-1")
+        assert stored == (b"h" * 32, f"posted:{res.journal_id}".encode())
+        jid = await pool.fetchval("SELECT journal_id FROM ledger.receipts WHERE idempotency_key='rk-1'")
+        assert jid == res.journal_id
+
+
+async def test_batch_failure_answers_every_waiter(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool, LedgerSettings(retries_max=1, timeout_post_s=5)) as led:
+        await pool.execute("ALTER FUNCTION ledger.post_batch RENAME TO post_batch_gone")
+        try:
+            results = await asyncio.wait_for(
+                led.post_many([transfer(f"f{i}", [Leg(c["op"], c["m1"], 1)]) for i in range(20)]), 10
+            )
+        finally:
+            await pool.execute("ALTER FUNCTION ledger.post_batch_gone RENAME TO post_batch")
+        assert all(r.status is Status.ERROR and "batch failed" in (r.detail or "") for r in results)
+        assert (await _counts(pool))[0] == 0
+        # The engine recovers once the database does.
+        ok = await led.post(transfer("after", [Leg(c["op"], c["m1"], 1)]))
+        assert ok.status is Status.POSTED
+
+
+async def test_queue_bound(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool, LedgerSettings(queue_depth_max=5, batch_linger_ms=50)) as led:
+        results = await led.post_many([transfer(uuid.uuid4().hex, [Leg(c["op"], c["m1"], 1)]) for _ in range(40)])
+    assert any(r.status is Status.ERROR and "queue full" in (r.detail or "") for r in results)
+    assert any(r.status is Status.POSTED for r in results)
+    assert not await check_books(pool)
+
+
+async def test_database_refuses_mutation_and_imbalance(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        t = await led.post(transfer("t", [Leg(c["op"], c["m1"], 9)]))
+        h = await led.post(hold("h", Leg(c["m1"], c["m2"], 2), timeout_s=60))
+        assert h.journal_id is not None
+        await led.post(void("v", h.journal_id))
+    for sql in (
+        "UPDATE ledger.entries SET amount = amount + 1",
+        "DELETE FROM ledger.entries",
+        "UPDATE ledger.journals SET kind = 'transfer'",
+        "DELETE FROM ledger.journals",
+        "TRUNCATE ledger.entries CASCADE",
+        "UPDATE ledger.holds SET state = 'pending', resolved_by = NULL",
+        "DELETE FROM ledger.holds",
+    ):
+        with pytest.raises(asyncpg.PostgresError):
+            await pool.execute(sql)
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.PostgresError, match="does not balance"):
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO ledger.journals(id, idempotency_key, content_hash, kind, business_date) "
+                    "VALUES (nextval('ledger.journal_id_seq'), 'raw', '\\x00', 'transfer', current_date)"
+                )
+                await conn.execute(
+                    "INSERT INTO ledger.entries(journal_id, leg, account_id, asset, amount, balance_after) "
+                    "VALUES (currval('ledger.journal_id_seq'), 1, $1, 'PTS:T', 5, 5)", c["m1"]
+                )
+        with pytest.raises(asyncpg.PostgresError):
+            await conn.execute("UPDATE ledger.accounts SET posted = -1 WHERE id = $1", c["m2"])
+    assert t.status is Status.POSTED
+    assert not await check_books(pool)
