@@ -58,6 +58,9 @@ _CHECKS: dict[str, str] = {
 }
 
 
+CHECK_NAMES = frozenset(_CHECKS)
+
+
 async def check_books(conn: asyncpg.Connection | asyncpg.Pool, limit_rows: int = 20) -> list[Problem]:
     """Run every check; return one Problem per offending row (at most ``limit_rows`` per check)."""
     problems: list[Problem] = []

@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.commands import Command, Kind, Result, Status, content_hash, validate
+from ledger.commands import Command, Kind, Result, Status, content_hash, expire, validate
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,20 @@ class Ledger:
     async def post_many(self, cmds: Sequence[Command]) -> list[Result]:
         """Post several commands concurrently; results in the same order."""
         return list(await asyncio.gather(*(self.post(c) for c in cmds)))
+
+    async def expire_due_holds(self, limit: int = 1000) -> int:
+        """Expire pending holds whose time is up; returns how many were expired.
+
+        The daemon calls this periodically so that no hold outlives its bound.
+        Keys are derived from the hold id, so two daemons sweeping at once post
+        each expiry once.
+        """
+        rows = await self.pool.fetch(
+            "SELECT id FROM ledger.holds WHERE state = 'pending' AND expires_at <= now() ORDER BY id LIMIT $1",
+            limit,
+        )
+        results = await asyncio.gather(*(self.post(expire(f"expire:{r['id']}", r["id"])) for r in rows))
+        return sum(1 for r in results if r.status is Status.POSTED)
 
     def _take_batch(self) -> list[_Pending]:
         """Up to batch_size_max items, never two touching the same key, journal or hold.

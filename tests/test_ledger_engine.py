@@ -153,7 +153,13 @@ async def test_holds_capture_void_expire(pool: asyncpg.Pool) -> None:
         await asyncio.sleep(1.2)
         late = await led.post(capture("c4", h3.journal_id))
         assert late.status is Status.DECLINED and "expired" in (late.detail or "")
+        h4 = await led.post(hold("h4", Leg(c["m1"], c["m2"], 5), timeout_s=1))
         assert (await led.post(expire("e2", h3.journal_id))).status is Status.POSTED
+        await asyncio.sleep(1.1)
+        assert await led.expire_due_holds() == 1  # h4, swept
+        assert await led.expire_due_holds() == 0
+        state = await pool.fetchval("SELECT state FROM ledger.holds WHERE id = $1", h4.journal_id)
+        assert state == "expired"
         bal = await A.balance(pool, c["m1"])
         assert bal is not None and bal.held == 0
     assert not await check_books(pool)

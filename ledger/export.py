@@ -1,0 +1,118 @@
+"""Export one business day's journals for accountants: beancount or CSV.
+
+Beancount's sign convention is the debit-positive one, ours credit-positive,
+so every amount is negated on the way out. The file opens every account it
+touches, carries each account's balance before the day in one opening
+transaction, then the day's journals, then a ``balance`` assertion per
+account as of the next morning, so ``bean-check`` proves our balances.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+from decimal import Decimal
+
+import asyncpg
+
+_ROOT = {"credit": "Liabilities", "debit": "Assets"}
+
+
+def commodity(asset: str) -> str:
+    """A beancount commodity name for an asset code.
+
+    >>> commodity("PTS:GOLD"), commodity("CNY")
+    ('PTS.GOLD', 'CNY')
+    """
+    name = re.sub(r"[^A-Z0-9'._-]", ".", asset.upper())
+    if not name[0].isalpha():
+        name = "X" + name
+    return name[:24]
+
+
+def account_name(row: asyncpg.Record) -> str:
+    """``Liabilities:Member:<owner>:<purpose>:<asset>``-style names, beancount-safe."""
+
+    def part(text: str) -> str:
+        cleaned = re.sub(r"[^A-Za-z0-9-]", "-", str(text))
+        return ("X" + cleaned) if not cleaned[0].isupper() else cleaned
+
+    return ":".join(
+        [_ROOT[row["normal_side"]], part(row["owner_kind"].title()), part(row["owner_id"]),
+         part(row["purpose"]), part(commodity(row["asset"]).replace(".", "-")), f"A{row['id']}"]
+    )
+
+
+def _amount(minor: int, scale: int) -> str:
+    return str(Decimal(minor).scaleb(-scale)) if scale else str(minor)
+
+
+async def _day_rows(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT j.id AS journal_id, j.idempotency_key, j.kind, j.created_at, e.leg, e.account_id,
+                  e.asset, e.amount, e.balance_after
+             FROM ledger.journals j JOIN ledger.entries e ON e.journal_id = j.id
+            WHERE j.business_date = $1 ORDER BY j.id, e.leg""",
+        day,
+    )
+
+
+async def beancount(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> str:
+    """The day's journals as a beancount document (see module docstring)."""
+    rows = await _day_rows(conn, day)
+    accounts = await conn.fetch(
+        """SELECT a.id, a.owner_kind, a.owner_id, a.purpose, a.asset, a.normal_side, s.scale,
+                  coalesce((SELECT sum(e.amount) FROM ledger.entries e JOIN ledger.journals j ON j.id = e.journal_id
+                             WHERE e.account_id = a.id AND j.business_date < $1), 0) AS before,
+                  coalesce((SELECT sum(e.amount) FROM ledger.entries e JOIN ledger.journals j ON j.id = e.journal_id
+                             WHERE e.account_id = a.id AND j.business_date <= $1), 0) AS after
+             FROM ledger.accounts a JOIN ledger.assets s ON s.code = a.asset
+            WHERE a.id IN (SELECT e.account_id FROM ledger.entries e JOIN ledger.journals j ON j.id = e.journal_id
+                            WHERE j.business_date <= $1)
+            ORDER BY a.id""",
+        day,
+    )
+    by_id = {a["id"]: a for a in accounts}
+    out = io.StringIO()
+    opened = day - dt.timedelta(days=1)
+    out.write(f"; switchd ledger export, business date {day.isoformat()}\n")
+    out.write('option "operating_currency" "CNY"\n\n')
+    for a in accounts:
+        out.write(f"{opened.isoformat()} open {account_name(a)} {commodity(a['asset'])}\n")
+    out.write(f"{opened.isoformat()} open Equity:Opening-Balances\n\n")
+    openers = [a for a in accounts if a["before"] != 0]
+    if openers:
+        out.write(f'{opened.isoformat()} * "opening balances before {day.isoformat()}"\n')
+        for a in openers:
+            out.write(f"  {account_name(a)}  {_amount(-a['before'], a['scale'])} {commodity(a['asset'])}\n")
+            out.write(f"  Equity:Opening-Balances  {_amount(a['before'], a['scale'])} {commodity(a['asset'])}\n")
+        out.write("\n")
+    current: int | None = None
+    for r in rows:
+        if r["journal_id"] != current:
+            current = r["journal_id"]
+            key = r["idempotency_key"].replace('"', "'")
+            out.write(f'\n{day.isoformat()} * "{r["kind"]}" "{key}"\n  journal: "{r["journal_id"]}"\n')
+        a = by_id[r["account_id"]]
+        out.write(f"  {account_name(a)}  {_amount(-r['amount'], a['scale'])} {commodity(a['asset'])}\n")
+    out.write("\n")
+    nxt = day + dt.timedelta(days=1)
+    for a in accounts:
+        out.write(f"{nxt.isoformat()} balance {account_name(a)}  {_amount(-a['after'], a['scale'])} "
+                  f"{commodity(a['asset'])}\n")
+    return out.getvalue()
+
+
+async def csv_text(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> str:
+    """One row per entry: journal, kind, key, leg, account, asset, amount (credit positive), balance after."""
+    rows = await _day_rows(conn, day)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["business_date", "journal_id", "kind", "idempotency_key", "created_at", "leg", "account_id",
+                "asset", "amount", "balance_after"])
+    for r in rows:
+        w.writerow([day.isoformat(), r["journal_id"], r["kind"], r["idempotency_key"], r["created_at"].isoformat(),
+                    r["leg"], r["account_id"], r["asset"], r["amount"], r["balance_after"]])
+    return out.getvalue()

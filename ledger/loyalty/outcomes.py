@@ -1,0 +1,170 @@
+"""Requests in, outcomes out: the loyalty domain's plain data, and its ISO response codes.
+
+The ISO 8583 handler builds a :class:`Request` from the message, calls one
+operation, and answers with ``RESPONSE_CODES[outcome.reason]``: a thin
+translation, no business rule of its own.
+
+>>> RESPONSE_CODES[Reason.APPROVED], RESPONSE_CODES[Reason.INSUFFICIENT]
+('00', '51')
+>>> TxnType.REDEEM.account
+'65'
+>>> Request(key="T1|000001|0101120000", terminal_id="T1", merchant_id="M1",
+...         pan="6212340000000001", amount=100).currency is None
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ledger.engine import Receipt
+
+
+class TxnType(StrEnum):
+    """Transaction types, named as in loyalty.transactions.txn_type."""
+
+    EARN = "earn"  # purchase, earn points (0200 000000)
+    REDEEM = "redeem"  # redeem points (0200 006500)
+    SV_PURCHASE = "sv_purchase"  # stored-value purchase (0200 006000)
+    TOPUP = "topup"  # top up points (0200 210065)
+    LOAD = "load"  # load stored value (0200 210060)
+    INQUIRY = "inquiry"  # balance inquiry (0200 31xx00)
+    VOID = "void"  # 0200 02xx00
+    REFUND = "refund"  # 0200 20xx00
+    LOTTERY = "lottery"  # 0200 906500
+    REVERSAL = "reversal"  # 0400 / 0420
+    MARKER = "marker"  # a reversal's marker for an original not (yet) seen
+
+    @property
+    def account(self) -> str:
+        """The account type (ISO field 3 positions) the transaction concerns: 00, 60 or 65."""
+        return _ACCOUNT.get(self, "00")
+
+    @property
+    def in_points(self) -> bool:
+        """True when field 4 of this transaction is a number of points."""
+        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY)
+
+
+_ACCOUNT = {TxnType.EARN: "00", TxnType.REDEEM: "65", TxnType.TOPUP: "65",
+            TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60"}
+
+# What may be voided and refunded (DESIGN §4: top-ups and loads are voidable, not refundable).
+VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType.TOPUP, TxnType.LOAD})
+REFUNDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE})
+
+
+class Reason(StrEnum):
+    """Why an operation ended as it did. Everything but APPROVED is a decline."""
+
+    APPROVED = "approved"
+    INSUFFICIENT = "insufficient"  # points or stored value short
+    CARD_UNKNOWN = "card_unknown"
+    CARD_BLOCKED = "card_blocked"
+    CARD_EXPIRED = "card_expired"
+    INVALID_AMOUNT = "invalid_amount"  # zero, negative, or not the original's amount on a void
+    EXCEEDS_LIMIT = "exceeds_limit"  # above the per-transaction maximum; refunds above the original
+    ORIGINAL_NOT_FOUND = "original_not_found"
+    ORIGINAL_REVERSED = "original_reversed"  # a late original whose reversal came first
+    INVALID_TXN = "invalid_txn"  # wrong account type, already voided, not voidable, other day...
+    NOT_PERMITTED = "not_permitted"  # account frozen, lottery not offered, program disabled
+    MERCHANT_UNKNOWN = "merchant_unknown"
+    MERCHANT_INACTIVE = "merchant_inactive"
+    DUPLICATE_MISMATCH = "duplicate_mismatch"  # same key, different content
+    SYSTEM_ERROR = "system_error"  # the database failed; nothing is known to be posted
+
+    @property
+    def approved(self) -> bool:
+        return self is Reason.APPROVED
+
+
+# Reason -> ISO 8583 field 39 (DESIGN §4). The handler's whole translation table.
+RESPONSE_CODES: dict[Reason, str] = {
+    Reason.APPROVED: "00",
+    Reason.INSUFFICIENT: "51",
+    Reason.CARD_UNKNOWN: "14",
+    Reason.CARD_BLOCKED: "62",
+    Reason.CARD_EXPIRED: "54",
+    Reason.INVALID_AMOUNT: "13",
+    Reason.EXCEEDS_LIMIT: "61",
+    Reason.ORIGINAL_NOT_FOUND: "25",
+    Reason.ORIGINAL_REVERSED: "05",
+    Reason.INVALID_TXN: "12",
+    Reason.NOT_PERMITTED: "58",
+    Reason.MERCHANT_UNKNOWN: "03",
+    Reason.MERCHANT_INACTIVE: "03",
+    Reason.DUPLICATE_MISMATCH: "94",
+    Reason.SYSTEM_ERROR: "96",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One financial request, ISO-free.
+
+    ``key`` is the idempotency key ``"<terminal id>|<stan>|<field 7>"``; ``amount``
+    is field 4 as sent (minor units of ``currency``, or points for points
+    transactions). ``account`` is the account type the request names (void,
+    refund, inquiry: the xx of 02xx00/20xx00/31xx00). ``original_rrn`` names the
+    original of a void or refund, ``original_key`` the original of a reversal;
+    ``replacement_amount`` makes a reversal partial (the amount that stands).
+    """
+
+    key: str
+    terminal_id: str
+    merchant_id: str
+    pan: str
+    amount: int
+    currency: str | None = None
+    rrn: str = ""
+    stan: str = ""
+    account: str = "00"
+    original_rrn: str | None = None
+    original_key: str | None = None
+    replacement_amount: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation did. Balances are natural (what the member sees), None when not touched."""
+
+    reason: Reason
+    txn_type: TxnType
+    detail: str = ""
+    journal_id: int | None = None
+    approval_code: str | None = None
+    business_date: str | None = None
+    program: str | None = None
+    currency: str | None = None  # ISO numeric code of the stored value
+    points_earned: int = 0  # credited to the member (earn, top-up, prize, refund of a redeem)
+    points_redeemed: int = 0  # debited from the member (redeem, stake, claw-back)
+    points_balance: int | None = None
+    sv_balance_minor: int | None = None
+    prize_code: str | None = None
+    prize_points: int = 0
+    replayed: bool = False  # the answer of an earlier identical request
+
+    @property
+    def approved(self) -> bool:
+        return self.reason is Reason.APPROVED
+
+    @property
+    def response_code(self) -> str:
+        """ISO 8583 field 39 for this outcome."""
+        return RESPONSE_CODES[self.reason]
+
+
+def approval_code(journal_id: int) -> str:
+    """A 6-character approval code derived from the journal, so a replay gets the same one.
+
+    >>> approval_code(42)
+    '000042'
+    """
+    return f"{journal_id % 1_000_000:06d}"
+
+
+# The caller's receipt: given the outcome, the bytes to keep under its key. For an
+# outcome that posts, it is stored in the posting's own transaction.
+OutcomeReceiptFn = Callable[[Outcome], Receipt | None]

@@ -1,0 +1,101 @@
+"""Back-office CLI: ledger export and reconciliation (end of day builds on these)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger import audit, export
+from ledger import business_day as bday
+from switch.cli import cli, emit, fail, with_db
+
+
+def _parse_date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        fail(f"--date: expected YYYY-MM-DD, got {value!r}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: readers see the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@cli.group("ledger")
+def ledger_group() -> None:
+    """The books: export for accountants."""
+
+
+@ledger_group.command("export")
+@click.option("--date", "date_text", default=None, help="Business date YYYY-MM-DD (default: the open day).")
+@click.option("--format", "fmt", type=click.Choice(["beancount", "csv"]), default="beancount", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None, help="File (default: stdout).")
+@click.pass_context
+def ledger_export(ctx: click.Context, date_text: str | None, fmt: str, out_path: str | None) -> None:
+    """Write one business day's journals as beancount or CSV."""
+    day = _parse_date(date_text)
+
+    async def body(conn: Any) -> str:
+        d = day or await bday.open_date(conn)
+        return await (export.beancount(conn, d) if fmt == "beancount" else export.csv_text(conn, d))
+
+    text = with_db(ctx, body)
+    if out_path:
+        write_atomically(Path(out_path), text)
+        click.echo(f"wrote {out_path}")
+    else:
+        sys.stdout.write(text)
+
+
+@cli.group("recon")
+def recon_group() -> None:
+    """Reconciliation: prove the books."""
+
+
+@recon_group.command("run")
+@click.option("--date", "date_text", default=None, help="Business date YYYY-MM-DD (default: the open day).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def recon_run(ctx: click.Context, date_text: str | None, as_json: bool) -> None:
+    """Run every check; exit 1 if any fails, naming the rows involved."""
+    day = _parse_date(date_text)
+
+    async def body(conn: Any) -> tuple[dt.date, list[audit.Problem]]:
+        d = day or await bday.open_date(conn)
+        return d, await audit.check_books(conn)
+
+    d, problems = with_db(ctx, body)
+    report = {"date": d.isoformat(), "checks": sorted(audit.CHECK_NAMES), "ok": not problems,
+              "failures": [p.__dict__ for p in problems]}
+
+    def human() -> None:
+        for name in sorted(audit.CHECK_NAMES):
+            bad = [p for p in problems if p.check == name]
+            click.echo(f"{'FAIL' if bad else 'ok  '}  {name}")
+            for p in bad:
+                click.echo(f"        {p.detail}")
+
+    emit(report, as_json, human)
+    if problems:
+        sys.exit(1)
+
+
