@@ -1,13 +1,17 @@
 """The daemon's lifecycle: start, serve until a signal, drain, stop.
 
-start: logs -> database (configured or embedded) -> schema check -> ledger
-writer -> ready. SIGTERM/SIGINT: stop accepting, drain in-flight work bounded
-by ``timeout_drain_s``, close, exit 0. A second signal exits at once.
+start: logs -> metrics endpoint -> master key -> database (configured or
+embedded) -> schema check -> ledger writer -> listeners -> ready (logged with
+the bound ports; READY=1 to systemd, then WATCHDOG=1 pings when asked).
+SIGTERM/SIGINT: STOPPING=1, stop accepting, drain in-flight requests bounded
+by ``timeout_drain_s``, close connections, stop the ledger, exit 0. A second
+signal exits at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 
@@ -15,9 +19,13 @@ from ledger import db as ledger_db
 from ledger import migrate
 from ledger.embedded import EmbeddedError
 from ledger.engine import Ledger, LedgerSettings
-from switch import runtime
+from switch import keystore, notify, runtime
 from switch.config import Config
 from switch.logs import configure, get_logger
+from switch.metrics import Metrics
+from switch.pipeline import RrnAllocator, Services
+from switch.server import Server
+from switch.terminals import TerminalStore
 
 log = get_logger("switchd.daemon")
 
@@ -48,20 +56,41 @@ async def _serve(cfg: Config, dsn: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
 
+    metrics = Metrics()
+    metrics_port: int | None = None
+    if cfg.metrics.enabled:
+        metrics_port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+    master_key = keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
     pool = await ledger_db.create_pool(
         dsn, cfg.database.pool_size_min, cfg.database.pool_size_max,
         cfg.database.timeout_connect_s, cfg.database.timeout_statement_s,
     )
+    watchdog: asyncio.Task[None] | None = None
     try:
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
-        ledger = Ledger(pool, ledger_settings(cfg))
+        ledger = Ledger(pool, ledger_settings(cfg), observer=metrics.observer())
+        metrics.watch_pool(pool, lambda: ledger.queue_depth)
         await ledger.start()
-        log.info("ready", config=cfg.source, pid=os.getpid())
+        services = Services(TerminalStore(pool, master_key), ledger, pool, metrics, RrnAllocator(pool))
+        server = Server(cfg.listeners, services)
+        ports = await server.start()
+        log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,
+                 master_key=master_key is not None)
+        notify.notify("READY=1")
+        interval_s = notify.watchdog_interval_s()
+        if interval_s is not None:
+            watchdog = asyncio.create_task(notify.watchdog(interval_s), name="watchdog")
         await stop.wait()
+        notify.notify("STOPPING=1")
+        drained = await server.drain(cfg.daemon.timeout_drain_s)
+        log.info("drained", **drained)
         await asyncio.wait_for(ledger.stop(), cfg.daemon.timeout_drain_s + 1)
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         await pool.close()
+        metrics.stop()
     log.info("stopped")
     return 0
 
@@ -75,6 +104,12 @@ def serve(cfg: Config) -> int:
     except (EmbeddedError, migrate.MigrationError) as exc:
         log.error("start_failed", reason=str(exc))
         return 2
+    except keystore.KeyStoreError as exc:
+        log.error("start_failed", reason=str(exc))
+        return 2
     except OSError as exc:
-        log.error("start_failed", reason=f"database unreachable: {exc}")
+        # Binding a listener or the metrics port fails with OSError too: say which.
+        reason = str(exc) if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES) \
+            else f"database unreachable: {exc}"
+        log.error("start_failed", reason=reason)
         return 2

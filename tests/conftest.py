@@ -142,3 +142,11 @@ async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield p
     finally:
         await p.close()
+
+
+# The daemon fixtures (tests/fixtures_daemon.py): importable by test modules as
+# ``fixtures_daemon`` because this directory is on sys.path.
+import sys as _sys  # noqa: E402
+
+_sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures_daemon import daemon_db, start_daemon  # noqa: E402,F401

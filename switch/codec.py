@@ -1,0 +1,166 @@
+"""ISO 8583 encode/decode with a listener's spec, and the MAC's place in a message.
+
+A thin layer over pyiso8583 that adds what a switch needs: the MTI is read
+(and checked to be 4 ASCII digits) before anything else, so that an
+undecodable message can still be answered; errors carry the field and the
+byte position; and the bytes a MAC covers are found the same way for
+requests (as received) and responses (as sent).
+
+Messages are plain dicts as pyiso8583 uses them: ``"t"`` is the MTI, field
+numbers are strings, values are strings (binary fields as upper-case hex).
+
+>>> spec = load_spec("pos")
+>>> raw = encode({"t": "0800", "7": "0101120000", "11": "000001", "41": "T1      ", "70": "301"}, spec)
+>>> decode(raw, spec)["70"], read_mti(raw)
+('301', '0800')
+>>> mac_field({"t": "0200", "2": "4"}), mac_field({"t": "0800", "70": "301"})
+('64', '128')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import iso8583
+
+import specs
+
+Fields = dict[str, str]
+Spec = dict[str, dict[str, Any]]
+
+# Fields that are never part of a message's content (structure, not data).
+STRUCTURAL = frozenset({"h", "p", "1"})
+MAC_FIELDS = ("64", "128")
+
+
+class CodecError(Exception):
+    """A message that cannot be decoded or encoded. ``field``/``position`` say where.
+
+    ``partial`` holds the fields decoded cleanly before the failure, so a
+    format-error response can echo what the request did carry.
+    """
+
+    def __init__(self, message: str, field: str | None = None, position: int | None = None,
+                 partial: Fields | None = None) -> None:
+        where = "".join([f" field {field}" if field else "", f" at byte {position}" if position is not None else ""])
+        super().__init__(f"{message}{':' if where else ''}{where}")
+        self.reason = message
+        self.field = field
+        self.position = position
+        self.partial: Fields = partial or {}
+
+
+def load_spec(name: str) -> Spec:
+    """The listener's spec by name (``pos`` or ``mis``), a private copy."""
+    return specs.load(name)
+
+
+def read_mti(raw: bytes) -> str | None:
+    """The MTI when the first 4 bytes are ASCII digits, else None (the message is unreadable).
+
+    >>> read_mti(b"0200..."), read_mti(b"02\\xff0"), read_mti(b"02")
+    ('0200', None, None)
+    """
+    head = raw[:4]
+    if len(head) == 4 and all(0x30 <= b <= 0x39 for b in head):
+        return head.decode("ascii")
+    return None
+
+
+def decode(raw: bytes, spec: Spec) -> Fields:
+    """Decode one message; raise CodecError (with field, position, partial fields) if it cannot be.
+
+    >>> decode(b"08x0", load_spec("pos"))
+    Traceback (most recent call last):
+    ...
+    switch.codec.CodecError: MTI is not 4 ASCII digits: field t at byte 0
+    """
+    if read_mti(raw) is None:
+        raise CodecError("MTI is not 4 ASCII digits", "t", 0)
+    try:
+        doc, _enc = iso8583.decode(bytes(raw), spec)
+    except iso8583.DecodeError as exc:
+        # The failing field is in doc_dec with a half-decoded value: leave it out.
+        partial = {k: v for k, v in exc.doc_dec.items() if k != exc.field and isinstance(v, str)}
+        raise CodecError(exc.msg, exc.field, exc.pos, partial) from None
+    except (ValueError, TypeError, UnicodeError) as exc:  # defensive: pyiso8583 wraps most, not all
+        raise CodecError(f"undecodable: {type(exc).__name__}") from None
+    return dict(doc)
+
+
+def encode(fields: Fields, spec: Spec) -> bytes:
+    """Encode a message (bitmaps computed from the fields present).
+
+    >>> encode({"t": "0810", "41": "T1"}, load_spec("pos"))
+    Traceback (most recent call last):
+    ...
+    switch.codec.CodecError: Field data is 2 bytes, expecting 8: field 41
+    """
+    doc = {k: v for k, v in fields.items() if k not in STRUCTURAL}
+    try:
+        raw, _enc = iso8583.encode(doc, spec)
+    except iso8583.EncodeError as exc:
+        raise CodecError(exc.msg, exc.field) from None
+    return bytes(raw)
+
+
+def has_secondary(fields: Fields) -> bool:
+    """True when any field 65-128 is present (the secondary bitmap will be sent)."""
+    return any(k.isdigit() and 65 <= int(k) <= 128 for k in fields)
+
+
+def mac_field(fields: Fields) -> str:
+    """Where the MAC goes: field 128 when a secondary bitmap is present, else 64 (DESIGN §4)."""
+    present = {k for k in fields if k not in MAC_FIELDS}
+    return "128" if has_secondary(dict.fromkeys(present, "")) else "64"
+
+
+def mac_bytes_len(spec: Spec, field: str) -> int:
+    """How many bytes the MAC field takes on the wire: 8 binary, or 16 hex characters."""
+    return int(spec[field]["max_len"])
+
+
+def mac_to_wire(spec: Spec, field: str, mac: bytes) -> str:
+    """The field value pyiso8583 expects for an 8-byte MAC: hex either way (upper case)."""
+    assert len(mac) == 8, "a MAC is 8 bytes"
+    return mac.hex().upper()
+
+
+def mac_from_value(value: str) -> bytes | None:
+    """The 8 MAC bytes from a decoded field value (hex, either case), or None if malformed.
+
+    >>> mac_from_value("0a1b2c3d4e5f6071").hex(), mac_from_value("zz")
+    ('0a1b2c3d4e5f6071', None)
+    """
+    try:
+        mac = bytes.fromhex(value)
+    except ValueError:
+        return None
+    return mac if len(mac) == 8 else None
+
+
+def mac_input(raw: bytes, spec: Spec, field: str) -> bytes:
+    """The bytes a MAC in ``field`` covers: from the MTI up to, not including, the MAC.
+
+    The MAC field is always the last one present (64 without a secondary
+    bitmap, 128 with one), so it is the message's tail.
+    """
+    n = mac_bytes_len(spec, field)
+    assert len(raw) > n, "a message carrying a MAC is longer than the MAC"
+    return raw[:-n]
+
+
+def encode_with_mac(fields: Fields, spec: Spec, sign: Any) -> bytes:
+    """Encode ``fields`` with a MAC: ``sign(data) -> 8 bytes`` over the bytes as sent.
+
+    The MAC field is encoded first as a placeholder so the bitmap has its bit
+    set, then the placeholder's bytes are replaced by the real MAC.
+    """
+    body = {k: v for k, v in fields.items() if k not in MAC_FIELDS}
+    where = mac_field(body)
+    body[where] = "0" * 16
+    raw = encode(body, spec)
+    n = mac_bytes_len(spec, where)
+    mac: bytes = sign(raw[:-n])
+    tail = mac if n == 8 else mac.hex().upper().encode("ascii")
+    return raw[:-n] + tail

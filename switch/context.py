@@ -1,0 +1,94 @@
+"""What a handler receives: one request's context, and how to build its response.
+
+Handlers are plain ``async def handler(ctx: RequestContext) -> Fields``; they
+read ``ctx.fields``, may post through ``ctx.ledger`` (attaching
+``ctx.receipt(...)`` so the response is stored with the posting), and return
+``ctx.reply(code, ...)``. Echoing the request's keys is done here, once, so no
+handler can forget it.
+
+>>> req = {"t": "0200", "3": "000000", "4": "000000000100", "7": "0101120000", "11": "000001",
+...        "41": "T1      ", "42": "M1             ", "2": "4111111111111111"}
+>>> sorted(response_to(req, "40").items())  # doctest: +NORMALIZE_WHITESPACE
+[('11', '000001'), ('3', '000000'), ('39', '40'), ('4', '000000000100'), ('41', 'T1      '),
+ ('42', 'M1             '), ('7', '0101120000'), ('t', '0210')]
+>>> response_mti("0800"), response_mti("0421"), response_mti("0210")
+('0810', '0430', '0210')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from ledger.commands import Result
+from ledger.engine import Ledger
+from switch.config import ListenerConfig
+from switch.dedup import DedupKey, ResponseReceipt
+from switch.terminals import Terminal, TerminalStore
+
+Fields = dict[str, str]
+
+# DESIGN §4: every response echoes these of its request where present; 0810 its own set.
+ECHO_FIELDS = ("3", "4", "7", "11", "41", "42")
+ECHO_FIELDS_NETMGMT = ("7", "11", "41", "70")
+
+
+def response_mti(mti: str) -> str:
+    """Request MTI -> response MTI: function digit made odd, a repeat (xx21) answered as the original."""
+    assert len(mti) == 4 and mti.isdigit(), "MTI is 4 digits"
+    origin = "0" if mti[3] == "1" else mti[3]
+    return mti[:2] + str(int(mti[2]) | 1) + origin
+
+
+def response_to(request: Fields, code: str, **extra: str) -> Fields:
+    """A response to ``request`` with response code ``code``, echoing what it must."""
+    mti = request["t"]
+    echo = ECHO_FIELDS_NETMGMT if mti[:2] == "08" else ECHO_FIELDS
+    out: Fields = {"t": response_mti(mti)}
+    for name in echo:
+        if name in request:
+            out[name] = request[name]
+    out["39"] = code
+    out.update(extra)
+    return out
+
+
+@dataclass
+class RequestContext:
+    """One request as a handler sees it (the terminal is known, active and authenticated)."""
+
+    fields: Fields
+    mti: str
+    processing_code: str | None
+    listener: ListenerConfig
+    peer: str
+    terminal: Terminal | None
+    terminals: TerminalStore
+    ledger: Ledger
+    pool: asyncpg.Pool
+    log: Any
+    rrn: str | None = None  # switch-assigned retrieval reference number (field 37), financial only
+    dedup_key: DedupKey | None = None
+    response_receipt: ResponseReceipt | None = field(default=None, repr=False)
+
+    @property
+    def transaction_type(self) -> str | None:
+        """First two digits of field 3 (None when absent)."""
+        return self.processing_code[:2] if self.processing_code else None
+
+    def reply(self, code: str, **extra: str) -> Fields:
+        """The response with ``code``: echoed keys, the RRN when assigned, and ``extra`` fields."""
+        out = response_to(self.fields, code)
+        if self.rrn is not None:
+            out["37"] = self.rrn
+        out.update(extra)
+        return out
+
+    def receipt(self, build: Callable[[Result], Fields]) -> ResponseReceipt:
+        """A receipt function for ``ledger.post(cmd, receipt=...)`` storing the response with the posting."""
+        assert self.dedup_key is not None, "only deduplicated (financial) requests store receipts"
+        self.response_receipt = ResponseReceipt(self.dedup_key, build)
+        return self.response_receipt

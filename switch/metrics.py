@@ -1,0 +1,128 @@
+"""Prometheus metrics: one registry for the daemon, served on [metrics] host:port at /metrics.
+
+Label values are bounded by construction (listener names from config, MTIs
+and transaction types from the routing table, response codes from our own
+set, rejection reasons from code): a hostile terminal cannot grow the series.
+
+>>> m = Metrics()
+>>> m.requests.labels("pos", "0800", "none", "00").inc()
+>>> b"switchd_requests_total" in m.render()
+True
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ledger.engine import BatchObserver
+
+# Request latency: sub-millisecond echoes up to handler timeouts.
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class _PoolCollector(Collector):
+    """Database pool gauges, read at scrape time (the pool is set once the daemon has one)."""
+
+    def __init__(self) -> None:
+        self.pool: Any = None
+        self.queue_depth: Callable[[], int] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("switchd_db_pool_connections", "Database pool connections by state",
+                              labels=["state"])
+        pool = self.pool
+        if pool is not None:
+            # Plain attribute reads from the scrape thread: racy by at most one connection.
+            size, idle = pool.get_size(), pool.get_idle_size()
+            g.add_metric(["open"], size)
+            g.add_metric(["idle"], idle)
+            g.add_metric(["in_use"], size - idle)
+            g.add_metric(["max"], pool.get_max_size())
+        yield g
+        q = GaugeMetricFamily("switchd_ledger_queue_depth", "Ledger commands waiting for a batch")
+        if self.queue_depth is not None:
+            q.add_metric([], self.queue_depth())
+        yield q
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class _LedgerObserver(BatchObserver):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def batch_done(self, size: int, seconds: float, retries: int, failed: bool) -> None:
+        m = self.metrics
+        m.ledger_batch_size.observe(size)
+        m.ledger_batch_seconds.observe(seconds)
+        if failed:
+            m.ledger_batches_failed.inc()
+
+
+class Metrics:
+    """Every metric the daemon exports, on a private registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("switchd_requests", "Requests answered",
+                                ["listener", "mti", "processing", "response_code"], registry=r)
+        self.request_seconds = Histogram("switchd_request_duration_seconds", "Request latency, frame in to response out",
+                                         ["listener"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.connections = Gauge("switchd_connections", "Open terminal connections", ["listener"], registry=r)
+        self.connections_rejected = Counter("switchd_connections_rejected", "Connections refused or cut",
+                                            ["listener", "reason"], registry=r)
+        self.frames_rejected = Counter("switchd_frames_rejected", "Frames that could not be framed or decoded",
+                                       ["listener", "reason"], registry=r)
+        self.mac_failures = Counter("switchd_mac_failures", "Requests with a bad or missing MAC", registry=r)
+        self.ledger_batch_size = Histogram("switchd_ledger_batch_size", "Commands per ledger batch",
+                                           buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.ledger_batch_seconds = Histogram("switchd_ledger_batch_duration_seconds", "Ledger batch round trip",
+                                              buckets=BATCH_SECONDS_BUCKETS, registry=r)
+        self.ledger_batches_failed = Counter("switchd_ledger_batches_failed", "Ledger batches that failed",
+                                             registry=r)
+        self._pool = _PoolCollector()
+        r.register(self._pool)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def observer(self) -> BatchObserver:
+        """The ledger engine's batch hook feeding the batch histograms."""
+        return _LedgerObserver(self)
+
+    def watch_pool(self, pool: Any, queue_depth: Callable[[], int] | None = None) -> None:
+        """Export gauges for this asyncpg pool (and the ledger queue depth)."""
+        self._pool.pool = pool
+        self._pool.queue_depth = queue_depth
+
+    def render(self) -> bytes:
+        """The exposition text, as /metrics serves it."""
+        return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP endpoint in a daemon thread; return the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server, self._thread = server, thread
+        return int(server.server_port)
+
+    def stop(self) -> None:
+        """Stop the HTTP endpoint (bounded: the serving thread is a daemon thread)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

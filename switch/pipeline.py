@@ -1,0 +1,254 @@
+"""The life of one request (DESIGN §3), from message bytes to response bytes.
+
+decode -> validate -> terminal known and active? -> MAC valid? -> signed on?
+-> duplicate? -> route -> handler (bounded by timeout_handler_s) -> store the
+response (financial) -> MAC -> encode.
+
+Every step that can say no answers with the request's keys echoed; nothing
+here raises to the connection: a bug answers 96 and is logged. ``None``
+means the message is unreadable (no MTI) and the connection must be closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from ledger.engine import Ledger
+from switch import codec, dedup, mac
+from switch.codec import CodecError, Fields
+from switch.config import ListenerConfig
+from switch.context import RequestContext, response_mti, response_to
+from switch.logs import get_logger, mask_pan
+from switch.metrics import Metrics
+from switch.routing import metric_labels, route
+from switch.terminals import Terminal, TerminalStore, plausible_id
+from switch.validation import validate
+
+log = get_logger("switchd.request")
+
+FORMAT_ERROR = "30"
+UNKNOWN_TERMINAL = "03"
+NOT_PERMITTED = "58"
+SECURITY_VIOLATION = "63"
+SYSTEM_UNAVAILABLE = "91"
+DUPLICATE = "94"
+MALFUNCTION = "96"
+
+# RRNs are taken from the database in blocks: one sequence call per this many responses.
+RRN_BLOCK = 1000
+RRN_DIGITS = 12
+
+
+class RrnAllocator:
+    """Unique 12-digit retrieval reference numbers, shared by every daemon on the database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._next = 0
+        self._end = 0
+        self._lock = asyncio.Lock()
+
+    async def next(self) -> str:
+        """The next RRN (one database round trip per RRN_BLOCK of them)."""
+        if self._next >= self._end:
+            async with self._lock:
+                if self._next >= self._end:
+                    block = int(await self.pool.fetchval("SELECT nextval('switch.rrn_block_seq')"))
+                    self._next, self._end = block * RRN_BLOCK, (block + 1) * RRN_BLOCK
+        value = self._next
+        self._next += 1
+        assert value < 10**RRN_DIGITS, "RRN space exhausted"
+        return f"{value:0{RRN_DIGITS}d}"
+
+
+@dataclass
+class Services:
+    """What every request may use; one per daemon."""
+
+    terminals: TerminalStore
+    ledger: Ledger
+    pool: asyncpg.Pool
+    metrics: Metrics
+    rrn: RrnAllocator
+
+
+@dataclass
+class _State:
+    """What the log line and the encoder need to know about one request."""
+
+    mti: str
+    fields: Fields = field(default_factory=dict)
+    terminal: Terminal | None = None  # set only when the response is to be MACed for it
+    error: str | None = None
+    replayed: bool = False
+
+
+class Pipeline:
+    """Answers messages for one listener (its spec, its limits)."""
+
+    def __init__(self, listener: ListenerConfig, services: Services) -> None:
+        self.listener = listener
+        self.services = services
+        self.spec = codec.load_spec(listener.spec)
+
+    async def handle(self, raw: bytes, peer: str) -> bytes | None:
+        """Response message bytes for ``raw``, or None when the connection must be closed."""
+        started_s = time.perf_counter()
+        m = self.services.metrics
+        mti = codec.read_mti(raw)
+        if mti is None:
+            m.frames_rejected.labels(self.listener.name, "unreadable_mti").inc()
+            log.warning("frame_rejected", listener=self.listener.name, peer=peer, reason="unreadable_mti",
+                        frame_bytes=len(raw))
+            return None
+        state = _State(mti)
+        try:
+            response = await self._answer(raw, state, peer)
+        except Exception as exc:  # a bug or the database: decline, never crash the connection
+            log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti,
+                      error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            state.terminal = None
+            response = response_to(state.fields or {"t": mti}, MALFUNCTION)
+        out = self._encode(response, state)
+        elapsed_s = time.perf_counter() - started_s
+        code = response.get("39", "")
+        pc = state.fields.get("3")
+        m.requests.labels(self.listener.name, *metric_labels(mti, pc), code).inc()
+        m.request_seconds.labels(self.listener.name).observe(elapsed_s)
+        log.info("request", listener=self.listener.name, peer=peer, mti=mti, processing_code=pc,
+                 response_code=code, terminal_id=state.fields.get("41", "").rstrip(" ") or None,
+                 pan_masked=mask_pan(state.fields.get("2")), rrn=response.get("37"),
+                 latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
+        return out
+
+    # ------------------------------------------------------------------ decisions
+
+    async def _identify(self, state: _State, tid: str | None) -> Terminal | None:
+        if not tid or not plausible_id(tid):  # garbage never reaches the database
+            return None
+        terms = self.services.terminals
+        term = await terms.get(tid)
+        if term is None or not term.active:
+            term = await terms.get(tid, fresh=True)
+        return term
+
+    def _mac_for(self, state: _State, term: Terminal | None) -> None:
+        # 0800/0810 are never MACed; every other response to a keyed terminal is.
+        if term is not None and term.keyed and term.mac_key is not None and state.mti[:2] != "08":
+            state.terminal = term
+
+    async def _answer(self, raw: bytes, state: _State, peer: str) -> Fields:
+        m = self.services.metrics
+        name = self.listener.name
+        try:
+            fields = codec.decode(raw, self.spec)
+        except CodecError as exc:
+            m.frames_rejected.labels(name, "undecodable").inc()
+            state.fields = {**exc.partial, "t": state.mti}
+            state.error = str(exc)
+            self._mac_for(state, await self._identify(state, state.fields.get("41")))
+            return response_to(state.fields, FORMAT_ERROR)
+        state.fields = fields
+        problem = validate(fields)
+        if problem is not None:
+            m.frames_rejected.labels(name, "invalid").inc()
+            state.error = f"field {problem.field}: {problem.reason}"
+            self._mac_for(state, await self._identify(state, fields.get("41")))
+            return response_to(fields, FORMAT_ERROR)
+
+        term: Terminal | None = None
+        if "41" in fields:
+            term = await self._identify(state, fields["41"])
+            if term is None:
+                state.error = "unknown terminal"
+                return response_to(fields, UNKNOWN_TERMINAL)
+            self._mac_for(state, term)
+            if not term.active:
+                state.error = "terminal disabled"
+                return response_to(fields, NOT_PERMITTED)
+            netmgmt = state.mti[:2] == "08"
+            if term.keyed and not netmgmt:
+                if term.mac_key is None:
+                    state.error = f"terminal key unavailable: {term.key_error}"
+                    return response_to(fields, MALFUNCTION)
+                if not self._mac_ok(raw, fields, term):
+                    m.mac_failures.inc()
+                    state.error = "bad or missing MAC"
+                    return response_to(fields, SECURITY_VIOLATION)
+            if not netmgmt and self.listener.sign_on_required and not term.signed_on:
+                fresh = await self.services.terminals.get(fields["41"], fresh=True)
+                if fresh is None or not fresh.signed_on:
+                    state.error = "terminal not signed on"
+                    return response_to(fields, NOT_PERMITTED)
+
+        key = dedup.key_for(fields)
+        if key is not None:
+            prior = await dedup.lookup(self.services.pool, key)
+            if isinstance(prior, dedup.Replay):
+                state.replayed = True
+                return prior.response
+            if isinstance(prior, dedup.Conflict):
+                state.error = "duplicate key, different content"
+                return response_to(fields, DUPLICATE)
+
+        target = route(state.mti, fields.get("3"))
+        if isinstance(target, str):
+            response = response_to(fields, target)
+            ctx: RequestContext | None = None
+        else:
+            ctx = RequestContext(
+                fields=fields, mti=state.mti, processing_code=fields.get("3"), listener=self.listener,
+                peer=peer, terminal=term, terminals=self.services.terminals, ledger=self.services.ledger,
+                pool=self.services.pool, log=log, dedup_key=key,
+                rrn=await self.services.rrn.next() if key is not None else None,
+            )
+            try:
+                response = await asyncio.wait_for(target(ctx), self.listener.timeout_handler_s)
+            except TimeoutError:
+                # Not stored: the posting may still commit with its own receipt, which
+                # a retransmission then gets. This request is answered 91, never 00.
+                state.error = f"handler exceeded {self.listener.timeout_handler_s}s"
+                return ctx.reply(SYSTEM_UNAVAILABLE)
+        if key is not None and not (ctx is not None and ctx.response_receipt is not None
+                                    and ctx.response_receipt.stored):
+            stored = await dedup.store(self.services.pool, key, response)
+            if isinstance(stored, dedup.Conflict):
+                state.error = "duplicate key, different content"
+                return response_to(fields, DUPLICATE)
+            response = stored.response
+        return response
+
+    def _mac_ok(self, raw: bytes, fields: Fields, term: Terminal) -> bool:
+        assert term.mac_alg is not None and term.mac_key is not None
+        where = "128" if "1" in fields else "64"
+        if where == "128" and "64" in fields:  # a MAC in 64 with a secondary bitmap is misplaced
+            return False
+        value = fields.get(where)
+        if value is None:
+            return False
+        received = codec.mac_from_value(value)
+        if received is None:
+            return False
+        return mac.verify(term.mac_alg, term.mac_key, codec.mac_input(raw, self.spec, where), received)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self, response: Fields, state: _State) -> bytes | None:
+        term = state.terminal
+        try:
+            if term is not None:
+                alg, key = term.mac_alg, term.mac_key
+                assert alg is not None and key is not None
+                return codec.encode_with_mac(response, self.spec, lambda data: mac.compute(alg, key, data))
+            return codec.encode({k: v for k, v in response.items() if k not in codec.MAC_FIELDS}, self.spec)
+        except Exception as exc:  # noqa: BLE001 - never let a response kill the connection
+            # An echoed value that does not re-encode: answer the bare minimum rather than nothing.
+            log.error("response_unencodable", listener=self.listener.name, mti=state.mti, error=str(exc))
+            try:
+                return codec.encode({"t": response_mti(state.mti), "39": MALFUNCTION}, self.spec)
+            except CodecError:
+                return None

@@ -1,0 +1,77 @@
+"""Routing: one table from (MTI, transaction type) to the handler that answers it.
+
+The transaction type is the first two digits of field 3 (``"*"`` in the
+table: any). Adding a transaction type is one row here and one function in
+``switch/handlers``. An MTI not in the table is answered 12 (invalid
+transaction); a known MTI with a transaction type not in the table, 40
+(function not supported).
+
+>>> route("0800", None) is netmgmt.handle
+True
+>>> route("0100", "00"), route("0200", "77")
+('12', '40')
+>>> route("0421", "00") is route("0420", "00")
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from switch.context import RequestContext
+from switch.handlers import netmgmt, not_supported
+
+Fields = dict[str, str]
+Handler = Callable[[RequestContext], Awaitable[Fields]]
+
+INVALID_TRANSACTION = "12"
+FUNCTION_NOT_SUPPORTED = "40"
+ANY = "*"
+
+# (MTI, transaction type) -> handler. The loyalty handlers replace not_supported
+# row by row (DESIGN §4 lists the operations).
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("0800", ANY): netmgmt.handle,
+    ("0200", "00"): not_supported,  # purchase-earn 000000, redeem 006500, stored-value purchase 006000
+    ("0200", "02"): not_supported,  # void
+    ("0200", "20"): not_supported,  # refund
+    ("0200", "21"): not_supported,  # top-up points 210065, load stored value 210060
+    ("0200", "31"): not_supported,  # balance inquiry
+    ("0200", "90"): not_supported,  # points lottery draw
+    ("0400", ANY): not_supported,  # reversal (processing code as the original)
+    ("0420", ANY): not_supported,  # reversal advice
+    ("0500", "92"): not_supported,  # terminal batch settlement
+}
+
+KNOWN_MTIS = frozenset(mti for mti, _ in ROUTES)
+# DESIGN §4: a repeated advice (0421) is answered like 0420.
+REPEATS = {"0421": "0420"}
+
+
+def _canonical(mti: str) -> str:
+    return REPEATS.get(mti, mti)
+
+
+def metric_labels(mti: str, processing_code: str | None) -> tuple[str, str]:
+    """(mti, processing) labels with bounded cardinality: unknown values become ``other``.
+
+    >>> metric_labels("0200", "006500"), metric_labels("9999", "123456"), metric_labels("0200", "77xxxx")
+    (('0200', '00'), ('other', 'other'), ('0200', 'other'))
+    """
+    canon = _canonical(mti)
+    if canon not in KNOWN_MTIS:
+        return "other", "other"
+    txn_type = (processing_code or "")[:2]
+    if (canon, txn_type) in ROUTES:
+        return mti, txn_type
+    return mti, "other" if processing_code else "none"
+
+
+def route(mti: str, processing_code: str | None) -> Handler | str:
+    """The handler for a request, or the response code to decline it with (12 or 40)."""
+    mti = _canonical(mti)
+    if mti not in KNOWN_MTIS:
+        return INVALID_TRANSACTION
+    txn_type = (processing_code or "")[:2]
+    handler = ROUTES.get((mti, txn_type)) or ROUTES.get((mti, ANY))
+    return handler if handler is not None else FUNCTION_NOT_SUPPORTED

@@ -1,0 +1,331 @@
+"""Terminals: the ``switch.terminals`` table, the daemon's cached view of it, and
+``switchd terminal add|list|show|disable``.
+
+A terminal is field 41 (stored without its space padding) and belongs to a
+merchant (field 42). Its MAC key is sealed under the master key
+(:mod:`switch.keystore`) with the terminal id and algorithm as associated data,
+so the database never holds a key in clear and a sealed key cannot be moved
+to another terminal. Nothing here prints or logs a key.
+
+>>> key_aad("T0000001", "x919")
+b'switchd:terminal:T0000001:x919'
+>>> normalize_id("T1      ")
+'T1'
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import click
+
+from switch import keystore, mac
+from switch.cli import cli, emit, fail, load, with_db
+
+# Cached lookups keep the hot path (an echo every few ms per terminal) off the
+# database; a CLI change reaches the daemon within this bound.
+CACHE_TTL_S = 1.0
+CACHE_ENTRIES_MAX = 100_000
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
+_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
+
+
+def normalize_id(value: str) -> str:
+    """Field 41/42 as stored: trailing spaces are not significant."""
+    return value.rstrip(" ")
+
+
+def plausible_id(value: str) -> bool:
+    """True when ``value`` (field 41, padded or not) could be a terminal id at all.
+
+    >>> plausible_id("T1      "), plausible_id("T1;--"), plausible_id("        ")
+    (True, False, False)
+    """
+    return bool(_ID_RE.match(normalize_id(value)))
+
+
+def key_aad(terminal_id: str, alg: str) -> bytes:
+    """Associated data binding a sealed key to its terminal and algorithm."""
+    return f"switchd:terminal:{terminal_id}:{alg}".encode()
+
+
+@dataclass(frozen=True)
+class Terminal:
+    """A terminal as the switch sees it. ``mac_key`` is unsealed, in memory only (never logged)."""
+
+    terminal_id: str
+    merchant_id: str
+    status: str
+    signed_on: bool
+    mac_alg: str | None
+    mac_key: bytes | None
+    key_error: str | None = None  # the sealed key could not be unsealed (no/wrong master key)
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def keyed(self) -> bool:
+        """True when the terminal must MAC (it has a MAC algorithm, whether or not we can unseal it)."""
+        return self.mac_alg is not None
+
+    def __repr__(self) -> str:  # never show the key, even in a traceback
+        return (f"Terminal(terminal_id={self.terminal_id!r}, merchant_id={self.merchant_id!r}, "
+                f"status={self.status!r}, signed_on={self.signed_on}, mac_alg={self.mac_alg!r})")
+
+
+_SELECT = ("SELECT terminal_id, merchant_id, status, signed_on, signed_on_at, mac_alg, mac_key_sealed, "
+           "created_at, updated_at FROM switch.terminals")
+
+
+def _from_row(row: asyncpg.Record, master_key: bytes | None) -> Terminal:
+    alg = row["mac_alg"]
+    key: bytes | None = None
+    problem: str | None = None
+    if alg is not None:
+        if master_key is None:
+            problem = "terminal has a MAC key but no master key is configured"
+        else:
+            try:
+                key = keystore.unseal(master_key, bytes(row["mac_key_sealed"]), key_aad(row["terminal_id"], alg))
+            except keystore.KeyStoreError as exc:
+                problem = str(exc)
+    return Terminal(row["terminal_id"], row["merchant_id"], row["status"], row["signed_on"], alg, key, problem)
+
+
+class TerminalStore:
+    """The daemon's access to terminals: cached reads, written-through sign-on state."""
+
+    def __init__(self, pool: asyncpg.Pool, master_key: bytes | None) -> None:
+        self.pool = pool
+        self.master_key = master_key
+        self._cache: dict[str, tuple[float, Terminal | None]] = {}
+
+    async def get(self, terminal_id: str, fresh: bool = False) -> Terminal | None:
+        """The terminal, or None if unknown; at most CACHE_TTL_S old unless ``fresh``.
+
+        Callers about to decline because of what they got ask again with
+        ``fresh=True``: declining on stale data (another instance just signed
+        the terminal on) is worse than one more query.
+        """
+        tid = normalize_id(terminal_id)
+        now = time.monotonic()
+        hit = self._cache.get(tid)
+        if not fresh and hit is not None and now - hit[0] < CACHE_TTL_S:
+            return hit[1]
+        row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
+        term = None if row is None else _from_row(row, self.master_key)
+        if len(self._cache) >= CACHE_ENTRIES_MAX:
+            self._cache.clear()  # crude but bounded; the next requests refill it
+        self._cache[tid] = (now, term)
+        return term
+
+    async def set_signed_on(self, terminal_id: str, signed_on: bool) -> None:
+        """Record a sign-on (True) or sign-off (False)."""
+        tid = normalize_id(terminal_id)
+        column = "signed_on_at" if signed_on else "signed_off_at"
+        await self.pool.execute(
+            f"UPDATE switch.terminals SET signed_on = $2, {column} = now(), updated_at = now() "
+            "WHERE terminal_id = $1", tid, signed_on,
+        )
+        self._cache.pop(tid, None)
+
+
+# ---------------------------------------------------------------- operations (CLI and tests)
+
+
+class TerminalError(Exception):
+    """An operator mistake; ``str()`` is one line."""
+
+
+def check_new(terminal_id: str, merchant_id: str, mac_alg: str | None, mac_key_hex: str | None,
+              master_key: bytes | None) -> bytes | None:
+    """Validate ``terminal add`` arguments; return the sealed key (or None). Raises TerminalError."""
+    if not _ID_RE.match(terminal_id):
+        raise TerminalError(f"terminal id {terminal_id!r}: 1..8 letters, digits, _ or -")
+    if not _MERCHANT_RE.match(merchant_id):
+        raise TerminalError(f"merchant id {merchant_id!r}: 1..15 letters, digits, _ or -")
+    if (mac_alg is None) != (mac_key_hex is None):
+        raise TerminalError("--mac-alg and --mac-key go together")
+    if mac_alg is None or mac_key_hex is None:
+        return None
+    if mac_alg not in mac.ALGORITHMS:
+        raise TerminalError(f"--mac-alg must be one of {', '.join(mac.ALGORITHMS)}")
+    try:
+        key = bytes.fromhex(mac_key_hex)
+    except ValueError:
+        raise TerminalError("--mac-key must be hexadecimal") from None
+    if not mac.key_length_ok(mac_alg, key):
+        raise TerminalError(f"--mac-key has the wrong length for {mac_alg}")
+    if master_key is None:
+        raise TerminalError("cannot store a MAC key: no master key configured "
+                            "(set [security] master_key_file or the variable named by master_key_env)")
+    return keystore.seal(master_key, key, key_aad(terminal_id, mac_alg))
+
+
+async def add_terminal(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, merchant_id: str,
+                       mac_alg: str | None = None, mac_key_hex: str | None = None,
+                       master_key: bytes | None = None) -> None:
+    """Create a terminal; TerminalError if it exists or an argument is wrong."""
+    sealed = check_new(terminal_id, merchant_id, mac_alg, mac_key_hex, master_key)
+    status = await conn.execute(
+        "INSERT INTO switch.terminals(terminal_id, merchant_id, mac_alg, mac_key_sealed) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (terminal_id) DO NOTHING", terminal_id, merchant_id, mac_alg if sealed else None, sealed,
+    )
+    if status.endswith(" 0"):
+        raise TerminalError(f"terminal {terminal_id} already exists")
+
+
+def describe(row: asyncpg.Record) -> dict[str, Any]:
+    """A terminal row for output: never the key, only whether there is one."""
+    return {
+        "terminal_id": row["terminal_id"], "merchant_id": row["merchant_id"], "status": row["status"],
+        "signed_on": row["signed_on"],
+        "signed_on_at": row["signed_on_at"].isoformat() if row["signed_on_at"] else None,
+        "mac_alg": row["mac_alg"], "mac_key": "sealed" if row["mac_key_sealed"] is not None else None,
+        "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+async def list_terminals(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[dict[str, Any]]:
+    """Terminals in id order, at most ``limit``."""
+    rows = await conn.fetch(_SELECT + " ORDER BY terminal_id LIMIT $1", limit)
+    return [describe(r) for r in rows]
+
+
+async def show_terminal(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str) -> dict[str, Any] | None:
+    """One terminal, or None."""
+    row = await conn.fetchrow(_SELECT + " WHERE terminal_id = $1", normalize_id(terminal_id))
+    return None if row is None else describe(row)
+
+
+async def set_status(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, status: str) -> bool:
+    """Set active/disabled; False when the terminal does not exist. Disabling also signs it off."""
+    result = await conn.execute(
+        "UPDATE switch.terminals SET status = $2, signed_on = signed_on AND $2 = 'active', updated_at = now() "
+        "WHERE terminal_id = $1", normalize_id(terminal_id), status,
+    )
+    return not result.endswith(" 0")
+
+
+# ---------------------------------------------------------------- CLI
+
+LIST_LIMIT_MAX = 100_000
+
+
+def _master_key(ctx: click.Context) -> bytes | None:
+    cfg = load(ctx)
+    try:
+        return keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+    except keystore.KeyStoreError as exc:
+        fail(str(exc))
+
+
+@click.group("terminal")
+def terminal() -> None:
+    """Terminals: add, list, show, disable (keys are sealed; never printed)."""
+
+
+@terminal.command("add")
+@click.argument("terminal_id")
+@click.option("--merchant", "merchant_id", required=True, help="Merchant id (field 42).")
+@click.option("--mac-alg", type=click.Choice(list(mac.ALGORITHMS)), default=None, help="MAC algorithm.")
+@click.option("--mac-key", "mac_key_hex", default=None, help="MAC key in hex (sealed under the master key).")
+@click.pass_context
+def terminal_add(ctx: click.Context, terminal_id: str, merchant_id: str, mac_alg: str | None,
+                 mac_key_hex: str | None) -> None:
+    """Add a terminal, optionally with a MAC key."""
+    master = _master_key(ctx) if mac_key_hex is not None else None
+    try:
+        check_new(terminal_id, merchant_id, mac_alg, mac_key_hex, master)
+    except TerminalError as exc:
+        fail(str(exc))
+
+    async def body(conn: Any) -> str | None:
+        try:
+            await add_terminal(conn, terminal_id, merchant_id, mac_alg, mac_key_hex, master)
+        except TerminalError as exc:
+            return str(exc)
+        return None
+
+    problem = with_db(ctx, body)
+    if problem:
+        fail(problem)
+    click.echo(f"added terminal {terminal_id} (merchant {merchant_id}{', MAC ' + mac_alg if mac_alg else ''})")
+
+
+@terminal.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", type=click.IntRange(1, LIST_LIMIT_MAX), default=1000, show_default=True)
+@click.pass_context
+def terminal_list(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """List terminals."""
+
+    async def body(conn: Any) -> list[dict[str, Any]]:
+        return await list_terminals(conn, limit)
+
+    rows = with_db(ctx, body)
+
+    def human() -> None:
+        for r in rows:
+            click.echo(f"{r['terminal_id']:8}  {r['merchant_id']:15}  {r['status']:8}  "
+                       f"{'signed-on' if r['signed_on'] else 'signed-off':10}  {r['mac_alg'] or '-'}")
+
+    emit(rows, as_json, human)
+
+
+@terminal.command("show")
+@click.argument("terminal_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def terminal_show(ctx: click.Context, terminal_id: str, as_json: bool) -> None:
+    """Show one terminal (the key itself is never shown)."""
+
+    async def body(conn: Any) -> dict[str, Any] | None:
+        return await show_terminal(conn, terminal_id)
+
+    row = with_db(ctx, body)
+    if row is None:
+        fail(f"terminal {terminal_id} not found", code=1)
+
+    def human() -> None:
+        for k, v in row.items():
+            click.echo(f"{k}: {v}")
+
+    emit(row, as_json, human)
+
+
+@terminal.command("disable")
+@click.argument("terminal_id")
+@click.pass_context
+def terminal_disable(ctx: click.Context, terminal_id: str) -> None:
+    """Disable a terminal: its requests are declined 58 from now on."""
+
+    async def body(conn: Any) -> bool:
+        return await set_status(conn, terminal_id, "disabled")
+
+    if not with_db(ctx, body):
+        fail(f"terminal {terminal_id} not found", code=1)
+    click.echo(f"disabled terminal {terminal_id}")
+
+
+@terminal.command("enable")
+@click.argument("terminal_id")
+@click.pass_context
+def terminal_enable(ctx: click.Context, terminal_id: str) -> None:
+    """Re-enable a disabled terminal (it must sign on again where sign-on is required)."""
+
+    async def body(conn: Any) -> bool:
+        return await set_status(conn, terminal_id, "active")
+
+    if not with_db(ctx, body):
+        fail(f"terminal {terminal_id} not found", code=1)
+    click.echo(f"enabled terminal {terminal_id}")
+
+
+cli.add_command(terminal)

@@ -1,0 +1,169 @@
+"""Build, MAC, decode and display ISO 8583 messages for the tools.
+
+Uses only pyiso8583 and the JSON specs: the tools must not share the
+daemon's codec. Field values are pyiso8583's decoded form: strings, with
+binary fields (POS 52/64/128) as hexadecimal text.
+
+MAC placement (DESIGN.md §4): the MAC is field 64, or 128 when a secondary
+bitmap is present; it is always the last field. Encode with the MAC field
+present and zero, MAC every byte before it, then put the MAC in.
+
+>>> raw = build({"t": "0200", "3": "000000", "11": "000001"}, "pos", "x919", bytes(16))
+>>> check_mac(raw, "pos", "x919", bytes(16))
+True
+>>> mask_pan("6250941234567890")
+'625094******7890'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import iso8583
+
+import specs
+from tools import _mac
+
+Fields = dict[str, str]
+SPEC_NAMES = ("pos", "mis")
+REDACTED_FIELDS = frozenset({"35", "45", "52"})
+MAC_FIELDS = ("64", "128")
+_SPECS: dict[str, dict[str, dict[str, Any]]] = {}
+
+
+def spec(name: str) -> dict[str, dict[str, Any]]:
+    """The named spec, loaded once (the tools never modify it)."""
+    if name not in _SPECS:
+        _SPECS[name] = specs.load(name)
+    return _SPECS[name]
+
+
+def mac_field(fields: Mapping[str, str]) -> str:
+    """``128`` when any field above 64 is present (secondary bitmap), else ``64``.
+
+    >>> mac_field({"t": "0200", "3": "000000"}), mac_field({"t": "0400", "90": "0" * 42})
+    ('64', '128')
+    """
+    secondary = any(k.isdigit() and 64 < int(k) < 128 for k in fields)
+    return "128" if secondary else "64"
+
+
+def mac_bytes_encoded(spec_name: str) -> int:
+    """Bytes the MAC occupies on the wire: 8 binary (POS) or 16 hex characters (MIS)."""
+    return 8 if spec(spec_name)["64"]["data_enc"] == "b" else 16
+
+
+def encode(fields: Mapping[str, str], spec_name: str) -> bytes:
+    """Encode with pyiso8583 (bitmaps are computed from the fields present)."""
+    raw, _enc = iso8583.encode(dict(fields), spec(spec_name))
+    return bytes(raw)
+
+
+def decode(raw: bytes, spec_name: str) -> tuple[Fields, dict[str, dict[str, bytes]]]:
+    """Decode with pyiso8583; raises ``iso8583.DecodeError`` (with field and position)."""
+    dec, enc = iso8583.decode(raw, spec(spec_name))
+    return dec, enc
+
+
+def build(
+    fields: Mapping[str, str], spec_name: str, mac_alg: str = "", mac_key: bytes = b""
+) -> bytes:
+    """Encode ``fields``; with a MAC key, add the MAC in field 64/128 (overwriting any value)."""
+    if not mac_alg or not mac_key:
+        return encode(fields, spec_name)
+    doc = {k: v for k, v in fields.items() if k not in MAC_FIELDS}
+    doc[mac_field(doc)] = "0" * 16
+    raw = encode(doc, spec_name)
+    covered = raw[: len(raw) - mac_bytes_encoded(spec_name)]
+    tag = _mac.mac(mac_alg, mac_key, covered)
+    return covered + (tag if mac_bytes_encoded(spec_name) == 8 else tag.hex().upper().encode())
+
+
+def check_mac(raw: bytes, spec_name: str, mac_alg: str, mac_key: bytes) -> bool | None:
+    """True/False for a message carrying a MAC; None when it carries none.
+
+    The MAC field is the last field, so the covered bytes are everything before it.
+    Hexadecimal MACs are accepted in either case.
+    """
+    dec, _enc = decode(raw, spec_name)
+    present = [f for f in MAC_FIELDS if f in dec]
+    if not present:
+        return None
+    size = mac_bytes_encoded(spec_name)
+    received = raw[-size:] if size == 8 else bytes.fromhex(raw[-size:].decode("ascii"))
+    return _mac.mac(mac_alg, mac_key, raw[:-size]) == received
+
+
+def mask_pan(pan: str) -> str:
+    """First 6 and last 4 digits; anything shorter than 11 is fully masked.
+
+    >>> mask_pan("1234567890")
+    '**********'
+    """
+    if len(pan) < 11:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def display_value(field: str, value: str) -> str:
+    """How a field is shown: PAN masked, secrets and MACs by length only.
+
+    >>> display_value("52", "0123456789ABCDEF"), display_value("2", "6250941234567890")
+    ('[redacted, 16 chars]', '625094******7890')
+    """
+    if field == "2":
+        return mask_pan(value)
+    if field in REDACTED_FIELDS:
+        return f"[redacted, {len(value)} chars]"
+    if field in MAC_FIELDS:
+        return f"[MAC, {len(value)} hex chars]"
+    return value
+
+
+def _order(key: str) -> tuple[int, str]:
+    special = {"h": -3, "t": -2, "p": -1}
+    return (special[key], key) if key in special else (int(key) if key.isdigit() else 999, key)
+
+
+def format_fields(fields: Mapping[str, str]) -> list[str]:
+    """One ``NNN  value`` line per field, in field order, masked.
+
+    >>> format_fields({"t": "0210", "39": "00", "2": "6250941234567890"})
+    ['t    0210', '2    625094******7890', '39   00']
+    """
+    return [f"{k:<4} {display_value(k, fields[k])}" for k in sorted(fields, key=_order)]
+
+
+def transmission_datetime(now: dt.datetime | None = None) -> str:
+    """Field 7, MMDDhhmmss in UTC.
+
+    >>> transmission_datetime(dt.datetime(2024, 3, 9, 14, 5, 7, tzinfo=dt.UTC))
+    '0309140507'
+    """
+    now = dt.datetime.now(dt.UTC) if now is None else now.astimezone(dt.UTC)
+    return now.strftime("%m%d%H%M%S")
+
+
+def pad_tid(tid: str) -> str:
+    """Field 41: 8 characters, space-padded (ValueError if longer)."""
+    if len(tid) > 8:
+        raise ValueError(f"terminal id {tid!r} is longer than 8 characters")
+    return tid.ljust(8)
+
+
+def pad_mid(mid: str) -> str:
+    """Field 42: 15 characters, space-padded (ValueError if longer)."""
+    if len(mid) > 15:
+        raise ValueError(f"merchant id {mid!r} is longer than 15 characters")
+    return mid.ljust(15)
+
+
+def response_mti(request_mti: str) -> str:
+    """The MTI a response must carry: request + 10.
+
+    >>> response_mti("0800"), response_mti("0420")
+    ('0810', '0430')
+    """
+    return f"{int(request_mti) + 10:04d}"

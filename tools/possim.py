@@ -1,0 +1,266 @@
+"""POS simulator: send one ISO 8583 request to the switch and print the answer.
+
+Talks to the daemon over TCP only (framing, codec and MAC are the tools' own).
+
+    python -m tools.possim --port 8583 --tid T0000001 --mid M00000000000001 \\
+        --mti 0200 --proc 000000 --pan 6250941234567890 --amount 1000 \\
+        --mac-alg cmac-aes --mac-key 000102030405060708090A0B0C0D0E0F
+
+Exit status: 0 when a response arrived, 1 on a timeout or connection error
+(one line on stderr), 2 on bad options.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+import click
+import iso8583
+
+from tools import _mac, _msg, _wire
+
+
+class SimError(Exception):
+    """A failure to report as one line (timeout, connection, protocol)."""
+
+
+def parse_field_option(items: Sequence[str]) -> dict[str, str]:
+    """``N=VALUE`` options to a field dict; ValueError on a malformed item.
+
+    >>> parse_field_option(["48=PG003ABC", "25=00"])
+    {'48': 'PG003ABC', '25': '00'}
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        number, sep, value = item.partition("=")
+        if not sep or not number.strip().isdigit() or not 1 < int(number) <= 128:
+            raise ValueError(f"--field expects N=VALUE with 2 <= N <= 128, got {item!r}")
+        out[str(int(number))] = value
+    return out
+
+
+def build_request(
+    *,
+    mti: str,
+    stan: str,
+    tid: str,
+    mid: str,
+    now: str,
+    proc: str = "",
+    pan: str = "",
+    amount: str = "",
+    currency: str = "",
+    rrn: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The decoded request fields the options describe (MAC not included).
+
+    >>> req = build_request(mti="0800", stan="000001", tid="T1", mid="", now="0309140507")
+    >>> req["41"], req["70"]
+    ('T1      ', '301')
+    """
+    fields: dict[str, str] = {"t": mti, "7": now, "11": stan, "41": _msg.pad_tid(tid)}
+    network = mti.startswith("08")
+    if pan:
+        fields["2"] = pan
+    if proc or mti in ("0200", "0400", "0420"):
+        fields["3"] = proc or "000000"
+    if amount:
+        fields["4"] = f"{int(amount):012d}"
+    elif mti in ("0200", "0400", "0420"):
+        fields["4"] = "0" * 12
+    if rrn:
+        fields["37"] = rrn
+    if mid and not network:
+        fields["42"] = _msg.pad_mid(mid)
+    if currency and not network:
+        fields["49"] = currency
+    if network:
+        fields["70"] = "301"
+    fields.update(extra or {})
+    return fields
+
+
+class Connection:
+    """One blocking TCP connection speaking the framing of one listener."""
+
+    def __init__(self, host: str, port: int, framing: str, tpdu: bytes, timeout_s: float) -> None:
+        self.framing = framing
+        self.tpdu = tpdu
+        self.timeout_s = timeout_s
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout_s)
+        except TimeoutError:
+            raise SimError(f"connect to {host}:{port} timed out after {timeout_s}s") from None
+        except OSError as exc:
+            raise SimError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        self._buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, message: bytes) -> None:
+        try:
+            self.sock.sendall(_wire.frame(message, self.framing, self.tpdu))
+        except OSError as exc:
+            raise SimError(f"send failed: {exc.strerror or exc}") from None
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        while len(self._buffer) < size:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise SimError(f"no response within {self.timeout_s}s")
+            self.sock.settimeout(remaining_s)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                raise SimError(f"no response within {self.timeout_s}s") from None
+            except OSError as exc:
+                raise SimError(f"receive failed: {exc.strerror or exc}") from None
+            if not chunk:
+                raise SimError("connection closed by the switch before a response arrived")
+            self._buffer += chunk
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def receive(self) -> _wire.Frame:
+        """The next frame that is not a keep-alive, within ``timeout_s``."""
+        deadline = time.monotonic() + self.timeout_s
+        size = _wire.header_bytes(self.framing)
+        while True:
+            try:
+                length = _wire.parse_length(self._read(size, deadline), self.framing)
+            except _wire.FrameError as exc:
+                raise SimError(f"bad response frame: {exc}") from None
+            if length == 0:
+                continue
+            body = self._read(length, deadline)
+            try:
+                return _wire.split_tpdu(body, bool(self.tpdu), offset=size)
+            except _wire.FrameError as exc:
+                raise SimError(f"bad response frame: {exc}") from None
+
+
+def exchange(
+    conn: Connection, fields: Mapping[str, str], spec_name: str, mac_alg: str, mac_key: bytes
+) -> tuple[bytes, bytes]:
+    """Send one request (MACed unless it is network management); return (tpdu, raw response)."""
+    macing = bool(mac_key) and not fields["t"].startswith("08")
+    raw = _msg.build(fields, spec_name, mac_alg if macing else "", mac_key if macing else b"")
+    conn.send(raw)
+    got = conn.receive()
+    return got.tpdu, got.message
+
+
+def report(
+    raw: bytes, tpdu: bytes, sent_tpdu: bytes, spec_name: str, mac_alg: str, mac_key: bytes
+) -> list[str]:
+    """Lines describing a response: TPDU check, masked fields, MAC verdict."""
+    lines: list[str] = []
+    if sent_tpdu:
+        swapped = tpdu == _wire.swap_tpdu(sent_tpdu)
+        lines.append(f"tpdu {tpdu.hex().upper()} ({'swapped ok' if swapped else 'NOT swapped'})")
+    try:
+        fields, _enc = _msg.decode(raw, spec_name)
+    except iso8583.DecodeError as exc:
+        return [*lines, f"response does not decode: {exc}"]
+    lines.extend(_msg.format_fields({k: v for k, v in fields.items() if k != "p"}))
+    if mac_key:
+        verdict = _msg.check_mac(raw, spec_name, mac_alg, mac_key)
+        lines.append("MAC absent" if verdict is None else ("MAC ok" if verdict else "MAC BAD"))
+    return lines
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8583, show_default=True, type=int)
+@click.option("--framing", type=click.Choice(["nac2", "ascii4"]), default="nac2", show_default=True)
+@click.option("--spec", "spec_name", type=click.Choice(_msg.SPEC_NAMES), default="pos", show_default=True)
+@click.option("--tpdu", "tpdu_hex", default="", help="TPDU to send, 10 hex chars (e.g. 6000010002).")
+@click.option("--tid", default="T0000001", show_default=True, help="Terminal id (field 41).")
+@click.option("--mid", default="", help="Merchant id (field 42).")
+@click.option("--mac-alg", type=click.Choice(_mac.ALGORITHMS), default="cmac-aes", show_default=True)
+@click.option("--mac-key", "mac_key_hex", default="", help="Terminal MAC key, 32 hex chars.")
+@click.option("--timeout-s", default=5.0, show_default=True, type=float)
+@click.option("--sign-on/--no-sign-on", default=False, show_default=True, help="Send 0800/001 first.")
+@click.option("--mti", default="0800", show_default=True)
+@click.option("--proc", default="", help="Processing code (field 3).")
+@click.option("--pan", default="", help="Card number (field 2).")
+@click.option("--amount", default="", help="Amount in minor units or points (field 4).")
+@click.option("--currency", default="", help="Currency code (field 49), e.g. 156.")
+@click.option("--stan", default="", help="STAN (field 11); random when omitted.")
+@click.option("--rrn", default="", help="RRN (field 37), e.g. of the original for a void.")
+@click.option("--field", "field_items", multiple=True, help="Extra field N=VALUE (repeatable).")
+def main(
+    host: str,
+    port: int,
+    framing: str,
+    spec_name: str,
+    tpdu_hex: str,
+    tid: str,
+    mid: str,
+    mac_alg: str,
+    mac_key_hex: str,
+    timeout_s: float,
+    sign_on: bool,
+    mti: str,
+    proc: str,
+    pan: str,
+    amount: str,
+    currency: str,
+    stan: str,
+    rrn: str,
+    field_items: tuple[str, ...],
+) -> None:
+    """Send one request to the switch and print the decoded response."""
+    try:
+        tpdu = _wire.parse_tpdu_hex(tpdu_hex) if tpdu_hex else b""
+        if tpdu and framing != "nac2":
+            raise ValueError("--tpdu needs --framing nac2")
+        mac_key = bytes.fromhex(mac_key_hex) if mac_key_hex else b""
+        if mac_key:
+            _mac.check_key(mac_alg, mac_key)
+        if amount and not amount.isdigit():
+            raise ValueError(f"--amount must be digits, got {amount!r}")
+        if stan and not (stan.isdigit() and len(stan) <= 6):
+            raise ValueError(f"--stan must be up to 6 digits, got {stan!r}")
+        extra = parse_field_option(field_items)
+        stan = (stan or str(random.randint(1, 999_999))).zfill(6)
+        fields = build_request(
+            mti=mti, stan=stan, tid=tid, mid=mid, now=_msg.transmission_datetime(),
+            proc=proc, pan=pan, amount=amount, currency=currency, rrn=rrn, extra=extra,
+        )
+        _msg.build(fields, spec_name)  # fail early, before connecting, on unencodable fields
+    except (ValueError, iso8583.EncodeError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+    try:
+        conn = Connection(host, port, framing, tpdu, timeout_s)
+        try:
+            if sign_on:
+                sign_on_fields = build_request(
+                    mti="0800", stan=f"{(int(stan) % 999_999) + 1:06d}", tid=tid, mid="",
+                    now=_msg.transmission_datetime(), extra={"70": "001"},
+                )
+                _tpdu, raw = exchange(conn, sign_on_fields, spec_name, mac_alg, mac_key)
+                answer = _msg.decode(raw, spec_name)[0]
+                click.echo(f"sign-on: {answer.get('t')} response code {answer.get('39', '--')}")
+            got_tpdu, raw = exchange(conn, fields, spec_name, mac_alg, mac_key)
+        finally:
+            conn.close()
+    except SimError as exc:
+        click.echo(f"possim: {exc}", err=True)
+        sys.exit(1)
+    except iso8583.DecodeError as exc:
+        click.echo(f"possim: sign-on response does not decode: {exc}", err=True)
+        sys.exit(1)
+    for line in report(raw, got_tpdu, tpdu, spec_name, mac_alg, mac_key):
+        click.echo(line)
+
+
+if __name__ == "__main__":
+    main()
