@@ -73,6 +73,17 @@ CREATE TABLE IF NOT EXISTS public.switchd_schema_migrations (
 """
 
 
+def _has_statements(sql: str) -> bool:
+    r"""False for SQL that is only comments and whitespace.
+
+    >>> _has_statements("-- nothing yet\n"), _has_statements("SELECT 1; -- x")
+    (False, True)
+    """
+    body = re.sub(r"/\*.*?\*/", "", sql, flags=re.S)
+    body = "\n".join(line.split("--", 1)[0] for line in body.splitlines())
+    return bool(body.strip().strip(";").strip())
+
+
 async def _applied(conn: asyncpg.Connection) -> dict[int, asyncpg.Record]:
     rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM public.switchd_schema_migrations")
     return {r["version"]: r for r in rows}
@@ -97,7 +108,8 @@ async def upgrade(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
             if mig.version in applied:
                 continue
             async with conn.transaction():
-                await conn.execute(mig.sql)
+                if _has_statements(mig.sql):  # a comment-only file is a valid (empty) step
+                    await conn.execute(mig.sql)
                 await conn.execute(
                     "INSERT INTO public.switchd_schema_migrations(version, name, checksum) VALUES ($1, $2, $3)",
                     mig.version, mig.name, mig.checksum,

@@ -23,8 +23,8 @@ from typing import Any
 
 import asyncpg
 
-from ledger.commands import Result
 from ledger.engine import Ledger
+from ledger.loyalty.operations import Loyalty
 from switch.config import ListenerConfig
 from switch.dedup import DedupKey, ResponseReceipt
 from switch.terminals import Terminal, TerminalStore
@@ -73,6 +73,7 @@ class RequestContext:
     rrn: str | None = None  # switch-assigned retrieval reference number (field 37), financial only
     dedup_key: DedupKey | None = None
     response_receipt: ResponseReceipt | None = field(default=None, repr=False)
+    loyalty: Loyalty | None = None
 
     @property
     def transaction_type(self) -> str | None:
@@ -87,7 +88,7 @@ class RequestContext:
         out.update(extra)
         return out
 
-    def receipt(self, build: Callable[[Result], Fields]) -> ResponseReceipt:
+    def receipt(self, build: Callable[[Any], Fields]) -> ResponseReceipt:
         """A receipt function for ``ledger.post(cmd, receipt=...)`` storing the response with the posting."""
         assert self.dedup_key is not None, "only deduplicated (financial) requests store receipts"
         self.response_receipt = ResponseReceipt(self.dedup_key, build)

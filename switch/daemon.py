@@ -19,6 +19,7 @@ from ledger import db as ledger_db
 from ledger import migrate
 from ledger.embedded import EmbeddedError
 from ledger.engine import Ledger, LedgerSettings
+from ledger.loyalty.operations import Loyalty
 from switch import keystore, notify, runtime
 from switch.config import Config
 from switch.logs import configure, get_logger
@@ -72,7 +73,8 @@ async def _serve(cfg: Config, dsn: str) -> int:
         ledger = Ledger(pool, ledger_settings(cfg), observer=metrics.observer())
         metrics.watch_pool(pool, lambda: ledger.queue_depth)
         await ledger.start()
-        services = Services(TerminalStore(pool, master_key), ledger, pool, metrics, RrnAllocator(pool))
+        services = Services(TerminalStore(pool, master_key), ledger, pool, metrics, RrnAllocator(pool),
+                            loyalty=Loyalty(ledger, pool))
         server = Server(cfg.listeners, services)
         ports = await server.start()
         log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,

@@ -32,11 +32,12 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from ledger.accounts import get_receipt, put_receipt
-from ledger.commands import Result
+from ledger.commands import Result  # noqa: F401  (the doctests use it)
 from ledger.engine import Receipt
 from switch.codec import MAC_FIELDS, STRUCTURAL
 
@@ -159,18 +160,19 @@ class ResponseReceipt:
     server the response is already in the receipts table.
     """
 
-    def __init__(self, key: DedupKey, build: Callable[[Result], Fields]) -> None:
+    def __init__(self, key: DedupKey, build: Callable[[Any], Fields]) -> None:
         self.key = key
         self.build = build
         self.stored = False
-        self._built: tuple[Result, Fields] | None = None
+        # Any result type with equality: a ledger Result, or a loyalty Outcome.
+        self._built: tuple[Any, Fields] | None = None
 
-    def __call__(self, result: Result) -> Receipt | None:
+    def __call__(self, result: Any) -> Receipt | None:
         response = self.build(result)
         self._built = (result, response)
         return Receipt(self.key.idempotency_key, self.key.content_hash, encode_payload(response))
 
-    def finish(self, result: Result) -> Fields:
+    def finish(self, result: Any) -> Fields:
         """The response to send for the posting's final ``result``."""
         if self._built is not None and self._built[0] == result:
             self.stored = True

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from ledger.engine import Ledger
+from ledger.loyalty.operations import Loyalty
 from switch import codec, dedup, mac
 from switch.codec import CodecError, Fields
 from switch.config import ListenerConfig
@@ -74,6 +75,7 @@ class Services:
     pool: asyncpg.Pool
     metrics: Metrics
     rrn: RrnAllocator
+    loyalty: Loyalty | None = None  # the accounting host's domain operations (financial handlers)
 
 
 @dataclass
@@ -203,7 +205,7 @@ class Pipeline:
             ctx = RequestContext(
                 fields=fields, mti=state.mti, processing_code=fields.get("3"), listener=self.listener,
                 peer=peer, terminal=term, terminals=self.services.terminals, ledger=self.services.ledger,
-                pool=self.services.pool, log=log, dedup_key=key,
+                pool=self.services.pool, log=log, dedup_key=key, loyalty=self.services.loyalty,
                 rrn=await self.services.rrn.next() if key is not None else None,
             )
             try:

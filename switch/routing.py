@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from switch.context import RequestContext
-from switch.handlers import netmgmt, not_supported
+from switch.handlers import financial, netmgmt, not_supported
 
 Fields = dict[str, str]
 Handler = Callable[[RequestContext], Awaitable[Fields]]
@@ -32,14 +32,14 @@ ANY = "*"
 # row by row (DESIGN §4 lists the operations).
 ROUTES: dict[tuple[str, str], Handler] = {
     ("0800", ANY): netmgmt.handle,
-    ("0200", "00"): not_supported,  # purchase-earn 000000, redeem 006500, stored-value purchase 006000
-    ("0200", "02"): not_supported,  # void
-    ("0200", "20"): not_supported,  # refund
-    ("0200", "21"): not_supported,  # top-up points 210065, load stored value 210060
-    ("0200", "31"): not_supported,  # balance inquiry
-    ("0200", "90"): not_supported,  # points lottery draw
-    ("0400", ANY): not_supported,  # reversal (processing code as the original)
-    ("0420", ANY): not_supported,  # reversal advice
+    ("0200", "00"): financial.handle_0200,  # purchase-earn 000000, redeem 006500, stored-value purchase 006000
+    ("0200", "02"): financial.handle_0200,  # void 02xx00
+    ("0200", "20"): financial.handle_0200,  # refund 20xx00
+    ("0200", "21"): financial.handle_0200,  # top-up points 210065, load stored value 210060
+    ("0200", "31"): financial.handle_0200,  # balance inquiry 31xx00
+    ("0200", "90"): financial.handle_0200,  # points lottery draw 906500
+    ("0400", ANY): financial.handle_reversal,  # reversal (processing code as the original)
+    ("0420", ANY): financial.handle_reversal,  # reversal advice
     ("0500", "92"): not_supported,  # terminal batch settlement
 }
 

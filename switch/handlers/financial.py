@@ -1,0 +1,188 @@
+"""Financial messages (0200, 0400/0420): ISO 8583 <-> the loyalty domain.
+
+This is the only place that translates between a message and a ledger
+operation (DESIGN §2). Each request becomes one :class:`ledger.loyalty.Request`
+run by :class:`ledger.loyalty.operations.Loyalty`; its :class:`Outcome` becomes
+the response: 39 from the outcome's reason, 37 the switch's RRN, 38 an
+approval code, 48 loyalty TLVs, 54 balances. The response is built inside the
+posting's transaction (a receipt), so a retransmission is answered with the
+very same bytes.
+
+>>> classify("0200", "000000"), classify("0200", "316500"), classify("0200", "026000")
+(('earn', '00'), ('inquiry', '65'), ('void', '60'))
+>>> classify("0200", "319900"), classify("0200", "000001")
+(None, None)
+>>> balance_entry("65", "999", 1234), balance_entry("60", "156", -5)
+('6502999C000000001234', '6002156D000000000005')
+>>> tlv({"PE": "12", "PB": "340"})
+'PE00212PB003340'
+"""
+
+from __future__ import annotations
+
+from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
+from switch.context import RequestContext
+
+Fields = dict[str, str]
+
+POINTS_CURRENCY = "999"  # DESIGN §4: points use currency code 999 in field 54
+AMOUNT_TYPE_AVAILABLE = "02"
+INVALID_TRANSACTION = "12"
+FUNCTION_NOT_SUPPORTED = "40"
+SYSTEM_MALFUNCTION = "96"
+
+# Field 3 of a 0200, exactly, -> (transaction type, account type it concerns).
+_EXACT: dict[str, tuple[TxnType, str]] = {
+    "000000": (TxnType.EARN, "00"),
+    "006500": (TxnType.REDEEM, "65"),
+    "006000": (TxnType.SV_PURCHASE, "60"),
+    "210065": (TxnType.TOPUP, "65"),
+    "210060": (TxnType.LOAD, "60"),
+    "906500": (TxnType.LOTTERY, "65"),
+}
+# Patterned codes: type digits + account (xx) + "00".
+_PATTERNED: dict[str, TxnType] = {"31": TxnType.INQUIRY, "02": TxnType.VOID, "20": TxnType.REFUND}
+_ACCOUNTS = ("00", "60", "65")
+
+
+def classify(mti: str, processing_code: str) -> tuple[str, str] | tuple[None, None]:
+    """(transaction type, account type) of a 0200's field 3, or (None, None) if we do not offer it."""
+    if mti != "0200" or len(processing_code) != 6:
+        return None, None
+    exact = _EXACT.get(processing_code)
+    if exact is not None:
+        return str(exact[0]), exact[1]
+    kind = _PATTERNED.get(processing_code[:2])
+    account = processing_code[2:4]
+    if kind is not None and account in _ACCOUNTS and processing_code[4:] == "00":
+        return str(kind), account
+    return None, None
+
+
+def balance_entry(account_type: str, currency: str, amount: int) -> str:
+    """One 20-character field 54 entry: account type, amount type 02, currency, sign, 12 digits."""
+    return f"{account_type}{AMOUNT_TYPE_AVAILABLE}{currency}{'C' if amount >= 0 else 'D'}{abs(amount):012d}"
+
+
+def tlv(items: dict[str, str]) -> str:
+    """Field 48: tag (2) + length (3 digits) + value, in the given order."""
+    return "".join(f"{tag}{len(value):03d}{value}" for tag, value in items.items())
+
+
+def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
+    """The 0210/0410/0430 for an outcome (called inside the posting's transaction)."""
+    code = outcome.response_code
+    if not outcome.approved:
+        return ctx.reply(code)
+    extra: Fields = {}
+    # Every approval carries 38; one that posted nothing (an inquiry, a reversal of a
+    # declined original) takes it from the RRN, which is just as unique and stable.
+    approval = outcome.approval_code or (ctx.rrn or "")[-6:]
+    if approval:
+        extra["38"] = approval
+    tags: dict[str, str] = {}
+    if outcome.points_earned:
+        tags["PE"] = str(outcome.points_earned)
+    if outcome.points_redeemed:
+        tags["PR"] = str(outcome.points_redeemed)
+    if outcome.points_balance is not None:
+        tags["PB"] = str(outcome.points_balance)
+    if outcome.sv_balance_minor is not None:
+        tags["SB"] = str(outcome.sv_balance_minor)
+    if outcome.prize_code:
+        tags["LP"] = outcome.prize_code
+    if outcome.program:
+        tags["PG"] = outcome.program
+    if tags:
+        extra["48"] = tlv(tags)
+    # Points first, then stored value (DESIGN §4).
+    entries: list[str] = []
+    if outcome.points_balance is not None:
+        entries.append(balance_entry("65", POINTS_CURRENCY, outcome.points_balance))
+    if outcome.sv_balance_minor is not None:
+        entries.append(balance_entry("60", outcome.currency or "156", outcome.sv_balance_minor))
+    if entries:
+        extra["54"] = "".join(entries)
+    return ctx.reply(code, **extra)
+
+
+def _key(terminal_id: str, stan: str, transmitted: str) -> str:
+    return f"{terminal_id}|{stan}|{transmitted}"
+
+
+async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fields:
+    if ctx.loyalty is None:
+        return ctx.reply(FUNCTION_NOT_SUPPORTED)
+    rr = ctx.receipt(lambda outcome: _response(ctx, outcome))
+    outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
+    if outcome.reason is not Reason.APPROVED:
+        ctx.log.info("declined", reason=str(outcome.reason), detail=outcome.detail)
+    if outcome.reason is Reason.SYSTEM_ERROR:
+        # Not stored: a retransmission must be tried again, not told 96 for ever.
+        ctx.response_receipt = None
+        return ctx.reply(SYSTEM_MALFUNCTION)
+    return rr.finish(outcome)
+
+
+def _base_request(ctx: RequestContext, account: str) -> Request:
+    f = ctx.fields
+    tid = f["41"].rstrip()
+    return Request(
+        key=_key(tid, f["11"], f["7"]),
+        terminal_id=tid,
+        merchant_id=f["42"].rstrip(),
+        pan=f["2"],
+        amount=int(f["4"]),
+        currency=f.get("49"),
+        rrn=ctx.rrn or "",
+        stan=f["11"],
+        account=account,
+        original_rrn=f.get("37", "").strip() or None,
+    )
+
+
+async def handle_0200(ctx: RequestContext) -> Fields:
+    """Every 0200 we offer: purchase-earn, redeem, stored-value purchase, top-up, load,
+    inquiry, void, refund, lottery (DESIGN §4 table)."""
+    kind, account = classify(ctx.mti, ctx.fields.get("3", ""))
+    if kind is None or account is None:
+        return ctx.reply(FUNCTION_NOT_SUPPORTED)
+    txn_type = TxnType(kind)
+    request = _base_request(ctx, account)
+    if txn_type in (TxnType.VOID, TxnType.REFUND) and request.original_rrn is None:
+        ctx.log.info("declined", reason="void/refund without field 37 (original RRN)")
+        return ctx.reply(INVALID_TRANSACTION)
+    return await _run(ctx, txn_type, request)
+
+
+async def _original_key(ctx: RequestContext) -> tuple[str, int | None]:
+    """The original's idempotency key from field 90, else the same terminal's STAN in field 11."""
+    f = ctx.fields
+    tid = f["41"].rstrip()
+    original = f.get("90", "")
+    if len(original) >= 20 and original[:20].isdigit():
+        return _key(tid, original[4:10], original[10:20]), None
+    # No field 90: the original is this terminal's transaction whose STAN is our field 11.
+    found = await ctx.pool.fetchval(
+        "SELECT idempotency_key FROM loyalty.transactions WHERE terminal_id = $1 AND stan = $2 "
+        "AND txn_type NOT IN ('reversal', 'marker') ORDER BY id DESC LIMIT 1",
+        tid, f["11"],
+    )
+    return (str(found) if found is not None else _key(tid, f["11"], f["7"])), None
+
+
+def _replacement_amount(ctx: RequestContext) -> int | None:
+    """Field 95's actual amount (first 12 digits) makes a reversal partial."""
+    replacement = ctx.fields.get("95", "")
+    if len(replacement) >= 12 and replacement[:12].isdigit():
+        return int(replacement[:12])
+    return None
+
+
+async def handle_reversal(ctx: RequestContext) -> Fields:
+    """0400 reversal and 0420/0421 reversal advice of an earlier 0200."""
+    original_key, _ = await _original_key(ctx)
+    request = _base_request(ctx, "00")
+    request = Request(**{**request.__dict__, "original_key": original_key, "original_rrn": None,
+                         "replacement_amount": _replacement_amount(ctx)})
+    return await _run(ctx, TxnType.REVERSAL, request)
