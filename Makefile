@@ -15,6 +15,8 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/switchd db upgrade
+	@# An empty database gets the demo programs, merchants, terminals and cards.
+	@if [ "$$($(BIN)/switchd program list --json)" = "[]" ]; then $(BIN)/switchd demo seed --show-pans; fi
 	$(BIN)/switchd serve
 
 test: $(STAMP)
