@@ -186,11 +186,15 @@ def test_mac_good_bad_missing(daemon: Any, alg: str, key: str, listener: str) ->
         raw = t.recv_raw()
         assert decode(raw, t.spec)["39"] == "63" and check_mac(raw, t.spec, alg, key)
         # a request with a secondary bitmap carries its MAC in 128 (the 0410 has none: 64)
+        # (With a platform currency provisioned, a reversal of an unknown original is
+        # answered 25 and leaves its marker.)
+        daemon.cli("program", "add", "MACP", "--name", "MAC test", "--kind", "alliance",
+                   "--issue-price-minor", "1", "--redeem-value-minor", "1", check=False)
         rev = {**purchase(tid), "t": "0400", "90": "0200" + next_stan() + "0101120000" + "0" * 22}
         t.send(rev, mac=(alg, key))
         raw = t.recv_raw()
         resp = decode(raw, t.spec)
-        assert resp["t"] == "0410" and resp["39"] == ROUTED and "64" in resp
+        assert resp["t"] == "0410" and resp["39"] == "25" and "64" in resp
         assert check_mac(raw, t.spec, alg, key)
     fams = {f.name: f for f in text_string_to_metric_families(daemon.scrape())}
     assert sum(s.value for s in fams["switchd_mac_failures"].samples if s.name.endswith("_total")) >= 2

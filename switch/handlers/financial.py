@@ -11,7 +11,7 @@ very same bytes.
 >>> classify("0200", "000000"), classify("0200", "316500"), classify("0200", "026000")
 (('earn', '00'), ('inquiry', '65'), ('void', '60'))
 >>> classify("0200", "319900"), classify("0200", "000001")
-(None, None)
+((None, None), (None, None))
 >>> balance_entry("65", "999", 1234), balance_entry("60", "156", -5)
 ('6502999C000000001234', '6002156D000000000005')
 >>> tlv({"PE": "12", "PB": "340"})

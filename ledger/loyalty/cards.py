@@ -1,0 +1,83 @@
+"""Members' cards: issue (Luhn, platform BIN), block/unblock, and every balance of a card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import asyncpg
+
+from ledger.loyalty.programs import ProvisioningError
+from ledger.loyalty.rules import luhn_ok, mask_pan
+
+EXPIRY = re.compile(r"^[0-9]{2}(0[1-9]|1[0-2])$")
+CARD_STATUSES = ("active", "blocked", "expired")
+
+
+def default_expiry(today: dt.date, years: int = 5) -> str:
+    """YYMM ``years`` from ``today``.
+
+    >>> default_expiry(dt.date(2026, 3, 9))
+    '3103'
+    """
+    return f"{(today.year + years) % 100:02d}{today.month:02d}"
+
+
+async def check_pan(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> None:
+    """Raise ProvisioningError unless ``pan`` is 12..19 digits, Luhn-valid and in a platform BIN."""
+    if not pan.isdigit() or not 12 <= len(pan) <= 19:
+        raise ProvisioningError("PAN must be 12..19 digits")
+    if not luhn_ok(pan):
+        raise ProvisioningError(f"PAN {mask_pan(pan)} fails the Luhn check")
+    if not await conn.fetchval("SELECT 1 FROM loyalty.bin_ranges WHERE $1 LIKE prefix || '%'", pan):
+        raise ProvisioningError(f"PAN {mask_pan(pan)} is outside the platform's BIN ranges")
+
+
+async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = None, name: str | None = None,
+                     phone: str | None = None, today: dt.date | None = None) -> dict[str, Any]:
+    """Issue a card (a member). Accounts are opened on first use."""
+    await check_pan(conn, pan)
+    expiry = expiry or default_expiry(today or dt.datetime.now(dt.UTC).date())
+    if not EXPIRY.match(expiry):
+        raise ProvisioningError(f"expiry must be YYMM, got {expiry!r}")
+    if name is not None and len(name) > 80:
+        raise ProvisioningError("name must be at most 80 characters")
+    if phone is not None and not re.match(r"^\+?[0-9 -]{3,20}$", phone):
+        raise ProvisioningError("phone must be 3..20 digits, spaces or dashes")
+    row = await conn.fetchrow(
+        "INSERT INTO loyalty.cards(pan, expiry, name, phone) VALUES ($1,$2,$3,$4) "
+        "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, phone)
+    if row is None:
+        raise ProvisioningError(f"card {mask_pan(pan)} already exists")
+    found = await show_card(conn, pan)
+    assert found is not None
+    return found
+
+
+async def show_card(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> dict[str, Any] | None:
+    """A card's status and every balance (points per program, stored value), PAN masked."""
+    card = await conn.fetchrow(
+        "SELECT id, pan, status, expiry, name, phone, created_at FROM loyalty.cards WHERE pan=$1", pan)
+    if card is None:
+        return None
+    accounts = await conn.fetch(
+        "SELECT a.purpose, a.asset, a.posted, a.held, p.code AS program "
+        "FROM ledger.accounts a LEFT JOIN loyalty.programs p ON p.points_asset = a.asset "
+        "WHERE a.owner_kind='card' AND a.owner_id=$1 ORDER BY a.purpose, a.asset", str(card["id"]))
+    out = dict(card)
+    out["pan"] = mask_pan(pan)
+    out["balances"] = [
+        {"kind": r["purpose"], "asset": r["asset"], "program": r["program"],
+         "balance": r["posted"], "available": r["posted"] - r["held"]}
+        for r in accounts
+    ]
+    return out
+
+
+async def set_card_status(conn: asyncpg.Connection | asyncpg.Pool, pan: str, status: str) -> bool:
+    """Set a card's status; False when there is no such card."""
+    if status not in CARD_STATUSES:
+        raise ProvisioningError(f"card status must be one of {', '.join(CARD_STATUSES)}")
+    done = await conn.execute("UPDATE loyalty.cards SET status=$2, updated_at=now() WHERE pan=$1", pan, status)
+    return bool(done.endswith(" 1"))

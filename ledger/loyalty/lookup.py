@@ -1,0 +1,215 @@
+"""Reads the operations need, each one round trip: the request's context, an original, its legs.
+
+The context query fetches, for one request, everything a decision needs: the
+open business day, merchant, program, currency, card, the member's accounts and
+whether the idempotency key has posted before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+_CONTEXT_SQL = """
+SELECT b.open_date,
+       m.merchant_id, m.status AS merchant_status, m.earn_num, m.earn_den, m.fee_bps,
+       m.clearing_points_account_id, m.clearing_money_account_id,
+       p.code AS program, p.status AS program_status, p.points_asset, p.currency, p.issue_price_minor,
+       p.redeem_value_minor, p.txn_max_points, p.lottery_price_points, p.prize_pool_account_id,
+       cur.asset AS money_asset, cur.txn_max_minor, cur.fee_income_account_id,
+       cur.memo_a_account_id, cur.memo_b_account_id, ast.scale AS money_scale,
+       c.id AS card_id, c.status AS card_status, c.expiry,
+       pa.id AS points_account_id, pa.posted AS points_posted, pa.held AS points_held,
+       sa.id AS sv_account_id, sa.posted AS sv_posted, sa.held AS sv_held,
+       j.id AS existing_journal_id, j.metadata AS existing_metadata
+  FROM ledger.business_day b
+  LEFT JOIN loyalty.merchants m ON m.merchant_id = $2
+  LEFT JOIN loyalty.programs p ON p.code = m.program
+  LEFT JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
+  LEFT JOIN ledger.assets ast ON ast.code = cur.asset
+  LEFT JOIN loyalty.cards c ON c.pan = $1
+  LEFT JOIN ledger.accounts pa ON pa.owner_kind = 'card' AND pa.owner_id = c.id::text
+                              AND pa.purpose = 'points' AND pa.asset = p.points_asset
+  LEFT JOIN ledger.accounts sa ON sa.owner_kind = 'card' AND sa.owner_id = c.id::text
+                              AND sa.purpose = 'stored_value' AND sa.asset = cur.asset
+  LEFT JOIN ledger.journals j ON j.idempotency_key = $3
+ WHERE b.singleton
+"""
+
+
+@dataclass(frozen=True)
+class Context:
+    """One request's world, as read in one round trip (a row of _CONTEXT_SQL)."""
+
+    row: asyncpg.Record
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.row[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def business_date(self) -> dt.date:
+        value: dt.date = self.row["open_date"]
+        return value
+
+    @property
+    def existing(self) -> tuple[int, dict[str, Any]] | None:
+        jid = self.row["existing_journal_id"]
+        if jid is None:
+            return None
+        return int(jid), _json(self.row["existing_metadata"])
+
+    @property
+    def fees(self) -> dict[str, int]:
+        return _json(self.row["fee_bps"]) if self.row["fee_bps"] is not None else {}
+
+    def points_available(self) -> int:
+        if self.row["points_account_id"] is None:
+            return 0
+        return int(self.row["points_posted"]) - int(self.row["points_held"])
+
+    def sv_available(self) -> int:
+        if self.row["sv_account_id"] is None:
+            return 0
+        return int(self.row["sv_posted"]) - int(self.row["sv_held"])
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        decoded: dict[str, Any] = json.loads(value)
+        return decoded
+    return dict(value)
+
+
+async def context(conn: asyncpg.Connection | asyncpg.Pool, pan: str, merchant_id: str, key: str) -> Context:
+    """The request's context (the row always exists: it hangs off the business day)."""
+    row = await conn.fetchrow(_CONTEXT_SQL, pan, merchant_id, key)
+    assert row is not None, "ledger.business_day has no row"
+    return Context(row)
+
+
+@dataclass(frozen=True)
+class Original:
+    """An approved transaction as recorded in loyalty.transactions."""
+
+    journal_id: int
+    idempotency_key: str
+    txn_type: str
+    business_date: dt.date
+    rrn: str | None
+    terminal_id: str | None
+    merchant_id: str | None
+    card_id: int | None
+    program: str | None
+    amount: int
+    currency: str | None
+    original_journal_id: int | None
+
+
+_ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_date, t.rrn, t.terminal_id, "
+                     "t.merchant_id, t.card_id, t.program, t.amount, t.currency, t.original_journal_id")
+
+
+def _original(row: asyncpg.Record | None) -> Original | None:
+    return None if row is None else Original(**dict(row))
+
+
+async def original_by_rrn(conn: asyncpg.Connection | asyncpg.Pool, rrn: str) -> Original | None:
+    """The approved transaction with this RRN."""
+    return _original(await conn.fetchrow(
+        f"SELECT {_ORIGINAL_COLUMNS} FROM loyalty.transactions t WHERE t.rrn=$1 AND t.journal_id IS NOT NULL", rrn))
+
+
+async def original_by_journal(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> Original | None:
+    """The transaction a journal records."""
+    return _original(await conn.fetchrow(
+        f"SELECT {_ORIGINAL_COLUMNS} FROM loyalty.transactions t WHERE t.journal_id=$1", journal_id))
+
+
+async def unposted_by_key(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> str | None:
+    """The reason recorded for a request that posted nothing (a decline, an inquiry), or None."""
+    value = await conn.fetchval(
+        "SELECT reason FROM loyalty.transactions WHERE idempotency_key=$1 AND journal_id IS NULL "
+        "ORDER BY id LIMIT 1", key)
+    return None if value is None else str(value)
+
+
+async def journal_by_key(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> tuple[int, dict[str, Any]] | None:
+    """(journal id, metadata) of the journal posted under ``key``."""
+    row = await conn.fetchrow("SELECT id, metadata FROM ledger.journals WHERE idempotency_key=$1", key)
+    return None if row is None else (int(row["id"]), _json(row["metadata"]))
+
+
+@dataclass(frozen=True)
+class PostedLeg:
+    """One leg of a posted journal, with what its accounts are (for member/fee arithmetic)."""
+
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    debit_role: str
+    credit_role: str
+
+
+async def legs_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[PostedLeg]:
+    """A journal's legs in order. Entries come in pairs: odd leg = debit side, even = credit side."""
+    rows = await conn.fetch(
+        """
+        SELECT d.account_id AS debit_id, c.account_id AS credit_id, c.amount,
+               da.owner_kind || ':' || da.purpose AS d_role, ca.owner_kind || ':' || ca.purpose AS c_role
+          FROM ledger.entries d
+          JOIN ledger.entries c ON c.journal_id = d.journal_id AND c.leg = d.leg + 1
+          JOIN ledger.accounts da ON da.id = d.account_id
+          JOIN ledger.accounts ca ON ca.id = c.account_id
+         WHERE d.journal_id = $1 AND d.leg % 2 = 1
+         ORDER BY d.leg
+        """, journal_id)
+    return [PostedLeg(r["debit_id"], r["credit_id"], r["amount"], r["d_role"], r["c_role"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """A void, refund or reversal of an original that still stands (is not itself reversed)."""
+
+    journal_id: int
+    txn_type: str
+    undo_units: int
+    undo_legs: list[int]
+
+
+async def compensations_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[Compensation]:
+    """The standing compensations of an original, oldest first."""
+    rows = await conn.fetch(
+        """
+        SELECT t.journal_id, t.txn_type, coalesce(t.undo_units, 0) AS undo_units,
+               coalesce(t.undo_legs, '{}') AS undo_legs
+          FROM loyalty.transactions t
+         WHERE t.original_journal_id = $1 AND t.journal_id IS NOT NULL
+           AND t.txn_type IN ('void', 'refund', 'reversal')
+           AND NOT EXISTS (SELECT 1 FROM loyalty.transactions r
+                            WHERE r.original_journal_id = t.journal_id AND r.txn_type = 'reversal'
+                              AND r.journal_id IS NOT NULL)
+         ORDER BY t.journal_id
+        """, journal_id)
+    return [Compensation(r["journal_id"], r["txn_type"], r["undo_units"], list(r["undo_legs"])) for r in rows]
+
+
+async def reversed_by(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> int | None:
+    """The journal of the reversal of ``journal_id``, if there is one."""
+    value = await conn.fetchval(
+        "SELECT journal_id FROM loyalty.transactions WHERE original_journal_id=$1 AND txn_type='reversal' "
+        "AND journal_id IS NOT NULL ORDER BY journal_id LIMIT 1", journal_id)
+    return None if value is None else int(value)
+
+
+async def prizes(conn: asyncpg.Connection | asyncpg.Pool, program: str) -> list[tuple[str, int, int]]:
+    """A program's lottery prize table: (code, points, weight), by code."""
+    rows = await conn.fetch(
+        "SELECT code, points, weight FROM loyalty.lottery_prizes WHERE program=$1 ORDER BY code", program)
+    return [(r["code"], r["points"], r["weight"]) for r in rows]

@@ -1,0 +1,682 @@
+"""The loyalty and stored-value transactions: one ledger command per request, idempotent on its key.
+
+``Loyalty(ledger)`` offers one coroutine per transaction (earn, redeem,
+sv_purchase, topup, load, inquiry, lottery, void, refund, reverse). Each takes
+a :class:`~ledger.loyalty.outcomes.Request` and an optional receipt function,
+reads its context in one round trip, decides, and posts at most one command
+through ``Ledger.post`` (batched with its neighbours). A receipt is stored in
+the posting's own transaction; for outcomes that post nothing it is stored with
+the decline record. System errors store no receipt, so a retry gets an answer.
+
+Concurrency: the ledger's limit checks keep concurrent debits of one card from
+overspending. Voids, refunds and reversals of one original serialise on a
+PostgreSQL advisory lock keyed by the original's journal, held while they read
+what already stands and post, so two refunds can never together exceed it.
+A reversal whose original is unknown posts a *marker* journal under the
+original's idempotency key: the journals' unique key then turns the late
+original into a conflict, which is answered as a decline and posts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
+from typing import Any
+
+import asyncpg
+
+from ledger.accounts import open_account
+from ledger.commands import Leg, Result, Status, transfer
+from ledger.engine import Ledger, Receipt
+from ledger.loyalty import lookup
+from ledger.loyalty.lookup import Context, Original, PostedLeg
+from ledger.loyalty.outcomes import (
+    REFUNDABLE,
+    VOIDABLE,
+    Outcome,
+    OutcomeReceiptFn,
+    Reason,
+    Request,
+    TxnType,
+    approval_code,
+)
+from ledger.loyalty.rules import earned_points, fee_bps_for, fee_minor, is_expired, undo_targets
+
+# Advisory-lock namespace for "operations on one original" ("LOY" in ASCII).
+LOCK_NAMESPACE = 0x4C4F59
+ROLE_POINTS = "card:points"
+ROLE_SV = "card:stored_value"
+ROLE_FEE = "operator:fee_income"
+# Memo journals go 1 unit there and back; a reversal's marker goes 2, so that a
+# marker never has the same content as a memo-only original under the same key.
+MEMO_UNITS = 1
+# The connection that holds the current original's advisory lock (see Loyalty._locked).
+_HELD: ContextVar[asyncpg.Connection | None] = ContextVar("loyalty_held_connection", default=None)
+MARKER_UNITS = 2
+
+
+class Loyalty:
+    """The domain operations over a running :class:`~ledger.engine.Ledger`."""
+
+    def __init__(self, ledger: Ledger, pool: asyncpg.Pool | None = None, lock_timeout_s: float = 2.0,
+                 today: Any = None) -> None:
+        self.ledger = ledger
+        self.pool: asyncpg.Pool = pool or ledger.pool
+        self.lock_timeout_s = lock_timeout_s
+        self._local_locks: dict[int, asyncio.Lock] = {}
+        self._local_waiters: dict[int, int] = {}
+        # Calendar date for card expiry; injectable for tests.
+        self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
+
+    # ------------------------------------------------------------ public operations
+
+    async def earn(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Purchase, earn points: floor(amount x merchant earn rate) to the member."""
+        return await self._guarded(TxnType.EARN, req, receipt)
+
+    async def redeem(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Redeem ``amount`` points at the merchant."""
+        return await self._guarded(TxnType.REDEEM, req, receipt)
+
+    async def sv_purchase(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Pay ``amount`` (minor units) from stored value."""
+        return await self._guarded(TxnType.SV_PURCHASE, req, receipt)
+
+    async def topup(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Top up ``amount`` points (the merchant collected the money)."""
+        return await self._guarded(TxnType.TOPUP, req, receipt)
+
+    async def load(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Load ``amount`` (minor units) of stored value (the merchant collected the cash)."""
+        return await self._guarded(TxnType.LOAD, req, receipt)
+
+    async def lottery(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Stake the program's draw price; a prize is drawn with ``secrets``."""
+        return await self._guarded(TxnType.LOTTERY, req, receipt)
+
+    async def inquiry(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Balances for ``req.account``: 65 points, 60 stored value, 00 both. Posts nothing."""
+        return await self._guarded(TxnType.INQUIRY, req, receipt)
+
+    async def void(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Undo the whole original named by ``req.original_rrn`` (same terminal, same day)."""
+        return await self._guarded(TxnType.VOID, req, receipt)
+
+    async def refund(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Refund ``amount`` of the original named by ``req.original_rrn``; partial allowed."""
+        return await self._guarded(TxnType.REFUND, req, receipt)
+
+    async def reverse(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Reverse the original posted under ``req.original_key`` (0400/0420); idempotent."""
+        return await self._guarded(TxnType.REVERSAL, req, receipt)
+
+    async def execute(self, txn_type: TxnType, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Run the operation for ``txn_type`` (a dispatcher for handlers and tests)."""
+        return await self._guarded(txn_type, req, receipt)
+
+    # ------------------------------------------------------------ skeleton
+
+    async def _guarded(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
+        try:
+            return await self._run(t, req, receipt)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first}")
+
+    async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
+        ctx = await lookup.context(self.pool, req.pan, req.merchant_id, req.key)
+        existing = ctx.existing
+        if existing is not None:
+            return await self._replay(t, req, ctx, *existing, receipt)
+        if t is TxnType.REVERSAL:
+            return await self._reverse(req, ctx, receipt)
+        problem = self._merchant_problem(ctx) or self._card_problem(ctx)
+        if problem is None and t is not TxnType.INQUIRY:
+            problem = self._amount_problem(t, req, ctx)
+        if problem is not None:
+            return await self._unposted(t, req, ctx, Outcome(problem[0], t, detail=problem[1]), receipt)
+        if t is TxnType.INQUIRY:
+            return await self._inquiry(req, ctx, receipt)
+        if t in (TxnType.VOID, TxnType.REFUND):
+            return await self._compensate(t, req, ctx, receipt)
+        return await self._purchase_like(t, req, ctx, receipt)
+
+    # ------------------------------------------------------------ checks
+
+    @staticmethod
+    def _merchant_problem(ctx: Context) -> tuple[Reason, str] | None:
+        if ctx.merchant_id is None:
+            return Reason.MERCHANT_UNKNOWN, "unknown merchant"
+        if ctx.merchant_status != "active":
+            return Reason.MERCHANT_INACTIVE, f"merchant is {ctx.merchant_status}"
+        if ctx.program_status != "active":
+            return Reason.NOT_PERMITTED, f"program {ctx.program} is {ctx.program_status}"
+        return None
+
+    def _card_problem(self, ctx: Context) -> tuple[Reason, str] | None:
+        if ctx.card_id is None:
+            return Reason.CARD_UNKNOWN, "unknown card"
+        if ctx.card_status == "blocked":
+            return Reason.CARD_BLOCKED, "card is blocked"
+        if ctx.card_status == "expired" or is_expired(ctx.expiry, self._today()):
+            return Reason.CARD_EXPIRED, "card has expired"
+        return None
+
+    @staticmethod
+    def _amount_problem(t: TxnType, req: Request, ctx: Context) -> tuple[Reason, str] | None:
+        if not isinstance(req.amount, int) or isinstance(req.amount, bool) or req.amount <= 0:
+            return Reason.INVALID_AMOUNT, f"amount must be a positive integer, got {req.amount!r}"
+        if t in (TxnType.VOID, TxnType.REFUND):
+            return None  # bounded by the original
+        if t.in_points:
+            if req.amount > ctx.txn_max_points:
+                return Reason.EXCEEDS_LIMIT, f"{req.amount} points is above the maximum {ctx.txn_max_points}"
+            return None
+        if req.currency is not None and req.currency != ctx.currency:
+            return Reason.INVALID_TXN, f"currency {req.currency} is not the program's {ctx.currency}"
+        if req.amount > ctx.txn_max_minor:
+            return Reason.EXCEEDS_LIMIT, f"amount {req.amount} is above the maximum {ctx.txn_max_minor}"
+        return None
+
+    # ------------------------------------------------------------ purchase-like (one new journal)
+
+    async def _member_points_account(self, ctx: Context) -> int:
+        if ctx.points_account_id is not None:
+            return int(ctx.points_account_id)
+        return await open_account(self.pool, "card", str(ctx.card_id), ctx.points_asset, "credit", "guarded",
+                                  "points")
+
+    async def _member_sv_account(self, ctx: Context) -> int:
+        if ctx.sv_account_id is not None:
+            return int(ctx.sv_account_id)
+        return await open_account(self.pool, "card", str(ctx.card_id), ctx.money_asset, "credit", "guarded",
+                                  "stored_value")
+
+    async def _purchase_like(self, t: TxnType, req: Request, ctx: Context,
+                             receipt: OutcomeReceiptFn | None) -> Outcome:
+        legs: list[Leg] = []
+        member: dict[str, int] = {}
+        fee = 0
+        points = 0  # member points change
+        money = 0  # member stored-value change
+        prize: dict[str, Any] = {}
+        m_pts, m_money = int(ctx.clearing_points_account_id), int(ctx.clearing_money_account_id)
+        fees = ctx.fees
+        if t is TxnType.EARN:
+            points = earned_points(req.amount, ctx.earn_num, ctx.earn_den, ctx.money_scale)
+            if points > 0:
+                member[ROLE_POINTS] = await self._member_points_account(ctx)
+                legs.append(Leg(m_pts, member[ROLE_POINTS], points))
+            elif ctx.points_account_id is not None:
+                member[ROLE_POINTS] = int(ctx.points_account_id)
+            fee = fee_minor(req.amount, fee_bps_for(fees, "earn"))
+        elif t is TxnType.TOPUP:
+            points = req.amount
+            member[ROLE_POINTS] = await self._member_points_account(ctx)
+            legs.append(Leg(m_pts, member[ROLE_POINTS], points))
+            fee = fee_minor(req.amount * ctx.issue_price_minor, fee_bps_for(fees, "topup"))
+        elif t is TxnType.REDEEM:
+            if ctx.points_available() < req.amount:
+                return await self._unposted(t, req, ctx, Outcome(
+                    Reason.INSUFFICIENT, t, detail=f"points available {ctx.points_available()}"), receipt)
+            points = -req.amount
+            member[ROLE_POINTS] = int(ctx.points_account_id)
+            legs.append(Leg(member[ROLE_POINTS], m_pts, req.amount))
+            fee = fee_minor(req.amount * ctx.redeem_value_minor, fee_bps_for(fees, "redeem"))
+        elif t is TxnType.LOAD:
+            money = req.amount
+            member[ROLE_SV] = await self._member_sv_account(ctx)
+            legs.append(Leg(m_money, member[ROLE_SV], money))
+            fee = fee_minor(req.amount, fee_bps_for(fees, "load"))
+        elif t is TxnType.SV_PURCHASE:
+            if ctx.sv_available() < req.amount:
+                return await self._unposted(t, req, ctx, Outcome(
+                    Reason.INSUFFICIENT, t, detail=f"stored value available {ctx.sv_available()}"), receipt)
+            money = -req.amount
+            member[ROLE_SV] = int(ctx.sv_account_id)
+            legs.append(Leg(member[ROLE_SV], m_money, req.amount))
+            fee = fee_minor(req.amount, fee_bps_for(fees, "sv_purchase"))
+        elif t is TxnType.LOTTERY:
+            problem = await self._lottery_legs(req, ctx, legs, prize)
+            if problem is not None:
+                return await self._unposted(t, req, ctx, Outcome(problem[0], t, detail=problem[1]), receipt)
+            member[ROLE_POINTS] = int(ctx.points_account_id)
+            points = int(prize["prize_points"]) - req.amount
+        else:  # pragma: no cover - the dispatcher guarantees the type
+            raise AssertionError(t)
+        if fee > 0:
+            # The fee is money the merchant owes the operator, booked with the transaction.
+            legs.append(Leg(m_money, int(ctx.fee_income_account_id), fee))
+        if not legs:
+            legs = self._memo_legs(ctx)
+        txn = self._txn_record(t, req, ctx, points=points, money=money, fee=fee,
+                               prize_code=prize.get("prize_code"))
+        if t is TxnType.LOTTERY:
+            out = {"points_earned": int(prize["prize_points"]), "points_redeemed": req.amount,
+                   "prize_code": prize["prize_code"], "prize_points": int(prize["prize_points"])}
+        else:
+            out = {"points_earned": max(points, 0), "points_redeemed": max(-points, 0)}
+            if t is TxnType.EARN and points == 0:
+                out["points_balance"] = ctx.points_available()  # answered although untouched
+        meta: dict[str, Any] = {"txn": txn, "fp": _fingerprint(t, req), "out": out}
+        if prize:
+            meta["draw"] = prize
+        # A command that only credits the member may pass a member below zero after a
+        # claw-back (a credit must never be declined); one that debits the member may not.
+        force = t in (TxnType.EARN, TxnType.TOPUP, TxnType.LOAD)
+        return await self._post(t, req, ctx, legs, meta, member, receipt, force=force)
+
+    async def _lottery_legs(self, req: Request, ctx: Context, legs: list[Leg],
+                            prize: dict[str, Any]) -> tuple[Reason, str] | None:
+        price = ctx.lottery_price_points
+        if price is None:
+            return Reason.NOT_PERMITTED, f"program {ctx.program} has no lottery"
+        if req.amount != price:
+            return Reason.INVALID_AMOUNT, f"the stake must be the draw price {price}, got {req.amount}"
+        # Pre-check here; the ledger re-checks the final balance atomically.
+        if ctx.points_available() < req.amount:
+            return Reason.INSUFFICIENT, f"points available {ctx.points_available()}"
+        table = await lookup.prizes(self.pool, ctx.program)
+        if not table:
+            return Reason.NOT_PERMITTED, f"program {ctx.program} has no prize table"
+        total = sum(w for _, _, w in table)
+        draw = secrets.randbelow(total)
+        code, prize_points = table[-1][0], table[-1][1]
+        acc = 0
+        for c, p, w in table:
+            acc += w
+            if draw < acc:
+                code, prize_points = c, p
+                break
+        prize.update(random=draw, total_weight=total, prize_code=code, prize_points=prize_points)
+        member = int(ctx.points_account_id)
+        pool = int(ctx.prize_pool_account_id)
+        legs.append(Leg(member, pool, req.amount))
+        if prize_points > 0:
+            legs.append(Leg(pool, member, prize_points))
+        return None
+
+    @staticmethod
+    def _memo_legs(ctx: Context, amount: int = MEMO_UNITS) -> list[Leg]:
+        # A journal that must exist but moves nothing: there and back between two memo accounts.
+        a, b = int(ctx.memo_a_account_id), int(ctx.memo_b_account_id)
+        return [Leg(a, b, amount), Leg(b, a, amount)]
+
+    @staticmethod
+    def _txn_record(t: TxnType, req: Request, ctx: Context, *, points: int = 0, money: int = 0, fee: int = 0,
+                    prize_code: str | None = None, card_id: int | None = None, program: str | None = None,
+                    original: int | None = None, undo_units: int | None = None,
+                    undo_legs: list[int] | None = None, reason: str | None = None) -> dict[str, Any]:
+        txn: dict[str, Any] = {
+            "type": str(t), "rrn": req.rrn or None, "stan": req.stan or None, "terminal_id": req.terminal_id,
+            "merchant_id": req.merchant_id, "card_id": card_id if card_id is not None else ctx.card_id,
+            "program": program if program is not None else ctx.program, "amount": req.amount,
+            "currency": req.currency or (None if t.in_points else ctx.currency),
+            "points_delta": points, "money_delta_minor": money, "fee_minor": fee,
+        }
+        if prize_code is not None:
+            txn["prize_code"] = prize_code
+        if original is not None:
+            txn["original_journal_id"] = original
+        if undo_units is not None:
+            txn["undo_units"] = undo_units
+            txn["undo_legs"] = undo_legs or []
+        if reason is not None:
+            txn["reason"] = reason
+        return txn
+
+    # ------------------------------------------------------------ posting and outcomes
+
+    async def _post(self, t: TxnType, req: Request, ctx: Context, legs: list[Leg], meta: dict[str, Any],
+                    member: dict[str, int], receipt: OutcomeReceiptFn | None, force: bool) -> Outcome:
+        """Post one transfer; map the ledger's answer to an outcome (and the receipt, in-transaction)."""
+        cmd = transfer(req.key, legs, metadata=meta, force=force)
+
+        def outcome_of(res: Result) -> Outcome:
+            return _outcome_from_result(t, ctx, meta, member, res)
+
+        def ledger_receipt(res: Result) -> Receipt | None:
+            if receipt is None or res.status is not Status.POSTED:
+                return None
+            return receipt(outcome_of(res))
+
+        res = await self.ledger.post(cmd, receipt=ledger_receipt if receipt is not None else None)
+        if res.status is Status.POSTED:
+            return outcome_of(res)
+        if res.status is Status.EXISTS:
+            return _replace(outcome_of(res), replayed=True)
+        if res.status is Status.CONFLICT:
+            found = await lookup.journal_by_key(self._db(), req.key)
+            if found is not None:
+                return await self._replay(t, req, ctx, *found, receipt)
+            return Outcome(Reason.SYSTEM_ERROR, t, detail=res.detail or "conflict")
+        if res.status is Status.DECLINED:
+            detail = res.detail or ""
+            reason = Reason.INSUFFICIENT if "below its limit" in detail else Reason.NOT_PERMITTED
+            return await self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt)
+        return Outcome(Reason.SYSTEM_ERROR, t, detail=f"ledger {res.status}: {res.detail}")
+
+    async def _unposted(self, t: TxnType, req: Request, ctx: Context, outcome: Outcome,
+                        receipt: OutcomeReceiptFn | None, original: int | None = None) -> Outcome:
+        """Record an outcome that posted nothing (declines, inquiries) and store its receipt, together."""
+        if outcome.reason is Reason.SYSTEM_ERROR:
+            return outcome
+        outcome = _replace(outcome, business_date=ctx.business_date.isoformat(),
+                           program=outcome.program or ctx.program)
+        rec = receipt(outcome) if receipt is not None else None
+        held = _HELD.get()
+        if held is not None:  # under an original's lock: record on its connection, commit with it
+            await self._record_unposted(held, t, req, ctx, outcome, rec, original)
+        else:
+            async with self.pool.acquire() as conn:
+                await self._record_unposted(conn, t, req, ctx, outcome, rec, original)
+        return outcome
+
+    @staticmethod
+    async def _record_unposted(conn: asyncpg.Connection, t: TxnType, req: Request, ctx: Context,
+                               outcome: Outcome, rec: Receipt | None, original: int | None) -> None:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, rrn, stan, "
+                "terminal_id, merchant_id, card_id, program, amount, currency, original_journal_id) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                req.key, ctx.business_date, str(t), str(outcome.reason), req.rrn or None, req.stan or None,
+                req.terminal_id, req.merchant_id, ctx.card_id, ctx.program,
+                req.amount if isinstance(req.amount, int) else 0, req.currency, original,
+            )
+            if rec is not None:
+                await conn.execute(
+                    "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload) VALUES ($1,$2,$3) "
+                    "ON CONFLICT (idempotency_key) DO NOTHING",
+                    rec.idempotency_key, rec.content_hash, rec.payload)
+
+    async def _replay(self, t: TxnType, req: Request, ctx: Context, journal_id: int, meta: dict[str, Any],
+                      receipt: OutcomeReceiptFn | None) -> Outcome:
+        """The answer for a key that has posted before: the same outcome, or why not."""
+        txn = meta.get("txn", {})
+        if txn.get("type") == TxnType.MARKER:
+            return await self._unposted(t, req, ctx, Outcome(
+                Reason.ORIGINAL_REVERSED, t, detail="a reversal of this request came first"), receipt)
+        if meta.get("fp") != _fingerprint(t, req):
+            return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="key used before with different content")
+        db = self._db()
+        rows = await db.fetch(
+            "SELECT a.owner_kind || ':' || a.purpose AS role, e.balance_after FROM ledger.entries e "
+            "JOIN ledger.accounts a ON a.id = e.account_id WHERE e.journal_id=$1 ORDER BY e.leg", journal_id)
+        balances = {r["role"]: int(r["balance_after"]) for r in rows}
+        out = meta.get("out", {})
+        bdate = await db.fetchval("SELECT business_date FROM ledger.journals WHERE id=$1", journal_id)
+        return Outcome(
+            Reason(txn.get("reason", Reason.APPROVED)), t, detail="replayed", journal_id=journal_id,
+            approval_code=approval_code(journal_id), business_date=bdate.isoformat(), program=txn.get("program"),
+            currency=ctx.currency, points_earned=int(out.get("points_earned", 0)),
+            points_redeemed=int(out.get("points_redeemed", 0)),
+            points_balance=balances.get(ROLE_POINTS, out.get("points_balance")),
+            sv_balance_minor=balances.get(ROLE_SV),
+            prize_code=out.get("prize_code"), prize_points=int(out.get("prize_points", 0)), replayed=True)
+
+    async def _inquiry(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome:
+        want_points = req.account in ("65", "00")
+        want_sv = req.account in ("60", "00")
+        if not (want_points or want_sv):
+            return await self._unposted(TxnType.INQUIRY, req, ctx, Outcome(
+                Reason.INVALID_TXN, TxnType.INQUIRY, detail=f"account type {req.account!r}"), receipt)
+        outcome = Outcome(
+            Reason.APPROVED, TxnType.INQUIRY, program=ctx.program, currency=ctx.currency,
+            points_balance=ctx.points_available() if want_points else None,
+            sv_balance_minor=ctx.sv_available() if want_sv else None)
+        return await self._unposted(TxnType.INQUIRY, req, ctx, outcome, receipt)
+
+    # ------------------------------------------------------------ void and refund
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, journal_id: int) -> AsyncIterator[asyncpg.Connection]:
+        """Serialise every operation on one original, across processes, with a bounded wait.
+
+        An in-process lock first, so that one process waits on the database lock
+        with one connection per original, not one per request.
+        """
+        local = self._local_locks.setdefault(journal_id, asyncio.Lock())
+        self._local_waiters[journal_id] = self._local_waiters.get(journal_id, 0) + 1
+        try:
+            async with asyncio.timeout(self.lock_timeout_s * 4):
+                await local.acquire()
+            try:
+                async with self.pool.acquire(timeout=self.lock_timeout_s) as conn, conn.transaction():
+                    await conn.execute("SELECT set_config('lock_timeout', $1, true)",
+                                       f"{int(self.lock_timeout_s * 1000)}ms")
+                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE,
+                                       journal_id % 2_147_483_647)
+                    token = _HELD.set(conn)
+                    try:
+                        yield conn
+                    finally:
+                        _HELD.reset(token)
+            finally:
+                local.release()
+        finally:
+            self._local_waiters[journal_id] -= 1
+            if self._local_waiters[journal_id] == 0:
+                del self._local_waiters[journal_id]
+                del self._local_locks[journal_id]
+
+    def _db(self) -> asyncpg.Connection | asyncpg.Pool:
+        """The connection holding the current original's lock, else the pool."""
+        return _HELD.get() or self.pool
+
+    async def _compensate(self, t: TxnType, req: Request, ctx: Context,
+                          receipt: OutcomeReceiptFn | None) -> Outcome:
+        def decline(reason: Reason, detail: str, original: int | None = None) -> Any:
+            return self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt, original)
+
+        if not req.original_rrn:
+            return await decline(Reason.ORIGINAL_NOT_FOUND, "no original RRN")
+        orig = await lookup.original_by_rrn(self.pool, req.original_rrn)
+        if orig is None:
+            return await decline(Reason.ORIGINAL_NOT_FOUND, f"no approved transaction with RRN {req.original_rrn}")
+        otype = TxnType(orig.txn_type)
+        jid = orig.journal_id
+        allowed = VOIDABLE if t is TxnType.VOID else REFUNDABLE
+        if otype not in allowed:
+            return await decline(Reason.INVALID_TXN, f"a {otype} cannot be {'voided' if t is TxnType.VOID else 'refunded'}", jid)
+        if otype.account != req.account:
+            return await decline(Reason.INVALID_TXN, f"account type {req.account} but the original is {otype.account}", jid)
+        if orig.card_id != ctx.card_id:
+            return await decline(Reason.INVALID_TXN, "the card is not the original's", jid)
+        if orig.merchant_id != req.merchant_id:
+            return await decline(Reason.INVALID_TXN, "the merchant is not the original's", jid)
+        if t is TxnType.VOID:
+            if orig.terminal_id != req.terminal_id:
+                return await decline(Reason.INVALID_TXN, "a void must come from the original's terminal", jid)
+            if orig.business_date != ctx.business_date:
+                return await decline(Reason.INVALID_TXN, "a void must be on the original's business day", jid)
+            if req.amount != orig.amount:
+                return await decline(Reason.INVALID_AMOUNT, f"a void is for the full {orig.amount}", jid)
+        async with self._locked(jid) as conn:
+            comps = await lookup.compensations_of(conn, jid)
+            undone = sum(c.undo_units for c in comps)
+            if t is TxnType.VOID and comps:
+                return await decline(Reason.INVALID_TXN, "already voided, refunded or reversed", jid)
+            if t is TxnType.REFUND and any(c.txn_type in ("void", "reversal") for c in comps) and undone >= orig.amount:
+                return await decline(Reason.INVALID_TXN, "the original was voided or reversed", jid)
+            after = orig.amount if t is TxnType.VOID else undone + req.amount
+            if after > orig.amount:
+                return await decline(Reason.EXCEEDS_LIMIT,
+                                     f"refunds would total {after}, above the original {orig.amount}", jid)
+            # Claw-backs (undoing points the member earned) may take the member below zero, and
+            # credits back to the member are never refused; undoing a top-up or load may not
+            # take the member below zero: the member must still have what is taken back.
+            force = otype not in (TxnType.TOPUP, TxnType.LOAD)
+            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, conn)
+
+    async def _undo(self, t: TxnType, req: Request, ctx: Context, orig: Original,
+                    comps: list[lookup.Compensation], after: int, force: bool,
+                    receipt: OutcomeReceiptFn | None, conn: asyncpg.Connection, whole: bool = False) -> Outcome:
+        """Post the compensation that brings ``orig`` to ``after`` units undone (under its lock).
+
+        ``whole``: undo every leg of ``orig`` as it stands (reversing a void or refund).
+        """
+        legs_orig = await lookup.legs_of(conn, orig.journal_id)
+        amounts = [leg.amount for leg in legs_orig]
+        so_far = [0] * len(amounts)
+        for c in comps:
+            for i, v in enumerate(c.undo_legs[: len(amounts)]):
+                so_far[i] += v
+        targets = amounts if whole else undo_targets(amounts, orig.amount, after)
+        delta = [max(tg - s, 0) for tg, s in zip(targets, so_far, strict=True)]
+        legs: list[Leg] = []
+        member: dict[str, int] = {}
+        points = money = fee = 0
+        for pl, d in zip(legs_orig, delta, strict=True):
+            for acc, role in ((pl.debit_account_id, pl.debit_role), (pl.credit_account_id, pl.credit_role)):
+                if role in (ROLE_POINTS, ROLE_SV):
+                    member[role] = acc
+            if d <= 0:
+                continue
+            legs.append(Leg(pl.credit_account_id, pl.debit_account_id, d))  # the sides swap
+            points += d * _role_sign(pl, ROLE_POINTS)
+            money += d * _role_sign(pl, ROLE_SV)
+            fee += d * _role_sign(pl, ROLE_FEE)
+        if not legs:
+            # Rounding left nothing to move, but the undo stands on the record (a memo journal),
+            # so that units undone add up and a reversal happens once.
+            legs = self._memo_legs(await self._memo_context(ctx))
+        txn = self._txn_record(
+            t, req, ctx, points=points, money=money, fee=fee, card_id=orig.card_id, program=orig.program,
+            original=orig.journal_id,
+            undo_units=None if whole else after - sum(c.undo_units for c in comps),
+            undo_legs=None if whole else delta)
+        out = {"points_earned": max(points, 0), "points_redeemed": max(-points, 0)}
+        meta = {"txn": txn, "fp": _fingerprint(t, req), "out": out}
+        return await self._post(t, req, ctx, legs, meta, member, receipt, force=force)
+
+    # ------------------------------------------------------------ reversal
+
+    async def _reverse(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome:
+        t = TxnType.REVERSAL
+        if not req.original_key:
+            return await self._unposted(t, req, ctx, Outcome(
+                Reason.ORIGINAL_NOT_FOUND, t, detail="no original key"), receipt)
+        for _attempt in range(3):
+            found = await lookup.journal_by_key(self.pool, req.original_key)
+            if found is None:
+                declined = await lookup.unposted_by_key(self.pool, req.original_key)
+                if declined is not None:
+                    return await self._unposted(t, req, ctx, Outcome(
+                        Reason.APPROVED, t, detail=f"the original posted nothing ({declined})"), receipt)
+                marked = await self._mark(req, ctx, receipt)
+                if marked is not None:
+                    return marked
+                continue  # the original (or another marker) arrived meanwhile: look again
+            jid, meta = found
+            ttype = meta.get("txn", {}).get("type")
+            if ttype == TxnType.MARKER:
+                return await self._unposted(t, req, ctx, Outcome(
+                    Reason.ORIGINAL_NOT_FOUND, t, detail="original not found (marked)"), receipt)
+            orig = await lookup.original_by_journal(self.pool, jid)
+            if orig is None or ttype == TxnType.REVERSAL:
+                return await self._unposted(t, req, ctx, Outcome(
+                    Reason.INVALID_TXN, t, detail="a reversal cannot be reversed"), receipt)
+            root = orig.original_journal_id if ttype in (TxnType.VOID, TxnType.REFUND) else jid
+            assert root is not None
+            async with self._locked(root) as conn:
+                if await lookup.reversed_by(conn, jid) is not None:
+                    return await self._unposted(t, req, ctx, Outcome(
+                        Reason.APPROVED, t, detail="already reversed"), receipt, jid)
+                if ttype in (TxnType.VOID, TxnType.REFUND):
+                    # Undo a compensation entirely: the original stands again by as much.
+                    return await self._undo(t, req, ctx, orig, [], 0, True, receipt, conn, whole=True)
+                comps = await lookup.compensations_of(conn, jid)
+                undone = sum(c.undo_units for c in comps)
+                if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
+                    after = min(orig.amount, undone + orig.amount - req.replacement_amount)
+                else:
+                    after = orig.amount
+                if after <= undone:
+                    return await self._unposted(t, req, ctx, Outcome(
+                        Reason.APPROVED, t, detail="nothing left to reverse"), receipt, jid)
+                return await self._undo(t, req, ctx, orig, comps, after, True, receipt, conn)
+        return Outcome(Reason.SYSTEM_ERROR, t, detail="original kept changing under the reversal")
+
+    async def _mark(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome | None:
+        """Post a marker under the unknown original's key, so that a late original is declined.
+
+        Returns None when something already stands under that key (the original
+        arrived meanwhile, or an earlier marker): the caller looks again.
+        """
+        t = TxnType.REVERSAL
+        assert req.original_key is not None
+        memo = await self._memo_context(ctx)
+        txn = self._txn_record(TxnType.MARKER, req, ctx, reason=str(Reason.ORIGINAL_NOT_FOUND))
+        meta = {"txn": txn, "fp": "marker", "out": {}, "marker_for": req.key}
+        outcome = Outcome(Reason.ORIGINAL_NOT_FOUND, t, detail="original not found; marked",
+                          business_date=ctx.business_date.isoformat())
+
+        def ledger_receipt(res: Result) -> Receipt | None:
+            return receipt(outcome) if receipt is not None and res.status is Status.POSTED else None
+
+        cmd = transfer(req.original_key, self._memo_legs(memo, MARKER_UNITS), metadata=meta)
+        res = await self.ledger.post(cmd, receipt=ledger_receipt if receipt is not None else None)
+        if res.status is Status.POSTED:
+            return outcome
+        if res.status in (Status.EXISTS, Status.CONFLICT):
+            return None
+        return Outcome(Reason.SYSTEM_ERROR, t, detail=f"ledger {res.status}: {res.detail}")
+
+    async def _memo_context(self, ctx: Context) -> Context:
+        """The context itself when it knows memo accounts, else the first currency's (unknown merchant)."""
+        if ctx.memo_a_account_id is not None:
+            return ctx
+        row = await self.pool.fetchrow(
+            "SELECT c.memo_a_account_id, c.memo_b_account_id FROM loyalty.currencies c "
+            "ORDER BY c.numeric_code LIMIT 1")
+        if row is None:
+            raise asyncpg.InterfaceError("no currency is configured")
+        return Context(row)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _fingerprint(t: TxnType, req: Request) -> str:
+    body = "|".join(str(x) for x in (t, req.pan, req.amount, req.currency, req.merchant_id, req.terminal_id,
+                                     req.account, req.original_rrn, req.original_key, req.replacement_amount))
+    return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+def _role_sign(leg: PostedLeg, role: str) -> int:
+    """+1 when undoing ``leg`` credits an account of ``role``, -1 when it debits one, else 0."""
+    if leg.debit_role == role:
+        return 1  # the original debited it; the compensation credits it
+    if leg.credit_role == role:
+        return -1
+    return 0
+
+
+def _outcome_from_result(t: TxnType, ctx: Context, meta: dict[str, Any], member: dict[str, int],
+                         res: Result) -> Outcome:
+    out = meta.get("out", {})
+    txn = meta.get("txn", {})
+    pts_acc, sv_acc = member.get(ROLE_POINTS), member.get(ROLE_SV)
+    points_balance = res.balances.get(pts_acc) if pts_acc is not None else None
+    sv_balance = res.balances.get(sv_acc) if sv_acc is not None else None
+    if t is TxnType.EARN and points_balance is None:
+        # Earned nothing this time: the balance is still worth answering with (field 54).
+        points_balance = ctx.points_available()
+    jid = res.journal_id
+    return Outcome(
+        Reason.APPROVED, t, journal_id=jid, approval_code=approval_code(jid) if jid else None,
+        business_date=res.business_date, program=txn.get("program"), currency=ctx.row.get("currency"),
+        points_earned=int(out.get("points_earned", 0)), points_redeemed=int(out.get("points_redeemed", 0)),
+        points_balance=points_balance, sv_balance_minor=sv_balance, prize_code=out.get("prize_code"),
+        prize_points=int(out.get("prize_points", 0)))
+
+
+def _replace(outcome: Outcome, **changes: Any) -> Outcome:
+    return dataclasses.replace(outcome, **changes)
