@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench-ledger bench-wire clean venv
+.PHONY: run test lint bench-ledger bench-wire bench-e2e clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,5 +34,11 @@ bench-ledger: $(STAMP)
 bench-wire: $(STAMP)
 	$(BIN)/python bench/wire.py
 
+bench-e2e: $(STAMP)
+	$(BIN)/python bench/e2e.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+bench-eod: $(STAMP)
+	$(BIN)/python bench/eod.py

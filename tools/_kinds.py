@@ -9,6 +9,15 @@ decoded field dict.
 [('purchase', 60), ('redeem', 15)]
 >>> sorted(build_fields(KINDS["echo"], stan="000042", tid="T0000001", mid="M1", now="0309140507"))
 ['11', '41', '7', '70', 't']
+
+Void and refund (``compensates``) name an earlier approved original: the
+caller passes its RRN (field 37), the account it concerned (``xx`` of
+02xx00 / 20xx00, see ``ORIGINAL_ACCOUNT``) and the amount.
+
+>>> f = build_fields(KINDS["void"], stan="000043", tid="T1", mid="M1", now="0309140507",
+...                  pan="6212345678901232", amount=250, account="65", rrn="000000000123")
+>>> f["3"], f["4"], f["37"]
+('026500', '000000000250', '000000000123')
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ class Kind:
     amount_max: int = 0
     currency: str = ""  # field 49 when non-empty
     extra: dict[str, str] = field(default_factory=dict)  # fixed fields, e.g. 70
+    # Void/refund: needs an approved original (its RRN, account and amount); xx of field 3
+    # (02xx00, 20xx00) is the original's account.
+    compensates: bool = False
 
     @property
     def financial(self) -> bool:
@@ -43,7 +55,19 @@ KINDS: dict[str, Kind] = {
     "load": Kind("0200", "210060", card=True, amount_min=1_000, amount_max=10_000, currency="156"),
     "inquiry": Kind("0200", "310000", card=True, currency="156"),
     "lottery": Kind("0200", "906500", card=True, amount_min=1, amount_max=10),
+    # Amounts come from the original: the full amount for a void, part of it for a refund.
+    "void": Kind("0200", "020000", card=True, compensates=True),
+    "refund": Kind("0200", "200000", card=True, compensates=True),
 }
+
+# Kinds whose approvals can be voided, with the account (xx) a void/refund of them names
+# (DESIGN.md §4: 00 purchase-earn, 65 redeem or top-up, 60 stored-value purchase or load).
+ORIGINAL_ACCOUNT: dict[str, str] = {
+    "purchase": "00", "redeem": "65", "topup": "65", "sv-purchase": "60", "load": "60",
+}
+VOIDABLE = frozenset(ORIGINAL_ACCOUNT)
+# Top-ups and loads can be voided, not refunded; lottery draws neither.
+REFUNDABLE = frozenset({"purchase", "redeem", "sv-purchase"})
 
 
 def parse_mix(text: str) -> list[tuple[str, int]]:
@@ -96,8 +120,15 @@ def build_fields(
     now: str,
     pan: str = "",
     amount: int = 0,
+    account: str = "00",
+    rrn: str = "",
+    currency: str = "",
 ) -> Fields:
-    """Decoded fields for one request of ``kind`` (no MAC; that is added at encoding)."""
+    """Decoded fields for one request of ``kind`` (no MAC; that is added at encoding).
+
+    ``account``, ``rrn`` and ``currency`` are for void/refund only: xx of field 3, field 37
+    and field 49 (the original's, if it had one).
+    """
     fields: Fields = {"t": kind.mti, "7": now, "11": stan, "41": pad_tid(tid)}
     if kind.financial:
         if kind.card:
@@ -109,5 +140,11 @@ def build_fields(
         fields["42"] = pad_mid(mid)
         if kind.currency:
             fields["49"] = kind.currency
+        if kind.compensates:
+            fields["3"] = kind.proc[:2] + account + kind.proc[4:]
+            if rrn:
+                fields["37"] = rrn
+            if currency:
+                fields["49"] = currency
     fields.update(kind.extra)
     return fields

@@ -38,6 +38,9 @@ class Stats:
     connections_failed: int = 0
     idle_open: int = 0
     idle_lost: int = 0
+    # Open loop only: times the generator itself fell a whole interval behind its
+    # target rate (a busy client machine). Reported, but not an error of the server.
+    schedule_slips: int = 0
 
     def record(self, latency_ms: float, response_code: str) -> None:
         self.responses += 1
@@ -64,6 +67,7 @@ class Stats:
             "response_codes": dict(sorted(self.response_codes.items())),
             "errors": dict(sorted(self.errors.items())),
             "errors_total": sum(self.errors.values()),
+            "schedule_slips": self.schedule_slips,
             "connections": {
                 "open": self.connections_open,
                 "failed": self.connections_failed,

@@ -11,8 +11,17 @@ after ``--duration-s`` (default 10 when neither bound is given) and/or
 
 Every response is checked: MTI = request MTI + 10, fields 7, 11 and 41
 echoed, TPDU swapped, and the MAC when the terminal has a key. The report
-gives responses/s, latency percentiles, counts by response code and errors;
-``--json-out`` writes the same as JSON. Exit status 1 when there were errors
+gives responses/s, latency percentiles, counts by response code (also per
+message kind) and errors; ``--json-out`` writes the same as JSON.
+
+Voids and refunds (kinds ``void``, ``refund``) name a recent approved original
+of the same terminal: every approved purchase, redeem, stored-value purchase,
+top-up or load is remembered per terminal (the last ``--originals-max``) with
+its RRN (field 37), card, amount and account. A void takes one and sends its
+full amount; a refund takes a purchase, redeem or stored-value purchase and
+sends part of it; either way the original is not used again. When a terminal
+has no suitable original yet, the request is sent as the mix's heaviest
+voidable kind instead (counted in ``compensations.fallbacks``). Exit status 1 when there were errors
 or no responses at all.
 
 Talks to the daemon over TCP only; framing, codec and MAC are the tools' own.
@@ -27,6 +36,7 @@ import random
 import resource
 import sys
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +78,7 @@ class LoadConfig:
     sign_on: bool = True
     idle_connections: int = 0
     seed: int = 0
+    originals_max: int = 64  # approved originals remembered per terminal, for void/refund
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0 and self.requests <= 0:
@@ -79,6 +90,23 @@ class LoadConfig:
         needs_card = any(_kinds.KINDS[name].card for name, weight in self.mix if weight > 0)
         if needs_card and not self.pans:
             raise ValueError("the mix has card transactions: give --pans FILE")
+        weighted = {name for name, weight in self.mix if weight > 0}
+        if any(_kinds.KINDS[n].compensates for n in weighted) and not weighted & _kinds.VOIDABLE:
+            raise ValueError("void/refund need originals: add a purchase, redeem, sv-purchase, "
+                             "topup or load to the mix")
+        if self.originals_max < 1:
+            raise ValueError("originals_max must be >= 1")
+
+
+@dataclass(frozen=True)
+class Original:
+    """An approved request a void or refund may name (same terminal)."""
+
+    rrn: str
+    pan: str
+    amount: int
+    kind: str  # the original's kind name (a key of _kinds.ORIGINAL_ACCOUNT)
+    currency: str
 
 
 class StanSpace:
@@ -136,6 +164,10 @@ class Pending:
     mti: str
     field7: str
     field41: str
+    kind: str = ""
+    pan: str = ""
+    amount: int = 0
+    currency: str = ""
 
 
 class Budget:
@@ -177,6 +209,49 @@ class Run:
         self.started = asyncio.Event()
         self.ready = 0  # connections set up (signed on) and waiting for `started`
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.by_kind: dict[str, Counter[str]] = {}  # kind -> response code -> count
+        self.originals: dict[str, deque[Original]] = {}  # terminal id -> recent approved originals
+        self.fallbacks: Counter[str] = Counter()  # void/refund sent as another kind: no original
+        voidable = [(w, n) for n, w in cfg.mix if w > 0 and n in _kinds.VOIDABLE]
+        self.fallback_kind = max(voidable)[1] if voidable else ""
+
+    def _take_original(self, tid: str, kind_name: str) -> Original | None:
+        """The newest remembered original of ``tid`` that ``kind_name`` may name; removed."""
+        recent = self.originals.get(tid)
+        if not recent:
+            return None
+        eligible = _kinds.VOIDABLE if kind_name == "void" else _kinds.REFUNDABLE
+        for i in range(len(recent) - 1, -1, -1):
+            if recent[i].kind in eligible:
+                found = recent[i]
+                del recent[i]
+                return found
+        return None
+
+    def _next_request(self, terminal: Terminal, stan: str) -> tuple[str, dict[str, str], int]:
+        """Pick the next kind and build its fields: (kind name, fields, amount)."""
+        name = self.choose()
+        kind = _kinds.KINDS[name]
+        if kind.compensates:
+            original = self._take_original(terminal.tid, name)
+            if original is not None:
+                amount = (original.amount if name == "void"
+                          else self.rng.randint(1, max(1, original.amount // 2)))
+                fields = _kinds.build_fields(
+                    kind, stan=stan, tid=terminal.tid, mid=terminal.mid, now=self.clock.field7(),
+                    pan=original.pan, amount=amount, account=_kinds.ORIGINAL_ACCOUNT[original.kind],
+                    rrn=original.rrn, currency=original.currency,
+                )
+                return name, fields, amount
+            self.fallbacks[name] += 1
+            name = self.fallback_kind
+            kind = _kinds.KINDS[name]
+        amount = self.rng.randint(kind.amount_min, kind.amount_max) if kind.amount_max else 0
+        fields = _kinds.build_fields(
+            kind, stan=stan, tid=terminal.tid, mid=terminal.mid, now=self.clock.field7(),
+            pan=self.rng.choice(self.cfg.pans) if kind.card else "", amount=amount,
+        )
+        return name, fields, amount
 
     # -- connection lifecycle: connect, sign-on, pipelined traffic, drain, close --
 
@@ -293,22 +368,18 @@ class Run:
                     if delay_s > 0:
                         await asyncio.sleep(delay_s)
                     elif delay_s < -interval_s:
-                        self.stats.error("rate_behind_schedule")
+                        self.stats.schedule_slips += 1
                         next_send = time.monotonic()
                 await slots.acquire()
                 if lost.is_set() or not budget.take():
                     slots.release()
                     break
-                kind = _kinds.KINDS[self.choose()]
                 stan = self.stans.take(terminal.tid)
-                fields = _kinds.build_fields(
-                    kind, stan=stan, tid=terminal.tid, mid=terminal.mid, now=self.clock.field7(),
-                    pan=self.rng.choice(self.cfg.pans) if kind.card else "",
-                    amount=self.rng.randint(kind.amount_min, kind.amount_max) if kind.amount_max else 0,
-                )
+                name, fields, amount = self._next_request(terminal, stan)
                 data = self._encode(terminal, fields)
                 now_ns = time.monotonic_ns()
-                pending[stan] = Pending(now_ns, now_ns + timeout_ns, fields["t"], fields["7"], fields["41"])
+                pending[stan] = Pending(now_ns, now_ns + timeout_ns, fields["t"], fields["7"], fields["41"],
+                                        name, fields.get("2", ""), amount, fields.get("49", ""))
                 self.stats.sent += 1
                 writer.write(data)
                 await writer.drain()
@@ -338,7 +409,17 @@ class Run:
         if p is None:
             self.stats.error("unmatched_stan")
             return
-        self.stats.record((received_ns - p.sent_ns) / 1e6, fields.get("39", "none"))
+        code = fields.get("39", "none")
+        self.stats.record((received_ns - p.sent_ns) / 1e6, code)
+        counts = self.by_kind.get(p.kind)
+        if counts is None:
+            counts = self.by_kind[p.kind] = Counter()
+        counts[code] += 1
+        if code == "00" and p.kind in _kinds.VOIDABLE and fields.get("37"):
+            recent = self.originals.get(terminal.tid)
+            if recent is None:
+                recent = self.originals[terminal.tid] = deque(maxlen=self.cfg.originals_max)
+            recent.append(Original(fields["37"], p.pan, p.amount, p.kind, p.currency))
         if fields.get("t") != _msg.response_mti(p.mti):
             self.stats.error("mismatch:mti")
         if fields.get("7") != p.field7:
@@ -348,11 +429,19 @@ class Run:
         if self.cfg.tpdu and got.tpdu != _wire.swap_tpdu(self.cfg.tpdu):
             self.stats.error("mismatch:tpdu")
         if terminal.mac_key and not p.mti.startswith("08"):
-            verdict = _msg.check_mac(got.message, self.cfg.spec, terminal.mac_alg, terminal.mac_key)
+            verdict = self._check_mac(got.message, fields, terminal)
             if verdict is None:
                 self.stats.error("mac_absent")
             elif not verdict:
                 self.stats.error("mac_bad")
+
+    def _check_mac(self, raw: bytes, fields: dict[str, str], terminal: Terminal) -> bool | None:
+        """``_msg.check_mac`` on a message already decoded (saves decoding it twice)."""
+        if "64" not in fields and "128" not in fields:
+            return None
+        size = _msg.mac_bytes_encoded(self.cfg.spec)
+        received = raw[-size:] if size == 8 else bytes.fromhex(raw[-size:].decode("ascii"))
+        return _mac.mac(terminal.mac_alg, terminal.mac_key, raw[:-size]) == received
 
     async def _open_idle(self) -> None:
         opened = await self._connect()
@@ -389,6 +478,12 @@ class Run:
         elapsed_s = time.monotonic() - started
         await self._close_idle()
         summary = self.stats.summary(elapsed_s)
+        summary["by_kind"] = {k: dict(sorted(c.items())) for k, c in sorted(self.by_kind.items())}
+        if any(_kinds.KINDS[n].compensates for n, w in self.cfg.mix if w > 0):
+            summary["compensations"] = {
+                "fallbacks": dict(sorted(self.fallbacks.items())), "fallback_kind": self.fallback_kind,
+                "originals_remembered": sum(len(d) for d in self.originals.values()),
+            }
         summary["config"] = _describe(self.cfg)
         return summary
 
@@ -491,6 +586,8 @@ def make_terminals(prefix: str, count: int, mid: str, mac_alg: str, mac_key: byt
 @click.option("--idle-connections", default=0, type=click.IntRange(0),
               help="Extra connections opened first and held idle for the run.")
 @click.option("--seed", default=0, type=int, help="RNG seed (0 = random).")
+@click.option("--originals-max", default=64, show_default=True, type=click.IntRange(1, 100_000),
+              help="Approved originals remembered per terminal for void/refund.")
 @click.option("--json-out", default="", help="Write the summary as JSON here.")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 def main(
@@ -498,7 +595,7 @@ def main(
     inflight: int, rate_per_s: float, duration_s: float, requests: int, mix: str,
     tid_prefix: str, mid: str, mac_alg: str, mac_key_hex: str, terminals_file: str,
     pans_file: str, timeout_s: float, sign_on: bool, idle_connections: int, seed: int,
-    json_out: str, quiet: bool,
+    originals_max: int, json_out: str, quiet: bool,
 ) -> None:
     """Drive the switch with pipelined requests and report throughput and latency."""
     try:
@@ -516,7 +613,7 @@ def main(
             duration_s=duration_s if (duration_s or requests) else 10.0, requests=requests,
             mix=_kinds.parse_mix(mix), terminals=terminals,
             pans=read_pans(pans_file) if pans_file else [], timeout_s=timeout_s,
-            sign_on=sign_on, idle_connections=idle_connections, seed=seed,
+            sign_on=sign_on, idle_connections=idle_connections, seed=seed, originals_max=originals_max,
         )
     except (ValueError, OSError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -524,6 +621,12 @@ def main(
     if not quiet:
         for line in _stats.format_summary(summary):
             click.echo(line)
+        if len(summary["by_kind"]) > 1:
+            for name, codes in summary["by_kind"].items():
+                click.echo(f"  {name:<12} " + ", ".join(f"{k}: {v}" for k, v in codes.items()))
+        if summary.get("compensations", {}).get("fallbacks"):
+            fb = summary["compensations"]
+            click.echo(f"fallbacks    {fb['fallbacks']} sent as {fb['fallback_kind']} (no original yet)")
     if json_out:
         Path(json_out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     sys.exit(0 if summary["responses"] and not summary["errors_total"] else 1)
