@@ -83,7 +83,9 @@ async def _serve(cfg: Config, dsn: str) -> int:
         interval_s = notify.watchdog_interval_s()
         if interval_s is not None:
             watchdog = asyncio.create_task(notify.watchdog(interval_s), name="watchdog")
+        sweeper = asyncio.create_task(_sweep_holds(ledger), name="hold-sweeper")
         await stop.wait()
+        sweeper.cancel()
         notify.notify("STOPPING=1")
         drained = await server.drain(cfg.daemon.timeout_drain_s)
         log.info("drained", **drained)
@@ -95,6 +97,22 @@ async def _serve(cfg: Config, dsn: str) -> int:
         metrics.stop()
     log.info("stopped")
     return 0
+
+
+HOLD_SWEEP_INTERVAL_S = 30.0
+
+
+async def _sweep_holds(ledger: Ledger) -> None:
+    """Expire holds whose time is up, so that none outlives its bound (recon checks it)."""
+    while True:
+        await asyncio.sleep(HOLD_SWEEP_INTERVAL_S)
+        try:
+            expired = await ledger.expire_due_holds()
+        except Exception as exc:  # a failed sweep is retried at the next interval
+            log.warning("hold_sweep_failed", reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            continue
+        if expired:
+            log.info("holds_expired", count=expired)
 
 
 def serve(cfg: Config) -> int:

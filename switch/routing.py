@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from switch.context import RequestContext
-from switch.handlers import financial, netmgmt, not_supported
+from switch.handlers import financial, netmgmt, settlement
 
 Fields = dict[str, str]
 Handler = Callable[[RequestContext], Awaitable[Fields]]
@@ -40,7 +40,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("0200", "90"): financial.handle_0200,  # points lottery draw 906500
     ("0400", ANY): financial.handle_reversal,  # reversal (processing code as the original)
     ("0420", ANY): financial.handle_reversal,  # reversal advice
-    ("0500", "92"): not_supported,  # terminal batch settlement
+    ("0500", "92"): settlement.handle,  # terminal batch settlement
 }
 
 KNOWN_MTIS = frozenset(mti for mti, _ in ROUTES)

@@ -293,3 +293,22 @@ def test_concurrent_redemptions_never_overspend(fin: Daemon) -> None:
     assert _card_points(fin, CARD_POOR) == 0
     _ = encode  # the module's own encoder is used through Terminal.send
     _books_ok(fin)
+
+
+def test_closed_batch_cannot_be_voided(fin: Daemon) -> None:
+    tid = "TFIN0003"
+    fin.cli("terminal", "add", tid, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+    with _terminal(fin, tid) as t:
+        earn = _call(t, _req("000000", 1_000, tid=tid))
+        _approved(earn)
+        # The batch holds one credit of 1,000 (DESIGN §4 "0500 totals"): in balance, closed.
+        settle = {"t": "0500", "3": "920000", "7": utc_stamp(), "11": next_stan(), "41": tid.ljust(8),
+                  "42": MID.ljust(15), "60": "000001", "74": f"{1:010d}", "86": f"{1_000:016d}",
+                  "76": f"{0:010d}", "88": f"{0:016d}"}
+        closed = _call(t, settle)
+        assert closed["t"] == "0510" and closed["39"] == "00", closed
+        void = _call(t, _req("020000", 1_000, tid=tid, **{"37": earn["37"]}))
+        assert void["39"] == "12", "a closed batch's transactions can no longer be voided"
+        # A refund is still possible.
+        _approved(_call(t, _req("200000", 1_000, tid=tid, **{"37": earn["37"]})))
+    _books_ok(fin)

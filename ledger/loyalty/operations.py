@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger import batches
 from ledger.accounts import open_account
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, Receipt
@@ -496,6 +497,10 @@ class Loyalty:
                 return await decline(Reason.INVALID_TXN, "a void must come from the original's terminal", jid)
             if orig.business_date != ctx.business_date:
                 return await decline(Reason.INVALID_TXN, "a void must be on the original's business day", jid)
+            # A terminal that closed its batch (0500 in balance) has settled it: nothing in it
+            # can be voided any more; a refund is the way back.
+            if await batches.in_closed_batch(self.pool, jid):
+                return await decline(Reason.INVALID_TXN, "the original's terminal batch is closed", jid)
             if req.amount != orig.amount:
                 return await decline(Reason.INVALID_AMOUNT, f"a void is for the full {orig.amount}", jid)
         async with self._locked(jid) as conn:

@@ -1,0 +1,254 @@
+"""Reconciliation: the book proofs of :mod:`ledger.audit` plus end-of-day proofs, set-based.
+
+Each check is one SQL statement returning the rows that break it (none = the
+check passes); a failure names those rows (``key=value`` pairs):
+
+- every asset sums to zero, cached balances equal entries, holds, limits,
+  journals balance (from :mod:`ledger.audit`);
+- ``receipt_has_one_journal``: no two stored responses claim the same journal,
+  and every stored response with a journal points at a financial transaction;
+- ``journal_has_one_request``: every journal of a financial transaction of the
+  day is claimed by exactly one stored response;
+- ``batch_totals_match``: every closed terminal batch's totals, as the terminal
+  sent them, still equal the host's, recomputed now;
+- ``clearing_nets_to_zero`` (a cleared day): every merchant clearing account's
+  share of the day is zero after its settlement journal, each settlement moved
+  exactly the stored net, the merchants' nets and the operator's side sum to
+  zero, and the stored figures equal a recomputation from the transactions;
+- ``holds_within_bound``: no hold is still pending past its expiry (plus a grace
+  for the sweeper that expires it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import asyncpg
+
+from ledger import audit, clearing
+from ledger.audit import Problem
+from ledger.batches import CREDIT_TYPES, DEBIT_TYPES
+
+HOLD_GRACE_S = 300
+
+_RECEIPTS_SQL = """
+SELECT 'shared' AS problem, r.journal_id, string_agg(r.idempotency_key, ' ' ORDER BY r.idempotency_key) AS keys
+  FROM ledger.receipts r WHERE r.journal_id IS NOT NULL
+ GROUP BY r.journal_id HAVING count(*) > 1
+UNION ALL
+SELECT 'not_a_transaction', r.journal_id, r.idempotency_key
+  FROM ledger.receipts r
+ WHERE r.journal_id IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM loyalty.transactions t WHERE t.journal_id = r.journal_id)
+"""
+
+_REQUESTS_SQL = """
+SELECT t.journal_id, t.idempotency_key, t.txn_type, count(r.idempotency_key) AS requests
+  FROM loyalty.transactions t
+  LEFT JOIN ledger.receipts r ON r.journal_id = t.journal_id
+ WHERE t.journal_id IS NOT NULL AND ($1::date IS NULL OR t.business_date = $1)
+ GROUP BY t.journal_id, t.idempotency_key, t.txn_type
+HAVING count(r.idempotency_key) <> 1
+"""
+
+_BATCHES_SQL = """
+WITH b AS (
+    SELECT * FROM eod.terminal_batches WHERE status = 'closed'
+), w AS (
+    SELECT b.id AS batch_id, t.journal_id, t.txn_type, t.amount
+      FROM b JOIN loyalty.transactions t
+        ON t.terminal_id = b.terminal_id AND t.id > b.after_txn_id AND t.id <= b.upto_txn_id
+       AND (b.after_business_date IS NULL OR t.business_date >= b.after_business_date)
+     WHERE t.journal_id IS NOT NULL
+), undo AS (
+    SELECT u.original_journal_id AS journal_id,
+           bool_or(u.txn_type = 'void' OR u.undo_units IS NULL) AS whole,
+           coalesce(sum(u.undo_units) FILTER (WHERE u.txn_type = 'reversal'), 0) AS reversed_units
+      FROM loyalty.transactions u
+     WHERE u.original_journal_id IN (SELECT journal_id FROM w)
+       AND u.journal_id IS NOT NULL AND u.txn_type IN ('void', 'reversal')
+       AND NOT EXISTS (SELECT 1 FROM loyalty.transactions r
+                        WHERE r.original_journal_id = u.journal_id AND r.txn_type = 'reversal'
+                          AND r.journal_id IS NOT NULL)
+     GROUP BY u.original_journal_id
+), c AS (
+    SELECT w.batch_id,
+           CASE WHEN w.txn_type = ANY($1::text[]) THEN 'credit' WHEN w.txn_type = ANY($2::text[]) THEN 'debit' END
+               AS side,
+           CASE WHEN coalesce(undo.whole, false) THEN 0
+                ELSE greatest(w.amount - coalesce(undo.reversed_units, 0), 0) END AS units
+      FROM w LEFT JOIN undo ON undo.journal_id = w.journal_id
+), host AS (
+    SELECT batch_id,
+           count(*) FILTER (WHERE side = 'credit' AND units > 0) AS cc,
+           coalesce(sum(units) FILTER (WHERE side = 'credit'), 0) AS ca,
+           count(*) FILTER (WHERE side = 'debit' AND units > 0) AS dc,
+           coalesce(sum(units) FILTER (WHERE side = 'debit'), 0) AS da
+      FROM c GROUP BY batch_id
+)
+SELECT b.id AS batch_id, b.terminal_id, b.batch_number,
+       b.terminal_credit_count, coalesce(h.cc, 0) AS host_credit_count,
+       b.terminal_credit_amount, coalesce(h.ca, 0) AS host_credit_amount,
+       b.terminal_debit_count, coalesce(h.dc, 0) AS host_debit_count,
+       b.terminal_debit_amount, coalesce(h.da, 0) AS host_debit_amount
+  FROM b LEFT JOIN host h ON h.batch_id = b.id
+ WHERE (b.terminal_credit_count, b.terminal_credit_amount, b.terminal_debit_count, b.terminal_debit_amount)
+       IS DISTINCT FROM (coalesce(h.cc, 0), coalesce(h.ca, 0), coalesce(h.dc, 0), coalesce(h.da, 0))
+"""
+
+# The journals that make up day $1's clearing: its transactions' and its settlement journals.
+_DAY_JOURNALS = """
+day_j AS (
+    SELECT journal_id FROM loyalty.transactions WHERE business_date = $1 AND journal_id IS NOT NULL
+    UNION ALL
+    SELECT j.id FROM eod.clearing_merchants cm
+      JOIN ledger.journals j ON j.idempotency_key = 'settle:' || $1::date::text || ':' || cm.merchant_id
+     WHERE cm.business_date = $1
+)
+"""
+
+_CLEARING_ZERO_SQL = f"""
+WITH {_DAY_JOURNALS},
+acc AS (
+    SELECT clearing_points_account_id AS account_id, merchant_id FROM loyalty.merchants
+    UNION ALL
+    SELECT clearing_money_account_id, merchant_id FROM loyalty.merchants
+)
+SELECT 'clearing_account_not_zero' AS problem, acc.merchant_id, e.account_id, sum(e.amount) AS day_sum
+  FROM day_j JOIN ledger.entries e ON e.journal_id = day_j.journal_id
+  JOIN acc ON acc.account_id = e.account_id
+ GROUP BY acc.merchant_id, e.account_id HAVING sum(e.amount) <> 0
+"""
+
+_SETTLED_NET_SQL = """
+SELECT 'settled_net_differs' AS problem, cm.merchant_id, cm.net_minor, coalesce(s.moved, 0) AS settled_minor,
+       cm.journal_id
+  FROM eod.clearing_merchants cm
+  LEFT JOIN ledger.journals j ON j.idempotency_key = 'settle:' || $1::date::text || ':' || cm.merchant_id
+  LEFT JOIN LATERAL (
+      SELECT sum(e.amount) AS moved FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id
+       WHERE e.journal_id = j.id AND a.owner_kind = 'merchant'
+         AND a.purpose IN ('settlement_payable', 'settlement_receivable')) s ON true
+ WHERE cm.business_date = $1
+   AND (cm.net_minor <> coalesce(s.moved, 0) OR cm.journal_id IS DISTINCT FROM j.id)
+"""
+
+# Money: the merchants' nets plus everything the operator and members got out of
+# the day (entries of the day's journals on every non-merchant money account) is zero.
+_OPERATOR_SQL = f"""
+WITH {_DAY_JOURNALS},
+other AS (
+    SELECT e.asset, sum(e.amount) AS total
+      FROM day_j JOIN ledger.entries e ON e.journal_id = day_j.journal_id
+      JOIN ledger.accounts a ON a.id = e.account_id
+      JOIN ledger.assets s ON s.code = e.asset AND s.kind = 'money'
+     WHERE a.owner_kind <> 'merchant'
+     GROUP BY e.asset
+), nets AS (
+    SELECT currency_asset AS asset, sum(net_minor) AS total FROM eod.clearing_merchants
+     WHERE business_date = $1 GROUP BY currency_asset
+), runs AS (
+    SELECT currency_asset AS asset, net_total_minor FROM eod.clearing_runs WHERE business_date = $1
+)
+SELECT 'merchants_and_operator_not_zero' AS problem, coalesce(n.asset, o.asset) AS asset,
+       coalesce(n.total, 0) AS merchants_net_minor, coalesce(o.total, 0) AS operator_minor,
+       r.net_total_minor AS run_total_minor
+  FROM nets n FULL JOIN other o ON o.asset = n.asset
+  LEFT JOIN runs r ON r.asset = coalesce(n.asset, o.asset)
+ WHERE coalesce(n.total, 0) + coalesce(o.total, 0) <> 0
+    OR r.net_total_minor IS DISTINCT FROM coalesce(n.total, 0)
+"""
+
+# The stored figures against a second derivation, from the member-side deltas
+# the transactions recorded (not from the clearing accounts' entries).
+_FIGURES_AGAIN_SQL = f"""
+WITH tx AS ({clearing.TX_ROOT_SQL}),
+again AS (
+    SELECT merchant_id,
+           coalesce(sum(points_delta) FILTER (WHERE root_type IN ('earn', 'topup')), 0) AS points_issued,
+           -coalesce(sum(points_delta) FILTER (WHERE root_type = 'redeem'), 0) AS points_redeemed,
+           coalesce(sum(money_delta_minor) FILTER (WHERE root_type = 'load'), 0) AS sv_loaded_minor,
+           -coalesce(sum(money_delta_minor) FILTER (WHERE root_type = 'sv_purchase'), 0) AS sv_spent_minor,
+           coalesce(sum(fee_minor), 0) AS fees_minor
+      FROM tx GROUP BY merchant_id
+)
+SELECT 'figures_differ' AS problem, coalesce(cm.merchant_id, a.merchant_id) AS merchant_id,
+       cm.points_issued, a.points_issued AS points_issued_recomputed,
+       cm.points_redeemed, a.points_redeemed AS points_redeemed_recomputed,
+       cm.sv_loaded_minor, a.sv_loaded_minor AS sv_loaded_recomputed,
+       cm.sv_spent_minor, a.sv_spent_minor AS sv_spent_recomputed,
+       cm.fees_minor, a.fees_minor AS fees_recomputed,
+       cm.net_minor, cm.redeemed_minor + cm.sv_spent_minor - cm.issued_minor - cm.sv_loaded_minor - cm.fees_minor
+           AS net_from_figures
+  FROM (SELECT * FROM eod.clearing_merchants WHERE business_date = $1) cm
+  FULL JOIN (SELECT * FROM again WHERE merchant_id IN (SELECT merchant_id FROM loyalty.merchants)) a
+    ON a.merchant_id = cm.merchant_id
+ WHERE (cm.points_issued, cm.points_redeemed, cm.sv_loaded_minor, cm.sv_spent_minor, cm.fees_minor)
+       IS DISTINCT FROM (a.points_issued, a.points_redeemed, a.sv_loaded_minor, a.sv_spent_minor, a.fees_minor)
+    OR cm.issued_minor <> cm.points_issued * cm.issue_price_minor
+    OR cm.redeemed_minor <> cm.points_redeemed * cm.redeem_value_minor
+    OR cm.net_minor <> cm.redeemed_minor + cm.sv_spent_minor - cm.issued_minor - cm.sv_loaded_minor - cm.fees_minor
+"""
+
+_HOLDS_SQL = """
+SELECT id AS hold_id, debit_account_id, credit_account_id, amount, expires_at
+  FROM ledger.holds WHERE state = 'pending' AND expires_at < now() - make_interval(secs => $1)
+ ORDER BY id
+"""
+
+CHECK_NAMES = frozenset(audit.CHECK_NAMES | {
+    "receipt_has_one_journal", "journal_has_one_request", "batch_totals_match", "clearing_nets_to_zero",
+    "holds_within_bound",
+})
+
+
+@dataclass(frozen=True)
+class ReconReport:
+    """Every check that ran and every problem found."""
+
+    business_date: dt.date | None
+    checks: list[str]
+    problems: list[Problem]
+    cleared: bool
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _rows(name: str, rows: list[asyncpg.Record]) -> list[Problem]:
+    return [Problem(name, ", ".join(f"{k}={v}" for k, v in r.items())) for r in rows]
+
+
+async def run(db: asyncpg.Connection | asyncpg.Pool, day: dt.date | None, limit_rows: int = 20,
+              hold_grace_s: int = HOLD_GRACE_S) -> ReconReport:
+    """Run every check (the day-scoped ones for ``day``; all days when None)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await run(conn, day, limit_rows, hold_grace_s)
+    async with db.transaction(readonly=True):
+        # Every check reads a large share of its tables: hash joins over sequential
+        # scans. A misestimated nested loop of index probes (the planner cannot see
+        # that "the day" is a million rows) costs minutes of random reads at scale.
+        await db.execute("SET LOCAL enable_nestloop = off")
+        await db.execute("SET LOCAL jit = off")
+        return await _run(db, day, limit_rows, hold_grace_s)
+
+
+async def _run(conn: asyncpg.Connection, day: dt.date | None, limit_rows: int, hold_grace_s: int) -> ReconReport:
+    lim = f" LIMIT {int(limit_rows)}"
+    problems = list(await audit.check_books(conn, limit_rows))
+    problems += _rows("receipt_has_one_journal", await conn.fetch(_RECEIPTS_SQL + lim))
+    problems += _rows("journal_has_one_request", await conn.fetch(_REQUESTS_SQL + lim, day))
+    problems += _rows("batch_totals_match",
+                      await conn.fetch(_BATCHES_SQL + lim, list(CREDIT_TYPES), list(DEBIT_TYPES)))
+    cleared = day is not None and await clearing.is_cleared(conn, day)
+    checks = sorted(CHECK_NAMES)
+    if cleared:
+        for sql in (_CLEARING_ZERO_SQL, _SETTLED_NET_SQL, _OPERATOR_SQL, _FIGURES_AGAIN_SQL):
+            problems += _rows("clearing_nets_to_zero", await conn.fetch(sql + lim, day))
+    else:
+        checks.remove("clearing_nets_to_zero")
+    problems += _rows("holds_within_bound", await conn.fetch(_HOLDS_SQL + lim, hold_grace_s))
+    return ReconReport(day, checks, problems, cleared)

@@ -1,0 +1,150 @@
+"""Transaction search (the operator's combined query) and one transaction in full.
+
+Filters combine with AND; every value is a query parameter. PANs are looked up
+in full and only ever shown masked (first 6, last 4). Paging is keyset-based
+(``before_id``: the last id of the previous page) with a bounded ``limit``.
+
+>>> Filters(merchant_id="M1", amount_min=100).where()
+('t.merchant_id = $1 AND t.amount >= $2', ['M1', 100])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import asyncpg
+
+from ledger.loyalty.rules import mask_pan
+
+LIMIT_MAX = 1000
+LIMIT_DEFAULT = 50
+SECRET_FIELDS = ("35", "45", "52", "55", "64", "96", "128")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Search criteria; None = any."""
+
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    merchant_id: str | None = None
+    terminal_id: str | None = None
+    pan: str | None = None
+    rrn: str | None = None
+    txn_type: str | None = None
+    reasons: tuple[str, ...] | None = None  # any of these (a response code may map to several)
+    amount_min: int | None = None
+    amount_max: int | None = None
+    before_id: int | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The WHERE clause (``t`` = loyalty.transactions, ``c`` = loyalty.cards) and its parameters."""
+        parts: list[str] = []
+        args: list[Any] = []
+        clauses = {
+            "date_from": "t.business_date >= ${}", "date_to": "t.business_date <= ${}",
+            "merchant_id": "t.merchant_id = ${}", "terminal_id": "t.terminal_id = ${}",
+            "pan": "t.card_id = (SELECT id FROM loyalty.cards WHERE pan = ${})", "rrn": "t.rrn = ${}",
+            "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
+            "amount_max": "t.amount <= ${}", "before_id": "t.id < ${}",
+        }
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            args.append(list(value) if isinstance(value, tuple) else value)
+            parts.append(clauses[f.name].format(len(args)))
+        return (" AND ".join(parts) or "true"), args
+
+
+_COLUMNS = """
+t.id, t.business_date, t.created_at, t.txn_type, t.reason, t.rrn, t.stan, t.terminal_id, t.merchant_id,
+t.program, t.amount, t.currency, t.points_delta, t.money_delta_minor, t.fee_minor, t.prize_code,
+t.journal_id, t.original_journal_id, c.pan
+"""
+
+
+def _view(r: asyncpg.Record) -> dict[str, Any]:
+    out = dict(r)
+    out["pan"] = mask_pan(r["pan"]) if r["pan"] else None
+    out["business_date"] = r["business_date"].isoformat()
+    out["created_at"] = r["created_at"].isoformat()
+    return out
+
+
+async def search(conn: asyncpg.Connection | asyncpg.Pool, filters: Filters, limit: int = LIMIT_DEFAULT
+                 ) -> dict[str, Any]:
+    """One page of matching transactions, newest first, and the cursor for the next page."""
+    limit = max(1, min(int(limit), LIMIT_MAX))
+    where, args = filters.where()
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM loyalty.transactions t LEFT JOIN loyalty.cards c ON c.id = t.card_id "
+        f"WHERE {where} ORDER BY t.id DESC LIMIT {limit + 1}", *args)
+    page = [_view(r) for r in rows[:limit]]
+    return {"transactions": page, "count": len(page),
+            "next_before_id": page[-1]["id"] if len(rows) > limit else None}
+
+
+def decode_response(payload: bytes) -> dict[str, str] | None:
+    """A stored switch response's fields (PAN masked, secrets dropped), or None when not one.
+
+    The switch stores ``{"v": 1, "fields": {...}}`` (switch.dedup); the ledger
+    reads it as plain JSON and never imports the switch.
+
+    >>> decode_response(b'{"v":1,"fields":{"39":"00","2":"6212345678901232","52":"X"}}')
+    {'39': '00', '2': '621234******1232'}
+    """
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("fields"), dict):
+        return None
+    out: dict[str, str] = {}
+    for k, v in data["fields"].items():
+        if k in SECRET_FIELDS:
+            continue
+        out[str(k)] = mask_pan(str(v)) if k == "2" else str(v)
+    return out
+
+
+async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
+               response_key: Callable[[str], str | None] | None = None) -> dict[str, Any] | None:
+    """Every record under an RRN: the request as recorded, every leg, the stored response.
+
+    The response is the receipt stored with the record's journal; for a record
+    that posted nothing, the receipt under ``response_key(idempotency_key)``
+    (the caller knows how its front end keys responses; the ledger does not).
+    """
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS}, t.idempotency_key FROM loyalty.transactions t "
+        "LEFT JOIN loyalty.cards c ON c.id = t.card_id WHERE t.rrn = $1 ORDER BY t.id", rrn)
+    if not rows:
+        return None
+    records = []
+    for r in rows:
+        rec = _view(r)
+        rec["request"] = {"type": r["txn_type"], "terminal_id": r["terminal_id"], "merchant_id": r["merchant_id"],
+                          "stan": r["stan"], "pan": rec["pan"], "amount": r["amount"], "currency": r["currency"],
+                          "idempotency_key": r["idempotency_key"]}
+        legs = []
+        if r["journal_id"] is not None:
+            legs = [dict(e) for e in await conn.fetch(
+                "SELECT e.leg, e.account_id, a.owner_kind, a.owner_id, a.purpose, e.asset, e.amount, "
+                "e.balance_after FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id "
+                "WHERE e.journal_id = $1 ORDER BY e.leg", r["journal_id"])]
+            # A member account's owner is the card row id, never the PAN.
+        rec["legs"] = legs
+        alt = response_key(r["idempotency_key"]) if response_key is not None else None
+        receipt = await conn.fetchrow(
+            "SELECT idempotency_key, payload FROM ledger.receipts WHERE journal_id = $1 "
+            "UNION ALL SELECT idempotency_key, payload FROM ledger.receipts WHERE idempotency_key = ANY($2::text[]) "
+            "LIMIT 1", r["journal_id"], [k for k in (r["idempotency_key"], alt) if k])
+        rec["response"] = decode_response(bytes(receipt["payload"])) if receipt is not None else None
+        rec["response_key"] = receipt["idempotency_key"] if receipt is not None else None
+        records.append(rec)
+    return {"rrn": rrn, "records": records}

@@ -1,0 +1,172 @@
+"""End of day under load, and two end-of-day runs at once.
+
+- Cut-over while terminals keep sending: no request lost, none posted to two
+  days, every journal's business date on the right side of the cut-over, and
+  the day's clearing equals what the test sent in that day.
+- The advisory lock: a second run refuses at once (exit 3, a clear message) or
+  waits with a bound; two runs started together post each settlement once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from eod_support import CARDS, LISTENERS, MERCHANTS, TERMINALS, provision, terminal
+from fixtures_daemon import SWITCHD, Daemon, db_run, next_stan, utc_stamp
+
+from ledger.business_day import EOD_LOCK_KEY
+
+LOAD_THREADS = 4
+AMOUNT_MINOR = 1_000  # 10.00 CNY
+
+
+@pytest.fixture(scope="module")
+def busy(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = Daemon(tmp_path_factory.mktemp("eodload"), daemon_db, LISTENERS).start()
+    provision(d)
+    try:
+        yield d
+    finally:
+        assert d.stop() == 0
+
+
+class Load(threading.Thread):
+    """One terminal connection sending purchase-earns back to back until told to stop."""
+
+    def __init__(self, d: Daemon, merchant: str, stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.d, self.merchant, self.stop_flag = d, merchant, stop
+        self.done: list[tuple[float, float, str, str]] = []  # (sent_s, answered_s, rrn, code)
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        t = terminal(self.d)
+        i = 0
+        try:
+            while not self.stop_flag.is_set():
+                f = {"t": "0200", "2": CARDS[i % len(CARDS)], "3": "000000", "4": f"{AMOUNT_MINOR:012d}",
+                     "7": utc_stamp(), "11": next_stan(), "41": TERMINALS[self.merchant].ljust(8),
+                     "42": self.merchant.ljust(15), "49": "156"}
+                sent = time.monotonic()
+                resp = t.call(f)
+                self.done.append((sent, time.monotonic(), resp.get("37", ""), resp["39"]))
+                i += 1
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            self.errors.append(repr(exc))
+        finally:
+            t.close()
+
+
+def _eod(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    return d.cli("eod", "run", "--json", "--dir", str(d.workdir / "settlement"), *args, check=False)
+
+
+def test_cut_over_under_load(busy: Daemon) -> None:
+    d = busy
+    stop = threading.Event()
+    merchants = list(MERCHANTS)[:LOAD_THREADS]
+    loads = [Load(d, m, stop) for m in merchants]
+    for ld in loads:
+        ld.start()
+    time.sleep(0.8)
+    eod_started = time.monotonic()
+    res = _eod(d)
+    eod_finished = time.monotonic()
+    time.sleep(0.5)
+    stop.set()
+    for ld in loads:
+        ld.join(20)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    day = dt.date.fromisoformat(report["business_date"])
+    assert all(not ld.errors for ld in loads), [ld.errors for ld in loads]
+    answered = [(m, x) for m, ld in zip(merchants, loads, strict=True) for x in ld.done]
+    assert answered and all(code == "00" for _, (_, _, _, code) in answered), {c for _, (*_, c) in answered}
+
+    async def journals(conn: asyncpg.Connection) -> dict[str, tuple[int, dt.date]]:
+        rows = await conn.fetch("SELECT rrn, journal_id, business_date FROM loyalty.transactions "
+                                "WHERE txn_type = 'earn' AND journal_id IS NOT NULL")
+        return {r["rrn"]: (r["journal_id"], r["business_date"]) for r in rows}
+
+    posted = db_run(d.dsn, journals)
+    # No request lost, none posted twice: one journal per approved response.
+    assert sorted(posted) == sorted(rrn for _, (_, _, rrn, _) in answered)
+    nxt = day + dt.timedelta(days=1)
+    assert {bd for _, bd in posted.values()} == {day, nxt}
+    # The cut-over is a line in journal order: everything of the day before everything after.
+    assert max(j for j, bd in posted.values() if bd == day) < min(j for j, bd in posted.values() if bd == nxt)
+    for _m, (sent, got, rrn, _) in answered:
+        if got < eod_started:
+            assert posted[rrn][1] == day, rrn
+        if sent > eod_finished:
+            assert posted[rrn][1] == nxt, rrn
+    # The day's clearing counts exactly the day's requests (1 point each at M0001, 2 at M0002, ...).
+    summary = json.loads((d.workdir / "settlement" / day.isoformat() / "summary.json").read_text())
+    got_figures = {m["merchant_id"]: m for m in summary["merchants"]}
+    for m in merchants:
+        _, num, den, fees = MERCHANTS[m]
+        n = sum(1 for mm, (_, _, rrn, _) in answered if mm == m and posted[rrn][1] == day)
+        assert got_figures[m]["issue_count"] == n
+        assert got_figures[m]["points_issued"] == n * (AMOUNT_MINOR * num // (den * 100))
+        assert got_figures[m]["fees_minor"] == n * (AMOUNT_MINOR * fees["default"] // 10_000)
+    assert report["ok"], report["recon"]
+
+
+def _hold_lock(dsn: str, held: threading.Event, release: threading.Event) -> None:
+    async def body() -> None:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", EOD_LOCK_KEY)
+            held.set()
+            await asyncio.to_thread(release.wait, 30)
+            await conn.execute("SELECT pg_advisory_unlock($1)", EOD_LOCK_KEY)
+        finally:
+            await conn.close()
+
+    asyncio.run(body())
+
+
+def test_two_eod_runs_never_overlap(busy: Daemon) -> None:
+    d = busy
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(d.dsn, held, release), daemon=True)
+    holder.start()
+    assert held.wait(10)
+    refused = _eod(d)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "another eod run holds the end-of-day lock" in refused.stderr
+    # A bounded wait: it gets the lock once the holder lets go.
+    threading.Timer(1.0, release.set).start()
+    started = time.monotonic()
+    waited = _eod(d, "--wait-s", "15")
+    holder.join(10)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert time.monotonic() - started >= 0.9
+    closed = dt.date.fromisoformat(json.loads(waited.stdout)["business_date"])
+
+    # Two started together for the same day: both may succeed one after the other, or the
+    # second refuses; either way every settlement journal is posted once.
+    cmd = [SWITCHD, "--config", str(d.config_path), "eod", "run", "--date",
+           (closed + dt.timedelta(days=1)).isoformat(), "--json", "--dir", str(d.workdir / "settlement")]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes in ([0, 0], [0, 3]), (codes, outs)
+
+    async def settlements(conn: asyncpg.Connection) -> list[int]:
+        rows = await conn.fetch("SELECT count(*) AS n FROM ledger.journals WHERE idempotency_key LIKE 'settle:%' "
+                                "GROUP BY idempotency_key")
+        return [int(r["n"]) for r in rows]
+
+    assert all(n == 1 for n in db_run(d.dsn, settlements))
+    assert Path(d.workdir / "settlement").is_dir()
