@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import click
 
 from ledger import business_day as bday
 from ledger import export, reconcile
+from ledger.settlement_files import write_atomically
 from switch.cli import cli, emit, fail, with_db
 
 
@@ -23,21 +22,6 @@ def _parse_date(value: str | None) -> dt.date | None:
         return dt.date.fromisoformat(value)
     except ValueError:
         fail(f"--date: expected YYYY-MM-DD, got {value!r}")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: readers see the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @cli.group("ledger")
@@ -60,7 +44,7 @@ def ledger_export(ctx: click.Context, date_text: str | None, fmt: str, out_path:
 
     text = with_db(ctx, body)
     if out_path:
-        write_atomically(Path(out_path), text)
+        write_atomically(Path(out_path), text.encode("utf-8"))
         click.echo(f"wrote {out_path}")
     else:
         sys.stdout.write(text)

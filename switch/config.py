@@ -80,6 +80,11 @@ SECURITY_SCHEMA: Schema = {
     "master_key_env": (str, "SWITCHD_MASTER_KEY", None),
 }
 
+EOD_SCHEMA: Schema = {
+    "settlement_dir": (str, "", None),  # empty: <state_dir>/settlement
+    "wait_lock_s": (float, 0.0, _between(0, 3600)),
+}
+
 METRICS_SCHEMA: Schema = {
     "enabled": (bool, True, None),
     "host": (str, "127.0.0.1", None),
@@ -147,6 +152,12 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class EodConfig:
+    settlement_dir: str
+    wait_lock_s: float
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool
     host: str
@@ -179,6 +190,7 @@ class Config:
     ledger: LedgerConfig
     security: SecurityConfig
     metrics: MetricsConfig
+    eod: EodConfig
     listeners: list[ListenerConfig] = field(default_factory=list)
     source: str = "<defaults>"
 
@@ -193,6 +205,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "ledger": (LEDGER_SCHEMA, LedgerConfig),
     "security": (SECURITY_SCHEMA, SecurityConfig),
     "metrics": (METRICS_SCHEMA, MetricsConfig),
+    "eod": (EOD_SCHEMA, EodConfig),
 }
 
 

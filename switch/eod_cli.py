@@ -36,10 +36,13 @@ def _date(value: str | None, option: str = "--date") -> dt.date | None:
 
 
 def settlement_dir(ctx: click.Context, override: str | None) -> Path:
-    """``--dir``, else ``<state_dir>/settlement``."""
+    """``--dir``, else ``[eod] settlement_dir``, else ``<state_dir>/settlement``."""
     if override:
         return Path(override)
-    return load(ctx).state_path / "settlement"
+    cfg = load(ctx)
+    if cfg.eod.settlement_dir:
+        return Path(cfg.eod.settlement_dir)
+    return cfg.state_path / "settlement"
 
 
 def with_pool(ctx: click.Context, body: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
@@ -76,11 +79,12 @@ def eod_group() -> None:
 @eod_group.command("run")
 @click.option("--date", "date_text", default=None, help="Business date YYYY-MM-DD (default: the open day).")
 @click.option("--dir", "dir_text", default=None, help="Settlement file directory (default: <state_dir>/settlement).")
-@click.option("--wait-s", "wait_s", type=click.FloatRange(0, 3600), default=0.0, show_default=True,
+@click.option("--wait-s", "wait_s", type=click.FloatRange(0, 3600), default=None,
               help="Wait this long for another run's lock before refusing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def eod_run(ctx: click.Context, date_text: str | None, dir_text: str | None, wait_s: float, as_json: bool) -> None:
+def eod_run(ctx: click.Context, date_text: str | None, dir_text: str | None, wait_s: float | None,
+            as_json: bool) -> None:
     """Close the day and settle it; exit 1 when reconciliation fails, 3 when another run holds the lock."""
     from ledger.clearing import ClearingError
 
@@ -92,7 +96,9 @@ def eod_run(ctx: click.Context, date_text: str | None, dir_text: str | None, wai
 
     async def body(pool: asyncpg.Pool) -> eod.EodReport:
         try:
-            return await eod.run(pool, day, directory, wait_lock_s=wait_s, ledger_settings=settings)
+            return await eod.run(pool, day, directory,
+                                 wait_lock_s=load(ctx).eod.wait_lock_s if wait_s is None else wait_s,
+                                 ledger_settings=settings)
         except ClearingError as exc:
             raise ValueError(str(exc)) from None
 

@@ -10,6 +10,7 @@ and the terminal CLI.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
@@ -18,6 +19,7 @@ import signal
 import socket
 import ssl
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -509,6 +511,19 @@ def test_tls_listener(daemon_db: str, start_daemon: Any, tmp_path: Path) -> None
         except OSError:
             data = b""
         assert b"0810" not in data
+    # A client that speaks at most TLS 1.1 gets no session (the listener's floor is 1.2).
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():  # the old versions are deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with contextlib.suppress(ValueError, ssl.SSLError):  # some OpenSSL builds can't even offer 1.1
+            old.set_ciphers("DEFAULT:@SECLEVEL=0")
+            old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection(("127.0.0.1", d.ports["softpos"]), timeout=5) as raw_sock:
+        with pytest.raises((ssl.SSLError, OSError)):
+            old.wrap_socket(raw_sock, server_hostname="localhost").do_handshake()
 
 
 # ---------------------------------------------------------------------- logs, metrics, systemd, CLI
@@ -605,3 +620,16 @@ def test_terminal_cli(daemon: Any) -> None:
     assert json.loads(daemon.cli("terminal", "show", tid, "--json").stdout)["status"] == "disabled"
     missing = daemon.cli("terminal", "show", "NOPE", check=False)
     assert missing.returncode != 0 and "not found" in missing.stderr
+
+
+@pytest.mark.parametrize("listener", ["pos", "mis"])
+def test_format_error_to_a_keyed_terminal_is_maced(daemon: Any, listener: str) -> None:
+    tid = new_tid()
+    daemon.add_terminal(tid, mac_alg="cmac-aes", mac_key_hex=CMAC_KEY_HEX, signed_on=True)
+    with term(daemon, listener) as t:
+        bad = {**purchase(tid), "7": "1399999999"}  # month 13: decodes, but invalid
+        t.send(bad, mac=("cmac-aes", CMAC_KEY_HEX))
+        raw = t.recv_raw()
+        resp = decode(raw, t.spec)
+        assert resp["39"] == "30" and resp["11"] == bad["11"]
+        assert check_mac(raw, t.spec, "cmac-aes", CMAC_KEY_HEX), "declines to a keyed terminal are MACed"
