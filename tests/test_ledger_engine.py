@@ -270,5 +270,30 @@ async def test_database_refuses_mutation_and_imbalance(pool: asyncpg.Pool) -> No
                 )
         with pytest.raises(asyncpg.PostgresError):
             await conn.execute("UPDATE ledger.accounts SET posted = -1 WHERE id = $1", c["m2"])
+        # References are checked per statement: an entry must name an existing
+        # account in its own asset, and an existing journal.
+        for account_sql, asset, message in (
+            ("$1", "CNY", "which does not exist"),  # m1 is a points account
+            ("999999", "PTS:T", "which does not exist"),
+        ):
+            with pytest.raises(asyncpg.PostgresError, match=message):
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO ledger.journals(id, idempotency_key, content_hash, kind, business_date) "
+                        "VALUES (nextval('ledger.journal_id_seq'), $1, '\\x00', 'transfer', current_date)",
+                        f"raw-{asset}-{account_sql}")
+                    await conn.execute(
+                        "INSERT INTO ledger.entries(journal_id, leg, account_id, asset, amount, balance_after) "
+                        f"VALUES (currval('ledger.journal_id_seq'), 1, {account_sql}, '{asset}', 5, 5), "
+                        f"(currval('ledger.journal_id_seq'), 2, {account_sql}, '{asset}', -5, 0)",
+                        *([c["m1"]] if account_sql == "$1" else []))
+        with pytest.raises(asyncpg.PostgresError, match="journal 987654 does not exist"):
+            await conn.execute(
+                "INSERT INTO ledger.entries(journal_id, leg, account_id, asset, amount, balance_after) "
+                "VALUES (987654, 1, $1, 'PTS:T', 5, 5), (987654, 2, $2, 'PTS:T', -5, 0)", c["m1"], c["m2"])
+        # Accounts are never deleted nor re-keyed.
+        for sql in ("DELETE FROM ledger.accounts WHERE id = $1", "UPDATE ledger.accounts SET asset = 'CNY' WHERE id = $1"):
+            with pytest.raises(asyncpg.PostgresError):
+                await conn.execute(sql, c["m2"])
     assert t.status is Status.POSTED
     assert not await check_books(pool)

@@ -65,15 +65,20 @@ CREATE TABLE ledger.journals (
 );
 CREATE INDEX journals_business_date ON ledger.journals(business_date, id);
 
+-- References to journals and to (account, asset) are checked once per INSERT
+-- statement by entries_balance below, not by per-row foreign keys: a row-level
+-- RI check takes a FOR KEY SHARE lock on an account row the batch already holds
+-- FOR UPDATE, and cost more than half of a multi-leg posting. Referenced rows
+-- cannot disappear: journals are append-only and accounts can be neither deleted
+-- nor re-keyed (triggers below).
 CREATE TABLE ledger.entries (
-    journal_id    bigint NOT NULL REFERENCES ledger.journals(id),
+    journal_id    bigint NOT NULL,
     leg           smallint NOT NULL CHECK (leg >= 1),
     account_id    bigint NOT NULL,
     asset         text NOT NULL,
     amount        bigint NOT NULL CHECK (amount <> 0),
     balance_after bigint NOT NULL,
-    PRIMARY KEY (journal_id, leg),
-    FOREIGN KEY (account_id, asset) REFERENCES ledger.accounts(id, asset)
+    PRIMARY KEY (journal_id, leg)
 );
 CREATE INDEX entries_account ON ledger.entries(account_id, journal_id);
 
@@ -108,7 +113,7 @@ CREATE TABLE ledger.receipts (
 
 CREATE FUNCTION ledger.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'ledger.%: % is not allowed; journals and entries are append-only',
+    RAISE EXCEPTION 'ledger.%: % is not allowed; the ledger is append-only',
         TG_TABLE_NAME, TG_OP USING ERRCODE = 'restrict_violation';
 END $$;
 
@@ -131,12 +136,43 @@ BEGIN
         RAISE EXCEPTION 'ledger.entries: journal % does not balance in asset % (sum %)',
             bad.journal_id, bad.asset, bad.total USING ERRCODE = 'check_violation';
     END IF;
+    SELECT e.journal_id, e.leg, e.account_id, e.asset INTO bad
+      FROM new_entries e
+     WHERE NOT EXISTS (SELECT 1 FROM ledger.accounts a WHERE a.id = e.account_id AND a.asset = e.asset)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger.entries: journal % leg % names account % in asset %, which does not exist',
+            bad.journal_id, bad.leg, bad.account_id, bad.asset USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    SELECT e.journal_id INTO bad
+      FROM new_entries e
+     WHERE NOT EXISTS (SELECT 1 FROM ledger.journals j WHERE j.id = e.journal_id)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger.entries: journal % does not exist', bad.journal_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER entries_balance AFTER INSERT ON ledger.entries
     REFERENCING NEW TABLE AS new_entries
     FOR EACH STATEMENT EXECUTE FUNCTION ledger.check_entries_balance();
+
+-- Entries refer to accounts by (id, asset): accounts are never deleted, and their
+-- identity never changes. (Column-specific, so posting's balance updates never fire it.)
+CREATE TRIGGER accounts_never_deleted BEFORE DELETE OR TRUNCATE ON ledger.accounts
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger.refuse_change();
+CREATE FUNCTION ledger.refuse_rekey() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id <> OLD.id OR NEW.asset <> OLD.asset OR NEW.normal_side <> OLD.normal_side THEN
+        RAISE EXCEPTION 'ledger.accounts: account % may not change its id, asset or normal side', OLD.id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER accounts_identity_fixed BEFORE UPDATE OF id, asset, normal_side ON ledger.accounts
+    FOR EACH ROW EXECUTE FUNCTION ledger.refuse_rekey();
 
 -- A hold moves once, from pending to a final state, and nothing else about it changes.
 CREATE FUNCTION ledger.check_hold_resolution() RETURNS trigger LANGUAGE plpgsql AS $$
