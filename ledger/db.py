@@ -7,7 +7,7 @@ import json
 import asyncpg
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects would cost a decode per row on the hot
     # path; we keep text and decode where it is read.
     await conn.set_type_codec("jsonb", encoder=lambda v: v if isinstance(v, str) else json.dumps(v),
@@ -32,7 +32,7 @@ async def create_pool(dsn: str, size_min: int = 2, size_max: int = 10, timeout_c
     """An asyncpg pool with bounded connect and statement times."""
     pool = await asyncpg.create_pool(
         dsn, min_size=size_min, max_size=size_max, timeout=timeout_connect_s,
-        command_timeout=timeout_statement_s, init=_init_connection, reset=_reset,
+        command_timeout=timeout_statement_s, init=init_connection, reset=_reset,
         server_settings={"application_name": "switchd"},
     )
     assert pool is not None
@@ -42,5 +42,5 @@ async def create_pool(dsn: str, size_min: int = 2, size_max: int = 10, timeout_c
 async def connect(dsn: str, timeout_connect_s: float = 10.0) -> asyncpg.Connection:
     """One connection (CLI commands, migrations)."""
     conn = await asyncpg.connect(dsn, timeout=timeout_connect_s, server_settings={"application_name": "switchd-cli"})
-    await _init_connection(conn)
+    await init_connection(conn)
     return conn
