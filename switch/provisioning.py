@@ -3,7 +3,7 @@
 Thin: argument parsing and output here, rules in ``ledger.loyalty``. Each
 command runs in one database transaction, so a bad argument or a clash leaves
 nothing half-created; operator mistakes are one line and exit status 2.
-PANs are printed masked, except in the confirmation of the command that typed one.
+PANs are printed masked everywhere; only `demo seed --show-pans` prints its test cards whole.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def card() -> None:
 def card_issue(ctx: click.Context, pan: str, expiry: str | None, name: str | None, phone: str | None) -> None:
     """Issue a card (Luhn-valid, within the platform's BIN ranges)."""
     row = _run(ctx, lambda conn: cards.issue_card(conn, pan, expiry, name, phone))
-    click.echo(f"issued card {pan} (expiry {row['expiry']})")
+    click.echo(f"issued card {mask_pan(pan)} (expiry {row['expiry']})")
 
 
 @card.command("show")
@@ -243,7 +243,7 @@ def card_show(ctx: click.Context, pan: str, as_json: bool) -> None:
 def _set_card(ctx: click.Context, pan: str, status: str) -> None:
     if not _run(ctx, lambda conn: cards.set_card_status(conn, pan, status)):
         fail(f"no card {mask_pan(pan)}")
-    click.echo(f"card {pan} is {status}")
+    click.echo(f"card {mask_pan(pan)} is {status}")
 
 
 @card.command("block")
