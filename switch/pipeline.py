@@ -215,8 +215,11 @@ class Pipeline:
                 # a retransmission then gets. This request is answered 91, never 00.
                 state.error = f"handler exceeded {self.listener.timeout_handler_s}s"
                 return ctx.reply(SYSTEM_UNAVAILABLE)
-        if key is not None and not (ctx is not None and ctx.response_receipt is not None
-                                    and ctx.response_receipt.stored):
+        # 91/96 say "the system failed, nothing is known to be posted": a retransmission
+        # must be tried again, so they are never kept as the answer to this key.
+        transient = response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION)
+        if key is not None and not transient and not (ctx is not None and ctx.response_receipt is not None
+                                                      and ctx.response_receipt.stored):
             stored = await dedup.store(self.services.pool, key, response)
             if isinstance(stored, dedup.Conflict):
                 state.error = "duplicate key, different content"

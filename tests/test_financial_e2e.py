@@ -312,3 +312,21 @@ def test_closed_batch_cannot_be_voided(fin: Daemon) -> None:
         # A refund is still possible.
         _approved(_call(t, _req("200000", 1_000, tid=tid, **{"37": earn["37"]})))
     _books_ok(fin)
+
+
+def test_system_failure_is_not_kept_as_the_answer(fin: Daemon) -> None:
+    """A posting that fails answers 96; once the database recovers, the retransmission posts."""
+
+    async def rename(conn: asyncpg.Connection, src: str, dst: str) -> None:
+        await conn.execute(f"ALTER FUNCTION ledger.{src} RENAME TO {dst}")
+
+    with _terminal(fin) as t:
+        req = _req("210065", 7)
+        db_run(fin.dsn, lambda c: rename(c, "post_batch", "post_batch_away"))
+        try:
+            assert _call(t, req)["39"] == "96"
+        finally:
+            db_run(fin.dsn, lambda c: rename(c, "post_batch_away", "post_batch"))
+        again = _call(t, req)
+        _approved(again)
+    _books_ok(fin)
