@@ -4,10 +4,10 @@ Nothing secret may reach a log: callers pass PANs through ``mask_pan`` and
 never pass track data, PIN blocks or keys at all. ``scrub`` is the last line of
 defence for field dicts.
 
->>> mask_pan("6212345678901234")
+>>> mask_optional_pan("6212345678901234")
 '621234******1234'
->>> mask_pan("1234")
-'****'
+>>> mask_optional_pan("1234"), mask_optional_pan(None)
+('****', None)
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ from typing import Any
 
 import structlog
 
+from ledger.loyalty.rules import mask_pan
+
 _SECRET_KEYS = {"pan", "track2", "track_2", "pin", "pin_block", "key", "mac_key", "master_key", "35", "45", "52"}
 
 
-def mask_pan(pan: str | None) -> str | None:
-    """First 6 and last 4 digits, the rest starred; short values are starred whole."""
-    if pan is None:
-        return None
-    if len(pan) < 13:
-        return "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+def mask_optional_pan(pan: str | None) -> str | None:
+    """:func:`ledger.loyalty.rules.mask_pan` for a field that may be absent."""
+    return None if pan is None else mask_pan(pan)
 
 
 def scrub(fields: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from switch import codec, dedup, mac
 from switch.codec import CodecError, Fields
 from switch.config import ListenerConfig
 from switch.context import RequestContext, response_mti, response_to
-from switch.logs import get_logger, mask_pan
+from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
 from switch.routing import metric_labels, route
 from switch.terminals import Terminal, TerminalStore, plausible_id
@@ -123,7 +123,7 @@ class Pipeline:
         m.request_seconds.labels(self.listener.name).observe(elapsed_s)
         log.info("request", listener=self.listener.name, peer=peer, mti=mti, processing_code=pc,
                  response_code=code, terminal_id=state.fields.get("41", "").rstrip(" ") or None,
-                 pan_masked=mask_pan(state.fields.get("2")), rrn=response.get("37"),
+                 pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
                  latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
 

@@ -20,6 +20,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ledger.loyalty.rules import luhn_ok
+
 Fields = dict[str, str]
 
 
@@ -66,21 +68,6 @@ RULES: dict[tuple[str, str], Rule] = {
 
 POINTS_ACCOUNT = "65"
 INQUIRY_TYPE = "31"
-
-
-def luhn_ok(pan: str) -> bool:
-    """True when ``pan`` (digits) passes the Luhn check.
-
-    >>> luhn_ok("4111111111111111"), luhn_ok("4111111111111112")
-    (True, False)
-    """
-    total = 0
-    for i, ch in enumerate(reversed(pan)):
-        d = ord(ch) - 48
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
 
 
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # 29: the year is not sent

@@ -28,6 +28,7 @@ from fixtures_daemon import (
 )
 
 from ledger.audit import check_books
+from ledger.loyalty.rules import luhn_ok
 
 TID, MID = "TFIN0001", "MFIN1"
 TID_B = "TFIN0002"  # another terminal of the same merchant
@@ -39,18 +40,10 @@ CARD_UNKNOWN = "6212345000000042"
 MAC = ("cmac-aes", CMAC_KEY_HEX)
 
 
-def _luhn_ok(pan: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(pan)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
 @pytest.fixture(scope="module")
 def fin(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     for pan in (CARD, CARD_POOR, CARD_BLOCKED, CARD_EXPIRED, CARD_UNKNOWN):
-        assert _luhn_ok(pan), pan
+        assert luhn_ok(pan), pan
     d = Daemon(tmp_path_factory.mktemp("fin"), daemon_db, [POS_LISTENER]).start()
     d.cli("program", "add", "GOLD", "--name", "Gold alliance", "--kind", "alliance",
           "--issue-price-minor", "5", "--redeem-value-minor", "4")

@@ -18,6 +18,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 import specs
+from ledger.loyalty.rules import luhn_ok
 from switch import mac
 from tools import _msg
 
@@ -99,14 +100,6 @@ def _unframe(example: Example) -> Unframed:
     return Unframed(length, b"", body)
 
 
-def _luhn_ok(pan: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(pan)):
-        d = int(ch) * (2 if i % 2 else 1)
-        total += d - 9 if d > 9 else d
-    return total % 10 == 0
-
-
 def test_doc_has_the_required_examples() -> None:
     for name, (framing, tpdu, alg) in REQUIRED.items():
         assert name in BY_NAME, f"missing example {name}"
@@ -136,7 +129,7 @@ def test_example_decodes_to_its_fields(example: Example) -> None:
         assert got.message[4:20] == got.message[4:20].upper(), "MIS hex is sent upper case"
     assert MANDATORY.get(decoded["t"], set()) <= set(decoded), f"{example.name}: mandatory fields"
     if "2" in decoded:
-        assert _luhn_ok(decoded["2"])
+        assert luhn_ok(decoded["2"])
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
