@@ -288,6 +288,9 @@ def settlement_legs(row: dict[str, Any] | asyncpg.Record) -> list[Leg]:
     ...      "cp": 1, "cmny": 2, "outstanding": 3, "funding": 4, "payable": 5, "receivable": 6}
     >>> [(leg.debit_account_id, leg.credit_account_id, leg.amount) for leg in settlement_legs(r)]
     [(3, 1, 120), (2, 4, 120), (6, 2, 150)]
+    >>> refunds = {**r, "points_clearing_before": 50, "issued_minor": -50, "net_minor": 50}
+    >>> [(leg.debit_account_id, leg.credit_account_id, leg.amount) for leg in settlement_legs(refunds)]
+    [(1, 3, 50), (4, 2, 50), (2, 5, 50)]
     """
     legs: list[Leg] = []
     pts = int(row["points_clearing_before"])
@@ -295,10 +298,14 @@ def settlement_legs(row: dict[str, Any] | asyncpg.Record) -> list[Leg]:
         legs.append(Leg(int(row["outstanding"]), int(row["cp"]), -pts))
     elif pts > 0:
         legs.append(Leg(int(row["cp"]), int(row["outstanding"]), pts))
-    if int(row["issued_minor"]) > 0:  # points issued, now owed in money at the issue price
-        legs.append(Leg(int(row["cmny"]), int(row["funding"]), int(row["issued_minor"])))
-    if int(row["redeemed_minor"]) > 0:  # points redeemed, reimbursed in money
-        legs.append(Leg(int(row["funding"]), int(row["cmny"]), int(row["redeemed_minor"])))
+    # Valued points, netted: issued points are owed at the issue price, redeemed points
+    # reimbursed at the redemption value. Either can be negative (a day of refunds of an
+    # earlier day's earns), so one signed leg, never a pair guarded by "> 0".
+    valued = int(row["redeemed_minor"]) - int(row["issued_minor"])
+    if valued > 0:
+        legs.append(Leg(int(row["funding"]), int(row["cmny"]), valued))
+    elif valued < 0:
+        legs.append(Leg(int(row["cmny"]), int(row["funding"]), -valued))
     net = int(row["net_minor"])
     if net > 0:
         legs.append(Leg(int(row["cmny"]), int(row["payable"]), net))
