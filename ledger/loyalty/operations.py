@@ -265,7 +265,7 @@ class Loyalty:
             out = {"points_earned": max(points, 0), "points_redeemed": max(-points, 0)}
             if t is TxnType.EARN and points == 0:
                 out["points_balance"] = ctx.points_available()  # answered although untouched
-        meta: dict[str, Any] = {"txn": txn, "fp": _fingerprint(t, req), "out": out}
+        meta: dict[str, Any] = {"txn": txn, "fp": _fingerprint(t, req, ctx.card_id), "out": out}
         if prize:
             meta["draw"] = prize
         # A command that only credits the member may pass a member below zero after a
@@ -404,7 +404,7 @@ class Loyalty:
         if txn.get("type") == TxnType.MARKER:
             return await self._unposted(t, req, ctx, Outcome(
                 Reason.ORIGINAL_REVERSED, t, detail="a reversal of this request came first"), receipt)
-        if meta.get("fp") != _fingerprint(t, req):
+        if meta.get("fp") != _fingerprint(t, req, ctx.card_id):
             return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="key used before with different content")
         db = self._db()
         rows = await db.fetch(
@@ -558,7 +558,7 @@ class Loyalty:
             undo_units=None if whole else after - sum(c.undo_units for c in comps),
             undo_legs=None if whole else delta)
         out = {"points_earned": max(points, 0), "points_redeemed": max(-points, 0)}
-        meta = {"txn": txn, "fp": _fingerprint(t, req), "out": out}
+        meta = {"txn": txn, "fp": _fingerprint(t, req, ctx.card_id), "out": out}
         return await self._post(t, req, ctx, legs, meta, member, receipt, force=force)
 
     # ------------------------------------------------------------ reversal
@@ -649,8 +649,10 @@ class Loyalty:
 # ---------------------------------------------------------------- helpers
 
 
-def _fingerprint(t: TxnType, req: Request) -> str:
-    body = "|".join(str(x) for x in (t, req.pan, req.amount, req.currency, req.merchant_id, req.terminal_id,
+def _fingerprint(t: TxnType, req: Request, card_id: int | None) -> str:
+    # The card's id, never its PAN: this hash is kept in journal metadata for ever,
+    # and an unkeyed hash of a PAN whose BIN and last digits are known is a PAN.
+    body = "|".join(str(x) for x in (t, card_id, req.amount, req.currency, req.merchant_id, req.terminal_id,
                                      req.account, req.original_rrn, req.original_key, req.replacement_amount))
     return hashlib.sha256(body.encode()).hexdigest()[:24]
 
