@@ -6,10 +6,16 @@ import json
 
 import asyncpg
 
+# A backend blocked on a lock does not notice that its client has gone (the
+# engine abandons a batch after timeout_post_s); PostgreSQL 14+ can check.
+CLIENT_CHECK_INTERVAL_MS = 1000
+
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects would cost a decode per row on the hot
     # path; we keep text and decode where it is read.
+    if conn.get_server_version().major >= 14:
+        await conn.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}")
     await conn.set_type_codec("jsonb", encoder=lambda v: v if isinstance(v, str) else json.dumps(v),
                               decoder=json.loads, schema="pg_catalog")
 
@@ -33,7 +39,10 @@ async def create_pool(dsn: str, size_min: int = 2, size_max: int = 10, timeout_c
     pool = await asyncpg.create_pool(
         dsn, min_size=size_min, max_size=size_max, timeout=timeout_connect_s,
         command_timeout=timeout_statement_s, init=init_connection, reset=_reset,
-        server_settings={"application_name": "switchd"},
+        # Server-side bounds too: command_timeout only stops the client waiting.
+        server_settings={"application_name": "switchd",
+                         "statement_timeout": str(int(timeout_statement_s * 1000)),
+                         "idle_in_transaction_session_timeout": str(int(timeout_statement_s * 1000))},
     )
     assert pool is not None
     return pool

@@ -133,7 +133,10 @@ class Ledger:
         self._queue.append(item)
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(item.future), self.settings.timeout_post_s)
+            # No shield: a caller that gives up cancels its future, and the writer skips
+            # cancelled commands it has not yet sent. One already in a batch in flight may
+            # still post (bounded server-side by statement_timeout): hence "may still post".
+            return await asyncio.wait_for(item.future, self.settings.timeout_post_s)
         except TimeoutError:
             return Result(Status.ERROR, detail=f"no outcome within {self.settings.timeout_post_s}s; "
                                               "it may still post: retry with the same key")

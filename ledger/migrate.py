@@ -19,6 +19,7 @@ import asyncpg
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Arbitrary but fixed: the advisory-lock key for schema changes ("SWDMIGR" in ASCII).
 MIGRATION_LOCK_KEY = 0x5357444D49475200 >> 8
+MIGRATION_LOCK_WAIT_S = 120
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -92,6 +93,8 @@ async def _applied(conn: asyncpg.Connection) -> dict[int, asyncpg.Record]:
 async def upgrade(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """Apply every missing migration; return those applied (empty when up to date)."""
     migrations = discover(directory)
+    # Bounded: another instance migrating a large table must not hang us for ever.
+    await conn.execute(f"SET lock_timeout = '{MIGRATION_LOCK_WAIT_S}s'")
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
         await conn.execute(_BOOKKEEPING)

@@ -144,12 +144,15 @@ async def test_holds_capture_void_expire(pool: asyncpg.Pool) -> None:
         assert h2.journal_id is not None
         assert (await led.post(capture("c3", h2.journal_id, 71))).status is Status.INVALID
         assert (await led.post(void("v2", h2.journal_id))).status is Status.POSTED
-        # Expiry: not before its time; a capture after it is declined; expire releases.
-        early = await led.post(expire("e0", h2.journal_id))
-        assert early.status is Status.INVALID
+        # Expiry: not before its time (a 60 s hold, so a slow machine cannot pass it);
+        # a capture after it is declined; expire releases.
+        h5 = await led.post(hold("h5", Leg(c["m1"], c["m2"], 1), timeout_s=60))
+        assert h5.journal_id is not None
+        early = await led.post(expire("e0", h5.journal_id))
+        assert early.status is Status.INVALID and "does not expire until" in (early.detail or "")
+        assert (await led.post(void("v5", h5.journal_id))).status is Status.POSTED
         h3 = await led.post(hold("h3", Leg(c["m1"], c["m2"], 10), timeout_s=1))
         assert h3.journal_id is not None
-        assert (await led.post(expire("e1", h3.journal_id))).status is Status.INVALID
         await asyncio.sleep(1.2)
         late = await led.post(capture("c4", h3.journal_id))
         assert late.status is Status.DECLINED and "expired" in (late.detail or "")
@@ -297,3 +300,14 @@ async def test_database_refuses_mutation_and_imbalance(pool: asyncpg.Pool) -> No
                 await conn.execute(sql, c["m2"])
     assert t.status is Status.POSTED
     assert not await check_books(pool)
+
+
+async def test_a_caller_that_gave_up_before_its_batch_left_posts_nothing(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    # The writer lingers 300 ms to fill a batch; the caller waits only 50 ms.
+    async with Ledger(pool, LedgerSettings(batch_linger_ms=300, timeout_post_s=0.05)) as led:
+        res = await led.post(transfer("gave-up", [Leg(c["op"], c["m1"], 5)]))
+        assert res.status is Status.ERROR and "may still post" in (res.detail or "")
+        await asyncio.sleep(0.5)  # past the linger: the batch would have left by now
+    assert await A.journal(pool, idempotency_key="gave-up") is None
+    assert (await _counts(pool))[0] == 0
