@@ -26,13 +26,15 @@ from switch.context import RequestContext, response_mti, response_to
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
 from switch.routing import metric_labels, route
-from switch.terminals import Terminal, TerminalStore, plausible_id
+from switch.terminals import Terminal, TerminalStore, normalize_id, plausible_id
 from switch.validation import validate
 
 log = get_logger("switchd.request")
 
 FORMAT_ERROR = "30"
 UNKNOWN_TERMINAL = "03"
+INVALID_MERCHANT = "03"
+REQUEST_BOUND_HANDLERS = 2  # a whole request may take this many handler timeouts
 NOT_PERMITTED = "58"
 SECURITY_VIOLATION = "63"
 SYSTEM_UNAVAILABLE = "91"
@@ -109,11 +111,17 @@ class Pipeline:
             return None
         state = _State(mti)
         try:
-            response = await self._answer(raw, state, peer)
+            # The whole request is bounded, not only its handler (which has its own
+            # timeout_handler_s): the terminal lookup, the duplicate check and the RRN
+            # wait on the database too.
+            response = await asyncio.wait_for(self._answer(raw, state, peer), REQUEST_BOUND_HANDLERS
+                                              * self.listener.timeout_handler_s)
+        except TimeoutError:
+            state.error = f"request exceeded {REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s}s"
+            response = response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
         except Exception as exc:  # a bug or the database: decline, never crash the connection
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti,
                       error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            state.terminal = None
             response = response_to(state.fields or {"t": mti}, MALFUNCTION)
         out = self._encode(response, state)
         elapsed_s = time.perf_counter() - started_s
@@ -181,6 +189,10 @@ class Pipeline:
                     m.mac_failures.inc()
                     state.error = "bad or missing MAC"
                     return response_to(fields, SECURITY_VIOLATION)
+            # A terminal acts for its own merchant only: field 42 is not a choice it makes.
+            if "42" in fields and normalize_id(fields["42"]) != term.merchant_id:
+                state.error = "field 42 is not this terminal's merchant"
+                return response_to(fields, INVALID_MERCHANT)
             if not netmgmt and self.listener.sign_on_required and not term.signed_on:
                 fresh = await self.services.terminals.get(fields["41"], fresh=True)
                 if fresh is None or not fresh.signed_on:

@@ -19,11 +19,11 @@ import asyncpg
 from ledger import batches
 from ledger.batches import Totals
 from switch.context import RequestContext
+from switch.terminals import normalize_id
 
 Fields = dict[str, str]
 
 APPROVED = "00"
-INVALID_MERCHANT = "03"
 FORMAT_ERROR = "30"
 SYSTEM_UNAVAILABLE = "91"
 OUT_OF_BALANCE = "95"
@@ -48,10 +48,9 @@ async def handle(ctx: RequestContext) -> Fields:
     batch_number = f.get("60", "")
     if totals is None or not (len(batch_number) == 6 and batch_number.isdigit()) or ctx.dedup_key is None:
         return ctx.reply(FORMAT_ERROR)
-    terminal_id = f["41"].rstrip(" ")
-    merchant_id = f.get("42", "").rstrip(" ") or None
-    if ctx.terminal is not None and merchant_id is not None and ctx.terminal.merchant_id != merchant_id:
-        return ctx.reply(INVALID_MERCHANT)
+    # The pipeline has already checked that field 42 is this terminal's merchant.
+    terminal_id = normalize_id(f["41"])
+    merchant_id = normalize_id(f.get("42", "")) or None
     try:
         async with ctx.pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             outcome = await batches.settle(conn, terminal_id, merchant_id, batch_number, totals,
