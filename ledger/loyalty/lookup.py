@@ -140,6 +140,17 @@ async def unposted_by_key(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> 
     return None if value is None else str(value)
 
 
+async def original_key_by_stan(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str,
+                               stan: str) -> str | None:
+    """Key of the terminal's latest request with this STAN (a reversal that names no original)."""
+    key = await conn.fetchval(
+        "SELECT idempotency_key FROM loyalty.transactions WHERE terminal_id = $1 AND stan = $2 "
+        "AND txn_type NOT IN ('reversal', 'marker') ORDER BY id DESC LIMIT 1",
+        terminal_id, stan,
+    )
+    return None if key is None else str(key)
+
+
 async def journal_by_key(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> tuple[int, dict[str, Any]] | None:
     """(journal id, metadata) of the journal posted under ``key``."""
     row = await conn.fetchrow("SELECT id, metadata FROM ledger.journals WHERE idempotency_key=$1", key)

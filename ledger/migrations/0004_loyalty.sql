@@ -140,6 +140,7 @@ CREATE TABLE loyalty.transactions (
 CREATE UNIQUE INDEX transactions_rrn ON loyalty.transactions(rrn) WHERE journal_id IS NOT NULL;
 CREATE INDEX transactions_key ON loyalty.transactions(idempotency_key);
 CREATE INDEX transactions_terminal_day ON loyalty.transactions(terminal_id, business_date);
+CREATE INDEX transactions_terminal_stan ON loyalty.transactions(terminal_id, stan);
 CREATE INDEX transactions_merchant_day ON loyalty.transactions(merchant_id, business_date);
 CREATE INDEX transactions_card_day ON loyalty.transactions(card_id, business_date);
 CREATE INDEX transactions_day_type ON loyalty.transactions(business_date, txn_type);

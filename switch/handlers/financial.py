@@ -20,8 +20,12 @@ very same bytes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ledger.loyalty import lookup
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from switch.context import RequestContext
+from switch.terminals import normalize_id
 
 Fields = dict[str, str]
 
@@ -117,20 +121,17 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
     outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
     if outcome.reason is not Reason.APPROVED:
         ctx.log.info("declined", reason=str(outcome.reason), detail=outcome.detail)
-    if outcome.reason is Reason.SYSTEM_ERROR:
-        # Not stored: a retransmission must be tried again, not told 96 for ever.
-        ctx.response_receipt = None
-        return ctx.reply(SYSTEM_MALFUNCTION)
+    # (A 96 is never kept as the key's answer: the pipeline stores no 91/96.)
     return rr.finish(outcome)
 
 
 def _base_request(ctx: RequestContext, account: str) -> Request:
     f = ctx.fields
-    tid = f["41"].rstrip()
+    tid = normalize_id(f["41"])
     return Request(
         key=_key(tid, f["11"], f["7"]),
         terminal_id=tid,
-        merchant_id=f["42"].rstrip(),
+        merchant_id=normalize_id(f["42"]),
         pan=f["2"],
         amount=int(f["4"]),
         currency=f.get("49"),
@@ -155,20 +156,18 @@ async def handle_0200(ctx: RequestContext) -> Fields:
     return await _run(ctx, txn_type, request)
 
 
-async def _original_key(ctx: RequestContext) -> tuple[str, int | None]:
-    """The original's idempotency key from field 90, else the same terminal's STAN in field 11."""
+async def _original_key(ctx: RequestContext) -> str | None:
+    """The original's idempotency key from field 90, else the terminal's request whose STAN is our 11.
+
+    None when field 90 is absent and no such request exists: the domain answers 25
+    and leaves no marker (a marker needs the original's field 7, which we do not know).
+    """
     f = ctx.fields
-    tid = f["41"].rstrip()
+    tid = normalize_id(f["41"])
     original = f.get("90", "")
     if len(original) >= 20 and original[:20].isdigit():
-        return _key(tid, original[4:10], original[10:20]), None
-    # No field 90: the original is this terminal's transaction whose STAN is our field 11.
-    found = await ctx.pool.fetchval(
-        "SELECT idempotency_key FROM loyalty.transactions WHERE terminal_id = $1 AND stan = $2 "
-        "AND txn_type NOT IN ('reversal', 'marker') ORDER BY id DESC LIMIT 1",
-        tid, f["11"],
-    )
-    return (str(found) if found is not None else _key(tid, f["11"], f["7"])), None
+        return _key(tid, original[4:10], original[10:20])
+    return await lookup.original_key_by_stan(ctx.pool, tid, f["11"])
 
 
 def _replacement_amount(ctx: RequestContext) -> int | None:
@@ -181,8 +180,6 @@ def _replacement_amount(ctx: RequestContext) -> int | None:
 
 async def handle_reversal(ctx: RequestContext) -> Fields:
     """0400 reversal and 0420/0421 reversal advice of an earlier 0200."""
-    original_key, _ = await _original_key(ctx)
-    request = _base_request(ctx, "00")
-    request = Request(**{**request.__dict__, "original_key": original_key, "original_rrn": None,
-                         "replacement_amount": _replacement_amount(ctx)})
+    request = replace(_base_request(ctx, "00"), original_key=await _original_key(ctx), original_rrn=None,
+                      replacement_amount=_replacement_amount(ctx))
     return await _run(ctx, TxnType.REVERSAL, request)
