@@ -39,42 +39,29 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import resource
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
+import _common
+from _common import ADMIN_DSN, ROOT, Daemon, admin, children_cpu_s, proc_cpu_s, with_db
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ledger import db as ledger_db
+from ledger.audit import check_books
+from ledger.commands import Leg, Status, transfer
+from ledger.engine import Ledger, LedgerSettings
+from ledger.loyalty.demo import demo_pan
+from ledger.loyalty.merchants import add_merchant
+from ledger.loyalty.programs import add_program
+from switch.terminals import add_terminal
 
-from ledger import db as ledger_db  # noqa: E402
-from ledger.audit import check_books  # noqa: E402
-from ledger.commands import Leg, Status, transfer  # noqa: E402
-from ledger.engine import Ledger, LedgerSettings  # noqa: E402
-from ledger.loyalty.merchants import add_merchant  # noqa: E402
-from ledger.loyalty.programs import add_program  # noqa: E402
-from switch.terminals import add_terminal  # noqa: E402
-
-BIN = Path(sys.executable).parent
-SWITCHD = str(BIN / "switchd")
-ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 RESULTS = ROOT / "bench" / "results" / "e2e.json"
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
 PROGRAM = "BENCH"
-BIN_PREFIX = "621234"  # the platform's default BIN range (migration 0004)
 CARD_EXPIRY = "3012"
 FUND_POINTS = 20_000  # per card; redemptions are 1..100 points
 FUND_MONEY_MINOR = 1_000_000  # per card (10,000.00 CNY); stored-value purchases are 1.00..50.00
@@ -83,28 +70,9 @@ MIX = "purchase=120,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,re
 LOG_LEVEL = "warning"
 
 
-def with_db(dsn: str, name: str) -> str:
-    p = urlsplit(dsn)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-def luhn_complete(body: str) -> str:
-    """``body`` plus its Luhn check digit.
-
-    >>> luhn_complete("621234000000001")
-    '6212340000000019'
-    """
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:  # doubled: these are the odd positions once the check digit is appended
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return body + str((10 - total % 10) % 10)
-
-
 def card_pans(count: int) -> list[str]:
-    return [luhn_complete(f"{BIN_PREFIX}{n:09d}") for n in range(1, count + 1)]
+    """The demo cards: BIN 621234 (the platform's default BIN range, migration 0004), Luhn-valid."""
+    return [demo_pan(n) for n in range(1, count + 1)]
 
 
 # ---------------------------------------------------------------------- provisioning
@@ -175,102 +143,7 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
             "provision_s": round(provisioned_s, 1), "setup_s": round(time.monotonic() - t0, 1)}
 
 
-# ---------------------------------------------------------------------- the daemon
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-class Daemon:
-    """`switchd serve` as a child process at log level warning; CPU read from /proc."""
-
-    def __init__(self, workdir: Path, dsn: str, master_key_hex: str, args: argparse.Namespace) -> None:
-        self.config = workdir / "switchd.toml"
-        # No "ready" line at warning level: a port chosen here, answering, means ready.
-        self.port = _free_port()
-        self.config.write_text("\n".join([
-            "[daemon]",
-            f'state_dir = "{workdir / "state"}"',
-            f'log_level = "{LOG_LEVEL}"',
-            "timeout_drain_s = 5.0",
-            "",
-            "[database]",
-            f'dsn = "{dsn}"',
-            f"pool_size_min = {args.pool_size}",
-            f"pool_size_max = {args.pool_size}",
-            "",
-            "[metrics]",
-            "enabled = false",
-            "",
-            "[[listeners]]",
-            'name = "pos"',
-            'host = "127.0.0.1"',
-            f"port = {self.port}",
-            'framing = "nac2"',
-            'spec = "pos"',
-            "sign_on_required = true",
-            "connections_max = 1000",
-            "timeout_idle_s = 600.0",
-            "",
-        ]), encoding="utf-8")
-        self.log_path = workdir / "daemon.log"
-        self.env = {**os.environ, "SWITCHD_MASTER_KEY": master_key_hex}
-        self.env.pop("SWITCHD_CONFIG", None)
-        self.env.pop("SWITCHD_LOG_LEVEL", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *args: str) -> None:
-        subprocess.run([SWITCHD, "--config", str(self.config), *args], env=self.env, check=True,
-                       capture_output=True, timeout=300)
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([SWITCHD, "--config", str(self.config), "serve"], env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if _answers(self.port):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("daemon not ready in time")
-
-    def cpu_s(self) -> float:
-        assert self.proc is not None
-        return proc_cpu_s(self.proc.pid)
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        return code
-
-
 # ---------------------------------------------------------------------- CPU accounting
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def postgres_cpu() -> dict[int, float]:
@@ -338,19 +211,9 @@ class CpuMeter:
 
 def loadgen(port: int, work: Path, name: str, *args: str, timeout_s: float) -> tuple[dict[str, Any], float]:
     """Run tools.loadgen with the bench's terminals, cards and mix; (summary, its CPU seconds)."""
-    json_out = work / f"{name}.json"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [sys.executable, "-m", "tools.loadgen", "--port", str(port), "--terminals", str(work / "terminals.csv"),
-           "--pans", str(work / "pans.txt"), "--mix", MIX, "--timeout-s", "10", "--json-out", str(json_out),
-           "--quiet", *args]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if not json_out.exists():
-        raise RuntimeError(f"loadgen failed ({res.returncode}): {res.stderr[-2000:]}")
-    summary: dict[str, Any] = json.loads(json_out.read_text())
-    summary.pop("config", None)
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return summary, cpu_s
+    return _common.loadgen(port, work / f"{name}.json", "--terminals", str(work / "terminals.csv"),
+                           "--pans", str(work / "pans.txt"), "--mix", MIX, "--timeout-s", "10", *args,
+                           timeout_s=timeout_s)
 
 
 def approved_per_s(summary: dict[str, Any]) -> float:
@@ -386,52 +249,39 @@ def report(summary: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- pgbench
 
 
-def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int) -> dict[str, Any]:
-    exe = shutil.which("pgbench") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None)
-    if exe is None:
-        return {"error": "pgbench not found"}
-    name = f"switchd_pgbench_{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(admin_dsn)
-    env = {**os.environ, "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432),
-           "PGUSER": parts.username or "postgres"}
-    createdb = Path(exe).with_name("createdb")
-    dropdb = Path(exe).with_name("dropdb")
-    subprocess.run([str(createdb) if createdb.exists() else "createdb", name], env=env, check=True)
-    try:
-        subprocess.run([str(exe), "-i", "-q", "-s", str(scale), name], env=env, check=True, capture_output=True)
-        pg0, m0 = postgres_cpu(), machine_cpu()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run([str(exe), "-c", str(clients), "-j", "2", "-T", str(seconds), "-b", "tpcb-like", name],
-                             env=env, check=True, capture_output=True, text=True).stdout
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+class PgbenchCpu:
+    """CPU readings around pgbench's timed run (entered by ``_common.run_pgbench``)."""
+
+    def __enter__(self) -> PgbenchCpu:
+        self.pg0, self.m0, self.client0 = postgres_cpu(), machine_cpu(), children_cpu_s()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client_s = children_cpu_s() - self.client0
         pg1, m1 = postgres_cpu(), machine_cpu()
-        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
-        lat = re.search(r"latency average = ([0-9.]+) ms", out)
-        tps = float(m.group(1)) if m else 0.0
         # Backends exit with pgbench: count them from the pids that ended too (their CPU is lost
         # from /proc), so this is a lower bound; the machine figure includes everyone else.
-        pg_s = sum(v - pg0.get(pid, 0.0) for pid, v in pg1.items())
-        client_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        self.pg_s = sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items())
+        self.busy_s, self.total_s = m1[0] - self.m0[0], m1[1] - self.m0[1]
+
+    def figures(self, tps: float, seconds: int) -> dict[str, Any]:
         txns = tps * seconds
-        return {"tps": tps, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
-                "clients": clients, "scale": scale, "seconds": seconds,
-                "pgbench_client_cpu_s": round(client_s, 2),
-                "machine_busy_pct": round(100 * (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1]), 1),
-                "cpu_ms_per_txn": {"pgbench_client": round(1000 * client_s / txns, 3) if txns else None,
-                                   "postgres_surviving_backends": round(1000 * pg_s / txns, 3) if txns else None}}
-    finally:
-        subprocess.run([str(dropdb) if dropdb.exists() else "dropdb", "--force", name], env=env, check=False)
+        return {"pgbench_client_cpu_s": round(self.client_s, 2),
+                "machine_busy_pct": round(100 * self.busy_s / max(1e-9, self.total_s), 1),
+                "cpu_ms_per_txn": {"pgbench_client": round(1000 * self.client_s / txns, 3) if txns else None,
+                                   "postgres_surviving_backends": round(1000 * self.pg_s / txns, 3) if txns else None}}
+
+
+def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int) -> dict[str, Any]:
+    """``_common.run_pgbench`` plus the CPU pgbench, PostgreSQL and the machine used during its run."""
+    cpu = PgbenchCpu()
+    result = _common.run_pgbench(admin_dsn, seconds, clients, scale, around_run=cpu)
+    if "tps" in result:
+        result.update(cpu.figures(result["tps"], seconds))
+    return result
 
 
 # ---------------------------------------------------------------------- main
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def analyze(dsn: str) -> None:
@@ -491,11 +341,12 @@ def main() -> int:
     }
     print(f"daemon log_level = \"{LOG_LEVEL}\" (per-request info logs cost CPU); mix {MIX}", flush=True)
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    daemon: Daemon | None = None
     try:
-        with tempfile.TemporaryDirectory(prefix="switchd-e2e-") as tmp:
+        # The daemon stops (leaving its `with`) before its work directory is removed.
+        with (tempfile.TemporaryDirectory(prefix="switchd-e2e-") as tmp,
+              Daemon(Path(tmp), dsn, log_level=LOG_LEVEL, connections_max=1000, pool_size_min=args.pool_size,
+                     pool_size_max=args.pool_size, master_key_hex=master_key_hex) as daemon):
             work = Path(tmp)
-            daemon = Daemon(work, dsn, master_key_hex, args)
             daemon.cli("db", "upgrade")
             setup = asyncio.run(provision(dsn, args, bytes.fromhex(master_key_hex), work))
             results["setup"] = setup
@@ -531,7 +382,7 @@ def main() -> int:
                     "--inflight", str(max(inflight, 8)), "--rate", str(half_rate),
                     "--duration-s", str(args.half_duration_s), timeout_s=args.half_duration_s + 180)
             half = {"rate_per_s": half_rate, **report(summary),
-            "cpu": cpu.figures(lg_cpu, summary["response_codes"].get("00", 0))}
+                    "cpu": cpu.figures(lg_cpu, summary["response_codes"].get("00", 0))}
             results["half_rate"] = half
             print(line(f"open loop at {half_rate:.0f} requests/s (half the maximum)", half), flush=True)
             print(f"  CPU: {half['cpu']}", flush=True)
@@ -539,11 +390,8 @@ def main() -> int:
             results["daemon_exit_code"] = daemon.stop()
             if args.keep_daemon_log:
                 shutil.copy(daemon.log_path, args.keep_daemon_log)
-            daemon = None
             results["books"] = asyncio.run(books(dsn))
     finally:
-        if daemon is not None:
-            daemon.stop()
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     if not args.skip_pgbench:

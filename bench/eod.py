@@ -24,34 +24,23 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import random
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from _common import ADMIN_DSN, ROOT, admin, with_db
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ledger import db as ledger_db
+from ledger import eod, migrate, reconcile
+from ledger.engine import LedgerSettings
+from ledger.loyalty.programs import add_program
 
-from ledger import db as ledger_db  # noqa: E402
-from ledger import eod, migrate, reconcile  # noqa: E402
-from ledger.engine import LedgerSettings  # noqa: E402
-from ledger.loyalty.programs import add_program  # noqa: E402
-
-ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 FEE_BPS = 50
 TARGET_S = 60.0
-
-
-def with_db(dsn: str, name: str) -> str:
-    p = urlsplit(dsn)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
 
 
 async def provision(conn: asyncpg.Connection, merchants: int, cards: int) -> dict[str, Any]:
@@ -178,6 +167,8 @@ class Generator:
                 self.earns.append((r["journal_id"], txn))
 
 
+# Generation stops with an error rather than loop for ever when commands keep failing.
+ATTEMPTS_PER_JOURNAL_MAX = 3
 SQL = "SELECT idx, status, journal_id FROM ledger.post_batch($1,$2,$3,$4,$5,$6,$7::jsonb[],$8,$9,$10,$11,$12)"
 
 
@@ -198,13 +189,20 @@ async def generate(dsn: str, world: dict[str, Any], journals: int, batch_size: i
                 async with lock:
                     if posted >= journals:
                         return
+                    if attempted > ATTEMPTS_PER_JOURNAL_MAX * journals:
+                        raise RuntimeError(f"generation stalled: {attempted:,} commands attempted for "
+                                           f"{posted:,} of {journals:,} journals posted")
                     size = min(batch_size, journals - posted)
                 args, size = gen.batch(size)
                 rows = await conn.fetch(SQL, *args, timeout=600)
                 gen.remember(args, rows)
+                batch_posted = sum(1 for r in rows if r["status"] == "posted")
+                if not batch_posted:
+                    statuses = sorted({str(r["status"]) for r in rows})
+                    raise RuntimeError(f"a batch of {size} commands posted none (statuses: {statuses})")
                 async with lock:
                     attempted += size
-                    posted += sum(1 for r in rows if r["status"] == "posted")
+                    posted += batch_posted
                     if posted // 100_000 != reported // 100_000:
                         reported = posted
                         print(f"  generated {posted:,} journals in {time.perf_counter() - started:.1f}s", flush=True)
@@ -219,9 +217,7 @@ async def generate(dsn: str, world: dict[str, Any], journals: int, batch_size: i
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     name = f"switchd_bench_eod_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
+    await admin(f'CREATE DATABASE "{name}"')
     dsn = with_db(ADMIN_DSN, name)
     figures: dict[str, Any] = {"journals_target": args.journals, "merchants": args.merchants, "cards": args.cards,
                                "generation_path": "ledger.post_batch in batches of "
@@ -274,9 +270,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                               "recon_met": figures["recon_run_s"] <= TARGET_S}
     finally:
         if not args.keep:
-            admin = await asyncpg.connect(ADMIN_DSN, timeout=10)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         else:
             figures["database"] = name
     return figures

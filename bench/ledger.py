@@ -16,40 +16,20 @@ import asyncio
 import json
 import os
 import random
-import re
-import shutil
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
+from _common import ADMIN_DSN, ROOT, admin, run_pgbench, with_db
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from ledger import accounts as A  # noqa: E402
-from ledger import db as ledger_db  # noqa: E402
-from ledger import migrate  # noqa: E402
-from ledger.audit import check_books  # noqa: E402
-from ledger.commands import Leg, Status, transfer  # noqa: E402
-from ledger.engine import Ledger, LedgerSettings  # noqa: E402
-
-ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def with_db(dsn: str, name: str) -> str:
-    p = urlsplit(dsn)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
+from ledger import accounts as A
+from ledger import db as ledger_db
+from ledger import migrate
+from ledger.audit import check_books
+from ledger.commands import Leg, Status, transfer
+from ledger.engine import Ledger, LedgerSettings
+from tools._stats import percentile
 
 
 async def run_transfers(led: Ledger, accounts: list[int], hot: int | None, total: int, callers: int,
@@ -75,6 +55,7 @@ async def run_transfers(led: Ledger, accounts: list[int], hot: int | None, total
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(callers)))
     elapsed = time.perf_counter() - started
+    latencies_ms.sort()
     posted = statuses.get(str(Status.POSTED), 0)
     return {
         "transfers": total,
@@ -82,39 +63,16 @@ async def run_transfers(led: Ledger, accounts: list[int], hot: int | None, total
         "statuses": statuses,  # type: ignore[dict-item]
         "elapsed_s": round(elapsed, 3),
         "transfers_per_s": round(posted / elapsed, 1),
-        "p50_ms": round(pct(latencies_ms, 0.50), 2),
-        "p99_ms": round(pct(latencies_ms, 0.99), 2),
+        # Nearest rank, as tools.loadgen reports them for bench/wire.py and bench/e2e.py.
+        "p50_ms": round(percentile(latencies_ms, 50), 2),
+        "p99_ms": round(percentile(latencies_ms, 99), 2),
         "mean_batch_size": round(total / max(1, led.batches_total - batches_before), 1),
     }
 
 
-def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int) -> dict[str, float | str]:
-    exe = shutil.which("pgbench") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None)
-    if exe is None:
-        return {"error": "pgbench not found"}
-    name = f"switchd_pgbench_{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(admin_dsn)
-    env = {**os.environ, "PGHOST": parts.hostname or "127.0.0.1", "PGPORT": str(parts.port or 5432),
-           "PGUSER": parts.username or "postgres"}
-    subprocess.run(["createdb", name], env=env, check=True)
-    try:
-        subprocess.run([str(exe), "-i", "-q", "-s", str(scale), name], env=env, check=True,
-                       capture_output=True)
-        out = subprocess.run([str(exe), "-c", str(clients), "-j", "2", "-T", str(seconds), "-b", "tpcb-like", name],
-                             env=env, check=True, capture_output=True, text=True).stdout
-        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
-        lat = re.search(r"latency average = ([0-9.]+) ms", out)
-        return {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
-                "clients": clients, "scale": scale, "seconds": seconds}
-    finally:
-        subprocess.run(["dropdb", "--force", name], env=env, check=False)
-
-
 async def main(args: argparse.Namespace) -> dict[str, object]:
     name = f"switchd_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
+    await admin(f'CREATE DATABASE "{name}"')
     dsn = with_db(ADMIN_DSN, name)
     results: dict[str, object] = {}
     try:
@@ -146,9 +104,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         results["books_balance"] = not problems
         await pool.close()
     finally:
-        admin = await asyncpg.connect(ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return results
 
 

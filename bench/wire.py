@@ -23,11 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
-import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,31 +30,15 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+import _common
 import asyncpg
+from _common import ADMIN_DSN, ROOT, Daemon, admin, with_db
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-SWITCHD = str(BIN / "switchd")
-ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+from tools.loadgen import raise_nofile_limit
+
 RESULTS = ROOT / "bench" / "results" / "wire.json"
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
 MERCHANT = "MBENCH01"
-
-
-def with_db(dsn: str, name: str) -> str:
-    p = urlsplit(dsn)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def add_terminals(dsn: str, prefix: str, count: int) -> None:
@@ -74,129 +53,6 @@ async def add_terminals(dsn: str, prefix: str, count: int) -> None:
         )
     finally:
         await conn.close()
-
-
-def raise_nofile(wanted: int) -> int:
-    """Raise this process's soft fd limit (children, the daemon included, inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def write_config(path: Path, dsn: str, connections_max: int, log_level: str, port: int) -> None:
-    path.write_text(
-        "\n".join([
-            "[daemon]",
-            f'state_dir = "{path.parent / "state"}"',
-            f'log_level = "{log_level}"',
-            "timeout_drain_s = 5.0",
-            "",
-            "[database]",
-            f'dsn = "{dsn}"',
-            "pool_size_min = 2",
-            "pool_size_max = 8",
-            "",
-            "[metrics]",
-            "enabled = false",
-            "",
-            "[[listeners]]",
-            'name = "pos"',
-            'host = "127.0.0.1"',
-            f"port = {port}",
-            'framing = "nac2"',
-            'spec = "pos"',
-            "sign_on_required = true",
-            f"connections_max = {connections_max}",
-            # Idle connections must survive the whole scale run.
-            "timeout_idle_s = 600.0",
-            "",
-        ]),
-        encoding="utf-8",
-    )
-
-
-class Daemon:
-    """`switchd serve` as a child process; RSS and CPU read from /proc."""
-
-    def __init__(self, workdir: Path, dsn: str, connections_max: int, log_level: str) -> None:
-        self.config = workdir / "switchd.toml"
-        # A port chosen here (not 0) so that readiness can be seen at any log level.
-        self.port = _free_port() if log_level != "info" else 0
-        write_config(self.config, dsn, connections_max, log_level, self.port)
-        self.log_path = workdir / "daemon.log"
-        self.env = {**os.environ, "SWITCHD_MASTER_KEY": secrets.token_hex(32)}
-        self.env.pop("SWITCHD_CONFIG", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ports: dict[str, int] = {}
-
-    def cli(self, *args: str) -> None:
-        subprocess.run([SWITCHD, "--config", str(self.config), *args], env=self.env, check=True,
-                       capture_output=True, timeout=120)
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([SWITCHD, "--config", str(self.config), "serve"], env=self.env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if event.get("event") == "ready":
-                    self.ports = {k: int(v) for k, v in event["listeners"].items()}
-                    return
-            # Above info level there is no "ready" line: the bound port answering is enough.
-            if self.port and _answers(self.port):
-                self.ports = {"pos": self.port}
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("daemon not ready in time")
-
-    def rss_mb(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def cpu_s(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        return code
 
 
 class RssSampler:
@@ -226,21 +82,12 @@ class RssSampler:
 
 def loadgen(port: int, json_out: Path, *args: str, timeout_s: float) -> tuple[dict[str, Any], float]:
     """Run the load generator; return its summary and the CPU seconds it used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [sys.executable, "-m", "tools.loadgen", "--port", str(port), "--json-out", str(json_out),
-           "--quiet", *args]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if not json_out.exists():
-        raise RuntimeError(f"loadgen failed ({res.returncode}): {res.stderr[-2000:]}")
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    summary: dict[str, Any] = json.loads(json_out.read_text())
-    summary.pop("config", None)
+    summary, cpu_s = _common.loadgen(port, json_out, *args, timeout_s=timeout_s)
     return summary, round(cpu_s, 2)
 
 
 def throughput_phase(d: Daemon, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    port = d.ports["pos"]
+    port = d.port
     common = ["--connections", str(args.connections), "--inflight", str(args.inflight),
               "--tid-prefix", "BT", "--mix", "echo=1", "--timeout-s", "10"]
     loadgen(port, work / "warmup.json", *common, "--duration-s", "2", timeout_s=120)
@@ -267,7 +114,7 @@ def throughput_phase(d: Daemon, work: Path, args: argparse.Namespace) -> dict[st
 
 
 def scale_phase(d: Daemon, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    port = d.ports["pos"]
+    port = d.port
     rss_before_mb = d.rss_mb()
     with RssSampler(d) as rss:
         summary, _cpu = loadgen(
@@ -306,7 +153,7 @@ def main() -> int:
     parser.add_argument("--log-level", choices=["info", "warning"], default="info")
     args = parser.parse_args()
 
-    nofile = raise_nofile(args.idle_connections + args.connections + 1024)
+    nofile = raise_nofile_limit(args.idle_connections + args.connections + 1024)
     if not args.skip_scale and nofile < args.idle_connections + 512:
         print(f"RLIMIT_NOFILE is {nofile}: too low for {args.idle_connections} connections", file=sys.stderr)
         return 2
@@ -316,12 +163,12 @@ def main() -> int:
                                "cpus": os.cpu_count(), "rlimit_nofile": nofile,
                                "daemon_log_level": args.log_level}
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    daemon: Daemon | None = None
     try:
-        with tempfile.TemporaryDirectory(prefix="switchd-wire-") as tmp:
+        # The daemon stops (leaving its `with`) before its work directory is removed.
+        with (tempfile.TemporaryDirectory(prefix="switchd-wire-") as tmp,
+              Daemon(Path(tmp), dsn, log_level=args.log_level, pool_size_min=2, pool_size_max=8,
+                     connections_max=args.idle_connections + args.connections + 16) as daemon):
             work = Path(tmp)
-            daemon = Daemon(work, dsn, connections_max=args.idle_connections + args.connections + 16,
-                            log_level=args.log_level)
             daemon.cli("db", "upgrade")
             asyncio.run(add_terminals(dsn, "BT", args.connections))
             asyncio.run(add_terminals(dsn, "SC", 1))
@@ -347,10 +194,7 @@ def main() -> int:
                       f"{s['daemon_rss_peak_mb']} MB (~{s['daemon_rss_per_idle_connection_kb']} KB per connection); "
                       f"errors {s['errors'] or 'none'}", flush=True)
             results["daemon_exit_code"] = daemon.stop()
-            daemon = None
     finally:
-        if daemon is not None:
-            daemon.stop()
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

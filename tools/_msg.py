@@ -28,7 +28,10 @@ from tools import _mac
 
 Fields = dict[str, str]
 SPEC_NAMES = ("pos", "mis")
-REDACTED_FIELDS = frozenset({"35", "45", "52"})
+# Shown by length only: extended PAN (34), tracks 2, 3 and 1 (35, 36, 45), PIN block (52),
+# ICC data (55).
+REDACTED_FIELDS = frozenset({"34", "35", "36", "45", "52", "55"})
+PAN_MASK_DIGITS_MIN = 13  # below this, first 6 + last 4 would show most of the number
 MAC_FIELDS = ("64", "128")
 _SPECS: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -81,28 +84,56 @@ def build(
     return covered + (tag if mac_bytes_encoded(spec_name) == 8 else tag.hex().upper().encode())
 
 
-def check_mac(raw: bytes, spec_name: str, mac_alg: str, mac_key: bytes) -> bool | None:
-    """True/False for a message carrying a MAC; None when it carries none.
+def macs(mti: str) -> bool:
+    """Whether a message of this MTI carries a MAC: all but network management (08xx).
 
-    The MAC field is the last field, so the covered bytes are everything before it.
-    Hexadecimal MACs are accepted in either case.
+    >>> macs("0200"), macs("0810")
+    (True, False)
     """
-    dec, _enc = decode(raw, spec_name)
-    present = [f for f in MAC_FIELDS if f in dec]
-    if not present:
+    return not mti.startswith("08")
+
+
+def mac_verdict(
+    raw: bytes, fields: Mapping[str, str], spec_name: str, mac_alg: str, mac_key: bytes
+) -> bool | None:
+    """The MAC check of a message already decoded into ``fields``.
+
+    None when it carries no MAC field; False when the MAC is wrong or is not
+    readable (a hexadecimal MAC that is not hexadecimal); True when it is right.
+    The MAC field is the last field, so the covered bytes are everything before
+    it. Hexadecimal MACs are accepted in either case.
+
+    >>> mac_verdict(b"0210..." + b"ZZ" * 8, {"t": "0210", "64": "ZZ" * 8}, "mis", "x919", bytes(16))
+    False
+    """
+    if not any(f in fields for f in MAC_FIELDS):
         return None
     size = mac_bytes_encoded(spec_name)
-    received = raw[-size:] if size == 8 else bytes.fromhex(raw[-size:].decode("ascii"))
+    if len(raw) < size:
+        return False
+    tail = raw[-size:]
+    try:
+        received = tail if size == 8 else bytes.fromhex(tail.decode("ascii"))
+    except ValueError:  # not hexadecimal (UnicodeDecodeError is a ValueError too)
+        return False
     return _mac.mac(mac_alg, mac_key, raw[:-size]) == received
 
 
-def mask_pan(pan: str) -> str:
-    """First 6 and last 4 digits; anything shorter than 11 is fully masked.
+def check_mac(raw: bytes, spec_name: str, mac_alg: str, mac_key: bytes) -> bool | None:
+    """Decode ``raw`` (``iso8583.DecodeError`` if it does not) and give its ``mac_verdict``."""
+    fields, _enc = decode(raw, spec_name)
+    return mac_verdict(raw, fields, spec_name, mac_alg, mac_key)
 
-    >>> mask_pan("1234567890")
-    '**********'
+
+def mask_pan(pan: str) -> str:
+    """First 6 and last 4 digits; anything shorter than 13 is fully masked.
+
+    (The tools' own copy: they may not import ``ledger``.)
+
+    >>> mask_pan("123456789012"), mask_pan("1234567890123")
+    ('************', '123456***0123')
     """
-    if len(pan) < 11:
+    if len(pan) < PAN_MASK_DIGITS_MIN:
         return "*" * len(pan)
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 

@@ -27,7 +27,6 @@ FRAMINGS = ("none", "nac2", "ascii4")
 TPDU_ID = 0x60
 TPDU_BYTES = 5
 FRAME_BYTES_MAX = 4096
-KEEPALIVE_ASCII4 = b"0000"
 _HEADER_BYTES = {"none": 0, "nac2": 2, "ascii4": 4}
 
 
@@ -91,6 +90,7 @@ def parse_tpdu_hex(text: str) -> bytes:
 
 def frame(message: bytes, framing: str, tpdu: bytes = b"") -> bytes:
     """Put a length header (and TPDU, nac2 only) in front of ``message``."""
+    header_bytes(framing)  # ValueError for an unknown framing
     if tpdu and framing == "ascii4":
         raise ValueError("a TPDU is only defined for nac2 framing")
     body = tpdu + message
@@ -100,10 +100,7 @@ def frame(message: bytes, framing: str, tpdu: bytes = b"") -> bytes:
         raise ValueError(f"frame of {len(body)} bytes exceeds the {FRAME_BYTES_MAX}-byte limit")
     if framing == "nac2":
         return len(body).to_bytes(2, "big") + body
-    if framing == "ascii4":
-        return b"%04d" % len(body) + body
-    header_bytes(framing)  # raises for an unknown framing
-    raise AssertionError("unreachable")
+    return b"%04d" % len(body) + body  # ascii4
 
 
 def parse_length(header: bytes, framing: str) -> int:

@@ -267,7 +267,7 @@ class Run:
                 return None
 
     def _encode(self, terminal: Terminal, fields: dict[str, str]) -> bytes:
-        macing = bool(terminal.mac_key) and not fields["t"].startswith("08")
+        macing = bool(terminal.mac_key) and _msg.macs(fields["t"])
         raw = _msg.build(
             fields, self.cfg.spec, terminal.mac_alg if macing else "", terminal.mac_key if macing else b""
         )
@@ -335,6 +335,14 @@ class Run:
                     drained.set()
             return p
 
+        def end(kind: str) -> None:
+            # The connection is over: count it, stop sending, and wake a sender waiting for a
+            # slot or for the drain (the extra slot is never given back: the loop ends).
+            self.stats.error(kind)
+            lost.set()
+            drained.set()
+            slots.release()
+
         async def receive() -> None:
             try:
                 while True:
@@ -342,9 +350,16 @@ class Run:
                     self._on_response(terminal, got, pending, settle)
             except (asyncio.IncompleteReadError, OSError, _wire.FrameError) as exc:
                 if pending or not budget.stopped:
-                    self.stats.error(f"connection_lost:{type(exc).__name__}")
-                lost.set()
-                drained.set()
+                    end(f"connection_lost:{type(exc).__name__}")
+                else:
+                    lost.set()
+                    drained.set()
+            except Exception as exc:  # a bug here must not pass for a silent server
+                kind = f"receive_failed:{type(exc).__name__}"
+                if not self.stats.errors[kind]:
+                    print(f"loadgen: terminal {terminal.tid}: receive failed, connection ended: "
+                          f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                end(kind)
 
         async def sweep() -> None:
             # Time out requests without an answer; cheap since pending holds <= inflight entries.
@@ -428,20 +443,13 @@ class Run:
             self.stats.error("mismatch:41")
         if self.cfg.tpdu and got.tpdu != _wire.swap_tpdu(self.cfg.tpdu):
             self.stats.error("mismatch:tpdu")
-        if terminal.mac_key and not p.mti.startswith("08"):
-            verdict = self._check_mac(got.message, fields, terminal)
+        if terminal.mac_key and _msg.macs(p.mti):
+            verdict = _msg.mac_verdict(got.message, fields, self.cfg.spec, terminal.mac_alg,
+                                       terminal.mac_key)
             if verdict is None:
                 self.stats.error("mac_absent")
             elif not verdict:
                 self.stats.error("mac_bad")
-
-    def _check_mac(self, raw: bytes, fields: dict[str, str], terminal: Terminal) -> bool | None:
-        """``_msg.check_mac`` on a message already decoded (saves decoding it twice)."""
-        if "64" not in fields and "128" not in fields:
-            return None
-        size = _msg.mac_bytes_encoded(self.cfg.spec)
-        received = raw[-size:] if size == 8 else bytes.fromhex(raw[-size:].decode("ascii"))
-        return _mac.mac(terminal.mac_alg, terminal.mac_key, raw[:-size]) == received
 
     async def _open_idle(self) -> None:
         opened = await self._connect()

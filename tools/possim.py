@@ -149,7 +149,7 @@ def exchange(
     conn: Connection, fields: Mapping[str, str], spec_name: str, mac_alg: str, mac_key: bytes
 ) -> tuple[bytes, bytes]:
     """Send one request (MACed unless it is network management); return (tpdu, raw response)."""
-    macing = bool(mac_key) and not fields["t"].startswith("08")
+    macing = bool(mac_key) and _msg.macs(fields["t"])
     raw = _msg.build(fields, spec_name, mac_alg if macing else "", mac_key if macing else b"")
     conn.send(raw)
     got = conn.receive()
@@ -170,7 +170,7 @@ def report(
         return [*lines, f"response does not decode: {exc}"]
     lines.extend(_msg.format_fields({k: v for k, v in fields.items() if k != "p"}))
     if mac_key:
-        verdict = _msg.check_mac(raw, spec_name, mac_alg, mac_key)
+        verdict = _msg.mac_verdict(raw, fields, spec_name, mac_alg, mac_key)
         lines.append("MAC absent" if verdict is None else ("MAC ok" if verdict else "MAC BAD"))
     return lines
 

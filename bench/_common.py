@@ -1,0 +1,280 @@
+"""What the benchmarks share: the admin DSN, databases, the daemon, the load generator, pgbench.
+
+Imported as ``_common`` by the scripts (``python bench/x.py`` puts bench/ on the path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parent.parent
+# First on the path, ahead of bench/ itself: `ledger` must be the package, not bench/ledger.py.
+sys.path.insert(0, str(ROOT))
+
+BIN = Path(sys.executable).parent
+SWITCHD = str(BIN / "switchd")
+ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+CLI_TIMEOUT_S = 300.0
+PGBENCH_INIT_TIMEOUT_S = 600.0
+PGBENCH_GRACE_S = 120.0  # on top of the run's own length
+
+
+# ---------------------------------------------------------------------- databases
+
+
+def with_db(dsn: str, name: str) -> str:
+    """``dsn`` naming database ``name`` instead."""
+    p = urlsplit(dsn)
+    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
+
+
+async def admin(sql: str, dsn: str = ADMIN_DSN) -> None:
+    """Run one statement (CREATE/DROP DATABASE) on the admin connection."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used so far by this process's finished children."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connections_max: int,
+                  pool_size_min: int, pool_size_max: int) -> str:
+    """A switchd.toml: one nac2 POS listener, metrics off, idle timeout long enough for any run."""
+    return "\n".join([
+        "[daemon]",
+        f'state_dir = "{workdir / "state"}"',
+        f'log_level = "{log_level}"',
+        "timeout_drain_s = 5.0",
+        "",
+        "[database]",
+        f'dsn = "{dsn}"',
+        f"pool_size_min = {pool_size_min}",
+        f"pool_size_max = {pool_size_max}",
+        "",
+        "[metrics]",
+        "enabled = false",
+        "",
+        "[[listeners]]",
+        'name = "pos"',
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        'framing = "nac2"',
+        'spec = "pos"',
+        "sign_on_required = true",
+        f"connections_max = {connections_max}",
+        # Idle connections must survive the whole run.
+        "timeout_idle_s = 600.0",
+        "",
+    ])
+
+
+class Daemon:
+    """`switchd serve` as a child process; RSS and CPU read from /proc.
+
+    A context manager: leaving it stops the daemon (``stop`` may also be called
+    earlier, for the exit code; calling it again is harmless). Nest it inside the
+    work directory's ``TemporaryDirectory`` so the daemon stops before its
+    directory goes.
+    """
+
+    def __init__(self, workdir: Path, dsn: str, *, log_level: str, connections_max: int,
+                 pool_size_min: int, pool_size_max: int, master_key_hex: str = "") -> None:
+        self.config = workdir / "switchd.toml"
+        # At info level the "ready" line gives the ports (so the daemon may bind port 0);
+        # above it there is no such line, so a port chosen here, answering, means ready.
+        self.port = free_port() if log_level != "info" else 0
+        self.config.write_text(
+            daemon_config(workdir, dsn, port=self.port, log_level=log_level, connections_max=connections_max,
+                          pool_size_min=pool_size_min, pool_size_max=pool_size_max),
+            encoding="utf-8")
+        self.log_path = workdir / "daemon.log"
+        self.env = {**os.environ, "SWITCHD_MASTER_KEY": master_key_hex or secrets.token_hex(32)}
+        self.env.pop("SWITCHD_CONFIG", None)
+        self.env.pop("SWITCHD_LOG_LEVEL", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ports: dict[str, int] = {}
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def cli(self, *args: str) -> None:
+        subprocess.run([SWITCHD, "--config", str(self.config), *args], env=self.env, check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT_S)
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([SWITCHD, "--config", str(self.config), "serve"], env=self.env,
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and event.get("event") == "ready":
+                    self.ports = {k: int(v) for k, v in event["listeners"].items()}
+                    self.port = self.ports["pos"]
+                    return
+            if self.port and answers(self.port):
+                self.ports = {"pos": self.port}
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        raise RuntimeError("daemon not ready in time")
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def cpu_s(self) -> float:
+        assert self.proc is not None
+        return proc_cpu_s(self.proc.pid)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; the exit code (None if never started)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._log.close()
+        return code
+
+
+# ---------------------------------------------------------------------- load
+
+
+def loadgen(port: int, json_out: Path, *args: str, timeout_s: float) -> tuple[dict[str, Any], float]:
+    """Run ``python -m tools.loadgen --quiet``; (its summary without "config", its CPU seconds)."""
+    before = children_cpu_s()
+    cmd = [sys.executable, "-m", "tools.loadgen", "--port", str(port), "--json-out", str(json_out),
+           "--quiet", *args]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                         timeout=timeout_s)
+    cpu_s = children_cpu_s() - before
+    if not json_out.exists():
+        raise RuntimeError(f"loadgen failed ({res.returncode}): {res.stderr[-2000:]}")
+    summary: dict[str, Any] = json.loads(json_out.read_text())
+    summary.pop("config", None)
+    return summary, cpu_s
+
+
+# ---------------------------------------------------------------------- pgbench
+
+
+def find_pgbench() -> str | None:
+    """pgbench on PATH, else the newest under /usr/lib/postgresql/*/bin."""
+    found = shutil.which("pgbench")
+    if found:
+        return found
+
+    def version(p: Path) -> tuple[int, ...]:
+        name = p.parent.parent.name
+        return tuple(int(x) for x in name.split(".")) if re.fullmatch(r"\d+(\.\d+)*", name) else (0,)
+
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), key=version)
+    return str(candidates[-1]) if candidates else None
+
+
+def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
+                around_run: AbstractContextManager[object] | None = None) -> dict[str, Any]:
+    """pgbench tpcb-like on a database of its own (created and dropped here).
+
+    ``around_run`` is entered around the timed run only (not the initialisation), for
+    callers that take CPU readings. A missing or failing pgbench gives ``{"error": ...}``.
+    """
+    exe = find_pgbench()
+    if exe is None:
+        return {"error": "pgbench not found"}
+    name = f"switchd_pgbench_{uuid.uuid4().hex[:8]}"
+    # A libpq URI as the database name; the password (if any) goes by environment, not argv.
+    p = urlsplit(with_db(admin_dsn, name))
+    env = dict(os.environ)
+    netloc = p.netloc
+    if p.password is not None:
+        env["PGPASSWORD"] = unquote(p.password)
+        user = p.netloc.rsplit("@", 1)[0].split(":", 1)[0]
+        netloc = f"{user}@{p.netloc.rsplit('@', 1)[1]}"
+    uri = urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
+
+    def pgbench(*args: str, timeout_s: float) -> str:
+        return subprocess.run([exe, *args, uri], env=env, check=True, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout_s).stdout
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"', admin_dsn))
+    try:
+        pgbench("-i", "-q", "-s", str(scale), timeout_s=PGBENCH_INIT_TIMEOUT_S)
+        with around_run if around_run is not None else nullcontext():
+            out = pgbench("-c", str(clients), "-j", "2", "-T", str(seconds), "-b", "tpcb-like",
+                          timeout_s=seconds + PGBENCH_GRACE_S)
+    except subprocess.CalledProcessError as exc:
+        return {"error": f"pgbench exited {exc.returncode}: {(exc.stderr or '')[-500:]}"}
+    except subprocess.TimeoutExpired as exc:
+        return {"error": f"pgbench did not finish within {exc.timeout:.0f} s"}
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_dsn))
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    lat = re.search(r"latency average = ([0-9.]+) ms", out)
+    return {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
+            "clients": clients, "scale": scale, "seconds": seconds}
