@@ -103,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.eof = False
         self.reading = True
         self.write_blocked = False
+        self._write_blocked_since_s: float | None = None
         self.accepted = False
         self.frames_total = 0
         self._last_frame_s = 0.0
@@ -164,10 +165,12 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_blocked = True
+        self._write_blocked_since_s = self.loop.time()
         self.update_reading()
 
     def resume_writing(self) -> None:
         self.write_blocked = False
+        self._write_blocked_since_s = None
         self.update_reading()
         self._pump()
 
@@ -282,6 +285,16 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         now = self.loop.time()
+        blocked_since = self._write_blocked_since_s
+        if blocked_since is not None and now >= blocked_since + self.cfg.timeout_idle_s:
+            # The peer has not read our answers for timeout_idle_s: it holds a slot and
+            # our write buffer. Abort: a graceful close would wait on it to read.
+            self.listener.services.metrics.connections_rejected.labels(self.cfg.name, "write_timeout").inc()
+            self.closing = True
+            self.close_reason = "write_timeout"
+            if self.transport is not None:
+                self.transport.abort()
+            return
         if not self.reading:
             # We are the ones not reading (backpressure, drain): nothing to hold against the peer.
             self._last_frame_s = now
