@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -23,6 +24,11 @@ import pytest
 from ledger import db as ledger_db
 from ledger import migrate
 from ledger.embedded import EmbeddedPostgres
+
+# The daemon fixtures and helpers (tests/fixtures_daemon.py): importable by test modules
+# as ``fixtures_daemon`` because this directory is on sys.path.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures_daemon import daemon_db, start_daemon, with_database  # noqa: E402,F401
 
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -33,12 +39,6 @@ def _answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def with_database(dsn: str, name: str) -> str:
-    """The same server DSN pointed at another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
 @pytest.fixture(scope="session")
@@ -52,11 +52,14 @@ def admin_dsn() -> Iterator[str]:
         return
     state = Path(tempfile.mkdtemp(prefix="swd", dir="/tmp"))
     emb = EmbeddedPostgres(state, port=5440 + os.getpid() % 1000)
-    emb.start()
     try:
+        emb.start()
         yield with_database(emb.dsn(), "postgres")
     finally:
-        emb.stop()
+        try:
+            emb.stop()  # also after a failed start; a cluster that is not running is fine
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 async def _admin(dsn: str) -> asyncpg.Connection:
@@ -142,11 +145,3 @@ async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
         yield p
     finally:
         await p.close()
-
-
-# The daemon fixtures (tests/fixtures_daemon.py): importable by test modules as
-# ``fixtures_daemon`` because this directory is on sys.path.
-import sys as _sys  # noqa: E402
-
-_sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures_daemon import daemon_db, start_daemon  # noqa: E402,F401

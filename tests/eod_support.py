@@ -61,6 +61,7 @@ class Sent:
     merchant: str
     terminal_id: str
     txn_type: str
+    pan: str
     amount: int
     rrn: str
     stan: str
@@ -116,7 +117,7 @@ class Day:
         self.responses.append(resp)
         return resp
 
-    def original(self, merchant: str, txn_type: str, pan: str, amount: int, expect: str = "00") -> Sent | None:
+    def send(self, merchant: str, txn_type: str, pan: str, amount: int, expect: str = "00") -> Sent | None:
         """Send an earn, redeem, sv_purchase, topup, load or lottery; update the model when approved."""
         f = self._msg(merchant, PC[txn_type], pan, amount)
         resp = self.call(f)
@@ -141,7 +142,7 @@ class Day:
         for name, units in legs:
             fig = self.figures[merchant]
             setattr(fig, name, getattr(fig, name) + units)
-        s = Sent(merchant, TERMINALS[merchant], txn_type, amount, resp["37"], f["11"], f["7"], legs,
+        s = Sent(merchant, TERMINALS[merchant], txn_type, pan, amount, resp["37"], f["11"], f["7"], legs,
                  undone_legs=[0] * len(legs))
         self.sent.append(s)
         return s
@@ -157,21 +158,22 @@ class Day:
 
     def void(self, s: Sent) -> None:
         pc = f"02{ACCOUNT[s.txn_type]}00"
-        resp = self.call(self._msg(s.merchant, pc, self._pan_of(s), s.amount, **{"37": s.rrn}))
+        resp = self.call(self._msg(s.merchant, pc, s.pan, s.amount, **{"37": s.rrn}))
         assert resp["39"] == "00", resp
         self._undo_to(s, s.amount)
         s.voided = True
 
     def refund(self, s: Sent, amount: int) -> None:
         pc = f"20{ACCOUNT[s.txn_type]}00"
-        f = self._msg(s.merchant, pc, self._pan_of(s), amount, **{"37": s.rrn})
+        f = self._msg(s.merchant, pc, s.pan, amount, **{"37": s.rrn})
         resp = self.call(f)
         assert resp["39"] == "00", resp
         self._undo_to(s, s.undone_units + amount)
-        self.refunds.append(Sent(s.merchant, s.terminal_id, "refund", amount, resp["37"], f["11"], f["7"], []))
+        self.refunds.append(Sent(s.merchant, s.terminal_id, "refund", s.pan, amount, resp["37"], f["11"], f["7"],
+                                 []))
 
     def reverse(self, s: Sent) -> None:
-        f = self._msg(s.merchant, PC[s.txn_type], self._pan_of(s), s.amount, mti="0400",
+        f = self._msg(s.merchant, PC[s.txn_type], s.pan, s.amount, mti="0400",
                       **{"90": "0200" + s.stan + s.when + "0" * 22})
         resp = self.call(f)
         assert resp["39"] == "00", resp
@@ -181,17 +183,6 @@ class Day:
     def inquiry(self, merchant: str, pan: str) -> None:
         resp = self.call(self._msg(merchant, "310000", pan, 0))
         assert resp["39"] == "00", resp
-
-    _pans: dict[str, str] = {}
-
-    def _pan_of(self, s: Sent) -> str:
-        return self._pans[s.rrn]
-
-    def send(self, merchant: str, txn_type: str, pan: str, amount: int, expect: str = "00") -> Sent | None:
-        s = self.original(merchant, txn_type, pan, amount, expect)
-        if s is not None:
-            self._pans[s.rrn] = pan
-        return s
 
     def batch_totals(self, terminal_id: str) -> tuple[int, int, int, int]:
         """The terminal's own totals (credits count/amount, debits count/amount), DESIGN §4."""

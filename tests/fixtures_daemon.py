@@ -26,6 +26,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -41,8 +42,9 @@ import pytest
 import specs
 from switch import mac as swmac
 
-ROOT = Path(__file__).resolve().parent.parent
-SWITCHD = str(ROOT / ".venv" / "bin" / "switchd")
+# The console scripts installed next to the interpreter running the tests.
+SWITCHD = str(Path(sys.executable).with_name("switchd"))
+BEAN_CHECK = str(Path(sys.executable).with_name("bean-check"))
 MASTER_KEY_HEX = "5a" * 32
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -59,6 +61,7 @@ MIS_LISTENER: dict[str, Any] = {"name": "mis", "framing": "ascii4", "spec": "mis
 
 
 def with_database(dsn: str, name: str) -> str:
+    """The same server DSN pointed at another database (the query string, e.g. ``?host=``, kept)."""
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
@@ -155,8 +158,12 @@ class Daemon:
                 self.metrics_port = event.get("metrics_port")
                 return self
             if self.proc.poll() is not None:
+                self.wait()
                 raise AssertionError(f"daemon exited {self.proc.returncode} before ready:\n{self.log_text()}")
             time.sleep(0.05)
+        # Not ready: do not leave it running behind the failure.
+        self.proc.kill()
+        self.wait()
         raise AssertionError(f"daemon not ready within {READY_TIMEOUT_S}s:\n{self.log_text()}")
 
     def log_text(self) -> str:
@@ -192,8 +199,13 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def wait(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """Wait for the exit; a daemon still running after ``timeout_s`` is killed (its code is then -9)."""
         assert self.proc is not None
-        self.returncode = self.proc.wait(timeout=timeout_s)
+        try:
+            self.returncode = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
         self._log_fh.close()
         return self.returncode
 
@@ -341,6 +353,26 @@ def check_mac(raw: bytes, spec_name: str, alg: str, key_hex: str) -> bool:
     return swmac.verify(alg, bytes.fromhex(key_hex), raw[:-n], bytes.fromhex(fields[where]))
 
 
+def tlv(field_48: str) -> dict[str, str]:
+    """Field 48's tag-length-value items (2-char tag, 3-digit length, value) as a dict."""
+    out, i = {}, 0
+    while i < len(field_48):
+        tag, n = field_48[i:i + 2], int(field_48[i + 2:i + 5])
+        out[tag] = field_48[i + 5:i + 5 + n]
+        i += 5 + n
+    return out
+
+
+def balances54(field_54: str) -> dict[str, int]:
+    """Field 54's 20-char balance entries as ``{"<account>:<currency>": signed amount}``."""
+    out = {}
+    for i in range(0, len(field_54), 20):
+        e = field_54[i:i + 20]
+        assert e[2:4] == "02", e
+        out[e[0:2] + ":" + e[4:7]] = int(e[8:20]) * (1 if e[7] == "C" else -1)
+    return out
+
+
 class Terminal:
     """A blocking client connection speaking one listener's framing and spec."""
 
@@ -439,6 +471,21 @@ class RowLock:
         self._thread.start()
         assert self._locked.wait(10), "could not lock the terminal row"
         return self
+
+    def wait_blocked(self, timeout_s: float = 10.0) -> None:
+        """Return once some session of the database waits for a lock (the daemon, behind our row lock)."""
+
+        async def waiting(conn: asyncpg.Connection) -> int:
+            return int(await conn.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE NOT l.granted AND a.datname = current_database()"))
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if db_run(self.dsn, waiting):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"nobody blocked on the row of {self.tid} within {timeout_s}s")
 
     def release(self) -> None:
         self._release.set()

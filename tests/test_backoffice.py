@@ -6,20 +6,19 @@ import asyncio
 import datetime as dt
 import os
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 from beancount import loader
+from fixtures_daemon import BEAN_CHECK, SWITCHD
 
 from ledger import accounts as A
 from ledger import business_day as bday
 from ledger import export
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger
-
-SWITCHD = str(Path(sys.executable).with_name("switchd"))
 
 
 async def _chart(pool: asyncpg.Pool) -> dict[str, int]:
@@ -46,7 +45,13 @@ async def test_cut_over_waits_for_in_flight_and_moves_new_posts(pool: asyncpg.Po
             await tx.start()
             await inflight.execute("SELECT open_date FROM ledger.business_day FOR SHARE")
             task = asyncio.create_task(bday.cut_over(eod, day))
-            await asyncio.sleep(0.3)
+            # Wait until the cut-over's session is queued behind the shared row lock (a lock not granted).
+            eod_pid = eod.get_server_pid()
+            deadline = time.monotonic() + 10
+            while not await pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = $1", eod_pid):
+                assert not task.done(), "the cut-over did not wait for the in-flight batch"
+                assert time.monotonic() < deadline, "the cut-over never queued for the business day"
+                await asyncio.sleep(0.02)
             assert not task.done()
             await tx.commit()
             result = await asyncio.wait_for(task, 5)
@@ -85,8 +90,7 @@ async def test_beancount_export_checks_and_matches_balances(pool: asyncpg.Pool, 
     # bean-check, the accountants' tool, accepts the file too.
     path = tmp_path / "day.beancount"
     path.write_text(text)
-    bean_check = Path(sys.executable).with_name("bean-check")
-    res = await asyncio.to_thread(subprocess.run, [str(bean_check), str(path)], capture_output=True, text=True,
+    res = await asyncio.to_thread(subprocess.run, [BEAN_CHECK, str(path)], capture_output=True, text=True,
                                   timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
 

@@ -15,7 +15,7 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -32,11 +32,20 @@ AMOUNT_MINOR = 1_000  # 10.00 CNY
 @pytest.fixture(scope="module")
 def busy(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = Daemon(tmp_path_factory.mktemp("eodload"), daemon_db, LISTENERS).start()
-    provision(d)
     try:
+        provision(d)
         yield d
     finally:
         assert d.stop() == 0
+
+
+def _until(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll ``cond`` until it holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what}")
+        time.sleep(0.02)
 
 
 class Load(threading.Thread):
@@ -75,22 +84,33 @@ def test_cut_over_under_load(busy: Daemon) -> None:
     stop = threading.Event()
     merchants = list(MERCHANTS)[:LOAD_THREADS]
     loads = [Load(d, m, stop) for m in merchants]
-    for ld in loads:
-        ld.start()
-    time.sleep(0.8)
-    eod_started = time.monotonic()
-    res = _eod(d)
-    eod_finished = time.monotonic()
-    time.sleep(0.5)
-    stop.set()
-    for ld in loads:
-        ld.join(20)
+    try:
+        for ld in loads:
+            ld.start()
+        # Traffic on every connection before the cut-over (a thread that failed ends the wait;
+        # its errors are reported below)...
+        _until(lambda: all(len(ld.done) >= 2 or ld.errors for ld in loads),
+               "every load thread has two answers")
+        eod_started = time.monotonic()
+        res = _eod(d)
+        eod_finished = time.monotonic()
+        # ... and after it: at least one request sent once the run had finished.
+        _until(lambda: any(sent > eod_finished for ld in loads for sent, *_ in ld.done)
+               or any(ld.errors for ld in loads), "an answer to a request sent after the eod run")
+    finally:
+        stop.set()
+        for ld in loads:
+            ld.join(20)
+    assert not any(ld.is_alive() for ld in loads), "a load thread did not stop"
     assert res.returncode == 0, res.stdout + res.stderr
     report = json.loads(res.stdout)
     day = dt.date.fromisoformat(report["business_date"])
     assert all(not ld.errors for ld in loads), [ld.errors for ld in loads]
     answered = [(m, x) for m, ld in zip(merchants, loads, strict=True) for x in ld.done]
     assert answered and all(code == "00" for _, (_, _, _, code) in answered), {c for _, (*_, c) in answered}
+    # Both sides of the cut-over saw traffic: every connection before it, someone after it.
+    assert all(sum(got < eod_started for _, got, _, _ in ld.done) >= 2 for ld in loads)
+    assert any(sent > eod_finished for _, (sent, *_) in answered), "no request after the cut-over"
 
     async def journals(conn: asyncpg.Connection) -> dict[str, tuple[int, dt.date]]:
         rows = await conn.fetch("SELECT rrn, journal_id, business_date FROM loyalty.transactions "
@@ -135,6 +155,17 @@ def _hold_lock(dsn: str, held: threading.Event, release: threading.Event) -> Non
     asyncio.run(body())
 
 
+def _tried_lock(dsn: str) -> bool:
+    """True when another session of this database last ran ``pg_try_advisory_lock`` (an eod run waiting)."""
+
+    async def body(conn: asyncpg.Connection) -> bool:
+        return bool(await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND query LIKE 'SELECT pg_try_advisory_lock%'"))
+
+    return bool(db_run(dsn, body))
+
+
 def test_two_eod_runs_never_overlap(busy: Daemon) -> None:
     d = busy
     held, release = threading.Event(), threading.Event()
@@ -144,13 +175,23 @@ def test_two_eod_runs_never_overlap(busy: Daemon) -> None:
     refused = _eod(d)
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "another eod run holds the end-of-day lock" in refused.stderr
-    # A bounded wait: it gets the lock once the holder lets go.
-    threading.Timer(1.0, release.set).start()
-    started = time.monotonic()
-    waited = _eod(d, "--wait-s", "15")
-    holder.join(10)
+    # A bounded wait: it gets the lock once the holder lets go, and not before.
+    result: list[subprocess.CompletedProcess[str]] = []
+    waiter = threading.Thread(target=lambda: result.append(_eod(d, "--wait-s", "15")), daemon=True)
+    waiter.start()
+    try:
+        # ledger.eod polls pg_try_advisory_lock (a failed try leaves no waiting entry in
+        # pg_locks): the waiter's session having run it while the lock is held means it
+        # was refused and is waiting. The refused run above ended on another query.
+        _until(lambda: _tried_lock(d.dsn) or not waiter.is_alive(), "the second eod run tries the lock", 15)
+        assert waiter.is_alive() and not result, f"the waiting run ended while the lock was held: {result}"
+    finally:
+        release.set()
+        holder.join(10)
+        waiter.join(60)
+    assert not waiter.is_alive() and not holder.is_alive()
+    waited = result[0]
     assert waited.returncode == 0, waited.stdout + waited.stderr
-    assert time.monotonic() - started >= 0.9
     closed = dt.date.fromisoformat(json.loads(waited.stdout)["business_date"])
 
     # Two started together for the same day: both may succeed one after the other, or the

@@ -29,23 +29,22 @@ from eod_support import (
     full_day,
     provision,
 )
-from fixtures_daemon import Daemon, db_run
+from fixtures_daemon import BEAN_CHECK, Daemon, db_run
 
 from ledger import batches
-
-BEAN_CHECK = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "bean-check")
 
 
 @pytest.fixture(scope="module")
 def world(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Day, Path]]:
     d = Daemon(tmp_path_factory.mktemp("eod"), daemon_db, LISTENERS).start()
-    provision(d)
-    day = full_day(d)
-    out = d.workdir / "settlement"
+    day: Day | None = None
     try:
-        yield d, day, out
+        provision(d)
+        day = full_day(d)
+        yield d, day, d.workdir / "settlement"
     finally:
-        day.close()
+        if day is not None:
+            day.close()
         assert d.stop() == 0
 
 

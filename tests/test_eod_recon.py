@@ -14,18 +14,16 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
+from fixtures_daemon import SWITCHD
 
 from ledger import batches, eod, reconcile
 from ledger.commands import Leg, hold
 from ledger.engine import Ledger, Receipt
 from ledger.loyalty import Loyalty, Outcome, Request, TxnType
 from ledger.loyalty.demo import demo_pan, seed
-
-SWITCHD = str(Path(sys.executable).with_name("switchd"))
 
 
 def _receipt_for(key: str):  # type: ignore[no-untyped-def]

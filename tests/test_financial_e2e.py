@@ -9,6 +9,7 @@ balances equal their entries).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,11 +20,13 @@ from fixtures_daemon import (
     POS_LISTENER,
     Daemon,
     Terminal,
+    balances54,
     check_mac,
     db_run,
-    encode,
+    decode,
     next_stan,
     purchase,
+    tlv,
     utc_stamp,
 )
 
@@ -45,18 +48,18 @@ def fin(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Da
     for pan in (CARD, CARD_POOR, CARD_BLOCKED, CARD_EXPIRED, CARD_UNKNOWN):
         assert luhn_ok(pan), pan
     d = Daemon(tmp_path_factory.mktemp("fin"), daemon_db, [POS_LISTENER]).start()
-    d.cli("program", "add", "GOLD", "--name", "Gold alliance", "--kind", "alliance",
-          "--issue-price-minor", "5", "--redeem-value-minor", "4")
-    d.cli("program", "lottery", "GOLD", "--price", "50", "--prize", "JACKPOT:500:1", "--prize", "NONE:0:1")
-    d.cli("merchant", "add", MID, "--name", "Fin Books", "--program", "GOLD", "--earn-rate", "1",
-          "--fee-bps", "100")
-    d.cli("terminal", "add", TID, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
-    d.cli("terminal", "add", TID_B, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
-    for pan in (CARD, CARD_POOR, CARD_BLOCKED):
-        d.cli("card", "issue", pan, "--expiry", "3012")
-    d.cli("card", "issue", CARD_EXPIRED, "--expiry", "2001")
-    d.cli("card", "block", CARD_BLOCKED)
     try:
+        d.cli("program", "add", "GOLD", "--name", "Gold alliance", "--kind", "alliance",
+              "--issue-price-minor", "5", "--redeem-value-minor", "4")
+        d.cli("program", "lottery", "GOLD", "--price", "50", "--prize", "JACKPOT:500:1", "--prize", "NONE:0:1")
+        d.cli("merchant", "add", MID, "--name", "Fin Books", "--program", "GOLD", "--earn-rate", "1",
+              "--fee-bps", "100")
+        d.cli("terminal", "add", TID, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+        d.cli("terminal", "add", TID_B, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+        for pan in (CARD, CARD_POOR, CARD_BLOCKED):
+            d.cli("card", "issue", pan, "--expiry", "3012")
+        d.cli("card", "issue", CARD_EXPIRED, "--expiry", "2001")
+        d.cli("card", "block", CARD_BLOCKED)
         yield d
     finally:
         assert d.stop() == 0
@@ -72,8 +75,6 @@ def _call(t: Terminal, fields: dict[str, str]) -> dict[str, str]:
     t.send(fields, mac=MAC)
     raw = t.recv_raw()
     assert check_mac(raw, "pos", *MAC), "every response to a keyed terminal is MACed"
-    from fixtures_daemon import decode
-
     return decode(raw, "pos")
 
 
@@ -81,24 +82,6 @@ def _req(pc: str, amount: int, pan: str = CARD, tid: str = TID, **extra: str) ->
     f = purchase(tid, MID, pan=pan, amount=amount, pc=pc)
     f.update(extra)
     return f
-
-
-def tlv(field_48: str) -> dict[str, str]:
-    out, i = {}, 0
-    while i < len(field_48):
-        tag, n = field_48[i:i + 2], int(field_48[i + 2:i + 5])
-        out[tag] = field_48[i + 5:i + 5 + n]
-        i += 5 + n
-    return out
-
-
-def balances54(field_54: str) -> dict[str, int]:
-    out = {}
-    for i in range(0, len(field_54), 20):
-        e = field_54[i:i + 20]
-        assert e[2:4] == "02"
-        out[e[0:2] + ":" + e[4:7]] = int(e[8:20]) * (1 if e[7] == "C" else -1)
-    return out
 
 
 def _books_ok(d: Daemon) -> None:
@@ -222,6 +205,7 @@ def test_reversals(fin: Daemon) -> None:
         n = _journals(fin)
         late_resp = _call(t, late)
         assert late_resp["39"] != "00"
+        assert _journals(fin) == n, "the late original posts nothing"
         assert _card_points(fin, CARD) == after
         # Reversal of a declined original: 00, nothing posted.
         declined = _req("006500", 10**6)
@@ -253,7 +237,7 @@ def test_retransmission_gets_the_same_answer_and_posts_nothing(fin: Daemon) -> N
         n = _journals(fin)
         t.send(req, mac=MAC)
         raw = t.recv_raw()
-        again = __import__("fixtures_daemon").decode(raw, "pos")
+        again = decode(raw, "pos")
         assert again == first
         assert _journals(fin) == n
         changed = {**req, "4": "000000005001"}
@@ -263,8 +247,6 @@ def test_retransmission_gets_the_same_answer_and_posts_nothing(fin: Daemon) -> N
 
 
 def test_concurrent_redemptions_never_overspend(fin: Daemon) -> None:
-    import threading
-
     with _terminal(fin) as t:
         _call(t, _req("000000", 1_000, pan=CARD_POOR))  # 10 points
     results: list[str] = []
@@ -284,7 +266,6 @@ def test_concurrent_redemptions_never_overspend(fin: Daemon) -> None:
         th.join(30)
     assert results.count("00") == 5 and results.count("51") == 7
     assert _card_points(fin, CARD_POOR) == 0
-    _ = encode  # the module's own encoder is used through Terminal.send
     _books_ok(fin)
 
 
@@ -322,4 +303,33 @@ def test_system_failure_is_not_kept_as_the_answer(fin: Daemon) -> None:
             db_run(fin.dsn, lambda c: rename(c, "post_batch_away", "post_batch"))
         again = _call(t, req)
         _approved(again)
+    _books_ok(fin)
+
+
+def test_a_terminal_acts_for_its_own_merchant_only(fin: Daemon) -> None:
+    fin.cli("merchant", "add", "MFIN2", "--name", "Other shop", "--program", "GOLD", "--earn-rate", "1",
+            check=False)
+    n = _journals(fin)
+    with _terminal(fin) as t:
+        # A properly MACed earn from TFIN0001 (merchant MFIN1) naming merchant MFIN2.
+        resp = _call(t, {**_req("000000", 5_000), "42": "MFIN2".ljust(15)})
+        assert resp["39"] == "03"
+    assert _journals(fin) == n
+    _books_ok(fin)
+
+
+def test_reversal_without_field_90_and_no_original_leaves_no_marker(fin: Daemon) -> None:
+    with _terminal(fin) as t:
+        n = _journals(fin)
+        rev = {**_req("210065", 5), "t": "0400"}  # no field 90; no request of ours has this STAN
+        assert _call(t, rev)["39"] == "25"
+        assert _journals(fin) == n, "no marker under the reversal's own key"
+        # With field 90 absent, a reversal finds the original by this terminal's STAN.
+        topup = _req("210065", 6)
+        _approved(_call(t, topup))
+        points = _card_points(fin, CARD)
+        # Its own field 7 (a second later): the key (41, 11, 7) must differ from the original's.
+        same_stan = {**_req("210065", 6), "t": "0400", "11": topup["11"], "7": utc_stamp(1)}
+        assert _call(t, same_stan)["39"] == "00"
+        assert _card_points(fin, CARD) == points - 6
     _books_ok(fin)

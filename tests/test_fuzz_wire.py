@@ -46,13 +46,14 @@ WIRE = {"pos": ("pos", lambda m: nac2(m)), "pos_tpdu": ("pos", lambda m: nac2(m,
 @pytest.fixture(scope="module")
 def live(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Terminal]]:
     d = Daemon(Path(tmp_path_factory.mktemp("fuzz")), daemon_db, LISTENERS).start()
-    d.add_terminal("FUZZ1")
-    d.add_terminal("FUZZK", mac_alg="cmac-aes", mac_key_hex=CMAC_KEY_HEX)
-    d.add_terminal("HEALTHY1")
-    healthy = Terminal(d.ports["pos"])
-    yield d, healthy
-    healthy.close()
-    assert d.stop() == 0
+    try:
+        d.add_terminal("FUZZ1")
+        d.add_terminal("FUZZK", mac_alg="cmac-aes", mac_key_hex=CMAC_KEY_HEX)
+        d.add_terminal("HEALTHY1")
+        with Terminal(d.ports["pos"]) as healthy:
+            yield d, healthy
+    finally:
+        assert d.stop() == 0
     text = d.log_text()
     assert "Traceback" not in text and "request_task_failed" not in text
 

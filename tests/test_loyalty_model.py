@@ -10,19 +10,22 @@ balance equals the sum of its entries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ledger import db as ledger_db
+from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import books, demo
+from ledger.loyalty import demo
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.rules import undo_targets
@@ -64,7 +67,15 @@ class LoyaltyMachine(RuleBasedStateMachine):
         self.model = Model()
         self.seq = itertools.count(1)
         self.db_name = f"switchd_m_{uuid.uuid4().hex[:12]}"
-        self.run(self._setup())
+        self.db_dsn = with_database(SERVER["admin"], self.db_name)
+        try:
+            self.run(self._setup())
+        except BaseException:
+            # hypothesis only tears down machines it could build: nothing of a half-built
+            # one (database, pool, daemon) may outlive it. The setup error is the one reported.
+            with contextlib.suppress(Exception):
+                self.teardown()
+            raise
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -75,26 +86,34 @@ class LoyaltyMachine(RuleBasedStateMachine):
             await admin.execute(f'CREATE DATABASE "{self.db_name}" TEMPLATE "{SERVER["template"]}"')
         finally:
             await admin.close()
-        dsn = SERVER["admin"].rsplit("/", 1)[0] + "/" + self.db_name
-        self.pool = await ledger_db.create_pool(dsn, 1, 4)
+        self.pool = await ledger_db.create_pool(self.db_dsn, 1, 4)
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
-        self.ledger = Ledger(self.pool)
-        await self.ledger.start()
+        ledger = Ledger(self.pool)
+        await ledger.start()
+        self.ledger = ledger
         self.loy = Loyalty(self.ledger)
 
     def teardown(self) -> None:
-        async def down() -> None:
-            await self.ledger.stop()
-            await self.pool.close()
-            admin = await asyncpg.connect(SERVER["admin"])
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-            finally:
-                await admin.close()
+        """Stop the ledger and close the pool when they were opened; always drop the database."""
 
-        self.run(down())
-        self.loop.close()
+        async def down() -> None:
+            try:
+                if hasattr(self, "ledger"):
+                    await self.ledger.stop()
+                if hasattr(self, "pool"):
+                    await self.pool.close()
+            finally:
+                admin = await asyncpg.connect(SERVER["admin"])
+                try:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+                finally:
+                    await admin.close()
+
+        try:
+            self.run(down())
+        finally:
+            self.loop.close()
 
     # ---------------------------------------------------------------- plumbing
 
@@ -289,7 +308,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         for r in rows:
             (points if r["purpose"] == "points" else sv)[r["pan"]] += r["posted"]
         assert points == self.model.points and sv == self.model.sv, (points, sv, self.model)
-        assert self.run(books.problems(self.pool)) == []
+        assert self.run(check_books(self.pool)) == []
 
 
 def test_loyalty_model(admin_dsn: str, template_db: str) -> None:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
+from ledger.audit import check_books
 from ledger.engine import Ledger, Receipt
-from ledger.loyalty import books, demo
+from ledger.loyalty import demo
 from ledger.loyalty.cards import set_card_status
 from ledger.loyalty.merchants import set_merchant_status
 from ledger.loyalty.operations import Loyalty
@@ -56,7 +57,7 @@ class World:
         return await self.account("merchant", merchant, "clearing", asset)
 
     async def books_ok(self) -> None:
-        assert await books.problems(self.pool) == []
+        assert await check_books(self.pool) == []
 
 
 @pytest.fixture

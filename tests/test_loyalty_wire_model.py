@@ -12,12 +12,13 @@ retransmissions of the same frame fields and must be answered identically.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import test_loyalty_model as base
-from fixtures_daemon import POS_LISTENER, Daemon, Terminal
+from fixtures_daemon import POS_LISTENER, Daemon, Terminal, tlv
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
@@ -34,35 +35,34 @@ _PROC = {
 }
 
 
-def _tlv(text: str) -> dict[str, str]:
-    out, i = {}, 0
-    while i < len(text):
-        n = int(text[i + 2:i + 5])
-        out[text[i:i + 2]] = text[i + 5:i + 5 + n]
-        i += 5 + n
-    return out
-
-
 class WireLoyaltyMachine(base.LoyaltyMachine):
     async def _setup(self) -> None:
-        await super()._setup()
-        # The machine's own Ledger stays idle; the daemon posts.
-        dsn = base.SERVER["admin"].rsplit("/", 1)[0] + "/" + self.db_name
-        self.workdir = Path(tempfile.mkdtemp(prefix="swwire"))
-        self.daemon = await asyncio.to_thread(lambda: Daemon(self.workdir, dsn, [POS_LISTENER]).start())
-        # ledger.loyalty.demo seeds the domain only; the switch's terminals are ours to add.
-        for merchant, (tid, _rate) in base.MERCHANTS.items():
-            await asyncio.to_thread(self.daemon.add_terminal, tid, merchant)
         self.terminals: dict[str, Terminal] = {}
         self.switch_rrn: dict[str, str] = {}  # the model's rrn -> the switch's field 37
         self.frames: dict[str, dict[str, str]] = {}  # key -> the fields sent
+        self.responses: dict[str, dict[str, str]] = {}  # key -> the response it got
+        await super()._setup()
+        # The machine's own Ledger stays idle; the daemon posts.
+        self.workdir = Path(tempfile.mkdtemp(prefix="swwire"))
+        self.daemon = await asyncio.to_thread(lambda: Daemon(self.workdir, self.db_dsn, [POS_LISTENER]).start())
+        # ledger.loyalty.demo seeds the domain only; the switch's terminals are ours to add.
+        for merchant, (tid, _rate) in base.MERCHANTS.items():
+            await asyncio.to_thread(self.daemon.add_terminal, tid, merchant)
 
     def teardown(self) -> None:
-        for t in getattr(self, "terminals", {}).values():
-            t.close()
-        if hasattr(self, "daemon"):
-            assert self.daemon.stop() == 0
-        super().teardown()
+        """Also after a failed setup: whatever was started is stopped, whatever was made is removed."""
+        try:
+            for t in self.terminals.values():
+                t.close()
+            if hasattr(self, "daemon"):
+                code = self.daemon.stop()
+                assert code == 0, f"daemon exited {code}:\n{self.daemon.log_text()[-4000:]}"
+        finally:
+            try:
+                super().teardown()
+            finally:
+                if hasattr(self, "workdir"):
+                    shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _terminal(self, tid: str) -> Terminal:
         if tid not in self.terminals:
@@ -102,7 +102,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
 
     def _outcome(self, t: TxnType, resp: dict[str, str]) -> Outcome:
         reason = REASON_BY_CODE[resp["39"]]
-        tags = _tlv(resp.get("48", ""))
+        tags = tlv(resp.get("48", ""))
         # An inquiry about a card that never had an account reports it as zero.
         missing = 0 if t is TxnType.INQUIRY else None
         points = int(tags["PB"]) if "PB" in tags else missing
@@ -133,12 +133,6 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         if not out.approved and t is not TxnType.REVERSAL:
             self.model.declined_keys.append(req.key)
         return out
-
-    @property
-    def responses(self) -> dict[str, dict[str, str]]:
-        if not hasattr(self, "_responses"):
-            self._responses: dict[str, dict[str, str]] = {}
-        return self._responses
 
     # The two rules that called the domain directly go over the wire too (re-declared
     # with their decorators: hypothesis finds rules by the marks on the class's attributes).

@@ -5,18 +5,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from fixtures_daemon import SWITCHD
 
 from ledger import db as ledger_db
 from ledger import migrate
 from ledger.embedded import EmbeddedPostgres, find_pg_bin
 from switch.config import ConfigError, load_config, parse_config
-
-SWITCHD = str(Path(sys.executable).with_name("switchd"))
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:

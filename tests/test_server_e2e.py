@@ -237,11 +237,10 @@ def test_graceful_drain(daemon_db: str, start_daemon: Any) -> None:
     d = start_daemon(daemon_db, [POS_LISTENER], drain_s=10.0)
     tid = new_tid()
     d.add_terminal(tid)
-    with term(d, "pos") as t:
-        lock = RowLock(d.dsn, tid).__enter__()
+    with term(d, "pos") as t, RowLock(d.dsn, tid) as lock:
         req = netmgmt(tid, "001")
         t.send(req)
-        time.sleep(0.3)
+        lock.wait_blocked()  # the daemon has read the frame and is in the middle of it
         d.signal(signal.SIGTERM)
         d.wait_event("shutdown_requested")
         time.sleep(0.3)
@@ -339,7 +338,6 @@ def test_every_validation_failure_answers_30(daemon: Any) -> None:
         # a missing 41 cannot be attributed to a terminal: still 30
         resp = t.call(_drop(_fin(tid), "41"))
         assert resp["39"] == "30" and "41" not in resp
-    assert "missing_41" not in [c[0] for c in VALIDATION_CASES]
 
 
 def test_undecodable_frame_30_and_unreadable_mti_closes(daemon: Any) -> None:
@@ -379,9 +377,11 @@ def abuse_daemon(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> An
 
     workdir = tmp_path_factory.mktemp("abuse")
     d = Daemon(workdir, daemon_db, abuse_listeners()).start()
-    d.add_terminal("HEALTHY1")
-    yield d
-    assert d.stop() == 0
+    try:
+        d.add_terminal("HEALTHY1")
+        yield d
+    finally:
+        assert d.stop() == 0
 
 
 def test_oversize_frames_close_the_connection(abuse_daemon: Any) -> None:
@@ -465,9 +465,17 @@ def test_connection_cap(abuse_daemon: Any) -> None:
     fams = {f.name: f for f in text_string_to_metric_families(d.scrape())}
     assert any(s.labels == {"listener": "capped", "reason": "connections_max"} and s.value >= 1
                for s in fams["switchd_connections_rejected"].samples)
-    time.sleep(0.2)
-    with Terminal(d.ports["capped"]) as c:  # room again once they left
-        assert c.call(netmgmt("HEALTHY1"))["39"] == "00"
+    # Room again once they left (the server notices the closes asynchronously).
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            with Terminal(d.ports["capped"], timeout_s=2) as c:
+                assert c.call(netmgmt("HEALTHY1"))["39"] == "00"
+            break
+        except OSError:  # refused (closed by the server) while the old connections still count
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------- TLS

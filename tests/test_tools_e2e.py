@@ -86,4 +86,7 @@ def test_possim_and_loadgen(daemon_db: str, start_daemon: Callable[..., Daemon],
                "--inflight", "4", "--rate", "200", "--duration-s", "1", "--no-sign-on", "--json-out", str(out))
     assert res.returncode == 0, res.stderr + res.stdout
     summary = json.loads(out.read_text())
-    assert summary["errors"] == {} and 100 <= summary["responses"] <= 260, summary
+    # Paced at 200/s for 1 s: never more than the rate allows (a busy machine may send fewer),
+    # and every request sent was answered.
+    assert summary["errors"] == {}, summary
+    assert 0 < summary["responses"] == summary["sent"] <= 260, summary

@@ -374,8 +374,9 @@ def test_loadgen_open_loop_with_tpdu() -> None:
         summary = loadgen.run(cfg)
     finally:
         switch.stop()
-    assert summary["errors"] == {}
-    assert 60 <= summary["responses"] <= 110  # about 100 in 0.5 s
+    assert summary["errors"] == {}, summary
+    # About 100 in 0.5 s; never more (a busy machine may send fewer), each one answered.
+    assert 0 < summary["responses"] == summary["sent"] <= 110, summary
 
 
 def test_loadgen_counts_timeouts_and_stops() -> None:
