@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,7 @@ import click
 from ledger import business_day as bday
 from ledger import export, reconcile
 from ledger.settlement_files import write_atomically
-from switch.cli import cli, emit, fail, with_db
-
-
-def _parse_date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        fail(f"--date: expected YYYY-MM-DD, got {value!r}")
+from switch.cli import cli, emit, parse_date, with_db
 
 
 @cli.group("ledger")
@@ -36,7 +26,7 @@ def ledger_group() -> None:
 @click.pass_context
 def ledger_export(ctx: click.Context, date_text: str | None, fmt: str, out_path: str | None) -> None:
     """Write one business day's journals as beancount or CSV."""
-    day = _parse_date(date_text)
+    day = parse_date(date_text)
 
     async def body(conn: Any) -> str:
         d = day or await bday.open_date(conn)
@@ -62,7 +52,7 @@ def recon_group() -> None:
 @click.pass_context
 def recon_run(ctx: click.Context, date_text: str | None, as_json: bool) -> None:
     """Run every check (ledger.reconcile); exit 1 if any fails, naming the rows involved."""
-    day = _parse_date(date_text)
+    day = parse_date(date_text)
 
     async def body(conn: Any) -> reconcile.ReconReport:
         d = day or await conn.fetchval("SELECT max(business_date) FROM eod.clearing_runs") \

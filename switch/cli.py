@@ -6,6 +6,7 @@ Errors an operator can fix are one line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -39,13 +40,25 @@ def load(ctx: click.Context) -> Config:
     return cfg
 
 
-def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``body(conn)`` against the configured (or embedded) database; one-line errors."""
+def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
+            pool_statement_s: float | None = None) -> T:
+    """Run ``body(conn)`` against the configured (or embedded) database; one-line errors.
+
+    With ``pool_statement_s``, ``body`` gets a small pool instead (work that posts
+    through the Ledger engine), whose statements may run that long.
+    """
     cfg = load(ctx)
     configure_logs("warning", stream=sys.stderr)
 
     async def main() -> T:
         with runtime.database_dsn(cfg) as dsn:
+            if pool_statement_s is not None:
+                pool = await ledger_db.create_pool(dsn, 1, 3, cfg.database.timeout_connect_s,
+                                                   timeout_statement_s=pool_statement_s)
+                try:
+                    return await body(pool)
+                finally:
+                    await pool.close()
             conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
             try:
                 return await body(conn)
@@ -64,6 +77,16 @@ def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]]) -> T:
         if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
             fail(f"database error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         raise
+
+
+def parse_date(value: str | None, option: str = "--date") -> dt.date | None:
+    """An option's YYYY-MM-DD value (None when not given); a bad one ends the command in one line."""
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: expected YYYY-MM-DD, got {value!r}")
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:

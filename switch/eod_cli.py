@@ -6,9 +6,9 @@ search, stats); this module parses arguments and prints.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,22 +17,12 @@ import click
 
 from ledger import batches, eod, search, stats
 from ledger import business_day as bday
-from ledger import db as ledger_db
-from ledger.engine import LedgerSettings
 from ledger.loyalty.outcomes import RESPONSE_CODES, TxnType
-from switch import dedup, runtime
-from switch.cli import cli, emit, fail, load, with_db
+from switch import dedup
+from switch.cli import cli, emit, fail, load, parse_date, with_db
+from switch.daemon import ledger_settings
 
 T = TypeVar("T")
-
-
-def _date(value: str | None, option: str = "--date") -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        fail(f"{option}: expected YYYY-MM-DD, got {value!r}")
 
 
 def settlement_dir(ctx: click.Context, override: str | None) -> Path:
@@ -46,24 +36,12 @@ def settlement_dir(ctx: click.Context, override: str | None) -> Path:
 
 
 def with_pool(ctx: click.Context, body: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    """Like ``with_db`` but with a small pool (end of day posts through the Ledger engine)."""
+    """``cli.with_db`` with a pool and long statements; a held end-of-day lock exits 3."""
     cfg = load(ctx)
-
-    async def main() -> T:
-        with runtime.database_dsn(cfg) as dsn:
-            pool = await ledger_db.create_pool(dsn, 1, 3, cfg.database.timeout_connect_s,
-                                               timeout_statement_s=max(cfg.database.timeout_statement_s, 600.0))
-            try:
-                return await body(pool)
-            finally:
-                await pool.close()
-
     try:
-        return runtime.run(main)
+        return with_db(ctx, body, pool_statement_s=max(cfg.database.timeout_statement_s, 600.0))
     except eod.EodBusy as exc:
         fail(str(exc), code=3)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        fail(f"database error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     except ValueError as exc:  # a day not open yet, a clearing refusal
         fail(str(exc))
 
@@ -88,16 +66,16 @@ def eod_run(ctx: click.Context, date_text: str | None, dir_text: str | None, wai
     """Close the day and settle it; exit 1 when reconciliation fails, 3 when another run holds the lock."""
     from ledger.clearing import ClearingError
 
-    day = _date(date_text)
+    day = parse_date(date_text)
     directory = settlement_dir(ctx, dir_text)
     cfg = load(ctx)
-    settings = LedgerSettings(batch_size_max=cfg.ledger.batch_size_max, timeout_post_s=max(cfg.ledger.timeout_post_s,
-                                                                                           60.0))
+    # The configured bounds, with room for settlement batches behind a cut-over.
+    settings = replace(ledger_settings(cfg), timeout_post_s=max(cfg.ledger.timeout_post_s, 60.0))
 
     async def body(pool: asyncpg.Pool) -> eod.EodReport:
         try:
             return await eod.run(pool, day, directory,
-                                 wait_lock_s=load(ctx).eod.wait_lock_s if wait_s is None else wait_s,
+                                 wait_lock_s=cfg.eod.wait_lock_s if wait_s is None else wait_s,
                                  ledger_settings=settings)
         except ClearingError as exc:
             raise ValueError(str(exc)) from None
@@ -196,7 +174,7 @@ def txn_search(ctx: click.Context, date_from: str | None, date_to: str | None, m
     if reason is not None:
         reasons = (reason,) if reasons is None else tuple(r for r in reasons if r == reason)
     filters = search.Filters(
-        date_from=_date(date_from, "--from"), date_to=_date(date_to, "--to"), merchant_id=merchant,
+        date_from=parse_date(date_from, "--from"), date_to=parse_date(date_to, "--to"), merchant_id=merchant,
         terminal_id=terminal, pan=pan, rrn=rrn, txn_type=txn_type, reasons=reasons, amount_min=amount_min,
         amount_max=amount_max, before_id=before_id)
 
@@ -264,7 +242,7 @@ def txn_show(ctx: click.Context, rrn: str, as_json: bool) -> None:
 @click.pass_context
 def stats_cmd(ctx: click.Context, date_text: str | None, by: str | None, as_json: bool) -> None:
     """Counts, amounts, points, approval rate, active members and new cards for a day."""
-    day = _date(date_text)
+    day = parse_date(date_text)
 
     async def body(conn: Any) -> dict[str, Any]:
         d = day or await bday.open_date(conn)
