@@ -121,7 +121,10 @@ class TerminalStore:
         row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
         term = None if row is None else _from_row(row, self.master_key)
         if len(self._cache) >= CACHE_ENTRIES_MAX:
-            self._cache.clear()  # crude but bounded; the next requests refill it
+            # Bounded. Unknown ids go first: made-up ids must not evict real terminals.
+            self._cache = {k: v for k, v in self._cache.items() if v[1] is not None}
+            if len(self._cache) >= CACHE_ENTRIES_MAX:
+                self._cache.clear()
         self._cache[tid] = (now, term)
         return term
 
