@@ -120,12 +120,6 @@ def mac_bytes_len(spec: Spec, field: str) -> int:
     return int(spec[field]["max_len"])
 
 
-def mac_to_wire(spec: Spec, field: str, mac: bytes) -> str:
-    """The field value pyiso8583 expects for an 8-byte MAC: hex either way (upper case)."""
-    assert len(mac) == 8, "a MAC is 8 bytes"
-    return mac.hex().upper()
-
-
 def mac_from_value(value: str) -> bytes | None:
     """The 8 MAC bytes from a decoded field value (hex, either case), or None if malformed.
 

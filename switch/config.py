@@ -52,8 +52,6 @@ DAEMON_SCHEMA: Schema = {
     "state_dir": (str, "./var", None),
     "log_level": (str, "info", _one_of("debug", "info", "warning", "error")),
     "timeout_drain_s": (float, 10.0, _between(0, 3600)),
-    "timeout_start_s": (float, 30.0, _between(1, 600)),
-    "business_timezone": (str, "UTC", None),
 }
 
 DATABASE_SCHEMA: Schema = {
@@ -120,8 +118,6 @@ class DaemonConfig:
     state_dir: str
     log_level: str
     timeout_drain_s: float
-    timeout_start_s: float
-    business_timezone: str
 
 
 @dataclass(frozen=True)

@@ -75,11 +75,6 @@ class RequestContext:
     response_receipt: ResponseReceipt | None = field(default=None, repr=False)
     loyalty: Loyalty | None = None
 
-    @property
-    def transaction_type(self) -> str | None:
-        """First two digits of field 3 (None when absent)."""
-        return self.processing_code[:2] if self.processing_code else None
-
     def reply(self, code: str, **extra: str) -> Fields:
         """The response with ``code``: echoed keys, the RRN when assigned, and ``extra`` fields."""
         out = response_to(self.fields, code)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -29,8 +30,17 @@ def mask_optional_pan(pan: str | None) -> str | None:
 
 
 def scrub(fields: dict[str, Any]) -> dict[str, Any]:
-    """Drop secrets from a dict of fields before it is logged."""
+    """Drop secrets from a dict of fields before it is logged.
+
+    >>> scrub({"event": "x", "pan": "6212345678901234", "52": "..", "pan_masked": "621234******1234"})
+    {'event': 'x', 'pan_masked': '621234******1234'}
+    """
     return {k: v for k, v in fields.items() if str(k).lower() not in _SECRET_KEYS}
+
+
+def _drop_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    # The last line of defence: whatever a caller passes under a secret's name is dropped.
+    return scrub(dict(event))
 
 
 def configure(level: str = "info", stream: Any = None) -> None:
@@ -38,6 +48,7 @@ def configure(level: str = "info", stream: Any = None) -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     structlog.configure(
         processors=[
+            _drop_secrets,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -28,7 +28,7 @@ INVALID_TRANSACTION = "12"
 FUNCTION_NOT_SUPPORTED = "40"
 ANY = "*"
 
-# (MTI, transaction type) -> handler. The loyalty handlers replace not_supported
+# (MTI, transaction type) -> handler.
 # row by row (DESIGN §4 lists the operations).
 ROUTES: dict[tuple[str, str], Handler] = {
     ("0800", ANY): netmgmt.handle,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from ledger.embedded import EmbeddedPostgres
@@ -40,8 +40,3 @@ def database_dsn(cfg: Config, keep_embedded_running: bool = False) -> Iterator[s
         if emb.started_here and not keep_embedded_running:
             emb.stop()
             log.info("database_embedded_stopped", data_dir=str(emb.data_dir))
-
-
-@contextlib.asynccontextmanager
-async def nothing() -> AsyncIterator[None]:
-    yield None
