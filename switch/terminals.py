@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -239,10 +240,16 @@ def terminal() -> None:
 @click.option("--merchant", "merchant_id", required=True, help="Merchant id (field 42).")
 @click.option("--mac-alg", type=click.Choice(list(mac.ALGORITHMS)), default=None, help="MAC algorithm.")
 @click.option("--mac-key", "mac_key_hex", default=None, help="MAC key in hex (sealed under the master key).")
+@click.option("--mac-key-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Read the hex MAC key from this file instead (keeps it out of ps and shell history).")
 @click.pass_context
 def terminal_add(ctx: click.Context, terminal_id: str, merchant_id: str, mac_alg: str | None,
-                 mac_key_hex: str | None) -> None:
+                 mac_key_hex: str | None, mac_key_file: str | None) -> None:
     """Add a terminal, optionally with a MAC key."""
+    if mac_key_file is not None:
+        if mac_key_hex is not None:
+            fail("give --mac-key or --mac-key-file, not both")
+        mac_key_hex = Path(mac_key_file).read_text(encoding="ascii", errors="replace").strip()
     master = _master_key(ctx) if mac_key_hex is not None else None
     try:
         check_new(terminal_id, merchant_id, mac_alg, mac_key_hex, master)
@@ -303,18 +310,21 @@ def terminal_show(ctx: click.Context, terminal_id: str, as_json: bool) -> None:
     emit(row, as_json, human)
 
 
+def _set_terminal(ctx: click.Context, terminal_id: str, status: str, done: str) -> None:
+    async def body(conn: Any) -> bool:
+        return await set_status(conn, terminal_id, status)
+
+    if not with_db(ctx, body):
+        fail(f"terminal {terminal_id} not found", code=1)
+    click.echo(f"{done} terminal {terminal_id}")
+
+
 @terminal.command("disable")
 @click.argument("terminal_id")
 @click.pass_context
 def terminal_disable(ctx: click.Context, terminal_id: str) -> None:
     """Disable a terminal: its requests are declined 58 from now on."""
-
-    async def body(conn: Any) -> bool:
-        return await set_status(conn, terminal_id, "disabled")
-
-    if not with_db(ctx, body):
-        fail(f"terminal {terminal_id} not found", code=1)
-    click.echo(f"disabled terminal {terminal_id}")
+    _set_terminal(ctx, terminal_id, "disabled", "disabled")
 
 
 @terminal.command("enable")
@@ -322,12 +332,7 @@ def terminal_disable(ctx: click.Context, terminal_id: str) -> None:
 @click.pass_context
 def terminal_enable(ctx: click.Context, terminal_id: str) -> None:
     """Re-enable a disabled terminal (it must sign on again where sign-on is required)."""
-
-    async def body(conn: Any) -> bool:
-        return await set_status(conn, terminal_id, "active")
-
-    if not with_db(ctx, body):
-        fail(f"terminal {terminal_id} not found", code=1)
+    _set_terminal(ctx, terminal_id, "active", "enabled")
     click.echo(f"enabled terminal {terminal_id}")
 
 

@@ -628,6 +628,15 @@ def test_terminal_cli(daemon: Any) -> None:
     assert json.loads(daemon.cli("terminal", "show", tid, "--json").stdout)["status"] == "disabled"
     missing = daemon.cli("terminal", "show", "NOPE", check=False)
     assert missing.returncode != 0 and "not found" in missing.stderr
+    # The key may come from a file, so it never sits on a command line.
+    key_file = daemon.workdir / "term.key"
+    key_file.write_text(X919_KEY_HEX + "\n")
+    tid2 = new_tid("C")
+    out = daemon.cli("terminal", "add", tid2, "--merchant", "M0000009", "--mac-alg", "x919",
+                     "--mac-key-file", str(key_file))
+    assert X919_KEY_HEX not in out.stdout
+    assert json.loads(daemon.cli("terminal", "show", tid2, "--json").stdout)["mac_alg"] == "x919"
+    assert daemon.cli("terminal", "enable", tid).returncode == 0
 
 
 @pytest.mark.parametrize("listener", ["pos", "mis"])
