@@ -53,6 +53,9 @@ ReceiptFn = Callable[[Result], Receipt | None]
 
 # SQLSTATEs worth retrying the whole batch for: nothing of it was committed.
 _RETRYABLE = {"40001", "40P01", "23505"}
+# Errors that say nothing about one command (the database is slow, locked or going
+# away): splitting the batch would only repeat them.
+_NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "57P01", "57P02", "57P03", "53300"}
 
 
 @dataclass
@@ -212,8 +215,27 @@ class Ledger:
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        results, retries, error = await self._attempt(batch)
+        if (error is not None and len(batch) > 1 and isinstance(error, asyncpg.PostgresError)
+                and getattr(error, "sqlstate", None) not in _NOT_BISECTED):
+            # A statement error caused by one command (a receipt that breaks a constraint,
+            # a trigger that rejects one row) must not fail its neighbours: nothing was
+            # committed, so run each half on its own until the offender is alone
+            # (at most log2(batch_size_max) levels).
+            self.observer.batch_done(len(batch), time.perf_counter() - started, retries, True)
+            middle = len(batch) // 2
+            await self._run_batch(batch[:middle])
+            await self._run_batch(batch[middle:])
+            return
+        for item, res in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(res)
+        self.batches_total += 1
+        self.observer.batch_done(len(batch), time.perf_counter() - started, retries, error is not None)
+
+    async def _attempt(self, batch: list[_Pending]) -> tuple[list[Result], int, BaseException | None]:
+        """Post one batch, retrying what is worth retrying: (results, retries, the final error)."""
         retries = 0
-        failed = False
         while True:
             try:
                 if self._conn is None:
@@ -221,7 +243,7 @@ class Ledger:
                 results = await asyncio.wait_for(
                     self._execute(self._conn, batch), self.settings.timeout_post_s
                 )
-                break
+                return results, retries, None
             except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError) as exc:
                 code = getattr(exc, "sqlstate", None)
                 if isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError):
@@ -236,14 +258,7 @@ class Ledger:
                     await asyncio.sleep(0.001 * (2**retries))
                     continue
                 detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                results = [Result(Status.ERROR, detail=detail) for _ in batch]
-                failed = True
-                break
-        for item, res in zip(batch, results, strict=True):
-            if not item.future.done():
-                item.future.set_result(res)
-        self.batches_total += 1
-        self.observer.batch_done(len(batch), time.perf_counter() - started, retries, failed)
+                return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc
 
     async def _execute(self, conn: asyncpg.Connection, batch: list[_Pending]) -> list[Result]:
         keys: list[str] = []

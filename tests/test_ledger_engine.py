@@ -311,3 +311,21 @@ async def test_a_caller_that_gave_up_before_its_batch_left_posts_nothing(pool: a
         await asyncio.sleep(0.5)  # past the linger: the batch would have left by now
     assert await A.journal(pool, idempotency_key="gave-up") is None
     assert (await _counts(pool))[0] == 0
+
+
+async def test_one_failing_command_does_not_fail_its_batch(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool, LedgerSettings(batch_linger_ms=50)) as led:
+        def bad_receipt(res):  # type: ignore[no-untyped-def]
+            return Receipt("k" * 200, b"h" * 32, b"x")  # breaks receipts' key-length CHECK
+
+        posts = [led.post(transfer(f"ok-{i}", [Leg(c["op"], c["m1"], 1)])) for i in range(7)]
+        posts.insert(3, led.post(transfer("bad-receipt", [Leg(c["op"], c["m1"], 1)]), receipt=bad_receipt))
+        results = await asyncio.gather(*posts)
+    statuses = [r.status for r in results]
+    assert statuses[3] is Status.ERROR and "check constraint" in (results[3].detail or "")
+    assert statuses[:3] + statuses[4:] == [Status.POSTED] * 7
+    assert await A.journal(pool, idempotency_key="bad-receipt") is None
+    bal = await A.balance(pool, c["m1"])
+    assert bal is not None and bal.posted == 7
+    assert not await check_books(pool)
