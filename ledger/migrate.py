@@ -48,6 +48,7 @@ class MigrationStatus:
     name: str
     applied: bool
     applied_at: str | None
+    modified: bool = False  # the file differs from what was applied
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -130,7 +131,8 @@ async def status(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> 
     applied = await _applied(conn)
     out = [
         MigrationStatus(m.version, m.name, m.version in applied,
-                        applied[m.version]["applied_at"].isoformat() if m.version in applied else None)
+                        applied[m.version]["applied_at"].isoformat() if m.version in applied else None,
+                        m.version in applied and applied[m.version]["checksum"] != m.checksum)
         for m in migrations
     ]
     known = {m.version for m in migrations}
@@ -149,6 +151,12 @@ async def check_current(conn: asyncpg.Connection, directory: Path = MIGRATIONS_D
     top = max(applied, default=0)
     if top > newest:
         raise MigrationError(f"database schema is at version {top}, newer than this code's {newest}")
+    changed = [m.path.name for m in migrations
+               if m.version in applied and applied[m.version]["checksum"] != m.checksum]
+    if changed:
+        # The schema was built from other SQL than this code ships: code and database
+        # may disagree on constraints or functions. Applied migrations are never edited.
+        raise MigrationError(f"migrations {', '.join(changed)} changed after they were applied to this database")
     missing = [m.version for m in migrations if m.version not in applied]
     if missing:
         raise MigrationError(f"database schema is missing migrations {missing}; run `switchd db upgrade`")

@@ -149,7 +149,8 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
 
     def human() -> None:
         for r in rows:
-            click.echo(f"{r.version:04d}  {'applied' if r.applied else 'pending':8}  {r.name}  {r.applied_at or ''}")
+            state = "MODIFIED" if r.modified else ("applied" if r.applied else "pending")
+            click.echo(f"{r.version:04d}  {state:8}  {r.name}  {r.applied_at or ''}")
 
     emit([r.__dict__ for r in rows], as_json, human)
 

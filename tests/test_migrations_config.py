@@ -32,6 +32,14 @@ async def test_upgrade_fresh_rerun_and_newer_refused(empty_db_dsn: str) -> None:
         await migrate.check_current(conn)
         statuses = await migrate.status(conn)
         assert all(s.applied for s in statuses)
+        # An applied migration edited afterwards is refused, and shown as such.
+        await conn.execute("UPDATE public.switchd_schema_migrations SET checksum = 'edited' WHERE version = 1")
+        with pytest.raises(migrate.MigrationError, match="changed after they were applied"):
+            await migrate.check_current(conn)
+        assert [s.modified for s in await migrate.status(conn)][0] is True
+        await conn.execute("UPDATE public.switchd_schema_migrations SET checksum = $1 WHERE version = 1",
+                           migrate.discover()[0].checksum)
+        await migrate.check_current(conn)
         await conn.execute(
             "INSERT INTO public.switchd_schema_migrations(version, name, checksum) VALUES (999, 'future', 'x')"
         )
