@@ -74,7 +74,8 @@ class Result:
 
     status: Status
     journal_id: int | None = None
-    detail: str | None = None
+    detail: str | None = None  # for people
+    reason: str | None = None  # for code, on a decline: "limit", "inactive" or "expired"
     business_date: str | None = None
     balances: dict[int, int] = field(default_factory=dict)
 

@@ -332,6 +332,7 @@ def _to_result(row: asyncpg.Record) -> Result:
         status=Status(row["status"]),
         journal_id=row["journal_id"],
         detail=row["detail"],
+        reason=row["reason"],
         business_date=bdate.isoformat() if bdate is not None else None,
         balances=balances,
     )

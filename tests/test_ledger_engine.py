@@ -67,7 +67,7 @@ async def test_limit_decline_names_account_and_writes_nothing(pool: asyncpg.Pool
         await led.post(transfer("fund", [Leg(c["op"], c["m1"], 100)]))
         before = await _counts(pool)
         res = await led.post(transfer("over", [Leg(c["m1"], c["m2"], 101)]))
-        assert res.status is Status.DECLINED
+        assert res.status is Status.DECLINED and res.reason == "limit"
         assert f"account {c['m1']}" in (res.detail or "")
         assert await _counts(pool) == before
         # A multi-leg command is all or nothing: the good leg does not post either.
@@ -155,7 +155,7 @@ async def test_holds_capture_void_expire(pool: asyncpg.Pool) -> None:
         assert h3.journal_id is not None
         await asyncio.sleep(1.2)
         late = await led.post(capture("c4", h3.journal_id))
-        assert late.status is Status.DECLINED and "expired" in (late.detail or "")
+        assert late.status is Status.DECLINED and late.reason == "expired" and "expired" in (late.detail or "")
         h4 = await led.post(hold("h4", Leg(c["m1"], c["m2"], 5), timeout_s=1))
         assert (await led.post(expire("e2", h3.journal_id))).status is Status.POSTED
         await asyncio.sleep(1.1)

@@ -359,7 +359,7 @@ class Loyalty:
             return Outcome(Reason.SYSTEM_ERROR, t, detail=res.detail or "conflict")
         if res.status is Status.DECLINED:
             detail = res.detail or ""
-            reason = Reason.INSUFFICIENT if "below its limit" in detail else Reason.NOT_PERMITTED
+            reason = Reason.INSUFFICIENT if res.reason == "limit" else Reason.NOT_PERMITTED
             return await self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt)
         return Outcome(Reason.SYSTEM_ERROR, t, detail=f"ledger {res.status}: {res.detail}")
 

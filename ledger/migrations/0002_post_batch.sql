@@ -18,7 +18,8 @@
 --   p_leg_cmd, p_leg_debit, p_leg_credit, p_leg_amount
 --
 -- Output, one row per command: idx, status (posted | exists | conflict |
--- declined | invalid), journal_id, detail, and for posted/exists the account
+-- declined | invalid), journal_id, detail (for people), reason (for code: on a
+-- decline 'limit', 'inactive' or 'expired'), and for posted/exists the account
 -- and balance_after of each entry in leg order.
 
 CREATE FUNCTION ledger.post_batch(
@@ -26,7 +27,7 @@ CREATE FUNCTION ledger.post_batch(
     p_timeout_s integer[], p_meta jsonb[], p_force boolean[],
     p_leg_cmd integer[], p_leg_debit bigint[], p_leg_credit bigint[], p_leg_amount bigint[])
 RETURNS TABLE(idx integer, status text, journal_id bigint, business_date date, detail text,
-              accounts bigint[], balances bigint[])
+              reason text, accounts bigint[], balances bigint[])
 LANGUAGE plpgsql AS $$
 DECLARE
     n        integer := coalesce(array_length(p_key, 1), 0);
@@ -34,6 +35,7 @@ DECLARE
     v_date   date;
     st       text[];
     det      text[];
+    why_code text[];
     jid      bigint[];
     jkind    text[];
     rev_of   bigint[];
@@ -78,6 +80,7 @@ BEGIN
     IF n = 0 THEN RETURN; END IF;
     st := array_fill(NULL::text, ARRAY[n]);
     det := array_fill(NULL::text, ARRAY[n]);
+    why_code := array_fill(NULL::text, ARRAY[n]);
     jid := array_fill(NULL::bigint, ARRAY[n]);
     jkind := array_fill(NULL::text, ARRAY[n]);
     rev_of := array_fill(NULL::bigint, ARRAY[n]);
@@ -170,7 +173,8 @@ BEGIN
                 ELSIF p_ref[i] = ANY (hold_of) THEN
                     st[i] := 'conflict'; det[i] := 'hold ' || p_ref[i] || ' is resolved by another command in this batch';
                 ELSIF p_kind[i] = 'capture' AND hold.expires_at <= now() THEN
-                    st[i] := 'declined'; det[i] := 'hold ' || p_ref[i] || ' expired at ' || hold.expires_at;
+                    st[i] := 'declined'; why_code[i] := 'expired';
+                    det[i] := 'hold ' || p_ref[i] || ' expired at ' || hold.expires_at;
                 ELSIF p_kind[i] = 'expire' AND hold.expires_at > now() THEN
                     st[i] := 'invalid'; det[i] := 'hold ' || p_ref[i] || ' does not expire until ' || hold.expires_at;
                 ELSIF p_kind[i] = 'capture' AND coalesce(p_amount[i], hold.amount) > hold.amount THEN
@@ -231,7 +235,7 @@ BEGIN
                 EXIT;
             END IF;
             IF x_op[j] <> 'release' AND (a_status[kd] <> 'active' OR a_status[kc] <> 'active') THEN
-                ok := false; st[i] := 'declined';
+                ok := false; st[i] := 'declined'; why_code[i] := 'inactive';
                 why := 'account ' || CASE WHEN a_status[kd] <> 'active' THEN x_debit[j] ELSE x_credit[j] END
                        || ' is ' || CASE WHEN a_status[kd] <> 'active' THEN a_status[kd] ELSE a_status[kc] END;
                 EXIT;
@@ -269,7 +273,7 @@ BEGIN
                 nat := CASE WHEN a_credit[k] THEN a_posted[k] ELSE -a_posted[k] END;
                 IF nat - a_held[k] < 0 AND (a_limit[k] = 'non_negative'
                                             OR (a_limit[k] = 'guarded' AND NOT coalesce(p_force[i], false))) THEN
-                    ok := false; st[i] := 'declined';
+                    ok := false; st[i] := 'declined'; why_code[i] := 'limit';
                     why := 'account ' || a_id[k] || ' would go below its limit (available '
                            || (nat - a_held[k]) || ' after this command)';
                     EXIT;
@@ -334,7 +338,7 @@ BEGIN
 
     -- 7. One row per command.
     FOR i IN 1..n LOOP
-        idx := i; status := st[i]; journal_id := jid[i]; detail := det[i];
+        idx := i; status := st[i]; journal_id := jid[i]; detail := det[i]; reason := why_code[i];
         business_date := NULL; accounts := NULL; balances := NULL;
         IF st[i] = 'posted' THEN
             business_date := v_date;
