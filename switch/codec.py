@@ -158,3 +158,16 @@ def encode_with_mac(fields: Fields, spec: Spec, sign: Any) -> bytes:
     mac: bytes = sign(raw[:-n])
     tail = mac if n == 8 else mac.hex().upper().encode("ascii")
     return raw[:-n] + tail
+
+
+# DESIGN §4: a repeated advice (0421) is answered like 0420.
+REPEATS = {"0421": "0420"}
+
+
+def canonical_mti(mti: str) -> str:
+    """The MTI a request is handled as: a repeat is its original (the one place this is decided).
+
+    >>> canonical_mti("0421"), canonical_mti("0200")
+    ('0420', '0200')
+    """
+    return REPEATS.get(mti, mti)

@@ -43,7 +43,7 @@ from switch.codec import MAC_FIELDS, STRUCTURAL
 
 Fields = dict[str, str]
 
-FINANCIAL_MTIS = frozenset({"0200", "0400", "0420", "0421", "0500"})
+FINANCIAL_MTIS = frozenset({"0200", "0400", "0420", "0500"})
 KEY_PREFIX = "iso:"
 _PAYLOAD_VERSION = 1
 
@@ -56,15 +56,10 @@ class DedupKey:
     content_hash: bytes
 
 
-def _canonical_mti(mti: str) -> str:
-    # A repeat (0421) is the same message as its original (0420).
-    return mti[:3] + "0" if mti.endswith("1") else mti
-
-
 def content_hash(fields: Fields) -> bytes:
     """SHA-256 over the request's fields (MTI normalised), MAC and bitmaps excluded."""
-    canon = {k: (_canonical_mti(v) if k == "t" else v) for k, v in fields.items()
-             if k not in STRUCTURAL and k not in MAC_FIELDS}
+    # (The pipeline has already made a repeat 0421 into its 0420: they hash alike.)
+    canon = {k: v for k, v in fields.items() if k not in STRUCTURAL and k not in MAC_FIELDS}
     blob = json.dumps(sorted(canon.items()), separators=(",", ":")).encode()
     return hashlib.sha256(blob).digest()
 

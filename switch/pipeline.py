@@ -20,7 +20,7 @@ import asyncpg
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
 from switch import codec, dedup, mac
-from switch.codec import CodecError, Fields
+from switch.codec import CodecError, Fields, canonical_mti
 from switch.config import ListenerConfig
 from switch.context import RequestContext, response_mti, response_to
 from switch.logs import get_logger, mask_optional_pan
@@ -161,6 +161,9 @@ class Pipeline:
             state.error = str(exc)
             self._mac_for(state, await self._identify(state.fields.get("41")))
             return response_to(state.fields, FORMAT_ERROR)
+        # From here on a repeat (0421) is its original (0420): validated, deduplicated,
+        # routed and answered (0430) as one. Logs and metrics keep the MTI as sent.
+        fields["t"] = canonical_mti(fields["t"])
         state.fields = fields
         problem = validate(fields)
         if problem is not None:

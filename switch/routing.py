@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from switch.codec import canonical_mti
 from switch.context import RequestContext
 from switch.handlers import financial, netmgmt, settlement
 
@@ -44,21 +45,13 @@ ROUTES: dict[tuple[str, str], Handler] = {
 }
 
 KNOWN_MTIS = frozenset(mti for mti, _ in ROUTES)
-# DESIGN §4: a repeated advice (0421) is answered like 0420.
-REPEATS = {"0421": "0420"}
-
-
-def _canonical(mti: str) -> str:
-    return REPEATS.get(mti, mti)
-
-
 def metric_labels(mti: str, processing_code: str | None) -> tuple[str, str]:
     """(mti, processing) labels with bounded cardinality: unknown values become ``other``.
 
     >>> metric_labels("0200", "006500"), metric_labels("9999", "123456"), metric_labels("0200", "77xxxx")
     (('0200', '00'), ('other', 'other'), ('0200', 'other'))
     """
-    canon = _canonical(mti)
+    canon = canonical_mti(mti)
     if canon not in KNOWN_MTIS:
         return "other", "other"
     txn_type = (processing_code or "")[:2]
@@ -69,7 +62,7 @@ def metric_labels(mti: str, processing_code: str | None) -> tuple[str, str]:
 
 def route(mti: str, processing_code: str | None) -> Handler | str:
     """The handler for a request, or the response code to decline it with (12 or 40)."""
-    mti = _canonical(mti)
+    mti = canonical_mti(mti)
     if mti not in KNOWN_MTIS:
         return INVALID_TRANSACTION
     txn_type = (processing_code or "")[:2]

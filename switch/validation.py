@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger.loyalty.rules import luhn_ok
+from switch.codec import canonical_mti
 
 Fields = dict[str, str]
 
@@ -61,7 +62,6 @@ RULES: dict[tuple[str, str], Rule] = {
     ("0200", "*"): _FINANCIAL,
     ("0400", "*"): _FINANCIAL,
     ("0420", "*"): _FINANCIAL,
-    ("0421", "*"): _FINANCIAL,
     ("0500", "*"): Rule(_f("3", "7", "11", "41", "42", "60", "74", "76", "86", "88"),
                         _RESPONSE_ONLY | _f("2", "35", "45", "52")),
 }
@@ -162,6 +162,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
 
 def rule_for(mti: str, processing_code: str | None) -> Rule | None:
     """The field rule for a request, most specific first: (MTI, type), then (MTI, ``*``)."""
+    mti = canonical_mti(mti)  # a repeat (0421) follows its original's rule
     txn_type = (processing_code or "")[:2]
     return RULES.get((mti, txn_type)) or RULES.get((mti, "*"))
 

@@ -198,6 +198,9 @@ def test_reversals(fin: Daemon) -> None:
         second = _call(t, again)
         assert second["t"] == "0430" and second["39"] == "00"
         assert _journals(fin) == n and _card_points(fin, CARD) == after, "a repeated reversal posts nothing"
+        # A repeat advice (0421) of that 0420 is the same message: the same answer, 0430.
+        repeat = _call(t, {**again, "t": "0421"})
+        assert repeat == second and _journals(fin) == n
         # A reversal whose original never arrived: 25, and the late original is declined.
         late = _req("210065", 44)
         lost = {**_req("210065", 44), "t": "0400", "90": "0200" + late["11"] + late["7"] + "0" * 22}
