@@ -63,14 +63,18 @@ async def beancount(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> st
     """The day's journals as a beancount document (see module docstring)."""
     rows = await _day_rows(conn, day)
     accounts = await conn.fetch(
-        """SELECT a.id, a.owner_kind, a.owner_id, a.purpose, a.asset, a.normal_side, s.scale,
-                  coalesce((SELECT sum(e.amount) FROM ledger.entries e JOIN ledger.journals j ON j.id = e.journal_id
-                             WHERE e.account_id = a.id AND j.business_date < $1), 0) AS before,
-                  coalesce((SELECT sum(e.amount) FROM ledger.entries e JOIN ledger.journals j ON j.id = e.journal_id
-                             WHERE e.account_id = a.id AND j.business_date <= $1), 0) AS after
-             FROM ledger.accounts a JOIN ledger.assets s ON s.code = a.asset
-            WHERE a.id IN (SELECT e.account_id FROM ledger.entries e JOIN ledger.journals j ON j.id = e.journal_id
-                            WHERE j.business_date <= $1)
+        """WITH sums AS (
+               -- One pass over the entries up to the day, not two sub-queries per account.
+               SELECT e.account_id,
+                      coalesce(sum(e.amount) FILTER (WHERE j.business_date < $1), 0) AS before,
+                      sum(e.amount) AS after
+                 FROM ledger.entries e JOIN ledger.journals j ON j.id = e.journal_id
+                WHERE j.business_date <= $1
+                GROUP BY e.account_id)
+           SELECT a.id, a.owner_kind, a.owner_id, a.purpose, a.asset, a.normal_side, s.scale,
+                  sums.before, sums.after
+             FROM sums JOIN ledger.accounts a ON a.id = sums.account_id
+             JOIN ledger.assets s ON s.code = a.asset
             ORDER BY a.id""",
         day,
     )
