@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -87,8 +88,9 @@ def children_cpu_s() -> float:
 
 
 def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connections_max: int,
-                  pool_size_min: int, pool_size_max: int) -> str:
-    """A switchd.toml: one nac2 POS listener, metrics off, idle timeout long enough for any run."""
+                  pool_size_min: int, pool_size_max: int, metrics_port: int = 0) -> str:
+    """A switchd.toml: one nac2 POS listener, metrics off (or on metrics_port), idle timeout long
+    enough for any run."""
     return "\n".join([
         "[daemon]",
         f'state_dir = "{workdir / "state"}"',
@@ -101,7 +103,9 @@ def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connect
         f"pool_size_max = {pool_size_max}",
         "",
         "[metrics]",
-        "enabled = false",
+        f"enabled = {'true' if metrics_port else 'false'}",
+        'host = "127.0.0.1"',
+        f"port = {metrics_port or 9108}",
         "",
         "[[listeners]]",
         'name = "pos"',
@@ -127,14 +131,14 @@ class Daemon:
     """
 
     def __init__(self, workdir: Path, dsn: str, *, log_level: str, connections_max: int,
-                 pool_size_min: int, pool_size_max: int, master_key_hex: str = "") -> None:
+                 pool_size_min: int, pool_size_max: int, master_key_hex: str = "", metrics_port: int = 0) -> None:
         self.config = workdir / "switchd.toml"
         # At info level the "ready" line gives the ports (so the daemon may bind port 0);
         # above it there is no such line, so a port chosen here, answering, means ready.
         self.port = free_port() if log_level != "info" else 0
         self.config.write_text(
             daemon_config(workdir, dsn, port=self.port, log_level=log_level, connections_max=connections_max,
-                          pool_size_min=pool_size_min, pool_size_max=pool_size_max),
+                          pool_size_min=pool_size_min, pool_size_max=pool_size_max, metrics_port=metrics_port),
             encoding="utf-8")
         self.log_path = workdir / "daemon.log"
         self.env = {**os.environ, "SWITCHD_MASTER_KEY": master_key_hex or secrets.token_hex(32)}
@@ -142,6 +146,20 @@ class Daemon:
         self.env.pop("SWITCHD_LOG_LEVEL", None)
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
+        self.metrics_port = metrics_port
+
+    def scrape(self) -> dict[str, float]:
+        """The daemon's /metrics as {'name{labels}': value} (empty when metrics are off)."""
+        if not self.metrics_port:
+            return {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
 
     def __enter__(self) -> Daemon:
         return self

@@ -223,12 +223,37 @@ def approved_per_s(summary: dict[str, Any]) -> float:
 
 def closed_loop(d: Daemon, work: Path, args: argparse.Namespace, inflight: int, duration_s: float,
                 name: str) -> dict[str, Any]:
+    before = d.scrape()
     with CpuMeter(d) as cpu:
         summary, lg_cpu = loadgen(d.port, work, name, "--connections", str(args.connections),
                                   "--inflight", str(inflight), "--duration-s", str(duration_s),
                                   timeout_s=duration_s + 180)
     approved = summary["response_codes"].get("00", 0)
-    return {"inflight_per_connection": inflight, **report(summary), "cpu": cpu.figures(lg_cpu, approved)}
+    return {"inflight_per_connection": inflight, **report(summary), "cpu": cpu.figures(lg_cpu, approved),
+            "batching": batching(before, d.scrape())}
+
+
+def batching(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Mean batch sizes over a run, from the daemon's metrics: the ledger writer's and each
+    coalesced statement's (calls per statement sent)."""
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    out: dict[str, Any] = {}
+    batches = delta("switchd_ledger_batch_size_count")
+    if batches:
+        out["ledger_batches"] = int(batches)
+        out["ledger_batch_mean"] = round(delta("switchd_ledger_batch_size_sum") / batches, 1)
+        out["ledger_batch_mean_ms"] = round(1000 * delta("switchd_ledger_batch_duration_seconds_sum") / batches, 2)
+    for key in after:
+        if key.startswith("switchd_db_coalesced_statements_total{"):
+            label = key.split('"')[1]
+            sent = delta(key)
+            if sent:
+                calls = delta(key.replace("_statements_total", "_calls_total"))
+                out[f"{label}_statements"] = int(sent)
+                out[f"{label}_batch_mean"] = round(calls / sent, 1)
+    return out
 
 
 def report(summary: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +370,8 @@ def main() -> int:
         # The daemon stops (leaving its `with`) before its work directory is removed.
         with (tempfile.TemporaryDirectory(prefix="switchd-e2e-") as tmp,
               Daemon(Path(tmp), dsn, log_level=LOG_LEVEL, connections_max=1000, pool_size_min=args.pool_size,
-                     pool_size_max=args.pool_size, master_key_hex=master_key_hex) as daemon):
+                     pool_size_max=args.pool_size, master_key_hex=master_key_hex,
+                     metrics_port=_common.free_port()) as daemon):
             work = Path(tmp)
             daemon.cli("db", "upgrade")
             setup = asyncio.run(provision(dsn, args, bytes.fromhex(master_key_hex), work))
@@ -374,6 +400,7 @@ def main() -> int:
             results["closed_loop"] = closed
             print(line(f"closed loop, {args.connections} connections x {inflight} in flight", closed), flush=True)
             print(f"  CPU: {closed['cpu']}", flush=True)
+            print(f"  batching: {closed['batching']}", flush=True)
 
             half_rate = round(closed["requests_per_s"] / 2, 1)
             with CpuMeter(daemon) as cpu:

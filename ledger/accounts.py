@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from ledger.coalesce import Coalescer
+
 NORMAL_SIDES = ("credit", "debit")
 LIMIT_MODES = ("none", "non_negative", "guarded")
 
@@ -128,6 +130,22 @@ async def get_receipt(conn: asyncpg.Connection | asyncpg.Pool, idempotency_key: 
     r = await conn.fetchrow(
         "SELECT content_hash, payload FROM ledger.receipts WHERE idempotency_key=$1", idempotency_key
     )
+    return None if r is None else (bytes(r["content_hash"]), bytes(r["payload"]))
+
+
+_RECEIPTS_SQL = (
+    "SELECT q.n, r.content_hash, r.payload FROM unnest($1::text[]) WITH ORDINALITY AS q(key, n) "
+    "JOIN ledger.receipts r ON r.idempotency_key = q.key")
+
+
+def receipt_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
+    """Concurrent receipt lookups read together; use with :func:`read_receipt`."""
+    return Coalescer(pool, _RECEIPTS_SQL, concurrency_max=concurrency_max)
+
+
+async def read_receipt(reader: Coalescer, idempotency_key: str) -> tuple[bytes, bytes] | None:
+    """(content_hash, payload) stored under a key, or None; through a :func:`receipt_reader`."""
+    r = await reader.fetch(idempotency_key)
     return None if r is None else (bytes(r["content_hash"]), bytes(r["payload"]))
 
 

@@ -139,7 +139,8 @@ class Ledger:
             # No shield: a caller that gives up cancels its future, and the writer skips
             # cancelled commands it has not yet sent. One already in a batch in flight may
             # still post (bounded server-side by statement_timeout): hence "may still post".
-            return await asyncio.wait_for(item.future, self.settings.timeout_post_s)
+            async with asyncio.timeout(self.settings.timeout_post_s):
+                return await item.future
         except TimeoutError:
             return Result(Status.ERROR, detail=f"no outcome within {self.settings.timeout_post_s}s; "
                                               "it may still post: retry with the same key")

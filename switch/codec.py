@@ -24,6 +24,7 @@ from typing import Any
 import iso8583
 
 import specs
+from specs.fastcodec import FastCodec
 
 Fields = dict[str, str]
 Spec = dict[str, dict[str, Any]]
@@ -55,6 +56,22 @@ def load_spec(name: str) -> Spec:
     return specs.load(name)
 
 
+# Compiled forms of the specs in use, by identity (the spec is kept so its id stays its own).
+_COMPILED: dict[int, tuple[Spec, FastCodec]] = {}
+_COMPILED_MAX = 64
+
+
+def _fast(spec: Spec) -> FastCodec:
+    found = _COMPILED.get(id(spec))
+    if found is not None and found[0] is spec:
+        return found[1]
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    fast = FastCodec(spec)
+    _COMPILED[id(spec)] = (spec, fast)
+    return fast
+
+
 def read_mti(raw: bytes) -> str | None:
     """The MTI when the first 4 bytes are ASCII digits, else None (the message is unreadable).
 
@@ -77,6 +94,10 @@ def decode(raw: bytes, spec: Spec) -> Fields:
     """
     if read_mti(raw) is None:
         raise CodecError("MTI is not 4 ASCII digits", "t", 0)
+    # The compiled spec answers plainly valid messages; pyiso8583 everything else, errors included.
+    doc = _fast(spec).decode(bytes(raw))
+    if doc is not None:
+        return doc
     try:
         doc, _enc = iso8583.decode(bytes(raw), spec)
     except iso8583.DecodeError as exc:
@@ -97,6 +118,9 @@ def encode(fields: Fields, spec: Spec) -> bytes:
     switch.codec.CodecError: Field data is 2 bytes, expecting 8: field 41
     """
     doc = {k: v for k, v in fields.items() if k not in STRUCTURAL}
+    fast = _fast(spec).encode(doc)
+    if fast is not None:
+        return fast
     try:
         raw, _enc = iso8583.encode(doc, spec)
     except iso8583.EncodeError as exc:
@@ -104,15 +128,18 @@ def encode(fields: Fields, spec: Spec) -> bytes:
     return bytes(raw)
 
 
+_SECONDARY_KEYS = frozenset(str(n) for n in range(65, 129))
+_SECONDARY_DATA_KEYS = _SECONDARY_KEYS - set(MAC_FIELDS)
+
+
 def has_secondary(fields: Fields) -> bool:
     """True when any field 65-128 is present (the secondary bitmap will be sent)."""
-    return any(k.isdigit() and 65 <= int(k) <= 128 for k in fields)
+    return not _SECONDARY_KEYS.isdisjoint(fields)
 
 
 def mac_field(fields: Fields) -> str:
     """Where the MAC goes: field 128 when a secondary bitmap is present, else 64 (DESIGN §4)."""
-    present = {k for k in fields if k not in MAC_FIELDS}
-    return "128" if has_secondary(dict.fromkeys(present, "")) else "64"
+    return "128" if not _SECONDARY_DATA_KEYS.isdisjoint(fields) else "64"
 
 
 def mac_bytes_len(spec: Spec, field: str) -> int:

@@ -17,6 +17,7 @@ import signal
 
 from ledger import db as ledger_db
 from ledger import migrate
+from ledger.accounts import receipt_reader
 from ledger.embedded import EmbeddedError
 from ledger.engine import Ledger, LedgerSettings
 from ledger.loyalty.operations import Loyalty
@@ -73,8 +74,11 @@ async def _serve(cfg: Config, dsn: str) -> int:
         ledger = Ledger(pool, ledger_settings(cfg), observer=metrics.observer())
         metrics.watch_pool(pool, lambda: ledger.queue_depth)
         await ledger.start()
+        loyalty = Loyalty(ledger, pool)
+        receipts = receipt_reader(pool)
+        metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         services = Services(TerminalStore(pool, master_key), ledger, pool, metrics, RrnAllocator(pool),
-                            loyalty=Loyalty(ledger, pool))
+                            loyalty=loyalty, receipts=receipts)
         server = Server(cfg.listeners, services)
         ports = await server.start()
         log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,

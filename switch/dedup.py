@@ -36,7 +36,8 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import get_receipt, put_receipt
+from ledger.accounts import get_receipt, put_receipt, read_receipt
+from ledger.coalesce import Coalescer
 from ledger.commands import Result  # noqa: F401  (the doctests use it)
 from ledger.engine import Receipt
 from switch.codec import MAC_FIELDS, STRUCTURAL
@@ -115,9 +116,16 @@ def _judge(key: DedupKey, stored: tuple[bytes, bytes]) -> Replay | Conflict:
     return Replay(decode_payload(payload))
 
 
-async def lookup(conn: asyncpg.Pool | asyncpg.Connection, key: DedupKey) -> Outcome:
-    """None for a new request; a Replay or a Conflict for one seen before."""
-    stored = await get_receipt(conn, key.idempotency_key)
+async def lookup(source: Coalescer | asyncpg.Pool | asyncpg.Connection, key: DedupKey) -> Outcome:
+    """None for a new request; a Replay or a Conflict for one seen before.
+
+    ``source``: a :func:`ledger.accounts.receipt_reader` (the daemon's: concurrent
+    lookups share one statement), or a pool or connection.
+    """
+    if isinstance(source, Coalescer):
+        stored = await read_receipt(source, key.idempotency_key)
+    else:
+        stored = await get_receipt(source, key.idempotency_key)
     return None if stored is None else _judge(key, stored)
 
 

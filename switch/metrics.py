@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ledger.engine import BatchObserver
@@ -63,6 +63,27 @@ class _PoolCollector(Collector):
         return iter(())
 
 
+class _CoalescerCollector(Collector):
+    """Coalesced statements (ledger.coalesce): calls made and statements sent, by statement name."""
+
+    def __init__(self) -> None:
+        self.coalescers: dict[str, Any] = {}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        calls = CounterMetricFamily("switchd_db_coalesced_calls", "Single-row calls answered by coalesced "
+                                    "statements", labels=["statement"])
+        sent = CounterMetricFamily("switchd_db_coalesced_statements", "Coalesced statements sent to the "
+                                   "database (calls / statements = mean batch)", labels=["statement"])
+        for name, c in sorted(self.coalescers.items()):
+            calls.add_metric([name], c.calls_total)
+            sent.add_metric([name], c.batches_total)
+        yield calls
+        yield sent
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return iter(())
+
+
 class _LedgerObserver(BatchObserver):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -98,6 +119,8 @@ class Metrics:
                                              registry=r)
         self._pool = _PoolCollector()
         r.register(self._pool)
+        self._coalescers = _CoalescerCollector()
+        r.register(self._coalescers)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -109,6 +132,10 @@ class Metrics:
         """Export gauges for this asyncpg pool (and the ledger queue depth)."""
         self._pool.pool = pool
         self._pool.queue_depth = queue_depth
+
+    def watch_coalescers(self, coalescers: dict[str, Any]) -> None:
+        """Export call and statement counters for these ledger.coalesce.Coalescer, by name."""
+        self._coalescers.coalescers.update(coalescers)
 
     def render(self) -> bytes:
         """The exposition text, as /metrics serves it."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from ledger.coalesce import Coalescer
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
 from switch import codec, dedup, mac
@@ -78,6 +79,7 @@ class Services:
     metrics: Metrics
     rrn: RrnAllocator
     loyalty: Loyalty | None = None  # the accounting host's domain operations (financial handlers)
+    receipts: Coalescer | None = None  # duplicate lookups, coalesced (ledger.accounts.receipt_reader)
 
 
 @dataclass
@@ -114,8 +116,9 @@ class Pipeline:
             # The whole request is bounded, not only its handler (which has its own
             # timeout_handler_s): the terminal lookup, the duplicate check and the RRN
             # wait on the database too.
-            response = await asyncio.wait_for(self._answer(raw, state, peer), REQUEST_BOUND_HANDLERS
-                                              * self.listener.timeout_handler_s)
+            # (asyncio.timeout, not wait_for: no extra task per request.)
+            async with asyncio.timeout(REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s):
+                response = await self._answer(raw, state, peer)
         except TimeoutError:
             state.error = f"request exceeded {REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s}s"
             response = response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
@@ -203,7 +206,7 @@ class Pipeline:
 
         key = dedup.key_for(fields)
         if key is not None:
-            prior = await dedup.lookup(self.services.pool, key)
+            prior = await dedup.lookup(self.services.receipts or self.services.pool, key)
             if isinstance(prior, dedup.Replay):
                 state.replayed = True
                 return prior.response
@@ -223,7 +226,8 @@ class Pipeline:
                 rrn=await self.services.rrn.next() if key is not None else None,
             )
             try:
-                response = await asyncio.wait_for(target(ctx), self.listener.timeout_handler_s)
+                async with asyncio.timeout(self.listener.timeout_handler_s):
+                    response = await target(ctx)
             except TimeoutError:
                 # Not stored: the posting may still commit with its own receipt, which
                 # a retransmission then gets. This request is answered 91, never 00.

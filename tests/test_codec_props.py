@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import iso8583
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from specs.fastcodec import FastCodec
 from switch import codec, mac
 
 ASCII = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=0, max_size=40)
@@ -71,3 +73,75 @@ def test_garbage_raises_codec_error_only(data: bytes, spec_name: str) -> None:
     except codec.CodecError as exc:
         assert exc.field is None or isinstance(exc.field, str)
         assert all(isinstance(v, str) for v in exc.partial.values())
+
+
+# ---------------------------------------------------------------- the compiled spec agrees with pyiso8583
+
+WILD_VALUE = st.one_of(
+    ASCII, st.text(max_size=30), st.text(alphabet="0123456789abcdefABCDEF ", max_size=40),
+    st.integers(), st.none(),
+)
+WILD_KEY = st.one_of(st.sampled_from(sorted(FIELDS) + ["52", "64", "65", "1", "p", "h", "128", "02", "0", "200"]),
+                     st.text(max_size=4))
+
+
+def _reference_encode(doc: dict[str, object], spec: codec.Spec) -> bytes | None:
+    try:
+        raw, _enc = iso8583.encode(dict(doc), spec)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - any refusal counts as "not encodable"
+        return None
+    return bytes(raw)
+
+
+def _reference_decode(raw: bytes, spec: codec.Spec) -> dict[str, str] | None:
+    try:
+        doc, _enc = iso8583.decode(raw, spec)
+    except Exception:  # noqa: BLE001
+        return None
+    return dict(doc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg=messages(), extra=st.dictionaries(WILD_KEY, WILD_VALUE, max_size=4),
+       spec_name=st.sampled_from(["pos", "mis"]))
+def test_fast_encoder_is_pyiso8583_or_declines(msg: dict[str, str], extra: dict[str, object],
+                                               spec_name: str) -> None:
+    spec = codec.load_spec(spec_name)
+    fast = FastCodec(spec)
+    doc = {**msg, **extra}
+    got = fast.encode(doc)  # type: ignore[arg-type]
+    if got is not None:
+        assert got == _reference_encode(doc, spec)
+    if not extra:
+        assert got is not None, "a plainly valid message is the fast path's"
+
+
+@settings(max_examples=300, deadline=None)
+@given(msg=messages(), spec_name=st.sampled_from(["pos", "mis"]), data=st.data())
+def test_fast_decoder_is_pyiso8583_or_declines(msg: dict[str, str], spec_name: str, data: st.DataObject) -> None:
+    spec = codec.load_spec(spec_name)
+    fast = FastCodec(spec)
+    raw = codec.encode(msg, spec)
+    assert fast.decode(raw) == _reference_decode(raw, spec)
+    # Mutations: a byte changed, bytes cut off or added; the fast path may decline, never differ.
+    mutated = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 3))):
+        what = data.draw(st.sampled_from(["set", "cut", "add"]))
+        if what == "set" and mutated:
+            mutated[data.draw(st.integers(0, len(mutated) - 1))] = data.draw(st.integers(0, 255))
+        elif what == "cut" and mutated:
+            del mutated[data.draw(st.integers(0, len(mutated) - 1)):]
+        else:
+            mutated += data.draw(st.binary(min_size=1, max_size=8))
+    got = fast.decode(bytes(mutated))
+    if got is not None:
+        assert got == _reference_decode(bytes(mutated), spec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=200), spec_name=st.sampled_from(["pos", "mis"]))
+def test_fast_decoder_on_garbage(raw: bytes, spec_name: str) -> None:
+    spec = codec.load_spec(spec_name)
+    got = FastCodec(spec).decode(raw)
+    if got is not None:
+        assert got == _reference_decode(raw, spec)

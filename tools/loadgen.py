@@ -415,7 +415,7 @@ class Run:
                      settle: Callable[[str], Pending | None]) -> None:
         received_ns = time.monotonic_ns()
         try:
-            fields, _enc = _msg.decode(got.message, self.cfg.spec)
+            fields = _msg.decode_fields(got.message, self.cfg.spec)
         except iso8583.DecodeError:
             self.stats.error("decode")
             return

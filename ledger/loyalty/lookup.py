@@ -14,7 +14,10 @@ from typing import Any
 
 import asyncpg
 
-_CONTEXT_SQL = """
+from ledger.coalesce import Coalescer
+
+# One request's context, as a query over its parameters (pan, merchant, key).
+_CONTEXT_ROW = """
 SELECT b.open_date,
        m.merchant_id, m.status AS merchant_status, m.earn_num, m.earn_den, m.fee_bps,
        m.clearing_points_account_id, m.clearing_money_account_id,
@@ -27,17 +30,25 @@ SELECT b.open_date,
        sa.id AS sv_account_id, sa.posted AS sv_posted, sa.held AS sv_held,
        j.id AS existing_journal_id, j.metadata AS existing_metadata
   FROM ledger.business_day b
-  LEFT JOIN loyalty.merchants m ON m.merchant_id = $2
+  LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
   LEFT JOIN loyalty.programs p ON p.code = m.program
   LEFT JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
   LEFT JOIN ledger.assets ast ON ast.code = cur.asset
-  LEFT JOIN loyalty.cards c ON c.pan = $1
+  LEFT JOIN loyalty.cards c ON c.pan = q.pan
   LEFT JOIN ledger.accounts pa ON pa.owner_kind = 'card' AND pa.owner_id = c.id::text
                               AND pa.purpose = 'points' AND pa.asset = p.points_asset
   LEFT JOIN ledger.accounts sa ON sa.owner_kind = 'card' AND sa.owner_id = c.id::text
                               AND sa.purpose = 'stored_value' AND sa.asset = cur.asset
-  LEFT JOIN ledger.journals j ON j.idempotency_key = $3
+  LEFT JOIN ledger.journals j ON j.idempotency_key = q.key
  WHERE b.singleton
+"""
+# Many requests' contexts in one statement (see ledger.coalesce). LATERAL ... LIMIT 1 keeps
+# each request's lookups the index probes they are alone: the planner may not turn them
+# into hash joins over whole tables, whatever it guesses about the array's length.
+_CONTEXT_SQL = f"""
+SELECT q.n, x.*
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(pan, merchant_id, key, n)
+ CROSS JOIN LATERAL ({_CONTEXT_ROW} LIMIT 1) x
 """
 
 
@@ -89,7 +100,19 @@ def _json(value: Any) -> dict[str, Any]:
 
 async def context(conn: asyncpg.Connection | asyncpg.Pool, pan: str, merchant_id: str, key: str) -> Context:
     """The request's context (the row always exists: it hangs off the business day)."""
-    row = await conn.fetchrow(_CONTEXT_SQL, pan, merchant_id, key)
+    row = await conn.fetchrow(_CONTEXT_SQL, [pan], [merchant_id], [key])
+    assert row is not None, "ledger.business_day has no row"
+    return Context(row)
+
+
+def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
+    """Concurrent requests' contexts read together: ``Context(await reader.fetch(pan, merchant_id, key))``."""
+    return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max)
+
+
+async def read_context(reader: Coalescer, pan: str, merchant_id: str, key: str) -> Context:
+    """The request's context through a :func:`context_reader`."""
+    row = await reader.fetch(pan, merchant_id, key)
     assert row is not None, "ledger.business_day has no row"
     return Context(row)
 

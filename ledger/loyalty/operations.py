@@ -33,6 +33,7 @@ import asyncpg
 
 from ledger import batches
 from ledger.accounts import open_account
+from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, Receipt
 from ledger.loyalty import lookup
@@ -57,6 +58,28 @@ ROLE_FEE = "operator:fee_income"
 # Memo journals go 1 unit there and back; a reversal's marker goes 2, so that a
 # marker never has the same content as a memo-only original under the same key.
 MEMO_UNITS = 1
+# Outcomes that posted nothing (declines, inquiries): the loyalty.transactions row and the
+# switch's receipt, for many requests, in one statement (atomic, as one statement is).
+_RECORD_UNPOSTED_SQL = """
+WITH rows AS (
+    SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::bigint[],
+                         $14::text[], $15::bytea[], $16::bytea[])
+           WITH ORDINALITY AS q(key, business_date, txn_type, reason, rrn, stan, terminal_id, merchant_id,
+                                card_id, program, amount, currency, original_journal_id,
+                                receipt_key, receipt_hash, receipt_payload, n)
+), txn AS (
+    INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, rrn, stan, terminal_id,
+                                     merchant_id, card_id, program, amount, currency, original_journal_id)
+    SELECT key, business_date, txn_type, reason, rrn, stan, terminal_id, merchant_id, card_id, program,
+           amount, currency, original_journal_id FROM rows
+), receipt AS (
+    INSERT INTO ledger.receipts(idempotency_key, content_hash, payload)
+    SELECT receipt_key, receipt_hash, receipt_payload FROM rows WHERE receipt_key IS NOT NULL
+    ON CONFLICT (idempotency_key) DO NOTHING
+)
+SELECT n FROM rows
+"""
 # The connection that holds the current original's advisory lock (see Loyalty._locked).
 _HELD: ContextVar[asyncpg.Connection | None] = ContextVar("loyalty_held_connection", default=None)
 MARKER_UNITS = 2
@@ -70,10 +93,16 @@ class Loyalty:
         self.ledger = ledger
         self.pool: asyncpg.Pool = pool or ledger.pool
         self.lock_timeout_s = lock_timeout_s
+        self._contexts = lookup.context_reader(self.pool)
+        self._unposted_records = Coalescer(self.pool, _RECORD_UNPOSTED_SQL, split_on_error=True)
         self._local_locks: dict[int, asyncio.Lock] = {}
         self._local_waiters: dict[int, int] = {}
         # Calendar date for card expiry; injectable for tests.
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
+
+    def coalescers(self) -> dict[str, Coalescer]:
+        """The coalesced statements this uses, by name (for metrics)."""
+        return {"loyalty_context": self._contexts, "loyalty_unposted": self._unposted_records}
 
     # ------------------------------------------------------------ public operations
 
@@ -131,7 +160,7 @@ class Loyalty:
             return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first}")
 
     async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
-        ctx = await lookup.context(self.pool, req.pan, req.merchant_id, req.key)
+        ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key)
         existing = ctx.existing
         if existing is not None:
             return await self._replay(t, req, ctx, *existing, receipt)
@@ -371,31 +400,17 @@ class Loyalty:
         outcome = _replace(outcome, business_date=ctx.business_date.isoformat(),
                            program=outcome.program or ctx.program)
         rec = receipt(outcome) if receipt is not None else None
-        held = _HELD.get()
-        if held is not None:  # under an original's lock: record on its connection, commit with it
-            await self._record_unposted(held, t, req, ctx, outcome, rec, original)
-        else:
-            async with self.pool.acquire() as conn:
-                await self._record_unposted(conn, t, req, ctx, outcome, rec, original)
-        return outcome
-
-    @staticmethod
-    async def _record_unposted(conn: asyncpg.Connection, t: TxnType, req: Request, ctx: Context,
-                               outcome: Outcome, rec: Receipt | None, original: int | None) -> None:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, rrn, stan, "
-                "terminal_id, merchant_id, card_id, program, amount, currency, original_journal_id) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                req.key, ctx.business_date, str(t), str(outcome.reason), req.rrn or None, req.stan or None,
+        args = (req.key, ctx.business_date, str(t), str(outcome.reason), req.rrn or None, req.stan or None,
                 req.terminal_id, req.merchant_id, ctx.card_id, ctx.program,
                 req.amount if isinstance(req.amount, int) else 0, req.currency, original,
-            )
-            if rec is not None:
-                await conn.execute(
-                    "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload) VALUES ($1,$2,$3) "
-                    "ON CONFLICT (idempotency_key) DO NOTHING",
-                    rec.idempotency_key, rec.content_hash, rec.payload)
+                rec.idempotency_key if rec is not None else None, rec.content_hash if rec is not None else None,
+                rec.payload if rec is not None else None)
+        held = _HELD.get()
+        if held is not None:  # under an original's lock: record on its connection, commit with it
+            await held.execute(_RECORD_UNPOSTED_SQL, *([a] for a in args))
+        else:  # with the other requests' records of this moment, in one statement
+            await self._unposted_records.fetch(*args)
+        return outcome
 
     async def _replay(self, t: TxnType, req: Request, ctx: Context, journal_id: int, meta: dict[str, Any],
                       receipt: OutcomeReceiptFn | None) -> Outcome:
