@@ -1,10 +1,14 @@
 """The posting engine: ``await ledger.post(command) -> Result``.
 
-Concurrent ``post`` calls are queued and a single writer loop sends them to
+Concurrent ``post`` calls are queued and a writer loop sends them to
 PostgreSQL in batches: one call of ``ledger.post_batch`` (one round trip, one
-commit) per batch. Every caller waits on its own future with a bound; a batch
-that fails tells every waiter promptly with ``Status.ERROR``. Nobody is told
-"posted" before the commit has returned.
+commit) per batch. Up to ``batches_inflight_max`` batches are in flight at once,
+each on its own connection, so the next batch is on its way while the last one
+commits; commands that share a key, journal or hold with a batch in flight wait
+for it, and the database's row locks (taken in account-id order) order the
+rest. Every caller waits on its own future with a bound; a batch that fails
+tells every waiter promptly with ``Status.ERROR``. Nobody is told "posted"
+before the commit has returned.
 
 A caller may attach a *receipt* function: given the command's result it
 returns bytes to store under the idempotency key, in the same transaction as
@@ -33,6 +37,7 @@ class LedgerSettings:
 
     batch_size_max: int = 512
     batch_linger_ms: float = 1.0
+    batches_inflight_max: int = 2
     queue_depth_max: int = 20_000
     timeout_post_s: float = 5.0
     retries_max: int = 3
@@ -85,7 +90,10 @@ class Ledger:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.Connection | None = None
+        self._idle_conns: list[asyncpg.Connection] = []  # writer connections between batches
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_keys: set[str] = set()
+        self._inflight_refs: set[tuple[str, int]] = set()
         self._closing = False
         self.batches_total = 0
 
@@ -104,7 +112,7 @@ class Ledger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._release_conn()
+        await self._release_conns()
 
     async def __aenter__(self) -> Ledger:
         await self.start()
@@ -163,28 +171,35 @@ class Ledger:
         results = await asyncio.gather(*(self.post(expire(f"expire:{r['id']}", r["id"])) for r in rows))
         return sum(1 for r in results if r.status is Status.POSTED)
 
+    @staticmethod
+    def _ref_of(cmd: Command) -> tuple[str, int] | None:
+        if cmd.ref is None:
+            return None
+        return ("journal" if cmd.kind is Kind.REVERSE else "hold", cmd.ref)
+
     def _take_batch(self) -> list[_Pending]:
         """Up to batch_size_max items, never two touching the same key, journal or hold.
 
-        Commands that would race inside one batch are left for the next one, so
-        that a batch behaves exactly as if its commands ran one after another.
+        Commands that would race inside one batch, or with a batch in flight,
+        are left for a later one, so that batches behave exactly as if their
+        commands ran one after another.
         """
         batch: list[_Pending] = []
         carry: list[_Pending] = []
         keys: set[str] = set()
         refs: set[tuple[str, int]] = set()
+        busy_keys, busy_refs = self._inflight_keys, self._inflight_refs
         limit = self.settings.batch_size_max
         while self._queue and len(batch) < limit:
             item = self._queue.popleft()
             if item.future.done():  # the caller gave up; do not post for nobody
                 continue
-            ref_key: tuple[str, int] | None = None
-            if item.cmd.ref is not None:
-                ref_key = ("journal" if item.cmd.kind is Kind.REVERSE else "hold", item.cmd.ref)
-            if item.cmd.idempotency_key in keys or (ref_key is not None and ref_key in refs):
+            key = item.cmd.idempotency_key
+            ref_key = self._ref_of(item.cmd)
+            if key in keys or key in busy_keys or (ref_key is not None and (ref_key in refs or ref_key in busy_refs)):
                 carry.append(item)
                 continue
-            keys.add(item.cmd.idempotency_key)
+            keys.add(key)
             if ref_key is not None:
                 refs.add(ref_key)
             batch.append(item)
@@ -193,9 +208,10 @@ class Ledger:
 
     async def _writer(self) -> None:
         linger_s = self.settings.batch_linger_ms / 1000.0
+        slots = max(1, self.settings.batches_inflight_max)
         while True:
-            if not self._queue:
-                if self._closing:
+            if not self._queue or len(self._inflight) >= slots:
+                if self._closing and not self._queue and not self._inflight:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -203,20 +219,50 @@ class Ledger:
             if linger_s > 0 and len(self._queue) < self.settings.batch_size_max and not self._closing:
                 await asyncio.sleep(linger_s)
             batch = self._take_batch()
-            if batch:
-                await self._run_batch(batch)
+            if not batch:
+                if self._inflight:  # everything queued waits on a batch in flight
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                continue
+            for item in batch:
+                self._inflight_keys.add(item.cmd.idempotency_key)
+                ref_key = self._ref_of(item.cmd)
+                if ref_key is not None:
+                    self._inflight_refs.add(ref_key)
+            task = asyncio.get_running_loop().create_task(self._flight(batch))
+            self._inflight.add(task)
 
-    async def _release_conn(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
+    async def _flight(self, batch: list[_Pending]) -> None:
+        """One batch on its own connection; frees its keys and slot, and wakes the writer."""
+        conn: asyncpg.Connection | None = self._idle_conns.pop() if self._idle_conns else None
+        try:
+            conn = await self._run_batch(batch, conn)
+        finally:
+            if conn is not None:
+                self._idle_conns.append(conn)
+            for item in batch:
+                self._inflight_keys.discard(item.cmd.idempotency_key)
+                ref_key = self._ref_of(item.cmd)
+                if ref_key is not None:
+                    self._inflight_refs.discard(ref_key)
+            task = asyncio.current_task()
+            if task is not None:
+                self._inflight.discard(task)  # type: ignore[arg-type]
+            self._wakeup.set()
+
+    async def _release_conns(self) -> None:
+        conns, self._idle_conns = self._idle_conns, []
+        for conn in conns:
             try:
                 await self.pool.release(conn, timeout=2)
             except Exception:
                 conn.terminate()
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    async def _run_batch(self, batch: list[_Pending],
+                         conn: asyncpg.Connection | None) -> asyncpg.Connection | None:
+        """Post a batch on ``conn`` (acquired when None); returns the connection, if still usable."""
         started = time.perf_counter()
-        results, retries, error = await self._attempt(batch)
+        results, retries, error, conn = await self._attempt(batch, conn)
         if (error is not None and len(batch) > 1 and isinstance(error, asyncpg.PostgresError)
                 and getattr(error, "sqlstate", None) not in _NOT_BISECTED):
             # A statement error caused by one command (a receipt that breaks a constraint,
@@ -225,41 +271,41 @@ class Ledger:
             # (at most log2(batch_size_max) levels).
             self.observer.batch_done(len(batch), time.perf_counter() - started, retries, True)
             middle = len(batch) // 2
-            await self._run_batch(batch[:middle])
-            await self._run_batch(batch[middle:])
-            return
+            conn = await self._run_batch(batch[:middle], conn)
+            return await self._run_batch(batch[middle:], conn)
         for item, res in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(res)
         self.batches_total += 1
         self.observer.batch_done(len(batch), time.perf_counter() - started, retries, error is not None)
+        return conn
 
-    async def _attempt(self, batch: list[_Pending]) -> tuple[list[Result], int, BaseException | None]:
-        """Post one batch, retrying what is worth retrying: (results, retries, the final error)."""
+    async def _attempt(self, batch: list[_Pending], conn: asyncpg.Connection | None
+                       ) -> tuple[list[Result], int, BaseException | None, asyncpg.Connection | None]:
+        """Post one batch, retrying what is worth retrying: (results, retries, the final error, conn)."""
         retries = 0
         while True:
             try:
-                if self._conn is None:
-                    self._conn = await self.pool.acquire(timeout=self.settings.timeout_post_s)
-                results = await asyncio.wait_for(
-                    self._execute(self._conn, batch), self.settings.timeout_post_s
-                )
-                return results, retries, None
+                if conn is None:
+                    conn = await self.pool.acquire(timeout=self.settings.timeout_post_s)
+                async with asyncio.timeout(self.settings.timeout_post_s):
+                    results = await self._execute(conn, batch)
+                return results, retries, None, conn
             except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError) as exc:
                 code = getattr(exc, "sqlstate", None)
                 if isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError):
                     # The connection's state is unknown; never reuse it.
-                    if self._conn is not None:
-                        self._conn.terminate()
+                    if conn is not None:
+                        conn.terminate()
                         with contextlib.suppress(Exception):
-                            await self.pool.release(self._conn)
-                        self._conn = None
+                            await self.pool.release(conn)
+                        conn = None
                 if code in _RETRYABLE and retries < self.settings.retries_max:
                     retries += 1
                     await asyncio.sleep(0.001 * (2**retries))
                     continue
                 detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc
+                return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc, conn
 
     async def _execute(self, conn: asyncpg.Connection, batch: list[_Pending]) -> list[Result]:
         keys: list[str] = []

@@ -66,6 +66,7 @@ DATABASE_SCHEMA: Schema = {
 LEDGER_SCHEMA: Schema = {
     "batch_size_max": (int, 512, _between(1, 10_000)),
     "batch_linger_ms": (float, 1.0, _between(0, 1000)),
+    "batches_inflight_max": (int, 2, _between(1, 16)),
     "queue_depth_max": (int, 20_000, _between(1, 1_000_000)),
     "timeout_post_s": (float, 5.0, _between(0.01, 600)),
     "retries_max": (int, 3, _between(0, 20)),
@@ -134,6 +135,7 @@ class DatabaseConfig:
 class LedgerConfig:
     batch_size_max: int
     batch_linger_ms: float
+    batches_inflight_max: int
     queue_depth_max: int
     timeout_post_s: float
     retries_max: int

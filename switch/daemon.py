@@ -35,7 +35,8 @@ log = get_logger("switchd.daemon")
 def ledger_settings(cfg: Config) -> LedgerSettings:
     lc = cfg.ledger
     return LedgerSettings(
-        batch_size_max=lc.batch_size_max, batch_linger_ms=lc.batch_linger_ms, queue_depth_max=lc.queue_depth_max,
+        batch_size_max=lc.batch_size_max, batch_linger_ms=lc.batch_linger_ms,
+        batches_inflight_max=lc.batches_inflight_max, queue_depth_max=lc.queue_depth_max,
         timeout_post_s=lc.timeout_post_s, retries_max=lc.retries_max,
         legs_per_command_max=lc.legs_per_command_max, hold_timeout_max_s=lc.hold_timeout_max_s,
     )
