@@ -87,8 +87,35 @@ def children_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (a supervisor's workers)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports."""
+    for _ in range(50):
+        base = free_port()
+        if all(_port_free(base + i) for i in range(1, count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connections_max: int,
-                  pool_size_min: int, pool_size_max: int, metrics_port: int = 0) -> str:
+                  pool_size_min: int, pool_size_max: int, metrics_port: int = 0, workers: int = 1) -> str:
     """A switchd.toml: one nac2 POS listener, metrics off (or on metrics_port), idle timeout long
     enough for any run."""
     return "\n".join([
@@ -96,6 +123,7 @@ def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connect
         f'state_dir = "{workdir / "state"}"',
         f'log_level = "{log_level}"',
         "timeout_drain_s = 5.0",
+        f"workers = {workers}",
         "",
         "[database]",
         f'dsn = "{dsn}"',
@@ -131,14 +159,16 @@ class Daemon:
     """
 
     def __init__(self, workdir: Path, dsn: str, *, log_level: str, connections_max: int,
-                 pool_size_min: int, pool_size_max: int, master_key_hex: str = "", metrics_port: int = 0) -> None:
+                 pool_size_min: int, pool_size_max: int, master_key_hex: str = "", metrics_port: int = 0,
+                 workers: int = 1) -> None:
         self.config = workdir / "switchd.toml"
         # At info level the "ready" line gives the ports (so the daemon may bind port 0);
         # above it there is no such line, so a port chosen here, answering, means ready.
         self.port = free_port() if log_level != "info" else 0
         self.config.write_text(
             daemon_config(workdir, dsn, port=self.port, log_level=log_level, connections_max=connections_max,
-                          pool_size_min=pool_size_min, pool_size_max=pool_size_max, metrics_port=metrics_port),
+                          pool_size_min=pool_size_min, pool_size_max=pool_size_max, metrics_port=metrics_port,
+                          workers=workers),
             encoding="utf-8")
         self.log_path = workdir / "daemon.log"
         self.env = {**os.environ, "SWITCHD_MASTER_KEY": master_key_hex or secrets.token_hex(32)}
@@ -147,19 +177,27 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: dict[str, int] = {}
         self.metrics_port = metrics_port
+        self.workers = workers
 
     def scrape(self) -> dict[str, float]:
-        """The daemon's /metrics as {'name{labels}': value} (empty when metrics are off)."""
-        if not self.metrics_port:
-            return {}
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        """The daemon's /metrics as {'name{labels}': value}, summed over its workers (each serves its
+        own, on consecutive ports); empty when metrics are off."""
         out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
+        if not self.metrics_port:
+            return out
+        for port in range(self.metrics_port, self.metrics_port + self.workers):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            for line in text.splitlines():
+                if line and not line.startswith("#"):
+                    name, _, value = line.rpartition(" ")
+                    out[name] = out.get(name, 0.0) + float(value)
         return out
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the daemon: the process and, with workers, its worker processes."""
+        assert self.proc is not None
+        return proc_cpu_s(self.proc.pid) + sum(proc_cpu_s(pid) for pid in child_pids(self.proc.pid))
 
     def __enter__(self) -> Daemon:
         return self
@@ -201,9 +239,6 @@ class Daemon:
                 return int(line.split()[1]) / 1024
         return 0.0
 
-    def cpu_s(self) -> float:
-        assert self.proc is not None
-        return proc_cpu_s(self.proc.pid)
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; the exit code (None if never started)."""

@@ -348,7 +348,9 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--half-duration-s", type=float, default=20.0)
-    parser.add_argument("--pool-size", type=int, default=10, help="daemon database pool (min = max)")
+    parser.add_argument("--pool-size", type=int, default=10, help="daemon database pool (min = max), per worker")
+    parser.add_argument("--workers", type=int, default=1, help="daemon worker processes ([daemon] workers); "
+                        "1 on this 2-core box, where PostgreSQL and the load generator need the other core")
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument("--keep-daemon-log", default="", help="copy the daemon's log here")
@@ -363,6 +365,7 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "daemon_log_level": LOG_LEVEL, "mix": MIX, "connections": args.connections,
         "pool_size": args.pool_size,
+        "workers": args.workers,
     }
     print(f"daemon log_level = \"{LOG_LEVEL}\" (per-request info logs cost CPU); mix {MIX}", flush=True)
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
@@ -371,7 +374,7 @@ def main() -> int:
         with (tempfile.TemporaryDirectory(prefix="switchd-e2e-") as tmp,
               Daemon(Path(tmp), dsn, log_level=LOG_LEVEL, connections_max=1000, pool_size_min=args.pool_size,
                      pool_size_max=args.pool_size, master_key_hex=master_key_hex,
-                     metrics_port=_common.free_port()) as daemon):
+                     metrics_port=_common.free_ports(args.workers), workers=args.workers) as daemon):
             work = Path(tmp)
             daemon.cli("db", "upgrade")
             setup = asyncio.run(provision(dsn, args, bytes.fromhex(master_key_hex), work))

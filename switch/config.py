@@ -52,6 +52,7 @@ DAEMON_SCHEMA: Schema = {
     "state_dir": (str, "./var", None),
     "log_level": (str, "info", _one_of("debug", "info", "warning", "error")),
     "timeout_drain_s": (float, 10.0, _between(0, 3600)),
+    "workers": (int, 1, _between(1, 64)),
 }
 
 DATABASE_SCHEMA: Schema = {
@@ -119,6 +120,7 @@ class DaemonConfig:
     state_dir: str
     log_level: str
     timeout_drain_s: float
+    workers: int
 
 
 @dataclass(frozen=True)

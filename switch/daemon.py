@@ -6,14 +6,29 @@ the bound ports; READY=1 to systemd, then WATCHDOG=1 pings when asked).
 SIGTERM/SIGINT: STOPPING=1, stop accepting, drain in-flight requests bounded
 by ``timeout_drain_s``, close connections, stop the ledger, exit 0. A second
 signal exits at once.
+
+With ``[daemon] workers = N`` (N > 1) this process is a supervisor: it checks
+the master key and the schema, opens N listening sockets per listener on one
+port (SO_REUSEPORT: the kernel spreads connections over them), forks N workers
+that each run the life above on their own socket, event loop, pool and ledger
+writer, logs ``ready`` once all are serving, and speaks to systemd for them.
+SIGTERM/SIGINT are passed on; a worker that dies stops the others and the
+supervisor exits 1, so the service restarts whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import os
+import select
 import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from ledger import db as ledger_db
 from ledger import migrate
@@ -26,7 +41,7 @@ from switch.config import Config
 from switch.logs import configure, get_logger
 from switch.metrics import Metrics
 from switch.pipeline import RrnAllocator, Services
-from switch.server import Server
+from switch.server import Server, listen_sockets
 from switch.terminals import TerminalStore
 
 log = get_logger("switchd.daemon")
@@ -42,7 +57,16 @@ def ledger_settings(cfg: Config) -> LedgerSettings:
     )
 
 
-async def _serve(cfg: Config, dsn: str) -> int:
+@dataclass(frozen=True)
+class Worker:
+    """What a worker process gets from its supervisor (``[daemon] workers`` > 1)."""
+
+    index: int
+    sockets: dict[str, socket.socket]  # this worker's listening socket per listener (SO_REUSEPORT)
+    ready_fd: int  # write one byte here once serving
+
+
+async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0
@@ -56,13 +80,16 @@ async def _serve(cfg: Config, dsn: str) -> int:
         log.info("shutdown_requested", signal=signame)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # A worker stops on its supervisor's SIGTERM; Ctrl-C reaches the supervisor, which forwards it.
+    for sig in (signal.SIGTERM,) if worker is not None else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
 
     metrics = Metrics()
     metrics_port: int | None = None
     if cfg.metrics.enabled:
-        metrics_port = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        # Workers serve their own metrics, on consecutive ports (scrape each; sum by job).
+        port = cfg.metrics.port + worker.index if worker is not None and cfg.metrics.port else cfg.metrics.port
+        metrics_port = metrics.serve(cfg.metrics.host, port)
     master_key = keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
     pool = await ledger_db.create_pool(
         dsn, cfg.database.pool_size_min, cfg.database.pool_size_max,
@@ -81,9 +108,13 @@ async def _serve(cfg: Config, dsn: str) -> int:
         services = Services(TerminalStore(pool, master_key), ledger, pool, metrics, RrnAllocator(pool),
                             loyalty=loyalty, receipts=receipts)
         server = Server(cfg.listeners, services)
-        ports = await server.start()
-        log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,
-                 master_key=master_key is not None)
+        ports = await server.start(worker.sockets if worker is not None else None)
+        if worker is not None:
+            log.info("worker_ready", worker=worker.index, pid=os.getpid(), metrics_port=metrics_port)
+            os.write(worker.ready_fd, b"r")
+        else:
+            log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,
+                     master_key=master_key is not None, workers=1)
         notify.notify("READY=1")
         interval_s = notify.watchdog_interval_s()
         if interval_s is not None:
@@ -123,9 +154,20 @@ async def _sweep_holds(ledger: Ledger) -> None:
 def serve(cfg: Config) -> int:
     """Run until a signal; return the process exit code."""
     configure(cfg.daemon.log_level)
+    return _guarded(lambda: _serve_with_database(cfg))
+
+
+def _serve_with_database(cfg: Config) -> int:
+    with runtime.database_dsn(cfg) as dsn:
+        if cfg.daemon.workers > 1:
+            return _supervise(cfg, dsn)
+        return runtime.run(lambda: _serve(cfg, dsn))
+
+
+def _guarded(body: Callable[[], int]) -> int:
+    """``body()``, with start-up failures logged as one line and exit code 2."""
     try:
-        with runtime.database_dsn(cfg) as dsn:
-            return runtime.run(lambda: _serve(cfg, dsn))
+        return body()
     except (EmbeddedError, migrate.MigrationError) as exc:
         log.error("start_failed", reason=str(exc))
         return 2
@@ -138,3 +180,154 @@ def serve(cfg: Config) -> int:
             else f"database unreachable: {exc}"
         log.error("start_failed", reason=reason)
         return 2
+
+
+# ---------------------------------------------------------------------- workers
+
+WORKER_READY_TIMEOUT_S = 60.0
+WORKER_POLL_S = 0.1
+PR_SET_PDEATHSIG = 1
+
+
+async def _preflight(cfg: Config, dsn: str) -> None:
+    """What would stop every worker, checked once in the supervisor: the key and the schema."""
+    keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+    conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
+    try:
+        await migrate.check_current(conn)
+    finally:
+        await conn.close()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # A worker whose supervisor is gone (SIGKILL, OOM) must not serve on alone.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _run_worker(cfg: Config, dsn: str, worker: Worker, parent_pid: int) -> None:
+    """The forked child: serve until SIGTERM, then exit (never returns)."""
+    code = 70  # EX_SOFTWARE: anything unforeseen
+    try:
+        _die_with_parent(parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Only the supervisor speaks to systemd.
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            os.environ.pop(name, None)
+        code = _guarded(lambda: runtime.run(lambda: _serve(cfg, dsn, worker)))
+    except BaseException as exc:  # noqa: BLE001 - a worker reports and exits, whatever happened
+        log.error("worker_failed", worker=worker.index, error=type(exc).__name__)
+    finally:
+        os._exit(code)
+
+
+def _supervise(cfg: Config, dsn: str) -> int:
+    """Fork ``[daemon] workers`` processes sharing the listeners' ports; stop them together.
+
+    Each worker has its own event loop, database pool, ledger writer and
+    metrics port; the database (row locks, advisory locks, unique keys) keeps
+    them consistent, as it keeps several daemons. A worker that dies stops the
+    others: the service fails as a whole and its supervisor (systemd) restarts it.
+    """
+    runtime.run(lambda: _preflight(cfg, dsn))
+    count = cfg.daemon.workers
+    per_listener = {lc.name: listen_sockets(lc, count) for lc in cfg.listeners}
+    ports = {name: int(socks[0].getsockname()[1]) for name, socks in per_listener.items()}
+    ready_r, ready_w = os.pipe()
+    parent_pid = os.getpid()
+    children: dict[int, int] = {}
+    for index in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            own = {name: socks[index] for name, socks in per_listener.items()}
+            for socks in per_listener.values():  # another worker's socket is not ours to hold open
+                for i, sock in enumerate(socks):
+                    if i != index:
+                        sock.close()
+            _run_worker(cfg, dsn, Worker(index, own, ready_w), parent_pid)
+        children[pid] = index
+    os.close(ready_w)
+    for socks in per_listener.values():
+        for sock in socks:
+            sock.close()
+
+    stopping = False
+    failed = False
+
+    def stop_all(sig: int = signal.SIGTERM) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+            stop_all(signal.SIGKILL)
+            return
+        stopping = True
+        log.info("shutdown_requested", signal=signal.Signals(signum).name)
+        notify.notify("STOPPING=1")
+        stop_all()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def reap() -> None:
+        nonlocal stopping, failed
+        while children:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+            index = children.pop(pid, None)
+            code = os.waitstatus_to_exitcode(status)
+            if index is None:
+                continue
+            if code != 0 or not stopping:
+                failed = True
+                log.error("worker_exited", worker=index, pid=pid, exit_code=code)
+                if not stopping:
+                    stopping = True
+                    notify.notify("STOPPING=1")
+                    stop_all()
+
+    # Ready when every worker says so (or give up: one failed, or too slow).
+    ready = 0
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S + cfg.database.timeout_connect_s
+    while ready < cfg.daemon.workers and not stopping and time.monotonic() < deadline:
+        readable, _, _ = select.select([ready_r], [], [], WORKER_POLL_S)
+        if readable:
+            ready += len(os.read(ready_r, 64))
+        reap()
+    os.close(ready_r)
+    if ready < cfg.daemon.workers and not stopping:
+        log.error("start_failed", reason=f"{cfg.daemon.workers - ready} worker(s) not ready in time")
+        failed = stopping = True
+        stop_all()
+    if not stopping:
+        log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, workers=cfg.daemon.workers,
+                 metrics_port=cfg.metrics.port if cfg.metrics.enabled else None)
+        notify.notify("READY=1")
+
+    watchdog_s = notify.watchdog_interval_s()
+    next_ping = time.monotonic()
+    kill_at: float | None = None
+    while children:
+        reap()
+        now = time.monotonic()
+        if watchdog_s is not None and not stopping and now >= next_ping:
+            notify.notify("WATCHDOG=1")
+            next_ping = now + watchdog_s
+        if stopping and kill_at is None:
+            kill_at = now + cfg.daemon.timeout_drain_s + 5.0
+        if kill_at is not None and now >= kill_at:
+            log.warning("workers_killed", pids=sorted(children))
+            stop_all(signal.SIGKILL)
+            kill_at = now + 5.0
+        time.sleep(WORKER_POLL_S)
+    log.info("stopped", workers=cfg.daemon.workers)
+    return 1 if failed else 0

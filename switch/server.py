@@ -22,6 +22,7 @@ Other connections never notice what one connection does.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from typing import Any, cast
 
@@ -61,14 +62,19 @@ class Listener:
         self.port = cfg.port
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> int:
-        """Bind and listen; return the bound port (config port 0 picks a free one)."""
+    async def start(self, sock: socket.socket | None = None) -> int:
+        """Bind and listen (or accept on ``sock``, already listening, shared by workers);
+        return the bound port (config port 0 picks a free one)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: Connection(self), self.cfg.host, self.cfg.port, ssl=tls_context(self.cfg),
-            backlog=LISTEN_BACKLOG, reuse_address=True,
-            ssl_handshake_timeout=self.cfg.timeout_frame_s if self.cfg.tls_cert_file else None,
-        )
+        handshake_s = self.cfg.timeout_frame_s if self.cfg.tls_cert_file else None
+        if sock is not None:
+            self._server = await loop.create_server(
+                lambda: Connection(self), sock=sock, ssl=tls_context(self.cfg), backlog=LISTEN_BACKLOG,
+                ssl_handshake_timeout=handshake_s)
+        else:
+            self._server = await loop.create_server(
+                lambda: Connection(self), self.cfg.host, self.cfg.port, ssl=tls_context(self.cfg),
+                backlog=LISTEN_BACKLOG, reuse_address=True, ssl_handshake_timeout=handshake_s)
         sockets: list[Any] = list(self._server.sockets or [])
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.cfg.port
         return self.port
@@ -318,9 +324,9 @@ class Server:
     def __init__(self, listeners: list[ListenerConfig], services: Services) -> None:
         self.listeners = [Listener(cfg, services) for cfg in listeners]
 
-    async def start(self) -> dict[str, int]:
-        """Listen on every listener; return name -> bound port."""
-        return {lst.cfg.name: await lst.start() for lst in self.listeners}
+    async def start(self, sockets: dict[str, socket.socket] | None = None) -> dict[str, int]:
+        """Listen on every listener (on ``sockets[name]`` when given); return name -> bound port."""
+        return {lst.cfg.name: await lst.start((sockets or {}).get(lst.cfg.name)) for lst in self.listeners}
 
     async def drain(self, timeout_s: float) -> dict[str, Any]:
         """Stop accepting and reading, wait (bounded) for in-flight requests, close everything."""
@@ -337,3 +343,31 @@ class Server:
         # Let transports flush and report connection_lost before the loop goes away.
         await asyncio.sleep(0)
         return {"inflight_at_stop": len(tasks), "abandoned": len(pending)}
+
+
+def listen_sockets(cfg: ListenerConfig, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one address (SO_REUSEPORT), one per worker process.
+
+    The kernel spreads new connections over them by their address hash, so each
+    worker accepts its share, and a worker that stops takes only its own socket
+    away. With port 0 the first socket picks the port and the others join it.
+    """
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        cfg.host or None, cfg.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            if sockets[0] is sock:
+                address = sock.getsockname()  # port 0 resolved: the others bind the same
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets

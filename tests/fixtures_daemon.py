@@ -113,9 +113,9 @@ def _toml_value(v: Any) -> str:
 
 
 def write_config(path: Path, dsn: str, listeners: list[dict[str, Any]], *, drain_s: float = 5.0,
-                 metrics: bool = True, extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 metrics: bool = True, extra: dict[str, dict[str, Any]] | None = None, workers: int = 1) -> None:
     lines = ["[daemon]", f"state_dir = {_toml_value(str(path.parent / 'state'))}",
-             f"timeout_drain_s = {drain_s}", "", "[database]", f"dsn = {_toml_value(dsn)}",
+             f"timeout_drain_s = {drain_s}", f"workers = {workers}", "", "[database]", f"dsn = {_toml_value(dsn)}",
              "pool_size_min = 1", "pool_size_max = 4", "", "[metrics]",
              f"enabled = {_toml_value(metrics)}", 'host = "127.0.0.1"', "port = 0", ""]
     for section, values in (extra or {}).items():
@@ -246,10 +246,14 @@ class Daemon:
         db_run(self.dsn, body)
 
     def scrape(self) -> str:
+        assert self.metrics_port, "metrics are disabled"
+        return self.scrape_port(self.metrics_port)
+
+    @staticmethod
+    def scrape_port(port: int) -> str:
         import urllib.request
 
-        assert self.metrics_port, "metrics are disabled"
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             body: bytes = resp.read()
         return body.decode()
 
