@@ -185,11 +185,14 @@ async def in_closed_batch(conn: asyncpg.Connection | asyncpg.Pool, journal_id: i
     reported its totals; the void belongs to the open batch of nobody).
     """
     return bool(await conn.fetchval(
-        """SELECT EXISTS (
-               SELECT 1 FROM loyalty.transactions t
-                 JOIN eod.terminal_batches b ON b.terminal_id = t.terminal_id AND b.status = 'closed'
-                WHERE t.journal_id = $1 AND t.id > b.after_txn_id AND t.id <= b.upto_txn_id)""",
-        journal_id))
+        f"SELECT {IN_CLOSED_BATCH_SQL} FROM loyalty.transactions t WHERE t.journal_id = $1", journal_id))
+
+
+# Whether loyalty.transactions row ``t`` lies in a closed terminal batch (a SQL expression).
+IN_CLOSED_BATCH_SQL = """EXISTS (
+    SELECT 1 FROM eod.terminal_batches b
+     WHERE b.terminal_id = t.terminal_id AND b.status = 'closed'
+       AND t.id > b.after_txn_id AND t.id <= b.upto_txn_id)"""
 
 
 def _suspect(tx: dict[str, Any], diff: dict[str, tuple[int, int]]) -> bool:

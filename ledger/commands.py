@@ -119,8 +119,12 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= AMOUNT_MAX
 
 
-def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400) -> str | None:
-    """Return a one-line reason the command is malformed, or None when it is well formed."""
+def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400,
+             check_metadata: bool = True) -> str | None:
+    """Return a one-line reason the command is malformed, or None when it is well formed.
+
+    ``check_metadata=False`` leaves the metadata to the caller (who serialises it anyway).
+    """
     key = cmd.idempotency_key
     if not isinstance(key, str) or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
         return f"idempotency key must be 1..{IDEMPOTENCY_KEY_MAX} characters"
@@ -157,11 +161,20 @@ def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400
             return f"a {kind.value} needs a positive reference id, got {cmd.ref!r}"
         if cmd.amount is not None and (kind is not Kind.CAPTURE or not _positive_int(cmd.amount)):
             return f"amount must be a positive integer on a capture only, got {cmd.amount!r}"
-    try:
-        json.dumps(cmd.metadata)
-    except (TypeError, ValueError):
-        return "metadata must be JSON-serialisable"
+    if check_metadata and metadata_json(cmd) is None:
+        return METADATA_NOT_JSON
     return None
+
+
+METADATA_NOT_JSON = "metadata must be JSON-serialisable"
+
+
+def metadata_json(cmd: Command) -> str | None:
+    """The command's metadata as compact JSON, or None when it cannot be serialised."""
+    try:
+        return json.dumps(cmd.metadata, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
 
 
 def content_hash(cmd: Command) -> bytes:

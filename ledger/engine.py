@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -28,7 +27,17 @@ from typing import Any
 
 import asyncpg
 
-from ledger.commands import Command, Kind, Result, Status, content_hash, expire, validate
+from ledger.commands import (
+    METADATA_NOT_JSON,
+    Command,
+    Kind,
+    Result,
+    Status,
+    content_hash,
+    expire,
+    metadata_json,
+    validate,
+)
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,17 @@ _NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "57P01", "57P02", "57P03", "5330
 class _Pending:
     cmd: Command
     hash: bytes
+    metadata_json: str
     receipt: ReceiptFn | None
     future: asyncio.Future[Result]
     enqueued_s: float
+
+
+def _expire(future: asyncio.Future[Result], timeout_s: float) -> None:
+    # The caller's bound: answer now; the writer skips a command whose future is done.
+    if not future.done():
+        future.set_result(Result(Status.ERROR, detail=f"no outcome within {timeout_s}s; "
+                                                      "it may still post: retry with the same key"))
 
 
 class BatchObserver:
@@ -132,26 +149,30 @@ class Ledger:
 
         >>> # await ledger.post(transfer("order-1", [Leg(member, merchant, 300)]))
         """
-        problem = validate(cmd, self.settings.legs_per_command_max, self.settings.hold_timeout_max_s)
-        if problem is not None:
+        problem = validate(cmd, self.settings.legs_per_command_max, self.settings.hold_timeout_max_s,
+                           check_metadata=False)
+        meta = metadata_json(cmd) if problem is None else None
+        if problem is None and meta is None:
+            problem = METADATA_NOT_JSON
+        if problem is not None or meta is None:
             return Result(Status.INVALID, detail=problem)
         if self._task is None or self._closing:
             return Result(Status.ERROR, detail="ledger is not running")
         if len(self._queue) >= self.settings.queue_depth_max:
             return Result(Status.ERROR, detail=f"ledger queue full ({self.settings.queue_depth_max})")
         loop = asyncio.get_running_loop()
-        item = _Pending(cmd, content_hash(cmd), receipt, loop.create_future(), loop.time())
-        self._queue.append(item)
+        future: asyncio.Future[Result] = loop.create_future()
+        self._queue.append(_Pending(cmd, content_hash(cmd), meta, receipt, future, loop.time()))
         self._wakeup.set()
+        # No shield: a caller that gives up (or is cancelled) leaves a done future, and the
+        # writer skips commands it has not yet sent. One already in a batch in flight may
+        # still post (bounded server-side by statement_timeout): hence "may still post".
+        # A timer, not asyncio.timeout: the bound costs one timer handle, no task machinery.
+        timer = loop.call_later(self.settings.timeout_post_s, _expire, future, self.settings.timeout_post_s)
         try:
-            # No shield: a caller that gives up cancels its future, and the writer skips
-            # cancelled commands it has not yet sent. One already in a batch in flight may
-            # still post (bounded server-side by statement_timeout): hence "may still post".
-            async with asyncio.timeout(self.settings.timeout_post_s):
-                return await item.future
-        except TimeoutError:
-            return Result(Status.ERROR, detail=f"no outcome within {self.settings.timeout_post_s}s; "
-                                              "it may still post: retry with the same key")
+            return await future
+        finally:
+            timer.cancel()
 
     async def post_many(self, cmds: Sequence[Command]) -> list[Result]:
         """Post several commands concurrently; results in the same order."""
@@ -328,7 +349,7 @@ class Ledger:
             refs.append(c.ref)
             amounts.append(c.amount)
             timeouts.append(c.timeout_s)
-            metas.append(json.dumps(c.metadata, separators=(",", ":")))
+            metas.append(item.metadata_json)
             forces.append(c.force)
             for leg in c.legs:
                 leg_cmd.append(i)

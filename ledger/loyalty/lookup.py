@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.batches import IN_CLOSED_BATCH_SQL
 from ledger.coalesce import Coalescer
 
 # One request's context, as a query over its parameters (pan, merchant, key).
@@ -149,6 +150,19 @@ async def original_by_rrn(conn: asyncpg.Connection | asyncpg.Pool, rrn: str) -> 
         f"SELECT {_ORIGINAL_COLUMNS} FROM loyalty.transactions t WHERE t.rrn=$1 AND t.journal_id IS NOT NULL", rrn))
 
 
+async def original_for_compensation(conn: asyncpg.Connection | asyncpg.Pool,
+                                    rrn: str) -> tuple[Original, bool] | None:
+    """The approved transaction with this RRN, and whether its terminal batch is closed."""
+    row = await conn.fetchrow(
+        f"SELECT {_ORIGINAL_COLUMNS}, {IN_CLOSED_BATCH_SQL} AS in_closed_batch FROM loyalty.transactions t "
+        "WHERE t.rrn=$1 AND t.journal_id IS NOT NULL", rrn)
+    if row is None:
+        return None
+    values = dict(row)
+    closed = bool(values.pop("in_closed_batch"))
+    return Original(**values), closed
+
+
 async def original_by_journal(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> Original | None:
     """The transaction a journal records."""
     return _original(await conn.fetchrow(
@@ -191,19 +205,20 @@ class PostedLeg:
     credit_role: str
 
 
-async def legs_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[PostedLeg]:
-    """A journal's legs in order. Entries come in pairs: odd leg = debit side, even = credit side."""
-    rows = await conn.fetch(
-        """
-        SELECT d.account_id AS debit_id, c.account_id AS credit_id, c.amount,
+_LEGS_SQL = """
+        SELECT d.leg, d.account_id AS debit_id, c.account_id AS credit_id, c.amount,
                da.owner_kind || ':' || da.purpose AS d_role, ca.owner_kind || ':' || ca.purpose AS c_role
           FROM ledger.entries d
           JOIN ledger.entries c ON c.journal_id = d.journal_id AND c.leg = d.leg + 1
           JOIN ledger.accounts da ON da.id = d.account_id
           JOIN ledger.accounts ca ON ca.id = c.account_id
          WHERE d.journal_id = $1 AND d.leg % 2 = 1
-         ORDER BY d.leg
-        """, journal_id)
+"""
+
+
+async def legs_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[PostedLeg]:
+    """A journal's legs in order. Entries come in pairs: odd leg = debit side, even = credit side."""
+    rows = await conn.fetch(_LEGS_SQL + " ORDER BY d.leg", journal_id)
     return [PostedLeg(r["debit_id"], r["credit_id"], r["amount"], r["d_role"], r["c_role"]) for r in rows]
 
 
@@ -217,10 +232,7 @@ class Compensation:
     undo_legs: list[int]
 
 
-async def compensations_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[Compensation]:
-    """The standing compensations of an original, oldest first."""
-    rows = await conn.fetch(
-        """
+_COMPENSATIONS_SQL = """
         SELECT t.journal_id, t.txn_type, coalesce(t.undo_units, 0) AS undo_units,
                coalesce(t.undo_legs, '{}') AS undo_legs
           FROM loyalty.transactions t
@@ -230,8 +242,31 @@ async def compensations_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: 
                             WHERE r.original_journal_id = t.journal_id AND r.txn_type = 'reversal'
                               AND r.journal_id IS NOT NULL)
          ORDER BY t.journal_id
-        """, journal_id)
+"""
+
+
+async def compensations_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[Compensation]:
+    """The standing compensations of an original, oldest first."""
+    rows = await conn.fetch(_COMPENSATIONS_SQL, journal_id)
     return [Compensation(r["journal_id"], r["txn_type"], r["undo_units"], list(r["undo_legs"])) for r in rows]
+
+
+async def standing(conn: asyncpg.Connection | asyncpg.Pool,
+                   journal_id: int) -> tuple[list[Compensation], list[PostedLeg]]:
+    """An original's standing compensations and its legs, in one round trip."""
+    row = await conn.fetchrow(
+        f"""
+        SELECT (SELECT coalesce(json_agg(json_build_array(c.journal_id, c.txn_type, c.undo_units, c.undo_legs)
+                                         ORDER BY c.journal_id), '[]')
+                  FROM ({_COMPENSATIONS_SQL}) c) AS comps,
+               (SELECT coalesce(json_agg(json_build_array(l.debit_id, l.credit_id, l.amount, l.d_role, l.c_role)
+                                         ORDER BY l.leg), '[]')
+                  FROM ({_LEGS_SQL}) l) AS legs
+        """, journal_id)
+    assert row is not None
+    comps = [Compensation(int(j), str(t), int(u), [int(v) for v in legs]) for j, t, u, legs in json.loads(row["comps"])]
+    legs = [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in json.loads(row["legs"])]
+    return comps, legs
 
 
 async def reversed_by(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> int | None:

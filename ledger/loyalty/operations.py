@@ -31,7 +31,6 @@ from typing import Any
 
 import asyncpg
 
-from ledger import batches
 from ledger.accounts import open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
@@ -465,10 +464,10 @@ class Loyalty:
                 await local.acquire()
             try:
                 async with self.pool.acquire(timeout=self.lock_timeout_s) as conn, conn.transaction():
-                    await conn.execute("SELECT set_config('lock_timeout', $1, true)",
-                                       f"{int(self.lock_timeout_s * 1000)}ms")
-                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE,
-                                       journal_id % 2_147_483_647)
+                    # The bound first (FROM is evaluated before the select list), then the lock.
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) b",
+                        f"{int(self.lock_timeout_s * 1000)}ms", LOCK_NAMESPACE, journal_id % 2_147_483_647)
                     token = _HELD.set(conn)
                     try:
                         yield conn
@@ -493,9 +492,10 @@ class Loyalty:
 
         if not req.original_rrn:
             return await decline(Reason.ORIGINAL_NOT_FOUND, "no original RRN")
-        orig = await lookup.original_by_rrn(self.pool, req.original_rrn)
-        if orig is None:
+        found = await lookup.original_for_compensation(self.pool, req.original_rrn)
+        if found is None:
             return await decline(Reason.ORIGINAL_NOT_FOUND, f"no approved transaction with RRN {req.original_rrn}")
+        orig, in_closed_batch = found
         otype = TxnType(orig.txn_type)
         jid = orig.journal_id
         allowed = VOIDABLE if t is TxnType.VOID else REFUNDABLE
@@ -514,12 +514,12 @@ class Loyalty:
                 return await decline(Reason.INVALID_TXN, "a void must be on the original's business day", jid)
             # A terminal that closed its batch (0500 in balance) has settled it: nothing in it
             # can be voided any more; a refund is the way back.
-            if await batches.in_closed_batch(self.pool, jid):
+            if in_closed_batch:
                 return await decline(Reason.INVALID_TXN, "the original's terminal batch is closed", jid)
             if req.amount != orig.amount:
                 return await decline(Reason.INVALID_AMOUNT, f"a void is for the full {orig.amount}", jid)
         async with self._locked(jid) as conn:
-            comps = await lookup.compensations_of(conn, jid)
+            comps, legs = await lookup.standing(conn, jid)
             undone = sum(c.undo_units for c in comps)
             if t is TxnType.VOID and comps:
                 return await decline(Reason.INVALID_TXN, "already voided, refunded or reversed", jid)
@@ -533,16 +533,18 @@ class Loyalty:
             # credits back to the member are never refused; undoing a top-up or load may not
             # take the member below zero: the member must still have what is taken back.
             force = otype not in (TxnType.TOPUP, TxnType.LOAD)
-            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, conn)
+            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, conn, orig_legs=legs)
 
     async def _undo(self, t: TxnType, req: Request, ctx: Context, orig: Original,
                     comps: list[lookup.Compensation], after: int, force: bool,
-                    receipt: OutcomeReceiptFn | None, conn: asyncpg.Connection, whole: bool = False) -> Outcome:
+                    receipt: OutcomeReceiptFn | None, conn: asyncpg.Connection, whole: bool = False,
+                    orig_legs: list[PostedLeg] | None = None) -> Outcome:
         """Post the compensation that brings ``orig`` to ``after`` units undone (under its lock).
 
         ``whole``: undo every leg of ``orig`` as it stands (reversing a void or refund).
+        ``orig_legs``: ``orig``'s legs when the caller has read them already.
         """
-        legs_orig = await lookup.legs_of(conn, orig.journal_id)
+        legs_orig = orig_legs if orig_legs is not None else await lookup.legs_of(conn, orig.journal_id)
         amounts = [leg.amount for leg in legs_orig]
         so_far = [0] * len(amounts)
         for c in comps:
@@ -612,7 +614,7 @@ class Loyalty:
                 if ttype in (TxnType.VOID, TxnType.REFUND):
                     # Undo a compensation entirely: the original stands again by as much.
                     return await self._undo(t, req, ctx, orig, [], 0, True, receipt, conn, whole=True)
-                comps = await lookup.compensations_of(conn, jid)
+                comps, legs = await lookup.standing(conn, jid)
                 undone = sum(c.undo_units for c in comps)
                 if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
                     after = min(orig.amount, undone + orig.amount - req.replacement_amount)
@@ -621,7 +623,7 @@ class Loyalty:
                 if after <= undone:
                     return await self._unposted(t, req, ctx, Outcome(
                         Reason.APPROVED, t, detail="nothing left to reverse"), receipt, jid)
-                return await self._undo(t, req, ctx, orig, comps, after, True, receipt, conn)
+                return await self._undo(t, req, ctx, orig, comps, after, True, receipt, conn, orig_legs=legs)
         return Outcome(Reason.SYSTEM_ERROR, t, detail="original kept changing under the reversal")
 
     async def _mark(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome | None:
