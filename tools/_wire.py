@@ -153,3 +153,45 @@ async def read_frame(
         if length > FRAME_BYTES_MAX:
             raise FrameError(f"frame length {length} exceeds {FRAME_BYTES_MAX}", 0)
         return split_tpdu(await reader.readexactly(length), has_tpdu, offset=size)
+
+
+class FrameReader:
+    """Frames from a stream read in large chunks: one await per chunk, not two per frame.
+
+    >>> r = FrameReader("nac2")
+    >>> [f.message for f in r.feed(b"\\x00\\x02hi\\x00\\x00\\x00\\x03yo")], r.pending
+    ([b'hi'], 4)
+    >>> [f.message for f in r.feed(b"u")]
+    [b'you']
+    """
+
+    def __init__(self, framing: str, has_tpdu: bool = False) -> None:
+        if framing == "none":
+            raise ValueError("a stream of unframed messages cannot be split")
+        self.size = header_bytes(framing)
+        self.framing = framing
+        self.has_tpdu = has_tpdu
+        self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Every complete frame ``data`` completes (keep-alives skipped); FrameError on a bad one."""
+        buf = self._buf
+        buf += data
+        frames: list[Frame] = []
+        start = 0
+        while len(buf) - start >= self.size:
+            length = parse_length(bytes(buf[start:start + self.size]), self.framing)
+            if length > FRAME_BYTES_MAX:
+                raise FrameError(f"frame length {length} exceeds {FRAME_BYTES_MAX}", start)
+            end = start + self.size + length
+            if end > len(buf):
+                break
+            if length:
+                frames.append(split_tpdu(bytes(buf[start + self.size:end]), self.has_tpdu, offset=start))
+            start = end
+        del buf[:start]
+        return frames

@@ -49,6 +49,7 @@ from tools import _kinds, _mac, _msg, _stats, _wire
 
 STAN_MAX = 999_999
 CONNECT_CONCURRENCY_MAX = 256  # connects in flight at once: stay under listen backlogs
+RECEIVE_CHUNK_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,9 @@ class Run:
         self.by_kind: dict[str, Counter[str]] = {}  # kind -> response code -> count
         self.originals: dict[str, deque[Original]] = {}  # terminal id -> recent approved originals
         self.fallbacks: Counter[str] = Counter()  # void/refund sent as another kind: no original
+        # Per connection: time out its unanswered requests (one sweeper task for them all, so
+        # that a hundred connections do not wake the loop two thousand times a second).
+        self._sweeps: dict[int, Callable[[int], None]] = {}
         voidable = [(w, n) for n, w in cfg.mix if w > 0 and n in _kinds.VOIDABLE]
         self.fallback_kind = max(voidable)[1] if voidable else ""
 
@@ -344,10 +348,14 @@ class Run:
             slots.release()
 
         async def receive() -> None:
+            frames = _wire.FrameReader(self.cfg.framing, bool(self.cfg.tpdu))
             try:
                 while True:
-                    got = await _wire.read_frame(reader, self.cfg.framing, bool(self.cfg.tpdu))
-                    self._on_response(terminal, got, pending, settle)
+                    chunk = await reader.read(RECEIVE_CHUNK_BYTES)
+                    if not chunk:
+                        raise asyncio.IncompleteReadError(b"", frames.pending or None)
+                    for got in frames.feed(chunk):
+                        self._on_response(terminal, got, pending, settle)
             except (asyncio.IncompleteReadError, OSError, _wire.FrameError) as exc:
                 if pending or not budget.stopped:
                     end(f"connection_lost:{type(exc).__name__}")
@@ -361,17 +369,14 @@ class Run:
                           f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 end(kind)
 
-        async def sweep() -> None:
+        def sweep(now: int) -> None:
             # Time out requests without an answer; cheap since pending holds <= inflight entries.
-            while True:
-                await asyncio.sleep(min(0.05, self.cfg.timeout_s / 4))
-                now = time.monotonic_ns()
-                for stan in [s for s, p in pending.items() if p.deadline_ns <= now]:
-                    settle(stan, reserve=True)
-                    self.stats.error("timeout")
+            for stan in [s for s, p in pending.items() if p.deadline_ns <= now]:
+                settle(stan, reserve=True)
+                self.stats.error("timeout")
 
         receiver = asyncio.create_task(receive())
-        sweeper = asyncio.create_task(sweep())
+        self._sweeps[index] = sweep
         interval_s = self.cfg.connections / self.cfg.rate_per_s if self.cfg.rate_per_s > 0 else 0.0
         # Spread open-loop connections over one interval so they do not fire in lockstep.
         next_send = time.monotonic() + (index / self.cfg.connections) * interval_s
@@ -407,9 +412,9 @@ class Run:
         finally:
             if pending:
                 self.stats.error("lost_in_flight", len(pending))
+            self._sweeps.pop(index, None)
             receiver.cancel()
-            sweeper.cancel()
-            await asyncio.gather(receiver, sweeper, return_exceptions=True)
+            await asyncio.gather(receiver, return_exceptions=True)
 
     def _on_response(self, terminal: Terminal, got: _wire.Frame, pending: dict[str, Pending],
                      settle: Callable[[str], Pending | None]) -> None:
@@ -451,6 +456,13 @@ class Run:
             elif not verdict:
                 self.stats.error("mac_bad")
 
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.05, self.cfg.timeout_s / 4))
+            now = time.monotonic_ns()
+            for sweep in list(self._sweeps.values()):
+                sweep(now)
+
     async def _open_idle(self) -> None:
         opened = await self._connect()
         if opened is not None:
@@ -482,7 +494,10 @@ class Run:
         budget.start()
         started = time.monotonic()
         self.started.set()
+        sweeper = asyncio.create_task(self._sweeper())
         await asyncio.gather(*tasks)
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
         elapsed_s = time.monotonic() - started
         await self._close_idle()
         summary = self.stats.summary(elapsed_s)
