@@ -348,7 +348,7 @@ def main() -> int:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--half-duration-s", type=float, default=20.0)
-    parser.add_argument("--pool-size", type=int, default=10, help="daemon database pool (min = max), per worker")
+    parser.add_argument("--pool-size", type=int, default=20, help="daemon database pool (min = max), per worker")
     parser.add_argument("--workers", type=int, default=1, help="daemon worker processes ([daemon] workers); "
                         "1 on this 2-core box, where PostgreSQL and the load generator need the other core")
     parser.add_argument("--pgbench-seconds", type=int, default=20)

@@ -34,15 +34,25 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, size_min: int = 2, size_max: int = 10, timeout_connect_s: float = 10.0,
-                      timeout_statement_s: float = 30.0) -> asyncpg.Pool:
-    """An asyncpg pool with bounded connect and statement times."""
+                      timeout_statement_s: float = 30.0, generic_plans: bool = False) -> asyncpg.Pool:
+    """An asyncpg pool with bounded connect and statement times.
+
+    ``generic_plans``: plan each prepared statement once (``plan_cache_mode =
+    force_generic_plan``) for a pool that runs the same key lookups and batch calls
+    all day. PostgreSQL's default re-plans a statement with array parameters on
+    every execution when it guesses that pays; for the daemon's statements it never
+    does (measured with psql: the coalesced context read of 10 requests 3.3 ms with
+    a plan per execution, 0.9 ms generic; a 40-command post_batch 8 ms -> 5 ms).
+    """
+    settings = {"application_name": "switchd",
+                # Server-side bounds too: command_timeout only stops the client waiting.
+                "statement_timeout": str(int(timeout_statement_s * 1000)),
+                "idle_in_transaction_session_timeout": str(int(timeout_statement_s * 1000))}
+    if generic_plans:
+        settings["plan_cache_mode"] = "force_generic_plan"
     pool = await asyncpg.create_pool(
         dsn, min_size=size_min, max_size=size_max, timeout=timeout_connect_s,
-        command_timeout=timeout_statement_s, init=init_connection, reset=_reset,
-        # Server-side bounds too: command_timeout only stops the client waiting.
-        server_settings={"application_name": "switchd",
-                         "statement_timeout": str(int(timeout_statement_s * 1000)),
-                         "idle_in_transaction_session_timeout": str(int(timeout_statement_s * 1000))},
+        command_timeout=timeout_statement_s, init=init_connection, reset=_reset, server_settings=settings,
     )
     assert pool is not None
     return pool

@@ -58,7 +58,7 @@ DAEMON_SCHEMA: Schema = {
 DATABASE_SCHEMA: Schema = {
     "dsn": (str, "", None),
     "pool_size_min": (int, 2, _between(1, 100)),
-    "pool_size_max": (int, 10, _between(1, 500)),
+    "pool_size_max": (int, 20, _between(1, 500)),
     "timeout_connect_s": (float, 10.0, _between(0.1, 300)),
     "timeout_statement_s": (float, 30.0, _between(0.1, 3600)),
     "embedded_port": (int, 5439, _between(1024, 65535)),

@@ -94,7 +94,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
     master_key = keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
     pool = await ledger_db.create_pool(
         dsn, cfg.database.pool_size_min, cfg.database.pool_size_max,
-        cfg.database.timeout_connect_s, cfg.database.timeout_statement_s,
+        cfg.database.timeout_connect_s, cfg.database.timeout_statement_s, generic_plans=True,
     )
     watchdog: asyncio.Task[None] | None = None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -140,6 +141,10 @@ async def test_duplicate_is_replayed_and_different_content_is_94(world: World) -
     c = await world.loy.earn(Request(**{**r.__dict__, "amount": 2_000}))
     assert c.response_code == "94"
     assert await world.points() == 10
+    # A retransmission that reaches the domain (no stored response, another RRN assigned)
+    # is answered with the RRN of the first answer, which is the one on record.
+    d = await world.loy.earn(dataclasses.replace(r, rrn="999999999999"))
+    assert d.replayed and d.rrn == r.rrn and d.journal_id == a.journal_id
 
 
 async def test_void(world: World) -> None:

@@ -434,7 +434,8 @@ class Loyalty:
             points_redeemed=int(out.get("points_redeemed", 0)),
             points_balance=balances.get(ROLE_POINTS, out.get("points_balance")),
             sv_balance_minor=balances.get(ROLE_SV),
-            prize_code=out.get("prize_code"), prize_points=int(out.get("prize_points", 0)), replayed=True)
+            prize_code=out.get("prize_code"), prize_points=int(out.get("prize_points", 0)), replayed=True,
+            rrn=txn.get("rrn"))
 
     async def _inquiry(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome:
         want_points = req.account in ("65", "00")

@@ -145,6 +145,7 @@ class Outcome:
     prize_code: str | None = None
     prize_points: int = 0
     replayed: bool = False  # the answer of an earlier identical request
+    rrn: str | None = None  # the RRN the transaction was answered with, when that was an earlier request's
 
     @property
     def approved(self) -> bool:

@@ -76,9 +76,10 @@ def tlv(items: dict[str, str]) -> str:
 def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
     """The 0210/0410/0430 for an outcome (called inside the posting's transaction)."""
     code = outcome.response_code
+    # A replay answers with the RRN the transaction was first answered with (it is on record).
+    extra: Fields = {"37": outcome.rrn} if outcome.rrn else {}
     if not outcome.approved:
-        return ctx.reply(code)
-    extra: Fields = {}
+        return ctx.reply(code, **extra)
     # Every approval carries 38; one that posted nothing (an inquiry, a reversal of a
     # declined original) takes it from the RRN, which is just as unique and stable.
     approval = outcome.approval_code or (ctx.rrn or "")[-6:]
