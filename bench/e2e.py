@@ -14,7 +14,8 @@ terminals would (framing, ISO 8583, MAC on every request and response):
    2.5% void 02xx00 + 2.5% refund 20xx00 of the terminal's recent approvals):
    approved transactions/s, p50/p99, counts by response code, and the CPU the
    daemon, the load generator and PostgreSQL used;
-2. open loop at half the measured maximum rate (--rate): p99;
+2. open loop at half the measured maximum rate (--rate): p99 (VACUUM ANALYZE
+   and CHECKPOINT first, as before the closed loop: pgbench vacuums too);
 3. pgbench tpcb-like (scale 10, 8 clients, 20 s) against the same PostgreSQL
    server, on its own database, after the switch has stopped.
 
@@ -309,10 +310,14 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int) -> dict[
 # ---------------------------------------------------------------------- main
 
 
-async def analyze(dsn: str) -> None:
+async def vacuum(dsn: str) -> None:
+    """VACUUM ANALYZE the switch's database and CHECKPOINT between phases (pgbench vacuums its
+    tables before each run too): autovacuum and the checkpointer, woken by the previous phase's
+    writes, would otherwise run inside the next phase's measurement."""
     conn = await ledger_db.connect(dsn)
     try:
-        await conn.execute("ANALYZE")
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 
@@ -385,7 +390,7 @@ def main() -> int:
                     "--duration-s", str(args.warmup_s), timeout_s=args.warmup_s + 120)
             # Statistics as a running system has them (autovacuum would, given a minute): planned on
             # the empty receipts/journals tables of set-up, lookups by key would scan them.
-            asyncio.run(analyze(dsn))
+            asyncio.run(vacuum(dsn))
 
             inflight = args.inflight
             if args.sweep:
@@ -406,6 +411,7 @@ def main() -> int:
             print(f"  batching: {closed['batching']}", flush=True)
 
             half_rate = round(closed["requests_per_s"] / 2, 1)
+            asyncio.run(vacuum(dsn))
             with CpuMeter(daemon) as cpu:
                 summary, lg_cpu = loadgen(
                     daemon.port, work, "half", "--connections", str(args.connections),

@@ -44,6 +44,7 @@ from switch.codec import MAC_FIELDS, STRUCTURAL
 
 Fields = dict[str, str]
 
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (C)
 FINANCIAL_MTIS = frozenset({"0200", "0400", "0420", "0500"})
 KEY_PREFIX = "iso:"
 _PAYLOAD_VERSION = 1
@@ -58,11 +59,18 @@ class DedupKey:
 
 
 def content_hash(fields: Fields) -> bytes:
-    """SHA-256 over the request's fields (MTI normalised), MAC and bitmaps excluded."""
+    """SHA-256 over the request's fields (MTI normalised), MAC and bitmaps excluded.
+
+    The hashed text is ``json.dumps(sorted(items), separators=(",", ":"))`` (stored
+    hashes depend on it), written out with the json module's own string encoder.
+    """
     # (The pipeline has already made a repeat 0421 into its 0420: they hash alike.)
-    canon = {k: v for k, v in fields.items() if k not in STRUCTURAL and k not in MAC_FIELDS}
-    blob = json.dumps(sorted(canon.items()), separators=(",", ":")).encode()
-    return hashlib.sha256(blob).digest()
+    canon = sorted((k, v) for k, v in fields.items() if k not in STRUCTURAL and k not in MAC_FIELDS)
+    if all(type(k) is str and type(v) is str for k, v in canon):
+        blob = "[" + ",".join(f"[{_json_str(k)},{_json_str(v)}]" for k, v in canon) + "]"
+    else:
+        blob = json.dumps(canon, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).digest()
 
 
 def key_for(fields: Fields) -> DedupKey | None:
@@ -83,6 +91,10 @@ def encode_payload(response: Fields) -> bytes:
     {'39': '40', 't': '0210'}
     """
     body = {k: v for k, v in response.items() if k not in STRUCTURAL and k not in MAC_FIELDS}
+    if all(type(k) is str and type(v) is str for k, v in body.items()):
+        # json.dumps(..., sort_keys=True) written out with the json module's string encoder.
+        inner = ",".join(f"{_json_str(k)}:{_json_str(v)}" for k, v in sorted(body.items()))
+        return f'{{"fields":{{{inner}}},"v":{_PAYLOAD_VERSION}}}'.encode()
     return json.dumps({"v": _PAYLOAD_VERSION, "fields": body}, separators=(",", ":"), sort_keys=True).encode()
 
 

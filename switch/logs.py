@@ -43,9 +43,19 @@ def _drop_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -
     return scrub(dict(event))
 
 
+_level = logging.INFO
+
+
+def enabled(level: int = logging.INFO) -> bool:
+    """Whether lines at ``level`` are written: hot paths skip building lines nobody reads."""
+    return level >= _level
+
+
 def configure(level: str = "info", stream: Any = None) -> None:
     """JSON lines to stdout (or ``stream``), at ``level``."""
+    global _level
     lvl = getattr(logging, level.upper(), logging.INFO)
+    _level = lvl
     structlog.configure(
         processors=[
             _drop_secrets,

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
 from ledger.coalesce import Coalescer
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
-from switch import codec, dedup, mac
+from switch import codec, dedup, logs, mac
 from switch.codec import CodecError, Fields, canonical_mti
 from switch.config import ListenerConfig
 from switch.context import RequestContext, response_mti, response_to
@@ -42,6 +43,9 @@ SYSTEM_UNAVAILABLE = "91"
 DUPLICATE = "94"
 MALFUNCTION = "96"
 
+# Request counters kept per (MTI, processing code, response code) as sent: a hostile terminal
+# varies field 3 at will, so the cache is bounded (beyond it, children are looked up each time).
+COUNTER_CACHE_MAX = 4096
 # RRNs are taken from the database in blocks: one sequence call per this many responses.
 RRN_BLOCK = 1000
 RRN_DIGITS = 12
@@ -100,6 +104,8 @@ class Pipeline:
         self.listener = listener
         self.services = services
         self.spec = codec.load_spec(listener.spec)
+        self._latency = services.metrics.request_seconds.labels(listener.name)
+        self._counters: dict[tuple[str, str | None, str], Any] = {}
 
     async def handle(self, raw: bytes, peer: str) -> bytes | None:
         """Response message bytes for ``raw``, or None when the connection must be closed."""
@@ -130,13 +136,24 @@ class Pipeline:
         elapsed_s = time.perf_counter() - started_s
         code = response.get("39", "")
         pc = state.fields.get("3")
-        m.requests.labels(self.listener.name, *metric_labels(mti, pc), code).inc()
-        m.request_seconds.labels(self.listener.name).observe(elapsed_s)
-        log.info("request", listener=self.listener.name, peer=peer, mti=mti, processing_code=pc,
-                 response_code=code, terminal_id=state.fields.get("41", "").rstrip(" ") or None,
-                 pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
-                 latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
+        self._count(mti, pc, code)
+        self._latency.observe(elapsed_s)
+        if logs.enabled():
+            log.info("request", listener=self.listener.name, peer=peer, mti=mti, processing_code=pc,
+                     response_code=code, terminal_id=state.fields.get("41", "").rstrip(" ") or None,
+                     pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
+                     latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
+
+    def _count(self, mti: str, pc: str | None, code: str) -> None:
+        # Children cached by their labels (bounded: metric_labels and our response codes).
+        key = (mti, pc, code)
+        child = self._counters.get(key)
+        if child is None:
+            child = self.services.metrics.requests.labels(self.listener.name, *metric_labels(mti, pc), code)
+            if len(self._counters) < COUNTER_CACHE_MAX:
+                self._counters[key] = child
+        child.inc()
 
     # ------------------------------------------------------------------ decisions
 

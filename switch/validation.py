@@ -189,12 +189,12 @@ def validate(fields: Fields) -> Invalid | None:
     rule = rule_for(mti, fields.get("3"))
     if rule is None:
         return None
-    for name in sorted(rule.mandatory, key=int):
-        if name not in fields:
-            return Invalid(name, "mandatory field missing")
-    for name in sorted(rule.forbidden, key=int):
-        if name in fields:
-            return Invalid(name, "field not allowed in this message")
+    missing = rule.mandatory - fields.keys()
+    if missing:
+        return Invalid(min(missing, key=int), "mandatory field missing")
+    extra = rule.forbidden & fields.keys()
+    if extra:
+        return Invalid(min(extra, key=int), "field not allowed in this message")
     if rule.currency_unless_points and "49" not in fields:
         pc = fields.get("3", "")
         if not amount_in_points(pc) and pc[:2] != INQUIRY_TYPE:

@@ -145,3 +145,25 @@ def test_fast_decoder_on_garbage(raw: bytes, spec_name: str) -> None:
     got = FastCodec(spec).decode(raw)
     if got is not None:
         assert got == _reference_decode(raw, spec)
+
+
+# ---------------------------------------------------------------- duplicate keys and stored responses
+
+ANY_TEXT = st.text(max_size=30)  # quotes, backslashes, control characters, non-ASCII
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.dictionaries(st.one_of(st.sampled_from(["t", "2", "3", "11", "41", "64", "p", "1"]), ANY_TEXT),
+                              ANY_TEXT, max_size=12))
+def test_content_hash_and_payload_are_the_json_module_s(fields: dict[str, str]) -> None:
+    import hashlib
+    import json
+
+    from switch import dedup
+
+    canon = {k: v for k, v in fields.items() if k not in codec.STRUCTURAL and k not in codec.MAC_FIELDS}
+    reference = hashlib.sha256(json.dumps(sorted(canon.items()), separators=(",", ":")).encode()).digest()
+    assert dedup.content_hash(fields) == reference, "stored hashes must keep matching"
+    payload = json.dumps({"v": 1, "fields": canon}, separators=(",", ":"), sort_keys=True).encode()
+    assert dedup.encode_payload(fields) == payload
+    assert dedup.decode_payload(payload) == canon

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from ledger.loyalty import lookup
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
+from switch import logs
 from switch.context import RequestContext
 from switch.terminals import normalize_id
 
@@ -120,7 +121,7 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
     rr = ctx.receipt(lambda outcome: _response(ctx, outcome))
     outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
-    if outcome.reason is not Reason.APPROVED:
+    if outcome.reason is not Reason.APPROVED and logs.enabled():
         ctx.log.info("declined", reason=str(outcome.reason), detail=outcome.detail)
     # (A 96 is never kept as the key's answer: the pipeline stores no 91/96.)
     return rr.finish(outcome)
