@@ -245,6 +245,12 @@ class Connection(asyncio.Protocol):
         self._schedule()
 
     async def _serve(self, frame: Frame) -> None:
+        # Let the loop turn once before answering, so that a request needing no database is
+        # not answered in the very step that read it. Measured (bench/wire, 400 echoes in
+        # flight): without this turn some echoes waited over 5 s while the median was 16 ms;
+        # with it none did (p99 ~1.1 s under that saturation, as before the request path
+        # stopped creating a task per request).
+        await asyncio.sleep(0)
         out = await self.listener.pipeline.handle(frame.message, self.peer)
         if out is None:
             self.close("unreadable_mti")
