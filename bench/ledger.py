@@ -3,7 +3,8 @@
 50,000 two-entry transfers from 256 concurrent callers over 10,000 accounts,
 then the same with every transfer touching one hot merchant account; in the
 same run, pgbench tpcb-like (scale 10, 8 clients, 20 s) against the same
-PostgreSQL server. Prints the figures and writes bench/results/ledger.json.
+PostgreSQL server, before and after (ratios use the mean of the two). Prints
+the figures and writes bench/results/ledger.json.
 
 Server: $SWITCHD_BENCH_DSN (an admin DSN), else postgres@127.0.0.1:5432.
 It creates its own databases and drops them.
@@ -91,6 +92,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await conn.close()
         pool = await ledger_db.create_pool(dsn, 2, 4)
         settings = LedgerSettings(batch_size_max=args.batch_size_max, batch_linger_ms=args.linger_ms,
+                                  batches_inflight_max=args.inflight,
                                   queue_depth_max=100_000, timeout_post_s=60)
         async with Ledger(pool, settings) as led:
             fund = [transfer(f"fund-{a}", [Leg(source, a, 1_000_000)]) for a in accounts]
@@ -115,21 +117,29 @@ if __name__ == "__main__":
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--batch-size-max", type=int, default=512)
     ap.add_argument("--linger-ms", type=float, default=1.0)
+    ap.add_argument("--inflight", type=int, default=2, help="ledger.batches_inflight_max")
     ap.add_argument("--pgbench-seconds", type=int, default=20)
     ap.add_argument("--skip-pgbench", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ledger.json"))
     args = ap.parse_args()
+    # pgbench once before and once after the ledger runs; ratios use the mean: this shared
+    # box's speed drifts by tens of percent within minutes.
+    before = None if args.skip_pgbench else run_pgbench(ADMIN_DSN, args.pgbench_seconds, 8, 10)
     try:
         import uvloop
 
         figures = uvloop.run(main(args))
     except ImportError:
         figures = asyncio.run(main(args))
-    if not args.skip_pgbench:
+    if before is not None:
         pg = run_pgbench(ADMIN_DSN, args.pgbench_seconds, 8, 10)
+        runs = [float(r.get("tps", 0) or 0) for r in (before, pg)]
+        figures["pgbench_before"] = before
         figures["pgbench"] = pg
-        print("pgbench:", json.dumps(pg), flush=True)
-        tps = float(pg.get("tps", 0) or 0)
+        figures["pgbench_tps_mean"] = round(sum(runs) / 2, 1)
+        print("pgbench before:", json.dumps(before), flush=True)
+        print("pgbench after:", json.dumps(pg), flush=True)
+        tps = float(figures["pgbench_tps_mean"]) if all(runs) else 0.0
         if tps:
             for kind, target in (("uniform", 1.5), ("hot", 1.2)):
                 r = figures[kind]
