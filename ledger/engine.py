@@ -258,6 +258,11 @@ class Ledger:
         conn: asyncpg.Connection | None = self._idle_conns.pop() if self._idle_conns else None
         try:
             conn = await self._run_batch(batch, conn)
+        except Exception as exc:  # a bug (a receipt function that raises): answer now, not at the timeout
+            detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_result(Result(Status.ERROR, detail=detail))
         finally:
             if conn is not None:
                 self._idle_conns.append(conn)
@@ -325,6 +330,10 @@ class Ledger:
                     retries += 1
                     await asyncio.sleep(0.001 * (2**retries))
                     continue
+                detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc, conn
+            except Exception as exc:  # a bug (a receipt function that raises), not the database:
+                # the transaction was rolled back and the connection is fine; answer now.
                 detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc, conn
 

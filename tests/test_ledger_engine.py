@@ -329,3 +329,19 @@ async def test_one_failing_command_does_not_fail_its_batch(pool: asyncpg.Pool) -
     bal = await A.balance(pool, c["m1"])
     assert bal is not None and bal.posted == 7
     assert not await check_books(pool)
+
+
+async def test_a_receipt_function_that_raises_is_answered_at_once(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool, LedgerSettings(timeout_post_s=30)) as led:
+        def broken(res):  # type: ignore[no-untyped-def]
+            raise ValueError("bug in a receipt builder")
+
+        started = asyncio.get_running_loop().time()
+        res = await led.post(transfer("raises", [Leg(c["op"], c["m1"], 1)]), receipt=broken)
+        assert res.status is Status.ERROR and "ValueError: bug in a receipt builder" in (res.detail or "")
+        assert asyncio.get_running_loop().time() - started < 5, "not left to the 30 s bound"
+        # Nothing of that batch was committed, and the writer goes on.
+        assert await A.journal(pool, idempotency_key="raises") is None
+        assert (await led.post(transfer("after", [Leg(c["op"], c["m1"], 1)]))).status is Status.POSTED
+    assert not await check_books(pool)
