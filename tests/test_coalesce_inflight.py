@@ -87,3 +87,37 @@ async def test_batches_in_flight_keep_keys_and_balances_exact(pool: asyncpg.Pool
     assert await pool.fetchval("SELECT posted FROM ledger.accounts WHERE id = $1", hot) == 7
     assert sum([await pool.fetchval("SELECT posted FROM ledger.accounts WHERE id = $1", m) for m in members]) == 400
     assert not await check_books(pool)
+
+
+async def test_batches_in_flight_decide_every_transfer_exactly(pool: asyncpg.Pool) -> None:
+    # Members that can run dry, transfers among them at random, all at once: whatever order
+    # the two batches in flight decide in, the balances are exactly the posted results.
+    import random
+
+    await A.ensure_asset(pool, "PTS:X", "points", 0)
+    op = await A.open_account(pool, "operator", "op", "PTS:X", "debit", "none")
+    members = [await A.open_account(pool, "member", f"x{i}", "PTS:X", "credit", "non_negative") for i in range(8)]
+    rng = random.Random(20261122)
+    settings = LedgerSettings(batches_inflight_max=2, batch_size_max=8, batch_linger_ms=0)
+    async with Ledger(pool, settings) as led:
+        for m in members:
+            assert (await led.post(transfer(f"fund-{m}", [Leg(op, m, 100)]))).status is Status.POSTED
+        cmds = []
+        for i in range(300):
+            d, c = rng.sample(members, 2)
+            cmds.append(transfer(f"x-{i}", [Leg(d, c, rng.randint(1, 60))]))
+        results = await asyncio.gather(*(led.post(cmd) for cmd in cmds))
+    expected = dict.fromkeys(members, 100)
+    for cmd, res in zip(cmds, results, strict=True):
+        assert res.status in (Status.POSTED, Status.DECLINED), res
+        if res.status is Status.POSTED:
+            leg = cmd.legs[0]
+            expected[leg.debit_account_id] -= leg.amount
+            expected[leg.credit_account_id] += leg.amount
+        else:
+            assert res.reason == "limit"
+    assert {s for s in (r.status for r in results)} == {Status.POSTED, Status.DECLINED}, "both outcomes exercised"
+    for m in members:
+        posted = await pool.fetchval("SELECT posted FROM ledger.accounts WHERE id = $1", m)
+        assert posted == expected[m] >= 0
+    assert not await check_books(pool)
