@@ -128,13 +128,8 @@ def encode(fields: Fields, spec: Spec) -> bytes:
     return bytes(raw)
 
 
-_SECONDARY_KEYS = frozenset(str(n) for n in range(65, 129))
-_SECONDARY_DATA_KEYS = _SECONDARY_KEYS - set(MAC_FIELDS)
-
-
-def has_secondary(fields: Fields) -> bool:
-    """True when any field 65-128 is present (the secondary bitmap will be sent)."""
-    return not _SECONDARY_KEYS.isdisjoint(fields)
+# Fields 65-128 but the MAC: any of them present means a secondary bitmap, so the MAC goes in 128.
+_SECONDARY_DATA_KEYS = frozenset(str(n) for n in range(65, 129)) - set(MAC_FIELDS)
 
 
 def mac_field(fields: Fields) -> str:

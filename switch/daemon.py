@@ -107,7 +107,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
         receipts = receipt_reader(pool)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         services = Services(TerminalStore(pool, master_key), ledger, pool, metrics, RrnAllocator(pool),
-                            loyalty=loyalty, receipts=receipts)
+                            receipts, loyalty=loyalty)
         server = Server(cfg.listeners, services)
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).

@@ -36,7 +36,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import get_receipt, put_receipt, read_receipt
+from ledger.accounts import put_receipt, read_receipt
 from ledger.coalesce import Coalescer
 from ledger.commands import Result  # noqa: F401  (the doctests use it)
 from ledger.engine import Receipt
@@ -128,16 +128,12 @@ def _judge(key: DedupKey, stored: tuple[bytes, bytes]) -> Replay | Conflict:
     return Replay(decode_payload(payload))
 
 
-async def lookup(source: Coalescer | asyncpg.Pool | asyncpg.Connection, key: DedupKey) -> Outcome:
+async def lookup(receipts: Coalescer, key: DedupKey) -> Outcome:
     """None for a new request; a Replay or a Conflict for one seen before.
 
-    ``source``: a :func:`ledger.accounts.receipt_reader` (the daemon's: concurrent
-    lookups share one statement), or a pool or connection.
+    ``receipts``: a :func:`ledger.accounts.receipt_reader` (concurrent lookups share one statement).
     """
-    if isinstance(source, Coalescer):
-        stored = await read_receipt(source, key.idempotency_key)
-    else:
-        stored = await get_receipt(source, key.idempotency_key)
+    stored = await read_receipt(receipts, key.idempotency_key)
     return None if stored is None else _judge(key, stored)
 
 

@@ -82,8 +82,8 @@ class Services:
     pool: asyncpg.Pool
     metrics: Metrics
     rrn: RrnAllocator
+    receipts: Coalescer  # duplicate lookups, coalesced (ledger.accounts.receipt_reader)
     loyalty: Loyalty | None = None  # the accounting host's domain operations (financial handlers)
-    receipts: Coalescer | None = None  # duplicate lookups, coalesced (ledger.accounts.receipt_reader)
 
 
 @dataclass
@@ -223,7 +223,7 @@ class Pipeline:
 
         key = dedup.key_for(fields)
         if key is not None:
-            prior = await dedup.lookup(self.services.receipts or self.services.pool, key)
+            prior = await dedup.lookup(self.services.receipts, key)
             if isinstance(prior, dedup.Replay):
                 state.replayed = True
                 return prior.response

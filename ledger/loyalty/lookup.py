@@ -99,12 +99,6 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-async def context(conn: asyncpg.Connection | asyncpg.Pool, pan: str, merchant_id: str, key: str) -> Context:
-    """The request's context (the row always exists: it hangs off the business day)."""
-    row = await conn.fetchrow(_CONTEXT_SQL, [pan], [merchant_id], [key])
-    assert row is not None, "ledger.business_day has no row"
-    return Context(row)
-
 
 def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
     """Concurrent requests' contexts read together: ``Context(await reader.fetch(pan, merchant_id, key))``."""
@@ -143,11 +137,6 @@ _ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_da
 def _original(row: asyncpg.Record | None) -> Original | None:
     return None if row is None else Original(**dict(row))
 
-
-async def original_by_rrn(conn: asyncpg.Connection | asyncpg.Pool, rrn: str) -> Original | None:
-    """The approved transaction with this RRN."""
-    return _original(await conn.fetchrow(
-        f"SELECT {_ORIGINAL_COLUMNS} FROM loyalty.transactions t WHERE t.rrn=$1 AND t.journal_id IS NOT NULL", rrn))
 
 
 async def original_for_compensation(conn: asyncpg.Connection | asyncpg.Pool,
@@ -244,11 +233,6 @@ _COMPENSATIONS_SQL = """
          ORDER BY t.journal_id
 """
 
-
-async def compensations_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[Compensation]:
-    """The standing compensations of an original, oldest first."""
-    rows = await conn.fetch(_COMPENSATIONS_SQL, journal_id)
-    return [Compensation(r["journal_id"], r["txn_type"], r["undo_units"], list(r["undo_legs"])) for r in rows]
 
 
 async def standing(conn: asyncpg.Connection | asyncpg.Pool,
