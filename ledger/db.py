@@ -58,8 +58,8 @@ async def create_pool(dsn: str, size_min: int = 2, size_max: int = 10, timeout_c
     return pool
 
 
-async def connect(dsn: str, timeout_connect_s: float = 10.0) -> asyncpg.Connection:
-    """One connection (CLI commands, migrations)."""
-    conn = await asyncpg.connect(dsn, timeout=timeout_connect_s, server_settings={"application_name": "switchd-cli"})
+async def connect(dsn: str, timeout_connect_s: float = 10.0, application_name: str = "switchd-cli") -> asyncpg.Connection:
+    """One connection (CLI commands, migrations, the daemon's change feed)."""
+    conn = await asyncpg.connect(dsn, timeout=timeout_connect_s, server_settings={"application_name": application_name})
     await init_connection(conn)
     return conn

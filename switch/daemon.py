@@ -97,6 +97,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
         cfg.database.timeout_connect_s, cfg.database.timeout_statement_s, generic_plans=True,
     )
     watchdog: asyncio.Task[None] | None = None
+    feed: asyncio.Task[None] | None = None
     try:
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
@@ -106,8 +107,11 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
         loyalty = Loyalty(ledger, pool)
         receipts = receipt_reader(pool)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
-        services = Services(TerminalStore(pool, master_key), ledger, pool, metrics, RrnAllocator(pool),
-                            receipts, loyalty=loyalty)
+        terminals = TerminalStore(pool, master_key)
+        metrics.watch_terminal_feed(terminals)
+        feed = asyncio.create_task(terminals.follow_changes(
+            lambda: ledger_db.connect(dsn, cfg.database.timeout_connect_s, "switchd-feed")), name="terminal-feed")
+        services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty)
         server = Server(cfg.listeners, services)
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).
@@ -134,6 +138,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
     finally:
         if watchdog is not None:
             watchdog.cancel()
+        if feed is not None:
+            feed.cancel()
         await pool.close()
         metrics.stop()
     log.info("stopped")

@@ -117,6 +117,9 @@ class Metrics:
                                               buckets=BATCH_SECONDS_BUCKETS, registry=r)
         self.ledger_batches_failed = Counter("switchd_ledger_batches_failed", "Ledger batches that failed",
                                              registry=r)
+        self.terminal_feed_up = Gauge("switchd_terminal_feed_up",
+                                      "1 while terminal changes are announced to this process (else the "
+                                      "terminal cache lives 1 s)", registry=r)
         self._pool = _PoolCollector()
         r.register(self._pool)
         self._coalescers = _CoalescerCollector()
@@ -132,6 +135,10 @@ class Metrics:
         """Export gauges for this asyncpg pool (and the ledger queue depth)."""
         self._pool.pool = pool
         self._pool.queue_depth = queue_depth
+
+    def watch_terminal_feed(self, terminals: Any) -> None:
+        """Export whether this switch.terminals.TerminalStore follows announced changes."""
+        self.terminal_feed_up.set_function(lambda: 1.0 if terminals.watched else 0.0)
 
     def watch_coalescers(self, coalescers: dict[str, Any]) -> None:
         """Export call and statement counters for these ledger.coalesce.Coalescer, by name."""

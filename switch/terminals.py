@@ -15,8 +15,10 @@ b'switchd:terminal:T0000001:x919'
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,22 @@ import click
 
 from switch import keystore, mac
 from switch.cli import cli, emit, fail, load, with_db
+from switch.logs import get_logger
+
+log = get_logger("switchd.terminals")
 
 # Cached lookups keep the hot path (an echo every few ms per terminal) off the
-# database; a CLI change reaches the daemon within this bound.
+# database. Every change to switch.terminals is announced on CHANGE_CHANNEL
+# (migration 0007) and drops the cached copy at once; the lifetime is the bound
+# only while that feed is down, and a safety net while it is up.
 CACHE_TTL_S = 1.0
+CACHE_TTL_WATCHED_S = 30.0
+CHANGE_CHANNEL = "switchd_terminals"
+# The feed's connection is checked this often: a connection that died without
+# closing (no FIN) is noticed within FEED_HEARTBEAT_S + FEED_TIMEOUT_S.
+FEED_HEARTBEAT_S = 5.0
+FEED_TIMEOUT_S = 5.0
+FEED_RETRY_S = 1.0
 CACHE_ENTRIES_MAX = 100_000
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
 _MERCHANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
@@ -106,9 +120,16 @@ class TerminalStore:
         self.pool = pool
         self.master_key = master_key
         self._cache: dict[str, tuple[float, Terminal | None]] = {}
+        self._changes = 0  # announcements received: a read that overlapped one is not cached
+        self.watched = False  # the change feed is connected
+
+    @property
+    def ttl_s(self) -> float:
+        """How long a cached terminal is believed: long while changes are announced to us."""
+        return CACHE_TTL_WATCHED_S if self.watched else CACHE_TTL_S
 
     async def get(self, terminal_id: str, fresh: bool = False) -> Terminal | None:
-        """The terminal, or None if unknown; at most CACHE_TTL_S old unless ``fresh``.
+        """The terminal, or None if unknown; at most ``ttl_s`` old unless ``fresh``.
 
         Callers about to decline because of what they got ask again with
         ``fresh=True``: declining on stale data (another instance just signed
@@ -117,10 +138,16 @@ class TerminalStore:
         tid = normalize_id(terminal_id)
         now = time.monotonic()
         hit = self._cache.get(tid)
-        if not fresh and hit is not None and now - hit[0] < CACHE_TTL_S:
+        if not fresh and hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
+        changes = self._changes
         row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
         term = None if row is None else _from_row(row, self.master_key)
+        if changes != self._changes:
+            # A change was announced while we read: this row may predate it. Answer with it
+            # (it was true a moment ago) but do not keep it.
+            self._cache.pop(tid, None)
+            return term
         if len(self._cache) >= CACHE_ENTRIES_MAX:
             # Bounded. Unknown ids go first: made-up ids must not evict real terminals.
             self._cache = {k: v for k, v in self._cache.items() if v[1] is not None}
@@ -128,6 +155,53 @@ class TerminalStore:
                 self._cache.clear()
         self._cache[tid] = (now, term)
         return term
+
+    def forget(self, terminal_id: str | None = None) -> None:
+        """Drop one terminal's cached copy (all of them when None)."""
+        self._changes += 1
+        if terminal_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(normalize_id(terminal_id), None)
+
+    async def follow_changes(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
+        """Listen on CHANGE_CHANNEL and forget what changes, until cancelled; reconnects.
+
+        While listening, cached terminals live ``CACHE_TTL_WATCHED_S``; whenever
+        the feed is down (not yet connected, lost, reconnecting) they live
+        ``CACHE_TTL_S`` again, and on every (re)connection the whole cache is
+        dropped: what changed while nobody listened is unknown.
+        """
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await connect()
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())  # type: ignore[misc]
+                await conn.add_listener(CHANGE_CHANNEL, self._announced)
+                self.forget()
+                self.watched = True
+                log.info("terminal_feed_up")
+                while not lost.is_set():
+                    try:
+                        await asyncio.wait_for(lost.wait(), FEED_HEARTBEAT_S)
+                    except TimeoutError:
+                        await conn.fetchval("SELECT 1", timeout=FEED_TIMEOUT_S)
+                raise ConnectionError("connection closed")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the feed is down: short lifetimes until it is back
+                was_watched, self.watched = self.watched, False
+                log.warning("terminal_feed_down", reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                            retry_s=FEED_RETRY_S, was_up=was_watched)
+            finally:
+                self.watched = False
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(FEED_RETRY_S)
+
+    def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self.forget(payload)
 
     async def set_signed_on(self, terminal_id: str, signed_on: bool) -> None:
         """Record a sign-on (True) or sign-off (False)."""

@@ -36,6 +36,7 @@ from fixtures_daemon import (
     Terminal,
     ascii4,
     check_mac,
+    db_run,
     decode,
     encode,
     nac2,
@@ -650,3 +651,43 @@ def test_format_error_to_a_keyed_terminal_is_maced(daemon: Any, listener: str) -
         resp = decode(raw, t.spec)
         assert resp["39"] == "30" and resp["11"] == bad["11"]
         assert check_mac(raw, t.spec, "cmac-aes", CMAC_KEY_HEX), "declines to a keyed terminal are MACed"
+
+
+def _routed_until(daemon: Any, tid: str, want: str, within_s: float = 5.0) -> float:
+    """Send purchases until one is answered ``want``; the seconds it took (fails after within_s)."""
+    started = time.monotonic()
+    while True:
+        with term(daemon, "mis") as t:
+            code = t.call(purchase(tid))["39"]
+        waited = time.monotonic() - started
+        if code == want:
+            return waited
+        assert waited < within_s, f"still {code} after {within_s}s, expected {want}"
+        time.sleep(0.05)
+
+
+def test_terminal_changes_are_announced_to_the_daemon(daemon: Any, daemon_db: str) -> None:
+    # The cache keeps a terminal CACHE_TTL_WATCHED_S (30 s) while the change feed is up, so
+    # a change seen within a few seconds was announced, not timed out.
+    daemon.wait_event("terminal_feed_up")
+    assert "switchd_terminal_feed_up 1.0" in daemon.scrape()
+    tid = new_tid()
+    daemon.add_terminal(tid)
+    _routed_until(daemon, tid, ROUTED)
+    daemon.cli("terminal", "disable", tid)
+    _routed_until(daemon, tid, "58")  # a disabled terminal gets nothing but a decline, at once
+    daemon.cli("terminal", "enable", tid)
+    _routed_until(daemon, tid, ROUTED)
+
+    # The feed's connection dies: the daemon says so, falls back to the short lifetime,
+    # reconnects, and changes are announced again.
+    async def kill(conn: Any) -> int:
+        return int(await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'switchd-feed' AND datname = current_database()"))
+
+    assert db_run(daemon_db, kill) >= 1
+    daemon.wait_event("terminal_feed_down")
+    daemon.wait_event("terminal_feed_up", lambda e: len(daemon.events("terminal_feed_up")) >= 2)
+    daemon.cli("terminal", "disable", tid)
+    _routed_until(daemon, tid, "58")
