@@ -691,3 +691,36 @@ def test_terminal_changes_are_announced_to_the_daemon(daemon: Any, daemon_db: st
     daemon.wait_event("terminal_feed_up", lambda e: len(daemon.events("terminal_feed_up")) >= 2)
     daemon.cli("terminal", "disable", tid)
     _routed_until(daemon, tid, "58")
+
+
+def test_a_peer_that_never_reads_is_cut_off(abuse_daemon: Any) -> None:
+    # It keeps sending echoes and reads nothing: once our write buffer is full the switch
+    # stops reading it (backpressure), and after timeout_idle_s of that it aborts the
+    # connection rather than hold the slot and the buffer for ever.
+    d = abuse_daemon
+    frame = nac2(encode(netmgmt("HEALTHY1", "301"), "pos"))
+    burst = frame * 500
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", d.ports["idle"]))
+    sock.settimeout(0.2)
+    cut = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                sock.send(burst)
+            except TimeoutError:  # the switch is not reading us: keep pushing until it gives up
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                cut = True
+                break
+    finally:
+        sock.close()
+    assert cut, "a peer that never reads must be cut off"
+    d.wait_event("connection_close", lambda e: e.get("reason") == "write_timeout")
+    fams = {f.name: f for f in text_string_to_metric_families(d.scrape())}
+    assert any(s.labels.get("reason") == "write_timeout" and s.value > 0
+               for s in fams["switchd_connections_rejected"].samples)
+    with Terminal(d.ports["idle"]) as t:  # and nobody else noticed
+        assert t.call(netmgmt("HEALTHY1", "301"))["39"] == "00"
