@@ -43,7 +43,8 @@ CHANGE_CHANNEL = "switchd_terminals"
 # closing (no FIN) is noticed within FEED_HEARTBEAT_S + FEED_TIMEOUT_S.
 FEED_HEARTBEAT_S = 5.0
 FEED_TIMEOUT_S = 5.0
-FEED_RETRY_S = 1.0
+FEED_RETRY_S = 1.0  # the first retry; doubling up to FEED_RETRY_MAX_S while the database is away
+FEED_RETRY_MAX_S = 10.0
 CACHE_ENTRIES_MAX = 100_000
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
 _MERCHANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
@@ -170,8 +171,12 @@ class TerminalStore:
         While listening, cached terminals live ``CACHE_TTL_WATCHED_S``; whenever
         the feed is down (not yet connected, lost, reconnecting) they live
         ``CACHE_TTL_S`` again, and on every (re)connection the whole cache is
-        dropped: what changed while nobody listened is unknown.
+        dropped: what changed while nobody listened is unknown. Retries start at
+        FEED_RETRY_S and double up to FEED_RETRY_MAX_S; an outage is logged once
+        (``terminal_feed_down``), its end as ``terminal_feed_up``.
         """
+        retry_s = FEED_RETRY_S
+        failures = 0
         while True:
             conn: asyncpg.Connection | None = None
             try:
@@ -181,6 +186,7 @@ class TerminalStore:
                 await conn.add_listener(CHANGE_CHANNEL, self._announced)
                 self.forget()
                 self.watched = True
+                retry_s, failures = FEED_RETRY_S, 0
                 log.info("terminal_feed_up")
                 while not lost.is_set():
                     try:
@@ -191,14 +197,17 @@ class TerminalStore:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the feed is down: short lifetimes until it is back
-                was_watched, self.watched = self.watched, False
-                log.warning("terminal_feed_down", reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                            retry_s=FEED_RETRY_S, was_up=was_watched)
+                self.watched = False
+                failures += 1
+                if failures == 1:  # once per outage, not once per retry
+                    log.warning("terminal_feed_down", retry_s=retry_s,
+                                reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             finally:
                 self.watched = False
                 if conn is not None:
                     conn.terminate()
-            await asyncio.sleep(FEED_RETRY_S)
+            await asyncio.sleep(retry_s)
+            retry_s = min(retry_s * 2, FEED_RETRY_MAX_S)
 
     def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.forget(payload)
