@@ -32,6 +32,8 @@ from typing import Any
 
 import asyncpg
 
+from ledger.db import connection_lost
+
 
 class Coalescer:
     """Coalesces concurrent calls of one array statement; bounded in batch size and concurrency."""
@@ -82,7 +84,10 @@ class Coalescer:
             try:
                 rows = await self._execute([params for params, _ in batch])
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                if self.split_on_error and len(batch) > 1 and isinstance(exc, asyncpg.PostgresError):
+                # A lost connection says nothing about any one call (and the statement may have
+                # committed): no re-run call by call.
+                if (self.split_on_error and len(batch) > 1 and isinstance(exc, asyncpg.PostgresError)
+                        and not connection_lost(exc)):
                     for params, future in batch:
                         await self._run_alone(params, future)
                 else:

@@ -11,6 +11,21 @@ import asyncpg
 CLIENT_CHECK_INTERVAL_MS = 1000
 
 
+def connection_lost(exc: BaseException) -> bool:
+    """True when a connection's state is unknown after ``exc`` (it died, timed out, the server
+    shut it down): it must carry nothing more, and a statement it carried may or may not have
+    committed. asyncpg reports a connection killed under a statement as a PostgresError of
+    class 08 (``ConnectionDoesNotExistError``), not as an InterfaceError.
+
+    >>> connection_lost(TimeoutError()), connection_lost(asyncpg.exceptions.UniqueViolationError())
+    (True, False)
+    """
+    if isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError | asyncpg.exceptions.PostgresConnectionError):
+        return True
+    code = getattr(exc, "sqlstate", None) or ""
+    return code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     # jsonb in and out as Python objects would cost a decode per row on the hot
     # path; we keep text and decode where it is read.

@@ -38,6 +38,7 @@ from ledger.commands import (
     metadata_json,
     validate,
 )
+from ledger.db import connection_lost
 
 
 @dataclass(frozen=True)
@@ -256,13 +257,20 @@ class Ledger:
     async def _flight(self, batch: list[_Pending]) -> None:
         """One batch on its own connection; frees its keys and slot, and wakes the writer."""
         conn: asyncpg.Connection | None = self._idle_conns.pop() if self._idle_conns else None
+        if conn is not None and not _usable(conn):
+            await self._discard(conn)  # it died between batches: the pool gives us another
+            conn = None
         try:
             conn = await self._run_batch(batch, conn)
-        except Exception as exc:  # a bug (a receipt function that raises): answer now, not at the timeout
+        except Exception as exc:  # a bug: answer now, not at the timeout
             detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             for item in batch:
                 if not item.future.done():
                     item.future.set_result(Result(Status.ERROR, detail=detail))
+            # Whatever state the connection is in, it is not one to post the next batch on.
+            if conn is not None:
+                await self._discard(conn)
+                conn = None
         finally:
             if conn is not None:
                 self._idle_conns.append(conn)
@@ -282,7 +290,18 @@ class Ledger:
             try:
                 await self.pool.release(conn, timeout=2)
             except Exception:
-                conn.terminate()
+                await self._discard(conn)
+
+    async def _discard(self, conn: asyncpg.Connection) -> None:
+        """Close a connection whose state is unknown and give its slot back to the pool.
+
+        Never raises: a connection the pool has already taken back (or one that died)
+        refuses terminate() and release(), and a failure here must not stop the writer.
+        """
+        with contextlib.suppress(Exception):
+            conn.terminate()
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
     async def _run_batch(self, batch: list[_Pending],
                          conn: asyncpg.Connection | None) -> asyncpg.Connection | None:
@@ -290,7 +309,7 @@ class Ledger:
         started = time.perf_counter()
         results, retries, error, conn = await self._attempt(batch, conn)
         if (error is not None and len(batch) > 1 and isinstance(error, asyncpg.PostgresError)
-                and getattr(error, "sqlstate", None) not in _NOT_BISECTED):
+                and getattr(error, "sqlstate", None) not in _NOT_BISECTED and not connection_lost(error)):
             # A statement error caused by one command (a receipt that breaks a constraint,
             # a trigger that rejects one row) must not fail its neighbours: nothing was
             # committed, so run each half on its own until the offender is alone
@@ -319,12 +338,9 @@ class Ledger:
                 return results, retries, None, conn
             except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError) as exc:
                 code = getattr(exc, "sqlstate", None)
-                if isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError):
-                    # The connection's state is unknown; never reuse it.
+                if connection_lost(exc):
                     if conn is not None:
-                        conn.terminate()
-                        with contextlib.suppress(Exception):
-                            await self.pool.release(conn)
+                        await self._discard(conn)
                         conn = None
                 if code in _RETRYABLE and retries < self.settings.retries_max:
                     retries += 1
@@ -397,6 +413,14 @@ class Ledger:
                     r_keys, r_hashes, r_payloads, r_journals,
                 )
             return results
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    # A pooled connection that died is taken back by the pool, and its proxy refuses every call.
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 def _to_result(row: asyncpg.Record) -> Result:

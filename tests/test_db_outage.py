@@ -1,0 +1,154 @@
+"""The database goes away under load: every request is answered, none is posted twice.
+
+A real daemon takes purchases from four terminals at once while its database
+connections are killed three times (``pg_terminate_backend``, as a failover
+or an administrator would). What must hold, from DESIGN §3:
+
+- every request gets an answer, promptly: 00 when it posted, 91/96 when the
+  switch cannot know (never silence, never a hung connection);
+- no 00 without its committed journal ("commit before respond");
+- a retransmission of a request answered 91/96 gets a definitive answer once the
+  database is back, and across all of it each request posts at most once: the
+  card's points are exactly the approved requests' points;
+- the books balance and the daemon keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from fixtures_daemon import (
+    CMAC_KEY_HEX,
+    POS_LISTENER,
+    Daemon,
+    Terminal,
+    check_mac,
+    db_run,
+    decode,
+    purchase,
+    utc_stamp,
+)
+
+from ledger.audit import check_books
+
+MID = "MOUT1"
+TIDS = [f"TOUT000{i}" for i in range(1, 5)]
+CARD = "6212345000000059"
+MAC = ("cmac-aes", CMAC_KEY_HEX)
+AMOUNT_MINOR = 1_000  # 10.00 at 1 point per currency unit: 10 points
+POINTS_EACH = 10
+REQUESTS_PER_TERMINAL = 120
+KILLS = 3
+
+
+@pytest.fixture(scope="module")
+def outage(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    # Short bounds so that a request caught by a kill is answered within the test's patience.
+    listener = {**POS_LISTENER, "timeout_handler_s": 4.0}
+    d = Daemon(tmp_path_factory.mktemp("outage"), daemon_db, [listener],
+               extra={"ledger": {"timeout_post_s": 3.0}}).start()
+    try:
+        d.cli("program", "add", "OUT", "--name", "Outage", "--kind", "alliance",
+              "--issue-price-minor", "5", "--redeem-value-minor", "4")
+        d.cli("merchant", "add", MID, "--name", "Outage test", "--program", "OUT", "--earn-rate", "1")
+        for tid in TIDS:
+            d.cli("terminal", "add", tid, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+        d.cli("card", "issue", CARD, "--expiry", "3012")
+        yield d
+    finally:
+        assert d.stop() == 0
+
+
+def _signed_on(d: Daemon, tid: str) -> Terminal:
+    t = Terminal(d.ports["pos"], "nac2", "pos", timeout_s=15.0)
+    for _ in range(50):  # the database may be away this very moment
+        if t.call({"t": "0800", "7": utc_stamp(), "11": "000001", "41": tid.ljust(8), "70": "001"})["39"] == "00":
+            return t
+        time.sleep(0.1)
+    raise AssertionError(f"{tid} could not sign on")
+
+
+def _send(t: Terminal, fields: dict[str, str]) -> dict[str, str]:
+    t.send(fields, mac=MAC)
+    raw = t.recv_raw()  # bounded by the socket timeout: a hung request fails the test
+    assert check_mac(raw, "pos", *MAC)
+    return decode(raw, "pos")
+
+
+def _kill_backends(d: Daemon) -> int:
+    async def body(conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name LIKE 'switchd%'"))
+
+    return int(db_run(d.dsn, body))
+
+
+def test_connections_killed_under_load(outage: Daemon) -> None:
+    d = outage
+    answers: dict[str, list[tuple[dict[str, str], dict[str, str]]]] = {tid: [] for tid in TIDS}
+    errors: list[BaseException] = []
+
+    def terminal(tid: str, stan_base: int) -> None:
+        try:
+            with _signed_on(d, tid) as t:
+                for i in range(REQUESTS_PER_TERMINAL):
+                    req = purchase(tid, MID, pan=CARD, amount=AMOUNT_MINOR, stan=f"{stan_base + i:06d}")
+                    answers[tid].append((req, _send(t, req)))
+        except BaseException as exc:  # reported below, with the thread's name
+            errors.append(exc)
+
+    threads = [threading.Thread(target=terminal, args=(tid, 100_000 * (n + 1)), name=tid)
+               for n, tid in enumerate(TIDS)]
+    for th in threads:
+        th.start()
+    killed = []
+    for _ in range(KILLS):
+        time.sleep(0.6)
+        killed.append(_kill_backends(d))
+    for th in threads:
+        th.join(120)
+    assert not any(th.is_alive() for th in threads), "a terminal is still waiting for an answer"
+    assert not errors, errors
+    assert all(k >= 1 for k in killed), killed
+
+    codes = [resp["39"] for tid in TIDS for _, resp in answers[tid]]
+    assert set(codes) <= {"00", "91", "96"}, sorted(set(codes))
+    in_doubt = [(tid, req) for tid in TIDS for req, resp in answers[tid] if resp["39"] != "00"]
+    assert codes.count("00") > 0
+
+    # Retransmit every request the switch could not decide, as a terminal would, until the
+    # database is back: each gets a definitive answer.
+    for tid, req in in_doubt:
+        with _signed_on(d, tid) as t:
+            for _ in range(50):
+                resp = _send(t, req)
+                if resp["39"] == "00":
+                    break
+                assert resp["39"] in ("91", "96"), resp
+                time.sleep(0.2)
+            assert resp["39"] == "00", f"{tid} {req['11']}: still {resp['39']}"
+
+    total = len(TIDS) * REQUESTS_PER_TERMINAL
+
+    async def facts(conn: asyncpg.Connection) -> tuple[int, int, list[Any]]:
+        journals = int(await conn.fetchval(
+            "SELECT count(*) FROM loyalty.transactions WHERE txn_type = 'earn' AND journal_id IS NOT NULL"))
+        points = int(await conn.fetchval(
+            "SELECT coalesce(sum(a.posted), 0) FROM ledger.accounts a JOIN loyalty.cards c "
+            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.pan = $1 AND a.purpose = 'points'",
+            CARD))
+        return journals, points, await check_books(conn)
+
+    journals, points, problems = db_run(d.dsn, facts)
+    assert journals == total, f"{journals} earn journals for {total} requests"
+    assert points == total * POINTS_EACH
+    assert problems == []
+    with _signed_on(d, TIDS[0]) as t:  # and it keeps serving
+        assert _send(t, purchase(TIDS[0], MID, pan=CARD, amount=AMOUNT_MINOR, stan="999999"))["39"] == "00"
