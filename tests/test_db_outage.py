@@ -39,6 +39,7 @@ from ledger.audit import check_books
 MID = "MOUT1"
 TIDS = [f"TOUT000{i}" for i in range(1, 5)]
 CARD = "6212345000000059"
+CARD_MIXED = "6212345000000067"
 MAC = ("cmac-aes", CMAC_KEY_HEX)
 AMOUNT_MINOR = 1_000  # 10.00 at 1 point per currency unit: 10 points
 POINTS_EACH = 10
@@ -59,6 +60,7 @@ def outage(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         for tid in TIDS:
             d.cli("terminal", "add", tid, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
         d.cli("card", "issue", CARD, "--expiry", "3012")
+        d.cli("card", "issue", CARD_MIXED, "--expiry", "3012")
         yield d
     finally:
         assert d.stop() == 0
@@ -88,6 +90,89 @@ def _kill_backends(d: Daemon) -> int:
             "AND application_name LIKE 'switchd%'"))
 
     return int(db_run(d.dsn, body))
+
+
+def _settle(d: Daemon, tid: str, req: dict[str, str], first: dict[str, str]) -> dict[str, str]:
+    """The definitive answer to ``req``: ``first`` unless it was 91/96, else a retransmission's."""
+    resp = first
+    if resp["39"] not in ("91", "96"):
+        return resp
+    with _signed_on(d, tid) as t:
+        for _ in range(50):
+            resp = _send(t, req)
+            if resp["39"] not in ("91", "96"):
+                return resp
+            time.sleep(0.2)
+    raise AssertionError(f"{tid} {req['11']}: still {resp['39']} after the database came back")
+
+
+def _points(d: Daemon, pan: str) -> tuple[int, list[Any]]:
+    async def body(conn: asyncpg.Connection) -> tuple[int, list[Any]]:
+        points = int(await conn.fetchval(
+            "SELECT coalesce(sum(a.posted), 0) FROM ledger.accounts a JOIN loyalty.cards c "
+            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.pan = $1 AND a.purpose = 'points'", pan))
+        return points, await check_books(conn)
+
+    result: tuple[int, list[Any]] = db_run(d.dsn, body)
+    return result
+
+
+def test_voids_and_redemptions_through_killed_connections(outage: Daemon) -> None:
+    # Voids and refunds hold a database transaction (the original's lock) while their
+    # compensation posts: connections die under them too. Earn 10, redeem 3, void the
+    # earn just approved; the card ends with exactly the sum of what was approved.
+    d = outage
+    finals: list[tuple[str, dict[str, str]]] = []  # (kind, definitive response)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def terminal(tid: str, stan_base: int) -> None:
+        try:
+            sent: list[tuple[str, dict[str, str], dict[str, str]]] = []
+            with _signed_on(d, tid) as t:
+                last_earn: dict[str, str] | None = None
+                for i in range(REQUESTS_PER_TERMINAL):
+                    stan = f"{stan_base + i:06d}"
+                    if i % 4 == 3 and last_earn is not None:
+                        kind = "void"
+                        req = purchase(tid, MID, pan=CARD_MIXED, amount=AMOUNT_MINOR, stan=stan, pc="020000")
+                        req["37"] = last_earn["37"]
+                        last_earn = None
+                    elif i % 4 == 2:
+                        kind = "redeem"
+                        req = purchase(tid, MID, pan=CARD_MIXED, amount=3, stan=stan, pc="006500")
+                    else:
+                        kind = "earn"
+                        req = purchase(tid, MID, pan=CARD_MIXED, amount=AMOUNT_MINOR, stan=stan)
+                    resp = _send(t, req)
+                    assert resp["39"] in ("00", "91", "96"), (kind, resp)
+                    if kind == "earn" and resp["39"] == "00":
+                        last_earn = resp
+                    sent.append((kind, req, resp))
+            settled = [(kind, _settle(d, tid, req, resp)) for kind, req, resp in sent]
+            with lock:
+                finals.extend(settled)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=terminal, args=(tid, 500_000 + 10_000 * n), name=tid)
+               for n, tid in enumerate(TIDS)]
+    for th in threads:
+        th.start()
+    for _ in range(KILLS):
+        time.sleep(0.6)
+        _kill_backends(d)
+    for th in threads:
+        th.join(180)
+    assert not any(th.is_alive() for th in threads), "a terminal is still waiting for an answer"
+    assert not errors, errors
+    codes = {(kind, resp["39"]) for kind, resp in finals}
+    assert codes <= {("earn", "00"), ("redeem", "00"), ("void", "00")}, sorted(codes)
+    approved = {k: sum(1 for kind, _ in finals if kind == k) for k in ("earn", "redeem", "void")}
+    assert approved["void"] > 0
+    points, problems = _points(d, CARD_MIXED)
+    assert points == POINTS_EACH * approved["earn"] - 3 * approved["redeem"] - POINTS_EACH * approved["void"]
+    assert problems == []
 
 
 def test_connections_killed_under_load(outage: Daemon) -> None:
@@ -139,7 +224,8 @@ def test_connections_killed_under_load(outage: Daemon) -> None:
 
     async def facts(conn: asyncpg.Connection) -> tuple[int, int, list[Any]]:
         journals = int(await conn.fetchval(
-            "SELECT count(*) FROM loyalty.transactions WHERE txn_type = 'earn' AND journal_id IS NOT NULL"))
+            "SELECT count(*) FROM loyalty.transactions t JOIN loyalty.cards c ON c.id = t.card_id "
+            "WHERE c.pan = $1 AND t.txn_type = 'earn' AND t.journal_id IS NOT NULL", CARD))
         points = int(await conn.fetchval(
             "SELECT coalesce(sum(a.posted), 0) FROM ledger.accounts a JOIN loyalty.cards c "
             "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.pan = $1 AND a.purpose = 'points'",
