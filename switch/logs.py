@@ -70,7 +70,35 @@ def configure(level: str = "info", stream: Any = None) -> None:
         logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
+    capture_library_logs()
 
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class _LibraryLogs(logging.Handler):
+    """Libraries' stdlib log records (asyncpg's pool, for one) as our JSON lines.
+
+    One line each: the message, the library's logger, and for an exception its type
+    and first line, never a traceback (which could quote a value, and breaks the
+    one-event-per-line stream).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                fields["error"] = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+            get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+        except Exception:  # a log line must never take the process down
+            self.handleError(record)
+
+
+def capture_library_logs() -> None:
+    """Route the stdlib root logger (warnings and up) through :class:`_LibraryLogs`."""
+    root = logging.getLogger()
+    root.handlers = [_LibraryLogs()]
+    root.setLevel(max(_level, logging.WARNING))

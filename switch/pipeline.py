@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from ledger.coalesce import Coalescer
+from ledger.db import connection_lost
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
 from switch import codec, dedup, logs, mac
@@ -129,8 +130,10 @@ class Pipeline:
             state.error = f"request exceeded {REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s}s"
             response = response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
         except Exception as exc:  # a bug or the database: decline, never crash the connection
-            log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti,
-                      error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            if connection_lost(exc):  # say which, so that nobody hunts a bug during an outage
+                error = f"database unavailable ({error})"
+            log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)
             response = response_to(state.fields or {"t": mti}, MALFUNCTION)
         out = self._encode(response, state)
         elapsed_s = time.perf_counter() - started_s

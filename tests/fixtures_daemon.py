@@ -114,11 +114,15 @@ def _toml_value(v: Any) -> str:
 
 def write_config(path: Path, dsn: str, listeners: list[dict[str, Any]], *, drain_s: float = 5.0,
                  metrics: bool = True, extra: dict[str, dict[str, Any]] | None = None, workers: int = 1) -> None:
-    lines = ["[daemon]", f"state_dir = {_toml_value(str(path.parent / 'state'))}",
-             f"timeout_drain_s = {drain_s}", f"workers = {workers}", "", "[database]", f"dsn = {_toml_value(dsn)}",
-             "pool_size_min = 1", "pool_size_max = 4", "", "[metrics]",
-             f"enabled = {_toml_value(metrics)}", 'host = "127.0.0.1"', "port = 0", ""]
+    sections: dict[str, dict[str, Any]] = {
+        "daemon": {"state_dir": str(path.parent / "state"), "timeout_drain_s": drain_s, "workers": workers},
+        "database": {"dsn": dsn, "pool_size_min": 1, "pool_size_max": 4},
+        "metrics": {"enabled": metrics, "host": "127.0.0.1", "port": 0},
+    }
     for section, values in (extra or {}).items():
+        sections[section] = {**sections.get(section, {}), **values}
+    lines: list[str] = []
+    for section, values in sections.items():
         lines.append(f"[{section}]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
         lines.append("")
