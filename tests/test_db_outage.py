@@ -15,6 +15,7 @@ or an administrator would). What must hold, from DESIGN §3:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -238,3 +239,48 @@ def test_connections_killed_under_load(outage: Daemon) -> None:
     assert problems == []
     with _signed_on(d, TIDS[0]) as t:  # and it keeps serving
         assert _send(t, purchase(TIDS[0], MID, pan=CARD, amount=AMOUNT_MINOR, stan="999999"))["39"] == "00"
+
+
+def test_a_row_lock_held_by_someone_else(outage: Daemon) -> None:
+    # An operator's session holds the merchant's clearing account FOR UPDATE (and forgets):
+    # postings queue behind it. Requests are answered 96 within the post bound, the writer
+    # gives up its blocked statements and keeps going, and once the lock is gone every
+    # retransmission is decided exactly once.
+    d = outage
+    card = "6212345000000083"
+    d.cli("card", "issue", card, "--expiry", "3012")
+    release = threading.Event()
+    holding = threading.Event()
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(d.dsn, timeout=10)
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT 1 FROM ledger.accounts a JOIN loyalty.merchants m "
+                    "ON a.id = m.clearing_points_account_id WHERE m.merchant_id = $1 FOR UPDATE OF a", MID)
+                holding.set()
+                await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        finally:
+            await conn.close()
+
+    holder = threading.Thread(target=lambda: asyncio.run(hold()), name="lock-holder")
+    holder.start()
+    assert holding.wait(10)
+    sent: list[tuple[dict[str, str], dict[str, str]]] = []
+    try:
+        with _signed_on(d, TIDS[0]) as t:
+            for i in range(3):
+                req = purchase(TIDS[0], MID, pan=card, amount=AMOUNT_MINOR, stan=f"{700_000 + i:06d}")
+                started = time.monotonic()
+                resp = _send(t, req)
+                assert resp["39"] in ("91", "96"), resp
+                assert time.monotonic() - started < 6.0, "answered within the post bound, not the lock's"
+                sent.append((req, resp))
+    finally:
+        release.set()
+        holder.join(10)
+    settled = [_settle(d, TIDS[0], req, resp) for req, resp in sent]
+    assert [r["39"] for r in settled] == ["00", "00", "00"]
+    points, problems = _points(d, card)
+    assert points == 3 * POINTS_EACH and problems == []
