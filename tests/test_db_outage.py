@@ -223,17 +223,13 @@ def test_connections_killed_under_load(outage: Daemon) -> None:
 
     total = len(TIDS) * REQUESTS_PER_TERMINAL
 
-    async def facts(conn: asyncpg.Connection) -> tuple[int, int, list[Any]]:
-        journals = int(await conn.fetchval(
+    async def earn_journals(conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval(
             "SELECT count(*) FROM loyalty.transactions t JOIN loyalty.cards c ON c.id = t.card_id "
             "WHERE c.pan = $1 AND t.txn_type = 'earn' AND t.journal_id IS NOT NULL", CARD))
-        points = int(await conn.fetchval(
-            "SELECT coalesce(sum(a.posted), 0) FROM ledger.accounts a JOIN loyalty.cards c "
-            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.pan = $1 AND a.purpose = 'points'",
-            CARD))
-        return journals, points, await check_books(conn)
 
-    journals, points, problems = db_run(d.dsn, facts)
+    journals = int(db_run(d.dsn, earn_journals))
+    points, problems = _points(d, CARD)
     assert journals == total, f"{journals} earn journals for {total} requests"
     assert points == total * POINTS_EACH
     assert problems == []
