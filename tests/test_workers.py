@@ -102,6 +102,40 @@ def test_both_workers_serve_one_book(two: Daemon) -> None:
     assert posted == 3 * len(TERMINALS) + 1
 
 
+def test_both_workers_ride_out_killed_connections(two: Daemon) -> None:
+    # Every database connection of both workers (pools and terminal feeds) is killed: no
+    # worker dies, each answers 96 at worst until it has reconnected, and each request,
+    # retransmitted until decided, posts once.
+    async def kill(conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND application_name LIKE 'switchd%'"))
+
+    async def posted(conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM loyalty.transactions WHERE merchant_id = $1 "
+                                       "AND journal_id IS NOT NULL", MID))
+
+    before = db_run(two.dsn, posted)
+    assert db_run(two.dsn, kill) >= 4  # two pools' connections and two feeds at least
+    for tid in TERMINALS:
+        with Terminal(two.ports["pos"], "nac2", "pos") as t:
+            for _ in range(50):  # the sign-on writes to the database too
+                if t.call({"t": "0800", "7": utc_stamp(), "11": next_stan(), "41": tid.ljust(8),
+                           "70": "001"})["39"] == "00":
+                    break
+            req = purchase(tid, MID, pan=CARD, amount=1_000, pc="000000")
+            for _ in range(50):
+                t.send(req, mac=MAC)
+                code = decode(t.recv_raw(), "pos")["39"]
+                if code == "00":
+                    break
+                assert code in ("91", "96"), code
+            assert code == "00"
+    assert two.running and not two.events("worker_exited")
+    assert db_run(two.dsn, posted) == before + len(TERMINALS)
+    two.wait_event("terminal_feed_up", lambda e: len(two.events("terminal_feed_up")) >= 4)
+
+
 def test_a_dead_worker_stops_the_service(two: Daemon) -> None:
     victim = two.events("worker_ready")[0]["pid"]
     os.kill(victim, signal.SIGKILL)
