@@ -26,6 +26,7 @@ from switch import codec, dedup, logs, mac
 from switch.codec import CodecError, Fields, canonical_mti
 from switch.config import ListenerConfig
 from switch.context import RequestContext, response_mti, response_to
+from switch.dedup import ResponseReceipt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
 from switch.routing import metric_labels, route
@@ -235,9 +236,9 @@ class Pipeline:
                 return response_to(fields, DUPLICATE)
 
         target = route(state.mti, fields.get("3"))
+        receipt: ResponseReceipt | None = None
         if isinstance(target, str):
             response = response_to(fields, target)
-            ctx: RequestContext | None = None
         else:
             ctx = RequestContext(
                 fields=fields, mti=state.mti, processing_code=fields.get("3"), listener=self.listener,
@@ -253,11 +254,16 @@ class Pipeline:
                 # a retransmission then gets. This request is answered 91, never 00.
                 state.error = f"handler exceeded {self.listener.timeout_handler_s}s"
                 return ctx.reply(SYSTEM_UNAVAILABLE)
+            finally:
+                # The receipt's builder closes over the context, which holds the receipt: a
+                # reference cycle per request, left to the cycle collector (measured in bench/e2e:
+                # a ~10 ms pause every ~1,500 requests). Break it here; the ledger keeps the
+                # receipt itself for as long as a batch may still call it.
+                receipt, ctx.response_receipt = ctx.response_receipt, None
         # 91/96 say "the system failed, nothing is known to be posted": a retransmission
         # must be tried again, so they are never kept as the answer to this key.
         transient = response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION)
-        if key is not None and not transient and not (ctx is not None and ctx.response_receipt is not None
-                                                      and ctx.response_receipt.stored):
+        if key is not None and not transient and not (receipt is not None and receipt.stored):
             stored = await dedup.store(self.services.pool, key, response)
             if isinstance(stored, dedup.Conflict):
                 state.error = "duplicate key, different content"
