@@ -5,7 +5,8 @@ request in the outage is answered 91/96 within the handler's bound (never
 silence, the terminal's connection stays up), nothing is half-written, and
 once the cluster is back the same daemon serves again without a restart:
 retransmissions are decided exactly once, the terminal feed reconnects, the
-books balance.
+books balance. And a daemon stopped while its database is away still drains
+and exits 0.
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def cluster() -> Iterator[EmbeddedPostgres]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def _migrated(cluster: EmbeddedPostgres) -> str:
+    """Start the cluster and bring its schema up to date; its DSN."""
+    dsn = cluster.start()
+
+    async def upgrade() -> None:
+        conn = await ledger_db.connect(dsn)
+        try:
+            await migrate.upgrade(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(upgrade())
+    return dsn
+
+
 def _send(t: Terminal, fields: dict[str, str]) -> tuple[dict[str, str], float]:
     started = time.monotonic()
     t.send(fields, mac=MAC)
@@ -74,16 +90,7 @@ def _send(t: Terminal, fields: dict[str, str]) -> tuple[dict[str, str], float]:
 
 
 def test_database_restart_under_a_running_daemon(cluster: EmbeddedPostgres, tmp_path: Path) -> None:
-    dsn = cluster.start()
-
-    async def upgrade() -> None:
-        conn = await ledger_db.connect(dsn)
-        try:
-            await migrate.upgrade(conn)
-        finally:
-            await conn.close()
-
-    asyncio.run(upgrade())
+    dsn = _migrated(cluster)
     listener = {**POS_LISTENER, "timeout_handler_s": HANDLER_BOUND_S}
     d = Daemon(tmp_path, dsn, [listener], extra={"ledger": {"timeout_post_s": 2.0},
                                                  "database": {"timeout_connect_s": 1.0}}).start()
@@ -145,3 +152,16 @@ def test_database_restart_under_a_running_daemon(cluster: EmbeddedPostgres, tmp_
         assert any(e.get("logger", "").startswith("asyncpg") for e in lines) or d.events("terminal_feed_down")
     finally:
         assert d.stop() == 0
+
+
+def test_sigterm_with_the_database_away(cluster: EmbeddedPostgres, tmp_path: Path) -> None:
+    # The database is gone and an operator stops the daemon: it still drains and exits 0,
+    # within its bounds, rather than hang on connections that cannot be closed politely.
+    dsn = _migrated(cluster)
+    d = Daemon(tmp_path, dsn, [POS_LISTENER], extra={"database": {"timeout_connect_s": 1.0}}).start()
+    cluster.stop()
+    d.wait_event("terminal_feed_down")
+    started = time.monotonic()
+    assert d.stop() == 0
+    assert time.monotonic() - started < 15
+    assert d.events("stopped")
