@@ -136,6 +136,23 @@ def test_both_workers_ride_out_killed_connections(two: Daemon) -> None:
     two.wait_event("terminal_feed_up", lambda e: len(two.events("terminal_feed_up")) >= 4)
 
 
+def test_a_disabled_terminal_is_refused_by_every_worker(two: Daemon) -> None:
+    # Each worker follows the terminal feed: after the CLI disables a terminal, no worker
+    # serves it, whichever one a new connection lands on (the cache would keep it 30 s).
+    two.wait_event("terminal_feed_up", lambda e: len(two.events("terminal_feed_up")) >= 2)
+    tid = TERMINALS[-1]
+    two.cli("terminal", "disable", tid)
+    try:
+        codes = []
+        for _ in range(12):  # new connections land on either worker
+            with Terminal(two.ports["pos"], "nac2", "pos") as t:
+                codes.append(t.call({"t": "0800", "7": utc_stamp(), "11": next_stan(), "41": tid.ljust(8),
+                                     "70": "001"})["39"])
+        assert set(codes) == {"58"}, codes
+    finally:
+        two.cli("terminal", "enable", tid)
+
+
 def test_a_dead_worker_stops_the_service(two: Daemon) -> None:
     victim = two.events("worker_ready")[0]["pid"]
     os.kill(victim, signal.SIGKILL)
