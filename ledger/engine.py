@@ -39,6 +39,7 @@ from ledger.commands import (
     validate,
 )
 from ledger.db import connection_lost
+from ledger.errors import one_line
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class Ledger:
         try:
             conn = await self._run_batch(batch, conn)
         except Exception as exc:  # a bug: answer now, not at the timeout
-            detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            detail = f"batch failed: {one_line(exc)}"
             for item in batch:
                 if not item.future.done():
                     item.future.set_result(Result(Status.ERROR, detail=detail))
@@ -346,11 +347,11 @@ class Ledger:
                     retries += 1
                     await asyncio.sleep(0.001 * (2**retries))
                     continue
-                detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                detail = f"batch failed: {one_line(exc)}"
                 return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc, conn
             except Exception as exc:  # a bug (a receipt function that raises), not the database:
                 # the transaction was rolled back and the connection is fine; answer now.
-                detail = f"batch failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                detail = f"batch failed: {one_line(exc)}"
                 return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc, conn
 
     async def _execute(self, conn: asyncpg.Connection, batch: list[_Pending]) -> list[Result]:

@@ -17,6 +17,7 @@ import click
 from ledger import db as ledger_db
 from ledger import migrate
 from ledger.embedded import EmbeddedError
+from ledger.errors import first_line
 from switch import runtime
 from switch.config import Config, ConfigError, load_config
 from switch.logs import configure as configure_logs
@@ -75,7 +76,7 @@ def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
         import asyncpg
 
         if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
-            fail(f"database error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            fail(f"database error: {first_line(exc)}")
         raise
 
 

@@ -36,6 +36,7 @@ from ledger import migrate
 from ledger.accounts import receipt_reader
 from ledger.embedded import EmbeddedError
 from ledger.engine import Ledger, LedgerSettings
+from ledger.errors import first_line
 from ledger.loyalty.operations import Loyalty
 from switch import keystore, notify, runtime
 from switch.config import Config
@@ -157,7 +158,7 @@ async def _sweep_holds(ledger: Ledger) -> None:
         try:
             expired = await ledger.expire_due_holds()
         except Exception as exc:  # a failed sweep is retried at the next interval
-            log.warning("hold_sweep_failed", reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            log.warning("hold_sweep_failed", reason=first_line(exc))
             continue
         if expired:
             log.info("holds_expired", count=expired)

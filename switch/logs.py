@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from ledger.errors import one_line
 from ledger.loyalty.rules import mask_pan
 
 _SECRET_KEYS = {"pan", "track2", "track_2", "pin", "pin_block", "key", "mac_key", "master_key", "35", "45", "52"}
@@ -89,9 +90,7 @@ class _LibraryLogs(logging.Handler):
         try:
             fields: dict[str, Any] = {"logger": record.name}
             if record.exc_info and record.exc_info[1] is not None:
-                exc = record.exc_info[1]
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                fields["error"] = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+                fields["error"] = one_line(record.exc_info[1])
             get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
         except Exception:  # a log line must never take the process down
             self.handleError(record)

@@ -21,6 +21,7 @@ import asyncpg
 from ledger.coalesce import Coalescer
 from ledger.db import connection_lost
 from ledger.engine import Ledger
+from ledger.errors import one_line
 from ledger.loyalty.operations import Loyalty
 from switch import codec, dedup, logs, mac
 from switch.codec import CodecError, Fields, canonical_mti
@@ -131,7 +132,7 @@ class Pipeline:
             state.error = f"request exceeded {REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s}s"
             response = response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
         except Exception as exc:  # a bug or the database: decline, never crash the connection
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            error = one_line(exc)
             if connection_lost(exc):  # say which, so that nobody hunts a bug during an outage
                 error = f"database unavailable ({error})"
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)

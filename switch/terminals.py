@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import click
 
+from ledger.errors import first_line
 from switch import keystore, mac
 from switch.cli import cli, emit, fail, load, with_db
 from switch.logs import get_logger
@@ -201,7 +202,7 @@ class TerminalStore:
                 failures += 1
                 if failures == 1:  # once per outage, not once per retry
                     log.warning("terminal_feed_down", retry_s=retry_s,
-                                reason=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                                reason=first_line(exc))
             finally:
                 self.watched = False
                 if conn is not None:

@@ -35,6 +35,7 @@ from ledger.accounts import open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, Receipt
+from ledger.errors import first_line
 from ledger.loyalty import lookup
 from ledger.loyalty.lookup import Context, Original, PostedLeg
 from ledger.loyalty.outcomes import (
@@ -155,8 +156,7 @@ class Loyalty:
         try:
             return await self._run(t, req, receipt)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first}")
+            return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first_line(exc)}")
 
     async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
         ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key)

@@ -18,6 +18,7 @@ import asyncpg
 
 from ledger import batches
 from ledger.batches import Totals
+from ledger.errors import one_line
 from switch.context import RequestContext
 from switch.terminals import normalize_id
 
@@ -57,7 +58,7 @@ async def handle(ctx: RequestContext) -> Fields:
                                            ctx.dedup_key.idempotency_key)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
         ctx.log.warning("batch_settlement_failed", terminal_id=terminal_id,
-                        error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+                        error=one_line(exc))
         return ctx.reply(SYSTEM_UNAVAILABLE)
     if not outcome.in_balance:
         ctx.log.info("batch_out_of_balance", terminal_id=terminal_id, batch_number=batch_number,
