@@ -71,7 +71,8 @@ ReceiptFn = Callable[[Result], Receipt | None]
 _RETRYABLE = {"40001", "40P01", "23505"}
 # Errors that say nothing about one command (the database is slow, locked or going
 # away): splitting the batch would only repeat them.
-_NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "57P01", "57P02", "57P03", "53300"}
+# (A lost connection, see ledger.db.connection_lost, is never bisected either.)
+_NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "53300"}
 
 
 @dataclass
@@ -247,11 +248,7 @@ class Ledger:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                 continue
-            for item in batch:
-                self._inflight_keys.add(item.cmd.idempotency_key)
-                ref_key = self._ref_of(item.cmd)
-                if ref_key is not None:
-                    self._inflight_refs.add(ref_key)
+            self._claim(batch, True)
             task = asyncio.get_running_loop().create_task(self._flight(batch))
             self._inflight.add(task)
 
@@ -275,15 +272,24 @@ class Ledger:
         finally:
             if conn is not None:
                 self._idle_conns.append(conn)
-            for item in batch:
-                self._inflight_keys.discard(item.cmd.idempotency_key)
-                ref_key = self._ref_of(item.cmd)
-                if ref_key is not None:
-                    self._inflight_refs.discard(ref_key)
+            self._claim(batch, False)
             task = asyncio.current_task()
             if task is not None:
                 self._inflight.discard(task)  # type: ignore[arg-type]
             self._wakeup.set()
+
+    def _claim(self, batch: list[_Pending], claimed: bool) -> None:
+        """Mark (or unmark) the keys, journals and holds of a batch in flight."""
+        for item in batch:
+            ref_key = self._ref_of(item.cmd)
+            if claimed:
+                self._inflight_keys.add(item.cmd.idempotency_key)
+                if ref_key is not None:
+                    self._inflight_refs.add(ref_key)
+            else:
+                self._inflight_keys.discard(item.cmd.idempotency_key)
+                if ref_key is not None:
+                    self._inflight_refs.discard(ref_key)
 
     async def _release_conns(self) -> None:
         conns, self._idle_conns = self._idle_conns, []
