@@ -164,8 +164,8 @@ class Pipeline:
 
     async def _identify(self, tid: str | None) -> Terminal | None:
         # Garbage never reaches the database, and an unknown or disabled terminal is
-        # answered from the cache like any other (changes are announced; see TerminalStore): a flood of
-        # requests from one bogus terminal id costs one query a second, not one each.
+        # answered from the cache like any other (changes are announced, see TerminalStore):
+        # a flood of requests from one bogus terminal id costs one query per cache lifetime.
         if not tid or not plausible_id(tid):
             return None
         return await self.services.terminals.get(tid)

@@ -99,7 +99,6 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-
 def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
     """Concurrent requests' contexts read together: ``Context(await reader.fetch(pan, merchant_id, key))``."""
     return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max)
@@ -136,7 +135,6 @@ _ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_da
 
 def _original(row: asyncpg.Record | None) -> Original | None:
     return None if row is None else Original(**dict(row))
-
 
 
 async def original_for_compensation(conn: asyncpg.Connection | asyncpg.Pool,
@@ -232,7 +230,6 @@ _COMPENSATIONS_SQL = """
                               AND r.journal_id IS NOT NULL)
          ORDER BY t.journal_id
 """
-
 
 
 async def standing(conn: asyncpg.Connection | asyncpg.Pool,
