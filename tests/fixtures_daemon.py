@@ -237,6 +237,20 @@ class Daemon:
             raise AssertionError(f"switchd {' '.join(args)} exited {res.returncode}: {res.stderr}")
         return res
 
+    def provision(self, program: str, merchant: str, terminals: list[str], cards: list[str],
+                  issue_price_minor: int = 5, redeem_value_minor: int = 4) -> None:
+        """With the real CLI: an alliance program, one merchant earning 1 point per currency
+        unit, its terminals keyed for AES-CMAC (CMAC_KEY_HEX), cards valid until 2030-12."""
+        self.cli("program", "add", program, "--name", f"{program} program", "--kind", "alliance",
+                 "--issue-price-minor", str(issue_price_minor), "--redeem-value-minor", str(redeem_value_minor))
+        self.cli("merchant", "add", merchant, "--name", f"{merchant} merchant", "--program", program,
+                 "--earn-rate", "1")
+        for tid in terminals:
+            self.cli("terminal", "add", tid, "--merchant", merchant, "--mac-alg", "cmac-aes",
+                     "--mac-key", CMAC_KEY_HEX)
+        for pan in cards:
+            self.cli("card", "issue", pan, "--expiry", "3012")
+
     def add_terminal(self, tid: str, merchant: str = "M0000001", mac_alg: str | None = None,
                      mac_key_hex: str | None = None, signed_on: bool = False) -> None:
         """Insert a terminal with the same code the CLI uses (faster than a subprocess)."""
@@ -308,6 +322,36 @@ def next_stan() -> str:
 
 def pad(value: str, n: int) -> str:
     return value.ljust(n)
+
+
+IN_DOUBT = ("91", "96")  # "the switch cannot say": the terminal retransmits
+
+
+def until_decided(send: Callable[[], dict[str, str]], attempts: int = 50, pause_s: float = 0.2) -> dict[str, str]:
+    """``send()`` again while the answer is 91/96 (the database may be away): the first other answer.
+
+    Fails the test when it is still undecided after ``attempts``.
+    """
+    for _ in range(attempts):
+        resp = send()
+        if resp["39"] not in IN_DOUBT:
+            return resp
+        time.sleep(pause_s)
+    raise AssertionError(f"still {resp['39']} after {attempts} attempts")
+
+
+def signed_on(port: int, tid: str, timeout_s: float = 10.0) -> Terminal:
+    """A POS connection whose terminal has signed on (0800 001), retried while undecided."""
+    t = Terminal(port, "nac2", "pos", timeout_s=timeout_s)
+    try:
+        resp = until_decided(lambda: t.call(netmgmt(tid, "001")), pause_s=0.1)
+    except BaseException:
+        t.close()
+        raise
+    if resp["39"] != "00":
+        t.close()
+        raise AssertionError(f"{tid} could not sign on: {resp['39']}")
+    return t
 
 
 def netmgmt(tid: str, code: str = "301", stan: str | None = None) -> dict[str, str]:

@@ -25,6 +25,7 @@ import asyncpg
 import pytest
 from fixtures_daemon import (
     CMAC_KEY_HEX,
+    IN_DOUBT,
     POS_LISTENER,
     Daemon,
     Terminal,
@@ -32,7 +33,8 @@ from fixtures_daemon import (
     db_run,
     decode,
     purchase,
-    utc_stamp,
+    signed_on,
+    until_decided,
 )
 
 from ledger.audit import check_books
@@ -55,25 +57,14 @@ def outage(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     d = Daemon(tmp_path_factory.mktemp("outage"), daemon_db, [listener],
                extra={"ledger": {"timeout_post_s": 3.0}}).start()
     try:
-        d.cli("program", "add", "OUT", "--name", "Outage", "--kind", "alliance",
-              "--issue-price-minor", "5", "--redeem-value-minor", "4")
-        d.cli("merchant", "add", MID, "--name", "Outage test", "--program", "OUT", "--earn-rate", "1")
-        for tid in TIDS:
-            d.cli("terminal", "add", tid, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
-        d.cli("card", "issue", CARD, "--expiry", "3012")
-        d.cli("card", "issue", CARD_MIXED, "--expiry", "3012")
+        d.provision("OUT", MID, TIDS, [CARD, CARD_MIXED])
         yield d
     finally:
         assert d.stop() == 0
 
 
 def _signed_on(d: Daemon, tid: str) -> Terminal:
-    t = Terminal(d.ports["pos"], "nac2", "pos", timeout_s=15.0)
-    for _ in range(50):  # the database may be away this very moment
-        if t.call({"t": "0800", "7": utc_stamp(), "11": "000001", "41": tid.ljust(8), "70": "001"})["39"] == "00":
-            return t
-        time.sleep(0.1)
-    raise AssertionError(f"{tid} could not sign on")
+    return signed_on(d.ports["pos"], tid, timeout_s=15.0)
 
 
 def _send(t: Terminal, fields: dict[str, str]) -> dict[str, str]:
@@ -95,16 +86,10 @@ def _kill_backends(d: Daemon) -> int:
 
 def _settle(d: Daemon, tid: str, req: dict[str, str], first: dict[str, str]) -> dict[str, str]:
     """The definitive answer to ``req``: ``first`` unless it was 91/96, else a retransmission's."""
-    resp = first
-    if resp["39"] not in ("91", "96"):
-        return resp
+    if first["39"] not in IN_DOUBT:
+        return first
     with _signed_on(d, tid) as t:
-        for _ in range(50):
-            resp = _send(t, req)
-            if resp["39"] not in ("91", "96"):
-                return resp
-            time.sleep(0.2)
-    raise AssertionError(f"{tid} {req['11']}: still {resp['39']} after the database came back")
+        return until_decided(lambda: _send(t, req))
 
 
 def _points(d: Daemon, pan: str) -> tuple[int, list[Any]]:
@@ -213,13 +198,8 @@ def test_connections_killed_under_load(outage: Daemon) -> None:
     # database is back: each gets a definitive answer.
     for tid, req in in_doubt:
         with _signed_on(d, tid) as t:
-            for _ in range(50):
-                resp = _send(t, req)
-                if resp["39"] == "00":
-                    break
-                assert resp["39"] in ("91", "96"), resp
-                time.sleep(0.2)
-            assert resp["39"] == "00", f"{tid} {req['11']}: still {resp['39']}"
+            resp = until_decided(lambda: _send(t, req))  # noqa: B023 - called before the loop moves on
+            assert resp["39"] == "00", f"{tid} {req['11']}: {resp['39']}"
 
     total = len(TIDS) * REQUESTS_PER_TERMINAL
 

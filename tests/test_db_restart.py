@@ -31,6 +31,7 @@ from fixtures_daemon import (
     check_mac,
     decode,
     purchase,
+    until_decided,
     utc_stamp,
 )
 
@@ -95,11 +96,7 @@ def test_database_restart_under_a_running_daemon(cluster: EmbeddedPostgres, tmp_
     d = Daemon(tmp_path, dsn, [listener], extra={"ledger": {"timeout_post_s": 2.0},
                                                  "database": {"timeout_connect_s": 1.0}}).start()
     try:
-        d.cli("program", "add", "RST", "--name", "Restart", "--kind", "alliance",
-              "--issue-price-minor", "5", "--redeem-value-minor", "4")
-        d.cli("merchant", "add", MID, "--name", "Restart test", "--program", "RST", "--earn-rate", "1")
-        d.cli("terminal", "add", TID, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
-        d.cli("card", "issue", CARD, "--expiry", "3012")
+        d.provision("RST", MID, [TID], [CARD])
         d.wait_event("terminal_feed_up")
         stans = iter(range(1, 1_000_000))
 
@@ -122,12 +119,7 @@ def test_database_restart_under_a_running_daemon(cluster: EmbeddedPostgres, tmp_
             cluster.start()
             d.wait_event("terminal_feed_up", lambda e: len(d.events("terminal_feed_up")) >= 2, timeout_s=30)
             for req in during:  # the terminal retransmits what it could not get decided
-                for _ in range(50):
-                    resp, _took = _send(t, req)
-                    if resp["39"] == "00":
-                        break
-                    time.sleep(0.2)
-                assert resp["39"] == "00", resp
+                assert until_decided(lambda: _send(t, req)[0])["39"] == "00"  # noqa: B023
             after = [earn() for _ in range(5)]
             assert all(_send(t, req)[0]["39"] == "00" for req in after)
 
