@@ -271,6 +271,8 @@ def report(summary: dict[str, Any]) -> dict[str, Any]:
         "by_kind": summary.get("by_kind", {}),
         "compensations": summary.get("compensations", {}),
         "errors": summary["errors"],
+        "schedule_slips": summary.get("schedule_slips", 0),
+        "per_second": summary.get("per_second", []),
     }
 
 
@@ -421,16 +423,19 @@ def main() -> int:
 
             half_rate = round(closed["requests_per_s"] / 2, 1)
             asyncio.run(vacuum(dsn))
+            before = daemon.scrape()
             with CpuMeter(daemon) as cpu:
                 summary, lg_cpu = loadgen(
                     daemon.port, work, "half", "--connections", str(args.connections),
                     "--inflight", str(max(inflight, 8)), "--rate", str(half_rate),
                     "--duration-s", str(args.half_duration_s), timeout_s=args.half_duration_s + 180)
             half = {"rate_per_s": half_rate, **report(summary),
-                    "cpu": cpu.figures(lg_cpu, summary["response_codes"].get("00", 0))}
+                    "cpu": cpu.figures(lg_cpu, summary["response_codes"].get("00", 0)),
+                    "batching": batching(before, daemon.scrape())}
             results["half_rate"] = half
             print(line(f"open loop at {half_rate:.0f} requests/s (half the maximum)", half), flush=True)
             print(f"  CPU: {half['cpu']}", flush=True)
+            print(f"  batching: {half['batching']}", flush=True)
 
             results["daemon_exit_code"] = daemon.stop()
             if args.keep_daemon_log:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,11 +42,28 @@ class Stats:
     # Open loop only: times the generator itself fell a whole interval behind its
     # target rate (a busy client machine). Reported, but not an error of the server.
     schedule_slips: int = 0
+    # Latencies by the whole second (monotonic) their answer arrived in: a tail made of one
+    # stall and a tail spread over the run look alike in a single p99.
+    by_second: dict[int, list[float]] = field(default_factory=dict)
 
     def record(self, latency_ms: float, response_code: str) -> None:
         self.responses += 1
         self.latencies_ms.append(latency_ms)
         self.response_codes[response_code] += 1
+        second = int(time.monotonic())
+        bucket = self.by_second.get(second)
+        if bucket is None:
+            bucket = self.by_second[second] = []
+        bucket.append(latency_ms)
+
+    def per_second(self) -> list[dict[str, float]]:
+        """Count, p50, p99 and max latency for each second of the run, in order."""
+        out: list[dict[str, float]] = []
+        for second in sorted(self.by_second):
+            values = sorted(self.by_second[second])
+            out.append({"responses": len(values), "p50_ms": round(percentile(values, 50), 1),
+                        "p99_ms": round(percentile(values, 99), 1), "max_ms": round(values[-1], 1)})
+        return out
 
     def error(self, kind: str, count: int = 1) -> None:
         self.errors[kind] += count
@@ -68,6 +86,7 @@ class Stats:
             "errors": dict(sorted(self.errors.items())),
             "errors_total": sum(self.errors.values()),
             "schedule_slips": self.schedule_slips,
+            "per_second": self.per_second(),
             "connections": {
                 "open": self.connections_open,
                 "failed": self.connections_failed,
