@@ -74,6 +74,9 @@ class RequestContext:
     dedup_key: DedupKey | None = None
     response_receipt: ResponseReceipt | None = field(default=None, repr=False)
     loyalty: Loyalty | None = None
+    # Set by a handler that answered with the response stored for this request's key (see
+    # switch.routing.CHECKS_DUPLICATES): the pipeline then stores nothing.
+    replayed: bool = False
 
     def reply(self, code: str, **extra: str) -> Fields:
         """The response with ``code``: echoed keys, the RRN when assigned, and ``extra`` fields."""

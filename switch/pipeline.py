@@ -1,7 +1,8 @@
 """The life of one request (DESIGN §3), from message bytes to response bytes.
 
 decode -> validate -> terminal known and active? -> MAC valid? -> signed on?
--> duplicate? -> route -> handler (bounded by timeout_handler_s) -> store the
+-> duplicate? (for most handlers; the loyalty handlers ask in their context read)
+-> route -> handler (bounded by timeout_handler_s) -> store the
 response (financial) -> MAC -> encode.
 
 Every step that can say no answers with the request's keys echoed; nothing
@@ -30,7 +31,7 @@ from switch.context import RequestContext, response_mti, response_to
 from switch.dedup import ResponseReceipt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
-from switch.routing import metric_labels, route
+from switch.routing import CHECKS_DUPLICATES, metric_labels, route
 from switch.terminals import Terminal, TerminalStore, normalize_id, plausible_id
 from switch.validation import validate
 
@@ -227,7 +228,8 @@ class Pipeline:
                     return response_to(fields, NOT_PERMITTED)
 
         key = dedup.key_for(fields)
-        if key is not None:
+        target = route(state.mti, fields.get("3"))
+        if key is not None and target not in CHECKS_DUPLICATES:
             prior = await dedup.lookup(self.services.receipts, key)
             if isinstance(prior, dedup.Replay):
                 state.replayed = True
@@ -236,7 +238,6 @@ class Pipeline:
                 state.error = "duplicate key, different content"
                 return response_to(fields, DUPLICATE)
 
-        target = route(state.mti, fields.get("3"))
         receipt: ResponseReceipt | None = None
         if isinstance(target, str):
             response = response_to(fields, target)
@@ -261,6 +262,9 @@ class Pipeline:
                 # a ~10 ms pause every ~1,500 requests). Break it here; the ledger keeps the
                 # receipt itself for as long as a batch may still call it.
                 receipt, ctx.response_receipt = ctx.response_receipt, None
+            if ctx.replayed:
+                state.replayed = True
+                return response
         # 91/96 say "the system failed, nothing is known to be posted": a retransmission
         # must be tried again, so they are never kept as the answer to this key.
         transient = response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION)

@@ -45,6 +45,10 @@ ROUTES: dict[tuple[str, str], Handler] = {
 }
 
 KNOWN_MTIS = frozenset(mti for mti, _ in ROUTES)
+# Handlers that recognise a retransmission themselves, in the round trip that reads their
+# request's context (the loyalty operations read the stored receipt with it): the pipeline
+# does not look the receipt up before them. Every other handler's requests are checked first.
+CHECKS_DUPLICATES: frozenset[Handler] = frozenset({financial.handle_0200, financial.handle_reversal})
 def metric_labels(mti: str, processing_code: str | None) -> tuple[str, str]:
     """(mti, processing) labels with bounded cardinality: unknown values become ``other``.
 

@@ -249,6 +249,26 @@ def test_retransmission_gets_the_same_answer_and_posts_nothing(fin: Daemon) -> N
     _books_ok(fin)
 
 
+def test_retransmitted_decline_and_inquiry_are_answered_from_their_receipts(fin: Daemon) -> None:
+    # The loyalty handlers recognise a retransmission in their context read (the pipeline
+    # does not look first): a decline and an inquiry, which post nothing, replay too.
+    with _terminal(fin) as t:
+        n = _journals(fin)
+        for req in (_req("000000", 100, pan=CARD_UNKNOWN), _req("316500", 0)):
+            t.send(req, mac=MAC)
+            first = t.recv_raw()
+            t.send(req, mac=MAC)
+            assert t.recv_raw() == first, "cmac-aes is deterministic: the replay is byte for byte the first"
+            changed = {**req, "4": "000000000101"}
+            assert _call(t, changed)["39"] == "94"
+            t.send(req, mac=MAC)
+            assert t.recv_raw() == first, "a 94 does not replace the stored answer"
+        assert _journals(fin) == n
+    replayed = [e for e in fin.events("request") if e.get("replayed")]
+    assert len(replayed) >= 4
+    _books_ok(fin)
+
+
 def test_concurrent_redemptions_never_overspend(fin: Daemon) -> None:
     with _terminal(fin) as t:
         _call(t, _req("000000", 1_000, pan=CARD_POOR))  # 10 points

@@ -1,8 +1,10 @@
 """Reads the operations need, each one round trip: the request's context, an original, its legs.
 
 The context query fetches, for one request, everything a decision needs: the
-open business day, merchant, program, currency, card, the member's accounts and
-whether the idempotency key has posted before.
+open business day, merchant, program, currency, card, the member's accounts,
+whether the idempotency key has posted before and, when the caller keeps
+receipts (the switch's stored responses), the receipt under its receipt key:
+a retransmission is recognised in the same round trip as everything else.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncpg
 from ledger.batches import IN_CLOSED_BATCH_SQL
 from ledger.coalesce import Coalescer
 
-# One request's context, as a query over its parameters (pan, merchant, key).
+# One request's context, as a query over its parameters (pan, merchant, key, receipt key).
 _CONTEXT_ROW = """
 SELECT b.open_date,
        m.merchant_id, m.status AS merchant_status, m.earn_num, m.earn_den, m.fee_bps,
@@ -29,7 +31,8 @@ SELECT b.open_date,
        c.id AS card_id, c.status AS card_status, c.expiry,
        pa.id AS points_account_id, pa.posted AS points_posted, pa.held AS points_held,
        sa.id AS sv_account_id, sa.posted AS sv_posted, sa.held AS sv_held,
-       j.id AS existing_journal_id, j.metadata AS existing_metadata
+       j.id AS existing_journal_id, j.metadata AS existing_metadata,
+       r.content_hash AS receipt_hash, r.payload AS receipt_payload
   FROM ledger.business_day b
   LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
   LEFT JOIN loyalty.programs p ON p.code = m.program
@@ -41,6 +44,7 @@ SELECT b.open_date,
   LEFT JOIN ledger.accounts sa ON sa.owner_kind = 'card' AND sa.owner_id = c.id::text
                               AND sa.purpose = 'stored_value' AND sa.asset = cur.asset
   LEFT JOIN ledger.journals j ON j.idempotency_key = q.key
+  LEFT JOIN ledger.receipts r ON r.idempotency_key = q.receipt_key
  WHERE b.singleton
 """
 # Many requests' contexts in one statement (see ledger.coalesce). LATERAL ... LIMIT 1 keeps
@@ -48,7 +52,8 @@ SELECT b.open_date,
 # into hash joins over whole tables, whatever it guesses about the array's length.
 _CONTEXT_SQL = f"""
 SELECT q.n, x.*
-  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS q(pan, merchant_id, key, n)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+       WITH ORDINALITY AS q(pan, merchant_id, key, receipt_key, n)
  CROSS JOIN LATERAL ({_CONTEXT_ROW} LIMIT 1) x
 """
 
@@ -78,6 +83,14 @@ class Context:
         return int(jid), _json(self.row["existing_metadata"])
 
     @property
+    def stored_receipt(self) -> tuple[bytes, bytes] | None:
+        """(content hash, payload) stored under the request's receipt key, if any."""
+        digest = self.row["receipt_hash"]
+        if digest is None:
+            return None
+        return bytes(digest), bytes(self.row["receipt_payload"])
+
+    @property
     def fees(self) -> dict[str, int]:
         return _json(self.row["fee_bps"]) if self.row["fee_bps"] is not None else {}
 
@@ -100,13 +113,15 @@ def _json(value: Any) -> dict[str, Any]:
 
 
 def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
-    """Concurrent requests' contexts read together: ``Context(await reader.fetch(pan, merchant_id, key))``."""
+    """Concurrent requests' contexts read together:
+    ``Context(await reader.fetch(pan, merchant_id, key, receipt_key))``."""
     return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max)
 
 
-async def read_context(reader: Coalescer, pan: str, merchant_id: str, key: str) -> Context:
-    """The request's context through a :func:`context_reader`."""
-    row = await reader.fetch(pan, merchant_id, key)
+async def read_context(reader: Coalescer, pan: str, merchant_id: str, key: str,
+                       receipt_key: str | None = None) -> Context:
+    """The request's context through a :func:`context_reader`; ``receipt_key`` also reads that receipt."""
+    row = await reader.fetch(pan, merchant_id, key, receipt_key)
     assert row is not None, "ledger.business_day has no row"
     return Context(row)
 

@@ -159,7 +159,12 @@ class Loyalty:
             return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first_line(exc)}")
 
     async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
-        ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key)
+        ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key, req.receipt_key)
+        stored = ctx.stored_receipt if req.receipt_key is not None else None
+        if stored is not None:  # answered before: the stored answer, or 94 for other content
+            if stored[0] != req.receipt_hash:
+                return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="duplicate key, different content")
+            return Outcome(Reason.APPROVED, t, replayed=True, stored_answer=stored[1])
         existing = ctx.existing
         if existing is not None:
             return await self._replay(t, req, ctx, *existing, receipt)

@@ -110,6 +110,10 @@ class Request:
     refund, inquiry: the xx of 02xx00/20xx00/31xx00). ``original_rrn`` names the
     original of a void or refund, ``original_key`` the original of a reversal;
     ``replacement_amount`` makes a reversal partial (the amount that stands).
+    ``receipt_key``/``receipt_hash``: where the caller stores its answer (a
+    receipt) and what identifies the request's content; when a receipt is
+    already stored there, the operation does nothing and answers from it
+    (:attr:`Outcome.stored_answer`), or 94 when the content differs.
     """
 
     key: str
@@ -124,6 +128,8 @@ class Request:
     original_rrn: str | None = None
     original_key: str | None = None
     replacement_amount: int | None = None
+    receipt_key: str | None = None
+    receipt_hash: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,10 @@ class Outcome:
     prize_points: int = 0
     replayed: bool = False  # the answer of an earlier identical request
     rrn: str | None = None  # the RRN the transaction was answered with, when that was an earlier request's
+    # The payload of the receipt an identical earlier request stored under Request.receipt_key:
+    # the caller answers with it. (reason is then APPROVED and replayed True: nothing was done,
+    # and the stored answer itself may be a decline.)
+    stored_answer: bytes | None = None
 
     @property
     def approved(self) -> bool:

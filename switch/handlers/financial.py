@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from ledger.loyalty import lookup
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
-from switch import logs
+from switch import dedup, logs
 from switch.context import RequestContext
 from switch.terminals import normalize_id
 
@@ -120,7 +120,13 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
     if ctx.loyalty is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
     rr = ctx.receipt(lambda outcome: _response(ctx, outcome))
+    if ctx.dedup_key is not None:  # a retransmission is recognised in the context read
+        request = replace(request, receipt_key=ctx.dedup_key.idempotency_key,
+                          receipt_hash=ctx.dedup_key.content_hash)
     outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
+    if outcome.stored_answer is not None:
+        ctx.replayed = True
+        return dedup.decode_payload(outcome.stored_answer)
     if outcome.reason is not Reason.APPROVED and logs.enabled():
         ctx.log.info("declined", reason=str(outcome.reason), detail=outcome.detail)
     # (A 96 is never kept as the key's answer: the pipeline stores no 91/96.)
