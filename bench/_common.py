@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -59,6 +60,18 @@ async def admin(sql: str, dsn: str = ADMIN_DSN) -> None:
 
 
 # ---------------------------------------------------------------------- processes
+
+
+async def pg_data_directory(dsn: str = ADMIN_DSN) -> str | None:
+    """PostgreSQL's data directory (None when the role may not read it)."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        value = await conn.fetchval("SELECT current_setting('data_directory', true)")
+        return str(value) if value else None
+    except asyncpg.PostgresError:
+        return None
+    finally:
+        await conn.close()
 
 
 def free_port() -> int:
@@ -331,3 +344,75 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
     return {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
             "clients": clients, "scale": scale, "seconds": seconds}
+
+
+# ---------------------------------------------------------------------- the disk
+
+
+class DiskProbe:
+    """How long the disk takes to make 8 KiB durable, sampled while a phase runs.
+
+    Every commit waits for PostgreSQL's WAL to reach the disk (fdatasync), so a
+    disk that stalls stalls every request in flight, whatever the software does.
+    This writes 8 KiB and fdatasyncs it every ``interval_s`` (20 a second: light
+    next to PostgreSQL's own flushes) in ``directory``, which should be on the
+    same device as PostgreSQL's WAL (``same_device`` says whether it is). Each
+    sample is keyed by the whole CLOCK_MONOTONIC second it ended in, as the load
+    generator's latencies per second are, so the two can be lined up.
+    """
+
+    def __init__(self, directory: Path, pg_data_directory: str | None = None, interval_s: float = 0.05) -> None:
+        self.path = directory / "disk_probe.bin"
+        self.interval_s = interval_s
+        self.same_device: bool | None = None
+        if pg_data_directory:
+            try:
+                self.same_device = os.stat(pg_data_directory).st_dev == os.stat(directory).st_dev
+            except OSError:
+                self.same_device = None
+        self.samples_ms: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+
+    def _run(self) -> None:
+        block = os.urandom(8192)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            i = 0
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                os.pwrite(fd, block, (i % 128) * 8192)
+                os.fdatasync(fd)
+                t1 = time.monotonic()
+                self.samples_ms.append((int(t1), (t1 - t0) * 1000))
+                i += 1
+                self._stop.wait(max(0.0, self.interval_s - (t1 - t0)))
+        finally:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> DiskProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def figures(self) -> dict[str, Any]:
+        """fdatasync latency: p50/p99/max, how many samples took over 100 ms, and the max per second."""
+        values = sorted(ms for _, ms in self.samples_ms)
+        if not values:
+            return {"samples": 0}
+        per_second: dict[int, float] = {}
+        for second, ms in self.samples_ms:
+            per_second[second] = max(ms, per_second.get(second, 0.0))
+        return {
+            "samples": len(values),
+            "same_device_as_postgres": self.same_device,
+            "fdatasync_ms": {"p50": round(values[len(values) // 2], 1),
+                             "p99": round(values[min(len(values) - 1, int(len(values) * 0.99))], 1),
+                             "max": round(values[-1], 1)},
+            "over_100ms": sum(1 for v in values if v > 100.0),
+            "max_ms_by_second": {str(k): round(v, 1) for k, v in sorted(per_second.items())},
+        }

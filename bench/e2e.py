@@ -21,6 +21,12 @@ terminals would (framing, ISO 8583, MAC on every request and response):
    mean (this shared box's speed drifts within minutes). It runs on its own
    database, never while the switch runs.
 
+Each phase also samples the disk (bench/_common.DiskProbe: 8 KiB + fdatasync
+20 times a second, next to PostgreSQL's data): every commit waits for the WAL
+to reach this disk, and on a shared virtual disk a flush sometimes takes
+100 ms to over a second. The latencies per second are printed beside the
+disk's worst flush in that second, so a tail that is the disk's shows as one.
+
 Targets (2 cores, daemon + load generator + PostgreSQL on one box): approved/s
 >= pgbench TPS (ratio >= 1.0) and p99 <= 50 ms at half the maximum rate.
 Prints the figures and writes bench/results/e2e.json.
@@ -44,6 +50,7 @@ import json
 import os
 import secrets
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -52,7 +59,17 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from _common import ADMIN_DSN, ROOT, Daemon, admin, children_cpu_s, proc_cpu_s, with_db
+from _common import (
+    ADMIN_DSN,
+    ROOT,
+    Daemon,
+    DiskProbe,
+    admin,
+    children_cpu_s,
+    pg_data_directory,
+    proc_cpu_s,
+    with_db,
+)
 
 from ledger import db as ledger_db
 from ledger.audit import check_books
@@ -224,16 +241,38 @@ def approved_per_s(summary: dict[str, Any]) -> float:
     return float(summary["response_codes"].get("00", 0)) / float(elapsed)
 
 
+PG_DATA_DIRECTORY: str | None = None  # set in main(): where the disk probe should write
+
+
 def closed_loop(d: Daemon, work: Path, args: argparse.Namespace, inflight: int, duration_s: float,
                 name: str) -> dict[str, Any]:
     before = d.scrape()
-    with CpuMeter(d) as cpu:
+    with DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(d) as cpu:
         summary, lg_cpu = loadgen(d.port, work, name, "--connections", str(args.connections),
                                   "--inflight", str(inflight), "--duration-s", str(duration_s),
                                   timeout_s=duration_s + 180)
     approved = summary["response_codes"].get("00", 0)
-    return {"inflight_per_connection": inflight, **report(summary), "cpu": cpu.figures(lg_cpu, approved),
+    return {"inflight_per_connection": inflight, **report(summary, disk), "cpu": cpu.figures(lg_cpu, approved),
             "batching": batching(before, d.scrape())}
+
+
+def disk_line(phase: dict[str, Any]) -> str:
+    """The disk's fdatasync figures of a phase, and its seconds side by side with the latency."""
+    disk = phase.get("disk", {})
+    if not disk.get("samples"):
+        return "  disk: no samples"
+    f = disk["fdatasync_ms"]
+    stalled = [s for s in phase["per_second"] if s.get("disk_fsync_max_ms", 0.0) > 100.0]
+    calm = [s for s in phase["per_second"] if s.get("disk_fsync_max_ms", 0.0) <= 100.0]
+    out = (f"  disk (8 KiB + fdatasync, {disk['samples']} samples): p50 {f['p50']} ms, p99 {f['p99']} ms, "
+           f"max {f['max']} ms, {disk['over_100ms']} over 100 ms; latency p99 per second, "
+           f"{len(calm)} calm seconds: median {_median([s['p99_ms'] for s in calm])} ms; "
+           f"{len(stalled)} seconds with a disk stall > 100 ms: median {_median([s['p99_ms'] for s in stalled])} ms")
+    return out
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
 
 
 def batching(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
@@ -259,7 +298,13 @@ def batching(before: dict[str, float], after: dict[str, float]) -> dict[str, Any
     return out
 
 
-def report(summary: dict[str, Any]) -> dict[str, Any]:
+def report(summary: dict[str, Any], disk: DiskProbe | None = None) -> dict[str, Any]:
+    per_second = summary.get("per_second", [])
+    disk_figures = disk.figures() if disk is not None else {}
+    by_second = disk_figures.pop("max_ms_by_second", {})
+    for row in per_second:
+        if str(row.get("second")) in by_second:
+            row["disk_fsync_max_ms"] = by_second[str(row["second"])]
     return {
         "elapsed_s": summary["elapsed_s"],
         "requests": summary["responses"],
@@ -272,7 +317,8 @@ def report(summary: dict[str, Any]) -> dict[str, Any]:
         "compensations": summary.get("compensations", {}),
         "errors": summary["errors"],
         "schedule_slips": summary.get("schedule_slips", 0),
-        "per_second": summary.get("per_second", []),
+        "per_second": per_second,
+        "disk": disk_figures,
     }
 
 
@@ -384,6 +430,8 @@ def main() -> int:
         results["pgbench_before"] = pg_before
         print(f"pgbench before (scale 10, 8 clients, {args.pgbench_seconds} s): {pg_before['tps']:.0f} TPS",
               flush=True)
+    global PG_DATA_DIRECTORY
+    PG_DATA_DIRECTORY = asyncio.run(pg_data_directory())
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
         # The daemon stops (leaving its `with`) before its work directory is removed.
@@ -420,22 +468,24 @@ def main() -> int:
             print(line(f"closed loop, {args.connections} connections x {inflight} in flight", closed), flush=True)
             print(f"  CPU: {closed['cpu']}", flush=True)
             print(f"  batching: {closed['batching']}", flush=True)
+            print(disk_line(closed), flush=True)
 
             half_rate = round(closed["requests_per_s"] / 2, 1)
             asyncio.run(vacuum(dsn))
             before = daemon.scrape()
-            with CpuMeter(daemon) as cpu:
+            with DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(daemon) as cpu:
                 summary, lg_cpu = loadgen(
                     daemon.port, work, "half", "--connections", str(args.connections),
                     "--inflight", str(max(inflight, 8)), "--rate", str(half_rate),
                     "--duration-s", str(args.half_duration_s), timeout_s=args.half_duration_s + 180)
-            half = {"rate_per_s": half_rate, **report(summary),
+            half = {"rate_per_s": half_rate, **report(summary, disk),
                     "cpu": cpu.figures(lg_cpu, summary["response_codes"].get("00", 0)),
                     "batching": batching(before, daemon.scrape())}
             results["half_rate"] = half
             print(line(f"open loop at {half_rate:.0f} requests/s (half the maximum)", half), flush=True)
             print(f"  CPU: {half['cpu']}", flush=True)
             print(f"  batching: {half['batching']}", flush=True)
+            print(disk_line(half), flush=True)
 
             results["daemon_exit_code"] = daemon.stop()
             if args.keep_daemon_log:
@@ -461,6 +511,10 @@ def main() -> int:
         "ratio_to_pgbench": round(closed["approved_per_s"] / tps, 3) if tps else None,
         "half_rate_per_s": half["rate_per_s"],
         "half_rate_p99_ms": half["latency_ms"]["p99"],
+        # Not a target: what the disk did meanwhile (see DiskProbe), to read the p99 by.
+        "half_rate_disk_fdatasync_ms": half.get("disk", {}).get("fdatasync_ms"),
+        "half_rate_seconds_with_disk_stall_over_100ms": sum(
+            1 for s in half["per_second"] if s.get("disk_fsync_max_ms", 0.0) > 100.0),
         "target_ratio": 1.0,
         "target_half_rate_p99_ms": 50.0,
     }

@@ -57,11 +57,12 @@ class Stats:
         bucket.append(latency_ms)
 
     def per_second(self) -> list[dict[str, float]]:
-        """Count, p50, p99 and max latency for each second of the run, in order."""
+        """Count, p50, p99 and max latency for each second of the run, in order (``second``:
+        the whole CLOCK_MONOTONIC second, system-wide on Linux, to line up with other probes)."""
         out: list[dict[str, float]] = []
         for second in sorted(self.by_second):
             values = sorted(self.by_second[second])
-            out.append({"responses": len(values), "p50_ms": round(percentile(values, 50), 1),
+            out.append({"second": second, "responses": len(values), "p50_ms": round(percentile(values, 50), 1),
                         "p99_ms": round(percentile(values, 99), 1), "max_ms": round(values[-1], 1)})
         return out
 
