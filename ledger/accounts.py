@@ -125,12 +125,20 @@ async def journal(conn: asyncpg.Connection | asyncpg.Pool, *, journal_id: int | 
     )
 
 
-async def get_receipt(conn: asyncpg.Connection | asyncpg.Pool, idempotency_key: str) -> tuple[bytes, bytes] | None:
-    """(content_hash, payload) stored under a key, or None."""
-    r = await conn.fetchrow(
-        "SELECT content_hash, payload FROM ledger.receipts WHERE idempotency_key=$1", idempotency_key
-    )
-    return None if r is None else (bytes(r["content_hash"]), bytes(r["payload"]))
+StoredReceipt = tuple[bytes, bytes | None]  # (content hash, payload); no payload: stored by journal
+
+
+def _stored(r: asyncpg.Record | None) -> StoredReceipt | None:
+    if r is None:
+        return None
+    return bytes(r["content_hash"]), None if r["payload"] is None else bytes(r["payload"])
+
+
+async def get_receipt(conn: asyncpg.Connection | asyncpg.Pool, idempotency_key: str) -> StoredReceipt | None:
+    """(content_hash, payload) stored under a key, or None. The payload is None for a receipt
+    stored by reference to its journal (ledger.engine.ReceiptRef)."""
+    return _stored(await conn.fetchrow(
+        "SELECT content_hash, payload FROM ledger.receipts WHERE idempotency_key=$1", idempotency_key))
 
 
 _RECEIPTS_SQL = (
@@ -143,14 +151,13 @@ def receipt_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
     return Coalescer(pool, _RECEIPTS_SQL, concurrency_max=concurrency_max)
 
 
-async def read_receipt(reader: Coalescer, idempotency_key: str) -> tuple[bytes, bytes] | None:
+async def read_receipt(reader: Coalescer, idempotency_key: str) -> StoredReceipt | None:
     """(content_hash, payload) stored under a key, or None; through a :func:`receipt_reader`."""
-    r = await reader.fetch(idempotency_key)
-    return None if r is None else (bytes(r["content_hash"]), bytes(r["payload"]))
+    return _stored(await reader.fetch(idempotency_key))
 
 
 async def put_receipt(conn: asyncpg.Connection | asyncpg.Pool, idempotency_key: str, content_hash: bytes,
-                      payload: bytes) -> tuple[bytes, bytes]:
+                      payload: bytes) -> StoredReceipt:
     """Store a receipt for an outcome that posted nothing; returns what is stored (first writer wins)."""
     await conn.execute(
         "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload) VALUES ($1, $2, $3) "

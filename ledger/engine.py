@@ -12,7 +12,11 @@ before the commit has returned.
 
 A caller may attach a *receipt* function: given the command's result it
 returns bytes to store under the idempotency key, in the same transaction as
-the posting (the switch stores its encoded response this way).
+the posting (a transaction of four round trips: BEGIN, post, receipts, COMMIT).
+A caller that can rebuild its answer from the journal attaches a
+:class:`ReceiptRef` instead: its key and content hash are stored with the
+journal's id, and no payload, by the posting's own statement (one round trip;
+the switch's loyalty handlers do this).
 """
 
 from __future__ import annotations
@@ -67,6 +71,31 @@ class Receipt:
 
 ReceiptFn = Callable[[Result], Receipt | None]
 
+
+@dataclass(frozen=True)
+class ReceiptRef:
+    """A receipt that names the journal instead of carrying a payload (stored when the command posts)."""
+
+    idempotency_key: str
+    content_hash: bytes
+
+
+# One batch, one statement: post it, and store the receipts by reference of the commands that
+# posted (a receipt already under a key stays: first writer wins, as for payload receipts).
+# The CTE is scanned twice, so it is materialised: post_batch runs once.
+_POST_SQL = """
+WITH p AS (
+    SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12)
+), r AS (
+    INSERT INTO ledger.receipts(idempotency_key, content_hash, journal_id)
+    SELECT q.key, q.hash, p.journal_id
+      FROM p JOIN unnest($13::text[], $14::bytea[]) WITH ORDINALITY AS q(key, hash, idx) ON q.idx = p.idx
+     WHERE p.status = 'posted' AND q.key IS NOT NULL
+    ON CONFLICT (idempotency_key) DO NOTHING
+)
+SELECT * FROM p ORDER BY idx
+"""
+
 # SQLSTATEs worth retrying the whole batch for: nothing of it was committed.
 _RETRYABLE = {"40001", "40P01", "23505"}
 # Errors that say nothing about one command (the database is slow, locked or going
@@ -83,6 +112,7 @@ class _Pending:
     receipt: ReceiptFn | None
     future: asyncio.Future[Result]
     enqueued_s: float
+    receipt_ref: ReceiptRef | None = None
 
 
 def _expire(future: asyncio.Future[Result], timeout_s: float) -> None:
@@ -147,8 +177,12 @@ class Ledger:
 
     # ---------------------------------------------------------------- write path
 
-    async def post(self, cmd: Command, receipt: ReceiptFn | None = None) -> Result:
+    async def post(self, cmd: Command, receipt: ReceiptFn | None = None,
+                   receipt_ref: ReceiptRef | None = None) -> Result:
         """Post one command; returns its Result. Never raises for business outcomes.
+
+        ``receipt`` (a function of the result) or ``receipt_ref`` (stored as is) is
+        kept with the posting, atomically, if the command posts now.
 
         >>> # await ledger.post(transfer("order-1", [Leg(member, merchant, 300)]))
         """
@@ -165,7 +199,7 @@ class Ledger:
             return Result(Status.ERROR, detail=f"ledger queue full ({self.settings.queue_depth_max})")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._queue.append(_Pending(cmd, content_hash(cmd), meta, receipt, future, loop.time()))
+        self._queue.append(_Pending(cmd, content_hash(cmd), meta, receipt, future, loop.time(), receipt_ref))
         self._wakeup.set()
         # No shield: a caller that gives up (or is cancelled) leaves a done future, and the
         # writer skips commands it has not yet sent. One already in a batch in flight may
@@ -373,8 +407,13 @@ class Ledger:
         leg_debit: list[int] = []
         leg_credit: list[int] = []
         leg_amount: list[int] = []
+        ref_keys: list[str | None] = []
+        ref_hashes: list[bytes | None] = []
         for i, item in enumerate(batch, start=1):
             c = item.cmd
+            ref = item.receipt_ref
+            ref_keys.append(ref.idempotency_key if ref is not None else None)
+            ref_hashes.append(ref.content_hash if ref is not None else None)
             keys.append(c.idempotency_key)
             hashes.append(item.hash)
             kinds.append(str(c.kind))
@@ -389,13 +428,12 @@ class Ledger:
                 leg_credit.append(leg.credit_account_id)
                 leg_amount.append(leg.amount)
         args = (keys, hashes, kinds, refs, amounts, timeouts, metas, forces,
-                leg_cmd, leg_debit, leg_credit, leg_amount)
-        sql = "SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12)"
+                leg_cmd, leg_debit, leg_credit, leg_amount, ref_keys, ref_hashes)
         if not any(item.receipt for item in batch):
-            rows = await conn.fetch(sql, *args)
+            rows = await conn.fetch(_POST_SQL, *args)
             return [_to_result(r) for r in rows]
         async with conn.transaction():
-            rows = await conn.fetch(sql, *args)
+            rows = await conn.fetch(_POST_SQL, *args)
             results = [_to_result(r) for r in rows]
             r_keys: list[str] = []
             r_hashes: list[bytes] = []

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.loyalty.outcomes import approval_code
 from ledger.loyalty.rules import mask_pan
 
 LIMIT_MAX = 1000
@@ -144,7 +145,15 @@ async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
             "SELECT idempotency_key, payload FROM ledger.receipts WHERE journal_id = $1 "
             "UNION ALL SELECT idempotency_key, payload FROM ledger.receipts WHERE idempotency_key = ANY($2::text[]) "
             "LIMIT 1", r["journal_id"], [k for k in (r["idempotency_key"], alt) if k])
-        rec["response"] = decode_response(bytes(receipt["payload"])) if receipt is not None else None
+        if receipt is None:
+            rec["response"] = None
+        elif receipt["payload"] is not None:
+            rec["response"] = decode_response(bytes(receipt["payload"]))
+        else:
+            # Stored by reference to its journal (an approval): what the answer said that is not
+            # above, rebuilt as a retransmission would be (the balances are the legs' balance_after).
+            rec["response"] = {"39": "00", "37": r["rrn"], "38": approval_code(int(r["journal_id"])),
+                               "stored": "by journal"}
         rec["response_key"] = receipt["idempotency_key"] if receipt is not None else None
         records.append(rec)
     return {"rrn": rrn, "records": records}

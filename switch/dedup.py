@@ -13,6 +13,9 @@ original byte for byte apart from the MAC.
 
 Handlers that post give the ledger a :class:`ResponseReceipt`, which builds
 the response from the posting's result and stores it in the same transaction.
+The loyalty handlers instead store the key and content hash *by reference* to
+the journal they post (no payload): the journal records everything their
+response says, and a retransmission is answered from it (same content) or 94.
 Everything else the switch answers after the duplicate check (declines, 40)
 is stored by the server with :func:`store`.
 
@@ -121,10 +124,12 @@ class Conflict:
 Outcome = Replay | Conflict | None
 
 
-def _judge(key: DedupKey, stored: tuple[bytes, bytes]) -> Replay | Conflict:
+def _judge(key: DedupKey, stored: tuple[bytes, bytes | None]) -> Replay | Conflict | None:
     stored_hash, payload = stored
     if stored_hash != key.content_hash:
         return Conflict()
+    if payload is None:  # stored with its journal: the handler answers from the journal
+        return None
     return Replay(decode_payload(payload))
 
 
@@ -145,7 +150,9 @@ async def store(conn: asyncpg.Pool | asyncpg.Connection, key: DedupKey, response
     agree); a Conflict when the key was taken by different content.
     """
     stored = await put_receipt(conn, key.idempotency_key, key.content_hash, encode_payload(response))
-    return _judge(key, stored)
+    # A receipt stored with a journal by a concurrent identical request: our response was
+    # rebuilt from that same journal, so it is the answer.
+    return _judge(key, stored) or Replay(response)
 
 
 class ResponseReceipt:

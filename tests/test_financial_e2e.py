@@ -249,6 +249,44 @@ def test_retransmission_gets_the_same_answer_and_posts_nothing(fin: Daemon) -> N
     _books_ok(fin)
 
 
+def test_every_approved_type_retransmitted_is_answered_byte_for_byte(fin: Daemon) -> None:
+    # Approvals keep their receipt by reference to the journal: the answer to a retransmission is
+    # rebuilt from it (RRN, approval code, balances after), and must be the first answer exactly.
+    def twice(t: Terminal, req: dict[str, str]) -> dict[str, str]:
+        t.send(req, mac=MAC)
+        first = t.recv_raw()
+        t.send(req, mac=MAC)
+        assert t.recv_raw() == first, req
+        resp = decode(first, "pos")
+        _approved(resp)
+        return resp
+
+    with _terminal(fin) as t:
+        twice(t, _req("210065", 400))  # top up points
+        twice(t, _req("210060", 9_000))  # load stored value
+        earn = twice(t, _req("000000", 3_000))
+        twice(t, _req("006500", 7))  # redeem
+        sv = twice(t, _req("006000", 1_500))
+        twice(t, _req("906500", 50))  # lottery
+        twice(t, _req("200000", 1_000, **{"37": earn["37"]}))  # partial refund of the earn
+        twice(t, _req("026000", 1_500, **{"37": sv["37"]}))  # void of the stored-value purchase
+        topup = _req("210065", 12)
+        twice(t, topup)
+        n = _journals(fin)
+        twice(t, {**_req("210065", 12), "t": "0400", "90": "0200" + topup["11"] + topup["7"] + "0" * 22})
+        assert _journals(fin) == n + 1, "one reversal posted, its retransmission nothing"
+        inquiry = twice(t, _req("310000", 0))
+        assert "54" in inquiry
+
+    async def by_journal(conn: asyncpg.Connection) -> list[Any]:
+        return list(await conn.fetch(
+            "SELECT r.journal_id FROM ledger.receipts r JOIN ledger.journals j ON j.id = r.journal_id "
+            "WHERE r.payload IS NULL AND r.idempotency_key LIKE 'iso:%'"))
+
+    assert len(db_run(fin.dsn, by_journal)) >= 10, "approvals are stored by reference, in the posting's statement"
+    _books_ok(fin)
+
+
 def test_retransmitted_decline_and_inquiry_are_answered_from_their_receipts(fin: Daemon) -> None:
     # The loyalty handlers recognise a retransmission in their context read (the pipeline
     # does not look first): a decline and an inquiry, which post nothing, replay too.

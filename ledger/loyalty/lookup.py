@@ -83,12 +83,16 @@ class Context:
         return int(jid), _json(self.row["existing_metadata"])
 
     @property
-    def stored_receipt(self) -> tuple[bytes, bytes] | None:
-        """(content hash, payload) stored under the request's receipt key, if any."""
+    def stored_receipt(self) -> tuple[bytes, bytes | None] | None:
+        """(content hash, payload) stored under the request's receipt key, if any.
+
+        The payload is None for a receipt stored by reference to its journal.
+        """
         digest = self.row["receipt_hash"]
         if digest is None:
             return None
-        return bytes(digest), bytes(self.row["receipt_payload"])
+        payload = self.row["receipt_payload"]
+        return bytes(digest), None if payload is None else bytes(payload)
 
     @property
     def fees(self) -> dict[str, int]:

@@ -34,7 +34,7 @@ import asyncpg
 from ledger.accounts import open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
-from ledger.engine import Ledger, Receipt
+from ledger.engine import Ledger, Receipt, ReceiptRef
 from ledger.errors import first_line
 from ledger.loyalty import lookup
 from ledger.loyalty.lookup import Context, Original, PostedLeg
@@ -164,7 +164,12 @@ class Loyalty:
         if stored is not None:  # answered before: the stored answer, or 94 for other content
             if stored[0] != req.receipt_hash:
                 return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="duplicate key, different content")
-            return Outcome(Reason.APPROVED, t, replayed=True, stored_answer=stored[1])
+            if stored[1] is not None:
+                return Outcome(Reason.APPROVED, t, replayed=True, stored_answer=stored[1])
+            # Stored by reference: the journal posted under the request's key is the answer.
+            if ctx.existing is None:
+                return Outcome(Reason.SYSTEM_ERROR, t, detail="a receipt names a journal not under this key")
+            return _replace(await self._replay(t, req, ctx, *ctx.existing, receipt), receipt_stored=True)
         existing = ctx.existing
         if existing is not None:
             return await self._replay(t, req, ctx, *existing, receipt)
@@ -380,9 +385,15 @@ class Loyalty:
                 return None
             return receipt(outcome_of(res))
 
-        res = await self.ledger.post(cmd, receipt=ledger_receipt if receipt is not None else None)
+        # A caller that keys its receipts (the switch) gets them stored by reference: the journal
+        # records everything its answer is rebuilt from (see _replay), and the posting stays
+        # one statement. Otherwise the receipt is built from the result, in the transaction.
+        ref = (ReceiptRef(req.receipt_key, req.receipt_hash)
+               if receipt is not None and req.receipt_key is not None and req.receipt_hash is not None else None)
+        res = await self.ledger.post(cmd, receipt=ledger_receipt if receipt is not None and ref is None else None,
+                                     receipt_ref=ref)
         if res.status is Status.POSTED:
-            return outcome_of(res)
+            return _replace(outcome_of(res), receipt_stored=True) if ref is not None else outcome_of(res)
         if res.status is Status.EXISTS:
             return _replace(outcome_of(res), replayed=True)
         if res.status is Status.CONFLICT:

@@ -156,6 +156,9 @@ class Outcome:
     # the caller answers with it. (reason is then APPROVED and replayed True: nothing was done,
     # and the stored answer itself may be a decline.)
     stored_answer: bytes | None = None
+    # The caller's receipt for this request is stored already (by reference to the journal,
+    # with the posting): the caller must not store one.
+    receipt_stored: bool = False
 
     @property
     def approved(self) -> bool:

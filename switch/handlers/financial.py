@@ -130,7 +130,13 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
     if outcome.reason is not Reason.APPROVED and logs.enabled():
         ctx.log.info("declined", reason=str(outcome.reason), detail=outcome.detail)
     # (A 96 is never kept as the key's answer: the pipeline stores no 91/96.)
-    return rr.finish(outcome)
+    response = rr.finish(outcome)
+    if outcome.receipt_stored:
+        # Stored with the journal, by reference: a retransmission is answered from the journal,
+        # which records all this response says (RRN, approval code, balances after).
+        rr.stored = True
+        ctx.replayed = outcome.replayed
+    return response
 
 
 def _base_request(ctx: RequestContext, account: str) -> Request:
