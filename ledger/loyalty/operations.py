@@ -377,24 +377,25 @@ class Loyalty:
         """Post one transfer; map the ledger's answer to an outcome (and the receipt, in-transaction)."""
         cmd = transfer(req.key, legs, metadata=meta, force=force)
 
+        # A caller that keys its receipts (the switch) gets them stored by reference: the journal
+        # records everything its answer is rebuilt from (see _replay), and the posting stays
+        # one statement. Otherwise the receipt is built from the result, in the transaction.
+        ref = (ReceiptRef(req.receipt_key, req.receipt_hash)
+               if receipt is not None and req.receipt_key is not None and req.receipt_hash is not None else None)
+
         def outcome_of(res: Result) -> Outcome:
-            return _outcome_from_result(t, ctx, meta, member, res)
+            return _outcome_from_result(t, ctx, meta, member, res, receipt_stored=ref is not None)
 
         def ledger_receipt(res: Result) -> Receipt | None:
             if receipt is None or res.status is not Status.POSTED:
                 return None
             return receipt(outcome_of(res))
 
-        # A caller that keys its receipts (the switch) gets them stored by reference: the journal
-        # records everything its answer is rebuilt from (see _replay), and the posting stays
-        # one statement. Otherwise the receipt is built from the result, in the transaction.
-        ref = (ReceiptRef(req.receipt_key, req.receipt_hash)
-               if receipt is not None and req.receipt_key is not None and req.receipt_hash is not None else None)
         res = await self.ledger.post(cmd, receipt=ledger_receipt if receipt is not None and ref is None else None,
                                      receipt_ref=ref)
         if res.status is Status.POSTED:
-            return _replace(outcome_of(res), receipt_stored=True) if ref is not None else outcome_of(res)
-        if res.status is Status.EXISTS:
+            return outcome_of(res)
+        if res.status is Status.EXISTS:  # posted by a concurrent identical request, with its receipt
             return _replace(outcome_of(res), replayed=True)
         if res.status is Status.CONFLICT:
             found = await lookup.journal_by_key(self._db(), req.key)
@@ -701,7 +702,7 @@ def _role_sign(leg: PostedLeg, role: str) -> int:
 
 
 def _outcome_from_result(t: TxnType, ctx: Context, meta: dict[str, Any], member: dict[str, int],
-                         res: Result) -> Outcome:
+                         res: Result, receipt_stored: bool = False) -> Outcome:
     out = meta.get("out", {})
     txn = meta.get("txn", {})
     pts_acc, sv_acc = member.get(ROLE_POINTS), member.get(ROLE_SV)
@@ -716,7 +717,7 @@ def _outcome_from_result(t: TxnType, ctx: Context, meta: dict[str, Any], member:
         business_date=res.business_date, program=txn.get("program"), currency=ctx.row.get("currency"),
         points_earned=int(out.get("points_earned", 0)), points_redeemed=int(out.get("points_redeemed", 0)),
         points_balance=points_balance, sv_balance_minor=sv_balance, prize_code=out.get("prize_code"),
-        prize_points=int(out.get("prize_points", 0)))
+        prize_points=int(out.get("prize_points", 0)), receipt_stored=receipt_stored)
 
 
 def _replace(outcome: Outcome, **changes: Any) -> Outcome:

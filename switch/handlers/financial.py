@@ -120,9 +120,6 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
     if ctx.loyalty is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
     rr = ctx.receipt(lambda outcome: _response(ctx, outcome))
-    if ctx.dedup_key is not None:  # a retransmission is recognised in the context read
-        request = replace(request, receipt_key=ctx.dedup_key.idempotency_key,
-                          receipt_hash=ctx.dedup_key.content_hash)
     outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
     if outcome.stored_answer is not None:
         ctx.replayed = True
@@ -142,6 +139,8 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
 def _base_request(ctx: RequestContext, account: str) -> Request:
     f = ctx.fields
     tid = normalize_id(f["41"])
+    # The receipt key and content hash: a retransmission is recognised in the context read.
+    dk = ctx.dedup_key
     return Request(
         key=_key(tid, f["11"], f["7"]),
         terminal_id=tid,
@@ -153,6 +152,8 @@ def _base_request(ctx: RequestContext, account: str) -> Request:
         stan=f["11"],
         account=account,
         original_rrn=f.get("37", "").strip() or None,
+        receipt_key=dk.idempotency_key if dk is not None else None,
+        receipt_hash=dk.content_hash if dk is not None else None,
     )
 
 
