@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -304,11 +305,15 @@ def find_pgbench() -> str | None:
 
 
 def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
-                around_run: AbstractContextManager[object] | None = None) -> dict[str, Any]:
+                around_run: AbstractContextManager[object] | None = None,
+                half_rate_seconds: int = 0) -> dict[str, Any]:
     """pgbench tpcb-like on a database of its own (created and dropped here).
 
     ``around_run`` is entered around the timed run only (not the initialisation), for
     callers that take CPU readings. A missing or failing pgbench gives ``{"error": ...}``.
+    ``half_rate_seconds``: then run it again at half the TPS just measured (``-R``, every
+    transaction logged) and report its latency percentiles and the disk meanwhile
+    (``half_rate``): PostgreSQL's own tail at half load on this disk, beside ours.
     """
     exe = find_pgbench()
     if exe is None:
@@ -334,16 +339,61 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
         with around_run if around_run is not None else nullcontext():
             out = pgbench("-c", str(clients), "-j", "2", "-T", str(seconds), "-b", "tpcb-like",
                           timeout_s=seconds + PGBENCH_GRACE_S)
+        m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+        half: dict[str, Any] | None = None
+        if half_rate_seconds and m and float(m.group(1)) > 0:
+            rate = float(m.group(1)) / 2
+            with tempfile.TemporaryDirectory(prefix="switchd-pgbench-") as logs:
+                with DiskProbe(Path(logs)) as disk:
+                    pgbench("-c", str(clients), "-j", "2", "-T", str(half_rate_seconds), "-b", "tpcb-like",
+                            "-R", f"{rate:.1f}", "-l", f"--log-prefix={logs}/txn",
+                            timeout_s=half_rate_seconds + PGBENCH_GRACE_S)
+                half = {"rate_per_s": round(rate, 1), "seconds": half_rate_seconds,
+                        **_pgbench_latencies(Path(logs)), "disk": disk.figures()}
+                half["disk"].pop("max_ms_by_second", None)
     except subprocess.CalledProcessError as exc:
         return {"error": f"pgbench exited {exc.returncode}: {(exc.stderr or '')[-500:]}"}
     except subprocess.TimeoutExpired as exc:
         return {"error": f"pgbench did not finish within {exc.timeout:.0f} s"}
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_dsn))
-    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
-    return {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
-            "clients": clients, "scale": scale, "seconds": seconds}
+    result = {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
+              "clients": clients, "scale": scale, "seconds": seconds}
+    if half is not None:
+        result["half_rate"] = half
+    return result
+
+
+def _pgbench_latencies(logs: Path) -> dict[str, Any]:
+    """Percentiles from pgbench's per-transaction logs (``-l``; with ``-R`` the logged time runs
+    from the transaction's scheduled start and the last column is the schedule lag).
+
+    ``latency_from_schedule_ms`` is pgbench's own measure under ``-R`` and the one to compare
+    with the load generator's: pgbench has only its 8 clients, so a transaction scheduled
+    while all 8 wait on a stalled commit waits unstarted, where the load generator (100
+    connections, up to 8 requests in flight on each) sends on time and the request waits in
+    the switch. ``latency_ms`` leaves that wait out (from the actual start).
+    """
+    actual: list[float] = []
+    scheduled: list[float] = []
+    for path in logs.glob("txn*"):
+        for line in path.read_text(encoding="ascii").splitlines():
+            cols = line.split()
+            if len(cols) < 7:
+                continue
+            total_us, lag_us = int(cols[2]), int(cols[6])
+            scheduled.append(total_us / 1000)
+            actual.append((total_us - lag_us) / 1000)
+
+    def pct(values: list[float]) -> dict[str, float]:
+        v = sorted(values)
+        if not v:
+            return {}
+        return {"p50": round(v[len(v) // 2], 1), "p99": round(v[min(len(v) - 1, int(len(v) * 0.99))], 1),
+                "max": round(v[-1], 1)}
+
+    return {"transactions": len(actual), "latency_ms": pct(actual), "latency_from_schedule_ms": pct(scheduled)}
 
 
 # ---------------------------------------------------------------------- the disk
