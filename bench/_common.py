@@ -343,8 +343,9 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
         half: dict[str, Any] | None = None
         if half_rate_seconds and m and float(m.group(1)) > 0:
             rate = float(m.group(1)) / 2
+            data_directory = asyncio.run(pg_data_directory(admin_dsn))
             with tempfile.TemporaryDirectory(prefix="switchd-pgbench-") as logs:
-                with DiskProbe(Path(logs)) as disk:
+                with DiskProbe(Path(logs), data_directory) as disk:
                     pgbench("-c", str(clients), "-j", "2", "-T", str(half_rate_seconds), "-b", "tpcb-like",
                             "-R", f"{rate:.1f}", "-l", f"--log-prefix={logs}/txn",
                             timeout_s=half_rate_seconds + PGBENCH_GRACE_S)
