@@ -287,6 +287,22 @@ def test_every_approved_type_retransmitted_is_answered_byte_for_byte(fin: Daemon
     _books_ok(fin)
 
 
+def test_a_retransmission_racing_its_original_gets_the_same_answer(fin: Daemon) -> None:
+    # Sent back to back without waiting: the two are decided concurrently (the second reads
+    # its context before the first commits), one posts, and the other is answered from it.
+    with _terminal(fin) as t:
+        for req in (_req("000000", 2_500), _req("006500", 3), _req("006000", 10)):
+            n = _journals(fin)
+            t.send(req, mac=MAC)
+            t.send(req, mac=MAC)
+            first, second = t.recv_raw(), t.recv_raw()
+            assert decode(first, "pos") == decode(second, "pos"), req
+            assert first == second, req
+            assert decode(first, "pos")["39"] in ("00", "51")
+            assert _journals(fin) == n + (decode(first, "pos")["39"] == "00")
+    _books_ok(fin)
+
+
 def test_retransmitted_decline_and_inquiry_are_answered_from_their_receipts(fin: Daemon) -> None:
     # The loyalty handlers recognise a retransmission in their context read (the pipeline
     # does not look first): a decline and an inquiry, which post nothing, replay too.

@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import open_account
+from ledger.accounts import get_receipt, open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, Receipt, ReceiptRef
@@ -59,7 +59,10 @@ ROLE_FEE = "operator:fee_income"
 # marker never has the same content as a memo-only original under the same key.
 MEMO_UNITS = 1
 # Outcomes that posted nothing (declines, inquiries): the loyalty.transactions row and the
-# switch's receipt, for many requests, in one statement (atomic, as one statement is).
+# switch's receipt, for many requests, in one statement (atomic, as one statement is). When a
+# receipt is already stored under the key (an identical request decided a moment before, or
+# two in this very statement), the request is neither recorded nor answered with its own
+# outcome: ``recorded`` is false, and the caller answers with what is stored.
 _RECORD_UNPOSTED_SQL = """
 WITH rows AS (
     SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
@@ -68,17 +71,24 @@ WITH rows AS (
            WITH ORDINALITY AS q(key, business_date, txn_type, reason, rrn, stan, terminal_id, merchant_id,
                                 card_id, program, amount, currency, original_journal_id,
                                 receipt_key, receipt_hash, receipt_payload, n)
+), firsts AS (
+    SELECT DISTINCT ON (receipt_key) receipt_key, n FROM rows WHERE receipt_key IS NOT NULL ORDER BY receipt_key, n
+), receipt AS (
+    INSERT INTO ledger.receipts(idempotency_key, content_hash, payload)
+    SELECT r.receipt_key, r.receipt_hash, r.receipt_payload FROM rows r JOIN firsts f ON f.n = r.n
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING idempotency_key
+), kept AS (
+    SELECT r.n FROM rows r
+     WHERE r.receipt_key IS NULL
+        OR r.n IN (SELECT f.n FROM firsts f JOIN receipt k ON k.idempotency_key = f.receipt_key)
 ), txn AS (
     INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, rrn, stan, terminal_id,
                                      merchant_id, card_id, program, amount, currency, original_journal_id)
     SELECT key, business_date, txn_type, reason, rrn, stan, terminal_id, merchant_id, card_id, program,
-           amount, currency, original_journal_id FROM rows
-), receipt AS (
-    INSERT INTO ledger.receipts(idempotency_key, content_hash, payload)
-    SELECT receipt_key, receipt_hash, receipt_payload FROM rows WHERE receipt_key IS NOT NULL
-    ON CONFLICT (idempotency_key) DO NOTHING
+           amount, currency, original_journal_id FROM rows WHERE n IN (SELECT n FROM kept)
 )
-SELECT n FROM rows
+SELECT n, n IN (SELECT n FROM kept) AS recorded FROM rows
 """
 # The connection that holds the current original's advisory lock (see Loyalty._locked).
 _HELD: ContextVar[asyncpg.Connection | None] = ContextVar("loyalty_held_connection", default=None)
@@ -162,14 +172,7 @@ class Loyalty:
         ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key, req.receipt_key)
         stored = ctx.stored_receipt if req.receipt_key is not None else None
         if stored is not None:  # answered before: the stored answer, or 94 for other content
-            if stored[0] != req.receipt_hash:
-                return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="duplicate key, different content")
-            if stored[1] is not None:
-                return Outcome(Reason.APPROVED, t, replayed=True, stored_answer=stored[1])
-            # Stored by reference: the journal posted under the request's key is the answer.
-            if ctx.existing is None:
-                return Outcome(Reason.SYSTEM_ERROR, t, detail="a receipt names a journal not under this key")
-            return _replace(await self._replay(t, req, ctx, *ctx.existing, receipt), receipt_stored=True)
+            return await self._from_receipt(t, req, ctx, stored, ctx.existing, receipt)
         existing = ctx.existing
         if existing is not None:
             return await self._replay(t, req, ctx, *existing, receipt)
@@ -395,8 +398,13 @@ class Loyalty:
                                      receipt_ref=ref)
         if res.status is Status.POSTED:
             return outcome_of(res)
-        if res.status is Status.EXISTS:  # posted by a concurrent identical request, with its receipt
-            return _replace(outcome_of(res), replayed=True)
+        if res.status is Status.EXISTS:
+            # An identical request posted it a moment ago (with its receipt, if it kept one):
+            # answer exactly as a retransmission is answered, from the journal (its RRN, not ours).
+            found = await lookup.journal_by_key(self._db(), req.key)
+            if found is None:  # pragma: no cover - journals are never deleted
+                return Outcome(Reason.SYSTEM_ERROR, t, detail="posted journal not found")
+            return _replace(await self._replay(t, req, ctx, *found, receipt), receipt_stored=ref is not None)
         if res.status is Status.CONFLICT:
             found = await lookup.journal_by_key(self._db(), req.key)
             if found is not None:
@@ -423,10 +431,36 @@ class Loyalty:
                 rec.payload if rec is not None else None)
         held = _HELD.get()
         if held is not None:  # under an original's lock: record on its connection, commit with it
-            await held.execute(_RECORD_UNPOSTED_SQL, *([a] for a in args))
+            row = await held.fetchrow(_RECORD_UNPOSTED_SQL, *([a] for a in args))
         else:  # with the other requests' records of this moment, in one statement
-            await self._unposted_records.fetch(*args)
+            row = await self._unposted_records.fetch(*args)
+        if row is not None and not row["recorded"] and rec is not None:
+            return await self._answered_before(t, req, ctx, receipt)
         return outcome
+
+    async def _answered_before(self, t: TxnType, req: Request, ctx: Context,
+                               receipt: OutcomeReceiptFn | None) -> Outcome:
+        """The answer stored under the request's receipt key by an identical request that got there
+        first (they raced: both read their context before either's answer was stored)."""
+        stored = await get_receipt(self._db(), req.receipt_key or "")
+        if stored is None:  # pragma: no cover - receipts are never deleted
+            return Outcome(Reason.SYSTEM_ERROR, t, detail="receipt vanished")
+        journal = await lookup.journal_by_key(self._db(), req.key) if stored[1] is None else None
+        return await self._from_receipt(t, req, ctx, stored, journal, receipt)
+
+    async def _from_receipt(self, t: TxnType, req: Request, ctx: Context, stored: tuple[bytes, bytes | None],
+                            journal: tuple[int, dict[str, Any]] | None,
+                            receipt: OutcomeReceiptFn | None) -> Outcome:
+        """The answer to a request whose receipt key holds ``stored`` (content hash, payload):
+        94 for other content; else the stored answer, or for a receipt stored by reference
+        the journal posted under the request's key, replayed."""
+        if stored[0] != req.receipt_hash:
+            return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="duplicate key, different content")
+        if stored[1] is not None:
+            return Outcome(Reason.APPROVED, t, replayed=True, stored_answer=stored[1])
+        if journal is None:
+            return Outcome(Reason.SYSTEM_ERROR, t, detail="a receipt names a journal not under this key")
+        return _replace(await self._replay(t, req, ctx, *journal, receipt), receipt_stored=True)
 
     async def _replay(self, t: TxnType, req: Request, ctx: Context, journal_id: int, meta: dict[str, Any],
                       receipt: OutcomeReceiptFn | None) -> Outcome:
