@@ -291,7 +291,10 @@ def test_a_retransmission_racing_its_original_gets_the_same_answer(fin: Daemon) 
     # Sent back to back without waiting: the two are decided concurrently (the second reads
     # its context before the first commits), one posts, and the other is answered from it.
     with _terminal(fin) as t:
-        for req in (_req("000000", 2_500), _req("006500", 3), _req("006000", 10)):
+        earn = _call(t, _req("000000", 4_000))
+        _approved(earn)
+        void = _req("020000", 4_000, **{"37": earn["37"]})  # decided under the original's lock
+        for req in (_req("000000", 2_500), _req("006500", 3), _req("006000", 10), void):
             n = _journals(fin)
             t.send(req, mac=MAC)
             t.send(req, mac=MAC)
