@@ -128,10 +128,15 @@ async def journal(conn: asyncpg.Connection | asyncpg.Pool, *, journal_id: int | 
 StoredReceipt = tuple[bytes, bytes | None]  # (content hash, payload); no payload: stored by journal
 
 
-def _stored(r: asyncpg.Record | None) -> StoredReceipt | None:
-    if r is None:
+def stored_receipt(content_hash: bytes | None, payload: bytes | None) -> StoredReceipt | None:
+    """A receipt as read from a row (None when the row had none: no content hash)."""
+    if content_hash is None:
         return None
-    return bytes(r["content_hash"]), None if r["payload"] is None else bytes(r["payload"])
+    return bytes(content_hash), None if payload is None else bytes(payload)
+
+
+def _stored(r: asyncpg.Record | None) -> StoredReceipt | None:
+    return None if r is None else stored_receipt(r["content_hash"], r["payload"])
 
 
 async def get_receipt(conn: asyncpg.Connection | asyncpg.Pool, idempotency_key: str) -> StoredReceipt | None:

@@ -74,8 +74,8 @@ class RequestContext:
     dedup_key: DedupKey | None = None
     response_receipt: ResponseReceipt | None = field(default=None, repr=False)
     loyalty: Loyalty | None = None
-    # Set by a handler that answered with the response stored for this request's key (see
-    # switch.routing.CHECKS_DUPLICATES): the pipeline then stores nothing.
+    # Set by a handler whose answer is an earlier identical request's (for the request log; see
+    # switch.routing.CHECKS_DUPLICATES). Whether the pipeline stores it is the receipt's `stored`.
     replayed: bool = False
 
     def reply(self, code: str, **extra: str) -> Fields:

@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import put_receipt, read_receipt
+from ledger.accounts import StoredReceipt, put_receipt, read_receipt
 from ledger.coalesce import Coalescer
 from ledger.commands import Result  # noqa: F401  (the doctests use it)
 from ledger.engine import Receipt
@@ -124,7 +124,7 @@ class Conflict:
 Outcome = Replay | Conflict | None
 
 
-def _judge(key: DedupKey, stored: tuple[bytes, bytes | None]) -> Replay | Conflict | None:
+def _judge(key: DedupKey, stored: StoredReceipt) -> Replay | Conflict | None:
     stored_hash, payload = stored
     if stored_hash != key.content_hash:
         return Conflict()

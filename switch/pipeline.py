@@ -262,9 +262,7 @@ class Pipeline:
                 # a ~10 ms pause every ~1,500 requests). Break it here; the ledger keeps the
                 # receipt itself for as long as a batch may still call it.
                 receipt, ctx.response_receipt = ctx.response_receipt, None
-            if ctx.replayed:
-                state.replayed = True
-                return response
+            state.replayed = ctx.replayed
         # 91/96 say "the system failed, nothing is known to be posted": a retransmission
         # must be tried again, so they are never kept as the answer to this key.
         transient = response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION)

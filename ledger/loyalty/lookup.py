@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.accounts import StoredReceipt, stored_receipt
 from ledger.batches import IN_CLOSED_BATCH_SQL
 from ledger.coalesce import Coalescer
 
@@ -83,16 +84,12 @@ class Context:
         return int(jid), _json(self.row["existing_metadata"])
 
     @property
-    def stored_receipt(self) -> tuple[bytes, bytes | None] | None:
+    def stored_receipt(self) -> StoredReceipt | None:
         """(content hash, payload) stored under the request's receipt key, if any.
 
         The payload is None for a receipt stored by reference to its journal.
         """
-        digest = self.row["receipt_hash"]
-        if digest is None:
-            return None
-        payload = self.row["receipt_payload"]
-        return bytes(digest), None if payload is None else bytes(payload)
+        return stored_receipt(self.row["receipt_hash"], self.row["receipt_payload"])
 
     @property
     def fees(self) -> dict[str, int]:

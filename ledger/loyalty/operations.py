@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import get_receipt, open_account
+from ledger.accounts import StoredReceipt, get_receipt, open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, Receipt, ReceiptRef
@@ -448,7 +448,7 @@ class Loyalty:
         journal = await lookup.journal_by_key(self._db(), req.key) if stored[1] is None else None
         return await self._from_receipt(t, req, ctx, stored, journal, receipt)
 
-    async def _from_receipt(self, t: TxnType, req: Request, ctx: Context, stored: tuple[bytes, bytes | None],
+    async def _from_receipt(self, t: TxnType, req: Request, ctx: Context, stored: StoredReceipt,
                             journal: tuple[int, dict[str, Any]] | None,
                             receipt: OutcomeReceiptFn | None) -> Outcome:
         """The answer to a request whose receipt key holds ``stored`` (content hash, payload):

@@ -121,8 +121,9 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
     rr = ctx.receipt(lambda outcome: _response(ctx, outcome))
     outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
-    if outcome.stored_answer is not None:
-        ctx.replayed = True
+    ctx.replayed = outcome.replayed
+    if outcome.stored_answer is not None:  # the answer stored for this key, as it was stored
+        rr.stored = True
         return dedup.decode_payload(outcome.stored_answer)
     if outcome.reason is not Reason.APPROVED and logs.enabled():
         ctx.log.info("declined", reason=str(outcome.reason), detail=outcome.detail)
@@ -132,7 +133,6 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
         # Stored with the journal, by reference: a retransmission is answered from the journal,
         # which records all this response says (RRN, approval code, balances after).
         rr.stored = True
-        ctx.replayed = outcome.replayed
     return response
 
 
