@@ -270,13 +270,13 @@ def disk_line(phase: dict[str, Any]) -> str:
     calm = [s for s in phase["per_second"] if s.get("disk_fsync_max_ms", 0.0) <= 100.0]
     out = (f"  disk (8 KiB + fdatasync, {disk['samples']} samples): p50 {f['p50']} ms, p99 {f['p99']} ms, "
            f"max {f['max']} ms, {disk['over_100ms']} over 100 ms; latency p99 per second, "
-           f"{len(calm)} calm seconds: median {_median([s['p99_ms'] for s in calm])} ms; "
-           f"{len(stalled)} seconds with a disk stall > 100 ms: median {_median([s['p99_ms'] for s in stalled])} ms")
+           f"{len(calm)} calm seconds: median {_median([s['p99_ms'] for s in calm])}; "
+           f"{len(stalled)} seconds with a disk stall > 100 ms: median {_median([s['p99_ms'] for s in stalled])}")
     return out
 
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 1) if values else None
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ms" if values else "-"
 
 
 def batching(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:

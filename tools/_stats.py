@@ -42,26 +42,25 @@ class Stats:
     # Open loop only: times the generator itself fell a whole interval behind its
     # target rate (a busy client machine). Reported, but not an error of the server.
     schedule_slips: int = 0
-    # Latencies by the whole second (monotonic) their answer arrived in: a tail made of one
-    # stall and a tail spread over the run look alike in a single p99.
-    by_second: dict[int, list[float]] = field(default_factory=dict)
+    # The whole second (monotonic) each answer arrived in, beside latencies_ms: a tail made
+    # of one stall and a tail spread over the run look alike in a single p99.
+    seconds: list[int] = field(default_factory=list)
 
     def record(self, latency_ms: float, response_code: str) -> None:
         self.responses += 1
         self.latencies_ms.append(latency_ms)
         self.response_codes[response_code] += 1
-        second = int(time.monotonic())
-        bucket = self.by_second.get(second)
-        if bucket is None:
-            bucket = self.by_second[second] = []
-        bucket.append(latency_ms)
+        self.seconds.append(int(time.monotonic()))
 
     def per_second(self) -> list[dict[str, float]]:
         """Count, p50, p99 and max latency for each second of the run, in order (``second``:
         the whole CLOCK_MONOTONIC second, system-wide on Linux, to line up with other probes)."""
+        by_second: dict[int, list[float]] = {}
+        for second, ms in zip(self.seconds, self.latencies_ms, strict=True):
+            by_second.setdefault(second, []).append(ms)
         out: list[dict[str, float]] = []
-        for second in sorted(self.by_second):
-            values = sorted(self.by_second[second])
+        for second in sorted(by_second):
+            values = sorted(by_second[second])
             out.append({"second": second, "responses": len(values), "p50_ms": round(percentile(values, 50), 1),
                         "p99_ms": round(percentile(values, 99), 1), "max_ms": round(values[-1], 1)})
         return out
