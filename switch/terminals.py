@@ -197,8 +197,7 @@ class TerminalStore:
                 raise ConnectionError("connection closed")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the feed is down: short lifetimes until it is back
-                self.watched = False
+            except Exception as exc:  # the feed is down (`finally` shortens the lifetimes)
                 failures += 1
                 if failures == 1:  # once per outage, not once per retry
                     log.warning("terminal_feed_down", retry_s=retry_s,
