@@ -4,7 +4,8 @@ The context query fetches, for one request, everything a decision needs: the
 open business day, merchant, program, currency, card, the member's accounts,
 whether the idempotency key has posted before and, when the caller keeps
 receipts (the switch's stored responses), the receipt under its receipt key:
-a retransmission is recognised in the same round trip as everything else.
+a retransmission is recognised in the same round trip as everything else. For
+a void or refund it also reads the original its RRN names.
 """
 
 from __future__ import annotations
@@ -20,8 +21,14 @@ from ledger.accounts import StoredReceipt, stored_receipt
 from ledger.batches import IN_CLOSED_BATCH_SQL
 from ledger.coalesce import Coalescer
 
-# One request's context, as a query over its parameters (pan, merchant, key, receipt key).
-_CONTEXT_ROW = """
+_ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_date, t.rrn, t.terminal_id, "
+                     "t.merchant_id, t.card_id, t.program, t.amount, t.currency, t.original_journal_id")
+_ORIGINAL_FIELDS = tuple(c.strip().removeprefix("t.") for c in _ORIGINAL_COLUMNS.split(","))
+
+# One request's context, as a query over its parameters (pan, merchant, key, receipt key,
+# original RRN). The original (a void's or refund's) is read outside its lock, as a
+# first look: what stands against it is read again under the lock (``lock_standing``).
+_CONTEXT_ROW = f"""
 SELECT b.open_date,
        m.merchant_id, m.status AS merchant_status, m.earn_num, m.earn_den, m.fee_bps,
        m.clearing_points_account_id, m.clearing_money_account_id,
@@ -33,7 +40,8 @@ SELECT b.open_date,
        pa.id AS points_account_id, pa.posted AS points_posted, pa.held AS points_held,
        sa.id AS sv_account_id, sa.posted AS sv_posted, sa.held AS sv_held,
        j.id AS existing_journal_id, j.metadata AS existing_metadata,
-       r.content_hash AS receipt_hash, r.payload AS receipt_payload
+       r.content_hash AS receipt_hash, r.payload AS receipt_payload,
+       {", ".join(f"o.{c} AS orig_{c}" for c in _ORIGINAL_FIELDS)}, o.in_closed_batch AS orig_in_closed_batch
   FROM ledger.business_day b
   LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
   LEFT JOIN loyalty.programs p ON p.code = m.program
@@ -46,6 +54,9 @@ SELECT b.open_date,
                               AND sa.purpose = 'stored_value' AND sa.asset = cur.asset
   LEFT JOIN ledger.journals j ON j.idempotency_key = q.key
   LEFT JOIN ledger.receipts r ON r.idempotency_key = q.receipt_key
+  LEFT JOIN LATERAL (SELECT {_ORIGINAL_COLUMNS}, {IN_CLOSED_BATCH_SQL} AS in_closed_batch
+                       FROM loyalty.transactions t
+                      WHERE t.rrn = q.original_rrn AND t.journal_id IS NOT NULL LIMIT 1) o ON true
  WHERE b.singleton
 """
 # Many requests' contexts in one statement (see ledger.coalesce). LATERAL ... LIMIT 1 keeps
@@ -53,8 +64,8 @@ SELECT b.open_date,
 # into hash joins over whole tables, whatever it guesses about the array's length.
 _CONTEXT_SQL = f"""
 SELECT q.n, x.*
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-       WITH ORDINALITY AS q(pan, merchant_id, key, receipt_key, n)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+       WITH ORDINALITY AS q(pan, merchant_id, key, receipt_key, original_rrn, n)
  CROSS JOIN LATERAL ({_CONTEXT_ROW} LIMIT 1) x
 """
 
@@ -92,6 +103,15 @@ class Context:
         return stored_receipt(self.row["receipt_hash"], self.row["receipt_payload"])
 
     @property
+    def original(self) -> tuple[Original, bool] | None:
+        """The approved transaction the request's original RRN names, and whether its
+        terminal batch is closed (None when there is none, or no RRN was asked for)."""
+        if self.row["orig_journal_id"] is None:
+            return None
+        values = {name: self.row[f"orig_{name}"] for name in _ORIGINAL_FIELDS}
+        return Original(**values), bool(self.row["orig_in_closed_batch"])
+
+    @property
     def fees(self) -> dict[str, int]:
         return _json(self.row["fee_bps"]) if self.row["fee_bps"] is not None else {}
 
@@ -115,14 +135,15 @@ def _json(value: Any) -> dict[str, Any]:
 
 def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
     """Concurrent requests' contexts read together:
-    ``Context(await reader.fetch(pan, merchant_id, key, receipt_key))``."""
+    ``Context(await reader.fetch(pan, merchant_id, key, receipt_key, original_rrn))``."""
     return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max)
 
 
 async def read_context(reader: Coalescer, pan: str, merchant_id: str, key: str,
-                       receipt_key: str | None = None) -> Context:
-    """The request's context through a :func:`context_reader`; ``receipt_key`` also reads that receipt."""
-    row = await reader.fetch(pan, merchant_id, key, receipt_key)
+                       receipt_key: str | None = None, original_rrn: str | None = None) -> Context:
+    """The request's context through a :func:`context_reader`; ``receipt_key`` also reads that
+    receipt, ``original_rrn`` the approved transaction with that RRN (:attr:`Context.original`)."""
+    row = await reader.fetch(pan, merchant_id, key, receipt_key, original_rrn)
     assert row is not None, "ledger.business_day has no row"
     return Context(row)
 
@@ -145,25 +166,8 @@ class Original:
     original_journal_id: int | None
 
 
-_ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_date, t.rrn, t.terminal_id, "
-                     "t.merchant_id, t.card_id, t.program, t.amount, t.currency, t.original_journal_id")
-
-
 def _original(row: asyncpg.Record | None) -> Original | None:
     return None if row is None else Original(**dict(row))
-
-
-async def original_for_compensation(conn: asyncpg.Connection | asyncpg.Pool,
-                                    rrn: str) -> tuple[Original, bool] | None:
-    """The approved transaction with this RRN, and whether its terminal batch is closed."""
-    row = await conn.fetchrow(
-        f"SELECT {_ORIGINAL_COLUMNS}, {IN_CLOSED_BATCH_SQL} AS in_closed_batch FROM loyalty.transactions t "
-        "WHERE t.rrn=$1 AND t.journal_id IS NOT NULL", rrn)
-    if row is None:
-        return None
-    values = dict(row)
-    closed = bool(values.pop("in_closed_batch"))
-    return Original(**values), closed
 
 
 async def original_by_journal(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> Original | None:
@@ -208,23 +212,6 @@ class PostedLeg:
     credit_role: str
 
 
-_LEGS_SQL = """
-        SELECT d.leg, d.account_id AS debit_id, c.account_id AS credit_id, c.amount,
-               da.owner_kind || ':' || da.purpose AS d_role, ca.owner_kind || ':' || ca.purpose AS c_role
-          FROM ledger.entries d
-          JOIN ledger.entries c ON c.journal_id = d.journal_id AND c.leg = d.leg + 1
-          JOIN ledger.accounts da ON da.id = d.account_id
-          JOIN ledger.accounts ca ON ca.id = c.account_id
-         WHERE d.journal_id = $1 AND d.leg % 2 = 1
-"""
-
-
-async def legs_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[PostedLeg]:
-    """A journal's legs in order. Entries come in pairs: odd leg = debit side, even = credit side."""
-    rows = await conn.fetch(_LEGS_SQL + " ORDER BY d.leg", journal_id)
-    return [PostedLeg(r["debit_id"], r["credit_id"], r["amount"], r["d_role"], r["c_role"]) for r in rows]
-
-
 @dataclass(frozen=True)
 class Compensation:
     """A void, refund or reversal of an original that still stands (is not itself reversed)."""
@@ -235,35 +222,33 @@ class Compensation:
     undo_legs: list[int]
 
 
-_COMPENSATIONS_SQL = """
-        SELECT t.journal_id, t.txn_type, coalesce(t.undo_units, 0) AS undo_units,
-               coalesce(t.undo_legs, '{}') AS undo_legs
-          FROM loyalty.transactions t
-         WHERE t.original_journal_id = $1 AND t.journal_id IS NOT NULL
-           AND t.txn_type IN ('void', 'refund', 'reversal')
-           AND NOT EXISTS (SELECT 1 FROM loyalty.transactions r
-                            WHERE r.original_journal_id = t.journal_id AND r.txn_type = 'reversal'
-                              AND r.journal_id IS NOT NULL)
-         ORDER BY t.journal_id
-"""
+def _standing(row: asyncpg.Record) -> tuple[list[Compensation], list[PostedLeg]]:
+    comps = [Compensation(int(j), str(t), int(u), [int(v) for v in legs]) for j, t, u, legs in json.loads(row["comps"])]
+    legs = [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in json.loads(row["legs"])]
+    return comps, legs
 
 
 async def standing(conn: asyncpg.Connection | asyncpg.Pool,
                    journal_id: int) -> tuple[list[Compensation], list[PostedLeg]]:
-    """An original's standing compensations and its legs, in one round trip."""
-    row = await conn.fetchrow(
-        f"""
-        SELECT (SELECT coalesce(json_agg(json_build_array(c.journal_id, c.txn_type, c.undo_units, c.undo_legs)
-                                         ORDER BY c.journal_id), '[]')
-                  FROM ({_COMPENSATIONS_SQL}) c) AS comps,
-               (SELECT coalesce(json_agg(json_build_array(l.debit_id, l.credit_id, l.amount, l.d_role, l.c_role)
-                                         ORDER BY l.leg), '[]')
-                  FROM ({_LEGS_SQL}) l) AS legs
-        """, journal_id)
+    """An original's standing compensations and its legs, in one round trip (loyalty.standing)."""
+    row = await conn.fetchrow("SELECT comps, legs FROM loyalty.standing($1)", journal_id)
     assert row is not None
-    comps = [Compensation(int(j), str(t), int(u), [int(v) for v in legs]) for j, t, u, legs in json.loads(row["comps"])]
-    legs = [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in json.loads(row["legs"])]
-    return comps, legs
+    return _standing(row)
+
+
+async def legs_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[PostedLeg]:
+    """A journal's legs in order (entries come in pairs: odd leg = debit side, even = credit side)."""
+    return (await standing(conn, journal_id))[1]
+
+
+async def lock_standing(conn: asyncpg.Connection, lock_timeout_s: float, namespace: int, key: int,
+                        standing_of: int | None) -> tuple[list[Compensation], list[PostedLeg]] | None:
+    """Take the transaction-scoped advisory lock (namespace, key) on ``conn``, waiting at most
+    ``lock_timeout_s``; then, when ``standing_of`` is given, read its :func:`standing` under
+    it: one round trip (loyalty.lock_standing). ``conn`` must be inside a transaction."""
+    row = await conn.fetchrow("SELECT comps, legs FROM loyalty.lock_standing($1, $2, $3, $4)",
+                              f"{int(lock_timeout_s * 1000)}ms", namespace, key, standing_of)
+    return None if row is None or standing_of is None else _standing(row)
 
 
 async def reversed_by(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> int | None:

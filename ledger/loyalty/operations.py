@@ -95,6 +95,16 @@ _HELD: ContextVar[asyncpg.Connection | None] = ContextVar("loyalty_held_connecti
 MARKER_UNITS = 2
 
 
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """An original's lock: the connection whose transaction holds it, and what stood
+    against the original when it was taken (when asked for; else empty)."""
+
+    conn: asyncpg.Connection
+    comps: list[lookup.Compensation]
+    legs: list[PostedLeg]
+
+
 class Loyalty:
     """The domain operations over a running :class:`~ledger.engine.Ledger`."""
 
@@ -169,7 +179,10 @@ class Loyalty:
             return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first_line(exc)}")
 
     async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
-        ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key, req.receipt_key)
+        # A void's or refund's original comes in the same read (its first look; see _compensate).
+        original_rrn = (req.original_rrn or None) if t in (TxnType.VOID, TxnType.REFUND) else None
+        ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key, req.receipt_key,
+                                        original_rrn)
         stored = ctx.stored_receipt if req.receipt_key is not None else None
         if stored is not None:  # answered before: the stored answer, or 94 for other content
             return await self._from_receipt(t, req, ctx, stored, ctx.existing, receipt)
@@ -503,11 +516,12 @@ class Loyalty:
     # ------------------------------------------------------------ void and refund
 
     @contextlib.asynccontextmanager
-    async def _locked(self, journal_id: int) -> AsyncIterator[asyncpg.Connection]:
+    async def _locked(self, journal_id: int, standing_of: int | None = None) -> AsyncIterator[Held]:
         """Serialise every operation on one original, across processes, with a bounded wait.
 
         An in-process lock first, so that one process waits on the database lock
-        with one connection per original, not one per request.
+        with one connection per original, not one per request. With ``standing_of``,
+        what stands against that journal is read under the lock in the same round trip.
         """
         local = self._local_locks.setdefault(journal_id, asyncio.Lock())
         self._local_waiters[journal_id] = self._local_waiters.get(journal_id, 0) + 1
@@ -516,13 +530,11 @@ class Loyalty:
                 await local.acquire()
             try:
                 async with self.pool.acquire(timeout=self.lock_timeout_s) as conn, conn.transaction():
-                    # The bound first (FROM is evaluated before the select list), then the lock.
-                    await conn.execute(
-                        "SELECT pg_advisory_xact_lock($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) b",
-                        f"{int(self.lock_timeout_s * 1000)}ms", LOCK_NAMESPACE, journal_id % 2_147_483_647)
+                    read = await lookup.lock_standing(conn, self.lock_timeout_s, LOCK_NAMESPACE,
+                                                      journal_id % 2_147_483_647, standing_of)
                     token = _HELD.set(conn)
                     try:
-                        yield conn
+                        yield Held(conn, *(read or ([], [])))
                     finally:
                         _HELD.reset(token)
             finally:
@@ -544,7 +556,7 @@ class Loyalty:
 
         if not req.original_rrn:
             return await decline(Reason.ORIGINAL_NOT_FOUND, "no original RRN")
-        found = await lookup.original_for_compensation(self.pool, req.original_rrn)
+        found = ctx.original  # read with the context; what stands against it is read under its lock
         if found is None:
             return await decline(Reason.ORIGINAL_NOT_FOUND, f"no approved transaction with RRN {req.original_rrn}")
         orig, in_closed_batch = found
@@ -570,8 +582,8 @@ class Loyalty:
                 return await decline(Reason.INVALID_TXN, "the original's terminal batch is closed", jid)
             if req.amount != orig.amount:
                 return await decline(Reason.INVALID_AMOUNT, f"a void is for the full {orig.amount}", jid)
-        async with self._locked(jid) as conn:
-            comps, legs = await lookup.standing(conn, jid)
+        async with self._locked(jid, standing_of=jid) as held:
+            comps, legs = held.comps, held.legs
             undone = sum(c.undo_units for c in comps)
             if t is TxnType.VOID and comps:
                 return await decline(Reason.INVALID_TXN, "already voided, refunded or reversed", jid)
@@ -585,7 +597,7 @@ class Loyalty:
             # credits back to the member are never refused; undoing a top-up or load may not
             # take the member below zero: the member must still have what is taken back.
             force = otype not in (TxnType.TOPUP, TxnType.LOAD)
-            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, conn, orig_legs=legs)
+            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, held.conn, orig_legs=legs)
 
     async def _undo(self, t: TxnType, req: Request, ctx: Context, orig: Original,
                     comps: list[lookup.Compensation], after: int, force: bool,
@@ -659,7 +671,8 @@ class Loyalty:
                     Reason.INVALID_TXN, t, detail="a reversal cannot be reversed"), receipt)
             root = orig.original_journal_id if ttype in (TxnType.VOID, TxnType.REFUND) else jid
             assert root is not None
-            async with self._locked(root) as conn:
+            async with self._locked(root) as held:
+                conn = held.conn
                 if await lookup.reversed_by(conn, jid) is not None:
                     return await self._unposted(t, req, ctx, Outcome(
                         Reason.APPROVED, t, detail="already reversed"), receipt, jid)
