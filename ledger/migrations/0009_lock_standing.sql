@@ -11,12 +11,15 @@
 
 -- comps: [[journal_id, txn_type, undo_units, [undo per leg]], ...] by journal id;
 -- legs: [[debit account, credit account, amount, debit role, credit role], ...] by leg.
-CREATE FUNCTION loyalty.standing(original_journal_id bigint, OUT comps json, OUT legs json)
-LANGUAGE sql STABLE AS $$
+-- PL/pgSQL, not SQL: a session plans its query once (PostgreSQL 15 plans a SQL
+-- function's body on every call, which cost more than the round trips saved).
+CREATE FUNCTION loyalty.standing(p_journal_id bigint, OUT comps json, OUT legs json)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
 SELECT (SELECT coalesce(json_agg(json_build_array(t.journal_id, t.txn_type, coalesce(t.undo_units, 0),
                                                   coalesce(t.undo_legs, '{}')) ORDER BY t.journal_id), '[]')
           FROM loyalty.transactions t
-         WHERE t.original_journal_id = standing.original_journal_id AND t.journal_id IS NOT NULL
+         WHERE t.original_journal_id = p_journal_id AND t.journal_id IS NOT NULL
            AND t.txn_type IN ('void', 'refund', 'reversal')
            AND NOT EXISTS (SELECT 1 FROM loyalty.transactions r
                             WHERE r.original_journal_id = t.journal_id AND r.txn_type = 'reversal'
@@ -28,8 +31,9 @@ SELECT (SELECT coalesce(json_agg(json_build_array(t.journal_id, t.txn_type, coal
           JOIN ledger.entries c ON c.journal_id = d.journal_id AND c.leg = d.leg + 1
           JOIN ledger.accounts da ON da.id = d.account_id
           JOIN ledger.accounts ca ON ca.id = c.account_id
-         WHERE d.journal_id = standing.original_journal_id AND d.leg % 2 = 1)
-$$;
+         WHERE d.journal_id = p_journal_id AND d.leg % 2 = 1)
+  INTO comps, legs;
+END $$;
 
 -- Waits at most lock_timeout (e.g. '2000ms') for the lock, which is held until the
 -- caller's transaction ends; then, when standing_of is given, reads its standing.
