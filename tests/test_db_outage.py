@@ -256,6 +256,10 @@ def test_a_row_lock_held_by_someone_else(outage: Daemon) -> None:
     finally:
         release.set()
         holder.join(10)
+    # Each 96 is the platform failing, not the request: logged as a warning with its cause.
+    failed = [e for e in d.events("declined") if e.get("reason") == "system_error"]
+    assert len(failed) == sum(1 for _, resp in sent if resp["39"] == "96"), failed
+    assert all(e.get("level") == "warning" and e.get("detail") for e in failed), failed
     settled = [_settle(d, TIDS[0], req, resp) for req, resp in sent]
     assert [r["39"] for r in settled] == ["00", "00", "00"]
     points, problems = _points(d, card)

@@ -125,7 +125,11 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
     if outcome.stored_answer is not None:  # the answer stored for this key, as it was stored
         rr.stored = True
         return dedup.decode_payload(outcome.stored_answer)
-    if outcome.reason is not Reason.APPROVED and logs.enabled():
+    if outcome.reason is Reason.SYSTEM_ERROR:
+        # The platform failed (database, timeout), not the request: operators must see it
+        # at the level they run at.
+        ctx.log.warning("declined", reason=str(outcome.reason), detail=outcome.detail)
+    elif outcome.reason is not Reason.APPROVED and logs.enabled():
         ctx.log.info("declined", reason=str(outcome.reason), detail=outcome.detail)
     # (A 96 is never kept as the key's answer: the pipeline stores no 91/96.)
     response = rr.finish(outcome)
