@@ -260,6 +260,9 @@ async def test_partial_reversal_and_reversal_of_a_void(world: World) -> None:
     assert await world.points() == 40
     ok(await world.loy.reverse(req(original_key=v.key)))
     assert await world.points() == 1_040
+    twice = await world.loy.reverse(req(original_key=v.key))  # an advice with its own key
+    assert twice.reason is Reason.APPROVED and twice.journal_id is None and "already" in twice.detail
+    assert await world.points() == 1_040
     ok(await world.loy.void(req(amount=1_000, original_rrn=r2.rrn, account="65")))  # voidable again
     assert await world.points() == 40
     await world.books_ok()

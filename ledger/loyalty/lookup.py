@@ -251,14 +251,6 @@ async def lock_standing(conn: asyncpg.Connection, lock_timeout_s: float, namespa
     return None if row is None or standing_of is None else _standing(row)
 
 
-async def reversed_by(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> int | None:
-    """The journal of the reversal of ``journal_id``, if there is one."""
-    value = await conn.fetchval(
-        "SELECT journal_id FROM loyalty.transactions WHERE original_journal_id=$1 AND txn_type='reversal' "
-        "AND journal_id IS NOT NULL ORDER BY journal_id LIMIT 1", journal_id)
-    return None if value is None else int(value)
-
-
 async def prizes(conn: asyncpg.Connection | asyncpg.Pool, program: str) -> list[tuple[str, int, int]]:
     """A program's lottery prize table: (code, points, weight), by code."""
     rows = await conn.fetch(

@@ -671,15 +671,18 @@ class Loyalty:
                     Reason.INVALID_TXN, t, detail="a reversal cannot be reversed"), receipt)
             root = orig.original_journal_id if ttype in (TxnType.VOID, TxnType.REFUND) else jid
             assert root is not None
-            async with self._locked(root) as held:
-                conn = held.conn
-                if await lookup.reversed_by(conn, jid) is not None:
+            # Locked by the root original (what a void, refund or reversal of it serialises on);
+            # what stands against the journal reversed (``jid``) is read under it.
+            async with self._locked(root, standing_of=jid) as held:
+                conn, comps, legs = held.conn, held.comps, held.legs
+                # A reversal is never itself reversed, so it stands among jid's compensations.
+                if any(c.txn_type == TxnType.REVERSAL for c in comps):
                     return await self._unposted(t, req, ctx, Outcome(
                         Reason.APPROVED, t, detail="already reversed"), receipt, jid)
                 if ttype in (TxnType.VOID, TxnType.REFUND):
                     # Undo a compensation entirely: the original stands again by as much.
-                    return await self._undo(t, req, ctx, orig, [], 0, True, receipt, conn, whole=True)
-                comps, legs = await lookup.standing(conn, jid)
+                    return await self._undo(t, req, ctx, orig, [], 0, True, receipt, conn, whole=True,
+                                            orig_legs=legs)
                 undone = sum(c.undo_units for c in comps)
                 if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
                     after = min(orig.amount, undone + orig.amount - req.replacement_amount)
