@@ -51,7 +51,7 @@ def watchdog_interval_s(env: Mapping[str, str] | None = None) -> float | None:
     env = os.environ if env is None else env
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
         return None
     if pid and pid != str(os.getpid()):  # the watchdog is meant for another process
         return None

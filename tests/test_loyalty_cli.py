@@ -61,6 +61,14 @@ def test_program_merchant_card_lifecycle(run) -> None:  # type: ignore[no-untype
     (("card", "issue", demo_pan(1)[:-1] + str((int(demo_pan(1)[-1]) + 1) % 10)), "Luhn"),
     (("card", "show", demo_pan(1)), "no card"),
     (("program", "lottery", "GOLD", "--price", "10", "--prize", "bad"), "CODE:POINTS:WEIGHT"),
+    # Digits of other scripts pass str.isdigit() but not int(): refused, never a traceback.
+    (("program", "lottery", "GOLD", "--price", "10", "--prize", "GOLD:\u2460:1"), "CODE:POINTS:WEIGHT"),
+    (("merchant", "add", "M1", "--name", "x", "--program", "GOLD", "--earn-rate", "1", "--fee-bps",
+      "earn=\u2461"), "basis points"),
+    (("card", "issue", "\u2460\u2461\u2462\u2463\u2464\u2465\u2466\u2467\u2468\u2460\u2461\u2462\u2463"),
+     "12..19 digits"),
+    (("card", "issue", "\uff16\uff12\uff11\uff12\uff13\uff14\uff10\uff10\uff10\uff10\uff10\uff10\uff10"
+      "\uff10\uff10\uff10"), "12..19 digits"),
 ])
 def test_bad_arguments_are_one_line_and_nonzero(run, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
     r = run(*args)

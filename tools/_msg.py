@@ -51,7 +51,7 @@ def mac_field(fields: Mapping[str, str]) -> str:
     >>> mac_field({"t": "0200", "3": "000000"}), mac_field({"t": "0400", "90": "0" * 42})
     ('64', '128')
     """
-    secondary = any(k.isdigit() and 64 < int(k) < 128 for k in fields)
+    secondary = any(k.isascii() and k.isdigit() and 64 < int(k) < 128 for k in fields)
     return "128" if secondary else "64"
 
 
@@ -172,7 +172,7 @@ def display_value(field: str, value: str) -> str:
 
 def _order(key: str) -> tuple[int, str]:
     special = {"h": -3, "t": -2, "p": -1}
-    return (special[key], key) if key in special else (int(key) if key.isdigit() else 999, key)
+    return (special[key], key) if key in special else (int(key) if key.isascii() and key.isdigit() else 999, key)
 
 
 def format_fields(fields: Mapping[str, str]) -> list[str]:

@@ -37,7 +37,7 @@ def parse_field_option(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         number, sep, value = item.partition("=")
-        if not sep or not number.strip().isdigit() or not 1 < int(number) <= 128:
+        if not sep or not (number.strip().isascii() and number.strip().isdigit()) or not 1 < int(number) <= 128:
             raise ValueError(f"--field expects N=VALUE with 2 <= N <= 128, got {item!r}")
         out[str(int(number))] = value
     return out
@@ -224,9 +224,9 @@ def main(
         mac_key = bytes.fromhex(mac_key_hex) if mac_key_hex else b""
         if mac_key:
             _mac.check_key(mac_alg, mac_key)
-        if amount and not amount.isdigit():
+        if amount and not (amount.isascii() and amount.isdigit()):
             raise ValueError(f"--amount must be digits, got {amount!r}")
-        if stan and not (stan.isdigit() and len(stan) <= 6):
+        if stan and not (stan.isascii() and stan.isdigit() and len(stan) <= 6):
             raise ValueError(f"--stan must be up to 6 digits, got {stan!r}")
         extra = parse_field_option(field_items)
         stan = (stan or str(random.randint(1, 999_999))).zfill(6)

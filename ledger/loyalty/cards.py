@@ -26,7 +26,7 @@ def default_expiry(today: dt.date, years: int = 5) -> str:
 
 async def check_pan(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> None:
     """Raise ProvisioningError unless ``pan`` is 12..19 digits, Luhn-valid and in a platform BIN."""
-    if not pan.isdigit() or not 12 <= len(pan) <= 19:
+    if not (pan.isascii() and pan.isdigit()) or not 12 <= len(pan) <= 19:
         raise ProvisioningError("PAN must be 12..19 digits")
     if not luhn_ok(pan):
         raise ProvisioningError(f"PAN {mask_pan(pan)} fails the Luhn check")

@@ -27,7 +27,7 @@ def parse_fees(items: list[str]) -> dict[str, int]:
         name = name or "default"
         if name not in FEE_TYPES:
             raise ProvisioningError(f"fee type must be one of {', '.join(FEE_TYPES)}, got {name!r}")
-        if not value.isdigit() or not 0 <= int(value) <= 10_000:
+        if not (value.isascii() and value.isdigit()) or not 0 <= int(value) <= 10_000:
             raise ProvisioningError(f"fee must be 0..10000 basis points, got {item!r}")
         out[name] = int(value)
     return out

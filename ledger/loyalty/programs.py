@@ -47,7 +47,8 @@ def parse_prize(text: str) -> Prize:
     Prize(code='GOLD', points=500, weight=1)
     """
     parts = text.split(":")
-    if len(parts) != 3 or not PRIZE_CODE.match(parts[0]) or not parts[1].isdigit() or not parts[2].isdigit():
+    if (len(parts) != 3 or not PRIZE_CODE.match(parts[0])
+            or not all(p.isascii() and p.isdigit() for p in parts[1:])):
         raise ProvisioningError(f"prize must be CODE:POINTS:WEIGHT (CODE A-Z0-9_, integers), got {text!r}")
     prize = Prize(parts[0], int(parts[1]), int(parts[2]))
     if prize.weight <= 0:

@@ -71,20 +71,22 @@ def parse_earn_rate(text: str) -> tuple[int, int]:
     return rate.numerator, rate.denominator
 
 
-def luhn_ok(pan: str) -> bool:
-    """True when ``pan`` is all digits and passes the Luhn check.
+# A digit's contribution when doubled (every second digit from the right).
+_LUHN_DOUBLED = {str(d): d * 2 - 9 if d > 4 else d * 2 for d in range(10)}
 
-    >>> luhn_ok("4111111111111111"), luhn_ok("4111111111111112")
-    (True, False)
+
+def luhn_ok(pan: str) -> bool:
+    """True when ``pan`` is all ASCII digits and passes the Luhn check.
+
+    (str.isdigit alone admits other scripts' digits, which int() may refuse.)
+
+    >>> luhn_ok("4111111111111111"), luhn_ok("4111111111111112"), luhn_ok("４１１１１１１１１１１１１１１１")
+    (True, False, False)
     """
-    if not pan.isdigit():
+    if not (pan.isascii() and pan.isdigit()):
         return False
-    total = 0
-    for i, ch in enumerate(reversed(pan)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
+    reverse = pan[::-1]
+    total = sum(map(int, reverse[0::2])) + sum(_LUHN_DOUBLED[ch] for ch in reverse[1::2])
     return total % 10 == 0
 
 

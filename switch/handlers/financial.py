@@ -184,7 +184,7 @@ async def _original_key(ctx: RequestContext) -> str | None:
     f = ctx.fields
     tid = normalize_id(f["41"])
     original = f.get("90", "")
-    if len(original) >= 20 and original[:20].isdigit():
+    if len(original) >= 20 and original[:20].isascii() and original[:20].isdigit():
         return _key(tid, original[4:10], original[10:20])
     return await lookup.original_key_by_stan(ctx.pool, tid, f["11"])
 
@@ -192,7 +192,7 @@ async def _original_key(ctx: RequestContext) -> str | None:
 def _replacement_amount(ctx: RequestContext) -> int | None:
     """Field 95's actual amount (first 12 digits) makes a reversal partial."""
     replacement = ctx.fields.get("95", "")
-    if len(replacement) >= 12 and replacement[:12].isdigit():
+    if len(replacement) >= 12 and replacement[:12].isascii() and replacement[:12].isdigit():
         return int(replacement[:12])
     return None
 

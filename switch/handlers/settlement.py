@@ -37,7 +37,7 @@ def totals_from(fields: Fields) -> Totals | None:
         values = [fields[k] for k in ("74", "86", "76", "88")]
     except KeyError:
         return None
-    if not all(v.isdigit() for v in values):
+    if not all(v.isascii() and v.isdigit() for v in values):
         return None
     return Totals(*(int(v) for v in values))
 
@@ -47,7 +47,7 @@ async def handle(ctx: RequestContext) -> Fields:
     f = ctx.fields
     totals = totals_from(f)
     batch_number = f.get("60", "")
-    if totals is None or not (len(batch_number) == 6 and batch_number.isdigit()) or ctx.dedup_key is None:
+    if totals is None or not (len(batch_number) == 6 and batch_number.isascii() and batch_number.isdigit()) or ctx.dedup_key is None:
         return ctx.reply(FORMAT_ERROR)
     # The pipeline has already checked that field 42 is this terminal's merchant.
     terminal_id = normalize_id(f["41"])
