@@ -68,14 +68,14 @@ def program() -> None:
 @click.argument("code")
 @click.option("--name", required=True)
 @click.option("--kind", type=click.Choice(["alliance", "hosted"]), required=True)
-@click.option("--issue-price-minor", type=click.IntRange(min=0), required=True,
+@click.option("--issue-price-minor", type=click.IntRange(min=0, max=programs.BIGINT_MAX), required=True,
               help="What an issuing merchant owes per point, in minor units.")
-@click.option("--redeem-value-minor", type=click.IntRange(min=0), required=True,
+@click.option("--redeem-value-minor", type=click.IntRange(min=0, max=programs.BIGINT_MAX), required=True,
               help="What a redeeming merchant is paid per point, in minor units.")
 @click.option("--currency", default=programs.DEFAULT_CURRENCY, show_default=True, help="ISO 4217 numeric code.")
 @click.option("--pin-required-for-redeem", is_flag=True)
-@click.option("--max-points", "txn_max_points", type=click.IntRange(min=1), default=10_000_000, show_default=True,
-              help="Per-transaction maximum, in points.")
+@click.option("--max-points", "txn_max_points", type=click.IntRange(min=1, max=programs.BIGINT_MAX), default=10_000_000,
+              show_default=True, help="Per-transaction maximum, in points.")
 @click.pass_context
 def program_add(ctx: click.Context, code: str, name: str, kind: str, issue_price_minor: int,
                 redeem_value_minor: int, currency: str, pin_required_for_redeem: bool, txn_max_points: int) -> None:
@@ -116,7 +116,8 @@ def program_show(ctx: click.Context, code: str, as_json: bool) -> None:
 
 @program.command("lottery")
 @click.argument("code")
-@click.option("--price", "price_points", type=int, required=True, help="Draw price in points.")
+@click.option("--price", "price_points", type=click.IntRange(min=1, max=programs.BIGINT_MAX), required=True,
+              help="Draw price in points.")
 @click.option("--prize", "prizes", multiple=True, required=True, help="CODE:POINTS:WEIGHT, repeatable.")
 @click.pass_context
 def program_lottery(ctx: click.Context, code: str, price_points: int, prizes: tuple[str, ...]) -> None:

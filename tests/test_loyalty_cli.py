@@ -61,6 +61,8 @@ def test_program_merchant_card_lifecycle(run) -> None:  # type: ignore[no-untype
     (("card", "issue", demo_pan(1)[:-1] + str((int(demo_pan(1)[-1]) + 1) % 10)), "Luhn"),
     (("card", "show", demo_pan(1)), "no card"),
     (("program", "lottery", "GOLD", "--price", "10", "--prize", "bad"), "CODE:POINTS:WEIGHT"),
+    (("program", "lottery", "GOLD", "--price", "10", "--prize", "JACKPOT:1:99999999999"), "weight must be"),
+    (("program", "lottery", "GOLD", "--price", "10", "--prize", f"JACKPOT:{2**63}:1"), "points must be at most"),
     # Digits of other scripts pass str.isdigit() but not int(): refused, never a traceback.
     (("program", "lottery", "GOLD", "--price", "10", "--prize", "GOLD:\u2460:1"), "CODE:POINTS:WEIGHT"),
     (("merchant", "add", "M1", "--name", "x", "--program", "GOLD", "--earn-rate", "1", "--fee-bps",

@@ -25,6 +25,9 @@ DEFAULT_CURRENCY = "156"
 PROGRAM_CODE = re.compile(r"^[A-Z0-9_]{2,16}$")
 PRIZE_CODE = re.compile(r"^[A-Z0-9_]{1,16}$")
 PRIZES_MAX = 32
+# The columns' ranges (bigint, integer): a larger number is refused with its name, not by the database.
+BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1
 
 
 class ProvisioningError(Exception):
@@ -51,8 +54,10 @@ def parse_prize(text: str) -> Prize:
             or not all(p.isascii() and p.isdigit() for p in parts[1:])):
         raise ProvisioningError(f"prize must be CODE:POINTS:WEIGHT (CODE A-Z0-9_, integers), got {text!r}")
     prize = Prize(parts[0], int(parts[1]), int(parts[2]))
-    if prize.weight <= 0:
-        raise ProvisioningError(f"prize {prize.code}: weight must be >= 1")
+    if prize.weight <= 0 or prize.weight > INTEGER_MAX:
+        raise ProvisioningError(f"prize {prize.code}: weight must be 1..{INTEGER_MAX}")
+    if prize.points > BIGINT_MAX:
+        raise ProvisioningError(f"prize {prize.code}: points must be at most {BIGINT_MAX}")
     return prize
 
 
