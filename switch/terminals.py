@@ -47,6 +47,11 @@ FEED_TIMEOUT_S = 5.0
 FEED_RETRY_S = 1.0  # the first retry; doubling up to FEED_RETRY_MAX_S while the database is away
 FEED_RETRY_MAX_S = 10.0
 CACHE_ENTRIES_MAX = 100_000
+# While the database is away a known terminal's last copy (at most this old) still
+# answers the lookup: nothing can be approved without the database anyway, but the
+# decline is MACed with the terminal's key, so the terminal accepts it and
+# retransmits or reverses, instead of discarding an unauthenticated answer.
+CACHE_STALE_IF_ERROR_S = 300.0
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
 _MERCHANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
 
@@ -131,7 +136,8 @@ class TerminalStore:
         return CACHE_TTL_WATCHED_S if self.watched else CACHE_TTL_S
 
     async def get(self, terminal_id: str, fresh: bool = False) -> Terminal | None:
-        """The terminal, or None if unknown; at most ``ttl_s`` old unless ``fresh``.
+        """The terminal, or None if unknown; at most ``ttl_s`` old unless ``fresh``
+        (or the database is failing: see CACHE_STALE_IF_ERROR_S).
 
         Callers about to decline because of what they got ask again with
         ``fresh=True``: declining on stale data (another instance just signed
@@ -143,7 +149,13 @@ class TerminalStore:
         if not fresh and hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
         changes = self._changes
-        row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
+        try:
+            row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            if (not fresh and hit is not None and hit[1] is not None
+                    and now - hit[0] < CACHE_STALE_IF_ERROR_S):
+                return hit[1]
+            raise
         term = None if row is None else _from_row(row, self.master_key)
         if changes != self._changes:
             # A change was announced while we read: this row may predate it. Answer with it
