@@ -526,17 +526,30 @@ class Loyalty:
         local = self._local_locks.setdefault(journal_id, asyncio.Lock())
         self._local_waiters[journal_id] = self._local_waiters.get(journal_id, 0) + 1
         try:
-            async with asyncio.timeout(self.lock_timeout_s * 4):
-                await local.acquire()
+            # Each wait says what it waited for: a bare TimeoutError tells an operator nothing.
             try:
-                async with self.pool.acquire(timeout=self.lock_timeout_s) as conn, conn.transaction():
-                    read = await lookup.lock_standing(conn, self.lock_timeout_s, LOCK_NAMESPACE,
-                                                      journal_id % 2_147_483_647, standing_of)
-                    token = _HELD.set(conn)
-                    try:
-                        yield Held(conn, *(read or ([], [])))
-                    finally:
-                        _HELD.reset(token)
+                async with asyncio.timeout(self.lock_timeout_s * 4):
+                    await local.acquire()
+            except TimeoutError:
+                raise TimeoutError(f"original {journal_id} busy: waited {self.lock_timeout_s * 4:g}s "
+                                   "for its other voids, refunds or reversals") from None
+            try:
+                try:
+                    conn = await self.pool.acquire(timeout=self.lock_timeout_s)
+                except TimeoutError:
+                    raise TimeoutError(f"no database connection within {self.lock_timeout_s:g}s "
+                                       f"to lock original {journal_id} (pool busy)") from None
+                try:
+                    async with conn.transaction():
+                        read = await lookup.lock_standing(conn, self.lock_timeout_s, LOCK_NAMESPACE,
+                                                          journal_id % 2_147_483_647, standing_of)
+                        token = _HELD.set(conn)
+                        try:
+                            yield Held(conn, *(read or ([], [])))
+                        finally:
+                            _HELD.reset(token)
+                finally:
+                    await self.pool.release(conn)
             finally:
                 local.release()
         finally:
