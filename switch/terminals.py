@@ -127,6 +127,10 @@ class TerminalStore:
         self.pool = pool
         self.master_key = master_key
         self._cache: dict[str, tuple[float, Terminal | None]] = {}
+        # The last copy read of each known terminal, kept when the cache is dropped wholesale
+        # (the feed reconnected: what changed is unknown) but not when its own change is
+        # announced: only for answering while the database is away (CACHE_STALE_IF_ERROR_S).
+        self._last_known: dict[str, tuple[float, Terminal]] = {}
         self._changes = 0  # announcements received: a read that overlapped one is not cached
         self.watched = False  # the change feed is connected
 
@@ -151,10 +155,10 @@ class TerminalStore:
         changes = self._changes
         try:
             row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            if (not fresh and hit is not None and hit[1] is not None
-                    and now - hit[0] < CACHE_STALE_IF_ERROR_S):
-                return hit[1]
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+            known = self._last_known.get(tid)
+            if not fresh and known is not None and now - known[0] < CACHE_STALE_IF_ERROR_S:
+                return known[1]
             raise
         term = None if row is None else _from_row(row, self.master_key)
         if changes != self._changes:
@@ -168,15 +172,27 @@ class TerminalStore:
             if len(self._cache) >= CACHE_ENTRIES_MAX:
                 self._cache.clear()
         self._cache[tid] = (now, term)
+        if term is not None:
+            if len(self._last_known) >= CACHE_ENTRIES_MAX:
+                self._last_known.clear()
+            self._last_known[tid] = (now, term)
+        else:
+            self._last_known.pop(tid, None)
         return term
 
     def forget(self, terminal_id: str | None = None) -> None:
-        """Drop one terminal's cached copy (all of them when None)."""
+        """Drop one terminal's cached copy (all of them when None).
+
+        One terminal's change is known: its last copy goes too. All of them (the feed
+        reconnected) is a doubt: their last copies stay, for outages only.
+        """
         self._changes += 1
         if terminal_id is None:
             self._cache.clear()
         else:
-            self._cache.pop(normalize_id(terminal_id), None)
+            tid = normalize_id(terminal_id)
+            self._cache.pop(tid, None)
+            self._last_known.pop(tid, None)
 
     async def follow_changes(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
         """Listen on CHANGE_CHANNEL and forget what changes, until cancelled; reconnects.
