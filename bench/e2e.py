@@ -112,7 +112,7 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         merchants = [f"MB{i:04d}" for i in range(1, args.merchants + 1)]
         clearing: dict[str, tuple[int, int]] = {}
         for mid in merchants:
-            m = await add_merchant(conn, mid, f"Bench merchant {mid}", PROGRAM, 1, 1, {"default": 50})
+            m = await add_merchant(conn, mid, f"Bench merchant {mid}", PROGRAM, 1, 1, {"default": args.fee_bps})
             row = await conn.fetchrow("SELECT clearing_points_account_id, clearing_money_account_id "
                                       "FROM loyalty.merchants WHERE merchant_id=$1", m["merchant_id"])
             clearing[mid] = (int(row[0]), int(row[1]))
@@ -430,6 +430,9 @@ def main() -> int:
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument("--keep-daemon-log", default="", help="copy the daemon's log here")
+    parser.add_argument("--fee-bps", type=int, default=50,
+                        help="every merchant's fee (basis points, all types); 0 leaves the operator's "
+                             "fee-income account (one row, in nearly every posting) out of the postings")
     parser.add_argument("--mix", default=DEFAULT_MIX, help="loadgen mix (kind=weight,...); the issue's mix by default. "
                         "Another mix is for studying one path (e.g. purchase=2,void=1,refund=1), not for the targets")
     parser.add_argument("--out", default=str(RESULTS))
