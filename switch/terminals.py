@@ -155,7 +155,8 @@ class TerminalStore:
         changes = self._changes
         try:
             row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+        except Exception:  # noqa: BLE001 - any failure to read (asyncpg's InternalClientError on a
+            # connection killed mid-operation is neither a PostgresError nor an InterfaceError)
             known = self._last_known.get(tid)
             if not fresh and known is not None and now - known[0] < CACHE_STALE_IF_ERROR_S:
                 return known[1]
