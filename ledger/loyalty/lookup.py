@@ -236,11 +236,6 @@ async def standing(conn: asyncpg.Connection | asyncpg.Pool,
     return _standing(row)
 
 
-async def legs_of(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int) -> list[PostedLeg]:
-    """A journal's legs in order (entries come in pairs: odd leg = debit side, even = credit side)."""
-    return (await standing(conn, journal_id))[1]
-
-
 async def lock_standing(conn: asyncpg.Connection, lock_timeout_s: float, namespace: int, key: int,
                         standing_of: int | None) -> tuple[list[Compensation], list[PostedLeg]] | None:
     """Take the transaction-scoped advisory lock (namespace, key) on ``conn``, waiting at most

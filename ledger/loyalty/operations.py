@@ -610,19 +610,19 @@ class Loyalty:
             # credits back to the member are never refused; undoing a top-up or load may not
             # take the member below zero: the member must still have what is taken back.
             force = otype not in (TxnType.TOPUP, TxnType.LOAD)
-            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, held.conn, orig_legs=legs)
+            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, orig_legs=legs)
 
     async def _undo(self, t: TxnType, req: Request, ctx: Context, orig: Original,
                     comps: list[lookup.Compensation], after: int, force: bool,
-                    receipt: OutcomeReceiptFn | None, conn: asyncpg.Connection, whole: bool = False,
-                    orig_legs: list[PostedLeg] | None = None) -> Outcome:
+                    receipt: OutcomeReceiptFn | None, *, whole: bool = False,
+                    orig_legs: list[PostedLeg]) -> Outcome:
         """Post the compensation that brings ``orig`` to ``after`` units undone (under its lock).
 
         ``whole``: undo every leg of ``orig`` as it stands (reversing a void or refund).
-        ``orig_legs``: ``orig``'s legs when the caller has read them already.
+        ``orig_legs``: ``orig``'s legs, read under its lock (``Held.legs``).
         """
-        legs_orig = orig_legs if orig_legs is not None else await lookup.legs_of(conn, orig.journal_id)
-        amounts = [leg.amount for leg in legs_orig]
+
+        amounts = [leg.amount for leg in orig_legs]
         so_far = [0] * len(amounts)
         for c in comps:
             for i, v in enumerate(c.undo_legs[: len(amounts)]):
@@ -632,7 +632,7 @@ class Loyalty:
         legs: list[Leg] = []
         member: dict[str, int] = {}
         points = money = fee = 0
-        for pl, d in zip(legs_orig, delta, strict=True):
+        for pl, d in zip(orig_legs, delta, strict=True):
             for acc, role in ((pl.debit_account_id, pl.debit_role), (pl.credit_account_id, pl.credit_role)):
                 if role in (ROLE_POINTS, ROLE_SV):
                     member[role] = acc
@@ -687,14 +687,14 @@ class Loyalty:
             # Locked by the root original (what a void, refund or reversal of it serialises on);
             # what stands against the journal reversed (``jid``) is read under it.
             async with self._locked(root, standing_of=jid) as held:
-                conn, comps, legs = held.conn, held.comps, held.legs
+                comps, legs = held.comps, held.legs
                 # A reversal is never itself reversed, so it stands among jid's compensations.
                 if any(c.txn_type == TxnType.REVERSAL for c in comps):
                     return await self._unposted(t, req, ctx, Outcome(
                         Reason.APPROVED, t, detail="already reversed"), receipt, jid)
                 if ttype in (TxnType.VOID, TxnType.REFUND):
                     # Undo a compensation entirely: the original stands again by as much.
-                    return await self._undo(t, req, ctx, orig, [], 0, True, receipt, conn, whole=True,
+                    return await self._undo(t, req, ctx, orig, [], 0, True, receipt, whole=True,
                                             orig_legs=legs)
                 undone = sum(c.undo_units for c in comps)
                 if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
@@ -704,7 +704,7 @@ class Loyalty:
                 if after <= undone:
                     return await self._unposted(t, req, ctx, Outcome(
                         Reason.APPROVED, t, detail="nothing left to reverse"), receipt, jid)
-                return await self._undo(t, req, ctx, orig, comps, after, True, receipt, conn, orig_legs=legs)
+                return await self._undo(t, req, ctx, orig, comps, after, True, receipt, orig_legs=legs)
         return Outcome(Reason.SYSTEM_ERROR, t, detail="original kept changing under the reversal")
 
     async def _mark(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome | None:
