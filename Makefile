@@ -22,11 +22,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check switch ledger specs tools tests bench
 	$(BIN)/mypy switch ledger specs tools
+	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check switch ledger specs tools tests bench
 	$(BIN)/mypy switch ledger specs tools
+	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 
 bench-ledger: $(STAMP)
 	$(BIN)/python bench/ledger.py

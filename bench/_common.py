@@ -129,9 +129,11 @@ def _port_free(port: int) -> bool:
 
 
 def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connections_max: int,
-                  pool_size_min: int, pool_size_max: int, metrics_port: int = 0, workers: int = 1) -> str:
+                  pool_size_min: int, pool_size_max: int, metrics_port: int = 0, workers: int = 1,
+                  ledger: dict[str, str] | None = None) -> str:
     """A switchd.toml: one nac2 POS listener, metrics off (or on metrics_port), idle timeout long
-    enough for any run."""
+    enough for any run; ``ledger`` sets [ledger] keys (TOML values as text), the defaults otherwise."""
+    ledger_lines = ["[ledger]", *(f"{k} = {v}" for k, v in (ledger or {}).items()), ""] if ledger else []
     return "\n".join([
         "[daemon]",
         f'state_dir = "{workdir / "state"}"',
@@ -144,6 +146,7 @@ def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connect
         f"pool_size_min = {pool_size_min}",
         f"pool_size_max = {pool_size_max}",
         "",
+        *ledger_lines,
         "[metrics]",
         f"enabled = {'true' if metrics_port else 'false'}",
         'host = "127.0.0.1"',
@@ -174,7 +177,7 @@ class Daemon:
 
     def __init__(self, workdir: Path, dsn: str, *, log_level: str, connections_max: int,
                  pool_size_min: int, pool_size_max: int, master_key_hex: str = "", metrics_port: int = 0,
-                 workers: int = 1) -> None:
+                 workers: int = 1, ledger: dict[str, str] | None = None) -> None:
         self.config = workdir / "switchd.toml"
         # At info level the "ready" line gives the ports (so the daemon may bind port 0);
         # above it there is no such line, so a port chosen here, answering, means ready.
@@ -182,7 +185,7 @@ class Daemon:
         self.config.write_text(
             daemon_config(workdir, dsn, port=self.port, log_level=log_level, connections_max=connections_max,
                           pool_size_min=pool_size_min, pool_size_max=pool_size_max, metrics_port=metrics_port,
-                          workers=workers),
+                          workers=workers, ledger=ledger),
             encoding="utf-8")
         self.log_path = workdir / "daemon.log"
         self.env = {**os.environ, "SWITCHD_MASTER_KEY": master_key_hex or secrets.token_hex(32)}
@@ -359,7 +362,7 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_dsn))
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
-    result = {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
+    result: dict[str, Any] = {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
               "clients": clients, "scale": scale, "seconds": seconds}
     if half is not None:
         result["half_rate"] = half
