@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 from collections.abc import Iterator
 
 import asyncpg
@@ -97,6 +98,43 @@ def test_both_workers_serve_one_book(two: Daemon) -> None:
     problems, posted = db_run(two.dsn, books)
     assert problems == []
     assert posted == 3 * len(TERMINALS) + 1
+
+
+def test_refunds_through_both_workers_never_exceed_the_original(two: Daemon) -> None:
+    # Sixteen terminals refund one purchase at once over their own connections, which the
+    # kernel spreads over both workers: only the database's lock on the original stands
+    # between the two processes, and the refunds stop at the original's amount exactly.
+    with signed_on(two.ports["pos"], TERMINALS[0]) as t:
+        earned = t.call(purchase(TERMINALS[0], MID, pan=CARD, amount=10_000, pc="000000"), mac=MAC)
+    assert earned["39"] == "00"
+    before = [_requests_served(Daemon.scrape_port(w["metrics_port"])) for w in two.events("worker_ready")]
+    codes: list[str] = []
+    lock = threading.Lock()
+
+    def refund(tid: str) -> None:
+        with signed_on(two.ports["pos"], tid) as term:
+            req = {**purchase(tid, MID, pan=CARD, amount=700, pc="200000"), "37": earned["37"]}
+            code = term.call(req, mac=MAC)["39"]
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=refund, args=(tid,)) for tid in TERMINALS]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    after = [_requests_served(Daemon.scrape_port(w["metrics_port"])) for w in two.events("worker_ready")]
+    assert all(b > a for a, b in zip(before, after, strict=True)), f"both workers refunded: {before} {after}"
+    assert sorted(codes) == ["00"] * 14 + ["61"] * 2, codes
+
+    async def undone(conn: asyncpg.Connection) -> tuple[list[object], int]:
+        units = await conn.fetchval(
+            "SELECT sum(c.undo_units) FROM loyalty.transactions o JOIN loyalty.transactions c "
+            "ON c.original_journal_id = o.journal_id AND c.journal_id IS NOT NULL WHERE o.rrn = $1", earned["37"])
+        return await check_books(conn), int(units)
+
+    problems, units = db_run(two.dsn, undone)
+    assert problems == [] and units == 9_800
 
 
 def test_both_workers_ride_out_killed_connections(two: Daemon) -> None:

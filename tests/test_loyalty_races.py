@@ -1,0 +1,142 @@
+"""Voids, refunds, reversals and late originals racing in two engines over one database.
+
+One Loyalty serialises the operations on one original with an in-process lock
+before it takes the database's; two processes (``[daemon] workers = 2``, or two
+daemons on one database) have only the database's advisory lock between them.
+Two Loyalty instances, each with its own pool and its own Ledger writer, stand
+for two processes here: every race below is decided by the database alone, and
+the original is never undone by more than it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from test_loyalty_ops import PAN1, ok, req
+
+from ledger import db as ledger_db
+from ledger.audit import check_books
+from ledger.engine import Ledger
+from ledger.loyalty import demo
+from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.outcomes import Outcome, Reason, Request
+
+
+@dataclass
+class Two:
+    pool: asyncpg.Pool
+    a: Loyalty
+    b: Loyalty
+
+    def of(self, i: int) -> Loyalty:
+        """Alternate between the two engines."""
+        return self.a if i % 2 == 0 else self.b
+
+    async def undone(self, journal_id: int) -> tuple[int, list[str]]:
+        """Units undone by posted compensations of ``journal_id``, and their types."""
+        rows = await self.pool.fetch(
+            "SELECT txn_type, undo_units FROM loyalty.transactions "
+            "WHERE original_journal_id = $1 AND journal_id IS NOT NULL ORDER BY journal_id", journal_id)
+        return sum(int(r["undo_units"] or 0) for r in rows), [r["txn_type"] for r in rows]
+
+    async def points(self, pan: str = PAN1) -> int:
+        v = await self.pool.fetchval(
+            "SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
+            "WHERE a.owner_kind = 'card' AND c.pan = $1 AND a.purpose = 'points' AND a.asset = 'PTS:ALLY'", pan)
+        return int(v or 0)
+
+    async def books_ok(self) -> None:
+        assert await check_books(self.pool) == []
+
+
+@pytest.fixture
+async def two(pool: asyncpg.Pool, db_dsn: str) -> AsyncIterator[Two]:
+    async with pool.acquire() as conn, conn.transaction():
+        await demo.seed(conn)
+    other = await ledger_db.create_pool(db_dsn, 1, 6)
+    try:
+        async with Ledger(pool) as ledger_a, Ledger(other) as ledger_b:
+            yield Two(pool, Loyalty(ledger_a), Loyalty(ledger_b))
+    finally:
+        await other.close()
+
+
+async def _gather(*calls: object) -> list[Outcome]:
+    return list(await asyncio.gather(*calls))  # type: ignore[arg-type]
+
+
+async def test_refunds_in_two_engines_never_exceed_the_original(two: Two) -> None:
+    r = req(amount=10_000)  # 100 points earned
+    original = ok(await two.a.earn(r))
+    outcomes = await _gather(*(two.of(i).refund(req(amount=700, original_rrn=r.rrn)) for i in range(20)))
+    assert sum(o.approved for o in outcomes) == 14
+    assert {o.reason for o in outcomes} == {Reason.APPROVED, Reason.EXCEEDS_LIMIT}
+    assert original.journal_id is not None
+    assert (await two.undone(original.journal_id))[0] == 9_800
+    assert await two.points() == 2  # 100 - floor(100 x 9,800 / 10,000)
+    await two.books_ok()
+
+
+async def test_a_void_racing_refunds_in_two_engines(two: Two) -> None:
+    for _round in range(3):
+        r = req(amount=10_000)
+        original = ok(await two.a.earn(r))
+        assert original.journal_id is not None
+        void = two.b.void(req(amount=10_000, original_rrn=r.rrn))
+        refunds = [two.of(i).refund(req(amount=1_000, original_rrn=r.rrn)) for i in range(10)]
+        outcomes = await _gather(void, *refunds)
+        voided, refunded = outcomes[0], outcomes[1:]
+        undone, kinds = await two.undone(original.journal_id)
+        if voided.approved:
+            # First in line: nothing else may undo it afterwards.
+            assert not any(o.approved for o in refunded)
+            assert kinds == ["void"] and undone == 10_000
+        else:
+            # A refund was first: the void is refused, and ten refunds of 1,000 fit exactly.
+            assert voided.reason is Reason.INVALID_TXN
+            assert all(o.approved for o in refunded), [o.reason for o in refunded]
+            assert kinds == ["refund"] * 10 and undone == 10_000
+    assert await two.points() == 0
+    await two.books_ok()
+
+
+async def test_a_reversal_racing_refunds_in_two_engines(two: Two) -> None:
+    for _round in range(3):
+        r = req(amount=10_000)
+        original = ok(await two.a.earn(r))
+        assert original.journal_id is not None
+        reversal = two.b.reverse(req(amount=10_000, original_key=r.key))
+        refunds = [two.of(i).refund(req(amount=1_500, original_rrn=r.rrn)) for i in range(8)]
+        outcomes = await _gather(reversal, *refunds)
+        assert outcomes[0].approved and outcomes[0].journal_id is not None, outcomes[0]
+        undone, kinds = await two.undone(original.journal_id)
+        # Whatever the refunds took first, the reversal undoes the rest: to the unit.
+        assert undone == 10_000 and kinds[-1] == "reversal" and kinds.count("reversal") == 1
+        approved = sum(1_500 for o in outcomes[1:] if o.approved)
+        assert approved == 10_000 - (await _reversal_units(two, outcomes[0].journal_id))
+        assert all(o.reason in (Reason.APPROVED, Reason.EXCEEDS_LIMIT, Reason.INVALID_TXN) for o in outcomes[1:])
+    assert await two.points() == 0
+    await two.books_ok()
+
+
+async def _reversal_units(two: Two, journal_id: int) -> int:
+    return int(await two.pool.fetchval(
+        "SELECT undo_units FROM loyalty.transactions WHERE journal_id = $1", journal_id))
+
+
+async def test_a_late_original_racing_its_reversal_in_two_engines(two: Two) -> None:
+    for _round in range(10):
+        late: Request = req(amount=5_000)
+        purchase, reversal = await _gather(two.a.earn(late), two.b.reverse(req(amount=5_000, original_key=late.key)))
+        if purchase.approved:
+            # The original came first: the reversal undid it.
+            assert reversal.approved and reversal.journal_id is not None, reversal
+        else:
+            # The reversal came first: it left its marker, and the original was refused.
+            assert reversal.response_code == "25" and purchase.reason is Reason.ORIGINAL_REVERSED, (reversal, purchase)
+        assert await two.points() == 0
+    await two.books_ok()
