@@ -362,8 +362,9 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_dsn))
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
-    result: dict[str, Any] = {"tps": float(m.group(1)) if m else 0.0, "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
-              "clients": clients, "scale": scale, "seconds": seconds}
+    result: dict[str, Any] = {"tps": float(m.group(1)) if m else 0.0,
+                              "latency_avg_ms": float(lat.group(1)) if lat else 0.0,
+                              "clients": clients, "scale": scale, "seconds": seconds}
     if half is not None:
         result["half_rate"] = half
     return result

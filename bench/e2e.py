@@ -575,7 +575,8 @@ def main() -> int:
         "target_half_rate_p99_ms": 50.0,
     }
     summary_out["meets_ratio"] = bool(tps) and closed["approved_per_s"] / tps >= 1.0
-    summary_out["meets_p99"] = half["latency_ms"]["p99"] <= 50.0
+    # The target's p99 is at half the measured maximum; at a rate fixed by hand it says nothing.
+    summary_out["meets_p99"] = half["latency_ms"]["p99"] <= 50.0 if not args.half_rate_per_s else None
     results["summary"] = summary_out
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
