@@ -10,6 +10,8 @@ the published vectors in tests/test_tools_unit.py.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from cryptography.hazmat.primitives import cmac as _cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -39,8 +41,15 @@ def _retail_mac(key: bytes, data: bytes) -> bytes:
     return _des(kl).encryptor().update(step)
 
 
+@lru_cache(maxsize=4096)
+def _aes_cmac_keyed(key: bytes) -> _cmac.CMAC:
+    # The key schedule once per key (copied per message): the load generator MACs every
+    # request and checks every answer; 1.1 us per MAC of 120 bytes against 3.2 us fresh.
+    return _cmac.CMAC(algorithms.AES(key))
+
+
 def _aes_cmac(key: bytes, data: bytes) -> bytes:
-    ctx = _cmac.CMAC(algorithms.AES(key))
+    ctx = _aes_cmac_keyed(key).copy()
     ctx.update(data)
     return ctx.finalize()[:MAC_BYTES]
 
