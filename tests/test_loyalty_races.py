@@ -11,7 +11,7 @@ the original is never undone by more than it was.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -69,6 +69,18 @@ async def _gather(*calls: object) -> list[Outcome]:
     return list(await asyncio.gather(*calls))  # type: ignore[arg-type]
 
 
+async def _race(two: Two, first: Callable[[Request], Awaitable[Outcome]], *, refunds: int,
+                refund_minor: int) -> tuple[int, list[Outcome]]:
+    """Earn on 10,000, then ``first(purchase)`` and ``refunds`` refunds of it at once, across both
+    engines: (the purchase's journal, [first's outcome, the refunds' outcomes...])."""
+    r = req(amount=10_000)
+    original = ok(await two.a.earn(r))
+    assert original.journal_id is not None
+    outcomes = await _gather(first(r), *(two.of(i).refund(req(amount=refund_minor, original_rrn=r.rrn))
+                                         for i in range(refunds)))
+    return original.journal_id, outcomes
+
+
 async def test_refunds_in_two_engines_never_exceed_the_original(two: Two) -> None:
     r = req(amount=10_000)  # 100 points earned
     original = ok(await two.a.earn(r))
@@ -83,14 +95,10 @@ async def test_refunds_in_two_engines_never_exceed_the_original(two: Two) -> Non
 
 async def test_a_void_racing_refunds_in_two_engines(two: Two) -> None:
     for _round in range(3):
-        r = req(amount=10_000)
-        original = ok(await two.a.earn(r))
-        assert original.journal_id is not None
-        void = two.b.void(req(amount=10_000, original_rrn=r.rrn))
-        refunds = [two.of(i).refund(req(amount=1_000, original_rrn=r.rrn)) for i in range(10)]
-        outcomes = await _gather(void, *refunds)
+        journal_id, outcomes = await _race(two, lambda r: two.b.void(req(amount=10_000, original_rrn=r.rrn)),
+                                           refunds=10, refund_minor=1_000)
         voided, refunded = outcomes[0], outcomes[1:]
-        undone, kinds = await two.undone(original.journal_id)
+        undone, kinds = await two.undone(journal_id)
         if voided.approved:
             # First in line: nothing else may undo it afterwards.
             assert not any(o.approved for o in refunded)
@@ -106,14 +114,10 @@ async def test_a_void_racing_refunds_in_two_engines(two: Two) -> None:
 
 async def test_a_reversal_racing_refunds_in_two_engines(two: Two) -> None:
     for _round in range(3):
-        r = req(amount=10_000)
-        original = ok(await two.a.earn(r))
-        assert original.journal_id is not None
-        reversal = two.b.reverse(req(amount=10_000, original_key=r.key))
-        refunds = [two.of(i).refund(req(amount=1_500, original_rrn=r.rrn)) for i in range(8)]
-        outcomes = await _gather(reversal, *refunds)
+        journal_id, outcomes = await _race(two, lambda r: two.b.reverse(req(amount=10_000, original_key=r.key)),
+                                           refunds=8, refund_minor=1_500)
         assert outcomes[0].approved and outcomes[0].journal_id is not None, outcomes[0]
-        undone, kinds = await two.undone(original.journal_id)
+        undone, kinds = await two.undone(journal_id)
         # Whatever the refunds took first, the reversal undoes the rest: to the unit.
         assert undone == 10_000 and kinds[-1] == "reversal" and kinds.count("reversal") == 1
         approved = sum(1_500 for o in outcomes[1:] if o.approved)
