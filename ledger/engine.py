@@ -123,7 +123,11 @@ def _expire(future: asyncio.Future[Result], timeout_s: float) -> None:
 
 
 class BatchObserver:
-    """Hook for metrics; the engine calls it after every batch. Override what you need."""
+    """Hook for metrics; the engine calls it as each batch starts and ends. Override what you need."""
+
+    def batch_queued(self, seconds: float) -> None:
+        """A batch is taken from the queue: ``seconds`` is how long its oldest command waited
+        for it (for a free slot, and the linger)."""
 
     def batch_done(self, size: int, seconds: float, retries: int, failed: bool) -> None:
         pass
@@ -283,7 +287,9 @@ class Ledger:
                     await self._wakeup.wait()
                 continue
             self._claim(batch, True)
-            task = asyncio.get_running_loop().create_task(self._flight(batch))
+            loop = asyncio.get_running_loop()
+            self.observer.batch_queued(loop.time() - min(item.enqueued_s for item in batch))
+            task = loop.create_task(self._flight(batch))
             self._inflight.add(task)
 
     async def _flight(self, batch: list[_Pending]) -> None:

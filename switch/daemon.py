@@ -130,8 +130,10 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
         if interval_s is not None:
             watchdog = asyncio.create_task(notify.watchdog(interval_s), name="watchdog")
         sweeper = asyncio.create_task(_sweep_holds(ledger), name="hold-sweeper")
+        lag = asyncio.create_task(metrics.watch_event_loop(), name="loop-lag")
         await stop.wait()
         sweeper.cancel()
+        lag.cancel()
         notify.notify("STOPPING=1")
         drained = await server.drain(cfg.daemon.timeout_drain_s)
         log.info("drained", **drained)

@@ -12,6 +12,7 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,6 +34,9 @@ from ledger.engine import BatchObserver
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+# How late the event loop runs a timer: ~0.1 ms idle; a few ms when busy; more is saturation.
+LOOP_LAG_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+LOOP_LAG_INTERVAL_S = 0.25
 
 
 class _PoolCollector(Collector):
@@ -88,6 +92,9 @@ class _LedgerObserver(BatchObserver):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
+    def batch_queued(self, seconds: float) -> None:
+        self.metrics.ledger_queue_wait_seconds.observe(seconds)
+
     def batch_done(self, size: int, seconds: float, retries: int, failed: bool) -> None:
         m = self.metrics
         m.ledger_batch_size.observe(size)
@@ -115,6 +122,13 @@ class Metrics:
                                            buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.ledger_batch_seconds = Histogram("switchd_ledger_batch_duration_seconds", "Ledger batch round trip",
                                               buckets=BATCH_SECONDS_BUCKETS, registry=r)
+        self.ledger_queue_wait_seconds = Histogram(
+            "switchd_ledger_queue_wait_seconds", "How long each ledger batch's oldest command waited for "
+            "the batch to start (a free slot, the linger)", buckets=BATCH_SECONDS_BUCKETS, registry=r)
+        self.event_loop_lag_seconds = Histogram(
+            "switchd_event_loop_lag_seconds", f"How late the event loop ran a timer due every "
+            f"{LOOP_LAG_INTERVAL_S:g} s (every request waits this long at each step)",
+            buckets=LOOP_LAG_BUCKETS_S, registry=r)
         self.ledger_batches_failed = Counter("switchd_ledger_batches_failed", "Ledger batches that failed",
                                              registry=r)
         self.terminal_feed_up = Gauge("switchd_terminal_feed_up",
@@ -143,6 +157,18 @@ class Metrics:
     def watch_coalescers(self, coalescers: dict[str, Any]) -> None:
         """Export call and statement counters for these ledger.coalesce.Coalescer, by name."""
         self._coalescers.coalescers.update(coalescers)
+
+    async def watch_event_loop(self, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
+        """Sample the event loop's lag until cancelled (run it as a task of the loop to watch).
+
+        A loop busy with requests runs each ready callback in turn, so a timer fires late by
+        about one turn of the loop: the delay every request also meets at each await.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            due_s = loop.time() + interval_s
+            await asyncio.sleep(interval_s)
+            self.event_loop_lag_seconds.observe(max(0.0, loop.time() - due_s))
 
     def render(self) -> bytes:
         """The exposition text, as /metrics serves it."""

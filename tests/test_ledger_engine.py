@@ -23,7 +23,7 @@ from ledger.commands import (
     transfer,
     void,
 )
-from ledger.engine import Ledger, LedgerSettings, Receipt
+from ledger.engine import BatchObserver, Ledger, LedgerSettings, Receipt
 
 
 async def _chart(pool: asyncpg.Pool) -> dict[str, int]:
@@ -201,6 +201,30 @@ async def test_concurrent_debits_of_one_account_never_overspend(pool: asyncpg.Po
     bal = await A.balance(pool, c["m1"])
     assert bal is not None and bal.posted == 1000 - 7 * posted
     assert not await check_books(pool)
+
+
+async def test_observer_hears_each_batch_start_and_end(pool: asyncpg.Pool) -> None:
+    # What switchd_ledger_queue_wait_seconds and the batch histograms are fed from.
+    c = await _chart(pool)
+
+    class Heard(BatchObserver):
+        def __init__(self) -> None:
+            self.waits: list[float] = []
+            self.sizes: list[int] = []
+
+        def batch_queued(self, seconds: float) -> None:
+            self.waits.append(seconds)
+
+        def batch_done(self, size: int, seconds: float, retries: int, failed: bool) -> None:
+            self.sizes.append(size)
+
+    heard = Heard()
+    async with Ledger(pool, LedgerSettings(batch_linger_ms=20.0), observer=heard) as led:
+        results = await led.post_many([transfer(f"obs-{i}", [Leg(c["op"], c["m1"], 1)]) for i in range(5)])
+    assert all(r.status is Status.POSTED for r in results)
+    assert sum(heard.sizes) == 5 and len(heard.waits) == len(heard.sizes)
+    # The first batch lingered for company: its oldest command waited at least the linger.
+    assert 0.015 <= heard.waits[0] < 5.0, heard.waits
 
 
 async def test_receipt_stored_with_posting(pool: asyncpg.Pool) -> None:

@@ -569,7 +569,8 @@ def test_metrics_endpoint(daemon: Any) -> None:
         fams = {f.name: f for f in text_string_to_metric_families(daemon.scrape())}
     for name in ("switchd_requests", "switchd_request_duration_seconds", "switchd_connections",
                  "switchd_connections_rejected", "switchd_frames_rejected", "switchd_mac_failures",
-                 "switchd_ledger_batch_size", "switchd_db_pool_connections"):
+                 "switchd_ledger_batch_size", "switchd_db_pool_connections", "switchd_ledger_queue_wait_seconds",
+                 "switchd_event_loop_lag_seconds"):
         assert name in fams, name
     req = {(s.labels["mti"], s.labels["processing"], s.labels["response_code"]): s.value
            for s in fams["switchd_requests"].samples if s.name == "switchd_requests_total"}
@@ -578,6 +579,17 @@ def test_metrics_endpoint(daemon: Any) -> None:
     assert conns and conns[0].value == 1
     pool = {s.labels["state"]: s.value for s in fams["switchd_db_pool_connections"].samples}
     assert pool["max"] == 4 and pool["open"] >= 1
+    # The loop's lag is sampled every 0.25 s from the start: a running daemon has samples.
+    deadline = time.monotonic() + 5
+    while _loop_lag_samples(daemon) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _loop_lag_samples(daemon) >= 1
+
+
+def _loop_lag_samples(daemon: Any) -> float:
+    fams = {f.name: f for f in text_string_to_metric_families(daemon.scrape())}
+    return next(s.value for s in fams["switchd_event_loop_lag_seconds"].samples
+                if s.name == "switchd_event_loop_lag_seconds_count")
 
 
 def test_systemd_notify(daemon_db: str, start_daemon: Any, tmp_path: Path) -> None:
