@@ -422,6 +422,11 @@ def main() -> int:
                         "(--sweep-s each); the best by approved/s is used for the measured run")
     parser.add_argument("--sweep-s", type=float, default=8.0)
     parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--settle-s", type=float, default=10.0,
+                        help="after each phase's VACUUM ANALYZE and CHECKPOINT, run this long at the phase's "
+                             "load, unmeasured: right after a checkpoint every page changed for the first time "
+                             "goes to the WAL whole (at half rate, 2026-11-22: 11 MB/s of WAL in the first "
+                             "second, 3.4 MB/s 20 s later). 0 measures from the checkpoint on (before 2026-11-22)")
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--half-duration-s", type=float, default=20.0)
     parser.add_argument("--half-rate-per-s", type=float, default=0.0,
@@ -464,6 +469,7 @@ def main() -> int:
         "pool_size": args.pool_size,
         "workers": args.workers,
         "ledger": ledger_settings,
+        "settle_s": args.settle_s,
     }
     print(f"daemon log_level = \"{LOG_LEVEL}\" (per-request info logs cost CPU); mix {MIX}", flush=True)
     if not args.skip_pgbench:
@@ -507,6 +513,8 @@ def main() -> int:
                 results["sweep"] = [{k: r[k] for k in ("inflight_per_connection", "approved_per_s",
                                                        "requests_per_s", "latency_ms", "cpu")} for r in sweep]
 
+            if args.settle_s > 0:
+                closed_loop(daemon, work, args, inflight, args.settle_s, "settle-closed")
             closed = closed_loop(daemon, work, args, inflight, args.duration_s, "closed")
             results["closed_loop"] = closed
             print(line(f"closed loop, {args.connections} connections x {inflight} in flight", closed), flush=True)
@@ -516,11 +524,15 @@ def main() -> int:
 
             half_rate = args.half_rate_per_s or round(closed["requests_per_s"] / 2, 1)
             asyncio.run(vacuum(dsn))
+            half_args = ("--connections", str(args.connections), "--inflight", str(max(inflight, 8)),
+                         "--rate", str(half_rate))
+            if args.settle_s > 0:
+                loadgen(daemon.port, work, "settle-half", *half_args, "--duration-s", str(args.settle_s),
+                        timeout_s=args.settle_s + 180)
             before = daemon.scrape()
             with DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(daemon) as cpu:
                 summary, lg_cpu = loadgen(
-                    daemon.port, work, "half", "--connections", str(args.connections),
-                    "--inflight", str(max(inflight, 8)), "--rate", str(half_rate),
+                    daemon.port, work, "half", *half_args,
                     "--duration-s", str(args.half_duration_s), timeout_s=args.half_duration_s + 180)
             half = {"rate_per_s": half_rate, **report(summary, disk),
                     "cpu": cpu.figures(lg_cpu, summary["response_codes"].get("00", 0)),
