@@ -16,6 +16,9 @@ terminals would (framing, ISO 8583, MAC on every request and response):
    daemon, the load generator and PostgreSQL used;
 2. open loop at half the measured maximum rate (--rate): p99 (VACUUM ANALYZE
    and CHECKPOINT first, as before the closed loop: pgbench vacuums too);
+   before each measured phase, --settle-s at its load, unmeasured: a checkpoint
+   is followed by seconds of full-page writes, which a window starting at the
+   checkpoint would measure as if they were the steady state;
 3. pgbench tpcb-like (scale 10, 8 clients, 20 s) against the same PostgreSQL,
    once before the switch starts and once after it stops; the ratio uses their
    mean (this shared box's speed drifts within minutes). It runs on its own
