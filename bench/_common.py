@@ -6,6 +6,7 @@ Imported as ``_common`` by the scripts (``python bench/x.py`` puts bench/ on the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -355,6 +356,7 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
                 half = {"rate_per_s": round(rate, 1), "seconds": half_rate_seconds,
                         **_pgbench_latencies(Path(logs)), "disk": disk.figures()}
                 half["disk"].pop("max_ms_by_second", None)
+                half["disk"].pop("reads_by_second", None)
     except subprocess.CalledProcessError as exc:
         return {"error": f"pgbench exited {exc.returncode}: {(exc.stderr or '')[-500:]}"}
     except subprocess.TimeoutExpired as exc:
@@ -420,12 +422,20 @@ class DiskProbe:
         self.path = directory / "disk_probe.bin"
         self.interval_s = interval_s
         self.same_device: bool | None = None
+        self._device: tuple[int, int] | None = None  # PostgreSQL's data device (major, minor)
         if pg_data_directory:
             try:
-                self.same_device = os.stat(pg_data_directory).st_dev == os.stat(directory).st_dev
+                st_dev = os.stat(pg_data_directory).st_dev
+                self.same_device = st_dev == os.stat(directory).st_dev
+                self._device = (os.major(st_dev), os.minor(st_dev))
             except OSError:
                 self.same_device = None
         self.samples_ms: list[tuple[int, float]] = []
+        # Reads completed on PostgreSQL's device, read once a second: a page PostgreSQL needs
+        # that is in neither its buffers nor the page cache is a read, and on a shared disk
+        # a slow one. (This machine's kernel runs DAMON with a pageout scheme, which evicts
+        # page-cache pages that go unused for a while, PostgreSQL's included.)
+        self.reads: list[tuple[int, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
 
@@ -434,8 +444,14 @@ class DiskProbe:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
             i = 0
+            second = -1
             while not self._stop.is_set():
                 t0 = time.monotonic()
+                if int(t0) != second:
+                    second = int(t0)
+                    reads = self._device_reads()
+                    if reads is not None:
+                        self.reads.append((second, reads))
                 os.pwrite(fd, block, (i % 128) * 8192)
                 os.fdatasync(fd)
                 t1 = time.monotonic()
@@ -445,6 +461,20 @@ class DiskProbe:
         finally:
             os.close(fd)
             self.path.unlink(missing_ok=True)
+
+    def _device_reads(self) -> int | None:
+        """Reads completed on PostgreSQL's device so far (/proc/diskstats), None if unknown."""
+        if self._device is None:
+            return None
+        try:
+            with open("/proc/diskstats", encoding="ascii") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 3 and (int(fields[0]), int(fields[1])) == self._device:
+                        return int(fields[3])
+        except (OSError, ValueError):
+            return None
+        return None
 
     def __enter__(self) -> DiskProbe:
         self._thread.start()
@@ -462,7 +492,11 @@ class DiskProbe:
         per_second: dict[int, float] = {}
         for second, ms in self.samples_ms:
             per_second[second] = max(ms, per_second.get(second, 0.0))
+        # Reads during second s: the count read at the start of s+1 minus the one at the start of s.
+        reads_by_second = {str(a[0]): b[1] - a[1] for a, b in itertools.pairwise(self.reads) if b[0] == a[0] + 1}
         return {
+            "reads": sum(reads_by_second.values()) if reads_by_second else None,
+            "reads_by_second": reads_by_second,
             "samples": len(values),
             "same_device_as_postgres": self.same_device,
             "fdatasync_ms": {"p50": round(values[len(values) // 2], 1),

@@ -287,6 +287,11 @@ def disk_line(phase: dict[str, Any]) -> str:
            f"max {f['max']} ms, {disk['over_100ms']} over 100 ms; latency p99 per second, "
            f"{len(calm)} calm seconds: median {_median([s['p99_ms'] for s in calm])}; "
            f"{len(stalled)} seconds with a disk stall > 100 ms: median {_median([s['p99_ms'] for s in stalled])}")
+    reading = [s for s in phase["per_second"] if s.get("disk_reads", 0) > 0]
+    if disk.get("reads") is not None:
+        worst = max((s["p99_ms"] for s in reading), default=None)
+        out += (f"; {disk['reads']} reads from PostgreSQL's disk, in {len(reading)} seconds: their p99 median "
+                f"{_median([s['p99_ms'] for s in reading])}, max {'-' if worst is None else f'{worst} ms'}")
     return out
 
 
@@ -321,9 +326,12 @@ def report(summary: dict[str, Any], disk: DiskProbe | None = None) -> dict[str, 
     per_second = summary.get("per_second", [])
     disk_figures = disk.figures() if disk is not None else {}
     by_second = disk_figures.pop("max_ms_by_second", {})
+    reads_by_second = disk_figures.pop("reads_by_second", {})
     for row in per_second:
         if str(row.get("second")) in by_second:
             row["disk_fsync_max_ms"] = by_second[str(row["second"])]
+        if str(row.get("second")) in reads_by_second:
+            row["disk_reads"] = reads_by_second[str(row["second"])]
     return {
         "elapsed_s": summary["elapsed_s"],
         "requests": summary["responses"],
