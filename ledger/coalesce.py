@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from ledger.db import connection_lost
+from ledger.errors import timeout_named
 
 
 class Coalescer:
@@ -124,10 +125,8 @@ class Coalescer:
 
     async def _execute(self, calls: list[tuple[Any, ...]]) -> dict[int, asyncpg.Record]:
         columns = [list(column) for column in zip(*calls, strict=True)]
-        try:
+        with timeout_named(f"no database connection or answer within {self.timeout_s:g}s "
+                           f"(a coalesced statement of {len(calls)})"):
             async with self.pool.acquire(timeout=self.timeout_s) as conn:
                 rows = await conn.fetch(self.sql, *columns, timeout=self.timeout_s)
-        except TimeoutError:
-            raise TimeoutError(f"no database connection or answer within {self.timeout_s:g}s "
-                               f"(a coalesced statement of {len(calls)})") from None
         return {int(row["n"]): row for row in rows}

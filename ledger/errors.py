@@ -12,6 +12,28 @@ is kept.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def timeout_named(what: str) -> Iterator[None]:
+    """Re-raise a TimeoutError from the block as one that says what was waited for.
+
+    A bare TimeoutError tells an operator nothing; wrap each bounded wait in its own.
+
+    >>> try:
+    ...     with timeout_named("no connection within 2s"):
+    ...         raise TimeoutError()
+    ... except TimeoutError as exc:
+    ...     print(exc)
+    no connection within 2s
+    """
+    try:
+        yield
+    except TimeoutError:
+        raise TimeoutError(what) from None
+
 
 def first_line(exc: BaseException) -> str:
     """The exception's first line of text, or its type's name when it has none."""

@@ -35,7 +35,7 @@ from ledger.accounts import StoredReceipt, get_receipt, open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, Receipt, ReceiptRef
-from ledger.errors import first_line
+from ledger.errors import first_line, timeout_named
 from ledger.loyalty import lookup
 from ledger.loyalty.lookup import Context, Original, PostedLeg
 from ledger.loyalty.outcomes import (
@@ -526,32 +526,23 @@ class Loyalty:
         local = self._local_locks.setdefault(journal_id, asyncio.Lock())
         self._local_waiters[journal_id] = self._local_waiters.get(journal_id, 0) + 1
         try:
-            # Each wait says what it waited for: a bare TimeoutError tells an operator nothing.
-            try:
-                async with asyncio.timeout(self.lock_timeout_s * 4):
-                    await local.acquire()
-            except TimeoutError:
-                raise TimeoutError(f"original {journal_id} busy: waited {self.lock_timeout_s * 4:g}s "
-                                   "for its other voids, refunds or reversals") from None
-            try:
-                try:
+            # Unwound in reverse: the transaction ends (releasing the database lock), then the
+            # connection goes back to the pool, then the in-process lock is released.
+            async with contextlib.AsyncExitStack() as stack:
+                with timeout_named(f"original {journal_id} busy: waited {self.lock_timeout_s * 4:g}s "
+                                   "for its other voids, refunds or reversals"):
+                    async with asyncio.timeout(self.lock_timeout_s * 4):
+                        await local.acquire()
+                stack.callback(local.release)
+                with timeout_named(f"no database connection within {self.lock_timeout_s:g}s "
+                                   f"to lock original {journal_id} (pool busy)"):
                     conn = await self.pool.acquire(timeout=self.lock_timeout_s)
-                except TimeoutError:
-                    raise TimeoutError(f"no database connection within {self.lock_timeout_s:g}s "
-                                       f"to lock original {journal_id} (pool busy)") from None
-                try:
-                    async with conn.transaction():
-                        read = await lookup.lock_standing(conn, self.lock_timeout_s, LOCK_NAMESPACE,
-                                                          journal_id % 2_147_483_647, standing_of)
-                        token = _HELD.set(conn)
-                        try:
-                            yield Held(conn, *(read or ([], [])))
-                        finally:
-                            _HELD.reset(token)
-                finally:
-                    await self.pool.release(conn)
-            finally:
-                local.release()
+                stack.push_async_callback(self.pool.release, conn)
+                await stack.enter_async_context(conn.transaction())
+                read = await lookup.lock_standing(conn, self.lock_timeout_s, LOCK_NAMESPACE,
+                                                  journal_id % 2_147_483_647, standing_of)
+                stack.callback(_HELD.reset, _HELD.set(conn))
+                yield Held(conn, *(read or ([], [])))
         finally:
             self._local_waiters[journal_id] -= 1
             if self._local_waiters[journal_id] == 0:
@@ -621,7 +612,6 @@ class Loyalty:
         ``whole``: undo every leg of ``orig`` as it stands (reversing a void or refund).
         ``orig_legs``: ``orig``'s legs, read under its lock (``Held.legs``).
         """
-
         amounts = [leg.amount for leg in orig_legs]
         so_far = [0] * len(amounts)
         for c in comps:
