@@ -524,8 +524,10 @@ def main() -> int:
                 results["sweep"] = [{k: r[k] for k in ("inflight_per_connection", "approved_per_s",
                                                        "requests_per_s", "latency_ms", "cpu")} for r in sweep]
 
-            if args.settle_s > 0:
-                closed_loop(daemon, work, args, inflight, args.settle_s, "settle-closed")
+            if args.settle_s > 0:  # unmeasured: the load generator alone, as for the half rate below
+                loadgen(daemon.port, work, "settle-closed", "--connections", str(args.connections),
+                        "--inflight", str(inflight), "--duration-s", str(args.settle_s),
+                        timeout_s=args.settle_s + 180)
             closed = closed_loop(daemon, work, args, inflight, args.duration_s, "closed")
             results["closed_loop"] = closed
             print(line(f"closed loop, {args.connections} connections x {inflight} in flight", closed), flush=True)
