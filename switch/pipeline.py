@@ -138,6 +138,12 @@ class Pipeline:
                 error = f"database unavailable ({error})"
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)
             response = response_to(state.fields or {"t": mti}, MALFUNCTION)
+        if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION):
+            # The request failed before its terminal was known (the lookup is what failed, or
+            # timed out): sign the 91/96 with the last known key, so that the terminal acts on it.
+            tid = state.fields.get("41", "")
+            if plausible_id(tid):
+                self._mac_for(state, self.services.terminals.last_known(tid))
         out = self._encode(response, state)
         elapsed_s = time.perf_counter() - started_s
         code = response.get("39", "")

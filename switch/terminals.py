@@ -127,10 +127,11 @@ class TerminalStore:
         self.pool = pool
         self.master_key = master_key
         self._cache: dict[str, tuple[float, Terminal | None]] = {}
-        # The last copy read of each known terminal, kept when the cache is dropped wholesale
-        # (the feed reconnected: what changed is unknown) but not when its own change is
-        # announced: only for answering while the database is away (CACHE_STALE_IF_ERROR_S).
-        self._last_known: dict[str, tuple[float, Terminal]] = {}
+        # The last copy read of each known terminal (read at, copy, doubted), for while the
+        # database is away (CACHE_STALE_IF_ERROR_S). A wholesale drop (the feed reconnected)
+        # keeps it as it is; the terminal's own announced change marks it doubted: then it
+        # only MACs a failed request's 96 (last_known), it never decides anything (get).
+        self._last_known: dict[str, tuple[float, Terminal, bool]] = {}
         self._changes = 0  # announcements received: a read that overlapped one is not cached
         self.watched = False  # the change feed is connected
 
@@ -158,7 +159,7 @@ class TerminalStore:
         except Exception:  # noqa: BLE001 - any failure to read (asyncpg's InternalClientError on a
             # connection killed mid-operation is neither a PostgresError nor an InterfaceError)
             known = self._last_known.get(tid)
-            if not fresh and known is not None and now - known[0] < CACHE_STALE_IF_ERROR_S:
+            if not fresh and known is not None and not known[2] and now - known[0] < CACHE_STALE_IF_ERROR_S:
                 return known[1]
             raise
         term = None if row is None else _from_row(row, self.master_key)
@@ -176,16 +177,27 @@ class TerminalStore:
         if term is not None:
             if len(self._last_known) >= CACHE_ENTRIES_MAX:
                 self._last_known.clear()
-            self._last_known[tid] = (now, term)
+            self._last_known[tid] = (now, term, False)
         else:
             self._last_known.pop(tid, None)
         return term
 
+    def last_known(self, terminal_id: str) -> Terminal | None:
+        """The last copy read of a terminal (at most CACHE_STALE_IF_ERROR_S old), even one whose
+        change was announced since: only to MAC the 96 of a request that failed. A terminal
+        discards an answer it cannot authenticate; one MACed with its previous key is no worse.
+        """
+        known = self._last_known.get(normalize_id(terminal_id))
+        if known is None or time.monotonic() - known[0] >= CACHE_STALE_IF_ERROR_S:
+            return None
+        return known[1]
+
     def forget(self, terminal_id: str | None = None) -> None:
         """Drop one terminal's cached copy (all of them when None).
 
-        One terminal's change is known: its last copy goes too. All of them (the feed
-        reconnected) is a doubt: their last copies stay, for outages only.
+        One terminal's change is known: its last copy is doubted (see last_known). All of
+        them (the feed reconnected) is a doubt about none in particular: their last copies
+        stay as they are, for outages only.
         """
         self._changes += 1
         if terminal_id is None:
@@ -193,7 +205,9 @@ class TerminalStore:
         else:
             tid = normalize_id(terminal_id)
             self._cache.pop(tid, None)
-            self._last_known.pop(tid, None)
+            known = self._last_known.get(tid)
+            if known is not None:
+                self._last_known[tid] = (known[0], known[1], True)
 
     async def follow_changes(self, connect: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
         """Listen on CHANGE_CHANNEL and forget what changes, until cancelled; reconnects.
