@@ -37,7 +37,7 @@ class Kind(StrEnum):
 class Status(StrEnum):
     POSTED = "posted"  # written now
     EXISTS = "exists"  # written before under this key (or: the first reversal of this journal)
-    CONFLICT = "conflict"  # key reused with different content; nothing written
+    CONFLICT = "conflict"  # key reused with different content, or guard taken (reason "guard"); nothing written
     DECLINED = "declined"  # a business rule said no (limit, frozen account, expired hold)
     INVALID = "invalid"  # the command itself is wrong (unknown account, asset mismatch, ...)
     ERROR = "error"  # the system failed (database down, timeout); outcome not written
@@ -66,6 +66,11 @@ class Command:
     timeout_s: int | None = None  # hold: seconds until it may expire
     force: bool = False  # may take `guarded` accounts below zero (claw-backs only)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Optimistic concurrency: unique across journals like the key, but a command whose guard
+    # is taken is a CONFLICT with reason "guard" (its writer decided on state that has since
+    # changed: read again, decide again). Not part of the content: a retransmission posted
+    # under its key is EXISTS whatever guard it names.
+    guard: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ class Result:
     status: Status
     journal_id: int | None = None
     detail: str | None = None  # for people
-    reason: str | None = None  # for code, on a decline: "limit", "inactive" or "expired"
+    reason: str | None = None  # for code: a decline's "limit", "inactive" or "expired"; a conflict's "guard"
     business_date: str | None = None
     balances: dict[int, int] = field(default_factory=dict)
 
@@ -85,9 +90,10 @@ class Result:
 
 
 def transfer(key: str, legs: list[Leg] | tuple[Leg, ...], metadata: dict[str, Any] | None = None,
-             force: bool = False) -> Command:
-    """A balanced posting of one or more legs; ``force`` lets it take guarded accounts below zero."""
-    return Command(key, Kind.TRANSFER, tuple(legs), force=force, metadata=metadata or {})
+             force: bool = False, guard: str | None = None) -> Command:
+    """A balanced posting of one or more legs; ``force`` lets it take guarded accounts below zero;
+    ``guard`` (see :class:`Command`) makes it post only if no journal holds that guard yet."""
+    return Command(key, Kind.TRANSFER, tuple(legs), force=force, metadata=metadata or {}, guard=guard)
 
 
 def hold(key: str, leg: Leg, timeout_s: int, metadata: dict[str, Any] | None = None) -> Command:
@@ -134,6 +140,8 @@ def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400
         return f"unknown command kind {cmd.kind!r}"
     if cmd.force and kind is not Kind.TRANSFER:
         return "only a transfer may be forced"
+    if cmd.guard is not None and (not isinstance(cmd.guard, str) or not 1 <= len(cmd.guard) <= IDEMPOTENCY_KEY_MAX):
+        return f"a guard must be 1..{IDEMPOTENCY_KEY_MAX} characters"
     if kind in (Kind.TRANSFER, Kind.HOLD):
         if not cmd.legs:
             return "a transfer needs at least one leg"

@@ -85,11 +85,11 @@ class ReceiptRef:
 # The CTE is scanned twice, so it is materialised: post_batch runs once.
 _POST_SQL = """
 WITH p AS (
-    SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12)
+    SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12, $13)
 ), r AS (
     INSERT INTO ledger.receipts(idempotency_key, content_hash, journal_id)
     SELECT q.key, q.hash, p.journal_id
-      FROM p JOIN unnest($13::text[], $14::bytea[]) WITH ORDINALITY AS q(key, hash, idx) ON q.idx = p.idx
+      FROM p JOIN unnest($14::text[], $15::bytea[]) WITH ORDINALITY AS q(key, hash, idx) ON q.idx = p.idx
      WHERE p.status = 'posted' AND q.key IS NOT NULL
     ON CONFLICT (idempotency_key) DO NOTHING
 )
@@ -409,6 +409,7 @@ class Ledger:
         timeouts: list[int | None] = []
         metas: list[str] = []
         forces: list[bool] = []
+        guards: list[str | None] = []
         leg_cmd: list[int] = []
         leg_debit: list[int] = []
         leg_credit: list[int] = []
@@ -428,13 +429,16 @@ class Ledger:
             timeouts.append(c.timeout_s)
             metas.append(item.metadata_json)
             forces.append(c.force)
+            guards.append(c.guard)
             for leg in c.legs:
                 leg_cmd.append(i)
                 leg_debit.append(leg.debit_account_id)
                 leg_credit.append(leg.credit_account_id)
                 leg_amount.append(leg.amount)
+        # NULL when nothing in the batch is guarded: post_batch skips the guard look-up.
+        guarded = guards if any(g is not None for g in guards) else None
         args = (keys, hashes, kinds, refs, amounts, timeouts, metas, forces,
-                leg_cmd, leg_debit, leg_credit, leg_amount, ref_keys, ref_hashes)
+                leg_cmd, leg_debit, leg_credit, leg_amount, guarded, ref_keys, ref_hashes)
         if not any(item.receipt for item in batch):
             rows = await conn.fetch(_POST_SQL, *args)
             return [_to_result(r) for r in rows]

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from ledger import accounts as A
+from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import (
     Command,
@@ -108,6 +109,8 @@ async def test_guarded_account_goes_negative_only_when_forced(pool: asyncpg.Pool
         (lambda c: reverse("bad", 424242), "journal 424242 does not exist"),
         (lambda c: capture("bad", 424242), "hold 424242 does not exist"),
         (lambda c: Command("bad", Kind.VOID, (Leg(c["op"], c["m1"], 1),), ref=1), "takes no legs"),
+        (lambda c: transfer("bad", [Leg(c["op"], c["m1"], 1)], guard=""), "a guard must be"),
+        (lambda c: transfer("bad", [Leg(c["op"], c["m1"], 1)], guard="g" * 129), "a guard must be"),
     ],
 )
 async def test_invalid_commands_write_nothing(pool: asyncpg.Pool, make, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -200,6 +203,52 @@ async def test_concurrent_debits_of_one_account_never_overspend(pool: asyncpg.Po
     assert all(r.status in (Status.POSTED, Status.DECLINED) for r in results)
     bal = await A.balance(pool, c["m1"])
     assert bal is not None and bal.posted == 1000 - 7 * posted
+    assert not await check_books(pool)
+
+
+async def test_a_taken_guard_is_a_conflict_and_writes_nothing(pool: asyncpg.Pool) -> None:
+    c = await _chart(pool)
+    async with Ledger(pool) as led:
+        first = await led.post(transfer("g-1", [Leg(c["op"], c["m1"], 5)], guard="comp:7:1"))
+        assert first.status is Status.POSTED
+        before = await _counts(pool)
+        taken = await led.post(transfer("g-2", [Leg(c["op"], c["m1"], 5)], guard="comp:7:1"))
+        assert taken.status is Status.CONFLICT and taken.reason == "guard", taken
+        assert f"taken by journal {first.journal_id}" in (taken.detail or "")
+        assert await _counts(pool) == before
+        # A retransmission is recognised by its key before its guard is looked at.
+        again = await led.post(transfer("g-1", [Leg(c["op"], c["m1"], 5)], guard="comp:7:2"))
+        assert again.status is Status.EXISTS and again.journal_id == first.journal_id
+        # Two with one guard in one batch: the first in the batch posts, the other does not.
+        both = await led.post_many([transfer(f"g-{i}", [Leg(c["op"], c["m1"], 5)], guard="comp:7:3")
+                                    for i in (3, 4)])
+        assert [r.status for r in both] == [Status.POSTED, Status.CONFLICT]
+        assert both[1].reason == "guard" and "in this batch" in (both[1].detail or "")
+        # Unguarded commands beside guarded ones are not affected.
+        free = await led.post_many([transfer("g-5", [Leg(c["op"], c["m1"], 5)]),
+                                    transfer("g-6", [Leg(c["op"], c["m1"], 5)], guard="comp:7:4")])
+        assert [r.status for r in free] == [Status.POSTED, Status.POSTED]
+    bal = await A.balance(pool, c["m1"])
+    assert bal is not None and bal.posted == 20
+    assert not await check_books(pool)
+
+
+async def test_one_guard_raced_from_two_engines_posts_once(pool: asyncpg.Pool, db_dsn: str) -> None:
+    """Across connections the unique index decides: the loser's batch fails (23505), is retried,
+    and then finds the guard taken."""
+    c = await _chart(pool)
+    other = await ledger_db.create_pool(db_dsn, 1, 4)
+    try:
+        async with Ledger(pool) as one, Ledger(other) as two:
+            for n in range(20):
+                results = await asyncio.gather(
+                    one.post(transfer(f"a-{n}", [Leg(c["op"], c["m1"], 1)], guard=f"race:{n}")),
+                    two.post(transfer(f"b-{n}", [Leg(c["op"], c["m1"], 1)], guard=f"race:{n}")))
+                assert sorted(r.status for r in results) == [Status.CONFLICT, Status.POSTED], results
+    finally:
+        await other.close()
+    bal = await A.balance(pool, c["m1"])
+    assert bal is not None and bal.posted == 20
     assert not await check_books(pool)
 
 

@@ -5,7 +5,9 @@ open business day, merchant, program, currency, card, the member's accounts,
 whether the idempotency key has posted before and, when the caller keeps
 receipts (the switch's stored responses), the receipt under its receipt key:
 a retransmission is recognised in the same round trip as everything else. For
-a void or refund it also reads the original its RRN names.
+a void or refund it also reads the original its RRN names, and what stands
+against that original (``loyalty.standing``): a void or refund decides without
+another round trip, and its guard catches a standing that changed meanwhile.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ _ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_da
 _ORIGINAL_FIELDS = tuple(c.strip().removeprefix("t.") for c in _ORIGINAL_COLUMNS.split(","))
 
 # One request's context, as a query over its parameters (pan, merchant, key, receipt key,
-# original RRN). The original (a void's or refund's) is read outside its lock, as a
-# first look: what stands against it is read again under the lock (``lock_standing``).
+# original RRN). For a void's or refund's original, also what stands against it (no lock:
+# the compensation is guarded by the version read here; see ledger.loyalty.operations).
 _CONTEXT_ROW = f"""
 SELECT b.open_date,
        m.merchant_id, m.status AS merchant_status, m.earn_num, m.earn_den, m.fee_bps,
@@ -41,7 +43,8 @@ SELECT b.open_date,
        sa.id AS sv_account_id, sa.posted AS sv_posted, sa.held AS sv_held,
        j.id AS existing_journal_id, j.metadata AS existing_metadata,
        r.content_hash AS receipt_hash, r.payload AS receipt_payload,
-       {", ".join(f"o.{c} AS orig_{c}" for c in _ORIGINAL_FIELDS)}, o.in_closed_batch AS orig_in_closed_batch
+       {", ".join(f"o.{c} AS orig_{c}" for c in _ORIGINAL_FIELDS)}, o.in_closed_batch AS orig_in_closed_batch,
+       st.comps AS orig_comps, st.legs AS orig_legs, st.version AS orig_version
   FROM ledger.business_day b
   LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
   LEFT JOIN loyalty.programs p ON p.code = m.program
@@ -57,6 +60,9 @@ SELECT b.open_date,
   LEFT JOIN LATERAL (SELECT {_ORIGINAL_COLUMNS}, {IN_CLOSED_BATCH_SQL} AS in_closed_batch
                        FROM loyalty.transactions t
                       WHERE t.rrn = q.original_rrn AND t.journal_id IS NOT NULL LIMIT 1) o ON true
+  -- A one-time filter: the function runs only for a request that found its original.
+  LEFT JOIN LATERAL (SELECT s.comps, s.legs, s.version FROM loyalty.standing(o.journal_id, o.journal_id) s
+                      WHERE o.journal_id IS NOT NULL) st ON true
  WHERE b.singleton
 """
 # Many requests' contexts in one statement (see ledger.coalesce). LATERAL ... LIMIT 1 keeps
@@ -110,6 +116,13 @@ class Context:
             return None
         values = {name: self.row[f"orig_{name}"] for name in _ORIGINAL_FIELDS}
         return Original(**values), bool(self.row["orig_in_closed_batch"])
+
+    @property
+    def standing(self) -> Standing | None:
+        """What stood against :attr:`original` when the context was read (None without one)."""
+        if self.row["orig_journal_id"] is None or self.row["orig_version"] is None:
+            return None
+        return _standing(self.row["orig_comps"], self.row["orig_legs"], self.row["orig_version"])
 
     @property
     def fees(self) -> dict[str, int]:
@@ -222,28 +235,23 @@ class Compensation:
     undo_legs: list[int]
 
 
-def _standing(row: asyncpg.Record) -> tuple[list[Compensation], list[PostedLeg]]:
-    comps = [Compensation(int(j), str(t), int(u), [int(v) for v in legs]) for j, t, u, legs in json.loads(row["comps"])]
-    legs = [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in json.loads(row["legs"])]
-    return comps, legs
+Standing = tuple[list[Compensation], list[PostedLeg], int]
+"""What stands against a journal: its compensations in force, its legs, and its root's family
+version (how many compensations the family has ever had; the next one is guarded by it)."""
 
 
-async def standing(conn: asyncpg.Connection | asyncpg.Pool,
-                   journal_id: int) -> tuple[list[Compensation], list[PostedLeg]]:
-    """An original's standing compensations and its legs, in one round trip (loyalty.standing)."""
-    row = await conn.fetchrow("SELECT comps, legs FROM loyalty.standing($1)", journal_id)
+def _standing(comps_json: str, legs_json: str, version: int) -> Standing:
+    comps = [Compensation(int(j), str(t), int(u), [int(v) for v in legs]) for j, t, u, legs in json.loads(comps_json)]
+    legs = [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in json.loads(legs_json)]
+    return comps, legs, int(version)
+
+
+async def standing(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int, root: int) -> Standing:
+    """What stands against ``journal_id``, with the family version of ``root`` (the original it
+    compensates, or itself), in one round trip (loyalty.standing)."""
+    row = await conn.fetchrow("SELECT comps, legs, version FROM loyalty.standing($1, $2)", journal_id, root)
     assert row is not None
-    return _standing(row)
-
-
-async def lock_standing(conn: asyncpg.Connection, lock_timeout_s: float, namespace: int, key: int,
-                        standing_of: int | None) -> tuple[list[Compensation], list[PostedLeg]] | None:
-    """Take the transaction-scoped advisory lock (namespace, key) on ``conn``, waiting at most
-    ``lock_timeout_s``; then, when ``standing_of`` is given, read its :func:`standing` under
-    it: one round trip (loyalty.lock_standing). ``conn`` must be inside a transaction."""
-    row = await conn.fetchrow("SELECT comps, legs FROM loyalty.lock_standing($1, $2, $3, $4)",
-                              f"{int(lock_timeout_s * 1000)}ms", namespace, key, standing_of)
-    return None if row is None or standing_of is None else _standing(row)
+    return _standing(row["comps"], row["legs"], row["version"])
 
 
 async def prizes(conn: asyncpg.Connection | asyncpg.Pool, program: str) -> list[tuple[str, int, int]]:

@@ -9,9 +9,14 @@ the posting's own transaction; for outcomes that post nothing it is stored with
 the decline record. System errors store no receipt, so a retry gets an answer.
 
 Concurrency: the ledger's limit checks keep concurrent debits of one card from
-overspending. Voids, refunds and reversals of one original serialise on a
-PostgreSQL advisory lock keyed by the original's journal, held while they read
-what already stands and post, so two refunds can never together exceed it.
+overspending. Voids, refunds and reversals of one original are optimistic: each
+reads what stands against the original (with its family's version), decides, and
+posts under the guard key ``comp:<original>:<version + 1>`` (see
+``ledger.commands.Command.guard``). Two that decided on the same standing cannot
+both post: the loser's guard is taken, and it reads again and decides again. So two
+refunds can never together exceed the original, across processes, and no database
+lock or connection is held across the batched posting. In one process they also
+queue on an in-process lock per original, so that they do not race one another.
 A reversal whose original is unknown posts a *marker* journal under the
 original's idempotency key: the journals' unique key then turns the late
 original into a conflict, which is answered as a decline and posts nothing.
@@ -24,9 +29,9 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import random
 import secrets
 from collections.abc import AsyncIterator
-from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -50,8 +55,12 @@ from ledger.loyalty.outcomes import (
 )
 from ledger.loyalty.rules import earned_points, fee_bps_for, fee_minor, is_expired, undo_targets
 
-# Advisory-lock namespace for "operations on one original" ("LOY" in ASCII).
-LOCK_NAMESPACE = 0x4C4F59
+# Reads and decisions of one compensation before it gives up on an original that keeps
+# changing under it. Each lost attempt means another compensation of it posted: a loser
+# can be overtaken once per compensation another process has queued for the same original,
+# so the bound is generous, and a short random pause after each loss breaks lockstep.
+GUARD_ATTEMPTS_MAX = 64
+GUARD_PAUSE_MAX_S = 0.002
 ROLE_POINTS = "card:points"
 ROLE_SV = "card:stored_value"
 ROLE_FEE = "operator:fee_income"
@@ -90,19 +99,21 @@ WITH rows AS (
 )
 SELECT n, n IN (SELECT n FROM kept) AS recorded FROM rows
 """
-# The connection that holds the current original's advisory lock (see Loyalty._locked).
-_HELD: ContextVar[asyncpg.Connection | None] = ContextVar("loyalty_held_connection", default=None)
 MARKER_UNITS = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class Held:
-    """An original's lock: the connection whose transaction holds it, and what stood
-    against the original when it was taken (when asked for; else empty)."""
+class _GuardTaken(Exception):
+    """A compensation's guard was taken: another one decided on the same standing first."""
 
-    conn: asyncpg.Connection
-    comps: list[lookup.Compensation]
-    legs: list[PostedLeg]
+
+async def _pause_after_loss() -> None:
+    # Jitter, not a secret: random is fine here.
+    await asyncio.sleep(random.uniform(0, GUARD_PAUSE_MAX_S))  # noqa: S311
+
+
+def _guard(root: int, version: int) -> str:
+    """The guard of the compensation that follows ``version`` others in ``root``'s family."""
+    return f"comp:{root}:{version + 1}"
 
 
 class Loyalty:
@@ -389,9 +400,12 @@ class Loyalty:
     # ------------------------------------------------------------ posting and outcomes
 
     async def _post(self, t: TxnType, req: Request, ctx: Context, legs: list[Leg], meta: dict[str, Any],
-                    member: dict[str, int], receipt: OutcomeReceiptFn | None, force: bool) -> Outcome:
-        """Post one transfer; map the ledger's answer to an outcome (and the receipt, in-transaction)."""
-        cmd = transfer(req.key, legs, metadata=meta, force=force)
+                    member: dict[str, int], receipt: OutcomeReceiptFn | None, force: bool,
+                    guard: str | None = None) -> Outcome:
+        """Post one transfer; map the ledger's answer to an outcome (and the receipt, in-transaction).
+
+        Raises _GuardTaken when ``guard`` was taken (nothing posted; the caller reads again)."""
+        cmd = transfer(req.key, legs, metadata=meta, force=force, guard=guard)
 
         # A caller that keys its receipts (the switch) gets them stored by reference: the journal
         # records everything its answer is rebuilt from (see _replay), and the posting stays
@@ -414,12 +428,14 @@ class Loyalty:
         if res.status is Status.EXISTS:
             # An identical request posted it a moment ago (with its receipt, if it kept one):
             # answer exactly as a retransmission is answered, from the journal (its RRN, not ours).
-            found = await lookup.journal_by_key(self._db(), req.key)
+            found = await lookup.journal_by_key(self.pool, req.key)
             if found is None:  # pragma: no cover - journals are never deleted
                 return Outcome(Reason.SYSTEM_ERROR, t, detail="posted journal not found")
             return _replace(await self._replay(t, req, ctx, *found, receipt), receipt_stored=ref is not None)
+        if res.status is Status.CONFLICT and res.reason == "guard":
+            raise _GuardTaken(res.detail)
         if res.status is Status.CONFLICT:
-            found = await lookup.journal_by_key(self._db(), req.key)
+            found = await lookup.journal_by_key(self.pool, req.key)
             if found is not None:
                 return await self._replay(t, req, ctx, *found, receipt)
             return Outcome(Reason.SYSTEM_ERROR, t, detail=res.detail or "conflict")
@@ -442,11 +458,8 @@ class Loyalty:
                 req.amount if isinstance(req.amount, int) else 0, req.currency, original,
                 rec.idempotency_key if rec is not None else None, rec.content_hash if rec is not None else None,
                 rec.payload if rec is not None else None)
-        held = _HELD.get()
-        if held is not None:  # under an original's lock: record on its connection, commit with it
-            row = await held.fetchrow(_RECORD_UNPOSTED_SQL, *([a] for a in args))
-        else:  # with the other requests' records of this moment, in one statement
-            row = await self._unposted_records.fetch(*args)
+        # With the other requests' records of this moment, in one statement.
+        row = await self._unposted_records.fetch(*args)
         if row is not None and not row["recorded"] and rec is not None:
             return await self._answered_before(t, req, ctx, receipt)
         return outcome
@@ -455,10 +468,10 @@ class Loyalty:
                                receipt: OutcomeReceiptFn | None) -> Outcome:
         """The answer stored under the request's receipt key by an identical request that got there
         first (they raced: both read their context before either's answer was stored)."""
-        stored = await get_receipt(self._db(), req.receipt_key or "")
+        stored = await get_receipt(self.pool, req.receipt_key or "")
         if stored is None:  # pragma: no cover - receipts are never deleted
             return Outcome(Reason.SYSTEM_ERROR, t, detail="receipt vanished")
-        journal = await lookup.journal_by_key(self._db(), req.key) if stored[1] is None else None
+        journal = await lookup.journal_by_key(self.pool, req.key) if stored[1] is None else None
         return await self._from_receipt(t, req, ctx, stored, journal, receipt)
 
     async def _from_receipt(self, t: TxnType, req: Request, ctx: Context, stored: StoredReceipt,
@@ -484,7 +497,7 @@ class Loyalty:
                 Reason.ORIGINAL_REVERSED, t, detail="a reversal of this request came first"), receipt)
         if meta.get("fp") != _fingerprint(t, req, ctx.card_id):
             return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="key used before with different content")
-        db = self._db()
+        db = self.pool
         rows = await db.fetch(
             "SELECT a.owner_kind || ':' || a.purpose AS role, e.balance_after FROM ledger.entries e "
             "JOIN ledger.accounts a ON a.id = e.account_id WHERE e.journal_id=$1 ORDER BY e.leg", journal_id)
@@ -516,42 +529,27 @@ class Loyalty:
     # ------------------------------------------------------------ void and refund
 
     @contextlib.asynccontextmanager
-    async def _locked(self, journal_id: int, standing_of: int | None = None) -> AsyncIterator[Held]:
-        """Serialise every operation on one original, across processes, with a bounded wait.
-
-        An in-process lock first, so that one process waits on the database lock
-        with one connection per original, not one per request. With ``standing_of``,
-        what stands against that journal is read under the lock in the same round trip.
-        """
-        local = self._local_locks.setdefault(journal_id, asyncio.Lock())
-        self._local_waiters[journal_id] = self._local_waiters.get(journal_id, 0) + 1
+    async def _serialised(self, root: int) -> AsyncIterator[bool]:
+        """One void, refund or reversal of ``root`` at a time in this process, the others
+        waiting (bounded); yields whether this one had to wait, in which case what it read
+        before may be stale. Across processes the guards decide (see ``_undo``)."""
+        local = self._local_locks.setdefault(root, asyncio.Lock())
+        self._local_waiters[root] = self._local_waiters.get(root, 0) + 1
         try:
-            # Unwound in reverse: the transaction ends (releasing the database lock), then the
-            # connection goes back to the pool, then the in-process lock is released.
-            async with contextlib.AsyncExitStack() as stack:
-                with timeout_named(f"original {journal_id} busy: waited {self.lock_timeout_s * 4:g}s "
-                                   "for its other voids, refunds or reversals"):
-                    async with asyncio.timeout(self.lock_timeout_s * 4):
-                        await local.acquire()
-                stack.callback(local.release)
-                with timeout_named(f"no database connection within {self.lock_timeout_s:g}s "
-                                   f"to lock original {journal_id} (pool busy)"):
-                    conn = await self.pool.acquire(timeout=self.lock_timeout_s)
-                stack.push_async_callback(self.pool.release, conn)
-                await stack.enter_async_context(conn.transaction())
-                read = await lookup.lock_standing(conn, self.lock_timeout_s, LOCK_NAMESPACE,
-                                                  journal_id % 2_147_483_647, standing_of)
-                stack.callback(_HELD.reset, _HELD.set(conn))
-                yield Held(conn, *(read or ([], [])))
+            waited = local.locked()
+            with timeout_named(f"original {root} busy: waited {self.lock_timeout_s * 4:g}s "
+                               "for its other voids, refunds or reversals"):
+                async with asyncio.timeout(self.lock_timeout_s * 4):
+                    await local.acquire()
+            try:
+                yield waited
+            finally:
+                local.release()
         finally:
-            self._local_waiters[journal_id] -= 1
-            if self._local_waiters[journal_id] == 0:
-                del self._local_waiters[journal_id]
-                del self._local_locks[journal_id]
-
-    def _db(self) -> asyncpg.Connection | asyncpg.Pool:
-        """The connection holding the current original's lock, else the pool."""
-        return _HELD.get() or self.pool
+            self._local_waiters[root] -= 1
+            if self._local_waiters[root] == 0:
+                del self._local_waiters[root]
+                del self._local_locks[root]
 
     async def _compensate(self, t: TxnType, req: Request, ctx: Context,
                           receipt: OutcomeReceiptFn | None) -> Outcome:
@@ -560,7 +558,7 @@ class Loyalty:
 
         if not req.original_rrn:
             return await decline(Reason.ORIGINAL_NOT_FOUND, "no original RRN")
-        found = ctx.original  # read with the context; what stands against it is read under its lock
+        found = ctx.original  # read with the context, with what stands against it
         if found is None:
             return await decline(Reason.ORIGINAL_NOT_FOUND, f"no approved transaction with RRN {req.original_rrn}")
         orig, in_closed_batch = found
@@ -586,31 +584,44 @@ class Loyalty:
                 return await decline(Reason.INVALID_TXN, "the original's terminal batch is closed", jid)
             if req.amount != orig.amount:
                 return await decline(Reason.INVALID_AMOUNT, f"a void is for the full {orig.amount}", jid)
-        async with self._locked(jid, standing_of=jid) as held:
-            comps, legs = held.comps, held.legs
-            undone = sum(c.undo_units for c in comps)
-            if t is TxnType.VOID and comps:
-                return await decline(Reason.INVALID_TXN, "already voided, refunded or reversed", jid)
-            if t is TxnType.REFUND and any(c.txn_type in ("void", "reversal") for c in comps) and undone >= orig.amount:
-                return await decline(Reason.INVALID_TXN, "the original was voided or reversed", jid)
-            after = orig.amount if t is TxnType.VOID else undone + req.amount
-            if after > orig.amount:
-                return await decline(Reason.EXCEEDS_LIMIT,
-                                     f"refunds would total {after}, above the original {orig.amount}", jid)
-            # Claw-backs (undoing points the member earned) may take the member below zero, and
-            # credits back to the member are never refused; undoing a top-up or load may not
-            # take the member below zero: the member must still have what is taken back.
-            force = otype not in (TxnType.TOPUP, TxnType.LOAD)
-            return await self._undo(t, req, ctx, orig, comps, after, force, receipt, orig_legs=legs)
+        async with self._serialised(jid) as waited:
+            standing = None if waited else ctx.standing
+            for _attempt in range(GUARD_ATTEMPTS_MAX):
+                if standing is None:
+                    standing = await lookup.standing(self.pool, jid, jid)
+                comps, legs, version = standing
+                undone = sum(c.undo_units for c in comps)
+                if t is TxnType.VOID and comps:
+                    return await decline(Reason.INVALID_TXN, "already voided, refunded or reversed", jid)
+                if (t is TxnType.REFUND and any(c.txn_type in ("void", "reversal") for c in comps)
+                        and undone >= orig.amount):
+                    return await decline(Reason.INVALID_TXN, "the original was voided or reversed", jid)
+                after = orig.amount if t is TxnType.VOID else undone + req.amount
+                if after > orig.amount:
+                    return await decline(Reason.EXCEEDS_LIMIT,
+                                         f"refunds would total {after}, above the original {orig.amount}", jid)
+                # Claw-backs (undoing points the member earned) may take the member below zero, and
+                # credits back to the member are never refused; undoing a top-up or load may not
+                # take the member below zero: the member must still have what is taken back.
+                force = otype not in (TxnType.TOPUP, TxnType.LOAD)
+                try:
+                    return await self._undo(t, req, ctx, orig, comps, after, force, receipt, orig_legs=legs,
+                                            guard=_guard(jid, version))
+                except _GuardTaken:
+                    standing = None  # another compensation of it posted first: read again
+                    await _pause_after_loss()
+        return Outcome(Reason.SYSTEM_ERROR, t,
+                       detail=f"original {jid} kept changing: {GUARD_ATTEMPTS_MAX} reads were overtaken")
 
     async def _undo(self, t: TxnType, req: Request, ctx: Context, orig: Original,
                     comps: list[lookup.Compensation], after: int, force: bool,
                     receipt: OutcomeReceiptFn | None, *, whole: bool = False,
-                    orig_legs: list[PostedLeg]) -> Outcome:
-        """Post the compensation that brings ``orig`` to ``after`` units undone (under its lock).
+                    orig_legs: list[PostedLeg], guard: str) -> Outcome:
+        """Post the compensation that brings ``orig`` to ``after`` units undone.
 
         ``whole``: undo every leg of ``orig`` as it stands (reversing a void or refund).
-        ``orig_legs``: ``orig``'s legs, read under its lock (``Held.legs``).
+        ``orig_legs``: ``orig``'s legs; ``comps``: what stood against it when they were read;
+        ``guard``: the guard for that standing (raises _GuardTaken when it has changed).
         """
         amounts = [leg.amount for leg in orig_legs]
         so_far = [0] * len(amounts)
@@ -643,7 +654,7 @@ class Loyalty:
             undo_legs=None if whole else delta)
         out = {"points_earned": max(points, 0), "points_redeemed": max(-points, 0)}
         meta = {"txn": txn, "fp": _fingerprint(t, req, ctx.card_id), "out": out}
-        return await self._post(t, req, ctx, legs, meta, member, receipt, force=force)
+        return await self._post(t, req, ctx, legs, meta, member, receipt, force=force, guard=guard)
 
     # ------------------------------------------------------------ reversal
 
@@ -674,27 +685,34 @@ class Loyalty:
                     Reason.INVALID_TXN, t, detail="a reversal cannot be reversed"), receipt)
             root = orig.original_journal_id if ttype in (TxnType.VOID, TxnType.REFUND) else jid
             assert root is not None
-            # Locked by the root original (what a void, refund or reversal of it serialises on);
-            # what stands against the journal reversed (``jid``) is read under it.
-            async with self._locked(root, standing_of=jid) as held:
-                comps, legs = held.comps, held.legs
-                # A reversal is never itself reversed, so it stands among jid's compensations.
-                if any(c.txn_type == TxnType.REVERSAL for c in comps):
-                    return await self._unposted(t, req, ctx, Outcome(
-                        Reason.APPROVED, t, detail="already reversed"), receipt, jid)
-                if ttype in (TxnType.VOID, TxnType.REFUND):
-                    # Undo a compensation entirely: the original stands again by as much.
-                    return await self._undo(t, req, ctx, orig, [], 0, True, receipt, whole=True,
-                                            orig_legs=legs)
-                undone = sum(c.undo_units for c in comps)
-                if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
-                    after = min(orig.amount, undone + orig.amount - req.replacement_amount)
-                else:
-                    after = orig.amount
-                if after <= undone:
-                    return await self._unposted(t, req, ctx, Outcome(
-                        Reason.APPROVED, t, detail="nothing left to reverse"), receipt, jid)
-                return await self._undo(t, req, ctx, orig, comps, after, True, receipt, orig_legs=legs)
+            # Serialised (and guarded) by the root original, as its voids and refunds are; what
+            # stands against the journal reversed (``jid``) is read with the root's family version.
+            async with self._serialised(root):
+                for _guard_attempt in range(GUARD_ATTEMPTS_MAX):
+                    comps, legs, version = await lookup.standing(self.pool, jid, root)
+                    # A reversal is never itself reversed, so it stands among jid's compensations.
+                    if any(c.txn_type == TxnType.REVERSAL for c in comps):
+                        return await self._unposted(t, req, ctx, Outcome(
+                            Reason.APPROVED, t, detail="already reversed"), receipt, jid)
+                    try:
+                        if ttype in (TxnType.VOID, TxnType.REFUND):
+                            # Undo a compensation entirely: the original stands again by as much.
+                            return await self._undo(t, req, ctx, orig, [], 0, True, receipt, whole=True,
+                                                    orig_legs=legs, guard=_guard(root, version))
+                        undone = sum(c.undo_units for c in comps)
+                        if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
+                            after = min(orig.amount, undone + orig.amount - req.replacement_amount)
+                        else:
+                            after = orig.amount
+                        if after <= undone:
+                            return await self._unposted(t, req, ctx, Outcome(
+                                Reason.APPROVED, t, detail="nothing left to reverse"), receipt, jid)
+                        return await self._undo(t, req, ctx, orig, comps, after, True, receipt, orig_legs=legs,
+                                                guard=_guard(root, version))
+                    except _GuardTaken:  # another compensation of the root posted first: read again
+                        await _pause_after_loss()
+            return Outcome(Reason.SYSTEM_ERROR, t,
+                           detail=f"original {root} kept changing: {GUARD_ATTEMPTS_MAX} reads were overtaken")
         return Outcome(Reason.SYSTEM_ERROR, t, detail="original kept changing under the reversal")
 
     async def _mark(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome | None:
