@@ -44,7 +44,11 @@ SELECT b.open_date,
        j.id AS existing_journal_id, j.metadata AS existing_metadata,
        r.content_hash AS receipt_hash, r.payload AS receipt_payload,
        {", ".join(f"o.{c} AS orig_{c}" for c in _ORIGINAL_FIELDS)}, o.in_closed_batch AS orig_in_closed_batch,
-       st.comps AS orig_comps, st.legs AS orig_legs, st.version AS orig_version
+       -- In CASE, a subquery runs only for a request that found its original (as a lateral
+       -- join, a generic plan may call the function for every request: measured, it did).
+       CASE WHEN o.journal_id IS NOT NULL
+            THEN (SELECT json_build_array(s.comps, s.legs, s.version)
+                    FROM loyalty.standing(o.journal_id, o.journal_id) s) END AS orig_standing
   FROM ledger.business_day b
   LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
   LEFT JOIN loyalty.programs p ON p.code = m.program
@@ -60,9 +64,6 @@ SELECT b.open_date,
   LEFT JOIN LATERAL (SELECT {_ORIGINAL_COLUMNS}, {IN_CLOSED_BATCH_SQL} AS in_closed_batch
                        FROM loyalty.transactions t
                       WHERE t.rrn = q.original_rrn AND t.journal_id IS NOT NULL LIMIT 1) o ON true
-  -- A one-time filter: the function runs only for a request that found its original.
-  LEFT JOIN LATERAL (SELECT s.comps, s.legs, s.version FROM loyalty.standing(o.journal_id, o.journal_id) s
-                      WHERE o.journal_id IS NOT NULL) st ON true
  WHERE b.singleton
 """
 # Many requests' contexts in one statement (see ledger.coalesce). LATERAL ... LIMIT 1 keeps
@@ -120,9 +121,10 @@ class Context:
     @property
     def standing(self) -> Standing | None:
         """What stood against :attr:`original` when the context was read (None without one)."""
-        if self.row["orig_journal_id"] is None or self.row["orig_version"] is None:
+        if self.row["orig_journal_id"] is None or self.row["orig_standing"] is None:
             return None
-        return _standing(self.row["orig_comps"], self.row["orig_legs"], self.row["orig_version"])
+        comps, legs, version = json.loads(self.row["orig_standing"])
+        return _standing(comps, legs, version)
 
     @property
     def fees(self) -> dict[str, int]:
@@ -240,10 +242,10 @@ Standing = tuple[list[Compensation], list[PostedLeg], int]
 version (how many compensations the family has ever had; the next one is guarded by it)."""
 
 
-def _standing(comps_json: str, legs_json: str, version: int) -> Standing:
-    comps = [Compensation(int(j), str(t), int(u), [int(v) for v in legs]) for j, t, u, legs in json.loads(comps_json)]
-    legs = [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in json.loads(legs_json)]
-    return comps, legs, int(version)
+def _standing(comps: list[Any], legs: list[Any], version: int) -> Standing:
+    return ([Compensation(int(j), str(t), int(u), [int(v) for v in undo]) for j, t, u, undo in comps],
+            [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in legs],
+            int(version))
 
 
 async def standing(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int, root: int) -> Standing:
@@ -251,7 +253,7 @@ async def standing(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int, roo
     compensates, or itself), in one round trip (loyalty.standing)."""
     row = await conn.fetchrow("SELECT comps, legs, version FROM loyalty.standing($1, $2)", journal_id, root)
     assert row is not None
-    return _standing(row["comps"], row["legs"], row["version"])
+    return _standing(json.loads(row["comps"]), json.loads(row["legs"]), row["version"])
 
 
 async def prizes(conn: asyncpg.Connection | asyncpg.Pool, program: str) -> list[tuple[str, int, int]]:
