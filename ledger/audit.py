@@ -3,7 +3,9 @@
 Each check returns the rows that break it (empty = the check passes):
 every asset sums to zero, every cached balance equals the sum of its entries,
 every held amount equals the pending holds behind it, no account is past its
-limit, every journal balances per asset.
+limit, every journal balances per asset, and every entry's balance after is its
+account's running sum (entries in journal and leg order: journal ids are taken
+after the accounts are locked, so an account's journals are in posting order).
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ _CHECKS: dict[str, str] = {
         SELECT id, limit_mode, posted, held FROM ledger.accounts
          WHERE limit_mode = 'non_negative'
            AND (CASE normal_side WHEN 'credit' THEN posted ELSE -posted END) - held < 0
+    """,
+    "balance_after_is_running_sum": """
+        SELECT journal_id, leg, account_id, balance_after, running FROM (
+            SELECT e.journal_id, e.leg, e.account_id, e.balance_after,
+                   sum(e.amount) OVER (PARTITION BY e.account_id ORDER BY e.journal_id, e.leg
+                                       ROWS UNBOUNDED PRECEDING) AS running
+              FROM ledger.entries e) x
+         WHERE x.balance_after <> x.running
     """,
     "journals_balance": """
         SELECT journal_id, asset, sum(amount) AS total FROM ledger.entries
