@@ -108,6 +108,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
         loyalty = Loyalty(ledger, pool)
         receipts = receipt_reader(pool)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
+        metrics.watch_loyalty(loyalty)
         terminals = TerminalStore(pool, master_key)
         metrics.watch_terminal_feed(terminals)
         feed = asyncio.create_task(terminals.follow_changes(

@@ -68,10 +68,12 @@ class _PoolCollector(Collector):
 
 
 class _CoalescerCollector(Collector):
-    """Coalesced statements (ledger.coalesce): calls made and statements sent, by statement name."""
+    """Coalesced statements (ledger.coalesce): calls made and statements sent, by statement name;
+    and the loyalty operations' compensations overtaken (read at scrape time, like the rest)."""
 
     def __init__(self) -> None:
         self.coalescers: dict[str, Any] = {}
+        self.loyalty: Any = None  # ledger.loyalty.operations.Loyalty, for its counters
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         calls = CounterMetricFamily("switchd_db_coalesced_calls", "Single-row calls answered by coalesced "
@@ -83,6 +85,12 @@ class _CoalescerCollector(Collector):
             sent.add_metric([name], c.batches_total)
         yield calls
         yield sent
+        overtaken = CounterMetricFamily(
+            "switchd_compensations_overtaken", "Voids, refunds and reversals whose original changed between "
+            "their read and their posting (guard taken): each read again and decided again")
+        if self.loyalty is not None:
+            overtaken.add_metric([], self.loyalty.overtaken_total)
+        yield overtaken
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         return iter(())
@@ -157,6 +165,10 @@ class Metrics:
     def watch_coalescers(self, coalescers: dict[str, Any]) -> None:
         """Export call and statement counters for these ledger.coalesce.Coalescer, by name."""
         self._coalescers.coalescers.update(coalescers)
+
+    def watch_loyalty(self, loyalty: Any) -> None:
+        """Export the loyalty operations' counters (compensations overtaken)."""
+        self._coalescers.loyalty = loyalty
 
     async def watch_event_loop(self, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
         """Sample the event loop's lag until cancelled (run it as a task of the loop to watch).

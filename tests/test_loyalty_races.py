@@ -21,9 +21,9 @@ from test_loyalty_ops import PAN1, ok, req
 from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo
+from ledger.loyalty import demo, lookup
 from ledger.loyalty.operations import Loyalty
-from ledger.loyalty.outcomes import Outcome, Reason, Request
+from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 
 
 @dataclass
@@ -143,4 +143,39 @@ async def test_a_late_original_racing_its_reversal_in_two_engines(two: Two) -> N
             # The reversal came first: it left its marker, and the original was refused.
             assert reversal.response_code == "25" and purchase.reason is Reason.ORIGINAL_REVERSED, (reversal, purchase)
         assert await two.points() == 0
+    await two.books_ok()
+
+
+async def test_a_refund_that_read_a_standing_since_changed_decides_again(two: Two) -> None:
+    """Deterministically, the race the guard exists for: engine A reads the original's standing,
+    engine B refunds it meanwhile, A's refund posts on the old standing's guard, finds it taken,
+    reads again and decides on what now stands."""
+
+    r = req(amount=10_000)  # 100 points earned
+    original = ok(await two.a.earn(r))
+    assert original.journal_id is not None
+    late = req(amount=6_000, original_rrn=r.rrn)
+    stale = await lookup.read_context(two.a._contexts, late.pan, late.merchant_id, late.key, None, r.rrn)
+    assert stale.standing is not None and stale.standing[2] == 0  # nothing against it yet
+    first = ok(await two.b.refund(req(amount=5_000, original_rrn=r.rrn)))
+    assert first.points_redeemed == 50
+    before = two.a.overtaken_total
+    outcome = await two.a._compensate(TxnType.REFUND, late, stale, None)
+    assert two.a.overtaken_total == before + 1
+    assert outcome.reason is Reason.EXCEEDS_LIMIT, outcome  # 5,000 + 6,000 > 10,000, seen on the re-read
+    fits = req(amount=5_000, original_rrn=r.rrn)
+    stale = await lookup.read_context(two.a._contexts, fits.pan, fits.merchant_id, fits.key, None, r.rrn)
+    ok(await two.b.refund(req(amount=1_000, original_rrn=r.rrn)))  # changes the standing again
+    outcome = await two.a._compensate(TxnType.REFUND, fits, stale, None)
+    assert outcome.reason is Reason.EXCEEDS_LIMIT  # decided on 5,000 + 5,000; then 6,000 + 5,000
+    last = req(amount=3_990, original_rrn=r.rrn)
+    stale = await lookup.read_context(two.a._contexts, last.pan, last.merchant_id, last.key, None, r.rrn)
+    ok(await two.b.refund(req(amount=10, original_rrn=r.rrn)))
+    before = two.a.overtaken_total
+    outcome = await two.a._compensate(TxnType.REFUND, last, stale, None)
+    # Decided on 6,000 + 3,990; posted, after its second read, on 6,010 + 3,990 = 10,000.
+    assert outcome.approved and two.a.overtaken_total == before + 1, outcome
+    undone, kinds = await two.undone(original.journal_id)
+    assert undone == 10_000 and kinds == ["refund"] * 4
+    assert await two.points() == 0  # every point earned, clawed back
     await two.books_ok()

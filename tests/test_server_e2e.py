@@ -570,8 +570,10 @@ def test_metrics_endpoint(daemon: Any) -> None:
     for name in ("switchd_requests", "switchd_request_duration_seconds", "switchd_connections",
                  "switchd_connections_rejected", "switchd_frames_rejected", "switchd_mac_failures",
                  "switchd_ledger_batch_size", "switchd_db_pool_connections", "switchd_ledger_queue_wait_seconds",
-                 "switchd_event_loop_lag_seconds"):
+                 "switchd_event_loop_lag_seconds", "switchd_compensations_overtaken"):
         assert name in fams, name
+    assert [s.value for s in fams["switchd_compensations_overtaken"].samples
+            if s.name == "switchd_compensations_overtaken_total"] == [0]
     req = {(s.labels["mti"], s.labels["processing"], s.labels["response_code"]): s.value
            for s in fams["switchd_requests"].samples if s.name == "switchd_requests_total"}
     assert req[("0800", "none", "00")] >= 1 and req[("0200", "00", ROUTED)] >= 1

@@ -106,7 +106,8 @@ class _GuardTaken(Exception):
     """A compensation's guard was taken: another one decided on the same standing first."""
 
 
-async def _pause_after_loss() -> None:
+async def _pause_after_loss(loyalty: Loyalty) -> None:
+    loyalty.overtaken_total += 1
     # Jitter, not a secret: random is fine here.
     await asyncio.sleep(random.uniform(0, GUARD_PAUSE_MAX_S))  # noqa: S311
 
@@ -127,6 +128,8 @@ class Loyalty:
         self._contexts = lookup.context_reader(self.pool)
         self._unposted_records = Coalescer(self.pool, _RECORD_UNPOSTED_SQL, split_on_error=True)
         self._local_locks: dict[int, asyncio.Lock] = {}
+        # Compensations that found their guard taken and decided again (for metrics).
+        self.overtaken_total = 0
         self._local_waiters: dict[int, int] = {}
         # Calendar date for card expiry; injectable for tests.
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
@@ -609,7 +612,7 @@ class Loyalty:
                                             guard=_guard(jid, version))
                 except _GuardTaken:
                     standing = None  # another compensation of it posted first: read again
-                    await _pause_after_loss()
+                    await _pause_after_loss(self)
         return Outcome(Reason.SYSTEM_ERROR, t,
                        detail=f"original {jid} kept changing: {GUARD_ATTEMPTS_MAX} reads were overtaken")
 
@@ -710,7 +713,7 @@ class Loyalty:
                         return await self._undo(t, req, ctx, orig, comps, after, True, receipt, orig_legs=legs,
                                                 guard=_guard(root, version))
                     except _GuardTaken:  # another compensation of the root posted first: read again
-                        await _pause_after_loss()
+                        await _pause_after_loss(self)
             return Outcome(Reason.SYSTEM_ERROR, t,
                            detail=f"original {root} kept changing: {GUARD_ATTEMPTS_MAX} reads were overtaken")
         return Outcome(Reason.SYSTEM_ERROR, t, detail="original kept changing under the reversal")
