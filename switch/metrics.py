@@ -68,12 +68,10 @@ class _PoolCollector(Collector):
 
 
 class _CoalescerCollector(Collector):
-    """Coalesced statements (ledger.coalesce): calls made and statements sent, by statement name;
-    and the loyalty operations' compensations overtaken (read at scrape time, like the rest)."""
+    """Coalesced statements (ledger.coalesce): calls made and statements sent, by statement name."""
 
     def __init__(self) -> None:
         self.coalescers: dict[str, Any] = {}
-        self.loyalty: Any = None  # ledger.loyalty.operations.Loyalty, for its counters
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         calls = CounterMetricFamily("switchd_db_coalesced_calls", "Single-row calls answered by coalesced "
@@ -85,6 +83,18 @@ class _CoalescerCollector(Collector):
             sent.add_metric([name], c.batches_total)
         yield calls
         yield sent
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return iter(())
+
+
+class _LoyaltyCollector(Collector):
+    """The loyalty operations' counters, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.loyalty: Any = None  # ledger.loyalty.operations.Loyalty, once the daemon has one
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
         overtaken = CounterMetricFamily(
             "switchd_compensations_overtaken", "Voids, refunds and reversals whose original changed between "
             "their read and their posting (guard taken): each read again and decided again")
@@ -146,6 +156,8 @@ class Metrics:
         r.register(self._pool)
         self._coalescers = _CoalescerCollector()
         r.register(self._coalescers)
+        self._loyalty = _LoyaltyCollector()
+        r.register(self._loyalty)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -168,7 +180,7 @@ class Metrics:
 
     def watch_loyalty(self, loyalty: Any) -> None:
         """Export the loyalty operations' counters (compensations overtaken)."""
-        self._coalescers.loyalty = loyalty
+        self._loyalty.loyalty = loyalty
 
     async def watch_event_loop(self, interval_s: float = LOOP_LAG_INTERVAL_S) -> None:
         """Sample the event loop's lag until cancelled (run it as a task of the loop to watch).

@@ -27,6 +27,9 @@ _ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_da
                      "t.merchant_id, t.card_id, t.program, t.amount, t.currency, t.original_journal_id")
 _ORIGINAL_FIELDS = tuple(c.strip().removeprefix("t.") for c in _ORIGINAL_COLUMNS.split(","))
 
+# What loyalty.standing returns, as one JSON value (see _standing).
+_STANDING_JSON = "json_build_array(s.comps, s.legs, s.version)"
+
 # One request's context, as a query over its parameters (pan, merchant, key, receipt key,
 # original RRN). For a void's or refund's original, also what stands against it (no lock:
 # the compensation is guarded by the version read here; see ledger.loyalty.operations).
@@ -47,8 +50,7 @@ SELECT b.open_date,
        -- In CASE, a subquery runs only for a request that found its original (as a lateral
        -- join, a generic plan may call the function for every request: measured, it did).
        CASE WHEN o.journal_id IS NOT NULL
-            THEN (SELECT json_build_array(s.comps, s.legs, s.version)
-                    FROM loyalty.standing(o.journal_id, o.journal_id) s) END AS orig_standing
+            THEN (SELECT {_STANDING_JSON} FROM loyalty.standing(o.journal_id, o.journal_id) s) END AS orig_standing
   FROM ledger.business_day b
   LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
   LEFT JOIN loyalty.programs p ON p.code = m.program
@@ -123,8 +125,7 @@ class Context:
         """What stood against :attr:`original` when the context was read (None without one)."""
         if self.row["orig_journal_id"] is None or self.row["orig_standing"] is None:
             return None
-        comps, legs, version = json.loads(self.row["orig_standing"])
-        return _standing(comps, legs, version)
+        return _standing(self.row["orig_standing"])
 
     @property
     def fees(self) -> dict[str, int]:
@@ -242,7 +243,9 @@ Standing = tuple[list[Compensation], list[PostedLeg], int]
 version (how many compensations the family has ever had; the next one is guarded by it)."""
 
 
-def _standing(comps: list[Any], legs: list[Any], version: int) -> Standing:
+def _standing(value: str) -> Standing:
+    """A standing from its _STANDING_JSON: [comps, legs, version]."""
+    comps, legs, version = json.loads(value)
     return ([Compensation(int(j), str(t), int(u), [int(v) for v in undo]) for j, t, u, undo in comps],
             [PostedLeg(int(d), int(c), int(a), str(dr), str(cr)) for d, c, a, dr, cr in legs],
             int(version))
@@ -251,9 +254,9 @@ def _standing(comps: list[Any], legs: list[Any], version: int) -> Standing:
 async def standing(conn: asyncpg.Connection | asyncpg.Pool, journal_id: int, root: int) -> Standing:
     """What stands against ``journal_id``, with the family version of ``root`` (the original it
     compensates, or itself), in one round trip (loyalty.standing)."""
-    row = await conn.fetchrow("SELECT comps, legs, version FROM loyalty.standing($1, $2)", journal_id, root)
-    assert row is not None
-    return _standing(json.loads(row["comps"]), json.loads(row["legs"]), row["version"])
+    value = await conn.fetchval(f"SELECT {_STANDING_JSON} FROM loyalty.standing($1, $2) s", journal_id, root)
+    assert value is not None
+    return _standing(value)
 
 
 async def prizes(conn: asyncpg.Connection | asyncpg.Pool, program: str) -> list[tuple[str, int, int]]:

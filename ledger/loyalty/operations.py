@@ -28,10 +28,11 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -106,12 +107,6 @@ class _GuardTaken(Exception):
     """A compensation's guard was taken: another one decided on the same standing first."""
 
 
-async def _pause_after_loss(loyalty: Loyalty) -> None:
-    loyalty.overtaken_total += 1
-    # Jitter, not a secret: random is fine here.
-    await asyncio.sleep(random.uniform(0, GUARD_PAUSE_MAX_S))  # noqa: S311
-
-
 def _guard(root: int, version: int) -> str:
     """The guard of the compensation that follows ``version`` others in ``root``'s family."""
     return f"comp:{root}:{version + 1}"
@@ -128,9 +123,9 @@ class Loyalty:
         self._contexts = lookup.context_reader(self.pool)
         self._unposted_records = Coalescer(self.pool, _RECORD_UNPOSTED_SQL, split_on_error=True)
         self._local_locks: dict[int, asyncio.Lock] = {}
+        self._local_waiters: dict[int, int] = {}
         # Compensations that found their guard taken and decided again (for metrics).
         self.overtaken_total = 0
-        self._local_waiters: dict[int, int] = {}
         # Calendar date for card expiry; injectable for tests.
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
 
@@ -500,13 +495,12 @@ class Loyalty:
                 Reason.ORIGINAL_REVERSED, t, detail="a reversal of this request came first"), receipt)
         if meta.get("fp") != _fingerprint(t, req, ctx.card_id):
             return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="key used before with different content")
-        db = self.pool
-        rows = await db.fetch(
+        rows = await self.pool.fetch(
             "SELECT a.owner_kind || ':' || a.purpose AS role, e.balance_after FROM ledger.entries e "
             "JOIN ledger.accounts a ON a.id = e.account_id WHERE e.journal_id=$1 ORDER BY e.leg", journal_id)
         balances = {r["role"]: int(r["balance_after"]) for r in rows}
         out = meta.get("out", {})
-        bdate = await db.fetchval("SELECT business_date FROM ledger.journals WHERE id=$1", journal_id)
+        bdate = await self.pool.fetchval("SELECT business_date FROM ledger.journals WHERE id=$1", journal_id)
         return Outcome(
             Reason(txn.get("reason", Reason.APPROVED)), t, detail="replayed", journal_id=journal_id,
             approval_code=approval_code(journal_id), business_date=bdate.isoformat(), program=txn.get("program"),
@@ -554,6 +548,33 @@ class Loyalty:
                 del self._local_waiters[root]
                 del self._local_locks[root]
 
+    async def _on_standing(self, t: TxnType, root: int, first: lookup.Standing | None,
+                           read: Callable[[], Awaitable[lookup.Standing]],
+                           decide: Callable[[lookup.Standing], Awaitable[Outcome]]) -> Outcome:
+        """``decide`` on what stands against ``root``'s family, one compensation of ``root`` at
+        a time in this process; and again on a fresh ``read`` each time its guard was taken
+        (another compensation of ``root`` posted in between), at most GUARD_ATTEMPTS_MAX times
+        and within the bound of the wait for the in-process lock. ``first``: a standing read
+        already, used unless this one had to wait for the lock (it may be stale then)."""
+        loop = asyncio.get_running_loop()
+        async with self._serialised(root) as waited:
+            deadline_s = loop.time() + self.lock_timeout_s * 4
+            standing = None if waited else first
+            for attempt in range(1, GUARD_ATTEMPTS_MAX + 1):
+                if standing is None:
+                    standing = await read()
+                try:
+                    return await decide(standing)
+                except _GuardTaken:
+                    self.overtaken_total += 1
+                    if attempt == GUARD_ATTEMPTS_MAX or loop.time() >= deadline_s:
+                        return Outcome(Reason.SYSTEM_ERROR, t, detail=f"original {root} kept changing: "
+                                       f"{attempt} decisions overtaken by other compensations of it")
+                    standing = None
+                    # Jitter, not a secret: random is fine here.
+                    await asyncio.sleep(random.uniform(0, GUARD_PAUSE_MAX_S))  # noqa: S311
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
     async def _compensate(self, t: TxnType, req: Request, ctx: Context,
                           receipt: OutcomeReceiptFn | None) -> Outcome:
         def decline(reason: Reason, detail: str, original: int | None = None) -> Any:
@@ -587,34 +608,32 @@ class Loyalty:
                 return await decline(Reason.INVALID_TXN, "the original's terminal batch is closed", jid)
             if req.amount != orig.amount:
                 return await decline(Reason.INVALID_AMOUNT, f"a void is for the full {orig.amount}", jid)
-        async with self._serialised(jid) as waited:
-            standing = None if waited else ctx.standing
-            for _attempt in range(GUARD_ATTEMPTS_MAX):
-                if standing is None:
-                    standing = await lookup.standing(self.pool, jid, jid)
-                comps, legs, version = standing
-                undone = sum(c.undo_units for c in comps)
-                if t is TxnType.VOID and comps:
-                    return await decline(Reason.INVALID_TXN, "already voided, refunded or reversed", jid)
-                if (t is TxnType.REFUND and any(c.txn_type in ("void", "reversal") for c in comps)
-                        and undone >= orig.amount):
-                    return await decline(Reason.INVALID_TXN, "the original was voided or reversed", jid)
-                after = orig.amount if t is TxnType.VOID else undone + req.amount
-                if after > orig.amount:
-                    return await decline(Reason.EXCEEDS_LIMIT,
-                                         f"refunds would total {after}, above the original {orig.amount}", jid)
-                # Claw-backs (undoing points the member earned) may take the member below zero, and
-                # credits back to the member are never refused; undoing a top-up or load may not
-                # take the member below zero: the member must still have what is taken back.
-                force = otype not in (TxnType.TOPUP, TxnType.LOAD)
-                try:
-                    return await self._undo(t, req, ctx, orig, comps, after, force, receipt, orig_legs=legs,
-                                            guard=_guard(jid, version))
-                except _GuardTaken:
-                    standing = None  # another compensation of it posted first: read again
-                    await _pause_after_loss(self)
-        return Outcome(Reason.SYSTEM_ERROR, t,
-                       detail=f"original {jid} kept changing: {GUARD_ATTEMPTS_MAX} reads were overtaken")
+        return await self._on_standing(t, jid, ctx.standing, functools.partial(lookup.standing, self.pool, jid, jid),
+                                       functools.partial(self._refund_or_void_on, t, req, ctx, receipt, orig))
+
+    async def _refund_or_void_on(self, t: TxnType, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None,
+                                 orig: Original, standing: lookup.Standing) -> Outcome:
+        """Void or refund ``orig`` as ``standing`` says it stands (see _on_standing)."""
+        comps, legs, version = standing
+        jid = orig.journal_id
+        undone = sum(c.undo_units for c in comps)
+        problem: tuple[Reason, str] | None = None
+        if t is TxnType.VOID and comps:
+            problem = Reason.INVALID_TXN, "already voided, refunded or reversed"
+        elif (t is TxnType.REFUND and any(c.txn_type in ("void", "reversal") for c in comps)
+              and undone >= orig.amount):
+            problem = Reason.INVALID_TXN, "the original was voided or reversed"
+        after = orig.amount if t is TxnType.VOID else undone + req.amount
+        if problem is None and after > orig.amount:
+            problem = Reason.EXCEEDS_LIMIT, f"refunds would total {after}, above the original {orig.amount}"
+        if problem is not None:
+            return await self._unposted(t, req, ctx, Outcome(problem[0], t, detail=problem[1]), receipt, jid)
+        # Claw-backs (undoing points the member earned) may take the member below zero, and
+        # credits back to the member are never refused; undoing a top-up or load may not
+        # take the member below zero: the member must still have what is taken back.
+        force = TxnType(orig.txn_type) not in (TxnType.TOPUP, TxnType.LOAD)
+        return await self._undo(t, req, ctx, orig, comps, after, force, receipt, orig_legs=legs,
+                                guard=_guard(jid, version))
 
     async def _undo(self, t: TxnType, req: Request, ctx: Context, orig: Original,
                     comps: list[lookup.Compensation], after: int, force: bool,
@@ -690,33 +709,36 @@ class Loyalty:
             assert root is not None
             # Serialised (and guarded) by the root original, as its voids and refunds are; what
             # stands against the journal reversed (``jid``) is read with the root's family version.
-            async with self._serialised(root):
-                for _guard_attempt in range(GUARD_ATTEMPTS_MAX):
-                    comps, legs, version = await lookup.standing(self.pool, jid, root)
-                    # A reversal is never itself reversed, so it stands among jid's compensations.
-                    if any(c.txn_type == TxnType.REVERSAL for c in comps):
-                        return await self._unposted(t, req, ctx, Outcome(
-                            Reason.APPROVED, t, detail="already reversed"), receipt, jid)
-                    try:
-                        if ttype in (TxnType.VOID, TxnType.REFUND):
-                            # Undo a compensation entirely: the original stands again by as much.
-                            return await self._undo(t, req, ctx, orig, [], 0, True, receipt, whole=True,
-                                                    orig_legs=legs, guard=_guard(root, version))
-                        undone = sum(c.undo_units for c in comps)
-                        if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
-                            after = min(orig.amount, undone + orig.amount - req.replacement_amount)
-                        else:
-                            after = orig.amount
-                        if after <= undone:
-                            return await self._unposted(t, req, ctx, Outcome(
-                                Reason.APPROVED, t, detail="nothing left to reverse"), receipt, jid)
-                        return await self._undo(t, req, ctx, orig, comps, after, True, receipt, orig_legs=legs,
-                                                guard=_guard(root, version))
-                    except _GuardTaken:  # another compensation of the root posted first: read again
-                        await _pause_after_loss(self)
-            return Outcome(Reason.SYSTEM_ERROR, t,
-                           detail=f"original {root} kept changing: {GUARD_ATTEMPTS_MAX} reads were overtaken")
-        return Outcome(Reason.SYSTEM_ERROR, t, detail="original kept changing under the reversal")
+            return await self._on_standing(t, root, None, functools.partial(lookup.standing, self.pool, jid, root),
+                                           functools.partial(self._reverse_on, req, ctx, receipt, orig, ttype, jid,
+                                                             root))
+        return Outcome(Reason.SYSTEM_ERROR, t,
+                       detail="original not found and not marked: something kept posting under its key")
+
+    async def _reverse_on(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None, orig: Original,
+                          ttype: str, jid: int, root: int, standing: lookup.Standing) -> Outcome:
+        """Reverse journal ``jid`` (``orig`` as recorded; of type ``ttype``, compensating
+        ``root`` or being it) as ``standing`` says it stands (see _on_standing)."""
+        t = TxnType.REVERSAL
+        comps, legs, version = standing
+        # A reversal is never itself reversed, so it stands among jid's compensations.
+        if any(c.txn_type == TxnType.REVERSAL for c in comps):
+            return await self._unposted(t, req, ctx, Outcome(Reason.APPROVED, t, detail="already reversed"),
+                                        receipt, jid)
+        if ttype in (TxnType.VOID, TxnType.REFUND):
+            # Undo a compensation entirely: the original stands again by as much.
+            return await self._undo(t, req, ctx, orig, [], 0, True, receipt, whole=True, orig_legs=legs,
+                                    guard=_guard(root, version))
+        undone = sum(c.undo_units for c in comps)
+        if req.replacement_amount is not None and 0 <= req.replacement_amount < orig.amount:
+            after = min(orig.amount, undone + orig.amount - req.replacement_amount)
+        else:
+            after = orig.amount
+        if after <= undone:
+            return await self._unposted(t, req, ctx, Outcome(Reason.APPROVED, t, detail="nothing left to reverse"),
+                                        receipt, jid)
+        return await self._undo(t, req, ctx, orig, comps, after, True, receipt, orig_legs=legs,
+                                guard=_guard(root, version))
 
     async def _mark(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome | None:
         """Post a marker under the unknown original's key, so that a late original is declined.
