@@ -131,9 +131,10 @@ def _port_free(port: int) -> bool:
 
 def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connections_max: int,
                   pool_size_min: int, pool_size_max: int, metrics_port: int = 0, workers: int = 1,
-                  ledger: dict[str, str] | None = None) -> str:
+                  ledger: dict[str, str] | None = None, database: dict[str, str] | None = None) -> str:
     """A switchd.toml: one nac2 POS listener, metrics off (or on metrics_port), idle timeout long
-    enough for any run; ``ledger`` sets [ledger] keys (TOML values as text), the defaults otherwise."""
+    enough for any run; ``ledger`` and ``database`` set more [ledger] and [database] keys (TOML
+    values as text), the defaults otherwise."""
     ledger_lines = ["[ledger]", *(f"{k} = {v}" for k, v in (ledger or {}).items()), ""] if ledger else []
     return "\n".join([
         "[daemon]",
@@ -146,6 +147,7 @@ def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connect
         f'dsn = "{dsn}"',
         f"pool_size_min = {pool_size_min}",
         f"pool_size_max = {pool_size_max}",
+        *(f"{k} = {v}" for k, v in (database or {}).items()),
         "",
         *ledger_lines,
         "[metrics]",
@@ -178,7 +180,8 @@ class Daemon:
 
     def __init__(self, workdir: Path, dsn: str, *, log_level: str, connections_max: int,
                  pool_size_min: int, pool_size_max: int, master_key_hex: str = "", metrics_port: int = 0,
-                 workers: int = 1, ledger: dict[str, str] | None = None) -> None:
+                 workers: int = 1, ledger: dict[str, str] | None = None,
+                 database: dict[str, str] | None = None) -> None:
         self.config = workdir / "switchd.toml"
         # At info level the "ready" line gives the ports (so the daemon may bind port 0);
         # above it there is no such line, so a port chosen here, answering, means ready.
@@ -186,7 +189,7 @@ class Daemon:
         self.config.write_text(
             daemon_config(workdir, dsn, port=self.port, log_level=log_level, connections_max=connections_max,
                           pool_size_min=pool_size_min, pool_size_max=pool_size_max, metrics_port=metrics_port,
-                          workers=workers, ledger=ledger),
+                          workers=workers, ledger=ledger, database=database),
             encoding="utf-8")
         self.log_path = workdir / "daemon.log"
         self.env = {**os.environ, "SWITCHD_MASTER_KEY": master_key_hex or secrets.token_hex(32)}

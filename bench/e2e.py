@@ -255,6 +255,17 @@ def loadgen(port: int, work: Path, name: str, *args: str, timeout_s: float) -> t
                            timeout_s=timeout_s)
 
 
+def settings(parser: argparse.ArgumentParser, option: str, items: list[str]) -> dict[str, str]:
+    """KEY=VALUE items of a repeatable option, as {key: value}; a malformed one stops the run."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            parser.error(f"{option} wants KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def approved_per_s(summary: dict[str, Any]) -> float:
     elapsed = summary["elapsed_s"] or 1.0
     return float(summary["response_codes"].get("00", 0)) / float(elapsed)
@@ -459,14 +470,12 @@ def main() -> int:
     parser.add_argument("--ledger", action="append", default=[], metavar="KEY=VALUE",
                         help="a [ledger] setting for the daemon (repeatable), e.g. batches_inflight_max=3; "
                              "config/switchd.toml's defaults otherwise")
+    parser.add_argument("--database", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [database] setting for the daemon (repeatable), e.g. coalesced_inflight_max=1")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
-    ledger_settings: dict[str, str] = {}
-    for item in args.ledger:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip() or not value.strip():
-            parser.error(f"--ledger wants KEY=VALUE, got {item!r}")
-        ledger_settings[key.strip()] = value.strip()
+    ledger_settings = settings(parser, "--ledger", args.ledger)
+    database_settings = settings(parser, "--database", args.database)
     global MIX
     MIX = args.mix
 
@@ -480,6 +489,7 @@ def main() -> int:
         "pool_size": args.pool_size,
         "workers": args.workers,
         "ledger": ledger_settings,
+        "database": database_settings,
         "settle_s": args.settle_s,
     }
     print(f"daemon log_level = \"{LOG_LEVEL}\" (per-request info logs cost CPU); mix {MIX}", flush=True)
@@ -499,7 +509,7 @@ def main() -> int:
               Daemon(Path(tmp), dsn, log_level=LOG_LEVEL, connections_max=1000, pool_size_min=args.pool_size,
                      pool_size_max=args.pool_size, master_key_hex=master_key_hex,
                      metrics_port=_common.free_ports(args.workers), workers=args.workers,
-                     ledger=ledger_settings) as daemon):
+                     ledger=ledger_settings, database=database_settings) as daemon):
             work = Path(tmp)
             daemon.cli("db", "upgrade")
             setup = asyncio.run(provision(dsn, args, bytes.fromhex(master_key_hex), work))

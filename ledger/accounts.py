@@ -151,9 +151,9 @@ _RECEIPTS_SQL = (
     "JOIN ledger.receipts r ON r.idempotency_key = q.key")
 
 
-def receipt_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
+def receipt_reader(pool: asyncpg.Pool, concurrency_max: int = 2, linger_s: float = 0.0) -> Coalescer:
     """Concurrent receipt lookups read together; use with :func:`read_receipt`."""
-    return Coalescer(pool, _RECEIPTS_SQL, concurrency_max=concurrency_max)
+    return Coalescer(pool, _RECEIPTS_SQL, concurrency_max=concurrency_max, linger_s=linger_s)
 
 
 async def read_receipt(reader: Coalescer, idempotency_key: str) -> StoredReceipt | None:

@@ -62,6 +62,8 @@ DATABASE_SCHEMA: Schema = {
     "timeout_connect_s": (float, 10.0, _between(0.1, 300)),
     "timeout_statement_s": (float, 30.0, _between(0.1, 3600)),
     "embedded_port": (int, 5439, _between(1024, 65535)),
+    "coalesced_inflight_max": (int, 2, _between(1, 16)),
+    "coalesced_linger_ms": (float, 0.0, _between(0, 100)),
 }
 
 LEDGER_SCHEMA: Schema = {
@@ -131,6 +133,8 @@ class DatabaseConfig:
     timeout_connect_s: float
     timeout_statement_s: float
     embedded_port: int
+    coalesced_inflight_max: int
+    coalesced_linger_ms: float
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,9 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
         ledger = Ledger(pool, ledger_settings(cfg), observer=metrics.observer())
         metrics.watch_pool(pool, lambda: ledger.queue_depth)
         await ledger.start()
-        loyalty = Loyalty(ledger, pool)
-        receipts = receipt_reader(pool)
+        coalesced, linger_s = cfg.database.coalesced_inflight_max, cfg.database.coalesced_linger_ms / 1000.0
+        loyalty = Loyalty(ledger, pool, coalesced_inflight_max=coalesced, coalesced_linger_s=linger_s)
+        receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
         terminals = TerminalStore(pool, master_key)

@@ -34,6 +34,61 @@ async def test_concurrent_lookups_share_statements(pool: asyncpg.Pool) -> None:
     assert reads.batches_total <= 20, f"{reads.batches_total} statements for 200 calls"
 
 
+async def test_one_slot_means_one_statement_at_a_time(pool: asyncpg.Pool) -> None:
+    # [database] coalesced_inflight_max = 1 (several workers share one PostgreSQL): calls that
+    # arrive while the statement runs wait for it, and go together in the next one.
+    slow = ("SELECT q.n, q.v * 2 AS doubled, pg_sleep(0.05) IS NULL AS slept "
+            "FROM unnest($1::int[]) WITH ORDINALITY AS q(v, n)")
+    reads = Coalescer(pool, slow, concurrency_max=1)
+    running_max = 0
+
+    async def call(v: int) -> int:
+        nonlocal running_max
+        row = reads.fetch(v)
+        running_max = max(running_max, reads._running)
+        got = await row
+        running_max = max(running_max, reads._running)
+        assert got is not None
+        return int(got["doubled"])
+
+    async def wave(base: int) -> list[int]:
+        return list(await asyncio.gather(*(call(base + v) for v in range(10))))
+
+    first = asyncio.ensure_future(wave(0))
+    await asyncio.sleep(0.01)  # the first statement is running: these ten must wait for it
+    second = await wave(100)
+    assert await first == [2 * v for v in range(10)] and second == [2 * (100 + v) for v in range(10)]
+    assert running_max == 1
+    assert reads.batches_total == 2 and reads.calls_total == 20
+
+
+async def test_linger_from_idle_gathers_calls_spread_in_time(pool: asyncpg.Pool) -> None:
+    # Calls 20 ms apart: without a linger each finds the coalescer idle and goes alone; with a
+    # 150 ms linger the first waits, and the rest join its statement.
+    async def spread(reads: Coalescer) -> list[int]:
+        async def call(v: int) -> int:
+            await asyncio.sleep(0.02 * v)
+            row = await reads.fetch(v)
+            assert row is not None
+            return int(row["doubled"])
+        return list(await asyncio.gather(*(call(v) for v in range(1, 6))))
+
+    alone = Coalescer(pool, LOOKUP, concurrency_max=1)
+    assert await spread(alone) == [2, 4, 6, 8, 10] and alone.batches_total >= 4
+    lingering = Coalescer(pool, LOOKUP, concurrency_max=1, linger_s=0.15)
+    assert await spread(lingering) == [2, 4, 6, 8, 10] and lingering.batches_total == 1
+
+
+async def test_loyalty_takes_the_configured_slots(pool: asyncpg.Pool) -> None:
+    from ledger.loyalty.operations import Loyalty
+
+    async with Ledger(pool) as led:
+        default = Loyalty(led, pool)
+        one = Loyalty(led, pool, coalesced_inflight_max=1, coalesced_linger_s=0.002)
+    assert {(c.concurrency_max, c.linger_s) for c in default.coalescers().values()} == {(2, 0.0)}
+    assert {(c.concurrency_max, c.linger_s) for c in one.coalescers().values()} == {(1, 0.002)}
+
+
 async def test_a_bad_write_fails_alone(pool: asyncpg.Pool) -> None:
     await pool.execute("CREATE TABLE coalesce_t (v int PRIMARY KEY CHECK (v >= 0))")
     writes = Coalescer(pool, "WITH rows AS (SELECT * FROM unnest($1::int[]) WITH ORDINALITY AS q(v, n)), "

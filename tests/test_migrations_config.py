@@ -75,6 +75,8 @@ def test_cli_upgrade_and_status(empty_db_dsn: str) -> None:
         ("[metrics]\nenabled = 1\n", "config: metrics.enabled: expected true or false, got 1"),
         ("[nonsense]\n", "config: nonsense: unknown section"),
         ("[database]\npool_size_min = 20\npool_size_max = 5\n", "config: database.pool_size_min: must be <="),
+        ("[database]\ncoalesced_inflight_max = 0\n",
+         "config: database.coalesced_inflight_max: must be between 1 and 16, got 0"),
         ("[[listeners]]\nname = 'a'\nframing = 'xml'\n", "config: listeners[0].framing: must be one of nac2, ascii4"),
         ("[[listeners]]\nname = 'a'\n[[listeners]]\nname = 'a'\nport = 9\n", "listeners[1].name: duplicate"),
         ("[[listeners]]\nname = 'a'\ntls_cert_file = 'x.pem'\n", "listeners[0].tls_key_file: TLS needs both"),

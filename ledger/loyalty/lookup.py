@@ -149,10 +149,10 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2) -> Coalescer:
+def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2, linger_s: float = 0.0) -> Coalescer:
     """Concurrent requests' contexts read together:
     ``Context(await reader.fetch(pan, merchant_id, key, receipt_key, original_rrn))``."""
-    return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max)
+    return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max, linger_s=linger_s)
 
 
 async def read_context(reader: Coalescer, pan: str, merchant_id: str, key: str,

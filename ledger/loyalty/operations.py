@@ -116,12 +116,15 @@ class Loyalty:
     """The domain operations over a running :class:`~ledger.engine.Ledger`."""
 
     def __init__(self, ledger: Ledger, pool: asyncpg.Pool | None = None, lock_timeout_s: float = 2.0,
-                 today: Any = None) -> None:
+                 today: Any = None, coalesced_inflight_max: int = 2, coalesced_linger_s: float = 0.0) -> None:
         self.ledger = ledger
         self.pool: asyncpg.Pool = pool or ledger.pool
         self.lock_timeout_s = lock_timeout_s
-        self._contexts = lookup.context_reader(self.pool)
-        self._unposted_records = Coalescer(self.pool, _RECORD_UNPOSTED_SQL, split_on_error=True)
+        # Each coalesced statement (context reads, decline records) has this many in flight at once.
+        self._contexts = lookup.context_reader(self.pool, concurrency_max=coalesced_inflight_max,
+                                               linger_s=coalesced_linger_s)
+        self._unposted_records = Coalescer(self.pool, _RECORD_UNPOSTED_SQL, split_on_error=True,
+                                           concurrency_max=coalesced_inflight_max, linger_s=coalesced_linger_s)
         self._local_locks: dict[int, asyncio.Lock] = {}
         self._local_waiters: dict[int, int] = {}
         # Compensations that found their guard taken and decided again (for metrics).
