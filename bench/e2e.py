@@ -457,8 +457,9 @@ def main() -> int:
                              "settings at the same load")
     parser.add_argument("--pool-size", type=int, default=20, help="daemon database pool (min = max), per worker")
     parser.add_argument("--workers", type=int, default=1, help="daemon worker processes ([daemon] workers). "
-                        "1 on this 2-core box: 2 gave 10-19%% more approved/s in 3 of 4 A/B pairs "
-                        "(2026-11-22) but a half-rate p99 of 111 ms, the box 97%% busy at half the rate")
+                        "1 on this 2-core box: 2 (with --ledger batches_inflight_max=1 --database "
+                        "coalesced_inflight_max=1) gave ~20%% more approved/s (2026-11-22) but a half-rate "
+                        "p99 over 50 ms, the box 93%% busy at half the rate")
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument("--keep-daemon-log", default="", help="copy the daemon's log here")
