@@ -50,6 +50,9 @@ MALFUNCTION = "96"
 # Request counters kept per (MTI, processing code, response code) as sent: a hostile terminal
 # varies field 3 at will, so the cache is bounded (beyond it, children are looked up each time).
 COUNTER_CACHE_MAX = 4096
+# Request bounds are enforced by one sweeper task per pipeline, this often at most (and ten
+# times per handler bound): a timer per request cost more than the rest of its bookkeeping.
+BOUND_SWEEP_INTERVAL_MAX_S = 0.1
 # RRNs are taken from the database in blocks: one sequence call per this many responses.
 RRN_BLOCK = 1000
 RRN_DIGITS = 12
@@ -91,6 +94,30 @@ class Services:
 
 
 @dataclass
+class _Bound:
+    """When a request in flight is answered 91, whatever it is waiting for.
+
+    ``deadline_s`` is the whole request's bound, or the handler's while the handler runs (the
+    earlier of the two). The sweeper cancels the request's task once it is past; the request
+    turns that cancellation (and no other) into its 91.
+    """
+
+    deadline_s: float
+    request_deadline_s: float
+    cancelling: int  # the task's cancel requests before ours: more on return means another's
+    fired: bool = False
+    absorbed: bool = False
+
+    def expired(self) -> bool:
+        """True when the CancelledError in hand is the sweeper's (it is then absorbed, once)."""
+        if not self.fired or self.absorbed:
+            return False
+        self.absorbed = True
+        task = asyncio.current_task()
+        return task is None or task.uncancel() <= self.cancelling
+
+
+@dataclass
 class _State:
     """What the log line and the encoder need to know about one request."""
 
@@ -110,6 +137,8 @@ class Pipeline:
         self.spec = codec.load_spec(listener.spec)
         self._latency = services.metrics.request_seconds.labels(listener.name)
         self._counters: dict[tuple[str, str | None, str], Any] = {}
+        self._bounds: dict[asyncio.Task[Any], _Bound] = {}  # requests in flight
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def handle(self, raw: bytes, peer: str) -> bytes | None:
         """Response message bytes for ``raw``, or None when the connection must be closed."""
@@ -122,13 +151,23 @@ class Pipeline:
                         frame_bytes=len(raw))
             return None
         state = _State(mti)
+        # The whole request is bounded, not only its handler (which has its own
+        # timeout_handler_s): the terminal lookup, the duplicate check and the RRN
+        # wait on the database too.
+        task = asyncio.current_task()
+        deadline_s = asyncio.get_running_loop().time() + REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s
+        bound = _Bound(deadline_s, deadline_s, task.cancelling() if task is not None else 0)
+        if task is not None:
+            self._bounds[task] = bound
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep_bounds())
         try:
-            # The whole request is bounded, not only its handler (which has its own
-            # timeout_handler_s): the terminal lookup, the duplicate check and the RRN
-            # wait on the database too.
-            # (asyncio.timeout, not wait_for: no extra task per request.)
-            async with asyncio.timeout(REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s):
-                response = await self._answer(raw, state, peer)
+            try:
+                response = await self._answer(raw, state, peer, bound)
+            except asyncio.CancelledError:
+                if not bound.expired():
+                    raise
+                raise TimeoutError from None
         except TimeoutError:
             state.error = f"request exceeded {REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s}s"
             response = response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
@@ -138,6 +177,9 @@ class Pipeline:
                 error = f"database unavailable ({error})"
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)
             response = response_to(state.fields or {"t": mti}, MALFUNCTION)
+        finally:
+            if task is not None:
+                self._bounds.pop(task, None)
         if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION):
             # The request failed before its terminal was known (the lookup is what failed, or
             # timed out): sign the 91/96 with the last known key, so that the terminal acts on it.
@@ -156,6 +198,18 @@ class Pipeline:
                      pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
                      latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
+
+    async def _sweep_bounds(self) -> None:
+        """Cancel the requests past their bound; runs while any request is in flight."""
+        loop = asyncio.get_running_loop()
+        interval_s = min(BOUND_SWEEP_INTERVAL_MAX_S, self.listener.timeout_handler_s / 10)
+        while self._bounds:
+            await asyncio.sleep(interval_s)
+            now_s = loop.time()
+            for task, bound in list(self._bounds.items()):
+                if now_s >= bound.deadline_s and not bound.fired:
+                    bound.fired = True
+                    task.cancel()
 
     def _count(self, mti: str, pc: str | None, code: str) -> None:
         # Children cached by their labels (bounded: metric_labels and our response codes).
@@ -182,7 +236,7 @@ class Pipeline:
         if term is not None and term.keyed and term.mac_key is not None and state.mti[:2] != "08":
             state.terminal = term
 
-    async def _answer(self, raw: bytes, state: _State, peer: str) -> Fields:
+    async def _answer(self, raw: bytes, state: _State, peer: str, bound: _Bound) -> Fields:
         m = self.services.metrics
         name = self.listener.name
         try:
@@ -254,15 +308,19 @@ class Pipeline:
                 pool=self.services.pool, log=log, dedup_key=key, loyalty=self.services.loyalty,
                 rrn=await self.services.rrn.next() if key is not None else None,
             )
+            bound.deadline_s = min(bound.request_deadline_s,
+                                   asyncio.get_running_loop().time() + self.listener.timeout_handler_s)
             try:
-                async with asyncio.timeout(self.listener.timeout_handler_s):
-                    response = await target(ctx)
-            except TimeoutError:
+                response = await target(ctx)
+            except asyncio.CancelledError:
+                if not bound.expired():
+                    raise
                 # Not stored: the posting may still commit with its own receipt, which
                 # a retransmission then gets. This request is answered 91, never 00.
                 state.error = f"handler exceeded {self.listener.timeout_handler_s}s"
                 return ctx.reply(SYSTEM_UNAVAILABLE)
             finally:
+                bound.deadline_s = bound.request_deadline_s
                 # The receipt's builder closes over the context, which holds the receipt: a
                 # reference cycle per request, left to the cycle collector (measured in bench/e2e:
                 # a ~10 ms pause every ~1,500 requests). Break it here; the ledger keeps the
