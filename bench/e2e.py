@@ -458,8 +458,9 @@ def main() -> int:
     parser.add_argument("--pool-size", type=int, default=20, help="daemon database pool (min = max), per worker")
     parser.add_argument("--workers", type=int, default=1, help="daemon worker processes ([daemon] workers). "
                         "1 on this 2-core box: 2 (with --ledger batches_inflight_max=1 --database "
-                        "coalesced_inflight_max=1) gave ~20%% more approved/s (2026-11-22) but a half-rate "
-                        "p99 over 50 ms, the box 93%% busy at half the rate")
+                        "coalesced_inflight_max=1) gave +20%% approved/s in short A/B runs, inside the spread "
+                        "in full ones (2026-11-22), and a half-rate p99 over 50 ms, the box ~90%% busy at "
+                        "half the rate")
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument("--keep-daemon-log", default="", help="copy the daemon's log here")

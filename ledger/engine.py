@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from ledger.commands import (
     validate,
 )
 from ledger.db import connection_lost
+from ledger.deadlines import Deadlines
 from ledger.errors import one_line
 
 
@@ -98,6 +100,8 @@ SELECT * FROM p ORDER BY idx
 
 # SQLSTATEs worth retrying the whole batch for: nothing of it was committed.
 _RETRYABLE = {"40001", "40P01", "23505"}
+# Posts' bounds are checked this often at most (and ten times per timeout_post_s).
+DEADLINE_SWEEP_INTERVAL_MAX_S = 0.1
 # Errors that say nothing about one command (the database is slow, locked or going
 # away): splitting the batch would only repeat them.
 # (A lost connection, see ledger.db.connection_lost, is never bisected either.)
@@ -150,10 +154,10 @@ class Ledger:
         self._inflight_refs: set[tuple[str, int]] = set()
         self._closing = False
         self.batches_total = 0
-        # Each waiting post's deadline, checked by one sweeper task while any post waits: a
-        # timer per post (call_later + cancel, 2.6 us in uvloop) cost ten times the dict entry.
-        self._deadlines: dict[asyncio.Future[Result], float] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        # Each waiting post's bound (no timer per post: see ledger.deadlines).
+        timeout_s = self.settings.timeout_post_s
+        self._deadlines: Deadlines[asyncio.Future[Result]] = Deadlines(
+            min(DEADLINE_SWEEP_INTERVAL_MAX_S, timeout_s / 10), functools.partial(_expire, timeout_s=timeout_s))
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -212,25 +216,11 @@ class Ledger:
         # No shield: a caller that gives up (or is cancelled) leaves a done future, and the
         # writer skips commands it has not yet sent. One already in a batch in flight may
         # still post (bounded server-side by statement_timeout): hence "may still post".
-        self._deadlines[future] = loop.time() + self.settings.timeout_post_s
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = loop.create_task(self._sweep_deadlines(), name="ledger-deadlines")
+        self._deadlines.set(future, loop.time() + self.settings.timeout_post_s)
         try:
             return await future
         finally:
-            self._deadlines.pop(future, None)
-
-    async def _sweep_deadlines(self) -> None:
-        """Answer the posts past timeout_post_s (the writer skips them if still queued)."""
-        loop = asyncio.get_running_loop()
-        timeout_s = self.settings.timeout_post_s
-        interval_s = min(0.1, timeout_s / 10)
-        while self._deadlines:
-            await asyncio.sleep(interval_s)
-            now_s = loop.time()
-            for future, deadline_s in list(self._deadlines.items()):
-                if now_s >= deadline_s:
-                    _expire(future, timeout_s)
+            self._deadlines.discard(future)
 
     async def post_many(self, cmds: Sequence[Command]) -> list[Result]:
         """Post several commands concurrently; results in the same order."""

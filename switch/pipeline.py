@@ -21,6 +21,7 @@ import asyncpg
 
 from ledger.coalesce import Coalescer
 from ledger.db import connection_lost
+from ledger.deadlines import Deadlines
 from ledger.engine import Ledger
 from ledger.errors import one_line
 from ledger.loyalty.operations import Loyalty
@@ -50,8 +51,8 @@ MALFUNCTION = "96"
 # Request counters kept per (MTI, processing code, response code) as sent: a hostile terminal
 # varies field 3 at will, so the cache is bounded (beyond it, children are looked up each time).
 COUNTER_CACHE_MAX = 4096
-# Request bounds are enforced by one sweeper task per pipeline, this often at most (and ten
-# times per handler bound): a timer per request cost more than the rest of its bookkeeping.
+# Request bounds are checked this often at most (and ten times per handler bound), by one task
+# per pipeline (ledger.deadlines): two timers per request cost more than the rest of its bookkeeping.
 BOUND_SWEEP_INTERVAL_MAX_S = 0.1
 # RRNs are taken from the database in blocks: one sequence call per this many responses.
 RRN_BLOCK = 1000
@@ -93,20 +94,24 @@ class Services:
     loyalty: Loyalty | None = None  # the accounting host's domain operations (financial handlers)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a key of the pipeline's Deadlines
 class _Bound:
     """When a request in flight is answered 91, whatever it is waiting for.
 
-    ``deadline_s`` is the whole request's bound, or the handler's while the handler runs (the
-    earlier of the two). The sweeper cancels the request's task once it is past; the request
-    turns that cancellation (and no other) into its 91.
+    Its deadline (in the pipeline's Deadlines) is the whole request's bound, or the handler's
+    while the handler runs (the earlier of the two). Once it passes, the request's task is
+    cancelled; the request turns that cancellation (and no other) into its 91.
     """
 
-    deadline_s: float
+    task: asyncio.Task[Any]
     request_deadline_s: float
     cancelling: int  # the task's cancel requests before ours: more on return means another's
     fired: bool = False
     absorbed: bool = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
 
     def expired(self) -> bool:
         """True when the CancelledError in hand is the sweeper's (it is then absorbed, once)."""
@@ -137,8 +142,8 @@ class Pipeline:
         self.spec = codec.load_spec(listener.spec)
         self._latency = services.metrics.request_seconds.labels(listener.name)
         self._counters: dict[tuple[str, str | None, str], Any] = {}
-        self._bounds: dict[asyncio.Task[Any], _Bound] = {}  # requests in flight
-        self._sweeper: asyncio.Task[None] | None = None
+        self._deadlines: Deadlines[_Bound] = Deadlines(  # of the requests in flight
+            min(BOUND_SWEEP_INTERVAL_MAX_S, listener.timeout_handler_s / 10), _Bound.fire)
 
     async def handle(self, raw: bytes, peer: str) -> bytes | None:
         """Response message bytes for ``raw``, or None when the connection must be closed."""
@@ -155,12 +160,10 @@ class Pipeline:
         # timeout_handler_s): the terminal lookup, the duplicate check and the RRN
         # wait on the database too.
         task = asyncio.current_task()
+        assert task is not None, "a request runs in its own task"
         deadline_s = asyncio.get_running_loop().time() + REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s
-        bound = _Bound(deadline_s, deadline_s, task.cancelling() if task is not None else 0)
-        if task is not None:
-            self._bounds[task] = bound
-            if self._sweeper is None or self._sweeper.done():
-                self._sweeper = asyncio.get_running_loop().create_task(self._sweep_bounds())
+        bound = _Bound(task, deadline_s, task.cancelling())
+        self._deadlines.set(bound, deadline_s)
         try:
             try:
                 response = await self._answer(raw, state, peer, bound)
@@ -178,8 +181,7 @@ class Pipeline:
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)
             response = response_to(state.fields or {"t": mti}, MALFUNCTION)
         finally:
-            if task is not None:
-                self._bounds.pop(task, None)
+            self._deadlines.discard(bound)
         if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION):
             # The request failed before its terminal was known (the lookup is what failed, or
             # timed out): sign the 91/96 with the last known key, so that the terminal acts on it.
@@ -198,18 +200,6 @@ class Pipeline:
                      pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
                      latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
-
-    async def _sweep_bounds(self) -> None:
-        """Cancel the requests past their bound; runs while any request is in flight."""
-        loop = asyncio.get_running_loop()
-        interval_s = min(BOUND_SWEEP_INTERVAL_MAX_S, self.listener.timeout_handler_s / 10)
-        while self._bounds:
-            await asyncio.sleep(interval_s)
-            now_s = loop.time()
-            for task, bound in list(self._bounds.items()):
-                if now_s >= bound.deadline_s and not bound.fired:
-                    bound.fired = True
-                    task.cancel()
 
     def _count(self, mti: str, pc: str | None, code: str) -> None:
         # Children cached by their labels (bounded: metric_labels and our response codes).
@@ -308,8 +298,8 @@ class Pipeline:
                 pool=self.services.pool, log=log, dedup_key=key, loyalty=self.services.loyalty,
                 rrn=await self.services.rrn.next() if key is not None else None,
             )
-            bound.deadline_s = min(bound.request_deadline_s,
-                                   asyncio.get_running_loop().time() + self.listener.timeout_handler_s)
+            self._deadlines.set(bound, min(bound.request_deadline_s,
+                                           asyncio.get_running_loop().time() + self.listener.timeout_handler_s))
             try:
                 response = await target(ctx)
             except asyncio.CancelledError:
@@ -320,7 +310,8 @@ class Pipeline:
                 state.error = f"handler exceeded {self.listener.timeout_handler_s}s"
                 return ctx.reply(SYSTEM_UNAVAILABLE)
             finally:
-                bound.deadline_s = bound.request_deadline_s
+                if not bound.fired:  # a fired bound is out of the Deadlines: do not re-arm it
+                    self._deadlines.set(bound, bound.request_deadline_s)
                 # The receipt's builder closes over the context, which holds the receipt: a
                 # reference cycle per request, left to the cycle collector (measured in bench/e2e:
                 # a ~10 ms pause every ~1,500 requests). Break it here; the ledger keeps the
