@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -126,12 +126,24 @@ def _expire(future: asyncio.Future[Result], timeout_s: float) -> None:
                                                       "it may still post: retry with the same key"))
 
 
-class BatchObserver:
-    """Hook for metrics; the engine calls it as each batch starts and ends. Override what you need."""
+class BatchObserver(Protocol):
+    """Hook for metrics; the engine calls it as each batch starts and ends.
+
+    A protocol, not a base class: this module may be compiled (setup.py), and an interpreted
+    class cannot inherit from a compiled one.
+    """
 
     def batch_queued(self, seconds: float) -> None:
         """A batch is taken from the queue: ``seconds`` is how long its oldest command waited
         for it (for a free slot, and the linger)."""
+
+    def batch_done(self, size: int, seconds: float, retries: int, failed: bool) -> None:
+        """A batch ended: its size, its seconds, its retries, and whether it failed."""
+
+
+class _Unobserved:
+    def batch_queued(self, seconds: float) -> None:
+        pass
 
     def batch_done(self, size: int, seconds: float, retries: int, failed: bool) -> None:
         pass
@@ -144,7 +156,7 @@ class Ledger:
                  observer: BatchObserver | None = None) -> None:
         self.pool = pool
         self.settings = settings or LedgerSettings()
-        self.observer = observer or BatchObserver()
+        self.observer: BatchObserver = observer or _Unobserved()
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -135,10 +135,12 @@ class FastCodec:
 
     # ------------------------------------------------------------------ encode
 
-    def encode(self, fields: dict[str, str]) -> bytes | None:
+    def encode(self, fields: dict[str, Any]) -> bytes | None:
         """The message as pyiso8583 encodes ``fields`` (bitmaps computed), or None (ask it).
 
         Keys ``p``, ``1`` and ``h`` are structure and ignored, as pyiso8583 ignores them.
+        Values that are not str are declined here, not assumed away (``Any``: this module is
+        compiled, and compiled code checks annotations).
         """
         if not self.supported:
             return None

@@ -38,7 +38,7 @@ from ledger.embedded import EmbeddedError
 from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import first_line
 from ledger.loyalty.operations import Loyalty
-from switch import keystore, notify, runtime
+from switch import compiled, keystore, notify, runtime
 from switch.config import Config
 from switch.logs import configure, get_logger
 from switch.metrics import Metrics
@@ -126,7 +126,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
             os.write(worker.ready_fd, b"r")
         else:
             log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,
-                     master_key=master_key is not None, workers=1)
+                     master_key=master_key is not None, workers=1, **compiled.summary())
         notify.notify("READY=1")
         interval_s = notify.watchdog_interval_s()
         if interval_s is not None:
@@ -327,7 +327,7 @@ def _supervise(cfg: Config, dsn: str) -> int:
         stop_all()
     if not stopping:
         log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, workers=cfg.daemon.workers,
-                 metrics_port=cfg.metrics.port if cfg.metrics.enabled else None)
+                 metrics_port=cfg.metrics.port if cfg.metrics.enabled else None, **compiled.summary())
         notify.notify("READY=1")
 
     watchdog_s = notify.watchdog_interval_s()

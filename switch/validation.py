@@ -189,10 +189,10 @@ def validate(fields: Fields) -> Invalid | None:
     rule = rule_for(mti, fields.get("3"))
     if rule is None:
         return None
-    missing = rule.mandatory - fields.keys()
+    missing = [n for n in rule.mandatory if n not in fields]
     if missing:
         return Invalid(min(missing, key=int), "mandatory field missing")
-    extra = rule.forbidden & fields.keys()
+    extra = [n for n in rule.forbidden if n in fields]
     if extra:
         return Invalid(min(extra, key=int), "field not allowed in this message")
     if rule.currency_unless_points and "49" not in fields:

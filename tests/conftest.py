@@ -33,6 +33,16 @@ from fixtures_daemon import daemon_db, start_daemon, with_database  # noqa: E402
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A compiled module older than its source would test yesterday's code (setup.py, switch.compiled).
+    from switch import compiled
+
+    stale = compiled.stale()
+    if stale:
+        pytest.exit(f"compiled before their last edit: {', '.join(stale)}: run `make venv` "
+                    "(or `SWITCHD_PURE=1 make venv` to run interpreted)", returncode=4)
+
+
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

@@ -138,7 +138,7 @@ async def test_duplicate_is_replayed_and_different_content_is_94(world: World) -
     a = ok(await world.loy.earn(r))
     b = await world.loy.earn(r)
     assert b.replayed and (b.journal_id, b.points_balance, b.approval_code) == (a.journal_id, 10, a.approval_code)
-    c = await world.loy.earn(Request(**{**r.__dict__, "amount": 2_000}))
+    c = await world.loy.earn(dataclasses.replace(r, amount=2_000))
     assert c.response_code == "94"
     assert await world.points() == 10
     # A retransmission that reaches the domain (no stored response, another RRN assigned)

@@ -25,14 +25,13 @@ original into a conflict, which is answered as a decline and posts nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import hashlib
 import random
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -528,11 +527,12 @@ class Loyalty:
 
     # ------------------------------------------------------------ void and refund
 
-    @contextlib.asynccontextmanager
-    async def _serialised(self, root: int) -> AsyncIterator[bool]:
-        """One void, refund or reversal of ``root`` at a time in this process, the others
-        waiting (bounded); yields whether this one had to wait, in which case what it read
-        before may be stale. Across processes the guards decide (see ``_undo``)."""
+    async def _lock_original(self, root: int) -> bool:
+        """Take ``root``'s lock in this process: one void, refund or reversal of ``root`` at a
+        time, the others waiting (bounded). Returns whether this one had to wait, in which case
+        what it read before may be stale. Across processes the guards decide (see ``_undo``).
+        Each call that returns is paired with one ``_unlock_original``. (Two methods, not an
+        async context manager: this module is compiled, and mypyc has no async generators.)"""
         local = self._local_locks.setdefault(root, asyncio.Lock())
         self._local_waiters[root] = self._local_waiters.get(root, 0) + 1
         try:
@@ -541,15 +541,20 @@ class Loyalty:
                                "for its other voids, refunds or reversals"):
                 async with asyncio.timeout(self.lock_timeout_s * 4):
                     await local.acquire()
-            try:
-                yield waited
-            finally:
-                local.release()
-        finally:
-            self._local_waiters[root] -= 1
-            if self._local_waiters[root] == 0:
-                del self._local_waiters[root]
-                del self._local_locks[root]
+        except BaseException:
+            self._leave_lock(root)
+            raise
+        return waited
+
+    def _unlock_original(self, root: int) -> None:
+        self._local_locks[root].release()
+        self._leave_lock(root)
+
+    def _leave_lock(self, root: int) -> None:
+        self._local_waiters[root] -= 1
+        if self._local_waiters[root] == 0:
+            del self._local_waiters[root]
+            del self._local_locks[root]
 
     async def _on_standing(self, t: TxnType, root: int, first: lookup.Standing | None,
                            read: Callable[[], Awaitable[lookup.Standing]],
@@ -560,7 +565,8 @@ class Loyalty:
         and within the bound of the wait for the in-process lock. ``first``: a standing read
         already, used unless this one had to wait for the lock (it may be stale then)."""
         loop = asyncio.get_running_loop()
-        async with self._serialised(root) as waited:
+        waited = await self._lock_original(root)
+        try:
             deadline_s = loop.time() + self.lock_timeout_s * 4
             standing = None if waited else first
             for attempt in range(1, GUARD_ATTEMPTS_MAX + 1):
@@ -576,6 +582,8 @@ class Loyalty:
                     standing = None
                     # Jitter, not a secret: random is fine here.
                     await asyncio.sleep(random.uniform(0, GUARD_PAUSE_MAX_S))  # noqa: S311
+        finally:
+            self._unlock_original(root)
         raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
 
     async def _compensate(self, t: TxnType, req: Request, ctx: Context,

@@ -1,0 +1,54 @@
+"""Build hook: the request path's modules compiled to C extensions with mypyc.
+
+Everything else about the package is in pyproject.toml. The same source runs interpreted or
+compiled; compiled, the daemon spends ~20% less CPU per request (bench/e2e, README
+"Compiled modules"). mypyc ships with mypy, already a test dependency of ours.
+
+``make venv`` installs the package interpreted (``SWITCHD_PURE=1 pip install -e``), then
+compiles in place (``python setup.py build_ext --inplace``): mypyc type-checks the modules
+against the installed libraries, which an isolated build environment would not have.
+``SWITCHD_PURE=1`` anywhere builds nothing, and the package runs interpreted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from setuptools import setup
+
+# The modules every request passes through (py-spy of bench/e2e's closed loop), and what
+# they import from each other. Not switch/mac.py: mypyc loses its `algorithms` import
+# (mypy 2.4.1); its work is in the cryptography library anyway.
+COMPILED = [
+    "specs/fastcodec.py",
+    "switch/codec.py",
+    "switch/context.py",
+    "switch/dedup.py",
+    "switch/framing.py",
+    "switch/handlers/financial.py",
+    "switch/pipeline.py",
+    "switch/routing.py",
+    "switch/server.py",
+    "switch/terminals.py",
+    "switch/validation.py",
+    "ledger/commands.py",
+    "ledger/deadlines.py",
+    "ledger/engine.py",
+    "ledger/loyalty/lookup.py",
+    "ledger/loyalty/operations.py",
+    "ledger/loyalty/outcomes.py",
+    "ledger/loyalty/rules.py",
+]
+
+
+def extensions() -> list:
+    if os.environ.get("SWITCHD_PURE") == "1":
+        return []
+    from mypyc.build import mypycify
+
+    # The runtime library they share goes inside a package (switch/_compiled__mypyc*.so), not
+    # at the top of the tree, where the editable install's import hook would not look.
+    return mypycify(COMPILED, opt_level="3", group_name="switch._compiled")
+
+
+setup(ext_modules=extensions())

@@ -1,0 +1,69 @@
+"""Which of our modules run compiled (mypyc, see setup.py), and whether one is stale.
+
+A compiled module is a C extension beside its source, and Python loads it instead of the .py.
+Edit the .py and the extension no longer says what the source says: ``make venv`` rebuilds it.
+Until then the daemon logs a warning at start and the test suite refuses to run.
+
+    python -m switch.compiled switch/pipeline.py ...   # exit 1 unless each is compiled and fresh
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("switch", "ledger", "specs")
+
+
+def _module(source: Path) -> str:
+    return ".".join(source.relative_to(ROOT).with_suffix("").parts)
+
+
+def extensions() -> dict[str, tuple[Path, Path]]:
+    """Module name -> (compiled extension, source) for each of our modules built beside its .py."""
+    found: dict[str, tuple[Path, Path]] = {}
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        for package in PACKAGES:
+            for ext in (ROOT / package).rglob("*" + suffix):
+                source = ext.with_name(ext.name[: -len(suffix)] + ".py")
+                if source.exists():  # (the runtime library they share has no source)
+                    found[_module(source)] = (ext, source)
+    return found
+
+
+def stale() -> list[str]:
+    """Modules edited since they were compiled (their source is newer than their extension;
+    ``make venv`` touches every extension after a build, since mypyc rewrites only what changed)."""
+    return sorted(name for name, (ext, source) in extensions().items()
+                  if ext.stat().st_mtime < source.stat().st_mtime)
+
+
+def summary() -> dict[str, object]:
+    """For the daemon's start-up log line: how many modules run compiled, and which are stale."""
+    return {"compiled_modules": len(extensions()), "stale_compiled_modules": stale() or None}
+
+
+def check(sources: list[str]) -> list[str]:
+    """Problems (empty when none): each source given must have a compiled extension beside it
+    (which Python then loads instead of the .py) built since its last edit."""
+    built = extensions()
+    old = set(stale())
+    problems = []
+    for path in sources:
+        name = _module((ROOT / path).resolve())
+        if name not in built:
+            problems.append(f"{path}: not compiled (run `make venv`; see setup.py)")
+        elif name in old:
+            problems.append(f"{path}: compiled before its last edit (run `make venv`)")
+    return problems
+
+
+if __name__ == "__main__":
+    found = check(sys.argv[1:])
+    for line in found:
+        print(f"switch.compiled: {line}", file=sys.stderr)
+    if not found:
+        print(f"switch.compiled: {len(sys.argv) - 1} modules compiled and current")
+    sys.exit(1 if found else 0)
