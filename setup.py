@@ -17,8 +17,7 @@ import os
 from setuptools import setup
 
 # The modules every request passes through (py-spy of bench/e2e's closed loop), and what
-# they import from each other. Not switch/mac.py: mypyc loses its `algorithms` import
-# (mypy 2.4.1); its work is in the cryptography library anyway. Not ledger/coalesce.py:
+# they import from each other. Not ledger/coalesce.py:
 # compiled, a failing statement made asyncio's task step raise "invalid exception object" and
 # then crash the process (with or without an await in its except block; not understood yet).
 # The Makefile reads this list
@@ -30,6 +29,7 @@ COMPILED = [
     "switch/dedup.py",
     "switch/framing.py",
     "switch/handlers/financial.py",
+    "switch/mac.py",
     "switch/pipeline.py",
     "switch/routing.py",
     "switch/server.py",

@@ -177,10 +177,14 @@ def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400
 METADATA_NOT_JSON = "metadata must be JSON-serialisable"
 
 
+# json.dumps(x, separators=(",", ":")) builds this encoder on every call; the text is the same.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def metadata_json(cmd: Command) -> str | None:
     """The command's metadata as compact JSON, or None when it cannot be serialised."""
     try:
-        return json.dumps(cmd.metadata, separators=(",", ":"))
+        return _COMPACT_JSON.encode(cmd.metadata)
     except (TypeError, ValueError):
         return None
 
@@ -195,4 +199,4 @@ def content_hash(cmd: Command) -> bytes:
         cmd.timeout_s,
         cmd.force,
     ]
-    return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).digest()
+    return hashlib.sha256(_COMPACT_JSON.encode(body).encode()).digest()

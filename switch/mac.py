@@ -25,7 +25,9 @@ import hmac
 from functools import lru_cache
 
 from cryptography.hazmat.primitives import cmac
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+# AES by name, not algorithms.AES: compiled (setup.py), the try below made mypyc lose `algorithms`.
+from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
 try:
     # cryptography >= 43 keeps DES in the "decrepit" namespace; importing it from
@@ -69,7 +71,7 @@ def _check(alg: str, key: bytes) -> None:
 @lru_cache(maxsize=_CACHE_KEYS_MAX)
 def _cmac_base(key: bytes) -> cmac.CMAC:
     # A fresh CMAC with the key schedule done; callers copy() it per message.
-    return cmac.CMAC(algorithms.AES(key))
+    return cmac.CMAC(AES(key))
 
 
 def _cmac_aes_full(key: bytes, data: bytes) -> bytes:
