@@ -17,26 +17,26 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("switch", "ledger", "specs")
 
 
-def _module(source: Path) -> str:
-    return ".".join(source.relative_to(ROOT).with_suffix("").parts)
+def _module(source: Path, root: Path = ROOT) -> str:
+    return ".".join(source.relative_to(root).with_suffix("").parts)
 
 
-def extensions() -> dict[str, tuple[Path, Path]]:
+def extensions(root: Path = ROOT) -> dict[str, tuple[Path, Path]]:
     """Module name -> (compiled extension, source) for each of our modules built beside its .py."""
     found: dict[str, tuple[Path, Path]] = {}
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         for package in PACKAGES:
-            for ext in (ROOT / package).rglob("*" + suffix):
+            for ext in (root / package).rglob("*" + suffix):
                 source = ext.with_name(ext.name[: -len(suffix)] + ".py")
                 if source.exists():  # (the runtime library they share has no source)
-                    found[_module(source)] = (ext, source)
+                    found[_module(source, root)] = (ext, source)
     return found
 
 
-def stale() -> list[str]:
+def stale(root: Path = ROOT) -> list[str]:
     """Modules edited since they were compiled (their source is newer than their extension;
     ``make venv`` touches every extension after a build, since mypyc rewrites only what changed)."""
-    return sorted(name for name, (ext, source) in extensions().items()
+    return sorted(name for name, (ext, source) in extensions(root).items()
                   if ext.stat().st_mtime < source.stat().st_mtime)
 
 

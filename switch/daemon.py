@@ -171,6 +171,9 @@ async def _sweep_holds(ledger: Ledger) -> None:
 def serve(cfg: Config) -> int:
     """Run until a signal; return the process exit code."""
     configure(cfg.daemon.log_level)
+    stale = compiled.stale()
+    if stale:  # it runs, but not the code in the source tree: say so before anything else
+        log.warning("compiled_modules_stale", modules=stale, fix="make venv")
     return _guarded(lambda: _serve_with_database(cfg))
 
 

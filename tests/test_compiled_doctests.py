@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import importlib.machinery
 import importlib.util
 import io
+import os
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +58,20 @@ def test_the_compiled_modules_are_the_ones_setup_py_lists() -> None:
         assert len(compiled.extensions()) == len(listed)
     else:
         assert compiled.stale() == []
+
+
+def test_an_extension_older_than_its_source_is_stale(tmp_path: Path) -> None:
+    # What stops the suite and makes the daemon warn (compiled_modules_stale) after an edit.
+    pkg = tmp_path / "switch"
+    pkg.mkdir()
+    source = pkg / "pipeline.py"
+    source.write_text("X = 1\n")
+    ext = pkg / ("pipeline" + importlib.machinery.EXTENSION_SUFFIXES[0])
+    ext.write_bytes(b"")
+    (pkg / ("_compiled__mypyc" + importlib.machinery.EXTENSION_SUFFIXES[0])).write_bytes(b"")
+    os.utime(source, (1_000, 1_000))
+    os.utime(ext, (2_000, 2_000))
+    assert list(compiled.extensions(tmp_path)) == ["switch.pipeline"]  # not the shared library
+    assert compiled.stale(tmp_path) == []
+    os.utime(source, (3_000, 3_000))  # edited after the build
+    assert compiled.stale(tmp_path) == ["switch.pipeline"]
