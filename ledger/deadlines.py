@@ -53,6 +53,14 @@ class Deadlines(Generic[K]):
         """Forget ``key`` (done in time, or gone)."""
         self._due.pop(key, None)
 
+    def close(self) -> None:
+        """Forget every key and stop the task now, not at its next turn: an owner that stops
+        must not leave it pending on a loop that may then be closed."""
+        self._due.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while self._due:

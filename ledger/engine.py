@@ -186,6 +186,7 @@ class Ledger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._deadlines.close()  # every post is answered by now (the writer drained them)
         await self._release_conns()
 
     async def __aenter__(self) -> Ledger:

@@ -36,3 +36,16 @@ async def test_moved_deadlines_fire_once_at_their_new_time_and_the_task_ends() -
             break
         await asyncio.sleep(0.01)
     assert [key for key, _ in fired] == ["later-made-sooner", "sooner-made-later", "re-armed"]
+
+
+async def test_close_stops_the_task_at_once() -> None:
+    # Ledger.stop() closes its Deadlines: no sweeper may outlive its owner, pending on a loop
+    # that may be closed next ("Task was destroyed but it is pending!").
+    fired: list[str] = []
+    deadlines: Deadlines[str] = Deadlines(60.0, fired.append)
+    deadlines.set("a", asyncio.get_running_loop().time() + 0.01)
+    task = deadlines._task
+    assert task is not None and not task.done()
+    deadlines.close()
+    await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 5)
+    assert task.cancelled() and len(deadlines) == 0 and fired == []
