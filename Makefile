@@ -27,7 +27,7 @@ else
 	$(BIN)/python setup.py -q build_ext --inplace
 	@# mypyc rewrites only what changed: mark every extension as built from the sources as they are.
 	find switch ledger specs -name '*.so' -exec touch {} +
-	$(BIN)/python -m switch.compiled $(COMPILED_SRC)
+	$(BIN)/python -m switch.compiled
 	touch $(STAMP)
 endif
 

@@ -21,7 +21,7 @@ from setuptools import setup
 # compiled, a failing statement made asyncio's task step raise "invalid exception object" and
 # then crash the process (with or without an await in its except block; not understood yet).
 # The Makefile reads this list
-# (one quoted path per line), and so does tests/test_compiled_doctests.py.
+# (one quoted path per line), and so does switch.compiled.listed().
 COMPILED = [
     "specs/fastcodec.py",
     "switch/codec.py",

@@ -4,12 +4,13 @@ A compiled module is a C extension beside its source, and Python loads it instea
 Edit the .py and the extension no longer says what the source says: ``make venv`` rebuilds it.
 Until then the daemon logs a warning at start and the test suite refuses to run.
 
-    python -m switch.compiled switch/pipeline.py ...   # exit 1 unless each is compiled and fresh
+    python -m switch.compiled [SOURCE ...]   # exit 1 unless each (default: setup.py's list) is compiled and fresh
 """
 
 from __future__ import annotations
 
 import importlib.machinery
+import re
 import sys
 from pathlib import Path
 
@@ -33,23 +34,31 @@ def extensions(root: Path = ROOT) -> dict[str, tuple[Path, Path]]:
     return found
 
 
-def stale(root: Path = ROOT) -> list[str]:
+def stale(root: Path = ROOT, built: dict[str, tuple[Path, Path]] | None = None) -> list[str]:
     """Modules edited since they were compiled (their source is newer than their extension;
-    ``make venv`` touches every extension after a build, since mypyc rewrites only what changed)."""
-    return sorted(name for name, (ext, source) in extensions(root).items()
-                  if ext.stat().st_mtime < source.stat().st_mtime)
+    ``make venv`` touches every extension after a build, since mypyc rewrites only what changed).
+    ``built``: what :func:`extensions` found, when the caller has it already."""
+    found = extensions(root) if built is None else built
+    return sorted(name for name, (ext, source) in found.items() if ext.stat().st_mtime < source.stat().st_mtime)
+
+
+def listed(root: Path = ROOT) -> list[str]:
+    """The sources setup.py compiles (its COMPILED list: one quoted path per line, as the
+    Makefile's sed reads it too)."""
+    return re.findall(r'^    "([a-z_/]+\.py)",$', (root / "setup.py").read_text(), re.MULTILINE)
 
 
 def summary() -> dict[str, object]:
     """For the daemon's start-up log line: how many modules run compiled, and which are stale."""
-    return {"compiled_modules": len(extensions()), "stale_compiled_modules": stale() or None}
+    built = extensions()
+    return {"compiled_modules": len(built), "stale_compiled_modules": stale(built=built) or None}
 
 
 def check(sources: list[str]) -> list[str]:
     """Problems (empty when none): each source given must have a compiled extension beside it
     (which Python then loads instead of the .py) built since its last edit."""
     built = extensions()
-    old = set(stale())
+    old = set(stale(built=built))
     problems = []
     for path in sources:
         name = _module((ROOT / path).resolve())
@@ -61,9 +70,10 @@ def check(sources: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    found = check(sys.argv[1:])
+    sources = sys.argv[1:] or listed()
+    found = check(sources)
     for line in found:
         print(f"switch.compiled: {line}", file=sys.stderr)
     if not found:
-        print(f"switch.compiled: {len(sys.argv) - 1} modules compiled and current")
+        print(f"switch.compiled: {len(sources)} modules compiled and current")
     sys.exit(1 if found else 0)
