@@ -13,6 +13,7 @@ means the message is unreadable (no MTI) and the connection must be closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -350,7 +351,7 @@ class Pipeline:
             if term is not None:
                 alg, key = term.mac_alg, term.mac_key
                 assert alg is not None and key is not None
-                return codec.encode_with_mac(response, self.spec, lambda data: mac.compute(alg, key, data))
+                return codec.encode_with_mac(response, self.spec, functools.partial(mac.compute, alg, key))
             return codec.encode({k: v for k, v in response.items() if k not in codec.MAC_FIELDS}, self.spec)
         except Exception as exc:  # noqa: BLE001 - never let a response kill the connection
             # An echoed value that does not re-encode: answer the bare minimum rather than nothing.

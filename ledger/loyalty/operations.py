@@ -413,18 +413,13 @@ class Loyalty:
         ref = (ReceiptRef(req.receipt_key, req.receipt_hash)
                if receipt is not None and req.receipt_key is not None and req.receipt_hash is not None else None)
 
-        def outcome_of(res: Result) -> Outcome:
-            return _outcome_from_result(t, ctx, meta, member, res, receipt_stored=ref is not None)
-
-        def ledger_receipt(res: Result) -> Receipt | None:
-            if receipt is None or res.status is not Status.POSTED:
-                return None
-            return receipt(outcome_of(res))
-
-        res = await self.ledger.post(cmd, receipt=ledger_receipt if receipt is not None and ref is None else None,
-                                     receipt_ref=ref)
+        # No nested functions here: compiled (mypyc), a closure and its function's environment
+        # refer to each other, a reference cycle per request for the cycle collector.
+        ledger_receipt = (functools.partial(_receipt_of_result, receipt, t, ctx, meta, member)
+                          if receipt is not None and ref is None else None)
+        res = await self.ledger.post(cmd, receipt=ledger_receipt, receipt_ref=ref)
         if res.status is Status.POSTED:
-            return outcome_of(res)
+            return _outcome_from_result(t, ctx, meta, member, res, receipt_stored=ref is not None)
         if res.status is Status.EXISTS:
             # An identical request posted it a moment ago (with its receipt, if it kept one):
             # answer exactly as a retransmission is answered, from the journal (its RRN, not ours).
@@ -444,6 +439,11 @@ class Loyalty:
             reason = Reason.INSUFFICIENT if res.reason == "limit" else Reason.NOT_PERMITTED
             return await self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt)
         return Outcome(Reason.SYSTEM_ERROR, t, detail=f"ledger {res.status}: {res.detail}")
+
+    async def _decline(self, t: TxnType, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None,
+                       reason: Reason, detail: str, original: int | None = None) -> Outcome:
+        """A decline that posted nothing, recorded with its receipt (see _unposted)."""
+        return await self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt, original)
 
     async def _unposted(self, t: TxnType, req: Request, ctx: Context, outcome: Outcome,
                         receipt: OutcomeReceiptFn | None, original: int | None = None) -> Outcome:
@@ -588,9 +588,8 @@ class Loyalty:
 
     async def _compensate(self, t: TxnType, req: Request, ctx: Context,
                           receipt: OutcomeReceiptFn | None) -> Outcome:
-        def decline(reason: Reason, detail: str, original: int | None = None) -> Any:
-            return self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt, original)
-
+        # A partial, not a nested function (see _post).
+        decline = functools.partial(self._decline, t, req, ctx, receipt)
         if not req.original_rrn:
             return await decline(Reason.ORIGINAL_NOT_FOUND, "no original RRN")
         found = ctx.original  # read with the context, with what stands against it
@@ -765,11 +764,9 @@ class Loyalty:
         outcome = Outcome(Reason.ORIGINAL_NOT_FOUND, t, detail="original not found; marked",
                           business_date=ctx.business_date.isoformat())
 
-        def ledger_receipt(res: Result) -> Receipt | None:
-            return receipt(outcome) if receipt is not None and res.status is Status.POSTED else None
-
         cmd = transfer(req.original_key, self._memo_legs(memo, MARKER_UNITS), metadata=meta)
-        res = await self.ledger.post(cmd, receipt=ledger_receipt if receipt is not None else None)
+        res = await self.ledger.post(
+            cmd, receipt=functools.partial(_receipt_if_posted, receipt, outcome) if receipt is not None else None)
         if res.status is Status.POSTED:
             return outcome
         if res.status in (Status.EXISTS, Status.CONFLICT):
@@ -806,6 +803,18 @@ def _role_sign(leg: PostedLeg, role: str) -> int:
     if leg.credit_role == role:
         return -1
     return 0
+
+
+def _receipt_of_result(receipt: OutcomeReceiptFn, t: TxnType, ctx: Context, meta: dict[str, Any],
+                       member: dict[str, int], res: Result) -> Receipt | None:
+    """The receipt of a posting, built in its transaction from the ledger's result (see _post)."""
+    if res.status is not Status.POSTED:
+        return None
+    return receipt(_outcome_from_result(t, ctx, meta, member, res))
+
+
+def _receipt_if_posted(receipt: OutcomeReceiptFn, outcome: Outcome, res: Result) -> Receipt | None:
+    return receipt(outcome) if res.status is Status.POSTED else None
 
 
 def _outcome_from_result(t: TxnType, ctx: Context, meta: dict[str, Any], member: dict[str, int],

@@ -20,6 +20,7 @@ very same bytes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 from ledger.loyalty import lookup
@@ -119,7 +120,9 @@ def _key(terminal_id: str, stan: str, transmitted: str) -> str:
 async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fields:
     if ctx.loyalty is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
-    rr = ctx.receipt(lambda outcome: _response(ctx, outcome))
+    # A partial, not a lambda: compiled (mypyc), a lambda and this coroutine's environment
+    # would refer to each other, a reference cycle per request for the cycle collector.
+    rr = ctx.receipt(functools.partial(_response, ctx))
     outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
     ctx.replayed = outcome.replayed
     if outcome.stored_answer is not None:  # the answer stored for this key, as it was stored
