@@ -74,12 +74,16 @@ class Receipt:
 ReceiptFn = Callable[[Result], Receipt | None]
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands
 class ReceiptRef:
     """A receipt that names the journal instead of carrying a payload (stored when the command posts)."""
 
     idempotency_key: str
     content_hash: bytes
+
+    def __init__(self, idempotency_key: str, content_hash: bytes) -> None:
+        self.idempotency_key = idempotency_key
+        self.content_hash = content_hash
 
 
 # One batch, one statement: post it, and store the receipts by reference of the commands that
@@ -108,7 +112,7 @@ DEADLINE_SWEEP_INTERVAL_MAX_S = 0.1
 _NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "53300"}
 
 
-@dataclass
+@dataclass(init=False)  # an __init__ of its own: see ledger.commands
 class _Pending:
     cmd: Command
     hash: bytes
@@ -117,6 +121,16 @@ class _Pending:
     future: asyncio.Future[Result]
     enqueued_s: float
     receipt_ref: ReceiptRef | None = None
+
+    def __init__(self, cmd: Command, hash: bytes, metadata_json: str, receipt: ReceiptFn | None,  # noqa: A002
+                 future: asyncio.Future[Result], enqueued_s: float, receipt_ref: ReceiptRef | None = None) -> None:
+        self.cmd = cmd
+        self.hash = hash
+        self.metadata_json = metadata_json
+        self.receipt = receipt
+        self.future = future
+        self.enqueued_s = enqueued_s
+        self.receipt_ref = receipt_ref
 
 
 def _expire(future: asyncio.Future[Result], timeout_s: float) -> None:

@@ -56,7 +56,7 @@ def response_to(request: Fields, code: str, **extra: str) -> Fields:
     return out
 
 
-@dataclass
+@dataclass(init=False)  # an __init__ of its own: see ledger.commands
 class RequestContext:
     """One request as a handler sees it (the terminal is known, active and authenticated)."""
 
@@ -77,6 +77,27 @@ class RequestContext:
     # Set by a handler whose answer is an earlier identical request's (for the request log; see
     # switch.routing.CHECKS_DUPLICATES). Whether the pipeline stores it is the receipt's `stored`.
     replayed: bool = False
+
+    def __init__(self, fields: Fields, mti: str, processing_code: str | None, listener: ListenerConfig, peer: str,
+                 terminal: Terminal | None, terminals: TerminalStore, ledger: Ledger, pool: asyncpg.Pool,
+                 log: Any, rrn: str | None = None, dedup_key: DedupKey | None = None,
+                 response_receipt: ResponseReceipt | None = None, loyalty: Loyalty | None = None,
+                 replayed: bool = False) -> None:
+        self.fields = fields
+        self.mti = mti
+        self.processing_code = processing_code
+        self.listener = listener
+        self.peer = peer
+        self.terminal = terminal
+        self.terminals = terminals
+        self.ledger = ledger
+        self.pool = pool
+        self.log = log
+        self.rrn = rrn
+        self.dedup_key = dedup_key
+        self.response_receipt = response_receipt
+        self.loyalty = loyalty
+        self.replayed = replayed
 
     def reply(self, code: str, **extra: str) -> Fields:
         """The response with ``code``: echoed keys, the RRN when assigned, and ``extra`` fields."""

@@ -53,12 +53,16 @@ KEY_PREFIX = "iso:"
 _PAYLOAD_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands
 class DedupKey:
     """Where a request's response is stored, and what identifies its content."""
 
     idempotency_key: str
     content_hash: bytes
+
+    def __init__(self, idempotency_key: str, content_hash: bytes) -> None:
+        self.idempotency_key = idempotency_key
+        self.content_hash = content_hash
 
 
 def content_hash(fields: Fields) -> bytes:

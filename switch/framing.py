@@ -46,12 +46,16 @@ class FrameError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands
 class Frame:
     """One complete frame: the ISO message bytes, and the TPDU when the listener uses one."""
 
     message: bytes
-    tpdu: bytes | None = None
+    tpdu: bytes | None
+
+    def __init__(self, message: bytes, tpdu: bytes | None = None) -> None:
+        self.message = message
+        self.tpdu = tpdu
 
     @property
     def keepalive(self) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -95,7 +95,7 @@ class Services:
     loyalty: Loyalty | None = None  # the accounting host's domain operations (financial handlers)
 
 
-@dataclass(eq=False)  # identity: a key of the pipeline's Deadlines
+@dataclass(eq=False, init=False)  # identity: a key of the pipeline's Deadlines; __init__: see ledger.commands
 class _Bound:
     """When a request in flight is answered 91, whatever it is waiting for.
 
@@ -110,6 +110,14 @@ class _Bound:
     fired: bool = False
     absorbed: bool = False
 
+    def __init__(self, task: asyncio.Task[Any], request_deadline_s: float, cancelling: int,
+                 fired: bool = False, absorbed: bool = False) -> None:
+        self.task = task
+        self.request_deadline_s = request_deadline_s
+        self.cancelling = cancelling
+        self.fired = fired
+        self.absorbed = absorbed
+
     def fire(self) -> None:
         self.fired = True
         self.task.cancel()
@@ -123,15 +131,23 @@ class _Bound:
         return task is None or task.uncancel() <= self.cancelling
 
 
-@dataclass
+@dataclass(init=False)  # an __init__ of its own: see ledger.commands
 class _State:
     """What the log line and the encoder need to know about one request."""
 
     mti: str
-    fields: Fields = field(default_factory=dict)
-    terminal: Terminal | None = None  # set only when the response is to be MACed for it
-    error: str | None = None
-    replayed: bool = False
+    fields: Fields
+    terminal: Terminal | None  # set only when the response is to be MACed for it
+    error: str | None
+    replayed: bool
+
+    def __init__(self, mti: str, fields: Fields | None = None, terminal: Terminal | None = None,
+                 error: str | None = None, replayed: bool = False) -> None:
+        self.mti = mti
+        self.fields = {} if fields is None else fields
+        self.terminal = terminal
+        self.error = error
+        self.replayed = replayed
 
 
 class Pipeline:

@@ -100,7 +100,7 @@ RESPONSE_CODES: dict[Reason, str] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands
 class Request:
     """One financial request, ISO-free.
 
@@ -121,44 +121,90 @@ class Request:
     merchant_id: str
     pan: str
     amount: int
-    currency: str | None = None
-    rrn: str = ""
-    stan: str = ""
-    account: str = "00"
-    original_rrn: str | None = None
-    original_key: str | None = None
-    replacement_amount: int | None = None
-    receipt_key: str | None = None
-    receipt_hash: bytes | None = None
+    currency: str | None
+    rrn: str
+    stan: str
+    account: str
+    original_rrn: str | None
+    original_key: str | None
+    replacement_amount: int | None
+    receipt_key: str | None
+    receipt_hash: bytes | None
+
+    def __init__(self, key: str, terminal_id: str, merchant_id: str, pan: str, amount: int,
+                 currency: str | None = None, rrn: str = "", stan: str = "", account: str = "00",
+                 original_rrn: str | None = None, original_key: str | None = None,
+                 replacement_amount: int | None = None, receipt_key: str | None = None,
+                 receipt_hash: bytes | None = None) -> None:
+        self.key = key
+        self.terminal_id = terminal_id
+        self.merchant_id = merchant_id
+        self.pan = pan
+        self.amount = amount
+        self.currency = currency
+        self.rrn = rrn
+        self.stan = stan
+        self.account = account
+        self.original_rrn = original_rrn
+        self.original_key = original_key
+        self.replacement_amount = replacement_amount
+        self.receipt_key = receipt_key
+        self.receipt_hash = receipt_hash
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands
 class Outcome:
     """What an operation did. Balances are natural (what the member sees), None when not touched."""
 
     reason: Reason
     txn_type: TxnType
-    detail: str = ""
-    journal_id: int | None = None
-    approval_code: str | None = None
-    business_date: str | None = None
-    program: str | None = None
-    currency: str | None = None  # ISO numeric code of the stored value
-    points_earned: int = 0  # credited to the member (earn, top-up, prize, refund of a redeem)
-    points_redeemed: int = 0  # debited from the member (redeem, stake, claw-back)
-    points_balance: int | None = None
-    sv_balance_minor: int | None = None
-    prize_code: str | None = None
-    prize_points: int = 0
-    replayed: bool = False  # the answer of an earlier identical request
-    rrn: str | None = None  # the RRN the transaction was answered with, when that was an earlier request's
+    detail: str
+    journal_id: int | None
+    approval_code: str | None
+    business_date: str | None
+    program: str | None
+    currency: str | None  # ISO numeric code of the stored value
+    points_earned: int  # credited to the member (earn, top-up, prize, refund of a redeem)
+    points_redeemed: int  # debited from the member (redeem, stake, claw-back)
+    points_balance: int | None
+    sv_balance_minor: int | None
+    prize_code: str | None
+    prize_points: int
+    replayed: bool  # the answer of an earlier identical request
+    rrn: str | None  # the RRN the transaction was answered with, when that was an earlier request's
     # The payload of the receipt an identical earlier request stored under Request.receipt_key:
     # the caller answers with it. (reason is then APPROVED and replayed True: nothing was done,
     # and the stored answer itself may be a decline.)
-    stored_answer: bytes | None = None
+    stored_answer: bytes | None
     # The caller's receipt for this request is stored already (by reference to the journal,
     # with the posting): the caller must not store one.
-    receipt_stored: bool = False
+    receipt_stored: bool
+
+    def __init__(self, reason: Reason, txn_type: TxnType, detail: str = "", journal_id: int | None = None,
+                 approval_code: str | None = None, business_date: str | None = None,
+                 program: str | None = None, currency: str | None = None, points_earned: int = 0,
+                 points_redeemed: int = 0, points_balance: int | None = None,
+                 sv_balance_minor: int | None = None, prize_code: str | None = None, prize_points: int = 0,
+                 replayed: bool = False, rrn: str | None = None, stored_answer: bytes | None = None,
+                 receipt_stored: bool = False) -> None:
+        self.reason = reason
+        self.txn_type = txn_type
+        self.detail = detail
+        self.journal_id = journal_id
+        self.approval_code = approval_code
+        self.business_date = business_date
+        self.program = program
+        self.currency = currency
+        self.points_earned = points_earned
+        self.points_redeemed = points_redeemed
+        self.points_balance = points_balance
+        self.sv_balance_minor = sv_balance_minor
+        self.prize_code = prize_code
+        self.prize_points = prize_points
+        self.replayed = replayed
+        self.rrn = rrn
+        self.stored_answer = stored_answer
+        self.receipt_stored = receipt_stored
 
     @property
     def approved(self) -> bool:
