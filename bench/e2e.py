@@ -8,7 +8,7 @@ starts. Then `python -m tools.loadgen` drives it over TCP, exactly as
 terminals would (framing, ISO 8583, MAC on every request and response):
 
 1. closed loop: --connections signed-on POS connections x N requests in flight
-   each, N the best of --sweep (2 and 4: short runs of each first), for
+   each, N the best of --sweep (2 and 4: short runs of each first, twice, A B B A), for
    --duration-s, with the mix of issue 4
    (60% purchase-earn 000000, 15% redeem 006500, 10% stored-value purchase
    006000, 2.5% top-up 210065 + 2.5% load 210060, 5% balance inquiry 310000,
@@ -447,7 +447,8 @@ def main() -> int:
                              "switch (1,627, 2,074, 1,995 approved/s with 1, 2, 4, 2026-11-22); compiled, "
                              "4 gave +7%% and +21%% over 2 in alternated runs (batches of ~100 instead "
                              "of ~53 cut PostgreSQL's cost per request ~12%%). '' measures --inflight")
-    parser.add_argument("--sweep-s", type=float, default=8.0)
+    parser.add_argument("--sweep-s", type=float, default=8.0,
+                        help="seconds of each sweep run; each value runs twice (A B B A)")
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--settle-s", type=float, default=10.0,
                         help="after each phase's VACUUM ANALYZE and CHECKPOINT, run this long at the phase's "
@@ -535,12 +536,17 @@ def main() -> int:
             inflight = args.inflight
             if args.sweep:
                 sweep = []
-                for value in (int(v) for v in args.sweep.split(",") if v.strip()):
-                    r = closed_loop(daemon, work, args, value, args.sweep_s, f"sweep-{value}")
+                values = [int(v) for v in args.sweep.split(",") if v.strip()]
+                # Each value twice, in the order A B B A: a drift of the machine's speed over the
+                # sweep (this box's moves by 20-50% within minutes) then favours none of them.
+                for n, value in enumerate(values + values[::-1]):
+                    r = closed_loop(daemon, work, args, value, args.sweep_s, f"sweep-{value}-{n}")
                     sweep.append(r)
                     print(line(f"  sweep inflight {value}", r), flush=True)
-                best = max(sweep, key=lambda r: r["approved_per_s"])
-                inflight = int(best["inflight_per_connection"])
+                means = {v: statistics.fmean(r["approved_per_s"] for r in sweep if r["inflight_per_connection"] == v)
+                         for v in values}
+                inflight = max(values, key=lambda v: means[v])
+                print(f"  sweep: mean approved/s by requests in flight {means}: {inflight}", flush=True)
                 results["sweep"] = [{k: r[k] for k in ("inflight_per_connection", "approved_per_s",
                                                        "requests_per_s", "latency_ms", "cpu")} for r in sweep]
 
