@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -126,6 +128,11 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # The process (CPU seconds, resident memory, open descriptors) and Python's cycle
+        # collector: objects it collects are reference cycles the request path should not make
+        # (see README, Compiled modules); a steady rate of them is a regression to look for.
+        r.register(PROCESS_COLLECTOR)
+        r.register(GC_COLLECTOR)
         self.requests = Counter("switchd_requests", "Requests answered",
                                 ["listener", "mti", "processing", "response_code"], registry=r)
         self.request_seconds = Histogram("switchd_request_duration_seconds", "Request latency, frame in to response out",

@@ -570,7 +570,9 @@ def test_metrics_endpoint(daemon: Any) -> None:
     for name in ("switchd_requests", "switchd_request_duration_seconds", "switchd_connections",
                  "switchd_connections_rejected", "switchd_frames_rejected", "switchd_mac_failures",
                  "switchd_ledger_batch_size", "switchd_db_pool_connections", "switchd_ledger_queue_wait_seconds",
-                 "switchd_event_loop_lag_seconds", "switchd_compensations_overtaken"):
+                 "switchd_event_loop_lag_seconds", "switchd_compensations_overtaken",
+                 "python_gc_objects_collected", "python_gc_collections", "process_cpu_seconds",
+                 "process_resident_memory_bytes", "process_open_fds"):
         assert name in fams, name
     assert [s.value for s in fams["switchd_compensations_overtaken"].samples
             if s.name == "switchd_compensations_overtaken_total"] == [0]
