@@ -53,6 +53,9 @@ DAEMON_SCHEMA: Schema = {
     "log_level": (str, "info", _one_of("debug", "info", "warning", "error")),
     "timeout_drain_s": (float, 10.0, _between(0, 3600)),
     "workers": (int, 1, _between(1, 64)),
+    # Young-generation threshold of Python's cycle collector (CPython's default is 700): a
+    # request allocates hundreds of objects, so collections come less often at 10,000.
+    "gc_gen0_threshold": (int, 10_000, _between(100, 1_000_000)),
 }
 
 DATABASE_SCHEMA: Schema = {
@@ -123,6 +126,7 @@ class DaemonConfig:
     log_level: str
     timeout_drain_s: float
     workers: int
+    gc_gen0_threshold: int
 
 
 @dataclass(frozen=True)

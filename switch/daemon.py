@@ -119,7 +119,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).
         gc.freeze()
-        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+        gc.set_threshold(cfg.daemon.gc_gen0_threshold, *gc.get_threshold()[1:])
         ports = await server.start(worker.sockets if worker is not None else None)
         if worker is not None:
             log.info("worker_ready", worker=worker.index, pid=os.getpid(), metrics_port=metrics_port)
@@ -152,7 +152,6 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
 
 
 HOLD_SWEEP_INTERVAL_S = 30.0
-GC_GEN0_THRESHOLD = 10_000  # CPython's default is 700
 
 
 async def _sweep_holds(ledger: Ledger) -> None:

@@ -49,20 +49,25 @@ def fin(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Da
         assert luhn_ok(pan), pan
     d = Daemon(tmp_path_factory.mktemp("fin"), daemon_db, [POS_LISTENER]).start()
     try:
-        d.cli("program", "add", "GOLD", "--name", "Gold alliance", "--kind", "alliance",
-              "--issue-price-minor", "5", "--redeem-value-minor", "4")
-        d.cli("program", "lottery", "GOLD", "--price", "50", "--prize", "JACKPOT:500:1", "--prize", "NONE:0:1")
-        d.cli("merchant", "add", MID, "--name", "Fin Books", "--program", "GOLD", "--earn-rate", "1",
-              "--fee-bps", "100")
-        d.cli("terminal", "add", TID, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
-        d.cli("terminal", "add", TID_B, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
-        for pan in (CARD, CARD_POOR, CARD_BLOCKED):
-            d.cli("card", "issue", pan, "--expiry", "3012")
-        d.cli("card", "issue", CARD_EXPIRED, "--expiry", "2001")
-        d.cli("card", "block", CARD_BLOCKED)
+        _provision(d)
         yield d
     finally:
         assert d.stop() == 0
+
+
+def _provision(d: Daemon) -> None:
+    """The program, merchant, terminals and cards every test here uses."""
+    d.cli("program", "add", "GOLD", "--name", "Gold alliance", "--kind", "alliance",
+          "--issue-price-minor", "5", "--redeem-value-minor", "4")
+    d.cli("program", "lottery", "GOLD", "--price", "50", "--prize", "JACKPOT:500:1", "--prize", "NONE:0:1")
+    d.cli("merchant", "add", MID, "--name", "Fin Books", "--program", "GOLD", "--earn-rate", "1",
+          "--fee-bps", "100")
+    d.cli("terminal", "add", TID, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+    d.cli("terminal", "add", TID_B, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+    for pan in (CARD, CARD_POOR, CARD_BLOCKED):
+        d.cli("card", "issue", pan, "--expiry", "3012")
+    d.cli("card", "issue", CARD_EXPIRED, "--expiry", "2001")
+    d.cli("card", "block", CARD_BLOCKED)
 
 
 def _terminal(d: Daemon, tid: str = TID) -> Terminal:
