@@ -57,7 +57,7 @@ class Status(StrEnum):
 # fields. Final fields would have mypy, and the compiled class, refuse an assignment; but
 # mypyc 2.4.1 miscompiled a read of one in a short-circuit expression in a coroutine (gcc
 # caught a release of a reference never taken), so not Final. __init__'s parameters are
-# the fields, in order, with the old defaults (tests/test_compiled_doctests.py checks it).
+# the fields, in order, with the old defaults (tests/test_value_classes.py checks it).
 @dataclass(init=False, unsafe_hash=True)
 class Leg:
     """Move ``amount`` (> 0, integer minor units or points) from debit to credit."""

@@ -413,8 +413,9 @@ class Loyalty:
         ref = (ReceiptRef(req.receipt_key, req.receipt_hash)
                if receipt is not None and req.receipt_key is not None and req.receipt_hash is not None else None)
 
-        # No nested functions here: compiled (mypyc), a closure and its function's environment
-        # refer to each other, a reference cycle per request for the cycle collector.
+        # No nested functions here: compiled (mypyc), a function's nested functions share one
+        # environment object, and one that another calls is kept in it and refers back to it: a
+        # reference cycle per request for the cycle collector (outcome_of did, until 2026-11-23).
         ledger_receipt = (functools.partial(_receipt_of_result, receipt, t, ctx, meta, member)
                           if receipt is not None and ref is None else None)
         res = await self.ledger.post(cmd, receipt=ledger_receipt, receipt_ref=ref)
