@@ -508,3 +508,78 @@ class DiskProbe:
             "over_100ms": sum(1 for v in values if v > 100.0),
             "max_ms_by_second": {str(k): round(v, 1) for k, v in sorted(per_second.items())},
         }
+
+
+# ---------------------------------------------------------------------- what PostgreSQL waits on
+
+
+# The daemon's statements, told apart by a phrase only each one has.
+STATEMENT_KINDS = (("post_batch", "ledger.post_batch("), ("context", "AS q(pan, merchant_id"),
+                   ("unposted", "receipt_key, receipt_hash, receipt_payload, n)"))
+
+
+class WaitSampler:
+    """What the daemon's PostgreSQL backends are doing, sampled while a phase runs.
+
+    Every ``interval_s`` (20 a second: one small query, light next to the load) it reads
+    ``pg_stat_activity`` for the active backends of ``application_name`` in ``database``,
+    and counts each by statement (see STATEMENT_KINDS) and wait event. ``figures()``
+    gives, per statement, the mean number of backends in each state: ``running`` has no
+    wait event (on a CPU or waiting for one), ``Lock:transactionid`` waits for another
+    transaction to end (a row it locked), ``IO:WALSync`` for its commit's flush.
+    """
+
+    def __init__(self, dsn: str, database: str, application_name: str = "switchd", interval_s: float = 0.05) -> None:
+        self.dsn, self.database, self.application_name = dsn, database, application_name
+        self.interval_s = interval_s
+        self.samples = 0
+        self.counts: dict[tuple[str, str], int] = {}
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="wait-sampler", daemon=True)
+
+    async def _run(self) -> None:
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT query, wait_event_type, wait_event FROM pg_stat_activity "
+                    "WHERE datname = $1 AND application_name = $2 AND state = 'active'",
+                    self.database, self.application_name, timeout=5)
+                self.samples += 1
+                for row in rows:
+                    query = row["query"] or ""
+                    kind = next((k for k, phrase in STATEMENT_KINDS if phrase in query), "other")
+                    state = f"{row['wait_event_type']}:{row['wait_event']}" if row["wait_event_type"] else "running"
+                    self.counts[(kind, state)] = self.counts.get((kind, state), 0) + 1
+                await asyncio.sleep(self.interval_s)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def figures(self) -> dict[str, Any]:
+        """{statement: {"backends": mean active, state: mean backends in it, ...}}, largest first."""
+        if not self.samples:
+            return {"samples": 0, "error": self.error}
+        out: dict[str, Any] = {"samples": self.samples}
+        if self.error:
+            out["error"] = self.error
+        kinds = sorted({k for k, _ in self.counts}, key=lambda k: -sum(v for (q, _), v in self.counts.items() if q == k))
+        for kind in kinds:
+            states = sorted(((s, v) for (q, s), v in self.counts.items() if q == kind), key=lambda sv: -sv[1])
+            out[kind] = {"backends": round(sum(v for _, v in states) / self.samples, 3),
+                         **{s: round(v / self.samples, 3) for s, v in states}}
+        return out

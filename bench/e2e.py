@@ -34,6 +34,11 @@ Each phase also samples the disk (bench/_common.DiskProbe: 8 KiB + fdatasync
 to reach this disk, and on a shared virtual disk a flush sometimes takes
 100 ms to over a second. The latencies per second are printed beside the
 disk's worst flush in that second, so a tail that is the disk's shows as one.
+The closed loop and the half rate also sample what the daemon's PostgreSQL
+backends do (bench/_common.WaitSampler, pg_stat_activity 20 times a second):
+per statement, how many are running and how many wait on a row lock another
+batch holds or on their commit's flush; and the daemon's own means (request,
+ledger queue wait, event-loop lag) go into "batching".
 
 Targets (2 cores, daemon + load generator + PostgreSQL on one box): approved/s
 >= pgbench TPS (ratio >= 1.0) and p99 <= 50 ms at half the maximum rate.
@@ -72,6 +77,7 @@ from _common import (
     ROOT,
     Daemon,
     DiskProbe,
+    WaitSampler,
     admin,
     children_cpu_s,
     pg_data_directory,
@@ -274,18 +280,33 @@ def approved_per_s(summary: dict[str, Any]) -> float:
 
 
 PG_DATA_DIRECTORY: str | None = None  # set in main(): where the disk probe should write
+DATABASE = ""  # set in main(): the switch's database, whose backends the wait sampler watches
 
 
 def closed_loop(d: Daemon, work: Path, args: argparse.Namespace, inflight: int, duration_s: float,
                 name: str) -> dict[str, Any]:
     before = d.scrape()
-    with DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(d) as cpu:
+    with (DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(d) as cpu,
+          WaitSampler(with_db(ADMIN_DSN, DATABASE), DATABASE) as waits):
         summary, lg_cpu = loadgen(d.port, work, name, "--connections", str(args.connections),
                                   "--inflight", str(inflight), "--duration-s", str(duration_s),
                                   timeout_s=duration_s + 180)
     approved = summary["response_codes"].get("00", 0)
     return {"inflight_per_connection": inflight, **report(summary, disk), "cpu": cpu.figures(lg_cpu, approved),
-            "batching": batching(before, d.scrape())}
+            "batching": batching(before, d.scrape()), "postgres_backends": waits.figures()}
+
+
+def waits_line(figures: dict[str, Any]) -> str:
+    """The daemon's PostgreSQL backends on one line: per statement, the mean number active and in
+    each state (see _common.WaitSampler)."""
+    if not figures.get("samples"):
+        return f"  postgres backends: no samples ({figures.get('error') or 'none'})"
+    parts = []
+    for kind, states in figures.items():
+        if isinstance(states, dict):
+            detail = ", ".join(f"{state} {value}" for state, value in states.items() if state != "backends")
+            parts.append(f"{kind} {states['backends']} ({detail})")
+    return f"  postgres backends, mean active ({figures['samples']} samples): " + "; ".join(parts)
 
 
 def disk_line(phase: dict[str, Any]) -> str:
@@ -324,6 +345,15 @@ def batching(before: dict[str, float], after: dict[str, float]) -> dict[str, Any
         out["ledger_batches"] = int(batches)
         out["ledger_batch_mean"] = round(delta("switchd_ledger_batch_size_sum") / batches, 1)
         out["ledger_batch_mean_ms"] = round(1000 * delta("switchd_ledger_batch_duration_seconds_sum") / batches, 2)
+    # Where the time goes inside the daemon (means, ms): frame in to response out, the ledger
+    # queue's wait for a batch to start, and how late the event loop runs a timer.
+    for name, label in (("switchd_request_duration_seconds", "daemon_request_mean_ms"),
+                        ("switchd_ledger_queue_wait_seconds", "ledger_queue_wait_mean_ms"),
+                        ("switchd_event_loop_lag_seconds", "event_loop_lag_mean_ms")):
+        count = sum(delta(k) for k in after if k.startswith(f"{name}_count"))
+        if count:
+            total_s = sum(delta(k) for k in after if k.startswith(f"{name}_sum"))
+            out[label] = round(1000 * total_s / count, 2)
     for key in after:
         if key.startswith("switchd_db_coalesced_statements_total{"):
             label = key.split('"')[1]
@@ -511,8 +541,9 @@ def main() -> int:
         results["pgbench_before"] = pg_before
         print(f"pgbench before (scale 10, 8 clients, {args.pgbench_seconds} s): {pg_before['tps']:.0f} TPS",
               flush=True)
-    global PG_DATA_DIRECTORY
+    global PG_DATA_DIRECTORY, DATABASE
     PG_DATA_DIRECTORY = asyncio.run(pg_data_directory())
+    DATABASE = name
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
         # The daemon stops (leaving its `with`) before its work directory is removed.
@@ -559,6 +590,7 @@ def main() -> int:
             print(line(f"closed loop, {args.connections} connections x {inflight} in flight", closed), flush=True)
             print(f"  CPU: {closed['cpu']}", flush=True)
             print(f"  batching: {closed['batching']}", flush=True)
+            print(waits_line(closed["postgres_backends"]), flush=True)
             print(disk_line(closed), flush=True)
 
             half_rate = args.half_rate_per_s or round(closed["requests_per_s"] / 2, 1)
@@ -569,17 +601,19 @@ def main() -> int:
                 loadgen(daemon.port, work, "settle-half", *half_args, "--duration-s", str(args.settle_s),
                         timeout_s=args.settle_s + 180)
             before = daemon.scrape()
-            with DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(daemon) as cpu:
+            with (DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(daemon) as cpu,
+                  WaitSampler(dsn, name) as waits):
                 summary, lg_cpu = loadgen(
                     daemon.port, work, "half", *half_args,
                     "--duration-s", str(args.half_duration_s), timeout_s=args.half_duration_s + 180)
             half = {"rate_per_s": half_rate, **report(summary, disk),
                     "cpu": cpu.figures(lg_cpu, summary["response_codes"].get("00", 0)),
-                    "batching": batching(before, daemon.scrape())}
+                    "batching": batching(before, daemon.scrape()), "postgres_backends": waits.figures()}
             results["half_rate"] = half
             print(line(f"open loop at {half_rate:.0f} requests/s (half the maximum)", half), flush=True)
             print(f"  CPU: {half['cpu']}", flush=True)
             print(f"  batching: {half['batching']}", flush=True)
+            print(waits_line(half["postgres_backends"]), flush=True)
             print(disk_line(half), flush=True)
 
             results["daemon_exit_code"] = daemon.stop()
