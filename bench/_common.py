@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -409,7 +409,26 @@ def _pgbench_latencies(logs: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the disk
 
 
-class DiskProbe:
+class _Sampling:
+    """A sampler that runs on its own thread while a phase runs: ``with Sampler(...) as s:``."""
+
+    _stop: threading.Event
+    _thread: threading.Thread
+
+    def _start_thread(self, name: str, target: Any) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+class DiskProbe(_Sampling):
     """How long the disk takes to make 8 KiB durable, sampled while a phase runs.
 
     Every commit waits for PostgreSQL's WAL to reach the disk (fdatasync), so a
@@ -439,8 +458,7 @@ class DiskProbe:
         # a slow one. (This machine's kernel runs DAMON with a pageout scheme, which evicts
         # page-cache pages that go unused for a while, PostgreSQL's included.)
         self.reads: list[tuple[int, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="disk-probe", daemon=True)
+        self._start_thread("disk-probe", self._run)
 
     def _run(self) -> None:
         block = os.urandom(8192)
@@ -479,14 +497,6 @@ class DiskProbe:
             return None
         return None
 
-    def __enter__(self) -> DiskProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
     def figures(self) -> dict[str, Any]:
         """fdatasync latency: p50/p99/max, how many samples took over 100 ms, and the max per second."""
         values = sorted(ms for _, ms in self.samples_ms)
@@ -518,7 +528,7 @@ STATEMENT_KINDS = (("post_batch", "ledger.post_batch("), ("context", "AS q(pan, 
                    ("unposted", "receipt_key, receipt_hash, receipt_payload, n)"))
 
 
-class WaitSampler:
+class WaitSampler(_Sampling):
     """What the daemon's PostgreSQL backends are doing, sampled while a phase runs.
 
     Every ``interval_s`` (20 a second: one small query, light next to the load) it reads
@@ -535,8 +545,7 @@ class WaitSampler:
         self.samples = 0
         self.counts: dict[tuple[str, str], int] = {}
         self.error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="wait-sampler", daemon=True)
+        self._start_thread("wait-sampler", lambda: asyncio.run(self._run()))
 
     async def _run(self) -> None:
         try:
@@ -561,14 +570,6 @@ class WaitSampler:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             await conn.close()
-
-    def __enter__(self) -> WaitSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
     def figures(self) -> dict[str, Any]:
         """{statement: {"backends": mean active, state: mean backends in it, ...}}, largest first."""
