@@ -7,7 +7,7 @@ STAMP := $(VENV)/.compiled
 # The request path's modules, compiled in place by mypyc (setup.py's list): rebuilt when one changes.
 COMPILED_SRC := $(shell sed -n 's/^    "\([a-z_/]*\.py\)",$$/\1/p' setup.py)
 
-.PHONY: run test lint bench-ledger bench-wire bench-e2e clean venv
+.PHONY: run test lint bench-ledger bench-post-batch bench-wire bench-e2e clean venv
 
 # Installed interpreted first (editable), so that mypyc then type-checks against the real libraries.
 $(INSTALLED): pyproject.toml setup.py
@@ -52,6 +52,9 @@ lint: $(STAMP)
 
 bench-ledger: $(STAMP)
 	$(BIN)/python bench/ledger.py
+
+bench-post-batch: $(STAMP)
+	$(BIN)/python bench/post_batch.py
 
 bench-wire: $(STAMP)
 	$(BIN)/python bench/wire.py
