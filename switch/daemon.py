@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
+
 from ledger import db as ledger_db
 from ledger import migrate
 from ledger.accounts import receipt_reader
@@ -102,6 +104,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
     try:
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
+            if worker is None or worker.index == 0:
+                await _warn_without_autovacuum(conn)
         ledger = Ledger(pool, ledger_settings(cfg), observer=metrics.observer())
         metrics.watch_pool(pool, lambda: ledger.queue_depth)
         await ledger.start()
@@ -174,6 +178,19 @@ def serve(cfg: Config) -> int:
     if stale:  # it runs, but not the code in the source tree: say so before anything else
         log.warning("compiled_modules_stale", modules=stale, fix="make venv")
     return _guarded(lambda: _serve_with_database(cfg))
+
+
+async def _warn_without_autovacuum(conn: asyncpg.Connection) -> None:
+    """Say so at start when the server runs without autovacuum (README, Operating it).
+
+    The pool plans each statement once per connection, and the posting function's inner
+    queries likewise; a plan made while a table was small stays until the table is analyzed.
+    Without autovacuum nothing analyzes it, and lookups that should probe an index read the
+    whole of a table that only grows.
+    """
+    if await conn.fetchval("SELECT current_setting('autovacuum')") == "off":
+        log.warning("autovacuum_off", why="plans made while a table was small read it whole until it is analyzed",
+                    fix="turn autovacuum on, or run ANALYZE after bulk loads and regularly")
 
 
 def _serve_with_database(cfg: Config) -> int:

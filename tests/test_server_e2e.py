@@ -740,3 +740,14 @@ def test_a_peer_that_never_reads_is_cut_off(abuse_daemon: Any) -> None:
                for s in fams["switchd_connections_rejected"].samples)
     with Terminal(d.ports["idle"]) as t:  # and nobody else noticed
         assert t.call(netmgmt("HEALTHY1", "301"))["39"] == "00"
+
+
+def test_warns_at_start_when_the_server_runs_without_autovacuum(daemon: Any) -> None:
+    # Plans cached per connection while a table was small read it whole until it is analyzed
+    # (README, Operating it): without autovacuum the operator must know to ANALYZE.
+    setting = db_run(daemon.dsn, lambda conn: conn.fetchval("SELECT current_setting('autovacuum')"))
+    warned = daemon.events("autovacuum_off")
+    if setting == "off":
+        assert len(warned) == 1 and warned[0]["level"] == "warning" and "ANALYZE" in warned[0]["fix"]
+    else:
+        assert warned == []
