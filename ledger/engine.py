@@ -60,6 +60,11 @@ class LedgerSettings:
     retries_max: int = 3
     legs_per_command_max: int = 16
     hold_timeout_max_s: int = 7 * 86_400
+    # The writer keeps a connection between batches, and gives it back to the pool after this
+    # many: asyncpg replaces a connection released after its max_queries (50,000), so the
+    # statements' cached plans are made again on time, and a backend's memory stays bounded
+    # (README, Operating it: a plan made while a table was small reads it whole).
+    batches_per_connection_max: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,7 @@ class Ledger:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._idle_conns: list[asyncpg.Connection] = []  # writer connections between batches
+        self._conn_batches: dict[asyncpg.Connection, int] = {}  # batches each has posted since acquired
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_keys: set[str] = set()
         self._inflight_refs: set[tuple[str, int]] = set()
@@ -344,13 +350,22 @@ class Ledger:
                 await self._discard(conn)
                 conn = None
         finally:
+            give_back = None
             if conn is not None:
-                self._idle_conns.append(conn)
+                used = self._conn_batches.get(conn, 0) + 1
+                if used >= self.settings.batches_per_connection_max:
+                    self._conn_batches.pop(conn, None)
+                    give_back = conn
+                else:
+                    self._conn_batches[conn] = used
+                    self._idle_conns.append(conn)
             self._claim(batch, False)
             task = asyncio.current_task()
             if task is not None:
                 self._inflight.discard(task)  # type: ignore[arg-type]
             self._wakeup.set()
+            if give_back is not None:  # after the slot is free: the next batch need not wait for it
+                await self._give_back(give_back)
 
     def _claim(self, batch: list[_Pending], claimed: bool) -> None:
         """Mark (or unmark) the keys, journals and holds of a batch in flight."""
@@ -368,10 +383,15 @@ class Ledger:
     async def _release_conns(self) -> None:
         conns, self._idle_conns = self._idle_conns, []
         for conn in conns:
-            try:
-                await self.pool.release(conn, timeout=2)
-            except Exception:
-                await self._discard(conn)
+            await self._give_back(conn)
+
+    async def _give_back(self, conn: asyncpg.Connection) -> None:
+        """Release a writer connection to the pool (closed instead when that fails). Never raises."""
+        self._conn_batches.pop(conn, None)
+        try:
+            await self.pool.release(conn, timeout=2)
+        except Exception:
+            await self._discard(conn)
 
     async def _discard(self, conn: asyncpg.Connection) -> None:
         """Close a connection whose state is unknown and give its slot back to the pool.
@@ -379,6 +399,7 @@ class Ledger:
         Never raises: a connection the pool has already taken back (or one that died)
         refuses terminate() and release(), and a failure here must not stop the writer.
         """
+        self._conn_batches.pop(conn, None)
         with contextlib.suppress(Exception):
             conn.terminate()
         with contextlib.suppress(Exception):

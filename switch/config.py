@@ -78,6 +78,7 @@ LEDGER_SCHEMA: Schema = {
     "retries_max": (int, 3, _between(0, 20)),
     "legs_per_command_max": (int, 16, _between(1, 256)),
     "hold_timeout_max_s": (int, 7 * 86_400, _between(1, 365 * 86_400)),
+    "batches_per_connection_max": (int, 1_000, _between(1, 1_000_000)),
 }
 
 SECURITY_SCHEMA: Schema = {
@@ -151,6 +152,7 @@ class LedgerConfig:
     retries_max: int
     legs_per_command_max: int
     hold_timeout_max_s: int
+    batches_per_connection_max: int
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def ledger_settings(cfg: Config) -> LedgerSettings:
         batches_inflight_max=lc.batches_inflight_max, queue_depth_max=lc.queue_depth_max,
         timeout_post_s=lc.timeout_post_s, retries_max=lc.retries_max,
         legs_per_command_max=lc.legs_per_command_max, hold_timeout_max_s=lc.hold_timeout_max_s,
+        batches_per_connection_max=lc.batches_per_connection_max,
     )
 
 

@@ -418,3 +418,27 @@ async def test_a_receipt_function_that_raises_is_answered_at_once(pool: asyncpg.
         assert await A.journal(pool, idempotency_key="raises") is None
         assert (await led.post(transfer("after", [Leg(c["op"], c["m1"], 1)]))).status is Status.POSTED
     assert not await check_books(pool)
+
+
+async def test_the_writer_gives_its_connection_back_after_batches_per_connection_max(db_dsn: str) -> None:
+    # The writer keeps a connection between batches; after batches_per_connection_max it
+    # releases it, and asyncpg replaces a connection released after max_queries: fresh
+    # backends and plans on time, not only at a restart (README, Operating it).
+    pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=4, max_queries=3,
+                                     init=ledger_db.init_connection)
+    try:
+        c = await _chart(pool)
+        settings = LedgerSettings(batches_per_connection_max=2, batch_linger_ms=0, batches_inflight_max=1)
+        backends: list[int] = []
+        async with Ledger(pool, settings) as led:
+            for n in range(12):
+                res = await led.post(transfer(f"recycle-{n}", [Leg(c["op"], c["m1"], 1)]))
+                assert res.status is Status.POSTED, res
+                backends += [conn.get_server_pid() for conn in led._idle_conns]
+        # Kept for two batches at most, then replaced: never three batches on one backend.
+        assert len(set(backends)) >= 4 and max(backends.count(pid) for pid in backends) <= 2, backends
+        bal = await A.balance(pool, c["m1"])
+        assert bal is not None and bal.posted == 12
+        assert not await check_books(pool)
+    finally:
+        await pool.close()
