@@ -179,8 +179,8 @@ class Ledger:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._idle_conns: list[asyncpg.Connection] = []  # writer connections between batches
-        self._conn_batches: dict[asyncpg.Connection, int] = {}  # batches each has posted since acquired
+        # Writer connections between batches, each with the batches it has posted since acquired.
+        self._idle_conns: list[tuple[asyncpg.Connection, int]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_keys: set[str] = set()
         self._inflight_refs: set[tuple[str, int]] = set()
@@ -334,10 +334,14 @@ class Ledger:
 
     async def _flight(self, batch: list[_Pending]) -> None:
         """One batch on its own connection; frees its keys and slot, and wakes the writer."""
-        conn: asyncpg.Connection | None = self._idle_conns.pop() if self._idle_conns else None
+        conn: asyncpg.Connection | None = None
+        used = 0
+        if self._idle_conns:
+            conn, used = self._idle_conns.pop()
         if conn is not None and not _usable(conn):
             await self._discard(conn)  # it died between batches: the pool gives us another
             conn = None
+        posted_on = conn
         try:
             conn = await self._run_batch(batch, conn)
         except Exception as exc:  # a bug: answer now, not at the timeout
@@ -352,13 +356,11 @@ class Ledger:
         finally:
             give_back = None
             if conn is not None:
-                used = self._conn_batches.get(conn, 0) + 1
+                used = used + 1 if conn is posted_on else 1  # a replacement starts afresh
                 if used >= self.settings.batches_per_connection_max:
-                    self._conn_batches.pop(conn, None)
                     give_back = conn
                 else:
-                    self._conn_batches[conn] = used
-                    self._idle_conns.append(conn)
+                    self._idle_conns.append((conn, used))
             self._claim(batch, False)
             task = asyncio.current_task()
             if task is not None:
@@ -382,12 +384,11 @@ class Ledger:
 
     async def _release_conns(self) -> None:
         conns, self._idle_conns = self._idle_conns, []
-        for conn in conns:
+        for conn, _ in conns:
             await self._give_back(conn)
 
     async def _give_back(self, conn: asyncpg.Connection) -> None:
         """Release a writer connection to the pool (closed instead when that fails). Never raises."""
-        self._conn_batches.pop(conn, None)
         try:
             await self.pool.release(conn, timeout=2)
         except Exception:
@@ -399,7 +400,6 @@ class Ledger:
         Never raises: a connection the pool has already taken back (or one that died)
         refuses terminate() and release(), and a failure here must not stop the writer.
         """
-        self._conn_batches.pop(conn, None)
         with contextlib.suppress(Exception):
             conn.terminate()
         with contextlib.suppress(Exception):

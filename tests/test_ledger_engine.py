@@ -434,7 +434,7 @@ async def test_the_writer_gives_its_connection_back_after_batches_per_connection
             for n in range(12):
                 res = await led.post(transfer(f"recycle-{n}", [Leg(c["op"], c["m1"], 1)]))
                 assert res.status is Status.POSTED, res
-                backends += [conn.get_server_pid() for conn in led._idle_conns]
+                backends += [conn.get_server_pid() for conn, _ in led._idle_conns]
         # Kept for two batches at most, then replaced: never three batches on one backend.
         assert len(set(backends)) >= 4 and max(backends.count(pid) for pid in backends) <= 2, backends
         bal = await A.balance(pool, c["m1"])
