@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Self
@@ -57,6 +58,28 @@ async def admin(sql: str, dsn: str = ADMIN_DSN) -> None:
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def ledger_chart(dsn: str, members: int, asset: str = "PTS:BENCH") -> tuple[int, list[int]]:
+    """Migrate the database at ``dsn`` and open a points asset, one operator account (debit side,
+    no limit) and ``members`` member accounts (credit side, never below zero) in one statement:
+    (operator account, member accounts). Set-up, not what a benchmark measures."""
+    # Here, not at the top: the `ledger` package is importable only once ROOT is on the path.
+    from ledger import accounts, migrate
+    from ledger import db as ledger_db
+
+    conn = await ledger_db.connect(dsn)
+    try:
+        await migrate.upgrade(conn)
+        await accounts.ensure_asset(conn, asset, "points", 0)
+        source = await accounts.open_account(conn, "operator", "bench", asset, "debit", "none")
+        rows = await conn.fetch(
+            "INSERT INTO ledger.accounts(owner_kind, owner_id, asset, normal_side, limit_mode) "
+            "SELECT 'member', 'm' || g, $2, 'credit', 'non_negative' FROM generate_series(1, $1) g "
+            "RETURNING id", members, asset)
+        return source, [r["id"] for r in rows]
     finally:
         await conn.close()
 
@@ -415,7 +438,7 @@ class _Sampling:
     _stop: threading.Event
     _thread: threading.Thread
 
-    def _start_thread(self, name: str, target: Any) -> None:
+    def _start_thread(self, name: str, target: Callable[[], object]) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=target, name=name, daemon=True)
 
@@ -539,8 +562,10 @@ class WaitSampler(_Sampling):
     transaction to end (a row it locked), ``IO:WALSync`` for its commit's flush.
     """
 
-    def __init__(self, dsn: str, database: str, application_name: str = "switchd", interval_s: float = 0.05) -> None:
-        self.dsn, self.database, self.application_name = dsn, database, application_name
+    def __init__(self, database: str, admin_dsn: str = ADMIN_DSN, application_name: str = "switchd",
+                 interval_s: float = 0.05) -> None:
+        # pg_stat_activity shows every database's backends: the admin connection will do.
+        self.dsn, self.database, self.application_name = admin_dsn, database, application_name
         self.interval_s = interval_s
         self.samples = 0
         self.counts: dict[tuple[str, str], int] = {}
@@ -550,7 +575,7 @@ class WaitSampler(_Sampling):
     async def _run(self) -> None:
         try:
             conn = await asyncpg.connect(self.dsn, timeout=10)
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             return
         try:

@@ -287,7 +287,7 @@ def closed_loop(d: Daemon, work: Path, args: argparse.Namespace, inflight: int, 
                 name: str) -> dict[str, Any]:
     before = d.scrape()
     with (DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(d) as cpu,
-          WaitSampler(with_db(ADMIN_DSN, DATABASE), DATABASE) as waits):
+          WaitSampler(DATABASE) as waits):
         summary, lg_cpu = loadgen(d.port, work, name, "--connections", str(args.connections),
                                   "--inflight", str(inflight), "--duration-s", str(duration_s),
                                   timeout_s=duration_s + 180)
@@ -602,7 +602,7 @@ def main() -> int:
                         timeout_s=args.settle_s + 180)
             before = daemon.scrape()
             with (DiskProbe(work, PG_DATA_DIRECTORY) as disk, CpuMeter(daemon) as cpu,
-                  WaitSampler(dsn, name) as waits):
+                  WaitSampler(DATABASE) as waits):
                 summary, lg_cpu = loadgen(
                     daemon.port, work, "half", *half_args,
                     "--duration-s", str(args.half_duration_s), timeout_s=args.half_duration_s + 180)

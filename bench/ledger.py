@@ -22,11 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import ADMIN_DSN, ROOT, admin, run_pgbench, with_db
+from _common import ADMIN_DSN, ROOT, admin, ledger_chart, run_pgbench, with_db
 
 from ledger import accounts as A
 from ledger import db as ledger_db
-from ledger import migrate
 from ledger.audit import check_books
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger, LedgerSettings
@@ -77,20 +76,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     dsn = with_db(ADMIN_DSN, name)
     results: dict[str, object] = {}
     try:
-        conn = await ledger_db.connect(dsn)
-        await migrate.upgrade(conn)
-        await A.ensure_asset(conn, "PTS:BENCH", "points", 0)
-        source = await A.open_account(conn, "operator", "bench", "PTS:BENCH", "debit", "none")
-        hot = await A.open_account(conn, "merchant", "hot", "PTS:BENCH", "credit", "none")
-        # Accounts in one statement: set-up is not what we measure.
-        ids = await conn.fetch(
-            "INSERT INTO ledger.accounts(owner_kind, owner_id, asset, normal_side, limit_mode) "
-            "SELECT 'member', 'm' || g, 'PTS:BENCH', 'credit', 'non_negative' FROM generate_series(1, $1) g "
-            "RETURNING id", args.accounts,
-        )
-        accounts = [r["id"] for r in ids]
-        await conn.close()
+        source, accounts = await ledger_chart(dsn, args.accounts)
         pool = await ledger_db.create_pool(dsn, 2, 4)
+        hot = await A.open_account(pool, "merchant", "hot", "PTS:BENCH", "credit", "none")
         settings = LedgerSettings(batch_size_max=args.batch_size_max, batch_linger_ms=args.linger_ms,
                                   batches_inflight_max=args.inflight,
                                   queue_depth_max=100_000, timeout_post_s=60)

@@ -29,11 +29,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import ADMIN_DSN, ROOT, admin, proc_cpu_s, with_db
+from _common import ADMIN_DSN, ROOT, admin, ledger_chart, proc_cpu_s, with_db
 
-from ledger import accounts as A
 from ledger import db as ledger_db
-from ledger import migrate
 from ledger.audit import check_books
 
 SIZES = (1, 8, 64, 512)
@@ -66,15 +64,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     await admin(f'CREATE DATABASE "{name}"')
     dsn = with_db(ADMIN_DSN, name)
     try:
-        conn = await ledger_db.connect(dsn)
-        await migrate.upgrade(conn)
-        await A.ensure_asset(conn, "PTS:BENCH", "points", 0)
-        source = await A.open_account(conn, "operator", "bench", "PTS:BENCH", "debit", "none")
-        members = [r["id"] for r in await conn.fetch(
-            "INSERT INTO ledger.accounts(owner_kind, owner_id, asset, normal_side, limit_mode) "
-            "SELECT 'member', 'm' || g, 'PTS:BENCH', 'credit', 'non_negative' FROM generate_series(1, $1) g "
-            "RETURNING id", MEMBERS)]
-        await conn.close()
+        source, members = await ledger_chart(dsn, MEMBERS)
         pool = await ledger_db.create_pool(dsn, 1, 1, generic_plans=True)
         seq = 0
 
