@@ -7,7 +7,7 @@ STAMP := $(VENV)/.compiled
 # The request path's modules, compiled in place by mypyc (setup.py's list): rebuilt when one changes.
 COMPILED_SRC := $(shell sed -n 's/^    "\([a-z_/]*\.py\)",$$/\1/p' setup.py)
 
-.PHONY: run test lint bench-ledger bench-post-batch bench-wire bench-e2e clean venv
+.PHONY: run test lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e clean venv
 
 # Installed interpreted first (editable), so that mypyc then type-checks against the real libraries.
 $(INSTALLED): pyproject.toml setup.py
@@ -55,6 +55,9 @@ bench-ledger: $(STAMP)
 
 bench-post-batch: $(STAMP)
 	$(BIN)/python bench/post_batch.py
+
+bench-idle-cost: $(STAMP)
+	$(BIN)/python bench/idle_cost.py
 
 bench-wire: $(STAMP)
 	$(BIN)/python bench/wire.py

@@ -38,7 +38,10 @@ The closed loop and the half rate also sample what the daemon's PostgreSQL
 backends do (bench/_common.WaitSampler, pg_stat_activity 20 times a second):
 per statement, how many are running and how many wait on a row lock another
 batch holds or on their commit's flush; and the daemon's own means (request,
-ledger queue wait, event-loop lag) go into "batching".
+ledger queue wait, event-loop lag) go into "batching". Each phase's CPU figures
+end with the whole machine's user and system CPU and context switches per approved
+request ("machine_per_approved"): whether a phase costs more because it does more,
+or because the same code runs slower after each wake-up (bench/idle_cost.py).
 
 Targets (2 cores, daemon + load generator + PostgreSQL on one box): approved/s
 >= pgbench TPS (ratio >= 1.0) and p99 <= 50 ms at half the maximum rate.
@@ -69,7 +72,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import _common
 from _common import (
@@ -196,24 +199,42 @@ def postgres_cpu() -> dict[int, float]:
     return out
 
 
-def machine_cpu() -> tuple[float, float, float]:
-    """(busy, total, stolen) CPU seconds of the whole machine, from /proc/stat.
+class MachineCpu(NamedTuple):
+    """The whole machine's CPU seconds and context switches so far, from /proc/stat.
 
-    Stolen: time this virtual machine's CPUs were ready to run but the host ran
+    ``steal_s``: time this virtual machine's CPUs were ready to run but the host ran
     someone else (the "steal" column). It is not ours and not idle: on this shared
     box it has been 10-50% of the total, which slows every process alike.
+    ``user_s``/``system_s`` split the busy time (system includes interrupts), and
+    ``switches`` counts context switches: together they tell whether a phase costs
+    more because it does more (system calls, wake-ups) or because the same code
+    runs slower (see bench/idle_cost.py).
     """
-    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+    busy_s: float
+    total_s: float
+    steal_s: float
+    user_s: float
+    system_s: float
+    switches: int
+
+    def since(self, earlier: MachineCpu) -> MachineCpu:
+        """What was used between ``earlier`` and this reading."""
+        return MachineCpu(self.busy_s - earlier.busy_s, self.total_s - earlier.total_s,
+                          self.steal_s - earlier.steal_s, self.user_s - earlier.user_s,
+                          self.system_s - earlier.system_s, self.switches - earlier.switches)
+
+
+def machine_cpu() -> MachineCpu:
+    """The machine's CPU counters now (see MachineCpu); a phase's figures are a difference."""
+    lines = Path("/proc/stat").read_text().splitlines()
+    parts = [int(x) for x in lines[0].split()[1:]]
+    switches = next(int(line.split()[1]) for line in lines if line.startswith("ctxt "))
     ticks = os.sysconf("SC_CLK_TCK")
-    idle = parts[3] + parts[4]  # idle + iowait
-    steal = parts[7]
+    user, nice, system, idle, iowait, irq, softirq, steal = parts[:8]
     total = sum(parts[:8])
-    return (total - idle - steal) / ticks, total / ticks, steal / ticks
-
-
-def _machine_delta(m0: tuple[float, float, float], m1: tuple[float, float, float]) -> tuple[float, float, float]:
-    busy, total, steal = (b - a for a, b in zip(m0, m1, strict=True))
-    return busy, total, steal
+    return MachineCpu(busy_s=(total - idle - iowait - steal) / ticks, total_s=total / ticks, steal_s=steal / ticks,
+                      user_s=(user + nice) / ticks, system_s=(system + irq + softirq) / ticks, switches=switches)
 
 
 class CpuMeter:
@@ -234,11 +255,12 @@ class CpuMeter:
         pg1 = postgres_cpu()
         # Backends that exited meanwhile are lost (the daemon's pool keeps its own for the run).
         self.pg_s = sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items())
-        self.busy_s, self.total_s, self.steal_s = _machine_delta(self.m0, machine_cpu())
+        self.machine = machine_cpu().since(self.m0)
         self.wall_s = time.monotonic() - self.t0
 
     def figures(self, loadgen_cpu_s: float, approved: int = 0) -> dict[str, Any]:
         per = (lambda s: round(1000 * s / approved, 3)) if approved else (lambda s: None)
+        m = self.machine
         return {
             "cpu_ms_per_approved": {"daemon": per(self.daemon_s), "postgres": per(self.pg_s),
                                     "loadgen": per(loadgen_cpu_s)},
@@ -246,10 +268,13 @@ class CpuMeter:
             "daemon_cpu_s": round(self.daemon_s, 2),
             "postgres_cpu_s": round(self.pg_s, 2),
             "loadgen_cpu_s": round(loadgen_cpu_s, 2),
-            "machine_busy_cpu_s": round(self.busy_s, 2),
-            "machine_cpu_capacity_s": round(self.total_s, 2),
-            "machine_busy_pct": round(100 * self.busy_s / self.total_s, 1) if self.total_s else 0.0,
-            "machine_stolen_pct": round(100 * self.steal_s / self.total_s, 1) if self.total_s else 0.0,
+            "machine_busy_cpu_s": round(m.busy_s, 2),
+            "machine_cpu_capacity_s": round(m.total_s, 2),
+            "machine_busy_pct": round(100 * m.busy_s / m.total_s, 1) if m.total_s else 0.0,
+            "machine_stolen_pct": round(100 * m.steal_s / m.total_s, 1) if m.total_s else 0.0,
+            # Every process on the box, per approved request: user vs kernel time, and wake-ups.
+            "machine_per_approved": {"user_cpu_ms": per(m.user_s), "system_cpu_ms": per(m.system_s),
+                                     "context_switches": round(m.switches / approved, 2) if approved else None},
         }
 
 
@@ -408,13 +433,13 @@ class PgbenchCpu:
         # Backends exit with pgbench: count them from the pids that ended too (their CPU is lost
         # from /proc), so this is a lower bound; the machine figure includes everyone else.
         self.pg_s = sum(v - self.pg0.get(pid, 0.0) for pid, v in pg1.items())
-        self.busy_s, self.total_s, self.steal_s = _machine_delta(self.m0, machine_cpu())
+        self.machine = machine_cpu().since(self.m0)
 
     def figures(self, tps: float, seconds: int) -> dict[str, Any]:
         txns = tps * seconds
         return {"pgbench_client_cpu_s": round(self.client_s, 2),
-                "machine_busy_pct": round(100 * self.busy_s / max(1e-9, self.total_s), 1),
-                "machine_stolen_pct": round(100 * self.steal_s / max(1e-9, self.total_s), 1),
+                "machine_busy_pct": round(100 * self.machine.busy_s / max(1e-9, self.machine.total_s), 1),
+                "machine_stolen_pct": round(100 * self.machine.steal_s / max(1e-9, self.machine.total_s), 1),
                 "cpu_ms_per_txn": {"pgbench_client": round(1000 * self.client_s / txns, 3) if txns else None,
                                    "postgres_surviving_backends": round(1000 * self.pg_s / txns, 3) if txns else None}}
 
