@@ -45,7 +45,8 @@ or because the same code runs slower after each wake-up (bench/idle_cost.py).
 
 Targets (2 cores, daemon + load generator + PostgreSQL on one box): approved/s
 >= pgbench TPS (ratio >= 1.0) and p99 <= 50 ms at half the maximum rate.
-Prints the figures and writes bench/results/e2e.json.
+Prints the figures and writes bench/results/e2e.json; checks the books after the run (every
+asset sums to zero, every journal balances) and exits 1 when they do not balance.
 
 Set-up is not measured: cards are inserted in bulk (the rows `switchd card
 issue` writes), their points and stored-value accounts opened in bulk (the rows
@@ -645,6 +646,9 @@ def main() -> int:
             if args.keep_daemon_log:
                 shutil.copy(daemon.log_path, args.keep_daemon_log)
             results["books"] = asyncio.run(books(dsn))
+            print(f"books: {'balance' if results['books']['books_balance'] else 'DO NOT BALANCE'} "
+                  f"({results['books']['journals']} journals){''.join('; ' + x for x in results['books']['problems'])}",
+                  flush=True)
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
@@ -683,6 +687,7 @@ def main() -> int:
             "latency_from_schedule_ms", {}).get("p99"),
         "target_ratio": 1.0,
         "target_half_rate_p99_ms": 50.0,
+        "books_balance": results["books"]["books_balance"],
     }
     summary_out["meets_ratio"] = bool(tps) and closed["approved_per_s"] / tps >= 1.0
     # The target's p99 is at half the measured maximum; at a rate fixed by hand it says nothing.
@@ -693,7 +698,7 @@ def main() -> int:
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary_out, indent=2))
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-    return 0
+    return 0 if summary_out["books_balance"] else 1  # a fast run whose books do not balance is a failure
 
 
 if __name__ == "__main__":
