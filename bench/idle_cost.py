@@ -37,8 +37,7 @@ from switch import codec, mac
 from switch.context import ECHO_FIELDS
 
 SLEEPS_S = (0.0, 0.0002, 0.001, 0.005)
-KEY = bytes(range(16))
-ECHOED = ("3", "4", "7", "11", "41", "42")  # a throwaway CMAC-AES key: the probe signs its own frames only
+KEY = bytes(range(16))  # a throwaway CMAC-AES key: the probe signs its own frames only
 
 
 def request_frame(spec: codec.Spec) -> bytes:
