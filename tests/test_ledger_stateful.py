@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import hypothesis.strategies as st
+import soak
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -245,6 +246,6 @@ class LedgerMachine(RuleBasedStateMachine):
 def test_ledger_state_machine(db_dsn: str) -> None:
     LedgerMachine.dsn = db_dsn
     run = LedgerMachine.TestCase
-    run.settings = settings(max_examples=25, stateful_step_count=25, deadline=None,
+    run.settings = settings(max_examples=soak.examples(25), stateful_step_count=soak.steps(25), deadline=None,
                             suppress_health_check=[HealthCheck.too_slow])
     run().runTest()
