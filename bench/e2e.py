@@ -44,7 +44,9 @@ request ("machine_per_approved"): whether a phase costs more because it does mor
 or because the same code runs slower after each wake-up (bench/idle_cost.py).
 
 Targets (2 cores, daemon + load generator + PostgreSQL on one box): approved/s
->= pgbench TPS (ratio >= 1.0) and p99 <= 50 ms at half the maximum rate.
+>= pgbench TPS (ratio >= 1.0) and p99 <= 50 ms at half the maximum rate, measured
+from each request's scheduled send (as pgbench -R measures; the latency from the
+actual send, which leaves out a load generator's own lateness, is printed beside it).
 Prints the figures and writes bench/results/e2e.json; checks the books after the run (every
 asset sums to zero, every journal balances) and exits 1 when they do not balance.
 
@@ -408,6 +410,8 @@ def report(summary: dict[str, Any], disk: DiskProbe | None = None) -> dict[str, 
         "approved": summary["response_codes"].get("00", 0),
         "approved_per_s": round(approved_per_s(summary), 1),
         "latency_ms": summary["latency_ms"],
+        # Open loop: from each request's scheduled send (tools/_stats.Stats.from_schedule_ms).
+        "latency_from_schedule_ms": summary.get("latency_from_schedule_ms"),
         "response_codes": summary["response_codes"],
         "by_kind": summary.get("by_kind", {}),
         "compensations": summary.get("compensations", {}),
@@ -484,8 +488,11 @@ async def books(dsn: str) -> dict[str, Any]:
 def line(title: str, r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     codes = ", ".join(f"{k}: {v}" for k, v in r["response_codes"].items())
+    sched = r.get("latency_from_schedule_ms")
+    from_schedule = f" (from the schedule: p50 {sched['p50']:.1f} ms, p99 {sched['p99']:.1f} ms)" if sched else ""
     return (f"{title}: {r['approved_per_s']:.0f} approved/s ({r['requests_per_s']:.0f} requests/s), "
-            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms; codes {codes}; errors {r['errors'] or 'none'}")
+            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms{from_schedule}; codes {codes}; "
+            f"errors {r['errors'] or 'none'}")
 
 
 def main() -> int:
@@ -677,6 +684,8 @@ def main() -> int:
         "ratio_to_pgbench": round(closed["approved_per_s"] / tps, 3) if tps else None,
         "half_rate_per_s": half["rate_per_s"],
         "half_rate_p99_ms": half["latency_ms"]["p99"],
+        # The target's figure: from each request's scheduled send, as pgbench -R measures.
+        "half_rate_p99_from_schedule_ms": (half.get("latency_from_schedule_ms") or half["latency_ms"])["p99"],
         # Not a target: what the disk did meanwhile (see DiskProbe), to read the p99 by.
         "half_rate_disk_fdatasync_ms": half.get("disk", {}).get("fdatasync_ms"),
         "half_rate_seconds_with_disk_stall_over_100ms": sum(
@@ -691,7 +700,8 @@ def main() -> int:
     }
     summary_out["meets_ratio"] = bool(tps) and closed["approved_per_s"] / tps >= 1.0
     # The target's p99 is at half the measured maximum; at a rate fixed by hand it says nothing.
-    summary_out["meets_p99"] = half["latency_ms"]["p99"] <= 50.0 if not args.half_rate_per_s else None
+    summary_out["meets_p99"] = (summary_out["half_rate_p99_from_schedule_ms"] <= 50.0
+                                if not args.half_rate_per_s else None)
     results["summary"] = summary_out
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -45,10 +45,17 @@ class Stats:
     # The whole second (monotonic) each answer arrived in, beside latencies_ms: a tail made
     # of one stall and a tail spread over the run look alike in a single p99.
     seconds: list[int] = field(default_factory=list)
+    # Open loop only: each answer's latency from the moment its request was due by the
+    # schedule, not from when it was written. A generator that is late to send (a busy
+    # machine, all in-flight slots taken) would otherwise leave its own lateness out of the
+    # figure ("coordinated omission"); pgbench -R measures from its schedule the same way.
+    from_schedule_ms: list[float] = field(default_factory=list)
 
-    def record(self, latency_ms: float, response_code: str) -> None:
+    def record(self, latency_ms: float, response_code: str, from_schedule_ms: float | None = None) -> None:
         self.responses += 1
         self.latencies_ms.append(latency_ms)
+        if from_schedule_ms is not None:
+            self.from_schedule_ms.append(from_schedule_ms)
         self.response_codes[response_code] += 1
         self.seconds.append(int(time.monotonic()))
 
@@ -69,19 +76,12 @@ class Stats:
         self.errors[kind] += count
 
     def summary(self, elapsed_s: float) -> dict[str, Any]:
-        ordered = sorted(self.latencies_ms)
-        return {
+        out = {
             "elapsed_s": round(elapsed_s, 3),
             "sent": self.sent,
             "responses": self.responses,
             "throughput_rps": round(self.responses / elapsed_s, 1) if elapsed_s > 0 else 0.0,
-            "latency_ms": {
-                "p50": round(percentile(ordered, 50), 3),
-                "p90": round(percentile(ordered, 90), 3),
-                "p99": round(percentile(ordered, 99), 3),
-                "max": round(ordered[-1], 3) if ordered else 0.0,
-                "mean": round(sum(ordered) / len(ordered), 3) if ordered else 0.0,
-            },
+            "latency_ms": latency_figures(self.latencies_ms),
             "response_codes": dict(sorted(self.response_codes.items())),
             "errors": dict(sorted(self.errors.items())),
             "errors_total": sum(self.errors.values()),
@@ -94,6 +94,25 @@ class Stats:
                 "idle_lost": self.idle_lost,
             },
         }
+        if self.from_schedule_ms:
+            out["latency_from_schedule_ms"] = latency_figures(self.from_schedule_ms)
+        return out
+
+
+def latency_figures(values_ms: list[float]) -> dict[str, float]:
+    """p50, p90, p99, max and mean of a list of latencies (all 0.0 when empty).
+
+    >>> latency_figures([4.0, 1.0, 2.0, 3.0])["p50"], latency_figures([])["max"]
+    (2.0, 0.0)
+    """
+    ordered = sorted(values_ms)
+    return {
+        "p50": round(percentile(ordered, 50), 3),
+        "p90": round(percentile(ordered, 90), 3),
+        "p99": round(percentile(ordered, 99), 3),
+        "max": round(ordered[-1], 3) if ordered else 0.0,
+        "mean": round(sum(ordered) / len(ordered), 3) if ordered else 0.0,
+    }
 
 
 def format_summary(summary: dict[str, Any]) -> list[str]:
@@ -107,6 +126,12 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
         f"throughput   {summary['throughput_rps']:.1f} responses/s",
         f"latency ms   p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
         f"max {lat['max']:.2f}",
+    ]
+    sched = summary.get("latency_from_schedule_ms")
+    if sched:
+        lines.append(f"from sched   p50 {sched['p50']:.2f}  p90 {sched['p90']:.2f}  p99 {sched['p99']:.2f}  "
+                     f"max {sched['max']:.2f}")
+    lines += [
         f"connections  {conns['open']} open, {conns['failed']} failed",
     ]
     if conns["idle_open"] or conns["idle_lost"]:

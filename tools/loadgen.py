@@ -162,6 +162,8 @@ class Clock:
 class Pending:
     sent_ns: int
     deadline_ns: int
+    # When the schedule wanted it sent (open loop); 0: closed loop, no schedule.
+    scheduled_ns: int
     mti: str
     field7: str
     field41: str
@@ -382,12 +384,17 @@ class Run:
         next_send = time.monotonic() + (index / self.cfg.connections) * interval_s
         try:
             while not lost.is_set():
+                scheduled_ns = 0
                 if interval_s:
                     next_send += interval_s
+                    # Latency from here: waiting for the timer or for a free slot is ours too.
+                    scheduled_ns = int(next_send * 1e9)  # time.monotonic's clock, in ns
                     delay_s = next_send - time.monotonic()
                     if delay_s > 0:
                         await asyncio.sleep(delay_s)
                     elif delay_s < -interval_s:
+                        # A whole interval behind: this request keeps its lateness, the ones
+                        # after it start a new schedule instead of a burst (counted: slips).
                         self.stats.schedule_slips += 1
                         next_send = time.monotonic()
                 await slots.acquire()
@@ -398,8 +405,8 @@ class Run:
                 name, fields, amount = self._next_request(terminal, stan)
                 data = self._encode(terminal, fields)
                 now_ns = time.monotonic_ns()
-                pending[stan] = Pending(now_ns, now_ns + timeout_ns, fields["t"], fields["7"], fields["41"],
-                                        name, fields.get("2", ""), amount, fields.get("49", ""))
+                pending[stan] = Pending(now_ns, now_ns + timeout_ns, scheduled_ns, fields["t"], fields["7"],
+                                        fields["41"], name, fields.get("2", ""), amount, fields.get("49", ""))
                 self.stats.sent += 1
                 writer.write(data)
                 await writer.drain()
@@ -430,7 +437,8 @@ class Run:
             self.stats.error("unmatched_stan")
             return
         code = fields.get("39", "none")
-        self.stats.record((received_ns - p.sent_ns) / 1e6, code)
+        self.stats.record((received_ns - p.sent_ns) / 1e6, code,
+                          (received_ns - p.scheduled_ns) / 1e6 if p.scheduled_ns else None)
         counts = self.by_kind.get(p.kind)
         if counts is None:
             counts = self.by_kind[p.kind] = Counter()
