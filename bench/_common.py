@@ -432,7 +432,7 @@ def _pgbench_latencies(logs: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the disk
 
 
-class _Sampling:
+class Sampling:
     """A sampler that runs on its own thread while a phase runs: ``with Sampler(...) as s:``."""
 
     _stop: threading.Event
@@ -451,7 +451,7 @@ class _Sampling:
         self._thread.join(10)
 
 
-class DiskProbe(_Sampling):
+class DiskProbe(Sampling):
     """How long the disk takes to make 8 KiB durable, sampled while a phase runs.
 
     Every commit waits for PostgreSQL's WAL to reach the disk (fdatasync), so a
@@ -551,7 +551,7 @@ STATEMENT_KINDS = (("post_batch", "ledger.post_batch("), ("context", "AS q(pan, 
                    ("unposted", "receipt_key, receipt_hash, receipt_payload, n)"))
 
 
-class WaitSampler(_Sampling):
+class WaitSampler(Sampling):
     """What the daemon's PostgreSQL backends are doing, sampled while a phase runs.
 
     Every ``interval_s`` (20 a second: one small query, light next to the load) it reads

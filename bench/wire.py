@@ -25,7 +25,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 import _common
 import asyncpg
-from _common import ADMIN_DSN, ROOT, Daemon, admin, with_db
+from _common import ADMIN_DSN, ROOT, Daemon, Sampling, admin, with_db
 
 from tools.loadgen import raise_nofile_limit
 
@@ -55,14 +54,13 @@ async def add_terminals(dsn: str, prefix: str, count: int) -> None:
         await conn.close()
 
 
-class RssSampler:
+class RssSampler(Sampling):
     """Peak daemon RSS while a phase runs (sampled twice a second)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._start_thread("rss-sampler", self._run)
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
@@ -70,14 +68,6 @@ class RssSampler:
                 self.peak_mb = max(self.peak_mb, self.daemon.rss_mb())
             except OSError:
                 return
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def loadgen(port: int, json_out: Path, *args: str, timeout_s: float) -> tuple[dict[str, Any], float]:
