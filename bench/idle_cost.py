@@ -14,7 +14,7 @@ bench/results/idle_cost.json.
 
 Why it exists: in ``make bench-e2e``, every process (daemon, PostgreSQL and load generator,
 whose work per request never changes) uses about twice the CPU per request at half the rate
-that it uses in the closed loop, nearly all of it user time (README, Benchmarks, Studying
+that it uses in the closed loop, nearly all of it user time (docs/notes/2026-11-diary.md, Studying
 it). This probe shows how much of that the machine does to any code that sleeps between
 pieces of work, with nothing of the switch's concurrency, batching or database involved.
 """

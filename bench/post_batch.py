@@ -10,7 +10,7 @@ the order 1 8 64 512 512 64 8 1, and each size keeps its lower figure: this shar
 moves within minutes. Prints the figures and writes bench/results/post_batch.json.
 
 Why it exists: at half of ``make bench-e2e``'s rate batches are ~10 commands, not ~100, and
-the fixed cost per call is what a batch of ten shares (README, Benchmarks, Studying it).
+the fixed cost per call is what a batch of ten shares (docs/notes/2026-11-diary.md, Studying it).
 
 Server: $SWITCHD_BENCH_DSN (an admin DSN), else postgres@127.0.0.1:5432. It creates its own
 database and drops it.

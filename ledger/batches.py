@@ -1,6 +1,6 @@
 """Terminal batches: the host's totals for a terminal's open batch, and closing it (0500).
 
-DESIGN §4 "0500 totals", from the member's side: credits = purchase-earn,
+specs/HOST-INTERFACE.md §12 (terminal batch settlement), from the member's side: credits = purchase-earn,
 top-up, load, refund; debits = redeem, stored-value purchase, lottery. Amounts
 are the sum of field 4 as sent (points and money added as plain numbers).
 Voided and reversed transactions are left out (a partially reversed one counts

@@ -63,7 +63,7 @@ class LedgerSettings:
     # The writer keeps a connection between batches, and gives it back to the pool after this
     # many: asyncpg replaces a connection released after its max_queries (50,000), so the
     # statements' cached plans are made again on time, and a backend's memory stays bounded
-    # (README, Operating it: a plan made while a table was small reads it whole).
+    # (docs/operating.md, PostgreSQL: a plan made while a table was small reads it whole).
     batches_per_connection_max: int = 1_000
 
 

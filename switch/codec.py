@@ -133,7 +133,7 @@ _SECONDARY_DATA_KEYS = frozenset(str(n) for n in range(65, 129)) - set(MAC_FIELD
 
 
 def mac_field(fields: Fields) -> str:
-    """Where the MAC goes: field 128 when a secondary bitmap is present, else 64 (DESIGN §4)."""
+    """Where the MAC goes: field 128 when a secondary bitmap is present, else 64 (specs/HOST-INTERFACE.md §9.2)."""
     return "128" if not _SECONDARY_DATA_KEYS.isdisjoint(fields) else "64"
 
 
@@ -182,7 +182,7 @@ def encode_with_mac(fields: Fields, spec: Spec, sign: Any) -> bytes:
     return raw[:-n] + tail
 
 
-# DESIGN §4: a repeated advice (0421) is answered like 0420.
+# specs/HOST-INTERFACE.md §11: a repeated advice (0421) is answered like 0420.
 REPEATS = {"0421": "0420"}
 
 

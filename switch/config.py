@@ -1,7 +1,7 @@
 """Daemon configuration: one TOML file plus a few environment overrides.
 
 Every key, its type and its default live in the ``SCHEMA`` tables below, in
-one place, so that the example file, validation and the README cannot drift.
+one place, so that the example file, validation and docs/configuration.md cannot drift.
 Validation failures raise :class:`ConfigError` whose message is one line that
 names the key, e.g. ``config: ledger.batch_size_max: must be >= 1, got 0``.
 

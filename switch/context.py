@@ -31,7 +31,7 @@ from switch.terminals import Terminal, TerminalStore
 
 Fields = dict[str, str]
 
-# DESIGN §4: every response echoes these of its request where present; 0810 its own set.
+# specs/HOST-INTERFACE.md §5.2: every response echoes these of its request where present; 0810 its own set.
 ECHO_FIELDS = ("3", "4", "7", "11", "41", "42")
 ECHO_FIELDS_NETMGMT = ("7", "11", "41", "70")
 

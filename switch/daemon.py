@@ -182,7 +182,7 @@ def serve(cfg: Config) -> int:
 
 
 async def _warn_without_autovacuum(conn: asyncpg.Connection) -> None:
-    """Say so at start when the server runs without autovacuum (README, Operating it).
+    """Say so at start when the server runs without autovacuum (docs/operating.md, PostgreSQL).
 
     The pool plans each statement once per connection, and the posting function's inner
     queries likewise; a plan made while a table was small stays until the table is analyzed.

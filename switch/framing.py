@@ -2,7 +2,7 @@
 
 Sans-IO codecs, tested alone: a :class:`FrameDecoder` is fed bytes as they
 arrive and hands back complete :class:`Frame` objects; :func:`encode_frame`
-wraps a response. Two framings (DESIGN §4):
+wraps a response. Two framings (specs/HOST-INTERFACE.md §2):
 
 - ``nac2``: 2-byte unsigned big-endian length, then the message. With
   ``tpdu=True`` a 5-byte TPDU (0x60, destination, source) follows the header;

@@ -1,4 +1,4 @@
-"""Message authentication codes for terminals (DESIGN.md §4, field 64/128).
+"""Message authentication codes for terminals (specs/HOST-INTERFACE.md §9, field 64/128).
 
 Two algorithms, named as in configuration and the CLI:
 

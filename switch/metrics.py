@@ -130,7 +130,7 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         # The process (CPU seconds, resident memory, open descriptors) and Python's cycle
         # collector: objects it collects are reference cycles the request path should not make
-        # (see README, Compiled modules); a steady rate of them is a regression to look for.
+        # (see docs/contributing.md, Compiled modules); a steady rate of them is a regression to look for.
         r.register(PROCESS_COLLECTOR)
         r.register(GC_COLLECTOR)
         self.requests = Counter("switchd_requests", "Requests answered",

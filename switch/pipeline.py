@@ -1,4 +1,4 @@
-"""The life of one request (DESIGN §3), from message bytes to response bytes.
+"""The life of one request (docs/design.md, The life of a request), from message bytes to response bytes.
 
 decode -> validate -> terminal known and active? -> MAC valid? -> signed on?
 -> duplicate? (for most handlers; the loyalty handlers ask in their context read)

@@ -30,7 +30,7 @@ FUNCTION_NOT_SUPPORTED = "40"
 ANY = "*"
 
 # (MTI, transaction type) -> handler.
-# row by row (DESIGN §4 lists the operations).
+# row by row (specs/HOST-INTERFACE.md §6 lists the operations).
 ROUTES: dict[tuple[str, str], Handler] = {
     ("0800", ANY): netmgmt.handle,
     ("0200", "00"): financial.handle_0200,  # purchase-earn 000000, redeem 006500, stored-value purchase 006000

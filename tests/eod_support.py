@@ -185,7 +185,7 @@ class Day:
         assert resp["39"] == "00", resp
 
     def batch_totals(self, terminal_id: str) -> tuple[int, int, int, int]:
-        """The terminal's own totals (credits count/amount, debits count/amount), DESIGN §4."""
+        """The terminal's own totals (credits count/amount, debits count/amount), specs/HOST-INTERFACE.md §12."""
         cc = ca = dc = da = 0
         for s in self.sent + self.refunds:
             if s.terminal_id != terminal_id or s.voided:

@@ -2,7 +2,7 @@
 
 A real daemon takes purchases from four terminals at once while its database
 connections are killed three times (``pg_terminate_backend``, as a failover
-or an administrator would). What must hold, from DESIGN §3:
+or an administrator would). What must hold, from docs/design.md, Rules that never bend:
 
 - every request gets an answer, promptly: 00 when it posted, 91/96 when the
   switch cannot know (never silence, never a hung connection);

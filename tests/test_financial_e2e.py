@@ -360,7 +360,7 @@ def test_closed_batch_cannot_be_voided(fin: Daemon) -> None:
     with _terminal(fin, tid) as t:
         earn = _call(t, _req("000000", 1_000, tid=tid))
         _approved(earn)
-        # The batch holds one credit of 1,000 (DESIGN §4 "0500 totals"): in balance, closed.
+        # The batch holds one credit of 1,000 (specs/HOST-INTERFACE.md §12): in balance, closed.
         settle = {"t": "0500", "3": "920000", "7": utc_stamp(), "11": next_stan(), "41": tid.ljust(8),
                   "42": MID.ljust(15), "60": "000001", "74": f"{1:010d}", "86": f"{1_000:016d}",
                   "76": f"{0:010d}", "88": f"{0:016d}"}

@@ -423,7 +423,7 @@ async def test_a_receipt_function_that_raises_is_answered_at_once(pool: asyncpg.
 async def test_the_writer_gives_its_connection_back_after_batches_per_connection_max(db_dsn: str) -> None:
     # The writer keeps a connection between batches; after batches_per_connection_max it
     # releases it, and asyncpg replaces a connection released after max_queries: fresh
-    # backends and plans on time, not only at a restart (README, Operating it).
+    # backends and plans on time, not only at a restart (docs/operating.md, PostgreSQL).
     pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=4, max_queries=3,
                                      init=ledger_db.init_connection)
     try:

@@ -744,7 +744,7 @@ def test_a_peer_that_never_reads_is_cut_off(abuse_daemon: Any) -> None:
 
 def test_warns_at_start_when_the_server_runs_without_autovacuum(daemon: Any) -> None:
     # Plans cached per connection while a table was small read it whole until it is analyzed
-    # (README, Operating it): without autovacuum the operator must know to ANALYZE.
+    # (docs/operating.md, PostgreSQL): without autovacuum the operator must know to ANALYZE.
     setting = db_run(daemon.dsn, lambda conn: conn.fetchval("SELECT current_setting('autovacuum')"))
     warned = daemon.events("autovacuum_off")
     if setting == "off":

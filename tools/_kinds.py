@@ -1,4 +1,4 @@
-"""Message kinds the load generator can mix, one table entry each (DESIGN.md §4 table).
+"""Message kinds the load generator can mix, one table entry each (specs/HOST-INTERFACE.md §6 table).
 
 A kind says which MTI and processing code to send, whether it needs a card
 (field 2) and which amount range to draw from. Adding a kind is adding a row
@@ -61,7 +61,7 @@ KINDS: dict[str, Kind] = {
 }
 
 # Kinds whose approvals can be voided, with the account (xx) a void/refund of them names
-# (DESIGN.md §4: 00 purchase-earn, 65 redeem or top-up, 60 stored-value purchase or load).
+# (specs/HOST-INTERFACE.md §6: 00 purchase-earn, 65 redeem or top-up, 60 stored-value purchase or load).
 ORIGINAL_ACCOUNT: dict[str, str] = {
     "purchase": "00", "redeem": "65", "topup": "65", "sv-purchase": "60", "load": "60",
 }

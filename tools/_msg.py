@@ -4,7 +4,7 @@ Uses only pyiso8583 and the JSON specs: the tools must not share the
 daemon's codec. Field values are pyiso8583's decoded form: strings, with
 binary fields (POS 52/64/128) as hexadecimal text.
 
-MAC placement (DESIGN.md §4): the MAC is field 64, or 128 when a secondary
+MAC placement (specs/HOST-INTERFACE.md §9.2): the MAC is field 64, or 128 when a secondary
 bitmap is present; it is always the last field. Encode with the MAC field
 present and zero, MAC every byte before it, then put the MAC in.
 

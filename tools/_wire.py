@@ -1,4 +1,4 @@
-"""Framing for the tools: length headers and the TPDU (DESIGN.md §4, transport).
+"""Framing for the tools: length headers and the TPDU (specs/HOST-INTERFACE.md §1-2, transport and framing).
 
 - ``nac2``: 2-byte unsigned big-endian length, then an optional 5-byte TPDU
   (0x60, destination, source), then the message. The length counts the TPDU.

@@ -51,7 +51,7 @@ class TxnType(StrEnum):
 _ACCOUNT = {TxnType.EARN: "00", TxnType.REDEEM: "65", TxnType.TOPUP: "65",
             TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60"}
 
-# What may be voided and refunded (DESIGN §4: top-ups and loads are voidable, not refundable).
+# What may be voided and refunded (specs/HOST-INTERFACE.md §6: top-ups and loads are voidable, not refundable).
 VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType.TOPUP, TxnType.LOAD})
 REFUNDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE})
 
@@ -80,7 +80,7 @@ class Reason(StrEnum):
         return self is Reason.APPROVED
 
 
-# Reason -> ISO 8583 field 39 (DESIGN §4). The handler's whole translation table.
+# Reason -> ISO 8583 field 39 (specs/HOST-INTERFACE.md §8). The handler's whole translation table.
 RESPONSE_CODES: dict[Reason, str] = {
     Reason.APPROVED: "00",
     Reason.INSUFFICIENT: "51",

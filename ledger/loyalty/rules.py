@@ -103,7 +103,7 @@ def luhn_complete(body: str) -> str:
 
 
 def mask_pan(pan: str) -> str:
-    """First 6 and last 4 digits, the rest hidden (DESIGN §3).
+    """First 6 and last 4 digits, the rest hidden (docs/design.md, Rules that never bend).
 
     >>> mask_pan("6212340000000001")
     '621234******0001'

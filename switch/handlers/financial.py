@@ -1,7 +1,7 @@
 """Financial messages (0200, 0400/0420): ISO 8583 <-> the loyalty domain.
 
 This is the only place that translates between a message and a ledger
-operation (DESIGN §2). Each request becomes one :class:`ledger.loyalty.Request`
+operation (docs/design.md, Layout and dependencies). Each request becomes one :class:`ledger.loyalty.Request`
 run by :class:`ledger.loyalty.operations.Loyalty`; its :class:`Outcome` becomes
 the response: 39 from the outcome's reason, 37 the switch's RRN, 38 an
 approval code, 48 loyalty TLVs, 54 balances. The response is built inside the
@@ -31,7 +31,7 @@ from switch.terminals import normalize_id
 
 Fields = dict[str, str]
 
-POINTS_CURRENCY = "999"  # DESIGN §4: points use currency code 999 in field 54
+POINTS_CURRENCY = "999"  # specs/HOST-INTERFACE.md §7.2: points use currency code 999 in field 54
 AMOUNT_TYPE_AVAILABLE = "02"
 INVALID_TRANSACTION = "12"
 FUNCTION_NOT_SUPPORTED = "40"
@@ -102,7 +102,7 @@ def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
         tags["PG"] = outcome.program
     if tags:
         extra["48"] = tlv(tags)
-    # Points first, then stored value (DESIGN §4).
+    # Points first, then stored value (specs/HOST-INTERFACE.md §7.2).
     entries: list[str] = []
     if outcome.points_balance is not None:
         entries.append(balance_entry("65", POINTS_CURRENCY, outcome.points_balance))
@@ -166,7 +166,7 @@ def _base_request(ctx: RequestContext, account: str) -> Request:
 
 async def handle_0200(ctx: RequestContext) -> Fields:
     """Every 0200 we offer: purchase-earn, redeem, stored-value purchase, top-up, load,
-    inquiry, void, refund, lottery (DESIGN §4 table)."""
+    inquiry, void, refund, lottery (specs/HOST-INTERFACE.md §6 table)."""
     kind, account = classify(ctx.mti, ctx.fields.get("3", ""))
     if kind is None or account is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)

@@ -1,4 +1,4 @@
-"""Network management (0800): sign-on 001, sign-off 002, echo 301 (DESIGN §4).
+"""Network management (0800): sign-on 001, sign-off 002, echo 301 (specs/HOST-INTERFACE.md §10).
 
 Answered 0810 with 39 = 00, echoing 7, 11, 41 and 70. Never MACed: sign-on
 precedes key agreement. An unknown network management code is answered 40.

@@ -1,7 +1,7 @@
 """Terminal batch settlement (0500 / 0510): compare the terminal's totals with the host's.
 
 Fields: 60 batch number (6 digits), 74 credits count, 86 credits amount, 76
-debits count, 88 debits amount (DESIGN §4 "0500 totals"). Answer 00 = in
+debits count, 88 debits amount (specs/HOST-INTERFACE.md §12). Answer 00 = in
 balance, the batch is closed; 95 = out of balance, the batch stays open for
 ``switchd batch show TID``. The arithmetic lives in :mod:`ledger.batches`;
 this handler only translates.
