@@ -68,7 +68,7 @@ def eod_run(ctx: click.Context, day: dt.date | None, dir_text: str | None, wait_
         c = data["clearing"]
         if c:
             click.echo(f"clearing: {c['merchants']} merchants, {c['journals_posted']} settlement journals posted, "
-                       f"{c['journals_existing']} already there; net {c['net_total_minor']}")
+                       f"{c['journals_existing']} already there; net (minor units) {plain(c['net_total_minor'])}")
         click.echo(f"files: {len(report.files)} in {directory / data['business_date']}")
         for p in (report.recon.problems if report.recon else []):
             click.echo(f"FAIL  {p.check}  {p.detail}")

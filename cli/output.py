@@ -4,6 +4,9 @@
 ('-', '1.50', '2026-03-09', 'default=50 redeem=20')
 >>> plain(dt.datetime(2026, 3, 9, 8, 30, 1, 5)), plain(True), plain(["a", 1])
 ('2026-03-09 08:30:01', 'yes', 'a, 1')
+>>> plain({"credit": {"count": 1, "amount": -5}, "debit": None})
+'credit=(count=1 amount=-5) debit=-'
+
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def plain(value: Any) -> str:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return " ".join(f"{k}={plain(v)}" for k, v in value.items())
+        return " ".join(f"{k}=({plain(v)})" if isinstance(v, Mapping) else f"{k}={plain(v)}"
+                        for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(plain(v) for v in value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -55,8 +59,9 @@ def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
     """A header row (the column names, upper case), then one aligned line per row (numbers right)."""
     cells = [[plain(r.get(c)) for c in columns] for r in rows]
-    numeric = [bool(rows) and all(isinstance(r.get(c), int | Decimal) and not isinstance(r.get(c), bool)
-                                  for r in rows) for c in columns]
+    numeric = [any(r.get(c) is not None for r in rows)
+               and all(r.get(c) is None or (isinstance(r.get(c), int | Decimal) and not isinstance(r.get(c), bool))
+                       for r in rows) for c in columns]
     widths = [max([len(c), *(len(line[i]) for line in cells)]) for i, c in enumerate(columns)]
 
     def line(values: Sequence[str]) -> str:

@@ -158,3 +158,12 @@ def test_set_reaches_the_configuration(db_dsn: str, monkeypatch: pytest.MonkeyPa
     cfg = obj["config"]
     assert cfg.database.timeout_connect_s == 7.0  # type: ignore[attr-defined]
     assert [(li.name, li.port) for li in cfg.listeners] == [("pos", 9100), ("mis", 8584)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("module", ["cli.exits", "cli.output", "cli.txn", "ledger.loyalty.bins"])
+def test_doctests(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
