@@ -7,12 +7,11 @@ import sys
 import click
 
 from cli.invocation import config
+from switch.daemon import serve as serve_daemon
 
 
 @click.command("serve")
 @click.pass_context
 def serve(ctx: click.Context) -> None:
     """Run the daemon in the foreground until SIGTERM/SIGINT (exits with the daemon's status)."""
-    from switch.daemon import serve as serve_daemon  # the daemon's imports, only for this command
-
     sys.exit(serve_daemon(config(ctx)))

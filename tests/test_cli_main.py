@@ -167,3 +167,13 @@ def test_doctests(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_terminal_lifecycle_prints_one_line_each(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("terminal", "add", "T1", "--merchant", "M1").output == "added terminal T1 (merchant M1)\n"
+    assert run("terminal", "disable", "T1").output == "disabled terminal T1\n"
+    assert run("terminal", "enable", "T1").output == "enabled terminal T1\n"  # once, not twice
+    r = run("terminal", "add", "T1", "--merchant", "M1")
+    assert r.exit_code == Exit.REFUSED and r.stderr == "switchd: terminal T1 already exists\n"
+    r = run("terminal", "add", "T2", "--merchant", "M1", "--mac-key", "00" * 16)
+    assert r.exit_code == Exit.REFUSED and "--mac-alg and --mac-key go together" in r.stderr
