@@ -40,14 +40,14 @@ run: $(STAMP)
 	$(BIN)/switchd serve
 
 test: $(STAMP)
-	$(BIN)/ruff check switch ledger specs tools tests bench
-	$(BIN)/mypy switch ledger specs tools
+	$(BIN)/ruff check cli switch ledger specs tools tests bench
+	$(BIN)/mypy cli switch ledger specs tools
 	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check switch ledger specs tools tests bench
-	$(BIN)/mypy switch ledger specs tools
+	$(BIN)/ruff check cli switch ledger specs tools tests bench
+	$(BIN)/mypy cli switch ledger specs tools
 	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 
 bench-ledger: $(STAMP)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -311,17 +311,19 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "
     return Config(listeners=listeners, source=source, **built)
 
 
-def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
+                overrides: Sequence[str] = ()) -> Config:
     """Load and validate configuration.
 
     ``path`` None means: ``$SWITCHD_CONFIG`` if set, else built-in defaults.
+    ``overrides`` are ``SECTION.KEY=VALUE`` strings (``listeners.NAME.KEY=VALUE``).
     Raises ConfigError with a one-line message on any problem.
     """
     env = os.environ if env is None else env
     if path is None:
         path = env.get(ENV_CONFIG) or None
     if path is None:
-        return parse_config({}, env)
+        return parse_config(apply_overrides({}, overrides), env)
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -331,4 +333,33 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {p}: invalid TOML: {exc}") from None
-    return parse_config(raw, env, source=str(p))
+    return parse_config(apply_overrides(raw, overrides), env, source=str(p))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``raw`` with each ``SECTION.KEY=VALUE`` set into it (VALUE as TOML, else a string).
+
+    >>> apply_overrides({}, ["ledger.batch_size_max=8", "listeners.pos.port=9000"])["ledger"]
+    {'batch_size_max': 8}
+    """
+    for text in overrides:
+        where, sep, value_text = text.partition("=")
+        path = where.strip().split(".")
+        if not sep or len(path) not in (2, 3) or not all(path) or (len(path) == 3) != (path[0] == "listeners"):
+            raise ConfigError(f"config: --set {text!r}: expected SECTION.KEY=VALUE or listeners.NAME.KEY=VALUE")
+        try:
+            value: Any = tomllib.loads(f"v = {value_text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = value_text
+        if path[0] != "listeners":
+            section = raw.setdefault(path[0], {})
+            if not isinstance(section, dict):
+                raise ConfigError(f"config: --set {where}: {path[0]} is not a section")
+            section[path[1]] = value
+            continue
+        listeners = raw.setdefault("listeners", [dict(item) for item in DEFAULT_LISTENERS])
+        found = [item for item in listeners if isinstance(item, dict) and item.get("name") == path[1]]
+        if not found:
+            raise ConfigError(f"config: --set {where}: no listener named {path[1]!r}")
+        found[0][path[2]] = value
+    return raw

@@ -1,5 +1,5 @@
-"""Terminals: the ``switch.terminals`` table, the daemon's cached view of it, and
-``switchd terminal add|list|show|disable``.
+"""Terminals: the ``switch.terminals`` table, the daemon's cached view of it, and the
+operations behind ``switchd terminal add|list|show|disable|enable`` (cli.terminal).
 
 A terminal is field 41 (stored without its space padding) and belongs to a
 merchant (field 42). Its MAC key is sealed under the master key
@@ -20,15 +20,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import click
 
 from ledger.errors import first_line
 from switch import keystore, mac
-from switch.cli import cli, emit, fail, load, with_db
 from switch.logs import get_logger
 
 log = get_logger("switchd.terminals")
@@ -266,7 +263,7 @@ class TerminalStore:
         self._cache.pop(tid, None)
 
 
-# ---------------------------------------------------------------- operations (CLI and tests)
+# ---------------------------------------------------------------- operations (the CLI's and tests')
 
 
 class TerminalError(Exception):
@@ -341,125 +338,3 @@ async def set_status(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, 
         "WHERE terminal_id = $1", normalize_id(terminal_id), status,
     )
     return not result.endswith(" 0")
-
-
-# ---------------------------------------------------------------- CLI
-
-LIST_LIMIT_MAX = 100_000
-
-
-def _master_key(ctx: click.Context) -> bytes | None:
-    cfg = load(ctx)
-    try:
-        return keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
-    except keystore.KeyStoreError as exc:
-        fail(str(exc))
-
-
-@click.group("terminal")
-def terminal() -> None:
-    """Terminals: add, list, show, disable (keys are sealed; never printed)."""
-
-
-@terminal.command("add")
-@click.argument("terminal_id")
-@click.option("--merchant", "merchant_id", required=True, help="Merchant id (field 42).")
-@click.option("--mac-alg", type=click.Choice(list(mac.ALGORITHMS)), default=None, help="MAC algorithm.")
-@click.option("--mac-key", "mac_key_hex", default=None, help="MAC key in hex (sealed under the master key).")
-@click.option("--mac-key-file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Read the hex MAC key from this file instead (keeps it out of ps and shell history).")
-@click.pass_context
-def terminal_add(ctx: click.Context, terminal_id: str, merchant_id: str, mac_alg: str | None,
-                 mac_key_hex: str | None, mac_key_file: str | None) -> None:
-    """Add a terminal, optionally with a MAC key."""
-    if mac_key_file is not None:
-        if mac_key_hex is not None:
-            fail("give --mac-key or --mac-key-file, not both")
-        mac_key_hex = Path(mac_key_file).read_text(encoding="ascii", errors="replace").strip()
-    master = _master_key(ctx) if mac_key_hex is not None else None
-    try:
-        check_new(terminal_id, merchant_id, mac_alg, mac_key_hex, master)
-    except TerminalError as exc:
-        fail(str(exc))
-
-    async def body(conn: Any) -> str | None:
-        try:
-            await add_terminal(conn, terminal_id, merchant_id, mac_alg, mac_key_hex, master)
-        except TerminalError as exc:
-            return str(exc)
-        return None
-
-    problem = with_db(ctx, body)
-    if problem:
-        fail(problem)
-    click.echo(f"added terminal {terminal_id} (merchant {merchant_id}{', MAC ' + mac_alg if mac_alg else ''})")
-
-
-@terminal.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--limit", type=click.IntRange(1, LIST_LIMIT_MAX), default=1000, show_default=True)
-@click.pass_context
-def terminal_list(ctx: click.Context, as_json: bool, limit: int) -> None:
-    """List terminals."""
-
-    async def body(conn: Any) -> list[dict[str, Any]]:
-        return await list_terminals(conn, limit)
-
-    rows = with_db(ctx, body)
-
-    def human() -> None:
-        for r in rows:
-            click.echo(f"{r['terminal_id']:8}  {r['merchant_id']:15}  {r['status']:8}  "
-                       f"{'signed-on' if r['signed_on'] else 'signed-off':10}  {r['mac_alg'] or '-'}")
-
-    emit(rows, as_json, human)
-
-
-@terminal.command("show")
-@click.argument("terminal_id")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def terminal_show(ctx: click.Context, terminal_id: str, as_json: bool) -> None:
-    """Show one terminal (the key itself is never shown)."""
-
-    async def body(conn: Any) -> dict[str, Any] | None:
-        return await show_terminal(conn, terminal_id)
-
-    row = with_db(ctx, body)
-    if row is None:
-        fail(f"terminal {terminal_id} not found", code=1)
-
-    def human() -> None:
-        for k, v in row.items():
-            click.echo(f"{k}: {v}")
-
-    emit(row, as_json, human)
-
-
-def _set_terminal(ctx: click.Context, terminal_id: str, status: str, done: str) -> None:
-    async def body(conn: Any) -> bool:
-        return await set_status(conn, terminal_id, status)
-
-    if not with_db(ctx, body):
-        fail(f"terminal {terminal_id} not found", code=1)
-    click.echo(f"{done} terminal {terminal_id}")
-
-
-@terminal.command("disable")
-@click.argument("terminal_id")
-@click.pass_context
-def terminal_disable(ctx: click.Context, terminal_id: str) -> None:
-    """Disable a terminal: its requests are declined 58 from now on."""
-    _set_terminal(ctx, terminal_id, "disabled", "disabled")
-
-
-@terminal.command("enable")
-@click.argument("terminal_id")
-@click.pass_context
-def terminal_enable(ctx: click.Context, terminal_id: str) -> None:
-    """Re-enable a disabled terminal (it must sign on again where sign-on is required)."""
-    _set_terminal(ctx, terminal_id, "active", "enabled")
-    click.echo(f"enabled terminal {terminal_id}")
-
-
-cli.add_command(terminal)

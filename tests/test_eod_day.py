@@ -174,7 +174,7 @@ def test_search_show_and_stats(world: tuple[Daemon, Day, Path]) -> None:
     assert rec["txn_type"] == "earn" and len(rec["legs"]) == 4
     assert rec["response"]["39"] == "00" and rec["response"]["37"] == first.rrn
     assert CARDS[0] not in json.dumps(shown)
-    assert d.cli("txn", "show", "999999999999", check=False).returncode == 1
+    assert d.cli("txn", "show", "999999999999", check=False).returncode == 4  # not found (cli.exits)
 
     async def first_day(conn: asyncpg.Connection) -> dt.date:
         value: dt.date = await conn.fetchval("SELECT min(business_date) FROM loyalty.transactions")

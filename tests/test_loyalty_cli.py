@@ -7,9 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner, Result
 
+from cli.main import root
 from ledger.loyalty.demo import demo_pan
-from switch import commands  # noqa: F401  (registers the groups)
-from switch.cli import cli
 
 
 @pytest.fixture
@@ -19,7 +18,7 @@ def run(db_dsn: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untype
     runner = CliRunner()
 
     def invoke(*args: str) -> Result:
-        return runner.invoke(cli, list(args), obj={}, catch_exceptions=False)
+        return runner.invoke(root, list(args), obj={}, catch_exceptions=False)
 
     return invoke
 

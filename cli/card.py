@@ -1,0 +1,73 @@
+"""``switchd card issue|show|block|unblock``: members' cards (rules in ``ledger.loyalty.cards``).
+
+A PAN is printed masked (first 6, last 4) everywhere.
+"""
+
+from __future__ import annotations
+
+import click
+
+from cli.exits import not_found
+from cli.invocation import in_transaction
+from cli.options import JSON
+from cli.output import emit, pairs, table
+from ledger.loyalty import cards
+from ledger.loyalty.rules import mask_pan
+
+
+@click.group("card")
+def card() -> None:
+    """Members' cards: issue, show, block, unblock."""
+
+
+@card.command("issue")
+@click.argument("pan")
+@click.option("--expiry", default=None, help="YYMM (default: five years from now).")
+@click.option("--name", default=None, help="The member's name (at most 80 characters).")
+@click.option("--phone", default=None, help="The member's phone number.")
+@click.pass_context
+def card_issue(ctx: click.Context, pan: str, expiry: str | None, name: str | None, phone: str | None) -> None:
+    """Issue a card (Luhn-valid, within the platform's BIN ranges: see `switchd bin list`)."""
+    row = in_transaction(ctx, lambda conn: cards.issue_card(conn, pan, expiry, name, phone))
+    click.echo(f"issued card {mask_pan(pan)} (expiry {row['expiry']})")
+
+
+@card.command("show")
+@click.argument("pan")
+@JSON
+@click.pass_context
+def card_show(ctx: click.Context, pan: str, as_json: bool) -> None:
+    """Show a card's status and every balance."""
+    row = in_transaction(ctx, lambda conn: cards.show_card(conn, pan))
+    if row is None:
+        not_found(f"no card {mask_pan(pan)}")
+
+    def human() -> None:
+        pairs({k: v for k, v in row.items() if k != "balances"})
+        if row["balances"]:
+            click.echo("balances:")
+            table(row["balances"], ["kind", "asset", "program", "balance", "available"])
+
+    emit(row, as_json, human)
+
+
+def _set_status(ctx: click.Context, pan: str, status: str) -> None:
+    if not in_transaction(ctx, lambda conn: cards.set_card_status(conn, pan, status)):
+        not_found(f"no card {mask_pan(pan)}")
+    click.echo(f"card {mask_pan(pan)} is {status}")
+
+
+@card.command("block")
+@click.argument("pan")
+@click.pass_context
+def card_block(ctx: click.Context, pan: str) -> None:
+    """Block a card: every transaction on it is declined 62."""
+    _set_status(ctx, pan, "blocked")
+
+
+@card.command("unblock")
+@click.argument("pan")
+@click.pass_context
+def card_unblock(ctx: click.Context, pan: str) -> None:
+    """Make a blocked card active again."""
+    _set_status(ctx, pan, "active")

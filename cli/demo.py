@@ -1,0 +1,46 @@
+"""``switchd demo seed``: demo data for a first transaction with tools/possim."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.invocation import in_transaction
+from cli.options import JSON
+from cli.output import emit, table
+from ledger.loyalty import demo as demo_data
+from ledger.loyalty.programs import ProvisioningError
+from ledger.loyalty.rules import mask_pan
+from switch.terminals import add_terminal
+
+
+@click.group("demo")
+def demo() -> None:
+    """Demo data for a first transaction with tools/possim."""
+
+
+@demo.command("seed")
+@click.option("--show-pans", is_flag=True, help="Print the demo cards' full PANs (test cards; masked otherwise).")
+@JSON
+@click.pass_context
+def demo_seed(ctx: click.Context, show_pans: bool, as_json: bool) -> None:
+    """An alliance and a hosted program, three merchants with terminals, ten cards (one transaction)."""
+
+    async def body(conn: Any) -> list[dict[str, Any]]:
+        if await conn.fetchval("SELECT 1 FROM loyalty.programs WHERE code = ANY($1)", ["ALLY", "CAFE"]):
+            raise ProvisioningError("demo data is already there (program ALLY or CAFE exists)")
+        made = await demo_data.seed(conn)
+        rows: list[dict[str, Any]] = []
+        for m in demo_data.DEMO_MERCHANTS:
+            # Terminals are the switch's (switch.terminals); no MAC key in the demo.
+            await add_terminal(conn, m.terminal_id, m.merchant_id)
+            rows.append({"kind": "terminal", "id": m.terminal_id, "merchant": m.merchant_id,
+                         "program": m.program, "detail": m.name})
+        for pan in made["cards"]:
+            rows.append({"kind": "card", "id": pan if show_pans else mask_pan(pan), "merchant": "",
+                         "program": "", "detail": "expiry 3012"})
+        return rows
+
+    rows = in_transaction(ctx, body)
+    emit(rows, as_json, lambda: table(rows, ["kind", "id", "merchant", "program", "detail"]))

@@ -1,0 +1,91 @@
+"""``switchd program add|list|show|lottery``: points programs (rules in ``ledger.loyalty.programs``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.exits import not_found
+from cli.invocation import in_transaction
+from cli.options import JSON
+from cli.output import emit, pairs, table
+from ledger.loyalty import programs
+
+LIST_COLUMNS = ["code", "name", "kind", "currency_asset", "issue_price_minor", "redeem_value_minor",
+                "lottery_price_points", "merchants"]
+
+
+@click.group("program")
+def program() -> None:
+    """Points programs: add, list, show, lottery."""
+
+
+@program.command("add")
+@click.argument("code")
+@click.option("--name", required=True, help="Display name, 1..80 characters.")
+@click.option("--kind", type=click.Choice(["alliance", "hosted"]), required=True,
+              help="alliance: many merchants share the points; hosted: one merchant's own.")
+@click.option("--issue-price-minor", type=click.IntRange(min=0, max=programs.BIGINT_MAX), required=True,
+              help="What an issuing merchant owes per point, in minor units.")
+@click.option("--redeem-value-minor", type=click.IntRange(min=0, max=programs.BIGINT_MAX), required=True,
+              help="What a redeeming merchant is paid per point, in minor units.")
+@click.option("--currency", default=programs.DEFAULT_CURRENCY, show_default=True, help="ISO 4217 numeric code.")
+@click.option("--pin-required-for-redeem", is_flag=True, help="Redemptions must carry a PIN.")
+@click.option("--max-points", "txn_max_points", type=click.IntRange(min=1, max=programs.BIGINT_MAX),
+              default=10_000_000, show_default=True, help="Per-transaction maximum, in points.")
+@click.pass_context
+def program_add(ctx: click.Context, code: str, name: str, kind: str, issue_price_minor: int,
+                redeem_value_minor: int, currency: str, pin_required_for_redeem: bool, txn_max_points: int) -> None:
+    """Add a program (its points asset is PTS:CODE)."""
+    in_transaction(ctx, lambda conn: programs.add_program(
+        conn, code, name, kind, issue_price_minor, redeem_value_minor, currency, pin_required_for_redeem,
+        txn_max_points))
+    click.echo(f"added program {code} ({kind}, asset PTS:{code})")
+
+
+@program.command("list")
+@JSON
+@click.pass_context
+def program_list(ctx: click.Context, as_json: bool) -> None:
+    """List programs."""
+    rows = in_transaction(ctx, programs.list_programs)
+    emit(rows, as_json, lambda: table(rows, LIST_COLUMNS))
+
+
+@program.command("show")
+@click.argument("code")
+@JSON
+@click.pass_context
+def program_show(ctx: click.Context, code: str, as_json: bool) -> None:
+    """Show one program with its prize table."""
+    row = in_transaction(ctx, lambda conn: programs.show_program(conn, code))
+    if row is None:
+        not_found(f"no program {code}")
+
+    def human() -> None:
+        pairs({k: v for k, v in row.items() if k != "lottery_prizes"})
+        if row["lottery_prizes"]:
+            click.echo("lottery prizes:")
+            table(row["lottery_prizes"], ["code", "points", "weight"])
+
+    emit(row, as_json, human)
+
+
+@program.command("lottery")
+@click.argument("code")
+@click.option("--price", "price_points", type=click.IntRange(min=1, max=programs.BIGINT_MAX), required=True,
+              help="Draw price in points.")
+@click.option("--prize", "prizes", multiple=True, required=True, help="CODE:POINTS:WEIGHT, repeatable.")
+@click.pass_context
+def program_lottery(ctx: click.Context, code: str, price_points: int, prizes: tuple[str, ...]) -> None:
+    """Set a program's lottery: draw price and prize table (replaces the old one)."""
+    table_ = [programs.parse_prize(p) for p in prizes]
+
+    async def body(conn: Any) -> None:
+        if await programs.show_program(conn, code) is None:
+            not_found(f"no program {code}")
+        await programs.set_lottery(conn, code, price_points, table_)
+
+    in_transaction(ctx, body)
+    click.echo(f"program {code}: lottery at {price_points} points, {len(table_)} prizes")
