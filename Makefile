@@ -7,7 +7,7 @@ STAMP := $(VENV)/.compiled
 # The request path's modules, compiled in place by mypyc (setup.py's list): rebuilt when one changes.
 COMPILED_SRC := $(shell sed -n 's/^    "\([a-z_/]*\.py\)",$$/\1/p' setup.py)
 
-.PHONY: run test lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e clean venv
+.PHONY: run test lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory clean venv
 
 # Installed interpreted first (editable), so that mypyc then type-checks against the real libraries.
 $(INSTALLED): pyproject.toml setup.py
@@ -64,6 +64,10 @@ bench-wire: $(STAMP)
 
 bench-e2e: $(STAMP)
 	$(BIN)/python bench/e2e.py
+
+# The daemon's memory across rounds of fuzzed frames; ARGS=--quick for a short run.
+bench-fuzz-memory: $(STAMP)
+	$(BIN)/python bench/fuzz_memory.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache

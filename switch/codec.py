@@ -104,9 +104,39 @@ def decode(raw: bytes, spec: Spec) -> Fields:
         # The failing field is in doc_dec with a half-decoded value: leave it out.
         partial = {k: v for k, v in exc.doc_dec.items() if k != exc.field and isinstance(v, str)}
         raise CodecError(exc.msg, exc.field, exc.pos, partial) from None
+    except KeyError as exc:
+        # A bitmap names a field the spec does not define: bit 65 announces a tertiary bitmap
+        # (fields 129-192, which no spec here has), or a spec leaves a field out. pyiso8583
+        # looks the field up unguarded; to the terminal it is a format error like any other.
+        field = str(exc.args[0]) if exc.args else None
+        raise CodecError("field not in the spec", field, None, _partial_known(raw, spec)) from None
     except (ValueError, TypeError, UnicodeError) as exc:  # defensive: pyiso8583 wraps most, not all
         raise CodecError(f"undecodable: {type(exc).__name__}") from None
     return dict(doc)
+
+
+# Fields a bitmap can name: 2-128, and 129-192 behind a tertiary bitmap.
+_BITMAP_FIELDS = tuple(str(n) for n in range(2, 193))
+# A field the spec lacks, read as nothing: what comes before it can then be decoded.
+_NOTHING = {"data_enc": "ascii", "len_enc": "ascii", "len_type": 0, "max_len": 0, "desc": "undefined"}
+
+
+def _partial_known(raw: bytes, spec: Spec) -> Fields:
+    """The fields of ``raw`` the spec defines, decoded as far as they go (for the echo in a 30).
+
+    Fields are laid out in ascending order, so the ones before the first undefined field decode
+    as usual; an undefined one is read as empty, and whatever follows it is not trusted.
+    """
+    lenient = {**spec, **{k: _NOTHING for k in _BITMAP_FIELDS if k not in spec}}
+    try:
+        doc, _enc = iso8583.decode(bytes(raw), lenient)
+    except iso8583.DecodeError as exc:  # the failing field is half-decoded: leave it out
+        doc = {k: v for k, v in exc.doc_dec.items() if k != exc.field}
+    except (KeyError, ValueError, TypeError, UnicodeError):  # defensive: nothing to echo then
+        return {}
+    first_undefined = min((int(k) for k in doc if k.isdigit() and k not in spec), default=193)
+    return {k: v for k, v in doc.items() if isinstance(v, str) and k in spec
+            and not (k.isdigit() and int(k) >= first_undefined)}
 
 
 def encode(fields: Fields, spec: Spec) -> bytes:
@@ -125,6 +155,8 @@ def encode(fields: Fields, spec: Spec) -> bytes:
         raw, _enc = iso8583.encode(doc, spec)
     except iso8583.EncodeError as exc:
         raise CodecError(exc.msg, exc.field) from None
+    except KeyError as exc:  # a field the spec does not define (pyiso8583 looks it up unguarded)
+        raise CodecError("field not in the spec", str(exc.args[0]) if exc.args else None) from None
     return bytes(raw)
 
 

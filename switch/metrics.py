@@ -140,7 +140,7 @@ class Metrics:
         self.connections = Gauge("switchd_connections", "Open terminal connections", ["listener"], registry=r)
         self.connections_rejected = Counter("switchd_connections_rejected", "Connections refused or cut",
                                             ["listener", "reason"], registry=r)
-        self.frames_rejected = Counter("switchd_frames_rejected", "Frames that could not be framed or decoded",
+        self.frames_rejected = Counter("switchd_frames_rejected", "Frames that could not be framed or decoded, or were not requests",
                                        ["listener", "reason"], registry=r)
         self.mac_failures = Counter("switchd_mac_failures", "Requests with a bad or missing MAC", registry=r)
         self.ledger_batch_size = Histogram("switchd_ledger_batch_size", "Commands per ledger batch",

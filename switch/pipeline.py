@@ -7,7 +7,8 @@ response (financial) -> MAC -> encode.
 
 Every step that can say no answers with the request's keys echoed; nothing
 here raises to the connection: a bug answers 96 and is logged. ``None``
-means the message is unreadable (no MTI) and the connection must be closed.
+means the message is unreadable (no MTI) and the connection must be closed;
+``NO_ANSWER`` (empty) that nothing is sent: a response MTI is no request.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from switch.context import RequestContext, response_mti, response_to
 from switch.dedup import ResponseReceipt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
-from switch.routing import CHECKS_DUPLICATES, metric_labels, route
+from switch.routing import CHECKS_DUPLICATES, is_response, metric_labels, route
 from switch.terminals import Terminal, TerminalStore, normalize_id, plausible_id
 from switch.validation import validate
 
@@ -55,6 +56,8 @@ COUNTER_CACHE_MAX = 4096
 # Request bounds are checked this often at most (and ten times per handler bound), by one task
 # per pipeline (ledger.deadlines): two timers per request cost more than the rest of its bookkeeping.
 BOUND_SWEEP_INTERVAL_MAX_S = 0.1
+# What Pipeline.handle returns for a message that gets no answer (a response nobody asked for).
+NO_ANSWER = b""
 # RRNs are taken from the database in blocks: one sequence call per this many responses.
 RRN_BLOCK = 1000
 RRN_DIGITS = 12
@@ -163,7 +166,7 @@ class Pipeline:
             min(BOUND_SWEEP_INTERVAL_MAX_S, listener.timeout_handler_s / 10), _Bound.fire)
 
     async def handle(self, raw: bytes, peer: str) -> bytes | None:
-        """Response message bytes for ``raw``, or None when the connection must be closed."""
+        """Response message bytes for ``raw``; NO_ANSWER to send nothing; None to close the connection."""
         started_s = time.perf_counter()
         m = self.services.metrics
         mti = codec.read_mti(raw)
@@ -172,6 +175,9 @@ class Pipeline:
             log.warning("frame_rejected", listener=self.listener.name, peer=peer, reason="unreadable_mti",
                         frame_bytes=len(raw))
             return None
+        if is_response(mti):
+            self._unsolicited(raw, mti, peer)
+            return NO_ANSWER
         state = _State(mti)
         # The whole request is bounded, not only its handler (which has its own
         # timeout_handler_s): the terminal lookup, the duplicate check and the RRN
@@ -217,6 +223,20 @@ class Pipeline:
                      pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
                      latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
+
+    def _unsolicited(self, raw: bytes, mti: str, peer: str) -> None:
+        # Answering a response would invite the peer to answer ours: two hosts that both
+        # reply to replies loop. Dropped, counted, noted; the connection carries on.
+        self.services.metrics.frames_rejected.labels(self.listener.name, "unsolicited_response").inc()
+        if not logs.enabled():
+            return
+        try:
+            fields = codec.decode(raw, self.spec)
+        except CodecError as exc:
+            fields = exc.partial
+        log.info("frame_rejected", listener=self.listener.name, peer=peer, reason="unsolicited_response",
+                 mti=mti, terminal_id=fields.get("41", "").rstrip(" ") or None, stan=fields.get("11"),
+                 response_code=fields.get("39"), pan_masked=mask_optional_pan(fields.get("2")))
 
     def _count(self, mti: str, pc: str | None, code: str) -> None:
         # Children cached by their labels (bounded: metric_labels and our response codes).

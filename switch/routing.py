@@ -12,6 +12,8 @@ True
 ('12', '40')
 >>> route("0421", "00") is route("0420", "00")
 True
+
+A response MTI is not a request at all (:func:`is_response`): the pipeline answers nothing to it.
 """
 
 from __future__ import annotations
@@ -72,3 +74,14 @@ def route(mti: str, processing_code: str | None) -> Handler | str:
     txn_type = (processing_code or "")[:2]
     handler = ROUTES.get((mti, txn_type)) or ROUTES.get((mti, ANY))
     return handler if handler is not None else FUNCTION_NOT_SUPPORTED
+
+
+def is_response(mti: str) -> bool:
+    """Whether a (4-digit) MTI is a response or an acknowledgement: its function digit is odd.
+
+    The switch sends requests to no one, so any response reaching it is one it never asked for.
+
+    >>> is_response("0810"), is_response("0430"), is_response("0800"), is_response("0421")
+    (True, True, False, False)
+    """
+    return mti[2] in "13579"

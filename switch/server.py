@@ -259,7 +259,7 @@ class Connection(asyncio.Protocol):
         if out is None:
             self.close("unreadable_mti")
             return
-        if self.transport is not None and not self.transport.is_closing():
+        if out and self.transport is not None and not self.transport.is_closing():  # empty: no answer
             self.transport.write(encode_frame(self.cfg.framing, out, frame.tpdu))
 
     def _done(self, task: asyncio.Task[None]) -> None:

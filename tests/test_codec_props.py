@@ -75,6 +75,75 @@ def test_garbage_raises_codec_error_only(data: bytes, spec_name: str) -> None:
         assert all(isinstance(v, str) for v in exc.partial.values())
 
 
+# ---------------------------------------------------------------- fields the spec does not define
+
+
+def with_tertiary(raw: bytes, spec_name: str, numbers: set[int], tail: bytes) -> bytes:
+    """``raw`` (carrying a secondary bitmap) with bit 65 set and a tertiary bitmap naming ``numbers``."""
+    width = 8 if spec_name == "pos" else 16
+    bits = sum(1 << (192 - n) for n in numbers).to_bytes(8, "big")
+    secondary = raw[4 + width:4 + 2 * width]
+    if spec_name == "pos":
+        secondary, tertiary = bytes([secondary[0] | 0x80]) + secondary[1:], bits
+    else:
+        secondary, tertiary = b"%02X" % (int(secondary[:2], 16) | 0x80) + secondary[2:], bits.hex().upper().encode()
+    return raw[:4 + width] + secondary + tertiary + raw[4 + 2 * width:] + tail
+
+
+@settings(max_examples=150, deadline=None)
+@given(msg=messages(), spec_name=st.sampled_from(["pos", "mis"]),
+       numbers=st.sets(st.integers(129, 192), min_size=1, max_size=4), tail=st.binary(max_size=20))
+def test_field_above_128_is_a_codec_error_with_what_came_before(msg: dict[str, str], spec_name: str,
+                                                                numbers: set[int], tail: bytes) -> None:
+    spec = codec.load_spec(spec_name)
+    msg = {**msg, "70": "301"}  # a secondary bitmap
+    raw = with_tertiary(codec.encode(msg, spec), spec_name, numbers, tail)
+    try:
+        codec.decode(raw, spec)
+    except codec.CodecError as exc:
+        assert exc.field == str(min(numbers))
+        assert {k: v for k, v in exc.partial.items() if k not in ("p", "1")} == msg, "what a 30 echoes"
+    else:
+        raise AssertionError("decoded a field no spec defines")
+
+
+@settings(max_examples=100, deadline=None)
+@given(msg=messages(), spec_name=st.sampled_from(["pos", "mis"]), data=st.data())
+def test_field_left_out_of_the_spec_is_a_codec_error(msg: dict[str, str], spec_name: str,
+                                                     data: st.DataObject) -> None:
+    numbers = sorted((k for k in msg if k.isdigit()), key=int)
+    if not numbers:
+        return
+    missing = data.draw(st.sampled_from(numbers))
+    raw = codec.encode(msg, codec.load_spec(spec_name))
+    spec = codec.load_spec(spec_name)  # a new one: the codec compiles a spec once, by identity
+    del spec[missing]
+    try:
+        codec.decode(raw, spec)
+    except codec.CodecError as exc:
+        assert exc.field == missing
+        assert all(int(k) < int(missing) for k in exc.partial if k.isdigit() and k != "1")
+        assert exc.partial.get("t") == msg["t"]
+    else:
+        raise AssertionError(f"decoded field {missing}, which the spec leaves out")
+    try:
+        codec.encode(msg, spec)
+    except codec.CodecError as exc:
+        assert exc.field == missing
+    else:
+        raise AssertionError(f"encoded field {missing}, which the spec leaves out")
+
+
+def test_encode_field_above_128_is_a_codec_error() -> None:
+    for name in ("131", "192"):
+        try:
+            codec.encode({"t": "0800", "11": "000001", name: "1"}, codec.load_spec("pos"))
+        except codec.CodecError as exc:
+            assert exc.field == name
+        else:
+            raise AssertionError(f"encoded field {name}")
+
+
 # ---------------------------------------------------------------- the compiled spec agrees with pyiso8583
 
 WILD_VALUE = st.one_of(

@@ -90,3 +90,30 @@ def test_possim_and_loadgen(daemon_db: str, start_daemon: Callable[..., Daemon],
     # and every request sent was answered.
     assert summary["errors"] == {}, summary
     assert 0 < summary["responses"] == summary["sent"] <= 260, summary
+
+
+def test_possim_sends_a_currency_with_money_and_hints_on_30(daemon_db: str,
+                                                            start_daemon: Callable[..., Daemon]) -> None:
+    d = start_daemon(daemon_db, [POS_LISTENER])
+    d.add_terminal("PS000009", "M0000001")
+    load = ("--port", str(d.ports["pos"]), "--tid", "PS000009", "--mid", "M0000001", "--sign-on",
+            "--mti", "0200", "--proc", "210060", "--pan", PAN_1, "--amount", "5000")
+
+    # A money amount without --currency: field 49 = 156 goes with it, the request passes validation.
+    res = tool("possim", *load)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "t    0210" in res.stdout and "49   156" not in res.stdout  # 49 is not echoed
+    assert "39   30" not in res.stdout and "hint" not in res.stdout, res.stdout
+    request = [e for e in d.events("request") if e.get("terminal_id") == "PS000009" and e["mti"] == "0200"]
+    assert request and request[-1]["error"] != "field 49: currency is mandatory for a money amount"
+
+    # Without one on purpose: 30, and a hint names the missing field.
+    res = tool("possim", *load, "--currency", "")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "39   30" in res.stdout
+    assert "hint: 30 is a format error; this request lacks mandatory field(s) 49" in res.stdout
+
+    # A points amount carries no currency and needs none.
+    res = tool("possim", *load[:-6], "--proc", "210065", "--pan", PAN_1, "--amount", "10")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "39   30" not in res.stdout, res.stdout

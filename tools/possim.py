@@ -6,6 +6,10 @@ Talks to the daemon over TCP only (framing, codec and MAC are the tools' own).
         --mti 0200 --proc 000000 --pan 6250941234567890 --amount 1000 \\
         --mac-alg cmac-aes --mac-key 000102030405060708090A0B0C0D0E0F
 
+Field 49 (currency) goes with every money amount (specs/HOST-INTERFACE.md §6),
+156 unless ``--currency`` says otherwise (``--currency ''`` sends none); points
+amounts carry none. A 30 (format error) answer is followed by a hint line.
+
 Exit status: 0 when a response arrived, 1 on a timeout or connection error
 (one line on stderr), 2 on bad options.
 """
@@ -22,6 +26,57 @@ import click
 import iso8583
 
 from tools import _mac, _msg, _wire
+
+# Requests whose field 4 is an amount (money or points, by field 3).
+AMOUNT_MTIS = frozenset({"0200", "0400", "0420", "0421"})
+DEFAULT_CURRENCY = "156"
+POINTS_ACCOUNT = "65"
+INQUIRY_TYPE = "31"  # field 4 is 0: no currency needed
+FORMAT_ERROR = "30"
+# specs/HOST-INTERFACE.md §5.1, without 49 (which depends on field 3).
+MANDATORY = {
+    "0200": ("2", "3", "4", "7", "11", "41", "42"),
+    "0400": ("2", "3", "4", "7", "11", "41", "42"),
+    "0420": ("2", "3", "4", "7", "11", "41", "42"),
+    "0421": ("2", "3", "4", "7", "11", "41", "42"),
+    "0500": ("3", "7", "11", "41", "42", "60", "74", "76", "86", "88"),
+    "0800": ("7", "11", "41", "70"),
+}
+
+
+def amount_is_money(mti: str, proc: str) -> bool:
+    """Whether field 4 of this request is money, which then needs a currency (field 49).
+
+    Points when either account type of field 3 is 65; a balance inquiry's amount is 0.
+
+    >>> [amount_is_money("0200", pc) for pc in ("000000", "006000", "210060", "020000", "206000")]
+    [True, True, True, True, True]
+    >>> [amount_is_money("0200", pc) for pc in ("006500", "210065", "026500", "906500", "310000")]
+    [False, False, False, False, False]
+    >>> amount_is_money("0800", "000000"), amount_is_money("0400", "000000")
+    (False, True)
+    """
+    if mti not in AMOUNT_MTIS:
+        return False
+    return POINTS_ACCOUNT not in (proc[2:4], proc[4:6]) and proc[:2] != INQUIRY_TYPE
+
+
+def format_error_hint(fields: Mapping[str, str]) -> str:
+    """One line on why a request may have been answered 30 (format error).
+
+    >>> format_error_hint({"t": "0200", "2": "6", "3": "210060", "4": "1", "7": "1", "11": "1", "41": "T"})
+    'hint: 30 is a format error; this request lacks mandatory field(s) 42, 49 (specs/HOST-INTERFACE.md §5.1)'
+    """
+    mti = fields.get("t", "")
+    need = list(MANDATORY.get(mti, ()))
+    if amount_is_money(mti, fields.get("3", "000000")):
+        need.append("49")
+    missing = [n for n in need if n not in fields]
+    if missing:
+        return (f"hint: 30 is a format error; this request lacks mandatory field(s) {', '.join(missing)} "
+                "(specs/HOST-INTERFACE.md §5.1)")
+    return ("hint: 30 is a format error; a field's value is malformed or not allowed here "
+            "(specs/HOST-INTERFACE.md §5); the switch's request log line names it (error=...)")
 
 
 class SimError(Exception):
@@ -53,11 +108,14 @@ def build_request(
     proc: str = "",
     pan: str = "",
     amount: str = "",
-    currency: str = "",
+    currency: str | None = None,
     rrn: str = "",
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The decoded request fields the options describe (MAC not included).
+
+    ``currency`` None: DEFAULT_CURRENCY when the amount is money, none for points;
+    an empty string: none.
 
     >>> req = build_request(mti="0800", stan="000001", tid="T1", mid="", now="0309140507")
     >>> req["41"], req["70"]
@@ -77,6 +135,8 @@ def build_request(
         fields["37"] = rrn
     if mid and not network:
         fields["42"] = _msg.pad_mid(mid)
+    if currency is None:
+        currency = DEFAULT_CURRENCY if amount_is_money(mti, fields.get("3", "")) else ""
     if currency and not network:
         fields["49"] = currency
     if network:
@@ -191,7 +251,9 @@ def report(
 @click.option("--proc", default="", help="Processing code (field 3).")
 @click.option("--pan", default="", help="Card number (field 2).")
 @click.option("--amount", default="", help="Amount in minor units or points (field 4).")
-@click.option("--currency", default="", help="Currency code (field 49), e.g. 156.")
+@click.option("--currency", default=None,
+              help=f"Currency code (field 49); default {DEFAULT_CURRENCY} for money amounts, none for points; "
+                   "'' sends none.")
 @click.option("--stan", default="", help="STAN (field 11); random when omitted.")
 @click.option("--rrn", default="", help="RRN (field 37), e.g. of the original for a void.")
 @click.option("--field", "field_items", multiple=True, help="Extra field N=VALUE (repeatable).")
@@ -211,7 +273,7 @@ def main(
     proc: str,
     pan: str,
     amount: str,
-    currency: str,
+    currency: str | None,
     stan: str,
     rrn: str,
     field_items: tuple[str, ...],
@@ -260,6 +322,12 @@ def main(
         sys.exit(1)
     for line in report(raw, got_tpdu, tpdu, spec_name, mac_alg, mac_key):
         click.echo(line)
+    try:
+        code = _msg.decode(raw, spec_name)[0].get("39")
+    except iso8583.DecodeError:
+        code = None  # report() said so already
+    if code == FORMAT_ERROR:
+        click.echo(format_error_hint(fields))
 
 
 if __name__ == "__main__":
