@@ -126,13 +126,13 @@ def db() -> None:
 def db_upgrade(ctx: click.Context) -> None:
     """Apply every missing migration (idempotent; safe to run from several hosts)."""
 
-    async def body(conn: Any) -> list[migrate.Migration]:
+    async def body(conn: Any) -> list[migrate.Migration | migrate.FunctionFile]:
         return await migrate.upgrade(conn)
 
     done = with_db(ctx, body)
     if done:
         for m in done:
-            click.echo(f"applied {m.version:04d} {m.name}")
+            click.echo(f"applied {m.label}")
     else:
         click.echo("schema is up to date")
 
@@ -141,19 +141,23 @@ def db_upgrade(ctx: click.Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def db_status(ctx: click.Context, as_json: bool) -> None:
-    """List migrations and whether each is applied."""
+    """List migrations and function files, and whether each is applied."""
 
-    async def body(conn: Any) -> list[migrate.MigrationStatus]:
-        return await migrate.status(conn)
+    async def body(conn: Any) -> tuple[list[migrate.MigrationStatus], list[migrate.FunctionStatus]]:
+        return await migrate.status(conn), await migrate.function_status(conn)
 
-    rows = with_db(ctx, body)
+    rows, functions = with_db(ctx, body)
 
     def human() -> None:
         for r in rows:
             state = "MODIFIED" if r.modified else ("applied" if r.applied else "pending")
             click.echo(f"{r.version:04d}  {state:8}  {r.name}  {r.applied_at or ''}")
+        for f in functions:
+            state = f.state.upper() if f.state in ("changed", "unknown") else f.state
+            click.echo(f"func  {state:8}  {f.name}  {f.applied_at or ''}")
 
-    emit([r.__dict__ for r in rows], as_json, human)
+    emit([r.__dict__ for r in rows] + [{"function": f.name, "state": f.state, "applied_at": f.applied_at}
+                                       for f in functions], as_json, human)
 
 
 def register(group: click.Group) -> None:
