@@ -93,10 +93,12 @@ class Coalescer:
             asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[asyncpg.Record | None]]]) -> None:
+        # A task nobody awaits: whatever goes wrong is told to the callers, never raised from here
+        # (it would only end as asyncio's "Task exception was never retrieved").
         try:
             try:
                 rows = await self._execute([params for params, _ in batch])
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # every failure is the callers' answer
                 # A lost connection says nothing about any one call (and the statement may have
                 # committed): no re-run call by call.
                 if (self.split_on_error and len(batch) > 1 and isinstance(exc, asyncpg.PostgresError)
@@ -104,19 +106,17 @@ class Coalescer:
                     for params, future in batch:
                         await self._run_alone(params, future)
                 else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    _fail(batch, exc)
                 return
             for n, (_, future) in enumerate(batch, start=1):
                 if not future.done():
                     future.set_result(rows.get(n))
             self.batches_total += 1
             self.calls_total += len(batch)
-        except BaseException as exc:  # never leave a caller waiting for ever
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else asyncpg.InterfaceError("cancelled"))
+        except Exception as exc:  # e.g. a row without its column n
+            _fail(batch, exc)
+        except BaseException:  # cancelled: never leave a caller waiting for ever
+            _fail(batch, asyncpg.InterfaceError("cancelled"))
             raise
         finally:
             self._running -= 1
@@ -128,7 +128,7 @@ class Coalescer:
             return
         try:
             rows = await self._execute([params])
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # the caller's answer
             if not future.done():
                 future.set_exception(exc)
             return
@@ -142,3 +142,9 @@ class Coalescer:
             async with self.pool.acquire(timeout=self.timeout_s) as conn:
                 rows = await conn.fetch(self.sql, *columns, timeout=self.timeout_s)
         return {int(row["n"]): row for row in rows}
+
+
+def _fail(batch: list[tuple[tuple[Any, ...], asyncio.Future[asyncpg.Record | None]]], exc: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

@@ -15,12 +15,18 @@ def connection_lost(exc: BaseException) -> bool:
     """True when a connection's state is unknown after ``exc`` (it died, timed out, the server
     shut it down): it must carry nothing more, and a statement it carried may or may not have
     committed. asyncpg reports a connection killed under a statement as a PostgresError of
-    class 08 (``ConnectionDoesNotExistError``), not as an InterfaceError.
+    class 08 (``ConnectionDoesNotExistError``), not as an InterfaceError; and a statement on a
+    connection the server has just told it is going away (an ErrorResponse 57P01 that reached it
+    idle, before the socket's close) as an InternalClientError ("cannot switch to state 12;
+    another operation (2) is in progress": state 2 is asyncpg consuming that error).
 
     >>> connection_lost(TimeoutError()), connection_lost(asyncpg.exceptions.UniqueViolationError())
     (True, False)
+    >>> connection_lost(asyncpg.InternalClientError("cannot switch to state 12"))
+    True
     """
-    if isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError | asyncpg.exceptions.PostgresConnectionError):
+    if isinstance(exc, TimeoutError | OSError | asyncpg.InterfaceError | asyncpg.InternalClientError
+                  | asyncpg.exceptions.PostgresConnectionError):
         return True
     code = getattr(exc, "sqlstate", None) or ""
     return code.startswith("08") or code in ("57P01", "57P02", "57P03")

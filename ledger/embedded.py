@@ -4,7 +4,9 @@ When no DSN is configured, the daemon runs a private cluster under the state
 directory, created with the machine's own server binaries (``initdb``,
 ``pg_ctl``) and listening only on a unix socket inside that directory.
 PostgreSQL refuses to run as root, so as root the cluster belongs to an
-unprivileged system user (``postgres`` when it exists, else ``nobody``).
+unprivileged system user (``postgres`` when it exists, else ``nobody``), run
+with that user's own group and supplementary groups (never root's), and the
+state directory must then be reachable by that user.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import glob
 import os
 import pwd
 import shutil
+import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 EMBEDDED_DB = "switchd"
@@ -40,6 +43,44 @@ def find_pg_bin() -> Path | None:
             return p
     if on_path and shutil.which("initdb"):
         return Path(on_path).parent
+    return None
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account the cluster's commands run as: its uid, group and groups."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = field(default=())
+
+    @classmethod
+    def of(cls, name: str) -> RunAs:
+        pw = pwd.getpwnam(name)
+        return cls(name, pw.pw_uid, pw.pw_gid, tuple(os.getgrouplist(name, pw.pw_gid)))
+
+
+def first_unreachable(path: Path, who: RunAs) -> Path | None:
+    """The first directory on the way to ``path`` (itself included) that ``who`` may not enter,
+    by its permission bits (ACLs are not read: the verdict that counts is a try as ``who``).
+
+    >>> first_unreachable(Path("/"), RunAs("x", 12345, 12345)) is None
+    True
+    """
+    for d in [*reversed(path.parents), path]:
+        try:
+            st = d.stat()
+        except OSError:
+            return d
+        if st.st_uid == who.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == who.gid or st.st_gid in who.groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return d
     return None
 
 
@@ -73,19 +114,36 @@ class EmbeddedPostgres:
     def dsn(self) -> str:
         return f"postgresql://{EMBEDDED_SUPERUSER}@/{EMBEDDED_DB}?host={self.socket_dir}&port={self.port}"
 
-    def _run_as(self) -> str | None:
+    def _run_as(self) -> RunAs | None:
         if os.geteuid() != 0:
             return None
         for name in ("postgres", "nobody"):
             try:
-                pwd.getpwnam(name)
-                return name
+                return RunAs.of(name)
             except KeyError:
                 continue
         raise EmbeddedError("embedded PostgreSQL: running as root and no unprivileged user exists; set SWITCHD_DSN")
 
-    def _cmd(self, args: list[str], user: str | None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(args, user=user, capture_output=True, text=True, timeout=120, check=False)
+    def _cmd(self, args: list[str], user: RunAs | None) -> subprocess.CompletedProcess[str]:
+        if user is None:
+            return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+        # user= alone would change only the uid: the server would keep root's group and
+        # supplementary groups, and reach (or be refused) what its own account would not.
+        return subprocess.run(args, user=user.uid, group=user.gid, extra_groups=list(user.groups),
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def _check_reachable(self, user: RunAs) -> None:
+        """Fail in one line when ``user`` cannot enter and write the cluster's directory."""
+        where = self.data_dir.parent
+        probe = self._cmd(["/bin/sh", "-c", 'cd -- "$1" && test -w .', "sh", str(where)], user)
+        if probe.returncode == 0:
+            return
+        blocked = first_unreachable(where, user) or where
+        raise EmbeddedError(
+            f"embedded PostgreSQL: user {user.name} (the cluster's owner when run as root) cannot reach "
+            f"{where} ({blocked} is closed to it): let it through each directory on the way "
+            f"(chmod o+x {blocked}), or set SWITCHD_STATE_DIR to a directory it can reach, or set SWITCHD_DSN"
+        )
 
     def start(self) -> str:
         """Create the cluster if needed, start it, create the database; return the DSN."""
@@ -104,11 +162,11 @@ class EmbeddedPostgres:
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if user is not None:
-            pw = pwd.getpwnam(user)
             for d in (self.data_dir.parent, self.socket_dir):
-                os.chown(d, pw.pw_uid, pw.pw_gid)
+                os.chown(d, user.uid, user.gid)
             if self.data_dir.exists():
-                os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
+                os.chown(self.data_dir, user.uid, user.gid)
+            self._check_reachable(user)
         if not (self.data_dir / "PG_VERSION").exists():
             res = self._cmd(
                 [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", EMBEDDED_SUPERUSER,

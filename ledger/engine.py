@@ -438,7 +438,8 @@ class Ledger:
                 async with asyncio.timeout(self.settings.timeout_post_s):
                     results = await self._execute(conn, batch)
                 return results, retries, None, conn
-            except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError) as exc:
                 code = getattr(exc, "sqlstate", None)
                 if connection_lost(exc):
                     if conn is not None:

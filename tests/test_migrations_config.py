@@ -27,7 +27,7 @@ async def test_upgrade_fresh_rerun_and_newer_refused(empty_db_dsn: str) -> None:
     conn = await ledger_db.connect(empty_db_dsn)
     try:
         applied = await migrate.upgrade(conn)
-        assert [m.version for m in applied] == [m.version for m in migrate.discover()]
+        assert [m.version for m in applied if isinstance(m, migrate.Migration)] == [m.version for m in migrate.discover()]
         assert await migrate.upgrade(conn) == []
         await migrate.check_current(conn)
         statuses = await migrate.status(conn)
