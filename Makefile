@@ -7,7 +7,7 @@ STAMP := $(VENV)/.compiled
 # The request path's modules, compiled in place by mypyc (setup.py's list): rebuilt when one changes.
 COMPILED_SRC := $(shell sed -n 's/^    "\([a-z_/]*\.py\)",$$/\1/p' setup.py)
 
-.PHONY: run test lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory clean venv
+.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory clean venv
 
 # Installed interpreted first (editable), so that mypyc then type-checks against the real libraries.
 $(INSTALLED): pyproject.toml setup.py
@@ -44,6 +44,14 @@ test: $(STAMP)
 	$(BIN)/mypy cli switch ledger specs tools
 	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 	$(BIN)/pytest
+
+# The tiers (tests/conftest.py): unit needs no PostgreSQL and no daemon; fast adds the database
+# tests but starts no daemon. `make test` runs every tier.
+test-unit: $(STAMP)
+	$(BIN)/pytest -m unit
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "unit or db"
 
 lint: $(STAMP)
 	$(BIN)/ruff check cli switch ledger specs tools tests bench

@@ -1,6 +1,7 @@
-"""What the benchmarks share: the admin DSN, databases, the daemon, the load generator, pgbench.
+"""What the benchmarks share: the admin DSN, the daemon, the load generator, pgbench, samplers.
 
-Imported as ``_common`` by the scripts (``python bench/x.py`` puts bench/ on the path).
+Imported as ``_common`` by the scripts (``python bench/x.py`` puts bench/ on the path). Databases,
+ports and the daemon's life are tools/harness.py's, shared with the tests.
 """
 
 from __future__ import annotations
@@ -11,17 +12,12 @@ import json
 import os
 import re
 import resource
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -34,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # First on the path, ahead of bench/ itself: `ledger` must be the package, not bench/ledger.py.
 sys.path.insert(0, str(ROOT))
 
-BIN = Path(sys.executable).parent
-SWITCHD = str(BIN / "switchd")
+from tools import harness  # noqa: E402 - importable once ROOT is on the path
+
 ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -45,21 +41,6 @@ PGBENCH_GRACE_S = 120.0  # on top of the run's own length
 
 
 # ---------------------------------------------------------------------- databases
-
-
-def with_db(dsn: str, name: str) -> str:
-    """``dsn`` naming database ``name`` instead."""
-    p = urlsplit(dsn)
-    return urlunsplit((p.scheme, p.netloc, "/" + name, p.query, p.fragment))
-
-
-async def admin(sql: str, dsn: str = ADMIN_DSN) -> None:
-    """Run one statement (CREATE/DROP DATABASE) on the admin connection."""
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def ledger_chart(dsn: str, members: int, asset: str = "PTS:BENCH") -> tuple[int, list[int]]:
@@ -99,20 +80,6 @@ async def pg_data_directory(dsn: str = ADMIN_DSN) -> str | None:
         await conn.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def proc_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of process ``pid``, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -134,66 +101,30 @@ def child_pids(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports."""
-    for _ in range(50):
-        base = free_port()
-        if all(_port_free(base + i) for i in range(1, count)):
-            return base
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connections_max: int,
                   pool_size_min: int, pool_size_max: int, metrics_port: int = 0, workers: int = 1,
                   ledger: dict[str, str] | None = None, database: dict[str, str] | None = None) -> str:
     """A switchd.toml: one nac2 POS listener, metrics off (or on metrics_port), idle timeout long
     enough for any run; ``ledger`` and ``database`` set more [ledger] and [database] keys (TOML
     values as text), the defaults otherwise."""
-    ledger_lines = ["[ledger]", *(f"{k} = {v}" for k, v in (ledger or {}).items()), ""] if ledger else []
-    return "\n".join([
-        "[daemon]",
-        f'state_dir = "{workdir / "state"}"',
-        f'log_level = "{log_level}"',
-        "timeout_drain_s = 5.0",
-        f"workers = {workers}",
-        "",
-        "[database]",
-        f'dsn = "{dsn}"',
-        f"pool_size_min = {pool_size_min}",
-        f"pool_size_max = {pool_size_max}",
-        *(f"{k} = {v}" for k, v in (database or {}).items()),
-        "",
-        *ledger_lines,
-        "[metrics]",
-        f"enabled = {'true' if metrics_port else 'false'}",
-        'host = "127.0.0.1"',
-        f"port = {metrics_port or 9108}",
-        "",
-        "[[listeners]]",
-        'name = "pos"',
-        'host = "127.0.0.1"',
-        f"port = {port}",
-        'framing = "nac2"',
-        'spec = "pos"',
-        "sign_on_required = true",
-        f"connections_max = {connections_max}",
-        # Idle connections must survive the whole run.
-        "timeout_idle_s = 600.0",
-        "",
-    ])
+    sections: dict[str, dict[str, Any]] = {
+        "daemon": {"state_dir": str(workdir / "state"), "log_level": log_level, "timeout_drain_s": 5.0,
+                   "workers": workers},
+        "database": {"dsn": dsn, "pool_size_min": pool_size_min, "pool_size_max": pool_size_max,
+                     **{k: harness.TomlText(v) for k, v in (database or {}).items()}},
+    }
+    if ledger:
+        sections["ledger"] = {k: harness.TomlText(v) for k, v in ledger.items()}
+    sections["metrics"] = {"enabled": bool(metrics_port), "host": "127.0.0.1", "port": metrics_port or 9108}
+    listener = {"name": "pos", "host": "127.0.0.1", "port": port, "framing": "nac2", "spec": "pos",
+                "sign_on_required": True, "connections_max": connections_max,
+                # Idle connections must survive the whole run.
+                "timeout_idle_s": 600.0}
+    return harness.render_config(sections, [listener])
 
 
-class Daemon:
-    """`switchd serve` as a child process; RSS and CPU read from /proc.
+class Daemon(harness.Daemon):
+    """`switchd serve` as a child process (tools/harness.py); RSS and CPU read from /proc.
 
     A context manager: leaving it stops the daemon (``stop`` may also be called
     earlier, for the exit code; calling it again is harmless). Nest it inside the
@@ -205,23 +136,26 @@ class Daemon:
                  pool_size_min: int, pool_size_max: int, master_key_hex: str = "", metrics_port: int = 0,
                  workers: int = 1, ledger: dict[str, str] | None = None,
                  database: dict[str, str] | None = None) -> None:
-        self.config = workdir / "switchd.toml"
         # At info level the "ready" line gives the ports (so the daemon may bind port 0);
         # above it there is no such line, so a port chosen here, answering, means ready.
-        self.port = free_port() if log_level != "info" else 0
-        self.config.write_text(
-            daemon_config(workdir, dsn, port=self.port, log_level=log_level, connections_max=connections_max,
+        port = harness.free_port() if log_level != "info" else 0
+        super().__init__(
+            workdir,
+            daemon_config(workdir, dsn, port=port, log_level=log_level, connections_max=connections_max,
                           pool_size_min=pool_size_min, pool_size_max=pool_size_max, metrics_port=metrics_port,
                           workers=workers, ledger=ledger, database=database),
-            encoding="utf-8")
-        self.log_path = workdir / "daemon.log"
-        self.env = {**os.environ, "SWITCHD_MASTER_KEY": master_key_hex or secrets.token_hex(32)}
-        self.env.pop("SWITCHD_CONFIG", None)
-        self.env.pop("SWITCHD_LOG_LEVEL", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ports: dict[str, int] = {}
+            master_key_hex=master_key_hex or None, probe_ports={"pos": port} if port else None,
+            ready_timeout_s=READY_TIMEOUT_S, stop_timeout_s=STOP_TIMEOUT_S, cli_timeout_s=CLI_TIMEOUT_S)
+        self.port = port
         self.metrics_port = metrics_port
         self.workers = workers
+
+    def start(self) -> Self:
+        metrics_port = self.metrics_port
+        super().start()
+        self.port = self.ports["pos"]
+        self.metrics_port = metrics_port  # the first worker's, as configured (the ready line may omit it)
+        return self
 
     def scrape(self) -> dict[str, float]:
         """The daemon's /metrics as {'name{labels}': value}, summed over its workers (each serves its
@@ -230,9 +164,7 @@ class Daemon:
         if not self.metrics_port:
             return out
         for port in range(self.metrics_port, self.metrics_port + self.workers):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-                text = resp.read().decode()
-            for line in text.splitlines():
+            for line in self.metrics_text(port).splitlines():
                 if line and not line.startswith("#"):
                     name, _, value = line.rpartition(" ")
                     out[name] = out.get(name, 0.0) + float(value)
@@ -240,63 +172,13 @@ class Daemon:
 
     def cpu_s(self) -> float:
         """CPU seconds of the daemon: the process and, with workers, its worker processes."""
-        assert self.proc is not None
-        return proc_cpu_s(self.proc.pid) + sum(proc_cpu_s(pid) for pid in child_pids(self.proc.pid))
-
-    def __enter__(self) -> Daemon:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def cli(self, *args: str) -> None:
-        subprocess.run([SWITCHD, "--config", str(self.config), *args], env=self.env, check=True,
-                       capture_output=True, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT_S)
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([SWITCHD, "--config", str(self.config), "serve"], env=self.env,
-                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and event.get("event") == "ready":
-                    self.ports = {k: int(v) for k, v in event["listeners"].items()}
-                    self.port = self.ports["pos"]
-                    return
-            if self.port and answers(self.port):
-                self.ports = {"pos": self.port}
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError("daemon not ready in time")
+        return proc_cpu_s(self.pid) + sum(proc_cpu_s(pid) for pid in child_pids(self.pid))
 
     def rss_mb(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return 0.0
-
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; the exit code (None if never started)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._log.close()
-        return code
 
 
 # ---------------------------------------------------------------------- load
@@ -348,9 +230,9 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
     exe = find_pgbench()
     if exe is None:
         return {"error": "pgbench not found"}
-    name = f"switchd_pgbench_{uuid.uuid4().hex[:8]}"
+    name = harness.unique_database_name("switchd_pgbench")
     # A libpq URI as the database name; the password (if any) goes by environment, not argv.
-    p = urlsplit(with_db(admin_dsn, name))
+    p = urlsplit(harness.with_database(admin_dsn, name))
     env = dict(os.environ)
     netloc = p.netloc
     if p.password is not None:
@@ -363,7 +245,7 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
         return subprocess.run([exe, *args, uri], env=env, check=True, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=timeout_s).stdout
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"', admin_dsn))
+    asyncio.run(harness.create_database(admin_dsn, name))
     try:
         pgbench("-i", "-q", "-s", str(scale), timeout_s=PGBENCH_INIT_TIMEOUT_S)
         with around_run if around_run is not None else nullcontext():
@@ -388,7 +270,7 @@ def run_pgbench(admin_dsn: str, seconds: int, clients: int, scale: int,
     except subprocess.TimeoutExpired as exc:
         return {"error": f"pgbench did not finish within {exc.timeout:.0f} s"}
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', admin_dsn))
+        asyncio.run(harness.drop_database(admin_dsn, name))
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
     result: dict[str, Any] = {"tps": float(m.group(1)) if m else 0.0,
                               "latency_avg_ms": float(lat.group(1)) if lat else 0.0,

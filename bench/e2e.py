@@ -73,7 +73,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -84,11 +83,9 @@ from _common import (
     Daemon,
     DiskProbe,
     WaitSampler,
-    admin,
     children_cpu_s,
     pg_data_directory,
     proc_cpu_s,
-    with_db,
 )
 
 from ledger import db as ledger_db
@@ -100,6 +97,7 @@ from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
 from switch import compiled
 from switch.terminals import add_terminal
+from tools import harness
 
 RESULTS = ROOT / "bench" / "results" / "e2e.json"
 PROGRAM = "BENCH"
@@ -550,8 +548,8 @@ def main() -> int:
     global MIX
     MIX = args.mix
 
-    name = f"switchd_e2e_{uuid.uuid4().hex[:10]}"
-    dsn = with_db(ADMIN_DSN, name)
+    name = harness.unique_database_name("switchd_e2e")
+    dsn = harness.with_database(ADMIN_DSN, name)
     master_key_hex = secrets.token_hex(32)
     results: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -577,13 +575,13 @@ def main() -> int:
     global PG_DATA_DIRECTORY, DATABASE
     PG_DATA_DIRECTORY = asyncio.run(pg_data_directory())
     DATABASE = name
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(harness.create_database(ADMIN_DSN, name))
     try:
         # The daemon stops (leaving its `with`) before its work directory is removed.
         with (tempfile.TemporaryDirectory(prefix="switchd-e2e-") as tmp,
               Daemon(Path(tmp), dsn, log_level=LOG_LEVEL, connections_max=1000, pool_size_min=args.pool_size,
                      pool_size_max=args.pool_size, master_key_hex=master_key_hex,
-                     metrics_port=_common.free_ports(args.workers), workers=args.workers,
+                     metrics_port=harness.free_ports(args.workers), workers=args.workers,
                      ledger=ledger_settings, database=database_settings) as daemon):
             work = Path(tmp)
             daemon.cli("db", "upgrade")
@@ -657,7 +655,7 @@ def main() -> int:
                   f"({results['books']['journals']} journals){''.join('; ' + x for x in results['books']['problems'])}",
                   flush=True)
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(harness.drop_database(ADMIN_DSN, name))
 
     if not args.skip_pgbench:
         pg = run_pgbench(ADMIN_DSN, args.pgbench_seconds, 8, 10, half_rate_seconds=int(args.half_duration_s))

@@ -27,17 +27,17 @@ import json
 import random
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-from _common import ADMIN_DSN, ROOT, admin, with_db
+from _common import ADMIN_DSN, ROOT
 
 from ledger import db as ledger_db
 from ledger import eod, migrate, reconcile
 from ledger.engine import LedgerSettings
 from ledger.loyalty.programs import add_program
+from tools import harness
 
 FEE_BPS = 50
 TARGET_S = 60.0
@@ -216,9 +216,8 @@ async def generate(dsn: str, world: dict[str, Any], journals: int, batch_size: i
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    name = f"switchd_bench_eod_{uuid.uuid4().hex[:8]}"
-    await admin(f'CREATE DATABASE "{name}"')
-    dsn = with_db(ADMIN_DSN, name)
+    name = harness.unique_database_name("switchd_bench_eod")
+    dsn = await harness.create_database(ADMIN_DSN, name)
     figures: dict[str, Any] = {"journals_target": args.journals, "merchants": args.merchants, "cards": args.cards,
                                "generation_path": "ledger.post_batch in batches of "
                                                   f"{args.batch_size} on {args.workers} connections"}
@@ -270,7 +269,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                               "recon_met": figures["recon_run_s"] <= TARGET_S}
     finally:
         if not args.keep:
-            await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await harness.drop_database(ADMIN_DSN, name)
         else:
             figures["database"] = name
     return figures

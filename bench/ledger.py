@@ -19,16 +19,16 @@ import os
 import random
 import sys
 import time
-import uuid
 from pathlib import Path
 
-from _common import ADMIN_DSN, ROOT, admin, ledger_chart, run_pgbench, with_db
+from _common import ADMIN_DSN, ROOT, ledger_chart, run_pgbench
 
 from ledger import accounts as A
 from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger, LedgerSettings
+from tools import harness
 from tools._stats import percentile
 
 
@@ -71,9 +71,8 @@ async def run_transfers(led: Ledger, accounts: list[int], hot: int | None, total
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
-    name = f"switchd_bench_{uuid.uuid4().hex[:8]}"
-    await admin(f'CREATE DATABASE "{name}"')
-    dsn = with_db(ADMIN_DSN, name)
+    name = harness.unique_database_name("switchd_bench")
+    dsn = await harness.create_database(ADMIN_DSN, name)
     results: dict[str, object] = {}
     try:
         source, accounts = await ledger_chart(dsn, args.accounts)
@@ -94,7 +93,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         results["books_balance"] = not problems
         await pool.close()
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await harness.drop_database(ADMIN_DSN, name)
     return results
 
 

@@ -25,14 +25,14 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from _common import ADMIN_DSN, ROOT, admin, ledger_chart, proc_cpu_s, with_db
+from _common import ADMIN_DSN, ROOT, ledger_chart, proc_cpu_s
 
 from ledger import db as ledger_db
 from ledger.audit import check_books
+from tools import harness
 
 SIZES = (1, 8, 64, 512)
 MEMBERS = 20_000
@@ -60,9 +60,8 @@ def _on_this_machine(pid: int) -> bool:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    name = f"switchd_bench_pb_{uuid.uuid4().hex[:8]}"
-    await admin(f'CREATE DATABASE "{name}"')
-    dsn = with_db(ADMIN_DSN, name)
+    name = harness.unique_database_name("switchd_bench_pb")
+    dsn = await harness.create_database(ADMIN_DSN, name)
     try:
         source, members = await ledger_chart(dsn, MEMBERS)
         pool = await ledger_db.create_pool(dsn, 1, 1, generic_plans=True)
@@ -105,7 +104,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         books = await check_books(pool)
         await pool.close()
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await harness.drop_database(ADMIN_DSN, name)
     figures: dict[str, Any] = {"sizes": results, "books_balance": not books}
     for key, label in (("backend_cpu_ms_per_call", "backend_cpu_ms"), ("wall_ms_per_call", "wall_ms")):
         points = [(int(size), r[key]) for size, r in results.items() if key in r]

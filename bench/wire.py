@@ -26,14 +26,14 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import _common
 import asyncpg
-from _common import ADMIN_DSN, ROOT, Daemon, Sampling, admin, with_db
+from _common import ADMIN_DSN, ROOT, Daemon, Sampling
 
+from tools import harness
 from tools.loadgen import raise_nofile_limit
 
 RESULTS = ROOT / "bench" / "results" / "wire.json"
@@ -147,12 +147,12 @@ def main() -> int:
     if not args.skip_scale and nofile < args.idle_connections + 512:
         print(f"RLIMIT_NOFILE is {nofile}: too low for {args.idle_connections} connections", file=sys.stderr)
         return 2
-    name = f"switchd_wire_{uuid.uuid4().hex[:10]}"
-    dsn = with_db(ADMIN_DSN, name)
+    name = harness.unique_database_name("switchd_wire")
+    dsn = harness.with_database(ADMIN_DSN, name)
     results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "cpus": os.cpu_count(), "rlimit_nofile": nofile,
                                "daemon_log_level": args.log_level}
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(harness.create_database(ADMIN_DSN, name))
     try:
         # The daemon stops (leaving its `with`) before its work directory is removed.
         with (tempfile.TemporaryDirectory(prefix="switchd-wire-") as tmp,
@@ -185,7 +185,7 @@ def main() -> int:
                       f"errors {s['errors'] or 'none'}", flush=True)
             results["daemon_exit_code"] = daemon.stop()
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(harness.drop_database(ADMIN_DSN, name))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS.relative_to(ROOT)}")

@@ -2,7 +2,8 @@
 
 Imported by tests/conftest.py (fixtures) and by test modules (helpers):
 ``from fixtures_daemon import Daemon, Terminal, ...`` works because conftest
-puts this directory on ``sys.path``.
+puts this directory on ``sys.path``. Starting, watching and stopping the daemon
+is tools/harness.py's, shared with the benchmarks; this module adds what tests need.
 
 - ``daemon_db`` (module scope): a fresh migrated database for one test module.
 - ``start_daemon`` (function scope): a factory, ``start_daemon(dsn, listeners=[...])``,
@@ -12,6 +13,9 @@ puts this directory on ``sys.path``.
   daemon still running at the end of the test is stopped with SIGTERM and must
   exit 0.
 
+A daemon may only be started by a test of the ``e2e`` tier (tests/conftest.py):
+``Daemon.start`` fails the test otherwise, so that ``make test-fast`` never runs one.
+
 The client builds messages with pyiso8583 and the specs only, and MACs them
 itself, so it does not share the server's codec.
 """
@@ -19,21 +23,15 @@ itself, so it does not share the server's codec.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import secrets
-import signal
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import iso8583
@@ -41,9 +39,10 @@ import pytest
 
 import specs
 from switch import mac as swmac
+from tools import harness
+from tools.harness import with_database  # noqa: F401 - re-exported: test modules import it from here
 
-# The console scripts installed next to the interpreter running the tests.
-SWITCHD = str(Path(sys.executable).with_name("switchd"))
+SWITCHD = harness.SWITCHD
 BEAN_CHECK = str(Path(sys.executable).with_name("bean-check"))
 MASTER_KEY_HEX = "5a" * 32
 READY_TIMEOUT_S = 30.0
@@ -59,11 +58,8 @@ POS_TPDU_LISTENER: dict[str, Any] = {"name": "pos_tpdu", "framing": "nac2", "tpd
                                      "sign_on_required": True}
 MIS_LISTENER: dict[str, Any] = {"name": "mis", "framing": "ascii4", "spec": "mis", "sign_on_required": False}
 
-
-def with_database(dsn: str, name: str) -> str:
-    """The same server DSN pointed at another database (the query string, e.g. ``?host=``, kept)."""
-    parts = urlsplit(dsn)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+# Set by tests/conftest.py around each test: its tiers, which say whether it may start a daemon.
+current_tiers: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------------- database per module
@@ -72,20 +68,8 @@ def with_database(dsn: str, name: str) -> str:
 @pytest.fixture(scope="module")
 def daemon_db(admin_dsn: str, template_db: str) -> Iterator[str]:
     """A fresh migrated database shared by one test module's daemons."""
-    name = f"switchd_d_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn, timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-    try:
-        yield with_database(admin_dsn, name)
-    finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with harness.private_database(admin_dsn, "switchd_d", template=template_db) as db:
+        yield db.dsn
 
 
 def db_run(dsn: str, fn: Callable[[asyncpg.Connection], Any]) -> Any:
@@ -104,138 +88,50 @@ def db_run(dsn: str, fn: Callable[[asyncpg.Connection], Any]) -> Any:
 # ---------------------------------------------------------------------- the daemon
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    return json.dumps(str(v))
-
-
 def write_config(path: Path, dsn: str, listeners: list[dict[str, Any]], *, drain_s: float = 5.0,
                  metrics: bool = True, extra: dict[str, dict[str, Any]] | None = None, workers: int = 1) -> None:
+    """The tests' switchd.toml at ``path``: every port 0, a small pool; ``extra`` adds or
+    overrides keys by section."""
+    path.write_text(config_text(path.parent, dsn, listeners, drain_s=drain_s, metrics=metrics, extra=extra,
+                                workers=workers), encoding="utf-8")
+
+
+def config_text(workdir: Path, dsn: str, listeners: list[dict[str, Any]], *, drain_s: float = 5.0,
+                metrics: bool = True, extra: dict[str, dict[str, Any]] | None = None, workers: int = 1) -> str:
+    """What ``write_config`` writes (state under ``workdir``)."""
     sections: dict[str, dict[str, Any]] = {
-        "daemon": {"state_dir": str(path.parent / "state"), "timeout_drain_s": drain_s, "workers": workers},
+        "daemon": {"state_dir": str(workdir / "state"), "timeout_drain_s": drain_s, "workers": workers},
         "database": {"dsn": dsn, "pool_size_min": 1, "pool_size_max": 4},
         "metrics": {"enabled": metrics, "host": "127.0.0.1", "port": 0},
     }
     for section, values in (extra or {}).items():
         sections[section] = {**sections.get(section, {}), **values}
-    lines: list[str] = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-        lines.append("")
-    for lst in listeners:
-        lines.append("[[listeners]]")
-        merged = {"host": "127.0.0.1", "port": 0, **lst}
-        lines += [f"{k} = {_toml_value(v)}" for k, v in merged.items()]
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+    return harness.render_config(sections, [{"host": "127.0.0.1", "port": 0, **lst} for lst in listeners])
 
 
-class Daemon:
-    """A running ``switchd serve``: ports, captured log lines, provisioning helpers."""
+class Daemon(harness.Daemon):
+    """A running ``switchd serve`` (tools/harness.py) with the tests' config, fixed master key
+    and provisioning helpers."""
 
     def __init__(self, workdir: Path, dsn: str, listeners: list[dict[str, Any]],
                  env: dict[str, str] | None = None, **config: Any) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, config_text(workdir, dsn, listeners, **config), master_key_hex=MASTER_KEY_HEX,
+                         env=env, ready_timeout_s=READY_TIMEOUT_S, stop_timeout_s=STOP_TIMEOUT_S)
         self.dsn = dsn
-        self.config_path = workdir / "switchd.toml"
-        write_config(self.config_path, dsn, listeners, **config)
-        self.log_path = workdir / f"daemon-{uuid.uuid4().hex[:6]}.log"
-        self.env = {**os.environ, "SWITCHD_MASTER_KEY": MASTER_KEY_HEX, **(env or {})}
-        self.env.pop("SWITCHD_CONFIG", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ports: dict[str, int] = {}
-        self.metrics_port: int | None = None
-        self.returncode: int | None = None
 
     def start(self) -> Daemon:
-        self._log_fh = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([SWITCHD, "--config", str(self.config_path), "serve"], stdout=self._log_fh,
-                                     stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for event in self.events("ready"):
-                self.ports = {k: int(v) for k, v in event["listeners"].items()}
-                self.metrics_port = event.get("metrics_port")
-                return self
-            if self.proc.poll() is not None:
-                self.wait()
-                raise AssertionError(f"daemon exited {self.proc.returncode} before ready:\n{self.log_text()}")
-            time.sleep(0.05)
-        # Not ready: do not leave it running behind the failure.
-        self.proc.kill()
-        self.wait()
-        raise AssertionError(f"daemon not ready within {READY_TIMEOUT_S}s:\n{self.log_text()}")
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.log_lines() if e.get("event") == name]
-
-    def wait_event(self, name: str, predicate: Callable[[dict[str, Any]], bool] = lambda e: True,
-                   timeout_s: float = 10.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for e in self.events(name):
-                if predicate(e):
-                    return e
-            time.sleep(0.05)
-        raise AssertionError(f"no {name} event within {timeout_s}s")
-
-    def signal(self, sig: int = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        """Wait for the exit; a daemon still running after ``timeout_s`` is killed (its code is then -9)."""
-        assert self.proc is not None
-        try:
-            self.returncode = self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.returncode = self.proc.wait()
-        self._log_fh.close()
-        return self.returncode
+        # The tiers promise that only e2e tests run a daemon (`make test-fast` has none).
+        if "e2e" not in current_tiers:
+            pytest.fail("this test starts a daemon but is not in the e2e tier: mark it "
+                        "@pytest.mark.e2e (or use the start_daemon / daemon_db fixtures)", pytrace=False)
+        super().start()
+        return self
 
     def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code."""
-        if self.proc is None or self.returncode is not None:
-            return self.returncode or 0
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-        return self.wait()
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """SIGTERM and wait; returns the exit code (0 for a daemon never started)."""
+        return super().stop() or 0
 
     # -------------------------------------------------------------- provisioning
-
-    def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        """Run ``switchd --config <ours> ARGS`` with the daemon's environment (or ``env``)."""
-        res = subprocess.run([SWITCHD, "--config", str(self.config_path), *args], env=env or self.env,
-                             cwd=self.workdir,
-                             capture_output=True, text=True, timeout=60)
-        if check and res.returncode != 0:
-            raise AssertionError(f"switchd {' '.join(args)} exited {res.returncode}: {res.stderr}")
-        return res
 
     def provision(self, program: str, merchant: str, terminals: list[str], cards: list[str],
                   issue_price_minor: int = 5, redeem_value_minor: int = 4) -> None:
@@ -265,15 +161,11 @@ class Daemon:
 
     def scrape(self) -> str:
         assert self.metrics_port, "metrics are disabled"
-        return self.scrape_port(self.metrics_port)
+        return self.metrics_text(self.metrics_port)
 
     @staticmethod
     def scrape_port(port: int) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            body: bytes = resp.read()
-        return body.decode()
+        return harness.Daemon.metrics_text(port)
 
 
 @pytest.fixture

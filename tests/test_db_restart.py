@@ -45,7 +45,8 @@ MID, TID, CARD = "MRST1", "TRST0001", "6212345000000075"
 MAC = ("cmac-aes", CMAC_KEY_HEX)
 HANDLER_BOUND_S = 3.0
 
-pytestmark = pytest.mark.skipif(find_pg_bin() is None, reason="no PostgreSQL server binaries on this machine")
+pytestmark = [pytest.mark.skipif(find_pg_bin() is None, reason="no PostgreSQL server binaries on this machine"),
+              pytest.mark.e2e]  # a cluster and a daemon of its own, without the fixtures
 
 
 def _free_port() -> int:

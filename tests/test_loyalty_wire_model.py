@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import soak
 import test_loyalty_model as base
 from fixtures_daemon import POS_LISTENER, Daemon, Terminal, tlv
@@ -158,6 +159,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
 
 
 
+@pytest.mark.e2e  # it starts a daemon per hypothesis example, with no fixture to tell
 def test_loyalty_model_over_the_wire(admin_dsn: str, template_db: str) -> None:
     base.SERVER.update(admin=admin_dsn, template=template_db)
     WireLoyaltyMachine.TestCase.settings = settings(

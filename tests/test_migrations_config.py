@@ -120,6 +120,7 @@ def test_example_config_is_valid_and_complete() -> None:
     assert [lc.port for lc in cfg.listeners] == [8583, 8584]
 
 
+@pytest.mark.db  # a PostgreSQL cluster of its own, without the database fixtures
 @pytest.mark.skipif(find_pg_bin() is None, reason="no PostgreSQL server binaries on this machine")
 async def test_embedded_cluster_starts_and_stops() -> None:
     state = Path(tempfile.mkdtemp(prefix="swe", dir="/tmp"))
