@@ -12,6 +12,8 @@ COMPILED_SRC := $(shell sed -n 's/^    "\([a-z_/]*\.py\)",$$/\1/p' setup.py)
 # Installed interpreted first (editable), so that mypyc then type-checks against the real libraries.
 $(INSTALLED): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@# The venv's own setuptools builds the extensions in place: a current one knows pyproject.toml.
+	$(BIN)/pip install -q --disable-pip-version-check 'setuptools>=77'
 	SWITCHD_PURE=1 $(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(INSTALLED)
 

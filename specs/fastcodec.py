@@ -90,14 +90,14 @@ class FastCodec:
         if primary is None:
             return None
         doc["p"] = primary.hex().upper()
-        numbers = [n for i, byte in enumerate(primary) if byte for n in (b + 8 * i for b in _BITS[byte])]
+        numbers = [n for i, byte in enumerate(primary) if byte for n in [b + 8 * i for b in _BITS[byte]]]
         if numbers and numbers[0] == 1:
             secondary, idx = self._bitmap(raw, idx)
             if secondary is None or secondary[0] & 0x80:  # no bitmap, or a tertiary one
                 return None
             doc["1"] = secondary.hex().upper()
             numbers = numbers[1:] + [n for i, byte in enumerate(secondary) if byte
-                                     for n in (b + 8 * i + 64 for b in _BITS[byte])]
+                                     for n in [b + 8 * i + 64 for b in _BITS[byte]]]
         fields = self._fields
         end = len(raw)
         for number in numbers:
@@ -188,4 +188,4 @@ class FastCodec:
         bitmap_bytes = bitmap.to_bytes(width // 8, "big")
         if not self._binary_bitmap:
             bitmap_bytes = bitmap_bytes.hex().upper().encode("ascii")
-        return b"".join([mti.encode("ascii"), bitmap_bytes, *(data for _, data in parts)])
+        return b"".join([mti.encode("ascii"), bitmap_bytes, *[data for _, data in parts]])
