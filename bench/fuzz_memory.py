@@ -33,12 +33,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import _common
-from _common import ADMIN_DSN, ROOT, Daemon, admin, with_db
+from _common import ADMIN_DSN, ROOT, Daemon
 
 from ledger import db as ledger_db
 from ledger.loyalty.demo import demo_pan
@@ -46,7 +44,7 @@ from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
 from switch import compiled
 from switch.terminals import add_terminal
-from tools import _msg
+from tools import _msg, harness
 
 RESULTS = ROOT / "bench" / "results" / "fuzz_memory.json"
 PROGRAM = "FUZZMEM"
@@ -272,8 +270,6 @@ def main() -> int:
     if args.rounds < 3 or args.frames < 1 or args.concurrency < 1:
         parser.error("--rounds must be 3 or more (round 1 warms up), --frames and --concurrency 1 or more")
 
-    name = f"switchd_fuzzmem_{uuid.uuid4().hex[:10]}"
-    dsn = with_db(ADMIN_DSN, name)
     master_key_hex = secrets.token_hex(32)
     results: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -284,13 +280,13 @@ def main() -> int:
         "rounds": args.rounds, "frames_per_round": args.frames, "concurrency": args.concurrency,
         "seed": args.seed, "daemon_log_level": args.log_level, "bound_mb_per_round": args.bound_mb_per_round,
     }
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        # The daemon stops (leaving its `with`) before its work directory is removed.
+    # The daemon stops (leaving its `with`) before its work directory and its database go.
+    with harness.private_database(ADMIN_DSN, "switchd_fuzzmem") as db:
+        dsn = db.dsn
         with (tempfile.TemporaryDirectory(prefix="switchd-fuzzmem-") as tmp,
               Daemon(Path(tmp), dsn, log_level=args.log_level, connections_max=args.concurrency + 64,
                      pool_size_min=2, pool_size_max=4, master_key_hex=master_key_hex,
-                     metrics_port=_common.free_port()) as daemon):
+                     metrics_port=harness.free_port()) as daemon):
             daemon.cli("db", "upgrade")
             keys = asyncio.run(provision(dsn, bytes.fromhex(master_key_hex)))
             daemon.start()
@@ -313,8 +309,6 @@ def main() -> int:
                                           if k.startswith("switchd_frames_rejected_total")}
             results["daemon_exit_code"] = daemon.stop()
             results["unhandled_in_log"] = unhandled(daemon.log_path.read_text(errors="replace"))
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
     rss = [r["rss_mb"] for r in results["per_round"]]
     growth = growth_per_round_mb(rss)
