@@ -16,6 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
+from ledger.errors import SwitchdError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Arbitrary but fixed: the advisory-lock key for schema changes ("SWDMIGR" in ASCII).
 MIGRATION_LOCK_KEY = 0x5357444D49475200 >> 8
@@ -23,7 +25,7 @@ MIGRATION_LOCK_WAIT_S = 120
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(Exception):
+class MigrationError(SwitchdError):
     """The schema cannot be brought to this code's version; ``str()`` says why."""
 
 

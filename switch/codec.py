@@ -24,6 +24,7 @@ from typing import Any
 import iso8583
 
 import specs
+from ledger.errors import SwitchdError
 from specs.fastcodec import FastCodec
 
 Fields = dict[str, str]
@@ -34,7 +35,7 @@ STRUCTURAL = frozenset({"h", "p", "1"})
 MAC_FIELDS = ("64", "128")
 
 
-class CodecError(Exception):
+class CodecError(SwitchdError):
     """A message that cannot be decoded or encoded. ``field``/``position`` say where.
 
     ``partial`` holds the fields decoded cleanly before the failure, so a

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.errors import SwitchdError
+
 ENV_CONFIG = "SWITCHD_CONFIG"
 ENV_DSN = "SWITCHD_DSN"
 ENV_STATE_DIR = "SWITCHD_STATE_DIR"
@@ -26,7 +28,7 @@ ENV_LOG_LEVEL = "SWITCHD_LOG_LEVEL"
 ENV_METRICS_PORT = "SWITCHD_METRICS_PORT"
 
 
-class ConfigError(Exception):
+class ConfigError(SwitchdError):
     """A configuration problem; ``str()`` is one line naming the key."""
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import click
 
-from ledger.errors import first_line
+from ledger.errors import SwitchdError, first_line
 from switch import keystore, mac
 from switch.cli import cli, emit, fail, load, with_db
 from switch.logs import get_logger
@@ -269,7 +269,7 @@ class TerminalStore:
 # ---------------------------------------------------------------- operations (CLI and tests)
 
 
-class TerminalError(Exception):
+class TerminalError(SwitchdError):
     """An operator mistake; ``str()`` is one line."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
+from ledger_support import ledger_settings
 
 from ledger.audit import check_books
 from ledger.engine import Ledger, Receipt
@@ -66,7 +67,7 @@ class World:
 async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
     async with pool.acquire() as conn, conn.transaction():
         await demo.seed(conn)
-    async with Ledger(pool) as ledger:
+    async with Ledger(pool, ledger_settings()) as ledger:
         yield World(pool, ledger, Loyalty(ledger))
 
 
