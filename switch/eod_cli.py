@@ -17,10 +17,11 @@ import click
 
 from ledger import batches, eod, search, stats
 from ledger import business_day as bday
-from ledger.loyalty.outcomes import RESPONSE_CODES, TxnType
-from switch import dedup
+from ledger.loyalty.outcomes import TxnType
+from specs.vocabulary import receipt_key_of
 from switch.cli import cli, emit, fail, load, parse_date, with_db
 from switch.daemon import ledger_settings
+from switch.handlers.responses import reasons_answered
 
 T = TypeVar("T")
 
@@ -168,7 +169,7 @@ def txn_search(ctx: click.Context, date_from: str | None, date_to: str | None, m
     """Search transactions by any combination of criteria, newest first."""
     reasons: tuple[str, ...] | None = None
     if response_code is not None:
-        reasons = tuple(str(r) for r, code in RESPONSE_CODES.items() if code == response_code)
+        reasons = tuple(str(r) for r in reasons_answered(response_code))
         if not reasons:
             fail(f"--response-code: no reason answers {response_code!r}")
     if reason is not None:
@@ -194,16 +195,6 @@ def txn_search(ctx: click.Context, date_from: str | None, date_to: str | None, m
     emit(data, as_json, human)
 
 
-def dedup_key_of(request_key: str) -> str | None:
-    """Where the switch stored the response of a request keyed ``TID|STAN|F7`` (switch.dedup).
-
-    >>> dedup_key_of("T0000001|000042|0101120000"), dedup_key_of("other")
-    ('iso:T0000001:000042:0101120000', None)
-    """
-    parts = request_key.split("|")
-    return f"{dedup.KEY_PREFIX}{':'.join(parts)}" if len(parts) == 3 else None
-
-
 @txn_group.command("show")
 @click.argument("rrn")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -212,7 +203,7 @@ def txn_show(ctx: click.Context, rrn: str, as_json: bool) -> None:
     """One transaction by RRN: the request, every leg, the stored response (PAN masked)."""
 
     async def body(conn: Any) -> dict[str, Any] | None:
-        return await search.show(conn, rrn, response_key=dedup_key_of)
+        return await search.show(conn, rrn, response_key=receipt_key_of)
 
     data = with_db(ctx, body)
     if data is None:

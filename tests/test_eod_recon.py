@@ -25,11 +25,12 @@ from ledger.commands import Leg, hold
 from ledger.engine import Ledger, Receipt
 from ledger.loyalty import Loyalty, Outcome, Request, TxnType
 from ledger.loyalty.demo import demo_pan, seed
+from switch.handlers.responses import response_code
 
 
 def _receipt_for(key: str):  # type: ignore[no-untyped-def]
     def build(outcome: Outcome) -> Receipt:
-        body = {"v": 1, "fields": {"39": outcome.response_code, "t": "0210"}}
+        body = {"v": 1, "fields": {"39": response_code(outcome.reason), "t": "0210"}}
         return Receipt(f"iso:{key}", b"h" * 32, json.dumps(body).encode())
 
     return build
