@@ -73,6 +73,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -91,13 +92,18 @@ from _common import (
 from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import Leg, Status, transfer
-from ledger.engine import Ledger, LedgerSettings
+from ledger.engine import Ledger
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
 from switch import compiled
+from switch.config import load_config
+from switch.daemon import ledger_settings as configured_ledger_settings
 from switch.terminals import add_terminal
 from tools import harness
+
+# The daemon's [ledger] defaults (switch/config.py); each run changes what it measures.
+DEFAULT_LEDGER_SETTINGS = configured_ledger_settings(load_config(None, env={}))
 
 RESULTS = ROOT / "bench" / "results" / "e2e.json"
 PROGRAM = "BENCH"
@@ -160,7 +166,7 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
     # merchant's clearing accounts, as a top-up plus a load would post.
     pool = await ledger_db.create_pool(dsn, 2, 4)
     try:
-        settings = LedgerSettings(queue_depth_max=len(rows) + 1, timeout_post_s=600)
+        settings = replace(DEFAULT_LEDGER_SETTINGS, queue_depth_max=len(rows) + 1, timeout_post_s=600)
         async with Ledger(pool, settings) as led:
             chunk = 20_000
             for start in range(0, len(rows), chunk):

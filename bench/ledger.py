@@ -19,6 +19,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from _common import ADMIN_DSN, ROOT, ledger_chart, run_pgbench
@@ -27,9 +28,14 @@ from ledger import accounts as A
 from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import Leg, Status, transfer
-from ledger.engine import Ledger, LedgerSettings
+from ledger.engine import Ledger
+from switch.config import load_config
+from switch.daemon import ledger_settings as configured_ledger_settings
 from tools import harness
 from tools._stats import percentile
+
+# The daemon's [ledger] defaults (switch/config.py); each run changes what it measures.
+DEFAULT_LEDGER_SETTINGS = configured_ledger_settings(load_config(None, env={}))
 
 
 async def run_transfers(led: Ledger, accounts: list[int], hot: int | None, total: int, callers: int,
@@ -78,9 +84,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         source, accounts = await ledger_chart(dsn, args.accounts)
         pool = await ledger_db.create_pool(dsn, 2, 4)
         hot = await A.open_account(pool, "merchant", "hot", "PTS:BENCH", "credit", "none")
-        settings = LedgerSettings(batch_size_max=args.batch_size_max, batch_linger_ms=args.linger_ms,
-                                  batches_inflight_max=args.inflight,
-                                  queue_depth_max=100_000, timeout_post_s=60)
+        settings = replace(DEFAULT_LEDGER_SETTINGS, batch_size_max=args.batch_size_max,
+                           batch_linger_ms=args.linger_ms, batches_inflight_max=args.inflight,
+                           queue_depth_max=100_000, timeout_post_s=60)
         async with Ledger(pool, settings) as led:
             fund = [transfer(f"fund-{a}", [Leg(source, a, 1_000_000)]) for a in accounts]
             funded = await led.post_many(fund)

@@ -34,7 +34,7 @@ import click
 from ledger.clearing import ClearingError
 from ledger.embedded import EmbeddedError
 from ledger.eod import EodBusy
-from ledger.errors import first_line
+from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.bins import BinNotFound
 from ledger.loyalty.programs import ProvisioningError
 from ledger.migrate import MigrationError
@@ -53,7 +53,7 @@ class Exit(enum.IntEnum):
     NOT_FOUND = 4
 
 
-class CommandFailed(Exception):
+class CommandFailed(SwitchdError):
     """A command's one-line failure and the code it exits with."""
 
     def __init__(self, message: str, code: Exit = Exit.REFUSED) -> None:

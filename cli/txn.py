@@ -12,8 +12,9 @@ from cli.invocation import with_db
 from cli.options import DATE, JSON
 from cli.output import emit, plain, table
 from ledger import search
-from ledger.loyalty.outcomes import RESPONSE_CODES, TxnType
-from switch import dedup
+from ledger.loyalty.outcomes import TxnType
+from specs.vocabulary import receipt_key_of
+from switch.handlers.responses import reasons_answered
 
 SEARCH_COLUMNS = ["id", "business_date", "rrn", "terminal_id", "merchant_id", "txn_type", "reason", "amount",
                   "pan"]
@@ -49,7 +50,7 @@ def txn_search(ctx: click.Context, date_from: dt.date | None, date_to: dt.date |
     """Search transactions by any combination of criteria, newest first."""
     reasons: tuple[str, ...] | None = None
     if response_code is not None:
-        reasons = tuple(str(r) for r, code in RESPONSE_CODES.items() if code == response_code)
+        reasons = tuple(str(r) for r in reasons_answered(response_code))
         if not reasons:
             refuse(f"--response-code: no reason answers {response_code!r}")
     if reason is not None:
@@ -71,16 +72,6 @@ def txn_search(ctx: click.Context, date_from: dt.date | None, date_to: dt.date |
     emit(data, as_json, human)
 
 
-def dedup_key_of(request_key: str) -> str | None:
-    """Where the switch stored the response of a request keyed ``TID|STAN|F7`` (switch.dedup).
-
-    >>> dedup_key_of("T0000001|000042|0101120000"), dedup_key_of("other")
-    ('iso:T0000001:000042:0101120000', None)
-    """
-    parts = request_key.split("|")
-    return f"{dedup.KEY_PREFIX}{':'.join(parts)}" if len(parts) == 3 else None
-
-
 @txn.command("show")
 @click.argument("rrn")
 @JSON
@@ -89,7 +80,7 @@ def txn_show(ctx: click.Context, rrn: str, as_json: bool) -> None:
     """One transaction by RRN: the request, every leg, the stored response (PAN masked)."""
 
     async def body(conn: Any) -> dict[str, Any] | None:
-        return await search.show(conn, rrn, response_key=dedup_key_of)
+        return await search.show(conn, rrn, response_key=receipt_key_of)
 
     data = with_db(ctx, body)
     if data is None:

@@ -36,6 +36,7 @@ import asyncpg
 
 from ledger.commands import Command, Leg, Status, transfer
 from ledger.engine import Ledger
+from ledger.errors import SwitchdError
 
 SETTLE_KEY_PREFIX = "settle:"
 
@@ -185,7 +186,7 @@ SELECT $1::date, program, issuer, redeemer, pts FROM rest WHERE pts > 0
 """
 
 
-class ClearingError(Exception):
+class ClearingError(SwitchdError):
     """Clearing cannot proceed; ``str()`` names the merchants or the day."""
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import asyncpg
 
 from ledger.db import connection_lost
-from ledger.errors import timeout_named
+from ledger.errors import Unavailable, timeout_named
 
 
 class Coalescer:
@@ -65,7 +65,7 @@ class Coalescer:
     async def fetch(self, *params: Any) -> asyncpg.Record | None:
         """The statement's row for these parameters (None when it returned none for them)."""
         if len(self._queue) >= self.queue_depth_max:
-            raise asyncpg.InterfaceError(f"coalescer queue full ({self.queue_depth_max})")
+            raise Unavailable(f"coalescer queue full ({self.queue_depth_max})")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[asyncpg.Record | None] = loop.create_future()
         self._queue.append((params, future))
@@ -116,7 +116,7 @@ class Coalescer:
         except Exception as exc:  # e.g. a row without its column n
             _fail(batch, exc)
         except BaseException:  # cancelled: never leave a caller waiting for ever
-            _fail(batch, asyncpg.InterfaceError("cancelled"))
+            _fail(batch, Unavailable("cancelled"))
             raise
         finally:
             self._running -= 1

@@ -20,11 +20,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.errors import SwitchdError
+
 EMBEDDED_DB = "switchd"
 EMBEDDED_SUPERUSER = "switchd"
 
 
-class EmbeddedError(Exception):
+class EmbeddedError(SwitchdError):
     """The embedded cluster cannot be brought up; ``str()`` says how to fix it."""
 
 
@@ -96,7 +98,7 @@ class EmbeddedPostgres:
     """A private cluster at ``state_dir/pg``; start() returns its DSN."""
 
     state_dir: Path
-    port: int = 5439
+    port: int  # [database] embedded_port
     started_here: bool = False
 
     @property

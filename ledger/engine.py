@@ -26,8 +26,8 @@ import contextlib
 import functools
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import asyncpg
@@ -50,21 +50,34 @@ from ledger.errors import one_line
 
 @dataclass(frozen=True)
 class LedgerSettings:
-    """Bounds on the engine; see config/switchd.toml [ledger] for what each means."""
+    """Bounds on the engine; config/switchd.toml [ledger] says what each means.
 
-    batch_size_max: int = 512
-    batch_linger_ms: float = 1.0
-    batches_inflight_max: int = 2
-    queue_depth_max: int = 20_000
-    timeout_post_s: float = 5.0
-    retries_max: int = 3
-    legs_per_command_max: int = 16
-    hold_timeout_max_s: int = 7 * 86_400
+    No defaults here: the daemon's configuration schema (switch/config.py) holds them, and
+    the daemon, the CLI and the tests build the settings from its ``[ledger]`` section.
+    """
+
+    batch_size_max: int
+    batch_linger_ms: float
+    batches_inflight_max: int
+    queue_depth_max: int
+    timeout_post_s: float
+    retries_max: int
+    legs_per_command_max: int
+    hold_timeout_max_s: int
     # The writer keeps a connection between batches, and gives it back to the pool after this
     # many: asyncpg replaces a connection released after its max_queries (50,000), so the
     # statements' cached plans are made again on time, and a backend's memory stays bounded
     # (docs/operating.md, PostgreSQL: a plan made while a table was small reads it whole).
-    batches_per_connection_max: int = 1_000
+    batches_per_connection_max: int
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> LedgerSettings:
+        """The settings from a mapping with an entry for each of them (others are ignored).
+
+        >>> LedgerSettings.from_mapping({f.name: 1 for f in fields(LedgerSettings)} | {"x": 0}).retries_max
+        1
+        """
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -171,10 +184,9 @@ class _Unobserved:
 class Ledger:
     """The ledger's write path and its read side, over an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: LedgerSettings | None = None,
-                 observer: BatchObserver | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: LedgerSettings, observer: BatchObserver | None = None) -> None:
         self.pool = pool
-        self.settings = settings or LedgerSettings()
+        self.settings = settings
         self.observer: BatchObserver = observer or _Unobserved()
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()

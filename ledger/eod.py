@@ -29,12 +29,13 @@ import asyncpg
 from ledger import business_day, clearing, reconcile, settlement_files
 from ledger.business_day import EOD_LOCK_KEY
 from ledger.engine import Ledger, LedgerSettings
+from ledger.errors import SwitchdError
 
 LOCK_POLL_S = 0.2
 UNLOCK_TIMEOUT_S = 10.0
 
 
-class EodBusy(Exception):
+class EodBusy(SwitchdError):
     """Another end-of-day run holds the lock; ``str()`` says who."""
 
 
@@ -86,7 +87,7 @@ async def _lock(conn: asyncpg.Connection, wait_lock_s: float) -> None:
 
 
 async def run(pool: asyncpg.Pool, day: dt.date | None, settlement_dir: Path, *, wait_lock_s: float = 0.0,
-              ledger_settings: LedgerSettings | None = None, timeout_cut_over_s: float = 30.0) -> EodReport:
+              ledger_settings: LedgerSettings, timeout_cut_over_s: float = 30.0) -> EodReport:
     """Run end of day for ``day`` (default: the open day). Raises EodBusy when another run holds the lock."""
     async with pool.acquire() as lock_conn:
         await _lock(lock_conn, wait_lock_s)
@@ -104,7 +105,7 @@ async def run(pool: asyncpg.Pool, day: dt.date | None, settlement_dir: Path, *, 
 
 
 async def _run_locked(pool: asyncpg.Pool, conn: asyncpg.Connection, day: dt.date | None, settlement_dir: Path,
-                      ledger_settings: LedgerSettings | None, timeout_cut_over_s: float) -> EodReport:
+                      ledger_settings: LedgerSettings, timeout_cut_over_s: float) -> EodReport:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     d = day or await business_day.open_date(conn)

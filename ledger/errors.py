@@ -1,4 +1,8 @@
-"""Exceptions said in one line, for logs, declines and CLI errors.
+"""The project's own errors, and exceptions said in one line, for logs, declines and CLI errors.
+
+Every error class of ours derives from :class:`SwitchdError`; a driver's
+exception class (asyncpg's) is never raised for a fault of ours, so that a
+caller can tell the database's failures from ours.
 
 Database errors can carry several lines (DETAIL, HINT, a query); logs are one
 event per line, and a decline's detail is read by people. Only the first line
@@ -14,6 +18,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+
+
+class SwitchdError(Exception):
+    """The base of the project's own errors; ``str()`` is one line.
+
+    >>> str(SwitchdError("first\\nsecond")), str(SwitchdError())
+    ('first', '')
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text.splitlines()[0] if text else ""
+
+
+class Unavailable(SwitchdError):
+    """The platform cannot do it now (a queue is full, the work was cancelled); nothing was done.
+
+    Callers answer it as they answer a database failure: the request may be retried.
+    """
 
 
 @contextlib.contextmanager

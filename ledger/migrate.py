@@ -30,6 +30,8 @@ from pathlib import Path
 
 import asyncpg
 
+from ledger.errors import SwitchdError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FUNCTIONS_DIR = Path(__file__).resolve().parent / "sql"
 # Arbitrary but fixed: the advisory-lock key for schema changes ("SWDMIGR" in ASCII).
@@ -41,7 +43,7 @@ _REQUIRES = re.compile(r"^--\s*requires:\s*(.*)$", re.M)
 FUNCTIONS_TABLE = "public.switchd_schema_functions"
 
 
-class MigrationError(Exception):
+class MigrationError(SwitchdError):
     """The schema cannot be brought to this code's version; ``str()`` says why."""
 
 

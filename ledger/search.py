@@ -20,6 +20,7 @@ import asyncpg
 
 from ledger.loyalty.outcomes import approval_code
 from ledger.loyalty.rules import mask_pan
+from specs.vocabulary import APPROVED
 
 LIMIT_MAX = 1000
 LIMIT_DEFAULT = 50
@@ -152,7 +153,7 @@ async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
         else:
             # Stored by reference to its journal (an approval): what the answer said that is not
             # above, rebuilt as a retransmission would be (the balances are the legs' balance_after).
-            rec["response"] = {"39": "00", "37": r["rrn"], "38": approval_code(int(r["journal_id"])),
+            rec["response"] = {"39": APPROVED, "37": r["rrn"], "38": approval_code(int(r["journal_id"])),
                                "stored": "by journal"}
         rec["response_key"] = receipt["idempotency_key"] if receipt is not None else None
         records.append(rec)

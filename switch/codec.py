@@ -24,17 +24,17 @@ from typing import Any
 import iso8583
 
 import specs
+from ledger.errors import SwitchdError
 from specs.fastcodec import FastCodec
+from specs.vocabulary import MAC_FIELDS, Fields
 
-Fields = dict[str, str]
 Spec = dict[str, dict[str, Any]]
 
 # Fields that are never part of a message's content (structure, not data).
 STRUCTURAL = frozenset({"h", "p", "1"})
-MAC_FIELDS = ("64", "128")
 
 
-class CodecError(Exception):
+class CodecError(SwitchdError):
     """A message that cannot be decoded or encoded. ``field``/``position`` say where.
 
     ``partial`` holds the fields decoded cleanly before the failure, so a

@@ -1,32 +1,40 @@
-"""Daemon configuration: one TOML file plus a few environment overrides.
+"""Daemon configuration: defaults, then one TOML file, then the environment, then overrides.
 
-Every key, its type and its default live in the ``SCHEMA`` tables below, in
-one place, so that the example file, validation and docs/configuration.md cannot drift.
-Validation failures raise :class:`ConfigError` whose message is one line that
-names the key, e.g. ``config: ledger.batch_size_max: must be >= 1, got 0``.
+Every key, its type and its default live in the ``SCHEMA`` tables below, and
+nowhere else: the configuration dataclasses, the ledger engine's settings and
+the example file (config/switchd.toml, checked by a test) take them from here.
+Later sources win: defaults < file < environment (``SWITCHD_DSN``, ...,
+``SWITCHD_LISTENER_<NAME>_PORT``) < overrides (``SECTION.KEY=VALUE`` or
+``listeners.NAME.KEY=VALUE``, e.g. from ``switchd --set``). Validation failures
+raise :class:`ConfigError` whose message is one line that names the key, e.g.
+``config: ledger.batch_size_max: must be between 1 and 10000, got 0``.
 
->>> cfg = load_config(None, env={})
->>> cfg.ledger.batch_size_max, cfg.listeners[0].port
-(512, 8583)
+>>> cfg = load_config(None, env={"SWITCHD_LISTENER_MIS_PORT": "9584"}, overrides=["ledger.batch_size_max=64"])
+>>> cfg.ledger.batch_size_max, [(lc.name, lc.port) for lc in cfg.listeners]
+(64, [('pos', 8583), ('mis', 9584)])
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ledger.errors import SwitchdError
 
 ENV_CONFIG = "SWITCHD_CONFIG"
 ENV_DSN = "SWITCHD_DSN"
 ENV_STATE_DIR = "SWITCHD_STATE_DIR"
 ENV_LOG_LEVEL = "SWITCHD_LOG_LEVEL"
 ENV_METRICS_PORT = "SWITCHD_METRICS_PORT"
+ENV_LISTENER_PORT = "SWITCHD_LISTENER_{NAME}_PORT"  # NAME: the listener's name, upper-cased
 
 
-class ConfigError(Exception):
+class ConfigError(SwitchdError):
     """A configuration problem; ``str()`` is one line naming the key."""
 
 
@@ -115,8 +123,11 @@ LISTENER_SCHEMA: Schema = {
     "sign_on_required": (bool, True, None),
 }
 
+LISTENER_NAME = re.compile(r"[a-z0-9_]+")
+
+# Without [[listeners]] in the file: POS (the schema's defaults) and MIS.
 DEFAULT_LISTENERS: list[dict[str, Any]] = [
-    {"name": "pos", "port": 8583, "framing": "nac2", "spec": "pos", "sign_on_required": True},
+    {},
     {"name": "mis", "port": 8584, "framing": "ascii4", "spec": "mis", "sign_on_required": False},
 ]
 
@@ -201,8 +212,8 @@ class Config:
     security: SecurityConfig
     metrics: MetricsConfig
     eod: EodConfig
-    listeners: list[ListenerConfig] = field(default_factory=list)
-    source: str = "<defaults>"
+    listeners: list[ListenerConfig]
+    source: str  # the file read, or "<defaults>"
 
     @property
     def state_path(self) -> Path:
@@ -238,6 +249,29 @@ def _coerce(where: str, kind: type, value: Any) -> Any:
     return value
 
 
+def _from_text(where: str, kind: type, text: str) -> Any:
+    """A value given as text (environment, override), read as the key's type."""
+    if kind is bool:
+        if text.strip().lower() not in ("true", "false"):
+            raise ConfigError(f"config: {where}: expected true or false, got {text!r}")
+        return text.strip().lower() == "true"
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(f"config: {where}: expected {expected}, got {text!r}") from None
+    return text
+
+
+def _checked(where: str, check: Check | None, value: Any) -> Any:
+    if check is not None and (problem := check(value)):
+        raise ConfigError(f"config: {where}: {problem}")
+    return value
+
+
 def _build(prefix: str, schema: Schema, raw: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config: {prefix}: expected a table, got {raw!r}")
@@ -247,17 +281,66 @@ def _build(prefix: str, schema: Schema, raw: Mapping[str, Any]) -> dict[str, Any
     out: dict[str, Any] = {}
     for key, (kind, default, check) in schema.items():
         where = f"{prefix}.{key}"
-        value = _coerce(where, kind, raw[key]) if key in raw else default
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise ConfigError(f"config: {where}: {problem}")
-        out[key] = value
+        out[key] = _checked(where, check, _coerce(where, kind, raw[key]) if key in raw else default)
     return out
 
 
-def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<defaults>") -> Config:
-    """Validate a raw TOML mapping, apply environment overrides, return a Config."""
+def _set(values: dict[str, Any], schema: Schema, key: str, where: str, text: str) -> None:
+    kind, _default, check = schema[key]
+    values[key] = _checked(where, check, _from_text(where, kind, text))
+
+
+def _named(listeners: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The listeners by name; each name [a-z0-9_]+ and unique."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for i, values in enumerate(listeners):
+        name = values["name"]
+        if not LISTENER_NAME.fullmatch(name):
+            raise ConfigError(f"config: listeners[{i}].name: must be lower-case letters, digits or _, got {name!r}")
+        if name in by_name:
+            raise ConfigError(f"config: listeners[{i}].name: duplicate listener name {name!r}")
+        by_name[name] = values
+    return by_name
+
+
+def _apply_override(sections: dict[str, dict[str, Any]], listeners: list[dict[str, Any]], text: str) -> None:
+    """One ``SECTION.KEY=VALUE`` or ``listeners.NAME.KEY=VALUE``, read as the key's type."""
+    path, sep, value = text.partition("=")
+    path = path.strip()
+    where = f"{path} (--set)"
+    parts = path.split(".")
+    shape = 3 if parts[0] == "listeners" else 2
+    if not sep or len(parts) != shape or not all(parts):
+        raise ConfigError(f"config: --set {text!r}: expected SECTION.KEY=VALUE or listeners.NAME.KEY=VALUE")
+    if shape == 3:
+        name, key = parts[1], parts[2]
+        found = _named(listeners).get(name)
+        if found is None:
+            known = ", ".join(lc["name"] for lc in listeners) or "none"
+            raise ConfigError(f"config: {where}: no listener named {name!r} (listeners: {known})")
+        values, schema = found, LISTENER_SCHEMA
+    else:
+        section, key = parts
+        if section not in SECTIONS:
+            raise ConfigError(f"config: {where}: unknown section {section!r}")
+        values, schema = sections[section], SECTIONS[section][0]
+    if key not in schema:
+        raise ConfigError(f"config: {where}: unknown key")
+    _set(values, schema, key, where, value)
+
+
+# Environment variable -> the key it sets.
+ENV_KEYS: dict[str, tuple[str, str]] = {
+    ENV_DSN: ("database", "dsn"),
+    ENV_STATE_DIR: ("daemon", "state_dir"),
+    ENV_LOG_LEVEL: ("daemon", "log_level"),
+    ENV_METRICS_PORT: ("metrics", "port"),
+}
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "<defaults>",
+                 overrides: Sequence[str] = ()) -> Config:
+    """Validate a raw TOML mapping, apply the environment, then ``overrides``; return a Config."""
     known = set(SECTIONS) | {"listeners"}
     for key in raw:
         if key not in known:
@@ -265,65 +348,53 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "
     sections: dict[str, dict[str, Any]] = {}
     for name, (schema, _cls) in SECTIONS.items():
         sections[name] = _build(name, schema, raw.get(name, {}))
+    raw_listeners = raw.get("listeners", DEFAULT_LISTENERS)
+    if not isinstance(raw_listeners, list):
+        raise ConfigError("config: listeners: expected an array of tables ([[listeners]])")
+    listeners = [_build(f"listeners[{i}]", LISTENER_SCHEMA, item) for i, item in enumerate(raw_listeners)]
 
-    # Environment wins over the file: operators override one value without editing it.
-    overrides: list[tuple[str, str, str, type]] = [
-        (ENV_DSN, "database", "dsn", str),
-        (ENV_STATE_DIR, "daemon", "state_dir", str),
-        (ENV_LOG_LEVEL, "daemon", "log_level", str),
-        (ENV_METRICS_PORT, "metrics", "port", int),
-    ]
-    for var, section, key, kind in overrides:
+    # The environment wins over the file: operators override one value without editing it.
+    for var, (section, key) in ENV_KEYS.items():
         if var in env:
-            text = env[var]
-            try:
-                value: Any = int(text) if kind is int else text
-            except ValueError:
-                raise ConfigError(f"config: {var} ({section}.{key}): expected an integer, got {text!r}") from None
-            sections[section][key] = value
-            check = SECTIONS[section][0][key][2]
-            if check is not None and (problem := check(value)):
-                raise ConfigError(f"config: {var} ({section}.{key}): {problem}")
+            _set(sections[section], SECTIONS[section][0], key, f"{var} ({section}.{key})", env[var])
+    for name, values in _named(listeners).items():
+        var = ENV_LISTENER_PORT.format(NAME=name.upper())
+        if var in env:
+            _set(values, LISTENER_SCHEMA, "port", f"{var} (listeners.{name}.port)", env[var])
+    # Overrides win over everything (switchd --set).
+    for text in overrides:
+        _apply_override(sections, listeners, text)
 
     db = sections["database"]
     if db["pool_size_min"] > db["pool_size_max"]:
         raise ConfigError("config: database.pool_size_min: must be <= database.pool_size_max")
-
-    raw_listeners = raw.get("listeners", DEFAULT_LISTENERS)
-    if not isinstance(raw_listeners, list):
-        raise ConfigError("config: listeners: expected an array of tables ([[listeners]])")
-    listeners: list[ListenerConfig] = []
-    seen_names: set[str] = set()
-    for i, item in enumerate(raw_listeners):
-        values = _build(f"listeners[{i}]", LISTENER_SCHEMA, item)
-        if values["name"] in seen_names:
-            raise ConfigError(f"config: listeners[{i}].name: duplicate listener name {values['name']!r}")
-        seen_names.add(values["name"])
+    _named(listeners)  # an override may have renamed one
+    for i, values in enumerate(listeners):
         if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):
             raise ConfigError(
                 f"config: listeners[{i}].tls_key_file: TLS needs both tls_cert_file and tls_key_file"
             )
         if values["tpdu"] and values["framing"] != "nac2":
             raise ConfigError(f"config: listeners[{i}].tpdu: a TPDU is only defined for nac2 framing")
-        listeners.append(ListenerConfig(**values))
 
     built = {name: cls(**sections[name]) for name, (_schema, cls) in SECTIONS.items()}
-    return Config(listeners=listeners, source=source, **built)
+    return Config(listeners=[ListenerConfig(**values) for values in listeners], source=source, **built)
 
 
 def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None,
                 overrides: Sequence[str] = ()) -> Config:
-    """Load and validate configuration.
+    """Load and validate configuration: defaults < the file < the environment < ``overrides``.
 
-    ``path`` None means: ``$SWITCHD_CONFIG`` if set, else built-in defaults.
-    ``overrides`` are ``SECTION.KEY=VALUE`` strings (``listeners.NAME.KEY=VALUE``).
+    ``path`` None means: ``$SWITCHD_CONFIG`` if set, else built-in defaults. ``env`` None
+    means the process's environment. Each override is ``SECTION.KEY=VALUE`` or
+    ``listeners.NAME.KEY=VALUE``, its value read as the key's type.
     Raises ConfigError with a one-line message on any problem.
     """
     env = os.environ if env is None else env
     if path is None:
         path = env.get(ENV_CONFIG) or None
     if path is None:
-        return parse_config(apply_overrides({}, overrides), env)
+        return parse_config({}, env, overrides=overrides)
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -333,33 +404,4 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {p}: invalid TOML: {exc}") from None
-    return parse_config(apply_overrides(raw, overrides), env, source=str(p))
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``raw`` with each ``SECTION.KEY=VALUE`` set into it (VALUE as TOML, else a string).
-
-    >>> apply_overrides({}, ["ledger.batch_size_max=8", "listeners.pos.port=9000"])["ledger"]
-    {'batch_size_max': 8}
-    """
-    for text in overrides:
-        where, sep, value_text = text.partition("=")
-        path = where.strip().split(".")
-        if not sep or len(path) not in (2, 3) or not all(path) or (len(path) == 3) != (path[0] == "listeners"):
-            raise ConfigError(f"config: --set {text!r}: expected SECTION.KEY=VALUE or listeners.NAME.KEY=VALUE")
-        try:
-            value: Any = tomllib.loads(f"v = {value_text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = value_text
-        if path[0] != "listeners":
-            section = raw.setdefault(path[0], {})
-            if not isinstance(section, dict):
-                raise ConfigError(f"config: --set {where}: {path[0]} is not a section")
-            section[path[1]] = value
-            continue
-        listeners = raw.setdefault("listeners", [dict(item) for item in DEFAULT_LISTENERS])
-        found = [item for item in listeners if isinstance(item, dict) and item.get("name") == path[1]]
-        if not found:
-            raise ConfigError(f"config: --set {where}: no listener named {path[1]!r}")
-        found[0][path[2]] = value
-    return raw
+    return parse_config(raw, env, source=str(p), overrides=overrides)

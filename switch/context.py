@@ -25,22 +25,14 @@ import asyncpg
 
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
+from specs.vocabulary import Fields, response_mti
 from switch.config import ListenerConfig
 from switch.dedup import DedupKey, ResponseReceipt
 from switch.terminals import Terminal, TerminalStore
 
-Fields = dict[str, str]
-
 # specs/HOST-INTERFACE.md §5.2: every response echoes these of its request where present; 0810 its own set.
 ECHO_FIELDS = ("3", "4", "7", "11", "41", "42")
 ECHO_FIELDS_NETMGMT = ("7", "11", "41", "70")
-
-
-def response_mti(mti: str) -> str:
-    """Request MTI -> response MTI: function digit made odd, a repeat (xx21) answered as the original."""
-    assert len(mti) == 4 and mti.isdigit(), "MTI is 4 digits"
-    origin = "0" if mti[3] == "1" else mti[3]
-    return mti[:2] + str(int(mti[2]) | 1) + origin
 
 
 def response_to(request: Fields, code: str, **extra: str) -> Fields:

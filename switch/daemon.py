@@ -29,16 +29,15 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import asyncpg
 
 from ledger import db as ledger_db
 from ledger import migrate
 from ledger.accounts import receipt_reader
-from ledger.embedded import EmbeddedError
 from ledger.engine import Ledger, LedgerSettings
-from ledger.errors import first_line
+from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.operations import Loyalty
 from switch import compiled, keystore, notify, runtime
 from switch.config import Config
@@ -52,14 +51,8 @@ log = get_logger("switchd.daemon")
 
 
 def ledger_settings(cfg: Config) -> LedgerSettings:
-    lc = cfg.ledger
-    return LedgerSettings(
-        batch_size_max=lc.batch_size_max, batch_linger_ms=lc.batch_linger_ms,
-        batches_inflight_max=lc.batches_inflight_max, queue_depth_max=lc.queue_depth_max,
-        timeout_post_s=lc.timeout_post_s, retries_max=lc.retries_max,
-        legs_per_command_max=lc.legs_per_command_max, hold_timeout_max_s=lc.hold_timeout_max_s,
-        batches_per_connection_max=lc.batches_per_connection_max,
-    )
+    """The ledger engine's bounds: the ``[ledger]`` section as configured."""
+    return LedgerSettings.from_mapping(asdict(cfg.ledger))
 
 
 @dataclass(frozen=True)
@@ -205,10 +198,7 @@ def _guarded(body: Callable[[], int]) -> int:
     """``body()``, with start-up failures logged as one line and exit code 2."""
     try:
         return body()
-    except (EmbeddedError, migrate.MigrationError) as exc:
-        log.error("start_failed", reason=str(exc))
-        return 2
-    except keystore.KeyStoreError as exc:
+    except SwitchdError as exc:  # ours: the embedded cluster, the schema, the master key, ...
         log.error("start_failed", reason=str(exc))
         return 2
     except OSError as exc:

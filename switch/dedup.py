@@ -43,13 +43,11 @@ from ledger.accounts import StoredReceipt, put_receipt, read_receipt
 from ledger.coalesce import Coalescer
 from ledger.commands import Result  # noqa: F401  (the doctests use it)
 from ledger.engine import Receipt
+from specs.vocabulary import Fields, duplicate_key, receipt_key
 from switch.codec import MAC_FIELDS, STRUCTURAL
-
-Fields = dict[str, str]
 
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (C)
 FINANCIAL_MTIS = frozenset({"0200", "0400", "0420", "0500"})
-KEY_PREFIX = "iso:"
 _PAYLOAD_VERSION = 1
 
 
@@ -84,11 +82,8 @@ def key_for(fields: Fields) -> DedupKey | None:
     """The request's key, or None when it is not deduplicated (not financial, or no 41/11/7)."""
     if fields.get("t") not in FINANCIAL_MTIS:
         return None
-    try:
-        tid, stan, when = fields["41"].rstrip(" "), fields["11"], fields["7"]
-    except KeyError:
-        return None
-    return DedupKey(f"{KEY_PREFIX}{tid}:{stan}:{when}", content_hash(fields))
+    key = duplicate_key(fields)
+    return None if key is None else DedupKey(receipt_key(*key), content_hash(fields))
 
 
 def encode_payload(response: Fields) -> bytes:

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger.errors import SwitchdError
+
 FRAMINGS = ("nac2", "ascii4")
 TPDU_BYTES = 5
 TPDU_ID = 0x60
@@ -37,7 +39,7 @@ HEADER_BYTES = {"nac2": 2, "ascii4": 4}
 LENGTH_MAX = {"nac2": 0xFFFF, "ascii4": 9999}
 
 
-class FrameError(Exception):
+class FrameError(SwitchdError):
     """The stream is not framed as agreed; ``reason`` is a short metric label."""
 
     def __init__(self, reason: str, detail: str) -> None:

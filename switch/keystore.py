@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ledger.errors import SwitchdError
+
 MASTER_KEY_BYTES = 32
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
@@ -34,7 +36,7 @@ _TAG_BYTES = 16
 _HEX_DIGITS = frozenset(string.hexdigits)
 
 
-class KeyStoreError(Exception):
+class KeyStoreError(SwitchdError):
     """A key store problem; ``str()`` is one line and never contains key material."""
 
 

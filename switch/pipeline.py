@@ -27,10 +27,21 @@ from ledger.deadlines import Deadlines
 from ledger.engine import Ledger
 from ledger.errors import one_line
 from ledger.loyalty.operations import Loyalty
+from specs.vocabulary import (
+    DUPLICATE_TRANSMISSION,
+    FORMAT_ERROR,
+    INVALID_MERCHANT,
+    NOT_PERMITTED,
+    SECURITY_VIOLATION,
+    SYSTEM_MALFUNCTION,
+    SYSTEM_UNAVAILABLE,
+    Fields,
+    response_mti,
+)
 from switch import codec, dedup, logs, mac
-from switch.codec import CodecError, Fields, canonical_mti
+from switch.codec import CodecError, canonical_mti
 from switch.config import ListenerConfig
-from switch.context import RequestContext, response_mti, response_to
+from switch.context import RequestContext, response_to
 from switch.dedup import ResponseReceipt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
@@ -40,15 +51,7 @@ from switch.validation import validate
 
 log = get_logger("switchd.request")
 
-FORMAT_ERROR = "30"
-UNKNOWN_TERMINAL = "03"
-INVALID_MERCHANT = "03"
 REQUEST_BOUND_HANDLERS = 2  # a whole request may take this many handler timeouts
-NOT_PERMITTED = "58"
-SECURITY_VIOLATION = "63"
-SYSTEM_UNAVAILABLE = "91"
-DUPLICATE = "94"
-MALFUNCTION = "96"
 
 # Request counters kept per (MTI, processing code, response code) as sent: a hostile terminal
 # varies field 3 at will, so the cache is bounded (beyond it, children are looked up each time).
@@ -202,10 +205,10 @@ class Pipeline:
             if connection_lost(exc):  # say which, so that nobody hunts a bug during an outage
                 error = f"database unavailable ({error})"
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)
-            response = response_to(state.fields or {"t": mti}, MALFUNCTION)
+            response = response_to(state.fields or {"t": mti}, SYSTEM_MALFUNCTION)
         finally:
             self._deadlines.discard(bound)
-        if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION):
+        if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION):
             # The request failed before its terminal was known (the lookup is what failed, or
             # timed out): sign the 91/96 with the last known key, so that the terminal acts on it.
             tid = state.fields.get("41", "")
@@ -290,7 +293,7 @@ class Pipeline:
             term = await self._identify(fields["41"])
             if term is None:
                 state.error = "unknown terminal"
-                return response_to(fields, UNKNOWN_TERMINAL)
+                return response_to(fields, INVALID_MERCHANT)
             self._mac_for(state, term)
             if not term.active:
                 state.error = "terminal disabled"
@@ -299,7 +302,7 @@ class Pipeline:
             if term.keyed and not netmgmt:
                 if term.mac_key is None:
                     state.error = f"terminal key unavailable: {term.key_error}"
-                    return response_to(fields, MALFUNCTION)
+                    return response_to(fields, SYSTEM_MALFUNCTION)
                 if not self._mac_ok(raw, fields, term):
                     m.mac_failures.inc()
                     state.error = "bad or missing MAC"
@@ -323,7 +326,7 @@ class Pipeline:
                 return prior.response
             if isinstance(prior, dedup.Conflict):
                 state.error = "duplicate key, different content"
-                return response_to(fields, DUPLICATE)
+                return response_to(fields, DUPLICATE_TRANSMISSION)
 
         receipt: ResponseReceipt | None = None
         if isinstance(target, str):
@@ -357,12 +360,12 @@ class Pipeline:
             state.replayed = ctx.replayed
         # 91/96 say "the system failed, nothing is known to be posted": a retransmission
         # must be tried again, so they are never kept as the answer to this key.
-        transient = response.get("39") in (SYSTEM_UNAVAILABLE, MALFUNCTION)
+        transient = response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION)
         if key is not None and not transient and not (receipt is not None and receipt.stored):
             stored = await dedup.store(self.services.pool, key, response)
             if isinstance(stored, dedup.Conflict):
                 state.error = "duplicate key, different content"
-                return response_to(fields, DUPLICATE)
+                return response_to(fields, DUPLICATE_TRANSMISSION)
             response = stored.response
         return response
 
@@ -393,6 +396,6 @@ class Pipeline:
             # An echoed value that does not re-encode: answer the bare minimum rather than nothing.
             log.error("response_unencodable", listener=self.listener.name, mti=state.mti, error=str(exc))
             try:
-                return codec.encode({"t": response_mti(state.mti), "39": MALFUNCTION}, self.spec)
+                return codec.encode({"t": response_mti(state.mti), "39": SYSTEM_MALFUNCTION}, self.spec)
             except CodecError:
                 return None

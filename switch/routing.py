@@ -20,15 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from specs.vocabulary import FUNCTION_NOT_SUPPORTED, INVALID_TRANSACTION, Fields
 from switch.codec import canonical_mti
 from switch.context import RequestContext
 from switch.handlers import financial, netmgmt, settlement
 
-Fields = dict[str, str]
 Handler = Callable[[RequestContext], Awaitable[Fields]]
 
-INVALID_TRANSACTION = "12"
-FUNCTION_NOT_SUPPORTED = "40"
 ANY = "*"
 
 # (MTI, transaction type) -> handler.

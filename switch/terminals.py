@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.errors import first_line
+from ledger.errors import SwitchdError, first_line
 from switch import keystore, mac
 from switch.logs import get_logger
 
@@ -266,7 +266,7 @@ class TerminalStore:
 # ---------------------------------------------------------------- operations (the CLI's and tests')
 
 
-class TerminalError(Exception):
+class TerminalError(SwitchdError):
     """An operator mistake; ``str()`` is one line."""
 
 

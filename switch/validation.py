@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ledger.loyalty.rules import luhn_ok
+from specs.vocabulary import Fields
 from switch.codec import canonical_mti
-
-Fields = dict[str, str]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 from beancount import loader
 from fixtures_daemon import BEAN_CHECK, SWITCHD
+from ledger_support import ledger_settings
 
 from ledger import accounts as A
 from ledger import business_day as bday
@@ -36,7 +37,7 @@ async def _chart(pool: asyncpg.Pool) -> dict[str, int]:
 async def test_cut_over_waits_for_in_flight_and_moves_new_posts(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
     day = await bday.open_date(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         first = await led.post(transfer("d1", [Leg(c["op"], c["m1"], 10)]))
         assert first.business_date == day.isoformat()
         # An in-flight batch holds the day FOR SHARE; the cut-over must wait for it.
@@ -71,7 +72,7 @@ async def test_cut_over_waits_for_in_flight_and_moves_new_posts(pool: asyncpg.Po
 async def test_beancount_export_checks_and_matches_balances(pool: asyncpg.Pool, tmp_path: Path) -> None:
     c = await _chart(pool)
     day = await bday.open_date(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         for i, (d, cr, amt) in enumerate([("op", "m1", 500), ("m1", "m2", 120), ("float", "sv1", 12345)]):
             assert (await led.post(transfer(f"a{i}", [Leg(c[d], c[cr], amt)]))).status is Status.POSTED
         async with pool.acquire() as conn:
@@ -102,7 +103,7 @@ def _switchd(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 async def test_recon_passes_then_names_each_corruption(pool: asyncpg.Pool, db_dsn: str) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         await led.post(transfer("r1", [Leg(c["op"], c["m1"], 50)]))
         await led.post(transfer("r2", [Leg(c["float"], c["sv1"], 999)]))
     healthy = await asyncio.to_thread(_switchd, db_dsn, "recon", "run")

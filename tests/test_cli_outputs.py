@@ -10,26 +10,27 @@ from pathlib import Path
 import asyncpg
 import pytest
 from click.testing import CliRunner, Result
+from ledger_support import ledger_settings
 
 from cli.main import root
-from cli.txn import dedup_key_of
 from ledger import batches
 from ledger.engine import Ledger, Receipt
 from ledger.loyalty import Loyalty, Outcome, Request, TxnType
 from ledger.loyalty.demo import demo_pan
+from specs.vocabulary import receipt_key_of
 
 # What a repr looks like: Decimal('1'), datetime.date(...), None, {'k': ...}, ['a'], <Record ...>, <x object at>.
 REPR = re.compile(r"Decimal\(|datetime\.|\bNone\b|\{'|\['|<Record|object at 0x")
 
 
-def test_dedup_key_of() -> None:
-    assert dedup_key_of("T0000001|000042|0101120000") == "iso:T0000001:000042:0101120000"
-    assert dedup_key_of("no bars") is None
+def test_receipt_key_of() -> None:
+    assert receipt_key_of("T0000001|000042|0101120000") == "iso:T0000001:000042:0101120000"
+    assert receipt_key_of("no bars") is None
 
 
 def _receipt_for(key: str):  # type: ignore[no-untyped-def]
     """Store the answer where the switch would (switch.dedup's key), so `txn show` finds it."""
-    stored = dedup_key_of(key)
+    stored = receipt_key_of(key)
     assert stored is not None
 
     def build(outcome: Outcome) -> Receipt:
@@ -51,7 +52,7 @@ async def test_no_python_repr_in_any_output(pool: asyncpg.Pool, db_dsn: str, tmp
     seeded = await run("demo", "seed")
     assert seeded.exit_code == 0, seeded.output
     p1, p2 = demo_pan(1), demo_pan(2)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         loyalty = Loyalty(led, pool)
         for n, (t, tid, mid, pan, amount, kw) in enumerate([
             (TxnType.EARN, "T0000001", "M0001", p1, 25_000, {"currency": "156"}),

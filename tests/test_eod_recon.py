@@ -18,17 +18,19 @@ from pathlib import Path
 
 import asyncpg
 from fixtures_daemon import SWITCHD
+from ledger_support import ledger_settings
 
 from ledger import batches, eod, reconcile
 from ledger.commands import Leg, hold
 from ledger.engine import Ledger, Receipt
 from ledger.loyalty import Loyalty, Outcome, Request, TxnType
 from ledger.loyalty.demo import demo_pan, seed
+from switch.handlers.responses import response_code
 
 
 def _receipt_for(key: str):  # type: ignore[no-untyped-def]
     def build(outcome: Outcome) -> Receipt:
-        body = {"v": 1, "fields": {"39": outcome.response_code, "t": "0210"}}
+        body = {"v": 1, "fields": {"39": response_code(outcome.reason), "t": "0210"}}
         return Receipt(f"iso:{key}", b"h" * 32, json.dumps(body).encode())
 
     return build
@@ -67,7 +69,7 @@ async def test_recon_healthy_then_each_corruption_named(pool: asyncpg.Pool, db_d
         for tid, mid in (("T0000001", "M0001"), ("T0000002", "M0002"), ("T0000003", "M0003")):
             await conn.execute("INSERT INTO switch.terminals(terminal_id, merchant_id) VALUES ($1, $2)", tid, mid)
     p1, p2 = demo_pan(1), demo_pan(2)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         drive = Driver(Loyalty(led, pool))
         await drive(TxnType.EARN, "T0000001", "M0001", p1, 25_000)
         await drive(TxnType.REDEEM, "T0000002", "M0002", p1, 70, account="65")
@@ -78,7 +80,7 @@ async def test_recon_healthy_then_each_corruption_named(pool: asyncpg.Pool, db_d
             host = await batches.host_totals(conn, "T0000001")
             closed = await batches.settle(conn, "T0000001", "M0001", "000001", host, "iso:T0000001:close")
             assert closed.in_balance
-        day = (await eod.run(pool, None, tmp_path)).business_date
+        day = (await eod.run(pool, None, tmp_path, ledger_settings=ledger_settings())).business_date
         healthy = await reconcile.run(pool, day)
         assert healthy.ok and healthy.cleared, healthy.problems
         assert "clearing_nets_to_zero" in healthy.checks

@@ -8,6 +8,7 @@ earn has negative points issued, and its money clearing account was left off.
 from __future__ import annotations
 
 import asyncpg
+from ledger_support import ledger_settings
 
 from ledger import eod
 from ledger.engine import Ledger, Receipt
@@ -30,17 +31,17 @@ def _req(n: int, amount: int, **kw: object) -> Request:
 async def test_refund_only_day_clears_and_reconciles(pool: asyncpg.Pool, tmp_path: object) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await demo.seed(conn, cards=1)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         loy = Loyalty(led, pool)
         earn = await loy.execute(TxnType.EARN, _req(1, 50_000), receipt=_receipt(1))  # 500.00 CNY: 500 points
         assert earn.reason is Reason.APPROVED
-    first = await eod.run(pool, None, tmp_path / "s")  # type: ignore[operator]
+    first = await eod.run(pool, None, tmp_path / "s", ledger_settings=ledger_settings())  # type: ignore[operator]
     assert first.ok, first.recon
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         loy = Loyalty(led, pool)
         refund = await loy.execute(TxnType.REFUND, _req(2, 20_000, account="00", original_rrn=f"{1:012d}"),
                                    receipt=_receipt(2))
         assert refund.reason is Reason.APPROVED, refund
-    second = await eod.run(pool, None, tmp_path / "s")  # type: ignore[operator]
+    second = await eod.run(pool, None, tmp_path / "s", ledger_settings=ledger_settings())  # type: ignore[operator]
     assert second.ok, second.recon
     assert second.clearing is not None

@@ -8,6 +8,7 @@ import uuid
 
 import asyncpg
 import pytest
+from ledger_support import ledger_settings
 
 from ledger import accounts as A
 from ledger import db as ledger_db
@@ -24,7 +25,7 @@ from ledger.commands import (
     transfer,
     void,
 )
-from ledger.engine import Ledger, LedgerSettings, Receipt
+from ledger.engine import Ledger, Receipt
 
 
 async def _chart(pool: asyncpg.Pool) -> dict[str, int]:
@@ -49,7 +50,7 @@ async def _counts(pool: asyncpg.Pool) -> tuple[int, int, int]:
 
 async def test_transfer_exists_conflict(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         first = await led.post(transfer("t-1", [Leg(c["op"], c["m1"], 500)]))
         assert first.status is Status.POSTED and first.balances == {c["op"]: -500, c["m1"]: 500}
         again = await led.post(transfer("t-1", [Leg(c["op"], c["m1"], 500)]))
@@ -64,7 +65,7 @@ async def test_transfer_exists_conflict(pool: asyncpg.Pool) -> None:
 
 async def test_limit_decline_names_account_and_writes_nothing(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         await led.post(transfer("fund", [Leg(c["op"], c["m1"], 100)]))
         before = await _counts(pool)
         res = await led.post(transfer("over", [Leg(c["m1"], c["m2"], 101)]))
@@ -80,7 +81,7 @@ async def test_limit_decline_names_account_and_writes_nothing(pool: asyncpg.Pool
 
 async def test_guarded_account_goes_negative_only_when_forced(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         await led.post(transfer("g-fund", [Leg(c["op"], c["g1"], 10)]))
         plain = await led.post(transfer("g-plain", [Leg(c["g1"], c["op"], 30)]))
         assert plain.status is Status.DECLINED
@@ -115,7 +116,7 @@ async def test_guarded_account_goes_negative_only_when_forced(pool: asyncpg.Pool
 )
 async def test_invalid_commands_write_nothing(pool: asyncpg.Pool, make, message: str) -> None:  # type: ignore[no-untyped-def]
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         before = await _counts(pool)
         res = await led.post(make(c))
         assert res.status is Status.INVALID, res
@@ -125,7 +126,7 @@ async def test_invalid_commands_write_nothing(pool: asyncpg.Pool, make, message:
 
 async def test_holds_capture_void_expire(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         await led.post(transfer("fund", [Leg(c["op"], c["m1"], 100)]))
         h = await led.post(hold("h1", Leg(c["m1"], c["m2"], 80), timeout_s=60))
         assert h.status is Status.POSTED
@@ -173,7 +174,7 @@ async def test_holds_capture_void_expire(pool: asyncpg.Pool) -> None:
 
 async def test_reverse_at_most_once(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         t = await led.post(transfer("t", [Leg(c["op"], c["m1"], 40), Leg(c["op"], c["m2"], 2)]))
         assert t.journal_id is not None
         r1 = await led.post(reverse("r1", t.journal_id))
@@ -194,7 +195,7 @@ async def test_reverse_at_most_once(pool: asyncpg.Pool) -> None:
 
 async def test_concurrent_debits_of_one_account_never_overspend(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool, LedgerSettings(batch_size_max=16)) as led:
+    async with Ledger(pool, ledger_settings(batch_size_max=16)) as led:
         await led.post(transfer("fund", [Leg(c["op"], c["m1"], 1000)]))
         cmds = [transfer(f"spend-{i}", [Leg(c["m1"], c["m2"], 7)]) for i in range(300)]
         results = await led.post_many(cmds)
@@ -208,7 +209,7 @@ async def test_concurrent_debits_of_one_account_never_overspend(pool: asyncpg.Po
 
 async def test_a_taken_guard_is_a_conflict_and_writes_nothing(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         first = await led.post(transfer("g-1", [Leg(c["op"], c["m1"], 5)], guard="comp:7:1"))
         assert first.status is Status.POSTED
         before = await _counts(pool)
@@ -239,7 +240,7 @@ async def test_one_guard_raced_from_two_engines_posts_once(pool: asyncpg.Pool, d
     c = await _chart(pool)
     other = await ledger_db.create_pool(db_dsn, 1, 4)
     try:
-        async with Ledger(pool) as one, Ledger(other) as two:
+        async with Ledger(pool, ledger_settings()) as one, Ledger(other, ledger_settings()) as two:
             for n in range(20):
                 results = await asyncio.gather(
                     one.post(transfer(f"a-{n}", [Leg(c["op"], c["m1"], 1)], guard=f"race:{n}")),
@@ -268,7 +269,7 @@ async def test_observer_hears_each_batch_start_and_end(pool: asyncpg.Pool) -> No
             self.sizes.append(size)
 
     heard = Heard()
-    async with Ledger(pool, LedgerSettings(batch_linger_ms=20.0), observer=heard) as led:
+    async with Ledger(pool, ledger_settings(batch_linger_ms=20.0), observer=heard) as led:
         results = await led.post_many([transfer(f"obs-{i}", [Leg(c["op"], c["m1"], 1)]) for i in range(5)])
     assert all(r.status is Status.POSTED for r in results)
     assert sum(heard.sizes) == 5 and len(heard.waits) == len(heard.sizes)
@@ -278,7 +279,7 @@ async def test_observer_hears_each_batch_start_and_end(pool: asyncpg.Pool) -> No
 
 async def test_receipt_stored_with_posting(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         def receipt(res):  # type: ignore[no-untyped-def]
             return Receipt("rk-1", b"h" * 32, f"{res.status}:{res.journal_id}".encode())
 
@@ -291,7 +292,7 @@ async def test_receipt_stored_with_posting(pool: asyncpg.Pool) -> None:
 
 async def test_batch_failure_answers_every_waiter(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool, LedgerSettings(retries_max=1, timeout_post_s=5)) as led:
+    async with Ledger(pool, ledger_settings(retries_max=1, timeout_post_s=5)) as led:
         await pool.execute("ALTER FUNCTION ledger.post_batch RENAME TO post_batch_gone")
         try:
             results = await asyncio.wait_for(
@@ -308,7 +309,7 @@ async def test_batch_failure_answers_every_waiter(pool: asyncpg.Pool) -> None:
 
 async def test_queue_bound(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool, LedgerSettings(queue_depth_max=5, batch_linger_ms=50)) as led:
+    async with Ledger(pool, ledger_settings(queue_depth_max=5, batch_linger_ms=50)) as led:
         results = await led.post_many([transfer(uuid.uuid4().hex, [Leg(c["op"], c["m1"], 1)]) for _ in range(40)])
     assert any(r.status is Status.ERROR and "queue full" in (r.detail or "") for r in results)
     assert any(r.status is Status.POSTED for r in results)
@@ -317,7 +318,7 @@ async def test_queue_bound(pool: asyncpg.Pool) -> None:
 
 async def test_database_refuses_mutation_and_imbalance(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool) as led:
+    async with Ledger(pool, ledger_settings()) as led:
         t = await led.post(transfer("t", [Leg(c["op"], c["m1"], 9)]))
         h = await led.post(hold("h", Leg(c["m1"], c["m2"], 2), timeout_s=60))
         assert h.journal_id is not None
@@ -378,7 +379,7 @@ async def test_database_refuses_mutation_and_imbalance(pool: asyncpg.Pool) -> No
 async def test_a_caller_that_gave_up_before_its_batch_left_posts_nothing(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
     # The writer lingers 300 ms to fill a batch; the caller waits only 50 ms.
-    async with Ledger(pool, LedgerSettings(batch_linger_ms=300, timeout_post_s=0.05)) as led:
+    async with Ledger(pool, ledger_settings(batch_linger_ms=300, timeout_post_s=0.05)) as led:
         res = await led.post(transfer("gave-up", [Leg(c["op"], c["m1"], 5)]))
         assert res.status is Status.ERROR and "may still post" in (res.detail or "")
         await asyncio.sleep(0.5)  # past the linger: the batch would have left by now
@@ -388,7 +389,7 @@ async def test_a_caller_that_gave_up_before_its_batch_left_posts_nothing(pool: a
 
 async def test_one_failing_command_does_not_fail_its_batch(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool, LedgerSettings(batch_linger_ms=50)) as led:
+    async with Ledger(pool, ledger_settings(batch_linger_ms=50)) as led:
         def bad_receipt(res):  # type: ignore[no-untyped-def]
             return Receipt("k" * 200, b"h" * 32, b"x")  # breaks receipts' key-length CHECK
 
@@ -406,7 +407,7 @@ async def test_one_failing_command_does_not_fail_its_batch(pool: asyncpg.Pool) -
 
 async def test_a_receipt_function_that_raises_is_answered_at_once(pool: asyncpg.Pool) -> None:
     c = await _chart(pool)
-    async with Ledger(pool, LedgerSettings(timeout_post_s=30)) as led:
+    async with Ledger(pool, ledger_settings(timeout_post_s=30)) as led:
         def broken(res):  # type: ignore[no-untyped-def]
             raise ValueError("bug in a receipt builder")
 
@@ -428,7 +429,7 @@ async def test_the_writer_gives_its_connection_back_after_batches_per_connection
                                      init=ledger_db.init_connection)
     try:
         c = await _chart(pool)
-        settings = LedgerSettings(batches_per_connection_max=2, batch_linger_ms=0, batches_inflight_max=1)
+        settings = ledger_settings(batches_per_connection_max=2, batch_linger_ms=0, batches_inflight_max=1)
         backends: list[int] = []
         async with Ledger(pool, settings) as led:
             for n in range(12):

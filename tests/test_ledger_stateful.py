@@ -17,12 +17,13 @@ import hypothesis.strategies as st
 import soak
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from ledger_support import ledger_settings
 
 from ledger import accounts as A
 from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import Command, Leg, Status, capture, hold, reverse, transfer, void
-from ledger.engine import Ledger, LedgerSettings
+from ledger.engine import Ledger
 
 N_ACCOUNTS = 5
 
@@ -143,8 +144,8 @@ class LedgerMachine(RuleBasedStateMachine):
         # One batch in flight: with two, concurrent posts may decide in either batch order, so
         # which ones post would vary between runs, and hypothesis needs a replay to draw the
         # same data. Batches in flight are tested by their invariants (test_coalesce_inflight).
-        self.ledger = Ledger(self.pool, LedgerSettings(batch_size_max=4, batch_linger_ms=0.5,
-                                                       batches_inflight_max=1))
+        self.ledger = Ledger(self.pool, ledger_settings(batch_size_max=4, batch_linger_ms=0.5,
+                                                        batches_inflight_max=1))
         await self.ledger.start()
 
     def teardown(self) -> None:

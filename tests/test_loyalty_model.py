@@ -22,6 +22,7 @@ from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from ledger_support import ledger_settings
 
 from ledger import db as ledger_db
 from ledger.audit import check_books
@@ -93,7 +94,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         self.pool = await ledger_db.create_pool(self.db_dsn, 1, 4)
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
-        ledger = Ledger(self.pool)
+        ledger = Ledger(self.pool, ledger_settings())
         await ledger.start()
         self.ledger = ledger
         self.loy = Loyalty(self.ledger)

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule
 
-from ledger.loyalty.outcomes import RESPONSE_CODES, Outcome, Reason, Request, TxnType
+from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
+from switch.handlers.responses import RESPONSE_CODES
 
 REASON_BY_CODE = {code: reason for reason, code in RESPONSE_CODES.items() if reason is not Reason.MERCHANT_INACTIVE}
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from tools._msg import Fields, pad_mid, pad_tid
+from specs.vocabulary import ECHO, Fields
+from tools._msg import pad_mid, pad_tid
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "echo": Kind("0800", extra={"70": "301"}),
+    "echo": Kind("0800", extra={"70": ECHO}),
     "purchase": Kind("0200", "000000", card=True, amount_min=100, amount_max=50_000, currency="156"),
     "redeem": Kind("0200", "006500", card=True, amount_min=1, amount_max=100),
     "sv-purchase": Kind("0200", "006000", card=True, amount_min=100, amount_max=5_000, currency="156"),

@@ -25,15 +25,15 @@ import iso8583
 
 import specs
 from specs.fastcodec import FastCodec
+from specs.vocabulary import MAC_FIELDS, Fields
+from specs.vocabulary import response_mti as response_mti  # the tools' (one definition, in specs)
 from tools import _mac
 
-Fields = dict[str, str]
 SPEC_NAMES = ("pos", "mis")
 # Shown by length only: extended PAN (34), tracks 2, 3 and 1 (35, 36, 45), PIN block (52),
 # ICC data (55).
 REDACTED_FIELDS = frozenset({"34", "35", "36", "45", "52", "55"})
 PAN_MASK_DIGITS_MIN = 13  # below this, first 6 + last 4 would show most of the number
-MAC_FIELDS = ("64", "128")
 _SPECS: dict[str, dict[str, dict[str, Any]]] = {}
 _FAST: dict[str, FastCodec] = {}  # the specs compiled (specs.fastcodec), for the load generator
 
@@ -207,11 +207,3 @@ def pad_mid(mid: str) -> str:
         raise ValueError(f"merchant id {mid!r} is longer than 15 characters")
     return mid.ljust(15)
 
-
-def response_mti(request_mti: str) -> str:
-    """The MTI a response must carry: request + 10.
-
-    >>> response_mti("0800"), response_mti("0420")
-    ('0810', '0430')
-    """
-    return f"{int(request_mti) + 10:04d}"

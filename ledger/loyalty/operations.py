@@ -40,7 +40,7 @@ from ledger.accounts import StoredReceipt, get_receipt, open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, Receipt, ReceiptRef
-from ledger.errors import first_line, timeout_named
+from ledger.errors import SwitchdError, Unavailable, first_line, timeout_named
 from ledger.loyalty import lookup
 from ledger.loyalty.lookup import Context, Original, PostedLeg
 from ledger.loyalty.outcomes import (
@@ -53,6 +53,7 @@ from ledger.loyalty.outcomes import (
     TxnType,
     approval_code,
 )
+from ledger.loyalty.programs import ProvisioningError
 from ledger.loyalty.rules import earned_points, fee_bps_for, fee_minor, is_expired, undo_targets
 
 # Reads and decisions of one compensation before it gives up on an original that keeps
@@ -102,7 +103,7 @@ SELECT n, n IN (SELECT n FROM kept) AS recorded FROM rows
 MARKER_UNITS = 2
 
 
-class _GuardTaken(Exception):
+class _GuardTaken(SwitchdError):
     """A compensation's guard was taken: another one decided on the same standing first."""
 
 
@@ -186,7 +187,7 @@ class Loyalty:
     async def _guarded(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
         try:
             return await self._run(t, req, receipt)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable) as exc:
             return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first_line(exc)}")
 
     async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
@@ -759,7 +760,13 @@ class Loyalty:
         """
         t = TxnType.REVERSAL
         assert req.original_key is not None
-        memo = await self._memo_context(ctx)
+        try:
+            memo = await self._memo_context(ctx)
+        except ProvisioningError as exc:
+            # No currency, so no merchant: no original can have posted, and none can post before
+            # the platform is provisioned. Nothing to mark; the terminal is told "not found".
+            return await self._unposted(t, req, ctx, Outcome(
+                Reason.ORIGINAL_NOT_FOUND, t, detail=f"original not found; not marked: {exc}"), receipt)
         txn = self._txn_record(TxnType.MARKER, req, ctx, reason=str(Reason.ORIGINAL_NOT_FOUND))
         meta = {"txn": txn, "fp": "marker", "out": {}, "marker_for": req.key}
         outcome = Outcome(Reason.ORIGINAL_NOT_FOUND, t, detail="original not found; marked",
@@ -782,7 +789,7 @@ class Loyalty:
             "SELECT c.memo_a_account_id, c.memo_b_account_id FROM loyalty.currencies c "
             "ORDER BY c.numeric_code LIMIT 1")
         if row is None:
-            raise asyncpg.InterfaceError("no currency is configured")
+            raise ProvisioningError("no currency is configured")
         return Context(row)
 
 

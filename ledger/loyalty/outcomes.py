@@ -1,11 +1,9 @@
-"""Requests in, outcomes out: the loyalty domain's plain data, and its ISO response codes.
+"""Requests in, outcomes out: the loyalty domain's plain data, ISO-free.
 
 The ISO 8583 handler builds a :class:`Request` from the message, calls one
-operation, and answers with ``RESPONSE_CODES[outcome.reason]``: a thin
-translation, no business rule of its own.
+operation, and answers with the response code of the outcome's :class:`Reason`
+(switch/handlers/responses.py): a thin translation, no business rule of its own.
 
->>> RESPONSE_CODES[Reason.APPROVED], RESPONSE_CODES[Reason.INSUFFICIENT]
-('00', '51')
 >>> TxnType.REDEEM.account
 '65'
 >>> Request(key="T1|000001|0101120000", terminal_id="T1", merchant_id="M1",
@@ -78,26 +76,6 @@ class Reason(StrEnum):
     @property
     def approved(self) -> bool:
         return self is Reason.APPROVED
-
-
-# Reason -> ISO 8583 field 39 (specs/HOST-INTERFACE.md §8). The handler's whole translation table.
-RESPONSE_CODES: dict[Reason, str] = {
-    Reason.APPROVED: "00",
-    Reason.INSUFFICIENT: "51",
-    Reason.CARD_UNKNOWN: "14",
-    Reason.CARD_BLOCKED: "62",
-    Reason.CARD_EXPIRED: "54",
-    Reason.INVALID_AMOUNT: "13",
-    Reason.EXCEEDS_LIMIT: "61",
-    Reason.ORIGINAL_NOT_FOUND: "25",
-    Reason.ORIGINAL_REVERSED: "05",
-    Reason.INVALID_TXN: "12",
-    Reason.NOT_PERMITTED: "58",
-    Reason.MERCHANT_UNKNOWN: "03",
-    Reason.MERCHANT_INACTIVE: "03",
-    Reason.DUPLICATE_MISMATCH: "94",
-    Reason.SYSTEM_ERROR: "96",
-}
 
 
 @dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands
@@ -209,11 +187,6 @@ class Outcome:
     @property
     def approved(self) -> bool:
         return self.reason is Reason.APPROVED
-
-    @property
-    def response_code(self) -> str:
-        """ISO 8583 field 39 for this outcome."""
-        return RESPONSE_CODES[self.reason]
 
 
 def approval_code(journal_id: int) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from ledger.accounts import ensure_asset, open_account
+from ledger.errors import SwitchdError
 
 # ISO 4217 numeric -> (alpha code = ledger asset, minor-unit scale). Small on purpose:
 # a currency enters the platform by being listed here.
@@ -30,7 +31,7 @@ BIGINT_MAX = 2**63 - 1
 INTEGER_MAX = 2**31 - 1
 
 
-class ProvisioningError(Exception):
+class ProvisioningError(SwitchdError):
     """Bad provisioning input or state; ``str()`` is one line for the operator."""
 
 

@@ -25,17 +25,22 @@ from dataclasses import replace
 
 from ledger.loyalty import lookup
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
+from specs.vocabulary import (
+    FUNCTION_NOT_SUPPORTED,
+    INVALID_TRANSACTION,
+    STAN,
+    TERMINAL_ID,
+    Fields,
+    duplicate_key,
+    request_key,
+)
 from switch import dedup, logs
 from switch.context import RequestContext
+from switch.handlers.responses import response_code
 from switch.terminals import normalize_id
-
-Fields = dict[str, str]
 
 POINTS_CURRENCY = "999"  # specs/HOST-INTERFACE.md §7.2: points use currency code 999 in field 54
 AMOUNT_TYPE_AVAILABLE = "02"
-INVALID_TRANSACTION = "12"
-FUNCTION_NOT_SUPPORTED = "40"
-SYSTEM_MALFUNCTION = "96"
 
 # Field 3 of a 0200, exactly, -> (transaction type, account type it concerns).
 _EXACT: dict[str, tuple[TxnType, str]] = {
@@ -77,7 +82,7 @@ def tlv(items: dict[str, str]) -> str:
 
 def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
     """The 0210/0410/0430 for an outcome (called inside the posting's transaction)."""
-    code = outcome.response_code
+    code = response_code(outcome.reason)
     # A replay answers with the RRN the transaction was first answered with (it is on record).
     extra: Fields = {"37": outcome.rrn} if outcome.rrn else {}
     if not outcome.approved:
@@ -113,10 +118,6 @@ def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
     return ctx.reply(code, **extra)
 
 
-def _key(terminal_id: str, stan: str, transmitted: str) -> str:
-    return f"{terminal_id}|{stan}|{transmitted}"
-
-
 async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fields:
     if ctx.loyalty is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
@@ -145,18 +146,20 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
 
 def _base_request(ctx: RequestContext, account: str) -> Request:
     f = ctx.fields
-    tid = normalize_id(f["41"])
+    duplicate = duplicate_key(f)
+    assert duplicate is not None, "validation requires fields 41, 11 and 7"
+    tid, stan, transmitted = duplicate
     # The receipt key and content hash: a retransmission is recognised in the context read.
     dk = ctx.dedup_key
     return Request(
-        key=_key(tid, f["11"], f["7"]),
+        key=request_key(tid, stan, transmitted),
         terminal_id=tid,
         merchant_id=normalize_id(f["42"]),
         pan=f["2"],
         amount=int(f["4"]),
         currency=f.get("49"),
         rrn=ctx.rrn or "",
-        stan=f["11"],
+        stan=stan,
         account=account,
         original_rrn=f.get("37", "").strip() or None,
         receipt_key=dk.idempotency_key if dk is not None else None,
@@ -185,11 +188,11 @@ async def _original_key(ctx: RequestContext) -> str | None:
     and leaves no marker (a marker needs the original's field 7, which we do not know).
     """
     f = ctx.fields
-    tid = normalize_id(f["41"])
+    tid = normalize_id(f[TERMINAL_ID])
     original = f.get("90", "")
     if len(original) >= 20 and original[:20].isascii() and original[:20].isdigit():
-        return _key(tid, original[4:10], original[10:20])
-    return await lookup.original_key_by_stan(ctx.pool, tid, f["11"])
+        return request_key(tid, original[4:10], original[10:20])  # field 90: the original's 11 and 7
+    return await lookup.original_key_by_stan(ctx.pool, tid, f[STAN])
 
 
 def _replacement_amount(ctx: RequestContext) -> int | None:

@@ -6,22 +6,17 @@ precedes key agreement. An unknown network management code is answered 40.
 
 from __future__ import annotations
 
+from specs.vocabulary import APPROVED, ECHO, FUNCTION_NOT_SUPPORTED, SIGN_OFF, SIGN_ON, Fields
 from switch.context import RequestContext
-
-Fields = dict[str, str]
-
-SIGN_ON = "001"
-SIGN_OFF = "002"
-ECHO = "301"
 
 
 async def handle(ctx: RequestContext) -> Fields:
     """Sign the terminal on or off, or just answer an echo."""
     code = ctx.fields.get("70")
     if code == ECHO:
-        return ctx.reply("00")
+        return ctx.reply(APPROVED)
     if code in (SIGN_ON, SIGN_OFF):
         assert ctx.terminal is not None, "the server checks the terminal before routing"
         await ctx.terminals.set_signed_on(ctx.terminal.terminal_id, code == SIGN_ON)
-        return ctx.reply("00")
-    return ctx.reply("40")
+        return ctx.reply(APPROVED)
+    return ctx.reply(FUNCTION_NOT_SUPPORTED)

@@ -19,15 +19,10 @@ import asyncpg
 from ledger import batches
 from ledger.batches import Totals
 from ledger.errors import one_line
+from specs.vocabulary import APPROVED, FORMAT_ERROR, RECONCILE_ERROR, SYSTEM_UNAVAILABLE, Fields
 from switch.context import RequestContext
 from switch.terminals import normalize_id
 
-Fields = dict[str, str]
-
-APPROVED = "00"
-FORMAT_ERROR = "30"
-SYSTEM_UNAVAILABLE = "91"
-OUT_OF_BALANCE = "95"
 ACQUIRE_TIMEOUT_S = 5.0
 
 
@@ -63,4 +58,4 @@ async def handle(ctx: RequestContext) -> Fields:
     if not outcome.in_balance:
         ctx.log.info("batch_out_of_balance", terminal_id=terminal_id, batch_number=batch_number,
                      host=outcome.host.as_fields(), terminal=outcome.terminal.as_fields())
-    return ctx.reply(APPROVED if outcome.in_balance else OUT_OF_BALANCE, **{"60": batch_number})
+    return ctx.reply(APPROVED if outcome.in_balance else RECONCILE_ERROR, **{"60": batch_number})
