@@ -160,7 +160,7 @@ def test_set_reaches_the_configuration(db_dsn: str, monkeypatch: pytest.MonkeyPa
     assert [(li.name, li.port) for li in cfg.listeners] == [("pos", 9100), ("mis", 8584)]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("module", ["cli.exits", "cli.output", "cli.txn", "ledger.loyalty.bins"])
+@pytest.mark.parametrize("module", ["cli.exits", "cli.output", "ledger.loyalty.bins"])
 def test_doctests(module: str) -> None:
     import doctest
     import importlib

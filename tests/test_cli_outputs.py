@@ -18,6 +18,7 @@ from ledger.engine import Ledger, Receipt
 from ledger.loyalty import Loyalty, Outcome, Request, TxnType
 from ledger.loyalty.demo import demo_pan
 from specs.vocabulary import receipt_key_of
+from switch.handlers.responses import response_code
 
 # What a repr looks like: Decimal('1'), datetime.date(...), None, {'k': ...}, ['a'], <Record ...>, <x object at>.
 REPR = re.compile(r"Decimal\(|datetime\.|\bNone\b|\{'|\['|<Record|object at 0x")
@@ -34,7 +35,7 @@ def _receipt_for(key: str):  # type: ignore[no-untyped-def]
     assert stored is not None
 
     def build(outcome: Outcome) -> Receipt:
-        body = {"v": 1, "fields": {"39": outcome.response_code, "2": "6212340000000019", "52": "secret"}}
+        body = {"v": 1, "fields": {"39": response_code(outcome.reason), "2": "6212340000000019", "52": "secret"}}
         return Receipt(stored, b"h" * 32, json.dumps(body).encode())
 
     return build

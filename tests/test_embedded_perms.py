@@ -39,7 +39,7 @@ def checkout() -> Iterator[Path]:
 
 
 def test_commands_run_with_the_owners_group_and_groups(checkout: Path) -> None:
-    emb = EmbeddedPostgres(checkout / "var")
+    emb = EmbeddedPostgres(checkout / "var", port=_free_port())
     user = emb._run_as()
     assert user is not None
     ids = [int(emb._cmd(["id", flag], user).stdout) for flag in ("-u", "-g")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -162,7 +163,7 @@ async def test_requirements_order_the_files_and_bad_files_are_refused(empty_db_d
 def test_cli_status_shows_function_files(empty_db_dsn: str) -> None:
     before = _cli("db", "status", dsn=empty_db_dsn)
     assert before.returncode == 0, before.stderr
-    assert "func  pending   ledger.post_batch" in before.stdout
+    assert re.search(r"^func +pending +ledger\.post_batch ", before.stdout, re.M)
     up = _cli("db", "upgrade", dsn=empty_db_dsn)
     assert up.returncode == 0, up.stderr
     assert "applied 0011 function_files" in up.stdout and "applied function ledger.post_batch" in up.stdout
@@ -175,8 +176,8 @@ def test_cli_status_shows_function_files(empty_db_dsn: str) -> None:
 
     _run(empty_db_dsn, forget)
     after = _cli("db", "status", dsn=empty_db_dsn)
-    assert "func  applied   ledger.post_batch" in after.stdout
-    assert "func  CHANGED   loyalty.standing" in after.stdout
+    assert re.search(r"^func +applied +ledger\.post_batch ", after.stdout, re.M)
+    assert re.search(r"^func +CHANGED +loyalty\.standing ", after.stdout, re.M)
     rows = json.loads(_cli("db", "status", "--json", dsn=empty_db_dsn).stdout)
     functions = {r["function"]: r["state"] for r in rows if "function" in r}
     assert functions["loyalty.standing"] == "changed" and functions["ledger.post_batch"] == "applied"

@@ -14,12 +14,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from ledger_support import ledger_settings
 
 from ledger import accounts as A
 from ledger import db as ledger_db
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Status, transfer
-from ledger.engine import Ledger, LedgerSettings
+from ledger.engine import Ledger
 
 
 def _fatal_57p01() -> bytes:
@@ -98,7 +99,7 @@ async def test_writer_does_not_post_again_on_a_connection_told_it_is_going_away(
     await A.ensure_asset(pool1, "PTS:X", "points", 0)
     op = await A.open_account(pool1, "operator", "op", "PTS:X", "debit", "none")
     m1 = await A.open_account(pool1, "member", "m1", "PTS:X", "credit", "non_negative")
-    settings = LedgerSettings(batch_linger_ms=0, batches_inflight_max=1, timeout_post_s=3.0)
+    settings = ledger_settings(batch_linger_ms=0, batches_inflight_max=1, timeout_post_s=3.0)
     async with Ledger(pool1, settings) as led:
         assert (await led.post(transfer("gone-1", [Leg(op, m1, 1)]))).status is Status.POSTED
         assert len(led._idle_conns) == 1

@@ -23,7 +23,8 @@ from ledger import db as ledger_db
 from ledger import migrate
 from ledger.embedded import EmbeddedPostgres, find_pg_bin
 
-pytestmark = pytest.mark.skipif(find_pg_bin() is None, reason="no PostgreSQL server binaries on this machine")
+pytestmark = [pytest.mark.e2e,  # its own cluster and daemon
+              pytest.mark.skipif(find_pg_bin() is None, reason="no PostgreSQL server binaries on this machine")]
 
 ROOT = Path(__file__).resolve().parent.parent
 MID = "MTEX1"

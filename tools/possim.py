@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import click
 import iso8583
 
+from specs.vocabulary import FORMAT_ERROR
 from tools import _mac, _msg, _wire
 
 # Requests whose field 4 is an amount (money or points, by field 3).
@@ -32,7 +33,6 @@ AMOUNT_MTIS = frozenset({"0200", "0400", "0420", "0421"})
 DEFAULT_CURRENCY = "156"
 POINTS_ACCOUNT = "65"
 INQUIRY_TYPE = "31"  # field 4 is 0: no currency needed
-FORMAT_ERROR = "30"
 # specs/HOST-INTERFACE.md §5.1, without 49 (which depends on field 3).
 MANDATORY = {
     "0200": ("2", "3", "4", "7", "11", "41", "42"),
