@@ -4,7 +4,7 @@ seat, which never sends a 0500, has no batch for any check to miss."""
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -77,8 +77,10 @@ async def test_a_day_with_seat_transactions_clears_settles_and_reconciles(pool: 
         assert all(f'"{r["idempotency_key"]}"' in bean for r in seat_keys)
         path = tmp_path / "day.beancount"
         path.write_text(bean)
-        checked = subprocess.run([BEAN_CHECK, str(path)], capture_output=True, text=True, timeout=60)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
+        proc = await asyncio.create_subprocess_exec(BEAN_CHECK, str(path), stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        said, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, said.decode()
 
         again = await reconcile.run(pool, day)
         assert again.ok and again.cleared

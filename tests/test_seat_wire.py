@@ -6,7 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from fixtures_daemon import CMAC_KEY_HEX, MIS_LISTENER, PAN_1, POS_LISTENER, Terminal, db_run, netmgmt, purchase
+from fixtures_daemon import (
+    CMAC_KEY_HEX,
+    MIS_LISTENER,
+    PAN_1,
+    POS_LISTENER,
+    Terminal,
+    db_run,
+    netmgmt,
+    purchase,
+)
 
 
 def test_the_wire_refuses_the_virtual_terminal(daemon_db: str, start_daemon: Any) -> None:
