@@ -116,9 +116,21 @@ async def test_declines_are_domain_reasons_recorded_for_the_seat(world: World) -
     assert (await world.take("refund", amount=5, original_rrn="123456789012")).reason is Reason.ORIGINAL_NOT_FOUND
     rows = await world.pool.fetch("SELECT reason, channel, operator_ref, terminal_id FROM loyalty.transactions "
                                   "WHERE journal_id IS NULL ORDER BY id")
-    assert len(rows) == 10  # the void with nothing to take its amount from is not recorded
+    assert len(rows) == 9  # a void or refund of nothing of the merchant's is not (see the next test)
     assert {(r["channel"], r["operator_ref"], r["terminal_id"]) for r in rows} == {("web", OPERATOR, "W0000001")}
     assert await world.points() == 100
+
+
+async def test_another_merchants_transaction_is_answered_as_none(world: World) -> None:
+    theirs = approved(await world.take("earn", amount=5_000, merchant="M0002"))
+    for kind, amount in (("void", None), ("refund", 100), ("void", 5_000)):
+        mine = await world.take(kind, amount=amount, original_rrn=theirs.rrn)
+        none = await world.take(kind, amount=amount, original_rrn="999999999999")
+        assert mine == none.__class__(**{**none.__dict__, "detail": mine.detail})
+        assert (mine.reason, mine.rrn, mine.journal_id) == (Reason.ORIGINAL_NOT_FOUND, None, None)
+        assert mine.detail.replace(str(theirs.rrn), "X") == none.detail.replace("999999999999", "X")
+    assert await world.records() == 1
+    approved(await world.take("refund", amount=100, merchant="M0002", original_rrn=theirs.rrn))
 
 
 async def test_void_and_partial_refund_of_a_seat_purchase(world: World) -> None:
@@ -157,6 +169,8 @@ async def test_seat_and_terminal_side_by_side(world: World) -> None:
     assert (await world.pos(TxnType.REFUND, amount=1_000, original_rrn=at_seat.rrn)).approved
     assert (await world.pos(TxnType.REFUND, amount=1_000, merchant="M0002", terminal="T0000002",
                             original_rrn=at_seat.rrn)).reason is Reason.INVALID_TXN
+    assert (await world.take("refund", amount=1_000, merchant="M0002", original_rrn=pos_rrn)).reason is (
+        Reason.ORIGINAL_NOT_FOUND)
     assert await world.points() == 80 - 30 + 20 - 10
     counts = dict(await world.pool.fetch("SELECT channel, count(*) FROM loyalty.transactions GROUP BY 1"))
     assert counts == {"terminal": 3, "web": 3}

@@ -15,6 +15,9 @@ count it like any other. What differs is where it comes from:
   terminal. It never sends a 0500, so it has no batch: batch checks read closed
   batches only, and its voids are bounded by the business day. A seat whose
   terminal an operator disabled takes nothing (``not_permitted``, not recorded).
+- **Originals.** A void or refund names its original by RRN. One that is not the
+  merchant's own approved transaction is answered ``original_not_found`` and not
+  recorded, whether it exists or not: the seat is no oracle for other merchants'.
 - **Channel and operator.** Each transaction is recorded with channel ``web`` and
   the operator who took it (``operator_ref``).
 - **Idempotency.** Each form carries a one-time request id (:func:`new_request_id`).
@@ -76,10 +79,10 @@ _PAYLOAD_VERSION = 1
 # one round trip.
 _BEGIN_SQL = """
 SELECT s.terminal_id, s.status, nextval('loyalty.seat_rrn_seq')::text AS rrn,
-       o.txn_type AS original_type, o.amount AS original_amount
+       o.txn_type AS original_type, o.amount AS original_amount, o.merchant_id AS original_merchant_id
   FROM (SELECT 1) AS one
   LEFT JOIN LATERAL loyalty.seat_terminal($1) s ON true
-  LEFT JOIN LATERAL (SELECT t.txn_type, t.amount FROM loyalty.transactions t
+  LEFT JOIN LATERAL (SELECT t.txn_type, t.amount, t.merchant_id FROM loyalty.transactions t
                       WHERE t.rrn = $2 AND t.journal_id IS NOT NULL LIMIT 1) o ON true
 """
 
@@ -262,15 +265,16 @@ async def take(loyalty: Loyalty, merchant_id: str, operator_ref: str, request_id
         return SeatResult(str(t), Reason.NOT_PERMITTED, detail=f"web seat {terminal_id} is {begin['status']}",
                           terminal_id=terminal_id)
     original_type = begin["original_type"]
-    if t in (TxnType.VOID, TxnType.REFUND) and original_type is None and amount is None:
-        # Nothing to take a void's amount from, and nothing to void.
+    if t in (TxnType.VOID, TxnType.REFUND) and begin["original_merchant_id"] != merchant_id:
+        # Another merchant's transaction is none of this seat's business, and is answered
+        # as one that does not exist: the seat is no oracle for what other merchants did.
         return SeatResult(str(t), Reason.ORIGINAL_NOT_FOUND, detail=f"no approved transaction with RRN {original_rrn}",
                           terminal_id=terminal_id)
     if t is TxnType.INQUIRY:
         account, value = "00", 0
     elif t in (TxnType.VOID, TxnType.REFUND):
         # The account type a terminal names in 02xx00/20xx00 is the original's.
-        account = TxnType(original_type).account if original_type is not None else t.account
+        account = TxnType(original_type).account
         value = amount if amount is not None else int(begin["original_amount"])
     else:
         assert amount is not None
