@@ -38,8 +38,8 @@ them, written before the posting (one more write and round trip per request,
 itself made idempotent, and purged some day), and a STAN wraps after 999999. The
 seat's key has no ``|`` and the wire's always two, and its stored answers are
 under ``seat:`` where the switch's are under ``iso:``: neither can ever be the
-other's. The request id names the merchant's own terminal, so two merchants'
-forms cannot collide either. Using one string for the journal and the stored
+other's. The key names the merchant's seat terminal, so two merchants' forms
+with the same request id cannot collide either. Using one string for the journal and the stored
 answer lets ``txn show`` find a seat decline's answer under its own key. The
 content hash covers the card number like the switch's hash of a whole request.
 """
