@@ -41,6 +41,7 @@ class Filters:
     reasons: tuple[str, ...] | None = None  # any of these (a response code may map to several)
     amount_min: int | None = None
     amount_max: int | None = None
+    channel: str | None = None  # where it was taken: terminal, web, ... (ledger.loyalty.outcomes.Channel)
     before_id: int | None = None
 
     def where(self) -> tuple[str, list[Any]]:
@@ -52,7 +53,7 @@ class Filters:
             "merchant_id": "t.merchant_id = ${}", "terminal_id": "t.terminal_id = ${}",
             "pan": "t.card_id = (SELECT id FROM loyalty.cards WHERE pan = ${})", "rrn": "t.rrn = ${}",
             "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
-            "amount_max": "t.amount <= ${}", "before_id": "t.id < ${}",
+            "amount_max": "t.amount <= ${}", "channel": "t.channel = ${}", "before_id": "t.id < ${}",
         }
         for f in fields(self):
             value = getattr(self, f.name)
@@ -66,7 +67,7 @@ class Filters:
 _COLUMNS = """
 t.id, t.business_date, t.created_at, t.txn_type, t.reason, t.rrn, t.stan, t.terminal_id, t.merchant_id,
 t.program, t.amount, t.currency, t.points_delta, t.money_delta_minor, t.fee_minor, t.prize_code,
-t.journal_id, t.original_journal_id, c.pan
+t.journal_id, t.original_journal_id, t.channel, t.operator_ref, c.pan
 """
 
 
@@ -99,11 +100,19 @@ def decode_response(payload: bytes) -> dict[str, str] | None:
 
     >>> decode_response(b'{"v":1,"fields":{"39":"00","2":"6212345678901232","52":"X"}}')
     {'39': '00', '2': '621234******1232'}
+
+    The web trading seat stores its result instead (``{"v": 1, "seat": {...}}``,
+    ledger.loyalty.seat), which holds no card number:
+
+    >>> decode_response(b'{"v":1,"seat":{"reason":"insufficient","rrn":"900000000001"}}')
+    {'reason': 'insufficient', 'rrn': '900000000001'}
     """
     try:
         data = json.loads(payload)
     except ValueError:
         return None
+    if isinstance(data, dict) and isinstance(data.get("seat"), dict):
+        return {str(k): str(v) for k, v in data["seat"].items()}
     if not isinstance(data, dict) or not isinstance(data.get("fields"), dict):
         return None
     out: dict[str, str] = {}
@@ -130,7 +139,8 @@ async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
     records = []
     for r in rows:
         rec = _view(r)
-        rec["request"] = {"type": r["txn_type"], "terminal_id": r["terminal_id"], "merchant_id": r["merchant_id"],
+        rec["request"] = {"type": r["txn_type"], "channel": r["channel"], "operator_ref": r["operator_ref"],
+                          "terminal_id": r["terminal_id"], "merchant_id": r["merchant_id"],
                           "stan": r["stan"], "pan": rec["pan"], "amount": r["amount"], "currency": r["currency"],
                           "idempotency_key": r["idempotency_key"]}
         legs = []

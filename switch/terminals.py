@@ -51,6 +51,7 @@ CACHE_ENTRIES_MAX = 100_000
 CACHE_STALE_IF_ERROR_S = 300.0
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
 _MERCHANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
+_WEB_ID_RE = re.compile(r"^W[0-9]{7}$")  # reserved (migration 0013)
 
 
 def normalize_id(value: str) -> str:
@@ -99,7 +100,10 @@ class Terminal:
 
 
 _SELECT = ("SELECT terminal_id, merchant_id, status, signed_on, signed_on_at, mac_alg, mac_key_sealed, "
-           "created_at, updated_at FROM switch.terminals")
+           "created_at, updated_at, kind FROM switch.terminals")
+# The wire knows POS terminals only: a merchant's web trading seat (kind 'web', migration 0013) is a
+# virtual terminal of the accounting host, and a request naming it is refused as from an unknown one.
+_SELECT_ON_WIRE = _SELECT + " WHERE terminal_id = $1 AND kind = 'pos'"
 
 
 def _from_row(row: asyncpg.Record, master_key: bytes | None) -> Terminal:
@@ -152,7 +156,7 @@ class TerminalStore:
             return hit[1]
         changes = self._changes
         try:
-            row = await self.pool.fetchrow(_SELECT + " WHERE terminal_id = $1", tid)
+            row = await self.pool.fetchrow(_SELECT_ON_WIRE, tid)
         except Exception:  # noqa: BLE001 - any failure to read (asyncpg's InternalClientError on a
             # connection killed mid-operation is neither a PostgresError nor an InterfaceError)
             known = self._last_known.get(tid)
@@ -275,6 +279,8 @@ def check_new(terminal_id: str, merchant_id: str, mac_alg: str | None, mac_key_h
     """Validate ``terminal add`` arguments; return the sealed key (or None). Raises TerminalError."""
     if not _ID_RE.match(terminal_id):
         raise TerminalError(f"terminal id {terminal_id!r}: 1..8 letters, digits, _ or -")
+    if _WEB_ID_RE.match(terminal_id):
+        raise TerminalError(f"terminal id {terminal_id!r}: W and 7 digits are merchants' web trading seats")
     if not _MERCHANT_RE.match(merchant_id):
         raise TerminalError(f"merchant id {merchant_id!r}: 1..15 letters, digits, _ or -")
     if (mac_alg is None) != (mac_key_hex is None):
@@ -311,7 +317,8 @@ async def add_terminal(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str
 def describe(row: asyncpg.Record) -> dict[str, Any]:
     """A terminal row for output: never the key, only whether there is one."""
     return {
-        "terminal_id": row["terminal_id"], "merchant_id": row["merchant_id"], "status": row["status"],
+        "terminal_id": row["terminal_id"], "merchant_id": row["merchant_id"], "kind": row["kind"],
+        "status": row["status"],
         "signed_on": row["signed_on"],
         "signed_on_at": row["signed_on_at"].isoformat() if row["signed_on_at"] else None,
         "mac_alg": row["mac_alg"], "mac_key": "sealed" if row["mac_key_sealed"] is not None else None,

@@ -46,6 +46,7 @@ from ledger.loyalty.lookup import Context, Original, PostedLeg
 from ledger.loyalty.outcomes import (
     REFUNDABLE,
     VOIDABLE,
+    Channel,
     Outcome,
     OutcomeReceiptFn,
     Reason,
@@ -77,10 +78,10 @@ _RECORD_UNPOSTED_SQL = """
 WITH rows AS (
     SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::text[], $13::bigint[],
-                         $14::text[], $15::bytea[], $16::bytea[])
+                         $14::text[], $15::bytea[], $16::bytea[], $17::text[], $18::text[])
            WITH ORDINALITY AS q(key, business_date, txn_type, reason, rrn, stan, terminal_id, merchant_id,
                                 card_id, program, amount, currency, original_journal_id,
-                                receipt_key, receipt_hash, receipt_payload, n)
+                                receipt_key, receipt_hash, receipt_payload, channel, operator_ref, n)
 ), firsts AS (
     SELECT DISTINCT ON (receipt_key) receipt_key, n FROM rows WHERE receipt_key IS NOT NULL ORDER BY receipt_key, n
 ), receipt AS (
@@ -94,9 +95,10 @@ WITH rows AS (
         OR r.n IN (SELECT f.n FROM firsts f JOIN receipt k ON k.idempotency_key = f.receipt_key)
 ), txn AS (
     INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, rrn, stan, terminal_id,
-                                     merchant_id, card_id, program, amount, currency, original_journal_id)
+                                     merchant_id, card_id, program, amount, currency, original_journal_id,
+                                     channel, operator_ref)
     SELECT key, business_date, txn_type, reason, rrn, stan, terminal_id, merchant_id, card_id, program,
-           amount, currency, original_journal_id FROM rows WHERE n IN (SELECT n FROM kept)
+           amount, currency, original_journal_id, channel, operator_ref FROM rows WHERE n IN (SELECT n FROM kept)
 )
 SELECT n, n IN (SELECT n FROM kept) AS recorded FROM rows
 """
@@ -396,6 +398,12 @@ class Loyalty:
             txn["undo_legs"] = undo_legs or []
         if reason is not None:
             txn["reason"] = reason
+        # Only off the wire: the terminal is the default (migration 0013), and the wire's
+        # journals stay as small as they were.
+        if req.channel != Channel.TERMINAL:
+            txn["channel"] = req.channel
+        if req.operator_ref is not None:
+            txn["operator_ref"] = req.operator_ref
         return txn
 
     # ------------------------------------------------------------ posting and outcomes
@@ -459,7 +467,7 @@ class Loyalty:
                 req.terminal_id, req.merchant_id, ctx.card_id, ctx.program,
                 req.amount if isinstance(req.amount, int) else 0, req.currency, original,
                 rec.idempotency_key if rec is not None else None, rec.content_hash if rec is not None else None,
-                rec.payload if rec is not None else None)
+                rec.payload if rec is not None else None, req.channel, req.operator_ref)
         # With the other requests' records of this moment, in one statement.
         row = await self._unposted_records.fetch(*args)
         if row is not None and not row["recorded"] and rec is not None:

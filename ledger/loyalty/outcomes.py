@@ -54,6 +54,16 @@ VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType
 REFUNDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE})
 
 
+class Channel(StrEnum):
+    """Where a transaction was taken (loyalty.transactions.channel)."""
+
+    TERMINAL = "terminal"  # an ISO 8583 request from a terminal
+    WEB = "web"  # a merchant's web trading seat
+    MALL = "mall"  # the points mall
+    API = "api"  # the member API
+    CLI = "cli"  # an operator's command line
+
+
 class Reason(StrEnum):
     """Why an operation ended as it did. Everything but APPROVED is a decline."""
 
@@ -92,6 +102,8 @@ class Request:
     receipt) and what identifies the request's content; when a receipt is
     already stored there, the operation does nothing and answers from it
     (:attr:`Outcome.stored_answer`), or 94 when the content differs.
+    ``channel`` says where the request was taken; ``operator_ref`` who took it
+    (the web seat's operator; None on the wire).
     """
 
     key: str
@@ -108,12 +120,15 @@ class Request:
     replacement_amount: int | None
     receipt_key: str | None
     receipt_hash: bytes | None
+    channel: str
+    operator_ref: str | None
 
     def __init__(self, key: str, terminal_id: str, merchant_id: str, pan: str, amount: int,
                  currency: str | None = None, rrn: str = "", stan: str = "", account: str = "00",
                  original_rrn: str | None = None, original_key: str | None = None,
                  replacement_amount: int | None = None, receipt_key: str | None = None,
-                 receipt_hash: bytes | None = None) -> None:
+                 receipt_hash: bytes | None = None, channel: str = Channel.TERMINAL,
+                 operator_ref: str | None = None) -> None:
         self.key = key
         self.terminal_id = terminal_id
         self.merchant_id = merchant_id
@@ -128,6 +143,8 @@ class Request:
         self.replacement_amount = replacement_amount
         self.receipt_key = receipt_key
         self.receipt_hash = receipt_hash
+        self.channel = str(channel)
+        self.operator_ref = operator_ref
 
 
 @dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands

@@ -1,0 +1,1 @@
+-- Reserved: this number is assigned to another change of the schema.
