@@ -1,1 +1,0 @@
--- Reserved: this number is assigned to another change of the schema.
