@@ -1,0 +1,1 @@
+-- Reserved: version 11 is assigned to another change; this placeholder keeps versions contiguous.
