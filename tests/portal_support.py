@@ -48,8 +48,8 @@ def test_settings(**changes: object) -> PortalSettings:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def portal_env(pool: asyncpg.Pool) -> AsyncIterator[PortalEnv]:
+@pytest.fixture(name="portal_env")
+async def portal_env_fixture(pool: asyncpg.Pool) -> AsyncIterator[PortalEnv]:
     async with pool.acquire() as conn, conn.transaction():
         await ledger_demo.seed(conn, cards=3)
         await portal_demo.seed_users(conn)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-from portal_support import PASSWORD, PortalEnv, csrf_of, logged_in, login, portal_env, post_form  # noqa: F401
+from portal_support import (
+    PASSWORD,
+    PortalEnv,
+    csrf_of,
+    logged_in,
+    login,
+    portal_env_fixture,  # noqa: F401  (the fixture, by name)
+    post_form,
+)
 
 from portal.sessions import COOKIE_PLAIN, COOKIE_SECURE
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import httpx
-from portal_support import LOGIN_OF_ROLE, PortalEnv, csrf_of, logged_in, portal_env  # noqa: F401
+from portal_support import (
+    LOGIN_OF_ROLE,
+    PortalEnv,
+    csrf_of,
+    logged_in,
+    portal_env_fixture,  # noqa: F401  (the fixture, by name)
+)
 
 from portal import permissions
 from portal.permissions import Role
