@@ -42,8 +42,8 @@ run: $(STAMP)
 	$(BIN)/switchd serve
 
 test: $(STAMP)
-	$(BIN)/ruff check cli switch ledger specs tools tests bench
-	$(BIN)/mypy cli switch ledger specs tools
+	$(BIN)/ruff check cli switch ledger specs tools portal tests bench
+	$(BIN)/mypy cli switch ledger specs tools portal
 	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 	$(BIN)/pytest
 
@@ -56,8 +56,8 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -m "unit or db"
 
 lint: $(STAMP)
-	$(BIN)/ruff check cli switch ledger specs tools tests bench
-	$(BIN)/mypy cli switch ledger specs tools
+	$(BIN)/ruff check cli switch ledger specs tools portal tests bench
+	$(BIN)/mypy cli switch ledger specs tools portal
 	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 
 bench-ledger: $(STAMP)

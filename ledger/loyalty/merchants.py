@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -66,8 +67,8 @@ async def add_merchant(conn: asyncpg.Connection, merchant_id: str, name: str, pr
 
 
 _SQL = """
-SELECT m.merchant_id, m.name, m.program, m.earn_num, m.earn_den, m.fee_bps, m.status,
-       p.points_asset, c.asset AS money_asset,
+SELECT m.merchant_id, m.name, m.program, m.earn_num, m.earn_den, m.fee_bps, m.status, m.created_at,
+       m.description, m.contact_name, m.contact_email, m.contact_phone, p.currency, p.points_asset, c.asset AS money_asset,
        cp.posted AS clearing_points_posted, cm.posted AS clearing_money_posted_minor
   FROM loyalty.merchants m
   JOIN loyalty.programs p ON p.code = m.program
@@ -85,6 +86,7 @@ def _view(row: asyncpg.Record) -> dict[str, Any]:
     # Natural balance of a debit-normal clearing account: positive = merchant owes the operator.
     out["clearing_points"] = -out.pop("clearing_points_posted")
     out["clearing_money_minor"] = -out.pop("clearing_money_posted_minor")
+    out["created_at"] = row["created_at"].isoformat()
     return out
 
 
@@ -108,4 +110,71 @@ async def set_merchant_status(conn: asyncpg.Connection | asyncpg.Pool, merchant_
     if status not in ("active", "disabled"):
         raise ProvisioningError(f"merchant status must be active or disabled, got {status!r}")
     done = await conn.execute("UPDATE loyalty.merchants SET status=$2 WHERE merchant_id=$1", merchant_id, status)
+    return bool(done.endswith(" 1"))
+
+
+SEARCH_LIMIT_MAX = 500
+PROFILE_LIMITS = {"description": 500, "contact_name": 80, "contact_email": 120, "contact_phone": 32}
+
+
+async def search_merchants(conn: asyncpg.Connection | asyncpg.Pool, text: str | None = None,
+                           program: str | None = None, status: str | None = None,
+                           created_from: dt.date | None = None, created_to: dt.date | None = None,
+                           after_id: str | None = None, limit: int = 50) -> dict[str, Any]:
+    """One page of merchants matching every given criterion, by id; ``text`` matches id or name.
+
+    Keyset paging: ``after_id`` is the last id of the previous page; ``next_after_id`` is
+    None on the last page.
+    """
+    limit = max(1, min(int(limit), SEARCH_LIMIT_MAX))
+    parts: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("(m.merchant_id ILIKE ${n} OR m.name ILIKE ${n})",
+         None if not text else "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"),
+        ("m.program = ${n}", program), ("m.status = ${n}", status),
+        ("m.created_at >= ${n}::date", created_from), ("m.created_at < ${n}::date + 1", created_to),
+        ("m.merchant_id > ${n}", after_id),
+    ):
+        if value is not None:
+            args.append(value)
+            parts.append(clause.format(n=len(args)))
+    where = " AND ".join(parts) or "true"
+    rows = await conn.fetch(_SQL + f" WHERE {where} ORDER BY m.merchant_id LIMIT {limit + 1}", *args)
+    page = [_view(r) for r in rows[:limit]]
+    return {"merchants": page, "next_after_id": page[-1]["merchant_id"] if len(rows) > limit else None}
+
+
+async def update_merchant(conn: asyncpg.Connection, merchant_id: str, name: str, earn_num: int, earn_den: int,
+                          fee_bps: dict[str, int]) -> dict[str, Any] | None:
+    """Change a merchant's name, earn rate and fee schedule; None when there is no such merchant.
+
+    Applies to transactions from now on; what was posted keeps the terms it was posted with.
+    """
+    if not name.strip() or len(name) > 80:
+        raise ProvisioningError("merchant name must be 1..80 characters")
+    if earn_num < 0 or earn_den <= 0:
+        raise ProvisioningError("earn rate must be >= 0")
+    for fee_type, bps in fee_bps.items():
+        if fee_type not in FEE_TYPES or not 0 <= bps <= 10_000:
+            raise ProvisioningError(f"fee {fee_type}={bps}: type one of {', '.join(FEE_TYPES)}, 0..10000 bps")
+    done = await conn.execute(
+        "UPDATE loyalty.merchants SET name=$2, earn_num=$3, earn_den=$4, fee_bps=$5::jsonb WHERE merchant_id=$1",
+        merchant_id, name, earn_num, earn_den, json.dumps(fee_bps))
+    return await show_merchant(conn, merchant_id) if done.endswith(" 1") else None
+
+
+async def set_merchant_profile(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str,
+                               profile: dict[str, str]) -> bool:
+    """Set a merchant's description and contacts (keys of PROFILE_LIMITS); False when no such merchant."""
+    for key, value in profile.items():
+        if key not in PROFILE_LIMITS:
+            raise ProvisioningError(f"unknown profile field {key!r}")
+        if len(value) > PROFILE_LIMITS[key]:
+            raise ProvisioningError(f"{key} must be at most {PROFILE_LIMITS[key]} characters")
+    values = [profile.get(k) for k in PROFILE_LIMITS]
+    done = await conn.execute(
+        "UPDATE loyalty.merchants SET description=coalesce($2, description), contact_name=coalesce($3, contact_name), "
+        "contact_email=coalesce($4, contact_email), contact_phone=coalesce($5, contact_phone) WHERE merchant_id=$1",
+        merchant_id, *values)
     return bool(done.endswith(" 1"))

@@ -1,0 +1,122 @@
+"""The portal's ASGI application: routes, middleware, templates, error pages.
+
+``create_app(settings, pool)`` builds it over an existing asyncpg pool (the
+caller owns the pool and closes it); portal.server runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jinja2
+import structlog
+from starlette.applications import Starlette
+from starlette.datastructures import URL
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from portal import i18n, labels, permissions, security_headers
+from portal.i18n import N_
+from portal.pages import auth, merchants, operators, profile, transactions
+from portal.sessions import SessionStore
+from portal.settings import PortalSettings
+from portal.web import Portal, render
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES_DIR = HERE / "templates"
+STATIC_DIR = HERE / "static"
+log = structlog.get_logger("portal")
+
+GET, POST, FORM = ["GET"], ["POST"], ["GET", "POST"]
+ROUTES: list[tuple[str, Any, list[str], str]] = [
+    ("/", auth.home, GET, "home"),
+    ("/login", auth.login, FORM, "login"),
+    ("/logout", auth.logout, POST, "logout"),
+    ("/password", auth.password, FORM, "password"),
+    ("/merchants", merchants.merchant_list, GET, "merchants"),
+    ("/merchants/new", merchants.merchant_new, FORM, "merchant_new"),
+    ("/merchants/{merchant_id}", merchants.merchant_view, GET, "merchant_view"),
+    ("/merchants/{merchant_id}/edit", merchants.merchant_edit, FORM, "merchant_edit"),
+    ("/merchants/{merchant_id}/status", merchants.merchant_status, POST, "merchant_status"),
+    ("/operators", operators.operator_list, GET, "operators"),
+    ("/operators/new", operators.operator_new, FORM, "operator_new"),
+    ("/operators/{user_id}", operators.operator_view, GET, "operator_view"),
+    ("/operators/{user_id}/status", operators.operator_status, POST, "operator_status"),
+    ("/operators/{user_id}/reset", operators.operator_reset, POST, "operator_reset"),
+    ("/profile", profile.profile, GET, "profile"),
+    ("/profile/edit", profile.profile_edit, FORM, "profile_edit"),
+    ("/transactions", transactions.transactions, FORM, "transactions"),
+]
+
+_ERROR_TEXT = {
+    400: N_("The request was not understood."),
+    403: N_("You may not do this."),
+    404: N_("Not found."),
+    405: N_("Not found."),
+    413: N_("The request is too large."),
+}
+
+
+def _templates(app: Starlette) -> Jinja2Templates:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
+                             undefined=jinja2.StrictUndefined, extensions=["jinja2.ext.i18n"])
+    env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    env.globals.update(i18n.template_globals())
+    env.globals.update({
+        "url": lambda name, **params: str(app.url_path_for(name, **params)),
+        "allowed": permissions.allowed, "role_label": labels.role_label, "status_label": labels.status_label,
+        "lang_url": _lang_url,
+    })
+    return Jinja2Templates(env=env)
+
+
+def _lang_url(request: Request, code: str) -> str:
+    """This page (path and query) in another language."""
+    url = URL(str(request.url)).include_query_params(lang=code)
+    return f"{url.path}?{url.query}"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = _ERROR_TEXT.get(exc.status_code, N_("The request failed."))
+    if exc.status_code == 403 and exc.detail == "csrf":
+        message = N_("The form has expired. Go back, reload the page and try again.")
+    elif exc.status_code == 400 and exc.detail == "pan-in-url":
+        message = N_("A card number is accepted only from the search form, never in a link.")
+    status = 404 if exc.status_code == 405 else exc.status_code
+    return render(request, "error.html", {"status": status, "message": i18n.gettext(message)}, status_code=status)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log (no request data in it); the browser gets one line.
+    log.error("portal_error", path=request.url.path, error=type(exc).__name__)
+    response = PlainTextResponse("Internal error; the operator has been told.\n", status_code=500)
+    security_headers.add_headers(response.headers)
+    return response
+
+
+def create_app(settings: PortalSettings, pool: asyncpg.Pool) -> Starlette:
+    """The portal over ``pool``; ``settings.secret`` must be set (settings.check())."""
+    settings.check()
+    i18n.load_catalogs()
+    routes: list[Route | Mount] = [Route(path, endpoint, methods=methods, name=name)
+                                   for path, endpoint, methods, name in ROUTES]
+    routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(security_headers.SecurityHeadersMiddleware),
+            Middleware(i18n.LocaleMiddleware, default=settings.default_locale),
+            Middleware(security_headers.BodyLimitMiddleware, limit_bytes=settings.request_body_max_bytes),
+        ],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app))
+    return app

@@ -1,0 +1,86 @@
+"""Who may use which page: the rules as data, in one place.
+
+``RULES`` maps every named route to the roles allowed to use it; a route not
+listed there nor in ``PUBLIC`` is refused to everyone. A role that is not allowed
+gets 403 whatever the object (no oracle). A merchant's users reach only their own
+merchant's objects: for another merchant's object the page answers 404, exactly as
+for one that does not exist (``MERCHANT_SCOPED`` lists the routes that check it).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    PLATFORM_ADMIN = "platform_admin"
+    PLATFORM_OPERATOR = "platform_operator"
+    MERCHANT_ADMIN = "merchant_admin"
+    MERCHANT_OPERATOR = "merchant_operator"
+
+
+PA, PO, MA, MO = Role.PLATFORM_ADMIN, Role.PLATFORM_OPERATOR, Role.MERCHANT_ADMIN, Role.MERCHANT_OPERATOR
+EVERYONE = frozenset(Role)
+PLATFORM_ROLES = frozenset({PA, PO})
+MERCHANT_ROLES = frozenset({MA, MO})
+
+# Reached without a session.
+PUBLIC = frozenset({"login", "static"})
+
+RULES: dict[str, frozenset[Role]] = {
+    "home": EVERYONE,
+    "logout": EVERYONE,
+    "password": EVERYONE,
+    # Platform: merchants. The platform operator reads them; only the admin changes them.
+    "merchants": frozenset({PA, PO}),
+    "merchant_view": frozenset({PA, PO}),
+    "merchant_new": frozenset({PA}),
+    "merchant_edit": frozenset({PA}),
+    "merchant_status": frozenset({PA}),
+    # Operators (portal users): the platform's admin manages all, a merchant's admin its own.
+    "operators": frozenset({PA, PO, MA}),
+    "operator_view": frozenset({PA, PO, MA}),
+    "operator_new": frozenset({PA, MA}),
+    "operator_status": frozenset({PA, MA}),
+    "operator_reset": frozenset({PA, MA}),
+    # A merchant's own profile.
+    "profile": frozenset({MA, MO}),
+    "profile_edit": frozenset({MA}),
+    # Transactions: everyone, a merchant's users only their merchant's.
+    "transactions": EVERYONE,
+}
+
+MERCHANT_SCOPED = frozenset({"operators", "operator_view", "operator_new", "operator_status", "operator_reset",
+                             "profile", "profile_edit", "transactions"})
+
+# The roles a user of each role may give to a user it creates.
+GRANTS: dict[Role, tuple[Role, ...]] = {
+    PA: (PA, PO, MA, MO),
+    PO: (),
+    MA: (MA, MO),
+    MO: (),
+}
+
+
+def allowed(route: str, role: str) -> bool:
+    """True when ``role`` may use ``route`` at all (objects are scoped separately).
+
+    >>> allowed("merchants", "platform_operator"), allowed("merchant_new", "platform_operator")
+    (True, False)
+    >>> allowed("no_such_route", "platform_admin")
+    False
+    """
+    return route in PUBLIC or role in RULES.get(route, frozenset())
+
+
+def visible(user_role: str, user_merchant_id: str | None, object_merchant_id: str | None) -> bool:
+    """May a user see an object owned by ``object_merchant_id`` (None = the platform's)?
+
+    >>> visible("platform_operator", None, "M1"), visible("merchant_admin", "M1", "M1")
+    (True, True)
+    >>> visible("merchant_admin", "M1", "M2"), visible("merchant_admin", "M1", None)
+    (False, False)
+    """
+    if user_role in PLATFORM_ROLES:
+        return True
+    return user_merchant_id is not None and object_merchant_id == user_merchant_id

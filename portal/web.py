@@ -1,0 +1,131 @@
+"""What every page shares: the session check, the permission check, CSRF, rendering.
+
+A page is an ``async def handler(request, page: Page) -> Response`` registered
+with ``@page("route_name")``; the route name is its key in permissions.RULES.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import asyncpg
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from portal import csrf, permissions
+from portal.sessions import Session, SessionStore
+from portal.settings import PortalSettings
+
+FORM_FIELDS_MAX = 60
+
+
+@dataclass(frozen=True)
+class Portal:
+    """The application's shared state (``request.app.state.portal``)."""
+
+    settings: PortalSettings
+    pool: asyncpg.Pool
+    sessions: SessionStore
+    templates: Jinja2Templates
+
+
+@dataclass(frozen=True)
+class Page:
+    """What a page handler gets besides the request."""
+
+    portal: Portal
+    session: Session
+    form: FormData | None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.portal.pool
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this user."""
+        return f"portal:{self.session.login}"
+
+    def field(self, name: str, limit: int = 200) -> str:
+        """A form field's text, stripped and cut to ``limit`` characters; empty when absent."""
+        value = self.form.get(name) if self.form is not None else None
+        return value.strip()[:limit] if isinstance(value, str) else ""
+
+    def own_merchant(self) -> str | None:
+        """The merchant a merchant's user is confined to; None for the platform's users."""
+        return self.session.merchant_id if self.session.role in permissions.MERCHANT_ROLES else None
+
+    def require_visible(self, object_merchant_id: str | None) -> None:
+        """404 unless this user may see an object of ``object_merchant_id``."""
+        if not permissions.visible(self.session.role, self.session.merchant_id, object_merchant_id):
+            raise HTTPException(404)
+
+
+Handler = Callable[[Request, Page], Awaitable[Response]]
+
+
+def portal_of(request: Request) -> Portal:
+    """The shared state of the app serving ``request``."""
+    state: Portal = request.app.state.portal
+    return state
+
+
+def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200,
+           session: Session | None = None) -> Response:
+    """A page from ``template`` with the request, the session and the CSRF token in its context."""
+    ctx: dict[str, Any] = {"session": session, "csrf_token": session.csrf_token if session else ""}
+    ctx.update(context or {})
+    return portal_of(request).templates.TemplateResponse(request, template, ctx, status_code=status_code)
+
+
+def redirect(path: str) -> RedirectResponse:
+    """See-other to a path of ours (after a POST, and to the login page)."""
+    return RedirectResponse(path, status_code=303)
+
+
+def safe_next(value: str | None) -> str:
+    """A post-login destination that stays on this site.
+
+    >>> safe_next("/merchants?q=a"), safe_next("//evil.example/"), safe_next("https://x"), safe_next(None)
+    ('/merchants?q=a', '/', '/', '/')
+    """
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value or len(value) > 500:
+        return "/"
+    return value
+
+
+def page(route: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Wrap a handler: session required, forced password change, role allowed, CSRF on POST."""
+    if route not in permissions.RULES:
+        raise AssertionError(f"route {route} has no permission rule")
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            portal = portal_of(request)
+            session = await portal.sessions.load(portal.sessions.token_of(request))
+            if session is None:
+                target = request.url.path if request.method == "GET" else "/"
+                return redirect("/login?next=" + quote(target, safe="/"))
+            if session.must_change_password and route not in ("password", "logout"):
+                return redirect("/password")
+            if not permissions.allowed(route, session.role):
+                raise HTTPException(403)
+            form = None
+            if request.method == "POST":
+                form = await request.form(max_files=0, max_fields=FORM_FIELDS_MAX)
+                if not csrf.matches(session.csrf_token, form.get(csrf.FIELD)):
+                    raise HTTPException(403, "csrf")
+            return await handler(request, Page(portal, session, form))
+
+        endpoint.route_name = route  # type: ignore[attr-defined]
+        return endpoint
+
+    return wrap

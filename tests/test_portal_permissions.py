@@ -1,0 +1,101 @@
+"""Every route x every role against portal.permissions (allowed / forbidden / not found)."""
+
+from __future__ import annotations
+
+import httpx
+from portal_support import (
+    LOGIN_OF_ROLE,
+    PortalEnv,
+    csrf_of,
+    logged_in,
+    portal_env_fixture,  # noqa: F401  (the fixture, by name)
+)
+
+from portal import permissions
+from portal.permissions import Role
+
+# One request per route: (method, path, form). {op} is a merchant operator of M0001.
+# POSTs are harmless (enable what is enabled) or refused after the permission check (400).
+SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "home": ("GET", "/", {}),
+    "password": ("GET", "/password", {}),
+    "merchants": ("GET", "/merchants", {}),
+    "merchant_view": ("GET", "/merchants/M0001", {}),
+    "merchant_new": ("GET", "/merchants/new", {}),
+    "merchant_edit": ("GET", "/merchants/M0001/edit", {}),
+    "merchant_status": ("POST", "/merchants/M0001/status", {"status": "active"}),
+    "operators": ("GET", "/operators", {}),
+    "operator_view": ("GET", "/operators/{op}", {}),
+    "operator_new": ("GET", "/operators/new", {}),
+    "operator_status": ("POST", "/operators/{op}/status", {"disabled": "0"}),
+    "operator_reset": ("POST", "/operators/{op}/reset", {"password": ""}),
+    "profile": ("GET", "/profile", {}),
+    "profile_edit": ("GET", "/profile/edit", {}),
+    "transactions": ("GET", "/transactions", {}),
+    "logout": ("POST", "/logout", {}),  # last: it ends the session
+}
+
+
+async def _user_id(env: PortalEnv, login: str) -> int:
+    return int(await env.pool.fetchval("SELECT id FROM portal.users WHERE login = $1", login))
+
+
+async def _call(client: httpx.AsyncClient, method: str, path: str, form: dict[str, str]) -> httpx.Response:
+    if method == "GET":
+        return await client.get(path)
+    token = csrf_of((await client.get("/password")).text)
+    return await client.post(path, data={"csrf_token": token, **form})
+
+
+def test_every_route_has_a_rule_and_a_sample(portal_env: PortalEnv) -> None:
+    names = {getattr(r, "name", None) for r in portal_env.app.routes}
+    assert names == set(permissions.RULES) | permissions.PUBLIC
+    assert list(SAMPLES)[-1] == "logout" and set(SAMPLES) == set(permissions.RULES)
+
+
+async def test_route_role_matrix(portal_env: PortalEnv) -> None:
+    op = await _user_id(portal_env, "m0001-operator")
+    failures = []
+    for role in Role:
+        client = await logged_in(portal_env, LOGIN_OF_ROLE[role])
+        for route, (method, path, form) in SAMPLES.items():
+            response = await _call(client, method, path.format(op=op), form)
+            allowed = role in permissions.RULES[route]
+            ok = response.status_code in (200, 303, 400) if allowed else response.status_code == 403
+            if not ok:
+                failures.append(f"{role} {route}: {response.status_code}")
+    assert failures == []
+
+
+async def test_without_a_session_every_route_sends_to_login(portal_env: PortalEnv) -> None:
+    client = portal_env.client()
+    for route, (method, path, form) in SAMPLES.items():
+        response = await (client.get(path.format(op=1)) if method == "GET"
+                          else client.post(path.format(op=1), data=form))
+        assert response.status_code == 303, route
+        assert response.headers["location"].startswith("/login"), route
+
+
+async def test_another_merchants_object_is_not_found(portal_env: PortalEnv) -> None:
+    other = await _user_id(portal_env, "m0002-admin")
+    platform = await _user_id(portal_env, "operator")
+    client = await logged_in(portal_env, "m0001-admin")
+    for target in (other, platform, 999999):
+        assert (await client.get(f"/operators/{target}")).status_code == 404
+        for action, form in (("status", {"disabled": "1"}), ("reset", {"password": "Another-secret-9"})):
+            response = await _call(client, "POST", f"/operators/{target}/{action}", form)
+            assert response.status_code == 404, (target, action)
+    assert not await portal_env.pool.fetchval("SELECT disabled FROM portal.users WHERE id = $1", other)
+    listing = (await client.get("/operators")).text
+    assert "m0001-operator" in listing and "m0002-admin" not in listing and ">admin<" not in listing
+
+
+async def test_merchant_user_searches_only_its_merchant(portal_env: PortalEnv) -> None:
+    await portal_env.pool.execute(
+        "INSERT INTO loyalty.transactions(business_date, txn_type, reason, merchant_id, program, amount, currency, "
+        "points_delta, money_delta_minor, fee_minor, idempotency_key) "
+        "SELECT current_date, 'inquiry', 'approved', m, 'ALLY', 0, '156', 0, 0, 0, 'k-' || m "
+        "FROM unnest(ARRAY['M0001', 'M0002']) m")
+    client = await logged_in(portal_env, "m0001-operator")
+    page = (await client.get("/transactions?merchant=M0002&go=1")).text
+    assert "<td>M0001</td>" in page and "<td>M0002</td>" not in page
