@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+from ledger_support import ledger_settings
 
 from ledger import reconcile
 from ledger.engine import Ledger, Receipt
@@ -16,6 +17,7 @@ from ledger.loyalty import demo, seat
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.seat import SeatResult
+from switch.handlers.responses import response_code
 
 PAN1, PAN2, PAN3 = demo.demo_pan(1), demo.demo_pan(2), demo.demo_pan(3)
 OPERATOR = "op-alice"
@@ -53,7 +55,7 @@ class World:
                       receipt_hash=receipt_hash)
 
         def receipt(o: Outcome) -> Receipt:
-            return Receipt(receipt_key, receipt_hash, b'{"v":1,"fields":{"39":"%s"}}' % o.response_code.encode())
+            return Receipt(receipt_key, receipt_hash, b'{"v":1,"fields":{"39":"%s"}}' % response_code(o.reason).encode())
 
         return await self.loy.execute(kind, req, receipt=receipt)
 
@@ -86,7 +88,7 @@ async def seeded(pool: asyncpg.Pool) -> AsyncIterator[World]:
     """The demo programs, merchants and cards, and the operations over them; books proved at the end."""
     async with pool.acquire() as conn, conn.transaction():
         await demo.seed(conn)
-    async with Ledger(pool) as ledger:
+    async with Ledger(pool, ledger_settings()) as ledger:
         world = World(pool, ledger, Loyalty(ledger))
         yield world
     await world.books_balance()

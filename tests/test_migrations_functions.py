@@ -93,9 +93,16 @@ async def test_database_at_0010_upgrades_to_identical_functions_then_a_change_ap
             await migrate.check_current(conn)
 
         done = await migrate.upgrade(conn)
-        assert [d.label for d in done][0] == "0011 function_files"
-        assert {d.name for d in done[1:]} == {f.name for f in migrate.discover_functions()}
-        assert await _definitions(conn) == before  # the files replace each function with itself
+        migrations = [d for d in done if isinstance(d, migrate.Migration)]
+        assert migrations[0].label == "0011 function_files"
+        assert {d.name for d in done if isinstance(d, migrate.FunctionFile)} == \
+            {f.name for f in migrate.discover_functions()}
+        # The files replace each function with itself, except where a later migration's feature
+        # changed the function (0013: the journal trigger copies the channel and the operator).
+        changed_later = ("loyalty.record_journals(",)
+        after = await _definitions(conn)
+        assert {k: v for k, v in after.items() if k in before and not k.startswith(changed_later)} == \
+            {k: v for k, v in before.items() if not k.startswith(changed_later)}
         await migrate.check_current(conn)
 
         # A change to post_batch is a change to one file: applied by the next upgrade, once.
@@ -112,8 +119,9 @@ async def test_database_at_0010_upgrades_to_identical_functions_then_a_change_ap
         assert [d.label for d in again] == ["function ledger.post_batch"]
         assert await migrate.upgrade(conn, functions_directory=sql) == []
         await migrate.check_current(conn, functions_directory=sql)
+        latest = after
         after = await _definitions(conn)
-        changed = [k for k in after if after[k] != before.get(k)]
+        changed = [k for k in after if after[k] != latest.get(k)]
         assert len(changed) == 1 and changed[0].startswith("ledger.post_batch(")
         assert "(changed)" in after[changed[0]]
         # Still one post_batch: CREATE OR REPLACE replaced it, added no overload.

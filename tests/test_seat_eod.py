@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 from fixtures_daemon import BEAN_CHECK
+from ledger_support import ledger_settings
 from seat_support import PAN1, PAN2, approved, seeded
 
 from ledger import batches, clearing, eod, export, reconcile, stats
@@ -41,7 +42,7 @@ async def test_a_day_with_seat_transactions_clears_settles_and_reconciles(pool: 
         assert closed.in_balance and (host.credit_count, host.debit_count) == (1, 1)
         assert await pool.fetchval("SELECT count(*) FROM eod.terminal_batches WHERE terminal_id LIKE 'W%'") == 0
 
-        report = await eod.run(pool, day, tmp_path, wait_lock_s=5)
+        report = await eod.run(pool, day, tmp_path, wait_lock_s=5, ledger_settings=ledger_settings())
         assert report.ok, report.as_dict()
         assert report.recon is not None and "batch_totals_match" in report.recon.checks
         assert report.recon.cleared

@@ -20,6 +20,7 @@ from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from ledger_support import ledger_settings
 
 from ledger import db as ledger_db
 from ledger import reconcile
@@ -103,7 +104,7 @@ class SeatMachine(RuleBasedStateMachine):
         self.pool = await ledger_db.create_pool(with_database(SERVER["admin"], self.db_name), 1, 6)
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
-        ledger = Ledger(self.pool)
+        ledger = Ledger(self.pool, ledger_settings())
         await ledger.start()
         self.ledger = ledger
         self.loy = Loyalty(self.ledger)

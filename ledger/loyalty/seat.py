@@ -57,7 +57,7 @@ from typing import Any
 import asyncpg
 
 from ledger.engine import Receipt
-from ledger.errors import first_line
+from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Channel, Outcome, Reason, Request, TxnType
 
@@ -87,7 +87,7 @@ SELECT s.terminal_id, s.status, nextval('loyalty.seat_rrn_seq')::text AS rrn,
 """
 
 
-class SeatError(ValueError):
+class SeatError(SwitchdError, ValueError):
     """The form itself is wrong (nothing was recorded); ``str()`` is one line for the operator."""
 
 

@@ -22,15 +22,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ledger import search
-from ledger.loyalty.outcomes import RESPONSE_CODES, TxnType
+from ledger.loyalty.outcomes import Reason, TxnType
 from ledger.loyalty.rules import luhn_ok
 from portal.i18n import N_
 from portal.i18n import gettext as _
 from portal.web import Page, page, render
 
-TEXT_FIELDS = ("date_from", "date_to", "merchant", "terminal", "rrn", "type", "response_code", "amount_min",
+TEXT_FIELDS = ("date_from", "date_to", "merchant", "terminal", "rrn", "type", "reason", "amount_min",
                "amount_max")
-RESPONSE_CODE_CHOICES = tuple(sorted(set(RESPONSE_CODES.values())))
+# The outcome in the ledger's words (approved, insufficient, card_blocked, ...): the ISO 8583 code a
+# terminal got for it is the switch's translation, and the portal never imports the switch.
+REASON_CHOICES = tuple(str(r) for r in Reason)
 
 
 class BadCriteria(ValueError):
@@ -56,10 +58,10 @@ def filters_from(values: Mapping[str, str], pan: str | None, own_merchant: str |
                  before_id: int | None) -> search.Filters:
     """ledger.search.Filters from the form's text; a merchant's user is pinned to its merchant."""
     reasons = None
-    if values.get("response_code"):
-        reasons = tuple(str(r) for r, code in RESPONSE_CODES.items() if code == values["response_code"])
-        if not reasons:
-            raise BadCriteria(N_("Unknown response code."))
+    if values.get("reason"):
+        if values["reason"] not in REASON_CHOICES:
+            raise BadCriteria(N_("Unknown result."))
+        reasons = (values["reason"],)
     txn_type = values.get("type") or None
     if txn_type is not None and txn_type not in set(TxnType):
         raise BadCriteria(N_("Unknown transaction type."))
@@ -94,7 +96,7 @@ async def transactions(request: Request, pg: Page) -> Response:
     searched = request.method == "POST" or any(values[k] for k in TEXT_FIELDS) or "go" in source
     context: dict[str, Any] = {"values": values, "pan_given": pan is not None, "pan_ref": "", "error": None,
                                "result": None, "next_url": None, "txn_types": [str(t) for t in TxnType],
-                               "response_codes": RESPONSE_CODE_CHOICES, "in_points": _in_points}
+                               "reasons": REASON_CHOICES, "in_points": _in_points}
     if searched:
         try:
             before_id = _int(str(source.get("before_id", "")))
