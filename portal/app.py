@@ -34,26 +34,9 @@ TEMPLATES_DIR = HERE / "templates"
 STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
-GET, POST, FORM = ["GET"], ["POST"], ["GET", "POST"]
-ROUTES: list[tuple[str, Any, list[str], str]] = [
-    ("/", auth.home, GET, "home"),
-    ("/login", auth.login, FORM, "login"),
-    ("/logout", auth.logout, POST, "logout"),
-    ("/password", auth.password, FORM, "password"),
-    ("/merchants", merchants.merchant_list, GET, "merchants"),
-    ("/merchants/new", merchants.merchant_new, FORM, "merchant_new"),
-    ("/merchants/{merchant_id}", merchants.merchant_view, GET, "merchant_view"),
-    ("/merchants/{merchant_id}/edit", merchants.merchant_edit, FORM, "merchant_edit"),
-    ("/merchants/{merchant_id}/status", merchants.merchant_status, POST, "merchant_status"),
-    ("/operators", operators.operator_list, GET, "operators"),
-    ("/operators/new", operators.operator_new, FORM, "operator_new"),
-    ("/operators/{user_id}", operators.operator_view, GET, "operator_view"),
-    ("/operators/{user_id}/status", operators.operator_status, POST, "operator_status"),
-    ("/operators/{user_id}/reset", operators.operator_reset, POST, "operator_reset"),
-    ("/profile", profile.profile, GET, "profile"),
-    ("/profile/edit", profile.profile_edit, FORM, "profile_edit"),
-    ("/transactions", transactions.transactions, FORM, "transactions"),
-]
+# Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
+PAGES = (auth, merchants, operators, profile, transactions)
+ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
     400: N_("The request was not understood."),

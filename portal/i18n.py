@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale, dates, numbers
-from babel.messages import mofile, pofile
+from babel.messages import Catalog, mofile, pofile
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,13 +35,17 @@ _current: ContextVar[str] = ContextVar("portal_locale", default="en")
 
 
 def load_catalogs(directory: Path = LOCALE_DIR) -> None:
-    """Compile every locale's messages.po in memory; English falls back to the message ids."""
+    """Compile every locale's catalogs in memory (every ``.po`` under its LC_MESSAGES, one per
+    area of the portal, read in name order into one catalog); English falls back to the ids."""
     for code in LOCALES:
-        path = directory / code / "LC_MESSAGES" / "messages.po"
-        with path.open("rb") as f:
-            catalog = pofile.read_po(f, locale=code)
+        merged = Catalog(locale=code)
+        for path in sorted((directory / code / "LC_MESSAGES").glob("*.po")):
+            with path.open("rb") as f:
+                for message in pofile.read_po(f, locale=code):
+                    if message.id:
+                        merged[message.id] = message
         buf = io.BytesIO()
-        mofile.write_mo(buf, catalog)
+        mofile.write_mo(buf, merged)
         buf.seek(0)
         _catalogs[code] = gettext_mod.GNUTranslations(buf)
 

@@ -27,7 +27,8 @@ MERCHANT_ROLES = frozenset({MA, MO})
 # Reached without a session.
 PUBLIC = frozenset({"login", "static"})
 
-RULES: dict[str, frozenset[Role]] = {
+# The rules, one section per area of the portal, merged into RULES below.
+_CORE: dict[str, frozenset[Role]] = {
     "home": EVERYONE,
     "logout": EVERYONE,
     "password": EVERYONE,
@@ -49,9 +50,20 @@ RULES: dict[str, frozenset[Role]] = {
     # Transactions: everyone, a merchant's users only their merchant's.
     "transactions": EVERYONE,
 }
+_CORE_SCOPED = frozenset({"operators", "operator_view", "operator_new", "operator_status", "operator_reset",
+                          "profile", "profile_edit", "transactions"})
 
-MERCHANT_SCOPED = frozenset({"operators", "operator_view", "operator_new", "operator_status", "operator_reset",
-                             "profile", "profile_edit", "transactions"})
+# A merchant's own business: terminals, members, the web trading seat, transaction details.
+_MERCHANT: dict[str, frozenset[Role]] = {}
+_MERCHANT_SCOPED: frozenset[str] = frozenset()
+
+# The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
+_PLATFORM: dict[str, frozenset[Role]] = {}
+_PLATFORM_SCOPED: frozenset[str] = frozenset()
+
+RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
+# The routes that check the object's merchant against the user's (another's answers 404).
+MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED
 
 # The roles a user of each role may give to a user it creates.
 GRANTS: dict[Role, tuple[Role, ...]] = {

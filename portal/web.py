@@ -26,6 +26,10 @@ from portal.settings import PortalSettings
 FORM_FIELDS_MAX = 60
 
 
+# The methods a route answers: reads, changes, and forms (shown by GET, sent by POST).
+GET, POST, FORM = ["GET"], ["POST"], ["GET", "POST"]
+
+
 @dataclass(frozen=True)
 class Portal:
     """The application's shared state (``request.app.state.portal``)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -9,7 +11,7 @@ from portal import audit, csrf, throttle, users
 from portal.i18n import gettext as _
 from portal.passwords import verify_password_async
 from portal.sessions import end_user_sessions
-from portal.web import Page, page, portal_of, redirect, render, safe_next
+from portal.web import FORM, GET, POST, Page, page, portal_of, redirect, render, safe_next
 
 LOGIN_FIELD_MAX = 64
 PASSWORD_FIELD_MAX = 1024  # longer than any allowed password; bounds the hashing work
@@ -118,3 +120,12 @@ async def home(request: Request, pg: Page) -> Response:
     """The start page: what this user can do."""
     return render(request, "home.html", {"changed": request.query_params.get("changed") == "1"},
                   session=pg.session)
+
+
+# (path, endpoint, methods, route name): portal/app.py mounts them; portal/permissions.py rules them.
+ROUTES: list[tuple[str, Any, list[str], str]] = [
+    ("/", home, GET, "home"),
+    ("/login", login, FORM, "login"),
+    ("/logout", logout, POST, "logout"),
+    ("/password", password, FORM, "password"),
+]

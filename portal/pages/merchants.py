@@ -17,7 +17,7 @@ from ledger.loyalty import merchants as ledger_merchants
 from ledger.loyalty.programs import ProvisioningError, list_programs
 from ledger.loyalty.rules import parse_earn_rate
 from portal import audit
-from portal.web import Page, page, redirect, render
+from portal.web import FORM, GET, POST, Page, page, redirect, render
 
 STATUSES = ("active", "disabled")
 
@@ -138,3 +138,13 @@ async def merchant_status(request: Request, pg: Page) -> Response:
                            merchant["merchant_id"], merchant["merchant_id"], {"status": merchant["status"]},
                            {"status": status})
     return redirect(f"/merchants/{merchant['merchant_id']}")
+
+
+# (path, endpoint, methods, route name): portal/app.py mounts them; portal/permissions.py rules them.
+ROUTES: list[tuple[str, Any, list[str], str]] = [
+    ("/merchants", merchant_list, GET, "merchants"),
+    ("/merchants/new", merchant_new, FORM, "merchant_new"),
+    ("/merchants/{merchant_id}", merchant_view, GET, "merchant_view"),
+    ("/merchants/{merchant_id}/edit", merchant_edit, FORM, "merchant_edit"),
+    ("/merchants/{merchant_id}/status", merchant_status, POST, "merchant_status"),
+]

@@ -16,7 +16,7 @@ from portal import audit, users
 from portal.i18n import N_
 from portal.i18n import gettext as _
 from portal.permissions import GRANTS, Role
-from portal.web import Page, page, redirect, render
+from portal.web import FORM, GET, POST, Page, page, redirect, render
 
 
 def _int(value: str | None) -> int | None:
@@ -118,3 +118,13 @@ async def operator_reset(request: Request, pg: Page) -> Response:
         return render(request, "operators/view.html", {"user": user, "can_manage": True, "message": _(str(exc))},
                       status_code=400, session=pg.session)
     return redirect(f"/operators/{user['id']}")
+
+
+# (path, endpoint, methods, route name): portal/app.py mounts them; portal/permissions.py rules them.
+ROUTES: list[tuple[str, Any, list[str], str]] = [
+    ("/operators", operator_list, GET, "operators"),
+    ("/operators/new", operator_new, FORM, "operator_new"),
+    ("/operators/{user_id}", operator_view, GET, "operator_view"),
+    ("/operators/{user_id}/status", operator_status, POST, "operator_status"),
+    ("/operators/{user_id}/reset", operator_reset, POST, "operator_reset"),
+]

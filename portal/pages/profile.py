@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -10,7 +12,7 @@ from ledger.loyalty import merchants as ledger_merchants
 from ledger.loyalty.programs import ProvisioningError
 from portal import audit
 from portal.pages.merchants import fees_text
-from portal.web import Page, page, redirect, render
+from portal.web import FORM, GET, Page, page, redirect, render
 
 FIELDS = tuple(ledger_merchants.PROFILE_LIMITS)
 
@@ -49,3 +51,10 @@ async def profile_edit(request: Request, pg: Page) -> Response:
         return render(request, "profile/form.html", {"values": values, "error": str(exc)}, status_code=400,
                       session=pg.session)
     return redirect("/profile")
+
+
+# (path, endpoint, methods, route name): portal/app.py mounts them; portal/permissions.py rules them.
+ROUTES: list[tuple[str, Any, list[str], str]] = [
+    ("/profile", profile, GET, "profile"),
+    ("/profile/edit", profile_edit, FORM, "profile_edit"),
+]

@@ -26,7 +26,7 @@ from ledger.loyalty.outcomes import Reason, TxnType
 from ledger.loyalty.rules import luhn_ok
 from portal.i18n import N_
 from portal.i18n import gettext as _
-from portal.web import Page, page, render
+from portal.web import FORM, Page, page, render
 
 TEXT_FIELDS = ("date_from", "date_to", "merchant", "terminal", "rrn", "type", "reason", "amount_min",
                "amount_max")
@@ -136,3 +136,9 @@ def open_pan(secret: bytes, sealed: str) -> str:
         return AESGCM(_pan_key(secret)).decrypt(raw[:12], raw[12:], b"pan").decode()
     except (ValueError, InvalidTag):
         raise HTTPException(400) from None
+
+
+# (path, endpoint, methods, route name): portal/app.py mounts them; portal/permissions.py rules them.
+ROUTES: list[tuple[str, Any, list[str], str]] = [
+    ("/transactions", transactions, FORM, "transactions"),
+]
