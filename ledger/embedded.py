@@ -5,13 +5,18 @@ directory, created with the machine's own server binaries (``initdb``,
 ``pg_ctl``) and listening only on a unix socket inside that directory.
 PostgreSQL refuses to run as root, so as root the cluster belongs to an
 unprivileged system user (``postgres`` when it exists, else ``nobody``), run
-with that user's own group and supplementary groups (never root's), and the
-state directory must then be reachable by that user.
+with that user's own group and supplementary groups (never root's). When that
+user cannot reach the state directory (a checkout under ``mktemp -d`` is a 0700
+directory of root's), the cluster lives instead under
+``/var/tmp/switchd-embedded/<hash of the state directory>/pg``: the same
+checkout always finds the same cluster there, and nothing in the checkout has to
+be opened to another user.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -24,6 +29,9 @@ from ledger.errors import SwitchdError
 
 EMBEDDED_DB = "switchd"
 EMBEDDED_SUPERUSER = "switchd"
+# Where a cluster goes when its owner cannot reach the state directory (root-owned, 0711:
+# each cluster's own directory below it belongs to the owner, 0700).
+RELOCATED_ROOT = Path("/var/tmp/switchd-embedded")
 
 
 class EmbeddedError(SwitchdError):
@@ -100,18 +108,40 @@ class EmbeddedPostgres:
     state_dir: Path
     port: int  # [database] embedded_port
     started_here: bool = False
+    relocated_root: Path = RELOCATED_ROOT
+    # Set by locate() when the owner cannot reach the state directory: the cluster's home then.
+    relocated_to: Path | None = None
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.relocated_to or self.state_dir / "pg"
 
     @property
     def data_dir(self) -> Path:
-        return self.state_dir / "pg" / "data"
+        return self.cluster_dir / "data"
 
     @property
     def socket_dir(self) -> Path:
-        return self.state_dir / "pg" / "run"
+        return self.cluster_dir / "run"
 
     @property
     def log_file(self) -> Path:
-        return self.state_dir / "pg" / "postgres.log"
+        return self.cluster_dir / "postgres.log"
+
+    def locate(self, user: RunAs | None) -> None:
+        """Decide where the cluster lives: under the state directory when ``user`` (the owner,
+        when run as root) can reach it, else under ``relocated_root`` (see the module's doc)."""
+        self.relocated_to = None
+        if user is None or self._reachable(self.state_dir / "pg", user):
+            return
+        key = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:16]
+        self.relocated_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.relocated_root, 0o711)
+        home = self.relocated_root / key
+        home.mkdir(mode=0o700, exist_ok=True)
+        os.chown(home, user.uid, user.gid)
+        (home / "state_dir").write_text(f"{self.state_dir.resolve()}\n")  # whose cluster this is
+        self.relocated_to = home / "pg"
 
     def dsn(self) -> str:
         return f"postgresql://{EMBEDDED_SUPERUSER}@/{EMBEDDED_DB}?host={self.socket_dir}&port={self.port}"
@@ -134,11 +164,19 @@ class EmbeddedPostgres:
         return subprocess.run(args, user=user.uid, group=user.gid, extra_groups=list(user.groups),
                               capture_output=True, text=True, timeout=120, check=False)
 
+    def _reachable(self, where: Path, user: RunAs) -> bool:
+        # Tried as the owner: the verdict of ACLs, mounts and modes together. A directory not
+        # made yet will be made (by root, for the owner): its nearest existing parent need only
+        # let the owner through.
+        test = 'cd -- "$1" && test -w .'
+        while not where.exists():
+            where, test = where.parent, 'cd -- "$1"'
+        return self._cmd(["/bin/sh", "-c", test, "sh", str(where)], user).returncode == 0
+
     def _check_reachable(self, user: RunAs) -> None:
         """Fail in one line when ``user`` cannot enter and write the cluster's directory."""
         where = self.data_dir.parent
-        probe = self._cmd(["/bin/sh", "-c", 'cd -- "$1" && test -w .', "sh", str(where)], user)
-        if probe.returncode == 0:
+        if self._reachable(where, user):
             return
         blocked = first_unreachable(where, user) or where
         raise EmbeddedError(
@@ -156,6 +194,7 @@ class EmbeddedPostgres:
                 "/usr/lib/postgresql/*/bin; install PostgreSQL or set SWITCHD_DSN"
             )
         user = self._run_as()
+        self.locate(user)
         if len(str(self.socket_dir)) > 90:
             raise EmbeddedError(
                 f"embedded PostgreSQL: state directory path too long for a unix socket ({self.socket_dir}); "
@@ -210,9 +249,12 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         """Stop the cluster (fast shutdown); a cluster that is not running is fine."""
         bindir = find_pg_bin()
+        user = self._run_as()
+        if self.relocated_to is None:
+            self.locate(user)
         if bindir is None or not self.data_dir.exists():
             return
-        self._cmd([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], self._run_as())
+        self._cmd([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], user)
 
 
 def _last_line(text: str) -> str:

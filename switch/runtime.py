@@ -33,6 +33,9 @@ def database_dsn(cfg: Config, keep_embedded_running: bool = False) -> Iterator[s
     emb = EmbeddedPostgres(cfg.state_path, port=cfg.database.embedded_port)
     dsn = emb.start()
     log.info("database_embedded", data_dir=str(emb.data_dir), socket_dir=str(emb.socket_dir))
+    if emb.relocated_to is not None:
+        log.warning("database_embedded_relocated", data_dir=str(emb.data_dir), state_dir=str(cfg.state_path),
+                    reason="the cluster's owner cannot reach the state directory")
     try:
         yield dsn
     finally:

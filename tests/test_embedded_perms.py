@@ -1,5 +1,6 @@
 """The embedded cluster started as root: run as its unprivileged owner with that owner's own
-group and groups, and a state directory that owner cannot reach is said in one line."""
+group and groups; a state directory that owner cannot reach moves the cluster outside it, and a
+home it cannot reach at all is said in one line."""
 
 from __future__ import annotations
 
@@ -48,8 +49,30 @@ def test_commands_run_with_the_owners_group_and_groups(checkout: Path) -> None:
     assert groups == set(os.getgrouplist(user.name, user.gid)) and 0 not in groups
 
 
-def test_a_checkout_the_owner_cannot_reach_is_one_clear_line(checkout: Path) -> None:
-    emb = EmbeddedPostgres(checkout / "var", port=_free_port())
+def test_a_checkout_the_owner_cannot_reach_gets_its_cluster_outside(checkout: Path, tmp_path: Path) -> None:
+    # `make run` as root in a checkout under `mktemp -d`: the cluster goes under the relocated
+    # root, the same one for the same state directory, and nothing in the checkout is opened.
+    outside = Path(tempfile.mkdtemp(prefix="swk-reloc-", dir="/var/tmp"))
+    os.chmod(outside, 0o711)  # as /var/tmp itself is to the owner
+    try:
+        emb = EmbeddedPostgres(checkout / "var", port=_free_port(), relocated_root=outside / "embedded")
+        try:
+            dsn = emb.start()
+            assert emb.relocated_to is not None and str(outside) in dsn
+            assert (emb.data_dir / "PG_VERSION").exists()
+            assert (checkout.stat().st_mode & 0o777) == 0o700
+        finally:
+            emb.stop()
+        again = EmbeddedPostgres(checkout / "var", port=_free_port(), relocated_root=outside / "embedded")
+        again.locate(again._run_as())
+        assert again.data_dir == emb.data_dir
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_a_cluster_home_nobody_can_reach_is_one_clear_line(checkout: Path) -> None:
+    # Even the relocated root closed (it lies inside the 0700 checkout): one line saying what to do.
+    emb = EmbeddedPostgres(checkout / "var", port=_free_port(), relocated_root=checkout / "elsewhere")
     try:
         with pytest.raises(EmbeddedError) as info:
             emb.start()
