@@ -16,6 +16,7 @@ from cli import (
     eod,
     ledger,
     merchant,
+    portal,
     program,
     recon,
     serve,
@@ -70,6 +71,7 @@ COMMANDS: tuple[click.Command, ...] = (
     txn.txn,
     ledger.ledger,
     recon.recon,
+    portal.portal,
 )
 for _command in COMMANDS:
     root.add_command(_command)
@@ -78,3 +80,7 @@ for _command in COMMANDS:
 def main() -> None:
     """The console script ``switchd``."""
     root(obj={}, prog_name="switchd")
+
+
+if __name__ == "__main__":  # python -m cli.main: how `switchd serve` starts its portal child
+    main()

@@ -110,7 +110,7 @@ METRICS_SCHEMA: Schema = {
 PORTAL_SCHEMA: Schema = {
     "enabled": (bool, True, None),  # switchd serve runs it as a supervised child process
     "host": (str, "127.0.0.1", None),
-    "port": (int, 8080, _between(1, 65535)),
+    "port": (int, 8080, _between(0, 65535)),  # 0: a free one
     "public_base_url": (str, "", None),  # empty: http(s)://host:port
     "session_idle_s": (int, 30 * 60, _between(60, 86_400)),
     "session_absolute_s": (int, 12 * 3600, _between(60, 30 * 86_400)),
