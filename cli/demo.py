@@ -55,3 +55,12 @@ def demo_seed(ctx: click.Context, show_pans: bool, as_json: bool) -> None:
 
     rows = in_transaction(ctx, body)
     emit(rows, as_json, lambda: table(rows, ["kind", "id", "merchant", "program", "detail"]))
+
+
+@demo.command("logins")
+@JSON
+def demo_logins(as_json: bool) -> None:
+    """The portal's demo logins that `demo seed` creates: one per role, one password."""
+    rows = [{"login": u.login, "role": u.role, "merchant": u.merchant_id or "", "password": portal_demo.DEMO_PASSWORD}
+            for u in portal_demo.DEMO_USERS]
+    emit(rows, as_json, lambda: table(rows, ["login", "role", "merchant", "password"]))

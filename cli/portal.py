@@ -113,14 +113,19 @@ async def _seed_demo_users(dsn: str) -> None:
 
 
 @click.command("portal")
+@click.option("--show-url", is_flag=True, help="Print the portal's URL (from the configuration) and exit.")
 @click.option("--demo-users", is_flag=True,
               help="First create the demo users (one per role, password switchd-demo) in a database "
                    "seeded by `switchd demo seed`.")
 @click.pass_context
-def portal(ctx: click.Context, demo_users: bool) -> None:
+def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
     """Serve the web portal alone until SIGTERM/SIGINT (`switchd serve` runs it too: [portal] enabled)."""
     _die_with_parent()
     cfg = config(ctx)
+    if show_url:
+        click.echo(cfg.portal.url if cfg.portal.enabled else f"{cfg.portal.url} (not started by switchd serve: "
+                   "[portal] enabled = false)")
+        return
     configure_logs(cfg.daemon.log_level)
     try:
         secret, _source = portal_secret(cfg)

@@ -79,7 +79,7 @@ async def serve(settings: PortalSettings, dsn: str) -> None:
             log.info("portal_ready", url=url_of(settings, int(sock.getsockname()[1])), pid=os.getpid(),
                      tls=settings.tls, trusted_proxies=list(settings.trusted_proxies))
         await serving
-        log.info("portal_stopped")
+        log.info("portal_drained")
     finally:
         sock.close()
         await pool.close()

@@ -106,10 +106,12 @@ class PortalChild:
         self._pause_s = min(self._pause_s * 2, RESTART_PAUSE_MAX_S)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Ask the child to stop (no restart after this)."""
+        """Ask the child to stop (no restart after this); SIGTERM is sent once, a second one would cut
+        its drain short."""
+        again = self.stopping and sig == signal.SIGTERM
         self.stopping = True
         self._restart_at = None
-        if self.pid is not None:
+        if self.pid is not None and not again:
             assert self.proc is not None
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
