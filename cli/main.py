@@ -23,6 +23,7 @@ from cli import (
     stats,
     terminal,
     txn,
+    user,
 )
 from cli.exits import RootGroup
 
@@ -72,6 +73,7 @@ COMMANDS: tuple[click.Command, ...] = (
     ledger.ledger,
     recon.recon,
     portal.portal,
+    user.user,
 )
 for _command in COMMANDS:
     root.add_command(_command)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -82,3 +83,21 @@ def test_card_entries_name_the_card_masked(run, db_dsn: str) -> None:  # type: i
     assert pan not in repr(cards) and "123 456" not in repr(cards)
     assert cards[1]["before"]["status"] == "active" and cards[1]["after"]["status"] == "blocked"
 
+
+
+def test_user_add_makes_a_portal_user_who_must_change_the_password(run, db_dsn: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    secret = tmp_path / "pw"
+    secret.write_text("first password 1\n")
+    assert run("user", "add", "root-admin", "--name", "Root", "--role", "platform_admin",
+               "--password-file", str(secret)).exit_code == 0
+    listed = json.loads(run("user", "list", "--json").output)
+    assert [(u["login"], u["role"], u["must_change_password"]) for u in listed] == [
+        ("root-admin", "platform_admin", True)]
+    (entry,) = _entries(db_dsn)
+    assert (entry["action"], entry["actor"], entry["after"]["login"]) == ("user_add", "cli:alice", "root-admin")
+    assert "first password" not in repr(entry) and "argon2" not in repr(entry)
+    secret.write_text("short\n")
+    refused = run("user", "add", "other", "--name", "O", "--role", "platform_operator", "--password-file", str(secret))
+    assert refused.exit_code == 1 and "Password must be 10 to 128 characters" in refused.output
+    refused = run("user", "add", "m-user", "--name", "M", "--role", "merchant_admin", "--password-file", str(secret))
+    assert refused.exit_code == 1 and "needs its merchant" in refused.output
