@@ -54,8 +54,16 @@ _CORE_SCOPED = frozenset({"operators", "operator_view", "operator_new", "operato
                           "profile", "profile_edit", "transactions"})
 
 # A merchant's own business: terminals, members, the web trading seat, transaction details.
-_MERCHANT: dict[str, frozenset[Role]] = {}
-_MERCHANT_SCOPED: frozenset[str] = frozenset()
+# The seat, voids and refunds are a merchant's own (the platform has no seat); the platform reads
+# transactions in full, members and terminals. Terminals are the merchant admin's, not the operator's.
+_MERCHANT: dict[str, frozenset[Role]] = {
+    "seat": frozenset({MA, MO}),
+    "transaction_detail": EVERYONE,
+    "transaction_void": frozenset({MA, MO}),
+    "transaction_refund": frozenset({MA, MO}),
+}
+_MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
+                                              "transaction_refund"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
 _PLATFORM: dict[str, frozenset[Role]] = {}
