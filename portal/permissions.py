@@ -61,9 +61,16 @@ _MERCHANT: dict[str, frozenset[Role]] = {
     "transaction_detail": EVERYONE,
     "transaction_void": frozenset({MA, MO}),
     "transaction_refund": frozenset({MA, MO}),
+    # Members (cards): every role; a merchant's users see their program's members only.
+    "members": EVERYONE,
+    "member_new": EVERYONE,
+    "member_view": EVERYONE,
+    "member_edit": EVERYONE,
+    "member_status": EVERYONE,
 }
 _MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
-                                              "transaction_refund"})
+                                              "transaction_refund", "members", "member_new", "member_view",
+                                              "member_edit", "member_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
 _PLATFORM: dict[str, frozenset[Role]] = {}

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger import search
 from ledger.accounts import open_account
 from ledger.loyalty import cards
 from ledger.loyalty.programs import ProvisioningError
@@ -157,3 +158,13 @@ async def merchant_original(conn: asyncpg.Connection | asyncpg.Pool, merchant_id
         "WHERE t.rrn = $1 AND t.merchant_id = $2 AND t.journal_id IS NOT NULL ORDER BY t.id LIMIT 1",
         rrn, merchant_id)
     return None if row is None else dict(row)
+
+
+async def card_transactions(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, merchant_id: str | None = None,
+                            limit: int = 20) -> list[dict[str, Any]]:
+    """A card's latest transactions (at ``merchant_id`` only, when given), newest first, PAN masked."""
+    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
+    if pan is None:
+        return []
+    found = await search.search(conn, search.Filters(pan=str(pan), merchant_id=merchant_id), limit)
+    return list(found["transactions"])
