@@ -28,7 +28,17 @@ from ledger.engine import Ledger, LedgerSettings
 from ledger.loyalty.operations import Loyalty
 from portal import i18n, labels, permissions, security_headers
 from portal.i18n import N_
-from portal.pages import auth, members, merchants, operators, profile, seat, transaction_detail, transactions
+from portal.pages import (
+    auth,
+    members,
+    merchants,
+    operators,
+    profile,
+    seat,
+    terminals,
+    transaction_detail,
+    transactions,
+)
 from portal.sessions import SessionStore
 from portal.settings import PortalSettings
 from portal.web import Portal, render
@@ -39,7 +49,7 @@ STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
-PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members)
+PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

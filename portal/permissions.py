@@ -67,10 +67,17 @@ _MERCHANT: dict[str, frozenset[Role]] = {
     "member_view": EVERYONE,
     "member_edit": EVERYONE,
     "member_status": EVERYONE,
+    # Terminals: the platform's admin all, its operator reads; a merchant's admin its own; not the operator.
+    "terminals": frozenset({PA, PO, MA}),
+    "terminal_view": frozenset({PA, PO, MA}),
+    "terminal_new": frozenset({PA, MA}),
+    "terminal_edit": frozenset({PA, MA}),
+    "terminal_status": frozenset({PA, MA}),
 }
 _MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
                                               "transaction_refund", "members", "member_new", "member_view",
-                                              "member_edit", "member_status"})
+                                              "member_edit", "member_status", "terminals", "terminal_view",
+                                              "terminal_new", "terminal_edit", "terminal_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
 _PLATFORM: dict[str, frozenset[Role]] = {}

@@ -22,6 +22,8 @@ from ledger import search
 from ledger.loyalty import members
 from ledger.loyalty import seat as ledger_seat
 from ledger.loyalty.outcomes import REFUNDABLE, VOIDABLE, TxnType
+from portal.i18n import N_
+from portal.i18n import gettext as _
 from portal.pages.seat import (
     AMOUNT_CHARS_MAX,
     BadForm,
@@ -31,8 +33,6 @@ from portal.pages.seat import (
     reason_words,
     take_and_show,
 )
-from portal.i18n import N_
-from portal.i18n import gettext as _
 from portal.web import GET, POST, Page, page, render
 
 RRN = re.compile(r"^[A-Za-z0-9]{1,12}$")
