@@ -49,8 +49,8 @@ async def _sealed(env: PortalEnv, terminal_id: str) -> tuple[str, bytes]:
     return row["mac_alg"], bytes(row["mac_key_sealed"])
 
 
-async def test_a_drawn_key_is_shown_once_then_only_its_kcv(portal_env: PortalEnv,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_drawn_key_is_shown_once_then_only_its_kcv(portal_env: PortalEnv, caplog: pytest.LogCaptureFixture,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(logging.DEBUG)
     client = await logged_in(portal_env, "m0001-admin")
     made = await _upload(client, "/terminals/new", {"terminal_id": "T0000101", "key_source": "generate",
@@ -68,7 +68,9 @@ async def test_a_drawn_key_is_shown_once_then_only_its_kcv(portal_env: PortalEnv
     audit = await portal_env.pool.fetch("SELECT before::text, after::text FROM portal.audit "
                                         "WHERE object_id = 'T0000101'")
     assert audit and all(key.hex() not in str(tuple(r)).lower() for r in audit)
-    assert key.hex() not in caplog.text.lower()
+    logged = capsys.readouterr()
+    for text in (caplog.text, logged.out, logged.err):
+        assert key.hex() not in text.lower()
     row = await portal_env.pool.fetchrow("SELECT merchant_id, kind FROM switch.terminals WHERE terminal_id = $1",
                                          "T0000101")
     assert tuple(row) == ("M0001", "pos")
