@@ -4,6 +4,7 @@ per form, voids and partial refunds from the page, other merchants' transactions
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 
 import httpx
 from portal_support import (
@@ -14,6 +15,7 @@ from portal_support import (
 )
 
 from ledger.loyalty import demo
+from ledger.terminals import add_terminal
 
 PAN1, PAN2 = demo.demo_pan(1), demo.demo_pan(2)
 MASKED1 = "621234******0019"
@@ -201,3 +203,54 @@ async def test_another_merchants_transaction_is_not_found(portal_env: PortalEnv)
                                                                    "request_id": request_id})
     assert r.status_code == 403
     assert await _count(portal_env) == 1
+
+
+class _Page(HTMLParser):
+    """What the accessibility rules look at: controls and their labels, h1, tables and header cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.labels: set[str] = set()
+        self.h1 = self.th = self.tables = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag in ("input", "select", "textarea") and a.get("type") not in ("hidden", "submit"):
+            self.ids.append(a.get("id") or "<no id>")
+        if tag == "label":
+            self.labels.add(a.get("for") or "")
+        self.h1 += tag == "h1"
+        self.th += tag == "th"
+        self.tables += tag == "table"
+
+
+def _check_page(text: str, where: str) -> None:
+    parsed = _Page()
+    parsed.feed(text)
+    assert parsed.h1 == 1, where
+    assert set(parsed.ids) <= parsed.labels, (where, set(parsed.ids) - parsed.labels)
+    assert parsed.th >= parsed.tables, where
+    assert "<script" not in text and " style=" not in text, where
+    assert PAN1 not in text, where
+
+
+async def test_every_merchant_page_has_labels_one_h1_and_no_full_card_number(portal_env: PortalEnv) -> None:
+    await add_terminal(portal_env.pool, "T0000001", "M0001")
+    cashier = await logged_in(portal_env, "m0001-operator")
+    receipt = await take(cashier, "earn", amount="10")
+    _check_page(receipt.text, "receipt")
+    rrn = rrn_of(receipt.text)
+    card = await portal_env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN1)
+    admin = await logged_in(portal_env, "m0001-admin")
+    for lang in ("en", "zh_CN"):
+        for path in ("/seat", f"/transactions/rrn/{rrn}", "/members", "/members/new", f"/members/{card}",
+                     f"/members/{card}/edit", "/terminals", "/terminals/new", "/terminals/T0000001",
+                     "/terminals/T0000001/edit", "/transactions?go=1"):
+            response = await admin.get(f"{path}{'&' if '?' in path else '?'}lang={lang}")
+            assert response.status_code == 200, path
+            _check_page(response.text, path)
+    drawn = await admin.post("/terminals/T0000001/edit", data={
+        "csrf_token": csrf_of((await admin.get("/terminals/T0000001/edit")).text), "key_source": "generate",
+        "mac_alg": "x919"}, files={"key_file": ("k", b"", "text/plain")})
+    _check_page(drawn.text, "key shown once")
