@@ -117,3 +117,14 @@ async def test_csrf_on_member_changes(portal_env: PortalEnv) -> None:
         assert (await client.post(path, data=form)).status_code == 403, path
     assert await portal_env.pool.fetchval("SELECT count(*) FROM loyalty.cards") == 3
     assert re.search(r"Demo Member 1", (await client.get(card_path)).text)
+
+
+async def test_the_platform_reads_a_merchants_members_and_terminals_from_its_page(portal_env: PortalEnv) -> None:
+    own = await logged_in(portal_env, "m0001-operator")
+    await take(own, "earn", pan=PAN1, amount="10")
+    platform = await logged_in(portal_env, "operator")
+    merchant_page = (await platform.get("/merchants/M0003")).text
+    assert 'href="/terminals?merchant=M0003"' in merchant_page and 'href="/members?program=CAFE"' in merchant_page
+    assert "Demo Member 1" not in (await platform.get("/members?program=CAFE")).text
+    assert "Demo Member 1" in (await platform.get("/members?program=ALLY")).text
+    assert (await platform.get("/terminals?merchant=M0003")).status_code == 200

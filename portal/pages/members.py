@@ -69,6 +69,8 @@ async def member_list(request: Request, pg: Page) -> Response:
     """GET: search by name or phone and status, keyset pages. POST: find one card by its number."""
     program = await own_program(pg)
     q = request.query_params
+    if program is None and q.get("program"):
+        program = q.get("program", "")[:20]  # the platform's users may look at one program's members
     criteria = {"q": q.get("q", "")[:80].strip(), "status": q.get("status") if q.get("status") in CARD_STATUSES
                 else ""}
     error = None
