@@ -43,6 +43,7 @@ class Filters:
     amount_max: int | None = None
     channel: str | None = None  # where it was taken: terminal, web, ... (ledger.loyalty.outcomes.Channel)
     before_id: int | None = None
+    original_journal_id: int | None = None  # what was done against a transaction (voids, refunds, reversals)
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (``t`` = loyalty.transactions, ``c`` = loyalty.cards) and its parameters."""
@@ -54,6 +55,7 @@ class Filters:
             "pan": "t.card_id = (SELECT id FROM loyalty.cards WHERE pan = ${})", "rrn": "t.rrn = ${}",
             "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
             "amount_max": "t.amount <= ${}", "channel": "t.channel = ${}", "before_id": "t.id < ${}",
+            "original_journal_id": "t.original_journal_id = ${}",
         }
         for f in fields(self):
             value = getattr(self, f.name)

@@ -54,8 +54,30 @@ _CORE_SCOPED = frozenset({"operators", "operator_view", "operator_new", "operato
                           "profile", "profile_edit", "transactions"})
 
 # A merchant's own business: terminals, members, the web trading seat, transaction details.
-_MERCHANT: dict[str, frozenset[Role]] = {}
-_MERCHANT_SCOPED: frozenset[str] = frozenset()
+# The seat, voids and refunds are a merchant's own (the platform has no seat); the platform reads
+# transactions in full, members and terminals. Terminals are the merchant admin's, not the operator's.
+_MERCHANT: dict[str, frozenset[Role]] = {
+    "seat": frozenset({MA, MO}),
+    "transaction_detail": EVERYONE,
+    "transaction_void": frozenset({MA, MO}),
+    "transaction_refund": frozenset({MA, MO}),
+    # Members (cards): every role; a merchant's users see their program's members only.
+    "members": EVERYONE,
+    "member_new": EVERYONE,
+    "member_view": EVERYONE,
+    "member_edit": EVERYONE,
+    "member_status": EVERYONE,
+    # Terminals: the platform's admin all, its operator reads; a merchant's admin its own; not the operator.
+    "terminals": frozenset({PA, PO, MA}),
+    "terminal_view": frozenset({PA, PO, MA}),
+    "terminal_new": frozenset({PA, MA}),
+    "terminal_edit": frozenset({PA, MA}),
+    "terminal_status": frozenset({PA, MA}),
+}
+_MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
+                                              "transaction_refund", "members", "member_new", "member_view",
+                                              "member_edit", "member_status", "terminals", "terminal_view",
+                                              "terminal_new", "terminal_edit", "terminal_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
 _PLATFORM: dict[str, frozenset[Role]] = {}
