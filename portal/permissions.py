@@ -58,8 +58,14 @@ _MERCHANT: dict[str, frozenset[Role]] = {}
 _MERCHANT_SCOPED: frozenset[str] = frozenset()
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
-_PLATFORM: dict[str, frozenset[Role]] = {}
-_PLATFORM_SCOPED: frozenset[str] = frozenset()
+# The platform's users see every merchant's figures; a merchant's admin its own statistics and
+# settlement, its operator its own statistics (no settlement). Only the platform admin changes
+# programs, fee schedules and BIN ranges; the platform operator reads them.
+_PLATFORM: dict[str, frozenset[Role]] = {
+    "stats": EVERYONE,
+    "stats_csv": EVERYONE,
+}
+_PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv"})
 
 RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
 # The routes that check the object's merchant against the user's (another's answers 404).

@@ -32,6 +32,8 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "profile": ("GET", "/profile", {}),
     "profile_edit": ("GET", "/profile/edit", {}),
     "transactions": ("GET", "/transactions", {}),
+    "stats": ("GET", "/stats", {}),
+    "stats_csv": ("GET", "/stats.csv?table=members", {}),
     "logout": ("POST", "/logout", {}),  # last: it ends the session
 }
 
