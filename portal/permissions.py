@@ -64,8 +64,12 @@ _MERCHANT_SCOPED: frozenset[str] = frozenset()
 _PLATFORM: dict[str, frozenset[Role]] = {
     "stats": EVERYONE,
     "stats_csv": EVERYONE,
+    "settlement": frozenset({PA, PO, MA}),
+    "settlement_day": frozenset({PA, PO, MA}),
+    "settlement_file": frozenset({PA, PO, MA}),
+    "settlement_summary": frozenset({PA, PO}),
 }
-_PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv"})
+_PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file"})
 
 RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
 # The routes that check the object's merchant against the user's (another's answers 404).
