@@ -24,7 +24,16 @@ from starlette.templating import Jinja2Templates
 
 from portal import i18n, labels, permissions, security_headers
 from portal.i18n import N_
-from portal.pages import auth, merchants, operators, profile, settlement, stats, transactions
+from portal.pages import (
+    audit_log,
+    auth,
+    merchants,
+    operators,
+    profile,
+    settlement,
+    stats,
+    transactions,
+)
 from portal.sessions import SessionStore
 from portal.settings import PortalSettings
 from portal.web import Portal, render
@@ -35,7 +44,7 @@ STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
-PAGES = (auth, merchants, operators, profile, transactions, stats, settlement)
+PAGES = (auth, merchants, operators, profile, transactions, stats, settlement, audit_log)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

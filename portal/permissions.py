@@ -68,8 +68,12 @@ _PLATFORM: dict[str, frozenset[Role]] = {
     "settlement_day": frozenset({PA, PO, MA}),
     "settlement_file": frozenset({PA, PO, MA}),
     "settlement_summary": frozenset({PA, PO}),
+    # The CSV export of a transaction search: whoever may search, a merchant's users their own.
+    "transactions_export": EVERYONE,
+    "audit": frozenset({PA, PO}),
 }
-_PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file"})
+_PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file",
+                                                       "transactions_export"})
 
 RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
 # The routes that check the object's merchant against the user's (another's answers 404).

@@ -38,6 +38,8 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "settlement_day": ("GET", "/settlement/2024-01-02", {}),
     "settlement_file": ("GET", "/settlement/2024-01-02/files/M0001", {}),
     "settlement_summary": ("GET", "/settlement/2024-01-02/summary/csv", {}),
+    "transactions_export": ("GET", "/transactions/export?type=inquiry", {}),
+    "audit": ("GET", "/audit", {}),
     "logout": ("POST", "/logout", {}),  # last: it ends the session
 }
 
