@@ -27,9 +27,12 @@ from portal.i18n import N_
 from portal.pages import (
     audit_log,
     auth,
+    bins,
+    fees,
     merchants,
     operators,
     profile,
+    programs,
     settlement,
     stats,
     transactions,
@@ -44,7 +47,7 @@ STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
-PAGES = (auth, merchants, operators, profile, transactions, stats, settlement, audit_log)
+PAGES = (auth, merchants, operators, profile, transactions, stats, settlement, audit_log, programs, fees, bins)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

@@ -71,6 +71,15 @@ _PLATFORM: dict[str, frozenset[Role]] = {
     # The CSV export of a transaction search: whoever may search, a merchant's users their own.
     "transactions_export": EVERYONE,
     "audit": frozenset({PA, PO}),
+    "programs": frozenset({PA, PO}),
+    "program_view": frozenset({PA, PO}),
+    "program_new": frozenset({PA}),
+    "program_lottery": frozenset({PA}),
+    "fees": frozenset({PA, PO}),
+    "fee_edit": frozenset({PA}),
+    "bins": frozenset({PA, PO}),
+    "bin_new": frozenset({PA}),
+    "bin_remove": frozenset({PA}),
 }
 _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file",
                                                        "transactions_export"})

@@ -40,6 +40,15 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "settlement_summary": ("GET", "/settlement/2024-01-02/summary/csv", {}),
     "transactions_export": ("GET", "/transactions/export?type=inquiry", {}),
     "audit": ("GET", "/audit", {}),
+    "programs": ("GET", "/programs", {}),
+    "program_view": ("GET", "/programs/ALLY", {}),
+    "program_new": ("GET", "/programs/new", {}),
+    "program_lottery": ("GET", "/programs/ALLY/lottery", {}),
+    "fees": ("GET", "/fees", {}),
+    "fee_edit": ("GET", "/fees/M0001", {}),
+    "bins": ("GET", "/bins", {}),
+    "bin_new": ("POST", "/bins/new", {"range": "x"}),
+    "bin_remove": ("POST", "/bins/remove", {"range": "x"}),
     "logout": ("POST", "/logout", {}),  # last: it ends the session
 }
 

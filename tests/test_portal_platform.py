@@ -83,3 +83,78 @@ async def test_audit_pages_are_keyset(portal_env: PortalEnv) -> None:
     nxt = page.split('rel="next"')[0].rsplit('href="', 1)[1].split('"')[0].replace("&amp;", "&")
     second = (await client.get(nxt)).text
     assert "test_70" in second and "test_120" not in second
+
+
+async def test_programs_add_view_and_lottery_by_the_admin(portal_env: PortalEnv) -> None:
+    client = await logged_in(portal_env, "admin")
+    response = await post_form(client, "/programs/new", code="ZED", name="Zed <i>Club</i>", kind="hosted",
+                               currency="156", issue_price_minor="3", redeem_value_minor="2",
+                               txn_max_points="5000", pin_required_for_redeem="1")
+    assert response.status_code == 303 and response.headers["location"] == "/programs/ZED"
+    page = (await client.get("/programs/ZED")).text
+    assert "Zed &lt;i&gt;Club&lt;/i&gt;" in page and "<i>Club</i>" not in page
+    row = await portal_env.pool.fetchrow("SELECT kind, issue_price_minor, pin_required_for_redeem, txn_max_points "
+                                         "FROM loyalty.programs WHERE code = 'ZED'")
+    assert tuple(row) == ("hosted", 3, True, 5000)
+    response = await post_form(client, "/programs/ZED/lottery", price_points="7", prizes="NONE:0:9\nWIN:50:1")
+    assert response.status_code == 303
+    prizes = await portal_env.pool.fetch("SELECT code, points, weight FROM loyalty.lottery_prizes "
+                                         "WHERE program = 'ZED' ORDER BY code")
+    assert [tuple(p) for p in prizes] == [("NONE", 0, 9), ("WIN", 50, 1)]
+    actions = {r["action"] for r in await portal_env.pool.fetch(
+        "SELECT action FROM portal.audit WHERE object_kind = 'program' AND object_id = 'ZED'")}
+    assert actions == {"program_add", "program_lottery"}
+    for form in ({"code": "ZED", "name": "again", "kind": "hosted"}, {"code": "bad code", "name": "x"},
+                 {"code": "NEW", "name": "x", "issue_price_minor": "-1"}):
+        response = await post_form(client, "/programs/new", **{"kind": "alliance", "currency": "156",
+                                                               "issue_price_minor": "1", "redeem_value_minor": "1",
+                                                               "txn_max_points": "10", **form})
+        assert response.status_code == 400 and 'role="alert"' in response.text, form
+    bad = await post_form(client, "/programs/ZED/lottery", price_points="7", prizes="WIN:lots:1")
+    assert bad.status_code == 400 and 'role="alert"' in bad.text
+    assert (await client.get("/programs/NOPE")).status_code == 404
+
+
+async def test_the_platform_operator_reads_but_changes_nothing(portal_env: PortalEnv) -> None:
+    client = await logged_in(portal_env, "operator")
+    for path in ("/programs", "/programs/ALLY", "/fees", "/bins"):
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert "/programs/new" not in page.text and "/bins/new" not in page.text and "/fees/M0001" not in page.text
+    for path, form in (("/programs/ALLY/lottery", {"price_points": "1", "prizes": "A:1:1"}),
+                       ("/fees/M0001", {"fees": "0"}), ("/bins/new", {"range": "999999"}),
+                       ("/bins/remove", {"range": "621234"})):
+        response = await post_form(client, "/programs", path, **form)
+        assert response.status_code == 403, path
+    assert await portal_env.pool.fetchval("SELECT count(*) FROM loyalty.bin_ranges WHERE prefix = '999999'") == 0
+
+
+async def test_fee_schedule_of_a_merchant(portal_env: PortalEnv) -> None:
+    client = await logged_in(portal_env, "admin")
+    assert "<td>M0001</td>" in (await client.get("/fees?q=M000")).text
+    response = await post_form(client, "/fees/M0001", fees="40, redeem=25")
+    assert response.status_code == 303
+    row = await portal_env.pool.fetchrow("SELECT name, earn_num, fee_bps FROM loyalty.merchants "
+                                         "WHERE merchant_id = 'M0001'")
+    assert row["name"] == "Alliance Books" and row["earn_num"] == 1
+    assert row["fee_bps"] == {"default": 40, "redeem": 25}
+    assert await portal_env.pool.fetchval("SELECT count(*) FROM portal.audit WHERE action = 'merchant_fees'") == 1
+    bad = await post_form(client, "/fees/M0001", fees="wash=5")
+    assert bad.status_code == 400 and 'role="alert"' in bad.text
+    assert (await client.get("/fees/NOPE")).status_code == 404
+
+
+async def test_bin_ranges_add_and_remove(portal_env: PortalEnv) -> None:
+    client = await logged_in(portal_env, "admin")
+    response = await post_form(client, "/bins", "/bins/new", range="62200000-62299999", description="Test <b>")
+    assert response.status_code == 303
+    page = (await client.get("/bins")).text
+    assert "<td>6220</td>" in page and "<td>6229</td>" in page  # a range is stored as its prefixes
+    stored = {r["prefix"] for r in await portal_env.pool.fetch("SELECT prefix FROM loyalty.bin_ranges")}
+    assert "6220" in stored and "Test &lt;b&gt;" in page
+    overlap = await post_form(client, "/bins", "/bins/new", range="62201")
+    assert overlap.status_code == 400 and "overlaps" in overlap.text
+    assert (await post_form(client, "/bins", "/bins/new", range="12")).status_code == 400
+    assert (await post_form(client, "/bins", "/bins/remove", range="6220")).status_code == 303
+    assert "6220" not in {r["prefix"] for r in await portal_env.pool.fetch("SELECT prefix FROM loyalty.bin_ranges")}
+    assert (await post_form(client, "/bins", "/bins/remove", range="6220")).status_code == 400
