@@ -158,3 +158,48 @@ async def test_bin_ranges_add_and_remove(portal_env: PortalEnv) -> None:
     assert (await post_form(client, "/bins", "/bins/remove", range="6220")).status_code == 303
     assert "6220" not in {r["prefix"] for r in await portal_env.pool.fetch("SELECT prefix FROM loyalty.bin_ranges")}
     assert (await post_form(client, "/bins", "/bins/remove", range="6220")).status_code == 400
+
+
+async def test_platform_pages_have_one_h1_labels_and_header_cells(portal_env: PortalEnv) -> None:
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ids: list[str] = []
+            self.labels: set[str] = set()
+            self.h1 = self.th = self.tables = 0
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag in ("input", "select", "textarea") and a.get("type") not in ("hidden", "submit"):
+                self.ids.append(a.get("id") or "<no id>")
+            if tag == "label":
+                self.labels.add(a.get("for") or "")
+            self.h1 += tag == "h1"
+            self.th += tag == "th"
+            self.tables += tag == "table"
+
+    await take_some(portal_env.pool)
+    admin = await logged_in(portal_env, "admin")
+    merchant = await logged_in(portal_env, "m0001-admin")
+    pages = [(admin, p) for p in ("/stats", "/stats?period=month", "/settlement", "/settlement/2024-01-02", "/audit",
+                                  "/audit?actor=x", "/programs", "/programs/ALLY", "/programs/new",
+                                  "/programs/ALLY/lottery", "/fees", "/fees/M0001", "/bins")]
+    pages += [(merchant, p) for p in ("/stats", "/settlement")]
+    for client, path in pages:
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        parsed = Page()
+        parsed.feed(response.text)
+        assert parsed.h1 == 1, path
+        assert set(parsed.ids) <= parsed.labels, (path, set(parsed.ids) - parsed.labels)
+        assert parsed.th >= parsed.tables, path
+
+
+async def test_chinese_labels_on_the_platform_pages(portal_env: PortalEnv) -> None:
+    client = await logged_in(portal_env, "admin")
+    for path, label in (("/stats?lang=zh_CN", "统计"), ("/settlement?lang=zh_CN", "结算"),
+                        ("/audit?lang=zh_CN", "审计日志"), ("/programs?lang=zh_CN", "计划"),
+                        ("/bins?lang=zh_CN", "BIN 段"), ("/fees?lang=zh_CN", "费率表")):
+        assert f"<h1>{label}</h1>" in (await client.get(path)).text, path
