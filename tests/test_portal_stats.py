@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from pathlib import Path
 
+from ledger_support import ledger_settings
 from platform_support import take_some
 from portal_support import PortalEnv, logged_in, portal_env_fixture  # noqa: F401
 
-from ledger import stats
+from ledger import eod, stats
 
 
 async def _open_day(env: PortalEnv) -> dt.date:
@@ -40,12 +42,34 @@ async def test_figures_by_period_merchant_and_members(portal_env: PortalEnv) -> 
     redeem = next(r for r in rows if r["txn_type"] == "redeem")
     assert (redeem["transactions"], redeem["approved"], redeem["points_amount"]) == (2, 1, 100)
     merchants = {r["merchant_id"]: r for r in await stats.merchant_stats(portal_env.pool, day, day)}
-    assert merchants["M0001"]["active_members"] == 2 and merchants["M0002"]["approved"] == 2
+    assert merchants["M0001"]["approved"] == 3 and merchants["M0002"]["approved"] == 2
     only = await stats.merchant_stats(portal_env.pool, day, day, "M0002")
     assert [r["merchant_id"] for r in only] == ["M0002"]
     members = await stats.member_stats(portal_env.pool, day - dt.timedelta(days=3), day, "week")
     assert sum(p["active_members"] for p in members["periods"]) >= 2
     assert {r["program"] for r in members["by_program"]} == {"ALLY"}
+
+
+async def test_a_cleared_day_is_rolled_up_once_with_the_same_figures(portal_env: PortalEnv, tmp_path: Path) -> None:
+    pool = portal_env.pool
+    await take_some(pool)
+    day = await _open_day(portal_env)
+    live = (await stats.period_stats(pool, day, day, "day"), await stats.merchant_stats(pool, day, day),
+            await stats.member_stats(pool, day, day, "week"))
+    assert await pool.fetchval("SELECT count(*) FROM eod.stats_days") == 0  # an open day is read live
+    assert (await eod.run(pool, day, tmp_path, wait_lock_s=5, ledger_settings=ledger_settings())).ok
+    rolled = (await stats.period_stats(pool, day, day, "day"), await stats.merchant_stats(pool, day, day),
+              await stats.member_stats(pool, day, day, "week"))
+    assert await pool.fetchval("SELECT array_agg(business_date) FROM eod.stats_days") == [day]
+    assert rolled == live
+    # The next day is read live beside the rolled-up one; a second read rolls nothing up again.
+    await take_some(pool)
+    both = await stats.merchant_stats(pool, day, day + dt.timedelta(days=1))
+    assert {r["merchant_id"]: r["approved"] for r in both} == {"M0001": 6, "M0002": 4}
+    async with pool.acquire() as conn:
+        assert not await stats.roll_up_day(conn, day)
+    members = await stats.member_stats(pool, day, day + dt.timedelta(days=1), "month")
+    assert [p["active_members"] for p in members["periods"] if p["active_members"]] in ([2], [2, 2])
 
 
 async def test_a_merchant_sees_its_own_figures_only(portal_env: PortalEnv) -> None:
@@ -92,14 +116,26 @@ async def test_the_queries_use_the_indexes(portal_env: PortalEnv) -> None:
         await conn.execute(
             "INSERT INTO loyalty.cards(pan, created_at) SELECT '9' || lpad(i::text, 15, '0'), "
             "now() - make_interval(days => i % 400) FROM generate_series(1, 5000) i")
+        async with conn.transaction():  # a roll-up of 400 days, as cleared days leave behind
+            await conn.execute("INSERT INTO eod.stats_days SELECT current_date - i FROM generate_series(0, 399) i")
+            await conn.execute(
+                "INSERT INTO eod.stats_daily SELECT current_date - (i % 400), 'M' || i, 'earn', 1, 1, 1, 0, 0, 0, 0 "
+                "FROM generate_series(1, 20000) i")
+            await conn.execute("INSERT INTO eod.stats_active_cards SELECT current_date - (i % 400), 'ALLY', i "
+                               "FROM generate_series(1, 20000) i")
+        await conn.execute("ANALYZE eod.stats_daily")
+        await conn.execute("ANALYZE eod.stats_active_cards")
         await conn.execute("ANALYZE loyalty.transactions")
         await conn.execute("ANALYZE loyalty.cards")
         day = dt.date.today()
         for sql, args in (
-            ("SELECT count(*) FROM loyalty.transactions t WHERE t.business_date BETWEEN $1 AND $2 "
-             "AND t.txn_type <> 'marker'", (day, day)),
-            ("SELECT count(*) FROM loyalty.transactions t WHERE t.business_date BETWEEN $1 AND $2 "
-             "AND t.txn_type <> 'marker' AND t.merchant_id = $3", (day - dt.timedelta(days=30), day, "M0001")),
+            ("SELECT count(*) FROM loyalty.transactions t WHERE t.business_date = ANY($1::date[]) "
+             "AND t.txn_type <> 'marker'", ([day, day - dt.timedelta(days=1)],)),
+            ("SELECT count(*) FROM eod.stats_daily t WHERE t.business_date = ANY($1::date[])", ([day],)),
+            ("SELECT count(DISTINCT card_id) FROM eod.stats_active_cards a WHERE a.business_date = ANY($1::date[])",
+             ([day],)),
+            ("SELECT count(*) FROM loyalty.transactions t WHERE t.merchant_id = $1 AND t.business_date BETWEEN $2 "
+             "AND $3 AND t.txn_type <> 'marker'", ("M0001", day - dt.timedelta(days=30), day)),
             ("SELECT count(*) FROM loyalty.cards c WHERE c.created_at >= $1::date::timestamp AT TIME ZONE 'UTC' "
              "AND c.created_at < ($2::date + 1)::timestamp AT TIME ZONE 'UTC'", (day, day)),
         ):
@@ -107,3 +143,4 @@ async def test_the_queries_use_the_indexes(portal_env: PortalEnv) -> None:
             assert "Index" in plan, plan
         await conn.execute("DELETE FROM loyalty.transactions WHERE idempotency_key LIKE 'stat-%'")
         await conn.execute("DELETE FROM loyalty.cards WHERE pan LIKE '9%'")
+        await conn.execute("TRUNCATE eod.stats_daily, eod.stats_active_cards, eod.stats_days")

@@ -120,10 +120,8 @@ async def stats_page(request: Request, pg: Page) -> Response:
 
 
 _CSV_COLUMNS = {
-    "periods": ("period_start", "txn_type", "transactions", "approved", "money_amount_minor", "points_amount",
-                "points_credited", "points_debited"),
-    "merchants": ("merchant_id", "transactions", "approved", "money_amount_minor", "points_amount", "fees_minor",
-                  "active_members"),
+    "periods": ("period_start", "txn_type", *stats.SUMS),
+    "merchants": ("merchant_id", *stats.SUMS),
     "members": ("period_start", "active_members", "new_members"),
 }
 
