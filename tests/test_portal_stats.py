@@ -58,9 +58,9 @@ async def test_a_cleared_day_is_rolled_up_once_with_the_same_figures(portal_env:
             await stats.member_stats(pool, day, day, "week"))
     assert await pool.fetchval("SELECT count(*) FROM eod.stats_days") == 0  # an open day is read live
     assert (await eod.run(pool, day, tmp_path, wait_lock_s=5, ledger_settings=ledger_settings())).ok
+    assert await pool.fetchval("SELECT array_agg(business_date) FROM eod.stats_days") == [day]  # by end of day
     rolled = (await stats.period_stats(pool, day, day, "day"), await stats.merchant_stats(pool, day, day),
               await stats.member_stats(pool, day, day, "week"))
-    assert await pool.fetchval("SELECT array_agg(business_date) FROM eod.stats_days") == [day]
     assert rolled == live
     # The next day is read live beside the rolled-up one; a second read rolls nothing up again.
     await take_some(pool)
@@ -68,6 +68,10 @@ async def test_a_cleared_day_is_rolled_up_once_with_the_same_figures(portal_env:
     assert {r["merchant_id"]: r["approved"] for r in both} == {"M0001": 6, "M0002": 4}
     async with pool.acquire() as conn:
         assert not await stats.roll_up_day(conn, day)
+        # A cleared day not rolled up (cleared before the roll-up existed) is rolled up by the first read.
+        await conn.execute("TRUNCATE eod.stats_daily, eod.stats_active_cards, eod.stats_days")
+    assert await stats.merchant_stats(pool, day, day + dt.timedelta(days=1)) == both
+    assert await pool.fetchval("SELECT array_agg(business_date) FROM eod.stats_days") == [day]
     members = await stats.member_stats(pool, day, day + dt.timedelta(days=1), "month")
     assert [p["active_members"] for p in members["periods"] if p["active_members"]] in ([2], [2, 2])
 
