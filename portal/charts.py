@@ -16,6 +16,7 @@ MARGIN_LEFT = 8
 MARGIN_BOTTOM = 24
 MARGIN_TOP = 16
 BARS_MAX = 400
+BAR_WIDTH_MAX = 48
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def bar_chart(points: Sequence[tuple[str, int]], width: int = WIDTH, height: int
 
     >>> c = bar_chart([("a", 10), ("b", 5)], width=208, height=140)
     >>> [(b.x, b.y, b.width, b.height) for b in c.bars]
-    [(8.0, 16.0, 80.0, 100.0), (108.0, 66.0, 80.0, 50.0)]
+    [(8.0, 16.0, 48, 100.0), (108.0, 66.0, 48, 50.0)]
     >>> bar_chart([]).bars
     ()
     """
@@ -61,5 +62,5 @@ def bar_chart(points: Sequence[tuple[str, int]], width: int = WIDTH, height: int
     for i, (label, value) in enumerate(points):
         h = plot_h * max(value, 0) / top if top > 0 else 0.0
         bars.append(Bar(x=round(MARGIN_LEFT + i * slot, 2), y=round(baseline - h, 2),
-                        width=round(slot * 0.8, 2), height=round(h, 2), label=label, value=value))
+                        width=min(round(slot * 0.8, 2), BAR_WIDTH_MAX), height=round(h, 2), label=label, value=value))
     return BarChart(width, height, baseline, tuple(bars), top, max(1, -(-len(points) // 12)))
