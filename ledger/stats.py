@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from ledger.errors import SwitchdError
+
 GROUPS = {"merchant": "t.merchant_id", "program": "t.program", "type": "t.txn_type", "terminal": "t.terminal_id"}
 POINTS_TYPES = ("redeem", "topup", "lottery")
 
@@ -80,7 +82,7 @@ PERIODS = ("day", "week", "month")
 RANGE_DAYS_MAX = 400
 
 
-class StatsRangeError(ValueError):
+class StatsRangeError(SwitchdError, ValueError):
     """A date range the statistics refuse; ``str()`` is one line."""
 
 
