@@ -53,6 +53,8 @@ def portal_settings(cfg: Config, secret: bytes) -> PortalSettings:
         tls_key_file=p.tls_key_file or None, trusted_proxies=p.proxies, secret_file=p.secret_file or None,
         db_pool_size_max=p.db_pool_size_max, limit_concurrency=p.limit_concurrency,
         default_locale=p.default_locale, secret=secret,
+        # Where `switchd eod run` writes the files the settlement pages serve.
+        settlement_dir=Path(cfg.eod.settlement_dir) if cfg.eod.settlement_dir else cfg.state_path / "settlement",
     )
 
 

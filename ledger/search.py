@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import asyncpg
@@ -170,3 +170,25 @@ async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
         rec["response_key"] = receipt["idempotency_key"] if receipt is not None else None
         records.append(rec)
     return {"rrn": rrn, "records": records}
+
+
+EXPORT_ROWS_MAX = 100_000
+EXPORT_COLUMNS = ("id", "business_date", "created_at", "txn_type", "reason", "rrn", "stan", "terminal_id",
+                  "merchant_id", "program", "amount", "currency", "points_delta", "money_delta_minor", "fee_minor",
+                  "prize_code", "channel", "operator_ref", "pan", "journal_id", "original_journal_id")
+
+
+async def export_pages(conn: asyncpg.Connection | asyncpg.Pool, filters: Filters, rows_max: int = EXPORT_ROWS_MAX
+                       ) -> AsyncIterator[list[dict[str, Any]]]:
+    """The matching transactions, newest first, in pages of LIMIT_MAX (cards masked), at most
+    ``rows_max`` rows in all; each page is its own short query (keyset), so nothing is held open."""
+    left = max(0, min(rows_max, EXPORT_ROWS_MAX))
+    cursor = filters
+    while left > 0:
+        page = await search(conn, cursor, min(LIMIT_MAX, left))
+        if page["transactions"]:
+            yield page["transactions"]
+        left -= page["count"]
+        if page["next_before_id"] is None:
+            return
+        cursor = replace(cursor, before_id=page["next_before_id"])

@@ -29,12 +29,18 @@ from ledger.loyalty.operations import Loyalty
 from portal import i18n, labels, permissions, security_headers
 from portal.i18n import N_
 from portal.pages import (
+    audit_log,
     auth,
+    bins,
+    fees,
     members,
     merchants,
     operators,
     profile,
+    programs,
     seat,
+    settlement,
+    stats,
     terminals,
     transaction_detail,
     transactions,
@@ -49,7 +55,8 @@ STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
-PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals)
+PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
+         stats, settlement, audit_log, programs, fees, bins)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

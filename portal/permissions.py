@@ -80,8 +80,31 @@ _MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "tra
                                               "terminal_new", "terminal_edit", "terminal_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
-_PLATFORM: dict[str, frozenset[Role]] = {}
-_PLATFORM_SCOPED: frozenset[str] = frozenset()
+# The platform's users see every merchant's figures; a merchant's admin its own statistics and
+# settlement, its operator its own statistics (no settlement). Only the platform admin changes
+# programs, fee schedules and BIN ranges; the platform operator reads them.
+_PLATFORM: dict[str, frozenset[Role]] = {
+    "stats": EVERYONE,
+    "stats_csv": EVERYONE,
+    "settlement": frozenset({PA, PO, MA}),
+    "settlement_day": frozenset({PA, PO, MA}),
+    "settlement_file": frozenset({PA, PO, MA}),
+    "settlement_summary": frozenset({PA, PO}),
+    # The CSV export of a transaction search: whoever may search, a merchant's users their own.
+    "transactions_export": EVERYONE,
+    "audit": frozenset({PA, PO}),
+    "programs": frozenset({PA, PO}),
+    "program_view": frozenset({PA, PO}),
+    "program_new": frozenset({PA}),
+    "program_lottery": frozenset({PA}),
+    "fees": frozenset({PA, PO}),
+    "fee_edit": frozenset({PA}),
+    "bins": frozenset({PA, PO}),
+    "bin_new": frozenset({PA}),
+    "bin_remove": frozenset({PA}),
+}
+_PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file",
+                                                       "transactions_export"})
 
 RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
 # The routes that check the object's merchant against the user's (another's answers 404).
