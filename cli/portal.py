@@ -54,7 +54,7 @@ def portal_settings(cfg: Config, secret: bytes) -> PortalSettings:
         db_pool_size_max=p.db_pool_size_max, limit_concurrency=p.limit_concurrency,
         default_locale=p.default_locale, secret=secret,
         # Where `switchd eod run` writes the files the settlement pages serve.
-        settlement_dir=Path(cfg.eod.settlement_dir) if cfg.eod.settlement_dir else cfg.state_path / "settlement",
+        settlement_dir=cfg.eod.settlement_dir or str(cfg.state_path / "settlement"),
     )
 
 
