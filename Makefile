@@ -7,7 +7,7 @@ STAMP := $(VENV)/.compiled
 # The request path's modules, compiled in place by mypyc (setup.py's list): rebuilt when one changes.
 COMPILED_SRC := $(shell sed -n 's/^    "\([a-z_/]*\.py\)",$$/\1/p' setup.py)
 
-.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory clean venv
+.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal clean venv
 
 # Installed interpreted first (editable), so that mypyc then type-checks against the real libraries.
 $(INSTALLED): pyproject.toml setup.py
@@ -85,3 +85,7 @@ clean:
 
 bench-eod: $(STAMP)
 	$(BIN)/python bench/eod.py
+
+# The portal under 20 users on a ledger of a million journals, and the switch beside it; ARGS=--quick.
+bench-portal: $(STAMP)
+	$(BIN)/python bench/portal.py $(ARGS)
