@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import os
+import platform
 import re
 import resource
 import shutil
@@ -41,6 +42,26 @@ PGBENCH_GRACE_S = 120.0  # on top of the run's own length
 
 
 # ---------------------------------------------------------------------- databases
+
+
+def provenance() -> dict[str, Any]:
+    """What every results file starts with: when, which commit (``+dirty`` with uncommitted
+    changes), and the machine (CPUs, Python, platform, how many modules run compiled)."""
+    from switch import compiled  # noqa: PLC0415 - importable once ROOT is on the path
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head, dirty = "unknown", ""
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": f"{head}+dirty" if dirty else head,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "compiled_modules": len(compiled.extensions())},
+    }
 
 
 async def ledger_chart(dsn: str, members: int, asset: str = "PTS:BENCH") -> tuple[int, list[int]]:

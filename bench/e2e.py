@@ -558,8 +558,7 @@ def main() -> int:
     dsn = harness.with_database(ADMIN_DSN, name)
     master_key_hex = secrets.token_hex(32)
     results: dict[str, Any] = {
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        **_common.provenance(),
         "daemon_log_level": LOG_LEVEL, "mix": MIX, "connections": args.connections,
         "pool_size": args.pool_size,
         "workers": args.workers,

@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import _common
 import asyncpg
 from _common import ADMIN_DSN, ROOT
 
@@ -294,6 +295,7 @@ def cli() -> None:
     figures = asyncio.run(main(args))
     print(json.dumps(figures, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figures = {**_common.provenance(), **figures}
     Path(args.out).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 

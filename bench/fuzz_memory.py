@@ -25,24 +25,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import ADMIN_DSN, ROOT, Daemon
 
 from ledger import db as ledger_db
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
-from switch import compiled
 from switch.terminals import add_terminal
 from tools import _msg, harness
 
@@ -228,17 +225,6 @@ async def fuzz_round(port: int, fuzzer: Fuzzer, frames: int, concurrency: int) -
 # ---------------------------------------------------------------------- figures
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip() or "unknown"
-    return f"{commit}+dirty" if dirty else commit
-
-
 def growth_per_round_mb(rss_mb: list[float]) -> float:
     """RSS growth per round from the end of round 2 to the end of the last (round 1 warms up).
 
@@ -272,11 +258,7 @@ def main() -> int:
 
     master_key_hex = secrets.token_hex(32)
     results: dict[str, Any] = {
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": git_commit(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "implementation": platform.python_implementation(), "platform": platform.platform(),
-                    "compiled_modules": len(compiled.extensions())},
+        **_common.provenance(),
         "rounds": args.rounds, "frames_per_round": args.frames, "concurrency": args.concurrency,
         "seed": args.seed, "daemon_log_level": args.log_level, "bound_mb_per_round": args.bound_mb_per_round,
     }

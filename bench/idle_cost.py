@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import ROOT
 
 from switch import codec, mac
@@ -110,8 +110,7 @@ def main() -> int:
         print(f"sleep {r['sleep_before_ms']:4.1f} ms before each chunk: {r['chunks']:5d} chunks, CPU per chunk "
               f"median {r['cpu_us_median']:7.1f} us (p25 {r['cpu_us_p25']:.1f}, p75 {r['cpu_us_p75']:.1f}), "
               f"x{r['ratio_to_back_to_back']:.2f} of back to back", flush=True)
-    result = {"frames_per_chunk": args.frames, "conditions": rows,
-              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+    result = {**_common.provenance(), "frames_per_chunk": args.frames, "conditions": rows,
               "note": "CPU time per chunk of request-path code; conditions interleaved; see the module docstring"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import _common
 from _common import ADMIN_DSN, ROOT, ledger_chart, run_pgbench
 
 from ledger import accounts as A
@@ -141,7 +140,7 @@ if __name__ == "__main__":
                 r["ratio_to_pgbench"] = round(ratio, 2)
                 r["target_ratio"] = target
                 r["meets_target"] = ratio >= target
-    figures["machine"] = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    figures.update(_common.provenance())
     figures["median_note"] = "one run; p50 is the median latency"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(figures, indent=2))

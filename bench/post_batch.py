@@ -22,12 +22,12 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import _common
 from _common import ADMIN_DSN, ROOT, ledger_chart, proc_cpu_s
 
 from ledger import db as ledger_db
@@ -121,7 +121,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "post_batch.json"))
     args = ap.parse_args()
     figures = asyncio.run(measure(args))
-    figures["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    figures.update(_common.provenance())
     figures["started_note"] = "one connection, calls in a row, generic plans; each size its better of two"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(figures, indent=2))

@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +147,7 @@ def main() -> int:
         return 2
     name = harness.unique_database_name("switchd_wire")
     dsn = harness.with_database(ADMIN_DSN, name)
-    results: dict[str, Any] = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "cpus": os.cpu_count(), "rlimit_nofile": nofile,
+    results: dict[str, Any] = {**_common.provenance(), "rlimit_nofile": nofile,
                                "daemon_log_level": args.log_level}
     asyncio.run(harness.create_database(ADMIN_DSN, name))
     try:
