@@ -540,14 +540,6 @@ def switch_beside(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- the run
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--journals", type=int, default=1_000_000)
@@ -579,14 +571,14 @@ def main() -> int:
         args.switch_connections = 20
 
     pages = discover_pages()
-    results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "pure": os.environ.get("SWITCHD_PURE") == "1"},
+    results: dict[str, Any] = {**_common.provenance()}
+    results["date"] = results["started_at"]
+    results["machine"]["pure"] = os.environ.get("SWITCHD_PURE") == "1"
+    results.update({
         "journals_target": args.journals, "merchants": args.merchants, "cards": args.cards, "users": args.users,
         "duration_s": args.duration_s, "think_s_mean": args.think_s, "quick": args.quick,
         "pages_found": {p: spec["path"] or "missing" for p, spec in pages.items()},
-    }
+    })
     print(f"pages: {results['pages_found']}", flush=True)
     name = harness.unique_database_name("switchd_bench_portal")
     dsn = harness.with_database(ADMIN_DSN, name)
