@@ -291,18 +291,15 @@ class User:
     txns: list[dict[str, Any]] = field(default_factory=list)  # for detail and search criteria
 
 
-async def create_users(dsn: str, count: int) -> tuple[list[User], str]:
+async def create_users(dsn: str, count: int) -> list[User]:
     """``count`` users through portal.users (no forced change), each merchant user of its own
-    merchant, with transactions of theirs to look at; and the cleared business day."""
+    merchant, with transactions of theirs to look at."""
     from portal.users import create_user
 
     conn = await ledger_db.connect(dsn)
     try:
         merchants = [r["merchant_id"] for r in await conn.fetch(
             "SELECT merchant_id FROM loyalty.merchants ORDER BY merchant_id LIMIT $1", count)]
-        day = await conn.fetchval("SELECT max(business_date) FROM loyalty.transactions "
-                                  "WHERE business_date < (SELECT max(business_date) FROM loyalty.transactions)")
-        day = day or await conn.fetchval("SELECT max(business_date) FROM loyalty.transactions")
         users: list[User] = []
         for n in range(count):
             role = ROLES[n % len(ROLES)]
@@ -318,12 +315,13 @@ async def create_users(dsn: str, count: int) -> tuple[list[User], str]:
                 "TABLESAMPLE SYSTEM (1) WHERE rrn IS NOT NULL LIMIT 200")
             user.txns = [dict(r) for r in rows]
             users.append(user)
-        return users, str(day)
+        return users
     finally:
         await conn.close()
 
 
 async def seat_pans(dsn: str) -> list[str]:
+    """The seat's card numbers (build_ledger's)."""
     conn = await ledger_db.connect(dsn)
     try:
         return [r["pan"] for r in await conn.fetch("SELECT pan FROM loyalty.cards WHERE pan LIKE '6212345%'")]
@@ -588,7 +586,8 @@ def main() -> int:
         print(f"set-up (not measured): {args.journals:,} journals ...", flush=True)
         results["setup"] = asyncio.run(build_ledger(dsn, args, work))
         results["journals"] = results["setup"]["journals"]
-        users, day = asyncio.run(create_users(dsn, args.users))
+        users = asyncio.run(create_users(dsn, args.users))
+        day = results["setup"].get("business_date_cleared") or dt.date.today().isoformat()
         pans = asyncio.run(seat_pans(dsn))
         results["roles"] = {r: sum(1 for u in users if u.role == r) for r in sorted({u.role for u in users})}
         with PortalProcess(dsn, work, args.launcher) as portal:
