@@ -17,7 +17,8 @@
    a user thinks for a random time of mean --think-s (0: back to back, the
    portal's maximum). The pages' paths are discovered from portal.app's ROUTES by
    route name (the PAGES table below); a page whose route does not exist is
-   reported "missing".
+   reported "missing". Then each page alone, --solo-requests requests one at a time
+   by one user: its latency without the others' load (which page is slow by itself).
 4. The switch's approved/s (bench/e2e.py's set-up and load generator, on a
    database of its own) without and with an idle portal beside it on the same
    database, in short alternated phases: without, with, with, without.
@@ -352,6 +353,7 @@ class Tally:
     statuses: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
+    bytes_total: int = 0
 
     def add(self, ms: float, status: int) -> None:
         self.latencies_ms.append(ms)
@@ -370,6 +372,45 @@ async def login(client: httpx.AsyncClient, user: User) -> None:
         raise RuntimeError(f"login of {user.login} failed: HTTP {r.status_code}")
 
 
+async def hit(client: httpx.AsyncClient, page: str, spec: Mapping[str, Any], user: User, rng: random.Random,
+              day: str, pans: list[str], tallies: dict[str, Tally]) -> None:
+    """One request of ``page`` (the seat: its form read, then posted), timed into ``tallies``."""
+    txn = rng.choice(user.txns)
+    try:
+        if page == "seat":
+            t = time.perf_counter()
+            form = await client.get(spec["path"], params={"kind": "earn"})
+            tallies["seat_form"].add((time.perf_counter() - t) * 1000, form.status_code)
+            read = hidden_fields(form.text)
+            data = {**SEAT_FORM, "pan": rng.choice(pans), **{k: read.get(k, "") for k in SEAT_FORM_READ}}
+            t = time.perf_counter()
+            r = await client.post(spec["path"], data=data)
+            tallies[page].add((time.perf_counter() - t) * 1000, r.status_code)
+            outcome = ("approved" if r.status_code == 200 and "Approved" in r.text
+                       else f"http {r.status_code}" if r.status_code != 200 else "declined")
+            tallies[page].outcomes[outcome] = tallies[page].outcomes.get(outcome, 0) + 1
+            return
+        params: dict[str, str] = {}
+        if page == "search":
+            values = {"mid": txn["merchant_id"] or "", "tid": txn["terminal_id"] or "", "rrn": txn["rrn"] or "",
+                      "today": dt.date.today().isoformat()}
+            params = {k: v.format(**values) for k, v in rng.choice(SEARCHES).items()}
+        elif page == "statistics":
+            params = dict(rng.choice(STATS_QUERIES))
+        t = time.perf_counter()
+        r = await client.get(fill_path(spec["path"], txn, day), params=params)
+        tallies[page].add((time.perf_counter() - t) * 1000, r.status_code)
+        tallies[page].bytes_total += len(r.content)
+    except httpx.HTTPError as exc:
+        tallies[page].error(type(exc).__name__)
+
+
+def client_for(base_url: str) -> httpx.AsyncClient:
+    """A user's HTTP client: one connection, kept alive; redirects not followed."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=HTTP_TIMEOUT_S, follow_redirects=False)
+
+
 async def user_loop(base_url: str, user: User, pages: dict[str, dict[str, Any]], day: str, pans: list[str],
                     tallies: dict[str, Tally], start: asyncio.Event, stop_at: list[float], think_s: float,
                     seed: int, ready: list[int]) -> None:
@@ -377,45 +418,43 @@ async def user_loop(base_url: str, user: User, pages: dict[str, dict[str, Any]],
     rng = random.Random(seed)
     mine = [p for p, spec in pages.items() if user.role in spec["roles"]]
     weights = [pages[p]["weight"] for p in mine]
-    today = dt.date.today().isoformat()
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=HTTP_TIMEOUT_S,
-                                 follow_redirects=False) as client:
+    async with client_for(base_url) as client:
         await login(client, user)
         ready[0] += 1
         await start.wait()
         while time.monotonic() < stop_at[0] and mine:
             page = rng.choices(mine, weights)[0]
-            spec = pages[page]
-            txn = rng.choice(user.txns)
-            try:
-                if page == "seat":
-                    t = time.perf_counter()
-                    form = await client.get(spec["path"], params={"kind": "earn"})
-                    tallies["seat_form"].add((time.perf_counter() - t) * 1000, form.status_code)
-                    read = hidden_fields(form.text)
-                    data = {**SEAT_FORM, "pan": rng.choice(pans), **{k: read.get(k, "") for k in SEAT_FORM_READ}}
-                    t = time.perf_counter()
-                    r = await client.post(spec["path"], data=data)
-                    tallies[page].add((time.perf_counter() - t) * 1000, r.status_code)
-                    outcome = ("approved" if r.status_code == 200 and "Approved" in r.text
-                               else f"http {r.status_code}" if r.status_code != 200 else "declined")
-                    tallies[page].outcomes[outcome] = tallies[page].outcomes.get(outcome, 0) + 1
-                else:
-                    params: dict[str, str] = {}
-                    if page == "search":
-                        values = {"mid": txn["merchant_id"] or "", "tid": txn["terminal_id"] or "",
-                                  "rrn": txn["rrn"] or "", "today": today}
-                        params = {k: v.format(**values) for k, v in rng.choice(SEARCHES).items()}
-                    elif page == "statistics":
-                        params = dict(rng.choice(STATS_QUERIES))
-                    t = time.perf_counter()
-                    r = await client.get(fill_path(spec["path"], txn, day), params=params)
-                    tallies[page].add((time.perf_counter() - t) * 1000, r.status_code)
-            except httpx.HTTPError as exc:
-                tallies[page].error(type(exc).__name__)
+            await hit(client, page, pages[page], user, rng, day, pans, tallies)
             if think_s > 0:
                 await asyncio.sleep(rng.expovariate(1 / think_s))
+
+
+async def solo(portal: PortalProcess, users: list[User], pages: dict[str, dict[str, Any]], day: str,
+               pans: list[str], requests_per_page: int) -> dict[str, Any]:
+    """Each page alone, one request at a time, by a user of the widest scope that may use it (the
+    platform's first): its latency without the other pages' load."""
+    out: dict[str, Any] = {}
+    rng = random.Random(0)
+    for page, spec in pages.items():
+        user = next((u for role in ("platform_admin", "platform_operator", "merchant_admin", "merchant_operator")
+                     if role in spec["roles"] for u in users if u.role == role), None)
+        if not spec["path"] or user is None:
+            continue
+        tallies = {page: Tally(), "seat_form": Tally()}
+        async with client_for(portal.url) as client:
+            await login(client, user)
+            for _ in range(requests_per_page):
+                await hit(client, page, spec, user, rng, day, pans, tallies)
+        lat = tallies[page].latencies_ms
+        out[page] = {"role": user.role, "requests": len(lat), "p50_ms": pct(lat, 0.5), "max_ms": pct(lat, 1.0),
+                     "http_statuses": tallies[page].statuses,
+                     "bytes_mean": round(tallies[page].bytes_total / len(lat)) if lat and page != "seat" else None}
+    return out
+
+
+def load_average_1m() -> float:
+    """The machine's 1-minute load average (other users of this shared box included)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -444,13 +483,15 @@ async def run_users(portal: PortalProcess, users: list[User], pages: dict[str, d
             failed[0].result()  # raises the login's error
         await asyncio.sleep(0.1)
     cpu0 = portal.cpu_s()
+    load0 = load_average_1m()
     t0 = time.monotonic()
     stop_at[0] = t0 + duration_s
     start.set()
     await asyncio.gather(*tasks)
     elapsed = time.monotonic() - t0
     portal_cpu_s = portal.cpu_s() - cpu0
-    out: dict[str, Any] = {"elapsed_s": round(elapsed, 1), "portal_cpu_s": round(portal_cpu_s, 1), "pages": {}}
+    out: dict[str, Any] = {"elapsed_s": round(elapsed, 1), "portal_cpu_s": round(portal_cpu_s, 1),
+                           "load_average_1m_before_after": [load0, load_average_1m()], "pages": {}}
     total = 0
     for page, tally in tallies.items():
         spec = pages.get(page, {"path": pages["seat"]["path"], "route": "seat", "goal_p99_ms": None})
@@ -465,7 +506,8 @@ async def run_users(portal: PortalProcess, users: list[User], pages: dict[str, d
             "status": "measured" if n else ("not used by these users' roles" if not spec.get("roles") else "no requests"),
             "requests": n, "requests_per_s": round(n / elapsed, 2), "p50_ms": pct(tally.latencies_ms, 0.5),
             "p99_ms": pct(tally.latencies_ms, 0.99), "max_ms": round(max(tally.latencies_ms), 1) if n else None,
-            "http_statuses": tally.statuses, "errors": tally.errors, "ok_share": round(ok / n, 3) if n else None}
+            "http_statuses": tally.statuses, "errors": tally.errors, "ok_share": round(ok / n, 3) if n else None,
+            "bytes_mean": round(tally.bytes_total / n) if n and page not in ("seat", "seat_form") else None}
         if tally.outcomes:
             figures["outcomes"] = tally.outcomes
         if n and ok < n:
@@ -547,6 +589,8 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--think-s", type=float, default=0.5,
                         help="mean think time between a user's requests (exponential); 0: back to back")
+    parser.add_argument("--solo-requests", type=int, default=10,
+                        help="after the users, each page alone: this many requests one at a time")
     parser.add_argument("--switch-phase-s", type=float, default=15.0)
     parser.add_argument("--switch-connections", type=int, default=50)
     parser.add_argument("--switch-cards", type=int, default=20_000)
@@ -595,6 +639,8 @@ def main() -> int:
             print(f"portal ({portal.launcher}) at {portal.url}; {args.users} users for {args.duration_s:.0f} s",
                   flush=True)
             load = asyncio.run(run_users(portal, users, pages, day, pans, args.duration_s, args.think_s))
+            print(f"each page alone, {args.solo_requests} requests one at a time ...", flush=True)
+            results["solo"] = asyncio.run(solo(portal, users, pages, day, pans, args.solo_requests))
         results["load"] = load
         for page, f in load["pages"].items():
             if f.get("requests"):
@@ -603,7 +649,11 @@ def main() -> int:
                       flush=True)
             else:
                 print(f"  {page:15} {f['status']}", flush=True)
-        print(f"  overall         {load['requests']:6} requests {load['requests_per_s']:7.1f}/s", flush=True)
+        print(f"  overall         {load['requests']:6} requests {load['requests_per_s']:7.1f}/s; portal CPU "
+              f"{load['portal_cpu_s']} s; load average {load['load_average_1m_before_after']}", flush=True)
+        for page, f in results["solo"].items():
+            print(f"  alone: {page:15} p50 {f['p50_ms']} ms, max {f['max_ms']} ms ({f['role']}, "
+                  f"{f['bytes_mean']} bytes)", flush=True)
         results["books"] = asyncio.run(e2e.books(dsn))
         if not args.skip_switch:
             print("the switch without and with the portal beside it:", flush=True)
