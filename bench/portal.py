@@ -145,12 +145,17 @@ def fill_path(path: str, txn: Mapping[str, Any], day: str) -> str:
 def portal_command(dsn: str, port: int, work: Path, launcher: str) -> tuple[list[str], str]:
     """How the portal is started (argv, launcher's name): the one place to change it.
 
-    ``auto``: `switchd portal` when the CLI has that command, else `python -m portal`.
-    ``bench``: portal.server.serve from this script, with the [ledger] defaults when
-    serve takes them (the trading seat needs a posting engine).
+    ``switchd``: `switchd portal`; ``module``: `python -m portal`; ``bench``:
+    portal.server.serve from this script with the [ledger] defaults (the trading seat
+    needs a posting engine). ``auto``: the first of `switchd portal` and `python -m
+    portal` that gives the portal its ledger settings, else the bench launcher.
     """
     if launcher == "auto":
-        launcher = "switchd" if (ROOT / "cli" / "portal.py").exists() else "module"
+        launcher = "bench"
+        for name, source in (("switchd", ROOT / "cli" / "portal.py"), ("module", ROOT / "portal" / "__main__.py")):
+            if source.exists() and "ledger_settings" in source.read_text(encoding="utf-8"):
+                launcher = name
+                break
     if launcher == "switchd":
         config = work / f"portal-{port}.toml"
         config.write_text(harness.render_config({
