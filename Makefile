@@ -39,13 +39,17 @@ run: $(STAMP)
 	$(BIN)/switchd db upgrade
 	@# An empty database gets the demo programs, merchants, terminals and cards.
 	@if [ "$$($(BIN)/switchd program list --json)" = "[]" ]; then $(BIN)/switchd demo seed --show-pans; fi
+	@# The portal comes up with the switch ([portal] enabled): its address and the demo logins.
+	@echo "portal: $$($(BIN)/switchd portal --show-url)"
+	@$(BIN)/switchd demo logins
 	$(BIN)/switchd serve
 
 test: $(STAMP)
 	$(BIN)/ruff check cli switch ledger specs tools portal tests bench
 	$(BIN)/mypy cli switch ledger specs tools portal
 	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
-	$(BIN)/pytest
+	@# -rs: every skipped test and why, in the summary (the browser test without chromium, say).
+	$(BIN)/pytest -rs
 
 # The tiers (tests/conftest.py): unit needs no PostgreSQL and no daemon; fast adds the database
 # tests but starts no daemon. `make test` runs every tier.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from cli.audit import audit
 from cli.invocation import in_transaction
 from cli.options import JSON
 from cli.output import emit, table
@@ -23,7 +26,13 @@ def bin_group() -> None:
 def bin_add(ctx: click.Context, bin_text: str, description: str) -> None:
     """Add a BIN: a prefix of 4..11 digits, or a range LOW-HIGH (stored as the fewest prefixes
     covering it). A BIN may not overlap one already there."""
-    added = in_transaction(ctx, lambda conn: bins.add_bins(conn, bin_text, description))
+    async def body(conn: Any) -> list[str]:
+        added = await bins.add_bins(conn, bin_text, description)
+        await audit(conn, "bin_add", "bin", ",".join(added), None,
+                    {"prefixes": added, "description": description})
+        return added
+
+    added = in_transaction(ctx, body)
     click.echo(f"added BIN {', '.join(added)}")
 
 
@@ -42,5 +51,10 @@ def bin_list(ctx: click.Context, as_json: bool) -> None:
 def bin_remove(ctx: click.Context, bin_text: str) -> None:
     """Remove a BIN prefix (or a range's prefixes, all or none): no new cards in it; issued cards keep
     working."""
-    removed = in_transaction(ctx, lambda conn: bins.remove_bins(conn, bin_text))
+    async def body(conn: Any) -> list[str]:
+        removed = await bins.remove_bins(conn, bin_text)
+        await audit(conn, "bin_remove", "bin", ",".join(removed), {"prefixes": removed}, None)
+        return removed
+
+    removed = in_transaction(ctx, body)
     click.echo(f"removed BIN {', '.join(removed)}")

@@ -5,14 +5,20 @@ A PAN is printed masked (first 6, last 4) everywhere.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from cli.audit import audit, fields
 from cli.exits import not_found
 from cli.invocation import in_transaction
 from cli.options import JSON
 from cli.output import emit, pairs, table
 from ledger.loyalty import cards
 from ledger.loyalty.rules import mask_pan
+
+# What the audit log keeps of a card (never its PAN, name or phone: the entry names it masked).
+AUDITED = ("status", "expiry")
 
 
 @click.group("card")
@@ -28,7 +34,12 @@ def card() -> None:
 @click.pass_context
 def card_issue(ctx: click.Context, pan: str, expiry: str | None, name: str | None, phone: str | None) -> None:
     """Issue a card (Luhn-valid, within the platform's BIN ranges: see `switchd bin list`)."""
-    row = in_transaction(ctx, lambda conn: cards.issue_card(conn, pan, expiry, name, phone))
+    async def body(conn: Any) -> dict[str, Any]:
+        row = await cards.issue_card(conn, pan, expiry, name, phone)
+        await audit(conn, "card_issue", "card", mask_pan(pan), None, fields(row, AUDITED))
+        return row
+
+    row = in_transaction(ctx, body)
     click.echo(f"issued card {mask_pan(pan)} (expiry {row['expiry']})")
 
 
@@ -52,7 +63,15 @@ def card_show(ctx: click.Context, pan: str, as_json: bool) -> None:
 
 
 def _set_status(ctx: click.Context, pan: str, status: str) -> None:
-    if not in_transaction(ctx, lambda conn: cards.set_card_status(conn, pan, status)):
+    async def body(conn: Any) -> bool:
+        before = await cards.show_card(conn, pan)
+        if before is None or not await cards.set_card_status(conn, pan, status):
+            return False
+        await audit(conn, f"card_{'block' if status == 'blocked' else 'unblock'}", "card", mask_pan(pan),
+                    fields(before, AUDITED), fields(await cards.show_card(conn, pan), AUDITED))
+        return True
+
+    if not in_transaction(ctx, body):
         not_found(f"no card {mask_pan(pan)}")
     click.echo(f"card {mask_pan(pan)} is {status}")
 

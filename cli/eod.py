@@ -9,6 +9,7 @@ from pathlib import Path
 import asyncpg
 import click
 
+from cli.audit import audit
 from cli.exits import refuse
 from cli.invocation import config, with_db
 from cli.options import DATE, JSON
@@ -51,9 +52,13 @@ def eod_run(ctx: click.Context, day: dt.date | None, dir_text: str | None, wait_
     settings = replace(ledger_settings(cfg), timeout_post_s=max(cfg.ledger.timeout_post_s, TIMEOUT_POST_MIN_S))
 
     async def body(pool: asyncpg.Pool) -> ledger_eod.EodReport:
-        return await ledger_eod.run(pool, day, directory,
-                                  wait_lock_s=cfg.eod.wait_lock_s if wait_s is None else wait_s,
-                                  ledger_settings=settings)
+        report = await ledger_eod.run(pool, day, directory,
+                                      wait_lock_s=cfg.eod.wait_lock_s if wait_s is None else wait_s,
+                                      ledger_settings=settings)
+        async with pool.acquire() as conn:  # eod commits step by step: the entry follows the run
+            await audit(conn, "eod_run", "business_day", report.business_date.isoformat(), None,
+                        {"cut_over": report.cut_over, "files": len(report.files), "reconciled": report.ok})
+        return report
 
     try:
         report = with_db(ctx, body, pool_statement_s=max(cfg.database.timeout_statement_s,

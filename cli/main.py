@@ -16,12 +16,14 @@ from cli import (
     eod,
     ledger,
     merchant,
+    portal,
     program,
     recon,
     serve,
     stats,
     terminal,
     txn,
+    user,
 )
 from cli.exits import RootGroup
 
@@ -70,6 +72,8 @@ COMMANDS: tuple[click.Command, ...] = (
     txn.txn,
     ledger.ledger,
     recon.recon,
+    portal.portal,
+    user.user,
 )
 for _command in COMMANDS:
     root.add_command(_command)
@@ -78,3 +82,7 @@ for _command in COMMANDS:
 def main() -> None:
     """The console script ``switchd``."""
     root(obj={}, prog_name="switchd")
+
+
+if __name__ == "__main__":  # python -m cli.main: how `switchd serve` starts its portal child
+    main()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from cli.audit import audit, fields
 from cli.exits import not_found, refuse
 from cli.invocation import in_transaction
 from cli.options import JSON
@@ -11,6 +14,8 @@ from cli.output import emit, pairs, table
 from ledger.loyalty import merchants
 from ledger.loyalty.rules import parse_earn_rate
 
+# What the audit log keeps of a merchant, before and after a change.
+AUDITED = ("name", "program", "earn_rate", "fee_bps", "status")
 LIST_COLUMNS = ["merchant_id", "name", "program", "earn_rate", "fee_bps", "status", "clearing_points",
                 "clearing_money_minor"]
 
@@ -35,8 +40,12 @@ def merchant_add(ctx: click.Context, merchant_id: str, name: str, program_code: 
     except ValueError as exc:
         refuse(str(exc))
     schedule = merchants.parse_fees(list(fees))
-    in_transaction(ctx, lambda conn: merchants.add_merchant(conn, merchant_id, name, program_code, num, den,
-                                                            schedule))
+
+    async def body(conn: Any) -> None:
+        row = await merchants.add_merchant(conn, merchant_id, name, program_code, num, den, schedule)
+        await audit(conn, "merchant_add", "merchant", merchant_id, None, fields(row, AUDITED), merchant_id)
+
+    in_transaction(ctx, body)
     click.echo(f"added merchant {merchant_id} in program {program_code}")
 
 
@@ -63,7 +72,16 @@ def merchant_show(ctx: click.Context, merchant_id: str, as_json: bool) -> None:
 
 
 def _set_status(ctx: click.Context, merchant_id: str, status: str) -> None:
-    if not in_transaction(ctx, lambda conn: merchants.set_merchant_status(conn, merchant_id, status)):
+    async def body(conn: Any) -> bool:
+        before = await merchants.show_merchant(conn, merchant_id)
+        if before is None or not await merchants.set_merchant_status(conn, merchant_id, status):
+            return False
+        after = await merchants.show_merchant(conn, merchant_id)
+        await audit(conn, f"merchant_{status}", "merchant", merchant_id, fields(before, AUDITED),
+                    fields(after, AUDITED), merchant_id)
+        return True
+
+    if not in_transaction(ctx, body):
         not_found(f"no merchant {merchant_id}")
     click.echo(f"merchant {merchant_id} is {status}")
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from cli.audit import audit, fields
 from cli.exits import not_found
 from cli.invocation import in_transaction
 from cli.options import JSON
@@ -14,6 +15,11 @@ from ledger.loyalty import programs
 
 LIST_COLUMNS = ["code", "name", "kind", "currency_asset", "issue_price_minor", "redeem_value_minor",
                 "lottery_price_points", "merchants"]
+
+
+# What the audit log keeps of a program, before and after a change.
+AUDITED = ("name", "kind", "currency", "issue_price_minor", "redeem_value_minor", "pin_required_for_redeem",
+           "txn_max_points", "lottery_price_points", "lottery_prizes")
 
 
 @click.group("program")
@@ -38,9 +44,13 @@ def program() -> None:
 def program_add(ctx: click.Context, code: str, name: str, kind: str, issue_price_minor: int,
                 redeem_value_minor: int, currency: str, pin_required_for_redeem: bool, txn_max_points: int) -> None:
     """Add a program (its points asset is PTS:CODE)."""
-    in_transaction(ctx, lambda conn: programs.add_program(
-        conn, code, name, kind, issue_price_minor, redeem_value_minor, currency, pin_required_for_redeem,
-        txn_max_points))
+    async def body(conn: Any) -> None:
+        await programs.add_program(conn, code, name, kind, issue_price_minor, redeem_value_minor, currency,
+                                   pin_required_for_redeem, txn_max_points)
+        await audit(conn, "program_add", "program", code, None,
+                    fields(await programs.show_program(conn, code), AUDITED))
+
+    in_transaction(ctx, body)
     click.echo(f"added program {code} ({kind}, asset PTS:{code})")
 
 
@@ -83,9 +93,12 @@ def program_lottery(ctx: click.Context, code: str, price_points: int, prizes: tu
     table_ = [programs.parse_prize(p) for p in prizes]
 
     async def body(conn: Any) -> None:
-        if await programs.show_program(conn, code) is None:
+        before = await programs.show_program(conn, code)
+        if before is None:
             not_found(f"no program {code}")
         await programs.set_lottery(conn, code, price_points, table_)
+        await audit(conn, "program_lottery", "program", code, fields(before, AUDITED),
+                    fields(await programs.show_program(conn, code), AUDITED))
 
     in_transaction(ctx, body)
     click.echo(f"program {code}: lottery at {price_points} points, {len(table_)} prizes")

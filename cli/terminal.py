@@ -10,14 +10,17 @@ from typing import Any
 
 import click
 
+from cli.audit import audit, fields
 from cli.exits import not_found
-from cli.invocation import master_key, with_db
+from cli.invocation import in_transaction, master_key, with_db
 from cli.options import JSON
 from cli.output import emit, pairs, table
 from switch import mac
 from switch.terminals import add_terminal, check_new, list_terminals, set_status, show_terminal
 
 LIST_LIMIT_MAX = 100_000
+# What the audit log keeps of a terminal (of its key: only whether there is one).
+AUDITED = ("merchant_id", "status", "mac_alg", "mac_key")
 
 
 @click.group("terminal")
@@ -45,8 +48,10 @@ def terminal_add(ctx: click.Context, terminal_id: str, merchant_id: str, mac_alg
 
     async def body(conn: Any) -> None:
         await add_terminal(conn, terminal_id, merchant_id, mac_alg, mac_key_hex, master)
+        await audit(conn, "terminal_add", "terminal", terminal_id, None,
+                    fields(await show_terminal(conn, terminal_id), AUDITED), merchant_id)
 
-    with_db(ctx, body)
+    in_transaction(ctx, body)
     click.echo(f"added terminal {terminal_id} (merchant {merchant_id}{', MAC ' + mac_alg if mac_alg else ''})")
 
 
@@ -84,9 +89,14 @@ def terminal_show(ctx: click.Context, terminal_id: str, as_json: bool) -> None:
 
 def _set_status(ctx: click.Context, terminal_id: str, status: str, done: str) -> None:
     async def body(conn: Any) -> bool:
-        return await set_status(conn, terminal_id, status)
+        before = await show_terminal(conn, terminal_id)
+        if before is None or not await set_status(conn, terminal_id, status):
+            return False
+        await audit(conn, "terminal_enable" if status == "active" else "terminal_disable", "terminal", terminal_id, fields(before, AUDITED),
+                    fields(await show_terminal(conn, terminal_id), AUDITED), before["merchant_id"])
+        return True
 
-    if not with_db(ctx, body):
+    if not in_transaction(ctx, body):
         not_found(f"terminal {terminal_id} not found")
     click.echo(f"{done} terminal {terminal_id}")
 

@@ -12,12 +12,12 @@ from cli.invocation import with_db
 from cli.options import DATE, JSON
 from cli.output import emit, plain, table
 from ledger import search
-from ledger.loyalty.outcomes import TxnType
+from ledger.loyalty.outcomes import Channel, TxnType
 from specs.vocabulary import receipt_key_of
 from switch.handlers.responses import reasons_answered
 
-SEARCH_COLUMNS = ["id", "business_date", "rrn", "terminal_id", "merchant_id", "txn_type", "reason", "amount",
-                  "pan"]
+SEARCH_COLUMNS = ["id", "business_date", "rrn", "channel", "terminal_id", "merchant_id", "txn_type", "reason",
+                  "amount", "pan"]
 
 
 @click.group("txn")
@@ -36,6 +36,8 @@ def txn() -> None:
               help="Transaction type.")
 @click.option("--response-code", "response_code", default=None, help="ISO field 39, e.g. 51.")
 @click.option("--reason", default=None, help="Domain reason, e.g. insufficient.")
+@click.option("--channel", type=click.Choice([str(c) for c in Channel]), default=None,
+              help="Where it was taken: a terminal, the web trading seat, ...")
 @click.option("--amount-min", type=int, default=None, help="Smallest amount (minor units or points).")
 @click.option("--amount-max", type=int, default=None, help="Largest amount (minor units or points).")
 @click.option("--limit", type=click.IntRange(1, search.LIMIT_MAX), default=search.LIMIT_DEFAULT, show_default=True,
@@ -45,8 +47,8 @@ def txn() -> None:
 @click.pass_context
 def txn_search(ctx: click.Context, date_from: dt.date | None, date_to: dt.date | None, merchant: str | None,
                terminal: str | None, pan: str | None, rrn: str | None, txn_type: str | None,
-               response_code: str | None, reason: str | None, amount_min: int | None, amount_max: int | None,
-               limit: int, before_id: int | None, as_json: bool) -> None:
+               response_code: str | None, reason: str | None, channel: str | None, amount_min: int | None,
+               amount_max: int | None, limit: int, before_id: int | None, as_json: bool) -> None:
     """Search transactions by any combination of criteria, newest first."""
     reasons: tuple[str, ...] | None = None
     if response_code is not None:
@@ -57,7 +59,8 @@ def txn_search(ctx: click.Context, date_from: dt.date | None, date_to: dt.date |
         reasons = (reason,) if reasons is None else tuple(r for r in reasons if r == reason)
     filters = search.Filters(
         date_from=date_from, date_to=date_to, merchant_id=merchant, terminal_id=terminal, pan=pan, rrn=rrn,
-        txn_type=txn_type, reasons=reasons, amount_min=amount_min, amount_max=amount_max, before_id=before_id)
+        txn_type=txn_type, reasons=reasons, amount_min=amount_min, amount_max=amount_max, channel=channel,
+        before_id=before_id)
 
     async def body(conn: Any) -> dict[str, Any]:
         return await search.search(conn, filters, limit)

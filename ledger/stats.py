@@ -1,4 +1,4 @@
-"""Statistics for one business day, overall or grouped by merchant, program, type or terminal.
+"""Statistics for one business day, overall or grouped by merchant, program, type, terminal or channel.
 
 Counts (all, approved, declined), approval rate in basis points (integer),
 amounts as sent split into money (minor units) and points, member points
@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-GROUPS = {"merchant": "t.merchant_id", "program": "t.program", "type": "t.txn_type", "terminal": "t.terminal_id"}
+GROUPS = {"merchant": "t.merchant_id", "program": "t.program", "type": "t.txn_type", "terminal": "t.terminal_id",
+          "channel": "t.channel"}
 POINTS_TYPES = ("redeem", "topup", "lottery")
 
 

@@ -25,7 +25,7 @@ class PortalSettings:
     """Everything the portal reads at start; defaults suit a local demo on 127.0.0.1."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8080  # 0: a free one (tests)
     public_base_url: str = "http://127.0.0.1:8080"
     session_idle_s: int = 30 * 60
     session_absolute_s: int = 12 * 3600
@@ -60,8 +60,8 @@ class PortalSettings:
         """Raise SettingsError for settings that contradict each other or are out of range."""
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise SettingsError("portal TLS needs both tls_cert_file and tls_key_file")
-        if not 0 < self.port < 65536:
-            raise SettingsError(f"portal port must be 1..65535, got {self.port}")
+        if not 0 <= self.port < 65536:
+            raise SettingsError(f"portal port must be 0..65535 (0: a free one), got {self.port}")
         if not 0 < self.session_idle_s <= self.session_absolute_s:
             raise SettingsError("portal session_idle_s must be > 0 and <= session_absolute_s")
         if min(self.login_account_failures_max, self.login_address_failures_max, self.login_window_s,

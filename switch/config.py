@@ -4,7 +4,7 @@ Every key, its type and its default live in the ``SCHEMA`` tables below, and
 nowhere else: the configuration dataclasses, the ledger engine's settings and
 the example file (config/switchd.toml, checked by a test) take them from here.
 Later sources win: defaults < file < environment (``SWITCHD_DSN``, ...,
-``SWITCHD_LISTENER_<NAME>_PORT``) < overrides (``SECTION.KEY=VALUE`` or
+``SWITCHD_PORTAL_PORT``, ``SWITCHD_LISTENER_<NAME>_PORT``) < overrides (``SECTION.KEY=VALUE`` or
 ``listeners.NAME.KEY=VALUE``, e.g. from ``switchd --set``). Validation failures
 raise :class:`ConfigError` whose message is one line that names the key, e.g.
 ``config: ledger.batch_size_max: must be between 1 and 10000, got 0``.
@@ -32,6 +32,7 @@ ENV_STATE_DIR = "SWITCHD_STATE_DIR"
 ENV_LOG_LEVEL = "SWITCHD_LOG_LEVEL"
 ENV_METRICS_PORT = "SWITCHD_METRICS_PORT"
 ENV_LISTENER_PORT = "SWITCHD_LISTENER_{NAME}_PORT"  # NAME: the listener's name, upper-cased
+ENV_PORTAL_PORT = "SWITCHD_PORTAL_PORT"
 
 
 class ConfigError(SwitchdError):
@@ -103,6 +104,28 @@ METRICS_SCHEMA: Schema = {
     "enabled": (bool, True, None),
     "host": (str, "127.0.0.1", None),
     "port": (int, 9583, _between(0, 65535)),
+}
+
+# The web portal (portal/). Its secret is never a key here: $SWITCHD_PORTAL_SECRET or secret_file.
+PORTAL_SCHEMA: Schema = {
+    "enabled": (bool, True, None),  # switchd serve runs it as a supervised child process
+    "host": (str, "127.0.0.1", None),
+    "port": (int, 8080, _between(0, 65535)),  # 0: a free one
+    "public_base_url": (str, "", None),  # empty: http(s)://host:port
+    "session_idle_s": (int, 30 * 60, _between(60, 86_400)),
+    "session_absolute_s": (int, 12 * 3600, _between(60, 30 * 86_400)),
+    "sessions_per_user_max": (int, 10, _between(1, 1000)),
+    "login_account_failures_max": (int, 5, _between(1, 1000)),
+    "login_address_failures_max": (int, 20, _between(1, 100_000)),
+    "login_window_s": (int, 15 * 60, _between(1, 86_400)),
+    "login_lockout_s": (int, 15 * 60, _between(1, 86_400)),
+    "tls_cert_file": (str, "", None),
+    "tls_key_file": (str, "", None),
+    "trusted_proxies": (str, "", None),  # comma-separated addresses of TLS reverse proxies
+    "secret_file": (str, "", None),  # empty: $SWITCHD_PORTAL_SECRET, else <state_dir>/portal-secret
+    "db_pool_size_max": (int, 10, _between(1, 500)),
+    "limit_concurrency": (int, 200, _between(1, 100_000)),
+    "default_locale": (str, "en", _one_of("en", "zh_CN")),
 }
 
 LISTENER_SCHEMA: Schema = {
@@ -186,6 +209,41 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class PortalConfig:
+    enabled: bool
+    host: str
+    port: int
+    public_base_url: str
+    session_idle_s: int
+    session_absolute_s: int
+    sessions_per_user_max: int
+    login_account_failures_max: int
+    login_address_failures_max: int
+    login_window_s: int
+    login_lockout_s: int
+    tls_cert_file: str
+    tls_key_file: str
+    trusted_proxies: str
+    secret_file: str
+    db_pool_size_max: int
+    limit_concurrency: int
+    default_locale: str
+
+    @property
+    def url(self) -> str:
+        """Where browsers reach the portal: ``public_base_url``, else the scheme, host and port."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        scheme = "https" if self.tls_cert_file else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        """``trusted_proxies`` as a tuple of addresses."""
+        return tuple(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
 class ListenerConfig:
     name: str
     host: str
@@ -212,6 +270,7 @@ class Config:
     security: SecurityConfig
     metrics: MetricsConfig
     eod: EodConfig
+    portal: PortalConfig
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -227,6 +286,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "security": (SECURITY_SCHEMA, SecurityConfig),
     "metrics": (METRICS_SCHEMA, MetricsConfig),
     "eod": (EOD_SCHEMA, EodConfig),
+    "portal": (PORTAL_SCHEMA, PortalConfig),
 }
 
 
@@ -335,6 +395,7 @@ ENV_KEYS: dict[str, tuple[str, str]] = {
     ENV_STATE_DIR: ("daemon", "state_dir"),
     ENV_LOG_LEVEL: ("daemon", "log_level"),
     ENV_METRICS_PORT: ("metrics", "port"),
+    ENV_PORTAL_PORT: ("portal", "port"),
 }
 
 
@@ -368,6 +429,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "
     db = sections["database"]
     if db["pool_size_min"] > db["pool_size_max"]:
         raise ConfigError("config: database.pool_size_min: must be <= database.pool_size_max")
+    portal = sections["portal"]
+    if bool(portal["tls_cert_file"]) != bool(portal["tls_key_file"]):
+        raise ConfigError("config: portal.tls_key_file: TLS needs both tls_cert_file and tls_key_file")
+    if portal["session_idle_s"] > portal["session_absolute_s"]:
+        raise ConfigError("config: portal.session_idle_s: must be <= portal.session_absolute_s")
     _named(listeners)  # an override may have renamed one
     for i, values in enumerate(listeners):
         if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):

@@ -14,6 +14,11 @@ that each run the life above on their own socket, event loop, pool and ledger
 writer, logs ``ready`` once all are serving, and speaks to systemd for them.
 SIGTERM/SIGINT are passed on; a worker that dies stops the others and the
 supervisor exits 1, so the service restarts whole.
+
+With ``[portal] enabled`` the daemon (or the supervisor) starts the web portal
+once ready, as a child process (switch.portal_child: the command line comes from
+the caller, so the switch never imports the portal), restarts it when it dies,
+and on SIGTERM stops it beside the listeners and waits for it to drain.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from switch.config import Config
 from switch.logs import configure, get_logger
 from switch.metrics import Metrics
 from switch.pipeline import RrnAllocator, Services
+from switch.portal_child import PortalChild
 from switch.server import Server, listen_sockets
 from switch.terminals import TerminalStore
 
@@ -64,7 +70,7 @@ class Worker:
     ready_fd: int  # write one byte here once serving
 
 
-async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
+async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: PortalChild | None = None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals_seen = 0
@@ -95,6 +101,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
     )
     watchdog: asyncio.Task[None] | None = None
     feed: asyncio.Task[None] | None = None
+    portal_watch: asyncio.Task[None] | None = None
     try:
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
@@ -126,12 +133,17 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
             log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,
                      master_key=master_key is not None, workers=1, **compiled.summary())
         notify.notify("READY=1")
+        if portal is not None:
+            portal.start()
+            portal_watch = asyncio.create_task(_watch_portal(portal), name="portal-watch")
         interval_s = notify.watchdog_interval_s()
         if interval_s is not None:
             watchdog = asyncio.create_task(notify.watchdog(interval_s), name="watchdog")
         sweeper = asyncio.create_task(_sweep_holds(ledger), name="hold-sweeper")
         lag = asyncio.create_task(metrics.watch_event_loop(), name="loop-lag")
         await stop.wait()
+        if portal is not None:
+            portal.stop()  # drains beside the listeners; waited for once the switch has stopped
         sweeper.cancel()
         lag.cancel()
         notify.notify("STOPPING=1")
@@ -143,6 +155,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
             watchdog.cancel()
         if feed is not None:
             feed.cancel()
+        if portal_watch is not None:
+            portal_watch.cancel()
         await pool.close()
         metrics.stop()
     log.info("stopped")
@@ -150,6 +164,16 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None) -> int:
 
 
 HOLD_SWEEP_INTERVAL_S = 30.0
+PORTAL_POLL_S = 0.5
+# After the daemon's own drain: how long more the portal may take to finish its requests.
+PORTAL_STOP_GRACE_S = 5.0
+
+
+async def _watch_portal(portal: PortalChild) -> None:
+    """Restart the portal child when it dies (PortalChild decides when)."""
+    while True:
+        portal.poll()
+        await asyncio.sleep(PORTAL_POLL_S)
 
 
 async def _sweep_holds(ledger: Ledger) -> None:
@@ -165,13 +189,14 @@ async def _sweep_holds(ledger: Ledger) -> None:
             log.info("holds_expired", count=expired)
 
 
-def serve(cfg: Config) -> int:
-    """Run until a signal; return the process exit code."""
+def serve(cfg: Config, portal_argv: list[str] | None = None) -> int:
+    """Run until a signal; return the process exit code. With ``portal_argv`` (the command line of
+    ``switchd portal``), run the portal as a supervised child once ready."""
     configure(cfg.daemon.log_level)
     stale = compiled.stale()
     if stale:  # it runs, but not the code in the source tree: say so before anything else
         log.warning("compiled_modules_stale", modules=stale, fix="make venv")
-    return _guarded(lambda: _serve_with_database(cfg))
+    return _guarded(lambda: _serve_with_database(cfg, portal_argv))
 
 
 async def _warn_without_autovacuum(conn: asyncpg.Connection) -> None:
@@ -187,11 +212,17 @@ async def _warn_without_autovacuum(conn: asyncpg.Connection) -> None:
                     fix="turn autovacuum on, or run ANALYZE after bulk loads and regularly")
 
 
-def _serve_with_database(cfg: Config) -> int:
+def _serve_with_database(cfg: Config, portal_argv: list[str] | None = None) -> int:
     with runtime.database_dsn(cfg) as dsn:
-        if cfg.daemon.workers > 1:
-            return _supervise(cfg, dsn)
-        return runtime.run(lambda: _serve(cfg, dsn))
+        portal = PortalChild(portal_argv, dsn, cfg.portal.url) if portal_argv else None
+        try:
+            if cfg.daemon.workers > 1:
+                return _supervise(cfg, dsn, portal)
+            return runtime.run(lambda: _serve(cfg, dsn, portal=portal))
+        finally:
+            if portal is not None:  # before an embedded cluster stops: the portal uses it
+                portal.stop()
+                portal.wait(cfg.daemon.timeout_drain_s + PORTAL_STOP_GRACE_S)
 
 
 def _guarded(body: Callable[[], int]) -> int:
@@ -251,7 +282,7 @@ def _run_worker(cfg: Config, dsn: str, worker: Worker, parent_pid: int) -> None:
         os._exit(code)
 
 
-def _supervise(cfg: Config, dsn: str) -> int:
+def _supervise(cfg: Config, dsn: str, portal: PortalChild | None = None) -> int:
     """Fork ``[daemon] workers`` processes sharing the listeners' ports; stop them together.
 
     Each worker has its own event loop, database pool, ledger writer and
@@ -286,6 +317,8 @@ def _supervise(cfg: Config, dsn: str) -> int:
     failed = False
 
     def stop_all(sig: int = signal.SIGTERM) -> None:
+        if portal is not None:
+            portal.stop(sig)
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
@@ -310,6 +343,8 @@ def _supervise(cfg: Config, dsn: str) -> int:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return
+            if portal is not None and portal.reaped(pid, status):
+                continue
             index = children.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
             if index is None:
@@ -339,12 +374,16 @@ def _supervise(cfg: Config, dsn: str) -> int:
         log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, workers=cfg.daemon.workers,
                  metrics_port=cfg.metrics.port if cfg.metrics.enabled else None, **compiled.summary())
         notify.notify("READY=1")
+        if portal is not None:
+            portal.start()
 
     watchdog_s = notify.watchdog_interval_s()
     next_ping = time.monotonic()
     kill_at: float | None = None
     while children:
         reap()
+        if portal is not None:
+            portal.poll()
         now = time.monotonic()
         if watchdog_s is not None and not stopping and now >= next_ping:
             notify.notify("WATCHDOG=1")

@@ -103,6 +103,8 @@ def config_text(workdir: Path, dsn: str, listeners: list[dict[str, Any]], *, dra
         "daemon": {"state_dir": str(workdir / "state"), "timeout_drain_s": drain_s, "workers": workers},
         "database": {"dsn": dsn, "pool_size_min": 1, "pool_size_max": 4},
         "metrics": {"enabled": metrics, "host": "127.0.0.1", "port": 0},
+        # Tests that want the portal child enable it with a free port (extra={"portal": ...}).
+        "portal": {"enabled": False},
     }
     for section, values in (extra or {}).items():
         sections[section] = {**sections.get(section, {}), **values}
