@@ -143,20 +143,27 @@ def fill_path(path: str, txn: Mapping[str, Any], day: str) -> str:
 # ---------------------------------------------------------------------- the portal
 
 
+def resolve_launcher(launcher: str, seat: bool) -> str:
+    """``auto``: `switchd portal` (else `python -m portal`), unless the portal has a trading seat
+    and neither gives it its ledger settings: then the bench launcher (the seat needs its engine)."""
+    if launcher != "auto":
+        return launcher
+    candidates = [(name, source) for name, source in (("switchd", ROOT / "cli" / "portal.py"),
+                                                      ("module", ROOT / "portal" / "__main__.py"))
+                  if source.exists()]
+    if seat:
+        return next((name for name, source in candidates
+                     if "ledger_settings" in source.read_text(encoding="utf-8")), "bench")
+    return candidates[0][0] if candidates else "bench"
+
+
 def portal_command(dsn: str, port: int, work: Path, launcher: str) -> tuple[list[str], str]:
     """How the portal is started (argv, launcher's name): the one place to change it.
 
     ``switchd``: `switchd portal`; ``module``: `python -m portal`; ``bench``:
     portal.server.serve from this script with the [ledger] defaults (the trading seat
-    needs a posting engine). ``auto``: the first of `switchd portal` and `python -m
-    portal` that gives the portal its ledger settings, else the bench launcher.
+    needs a posting engine). See resolve_launcher for ``auto``.
     """
-    if launcher == "auto":
-        launcher = "bench"
-        for name, source in (("switchd", ROOT / "cli" / "portal.py"), ("module", ROOT / "portal" / "__main__.py")):
-            if source.exists() and "ledger_settings" in source.read_text(encoding="utf-8"):
-                launcher = name
-                break
     if launcher == "switchd":
         config = work / f"portal-{port}.toml"
         config.write_text(harness.render_config({
@@ -628,6 +635,7 @@ def main() -> int:
         args.switch_connections, args.switch_rounds = 20, 1
 
     pages = discover_pages()
+    args.launcher = resolve_launcher(args.launcher, bool(pages["seat"]["path"]))
     results: dict[str, Any] = {**_common.provenance()}
     results["date"] = results["started_at"]
     results["machine"]["pure"] = os.environ.get("SWITCHD_PURE") == "1"
