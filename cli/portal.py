@@ -25,9 +25,11 @@ from cli.exits import CommandFailed, Exit, refuse
 from cli.invocation import config
 from ledger import db as ledger_db
 from ledger.errors import first_line
+from ledger.keys import KeyStoreError, load_master_key
 from portal.settings import SECRET_ENV, PortalSettings, SettingsError, load_secret
 from switch import runtime
 from switch.config import Config
+from switch.daemon import ledger_settings
 from switch.logs import configure as configure_logs
 from switch.logs import get_logger
 from switch.portal_child import ENV_PARENT_PID
@@ -51,6 +53,8 @@ def portal_settings(cfg: Config, secret: bytes) -> PortalSettings:
         tls_key_file=p.tls_key_file or None, trusted_proxies=p.proxies, secret_file=p.secret_file or None,
         db_pool_size_max=p.db_pool_size_max, limit_concurrency=p.limit_concurrency,
         default_locale=p.default_locale, secret=secret,
+        # Where `switchd eod run` writes the files the settlement pages serve.
+        settlement_dir=cfg.eod.settlement_dir or str(cfg.state_path / "settlement"),
     )
 
 
@@ -131,14 +135,19 @@ def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
         secret, _source = portal_secret(cfg)
         settings = portal_settings(cfg, secret)
         settings.check()
+        # The seat posts through the ledger engine with the daemon's bounds; terminal keys are
+        # sealed under the daemon's master key (none configured: keyed terminals are refused).
+        master_key = load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
     except SettingsError as exc:
+        raise CommandFailed(f"portal: {exc}", Exit.USAGE) from None
+    except KeyStoreError as exc:
         raise CommandFailed(f"portal: {exc}", Exit.USAGE) from None
     from portal.server import ListenError, serve  # after the checks: a bad setting answers fast
 
     async def main(dsn: str) -> None:
         if demo_users:
             await _seed_demo_users(dsn)
-        await serve(settings, dsn)
+        await serve(settings, dsn, ledger_settings(cfg), master_key)
 
     try:
         with runtime.database_dsn(cfg) as dsn:

@@ -392,3 +392,12 @@ async def cleared_at(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> d
     """When the day's figures were stored (the first clearing)."""
     value = await conn.fetchval("SELECT min(cleared_at) FROM eod.clearing_runs WHERE business_date=$1", day)
     return value if isinstance(value, dt.datetime) else None
+
+
+async def cleared_days(conn: asyncpg.Connection | asyncpg.Pool, before: dt.date | None = None,
+                       limit: int = 50) -> list[dt.date]:
+    """The cleared business days, newest first, before ``before`` (keyset), at most ``limit``."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT business_date FROM eod.clearing_runs WHERE $1::date IS NULL OR business_date < $1 "
+        "ORDER BY business_date DESC LIMIT $2", before, max(1, min(limit, 1000)))
+    return [r["business_date"] for r in rows]

@@ -8,7 +8,8 @@
    by lock, for posting batches in flight; every batch after it posts to the
    next day.
 3. Clear the day (:mod:`ledger.clearing`), write the settlement files
-   (:mod:`ledger.settlement_files`), reconcile (:mod:`ledger.reconcile`).
+   (:mod:`ledger.settlement_files`), roll its statistics up (:func:`ledger.stats.roll_up_day`),
+   reconcile (:mod:`ledger.reconcile`).
 
 Every step is idempotent, so running it twice for a day changes nothing and
 rewrites identical files.
@@ -26,7 +27,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger import business_day, clearing, reconcile, settlement_files
+from ledger import business_day, clearing, reconcile, settlement_files, stats
 from ledger.business_day import EOD_LOCK_KEY
 from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError
@@ -122,6 +123,10 @@ async def _run_locked(pool: asyncpg.Pool, conn: asyncpg.Connection, day: dt.date
         t = time.perf_counter()
         report.files = await settlement_files.write_day(conn, d, settlement_dir)
         timings["files"] = time.perf_counter() - t
+        t = time.perf_counter()
+        # The closed, cleared day's statistics are rolled up now rather than on the first read.
+        await stats.roll_up_day(conn, d)
+        timings["stats"] = time.perf_counter() - t
         t = time.perf_counter()
         report.recon = await reconcile.run(conn, d)
         timings["recon"] = time.perf_counter() - t

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import asyncpg
@@ -43,6 +43,7 @@ class Filters:
     amount_max: int | None = None
     channel: str | None = None  # where it was taken: terminal, web, ... (ledger.loyalty.outcomes.Channel)
     before_id: int | None = None
+    original_journal_id: int | None = None  # what was done against a transaction (voids, refunds, reversals)
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (``t`` = loyalty.transactions, ``c`` = loyalty.cards) and its parameters."""
@@ -54,6 +55,7 @@ class Filters:
             "pan": "t.card_id = (SELECT id FROM loyalty.cards WHERE pan = ${})", "rrn": "t.rrn = ${}",
             "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
             "amount_max": "t.amount <= ${}", "channel": "t.channel = ${}", "before_id": "t.id < ${}",
+            "original_journal_id": "t.original_journal_id = ${}",
         }
         for f in fields(self):
             value = getattr(self, f.name)
@@ -168,3 +170,25 @@ async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
         rec["response_key"] = receipt["idempotency_key"] if receipt is not None else None
         records.append(rec)
     return {"rrn": rrn, "records": records}
+
+
+EXPORT_ROWS_MAX = 100_000
+EXPORT_COLUMNS = ("id", "business_date", "created_at", "txn_type", "reason", "rrn", "stan", "terminal_id",
+                  "merchant_id", "program", "amount", "currency", "points_delta", "money_delta_minor", "fee_minor",
+                  "prize_code", "channel", "operator_ref", "pan", "journal_id", "original_journal_id")
+
+
+async def export_pages(conn: asyncpg.Connection | asyncpg.Pool, filters: Filters, rows_max: int = EXPORT_ROWS_MAX
+                       ) -> AsyncIterator[list[dict[str, Any]]]:
+    """The matching transactions, newest first, in pages of LIMIT_MAX (cards masked), at most
+    ``rows_max`` rows in all; each page is its own short query (keyset), so nothing is held open."""
+    left = max(0, min(rows_max, EXPORT_ROWS_MAX))
+    cursor = filters
+    while left > 0:
+        page = await search(conn, cursor, min(LIMIT_MAX, left))
+        if page["transactions"]:
+            yield page["transactions"]
+        left -= page["count"]
+        if page["next_before_id"] is None:
+            return
+        cursor = replace(cursor, before_id=page["next_before_id"])

@@ -138,3 +138,49 @@ async def write_day(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date, direc
     write_atomically(json_path, data)
     written.append(WrittenFile(json_path, sha256_hex(data)))
     return written
+
+
+SUMMARY_BYTES_MAX = 64 * 1024 * 1024
+
+
+def read_summary(directory: Path, day: dt.date) -> dict[str, Any] | None:
+    """The day's summary.json as written by write_day; None when the day has no files."""
+    path = directory / day.isoformat() / "summary.json"
+    try:
+        if path.stat().st_size > SUMMARY_BYTES_MAX:
+            return None
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def day_file(directory: Path, day: dt.date, merchant_id: str | None) -> tuple[str, bytes] | None:
+    """A settlement file of the day, found through its summary, never through a caller's path:
+    the merchant's CSV (``merchant_id``) or, for None, summary.csv. Its content must match the
+    SHA-256 the summary recorded; returns (file name, content) or None."""
+    summary = read_summary(directory, day)
+    if summary is None:
+        return None
+    if merchant_id is None:
+        name = "summary.csv"
+    else:
+        known = {m.get("merchant_id") for m in summary.get("merchants", []) if isinstance(m, dict)}
+        if merchant_id not in known:
+            return None
+        name = merchant_file_name(merchant_id)
+    digest = summary.get("files", {}).get(name)
+    try:
+        data = (directory / day.isoformat() / name).read_bytes()
+    except OSError:
+        return None
+    return (name, data) if digest == sha256_hex(data) else None
+
+
+def summary_json(directory: Path, day: dt.date) -> bytes | None:
+    """The day's summary.json as stored (it carries every other file's SHA-256, not its own)."""
+    path = directory / day.isoformat() / "summary.json"
+    try:
+        return path.read_bytes() if path.stat().st_size <= SUMMARY_BYTES_MAX else None
+    except OSError:
+        return None

@@ -13,7 +13,10 @@ from dataclasses import replace
 import uvloop
 
 from ledger import db as ledger_db
+from ledger.keys import KeyStoreError, load_master_key
 from portal.settings import PortalSettings, SettingsError, load_secret
+
+MASTER_KEY_ENV = "SWITCHD_MASTER_KEY"  # as the daemon's [security] master_key_env defaults
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,13 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=PortalSettings.port)
     parser.add_argument("--secret-file", default=None, help="File holding the portal secret.")
     parser.add_argument("--demo-users", action="store_true", help="Create the demo users first.")
+    parser.add_argument("--master-key-file", default="",
+                        help="File holding the master key that seals terminals' MAC keys (else $SWITCHD_MASTER_KEY).")
     args = parser.parse_args(argv)
     try:
         settings = replace(PortalSettings(), host=args.host, port=args.port, secret_file=args.secret_file,
                            public_base_url=f"http://{args.host}:{args.port}",
                            secret=load_secret(args.secret_file))
         settings.check()
-    except SettingsError as exc:
+        master_key = load_master_key(args.master_key_file, MASTER_KEY_ENV)
+    except (SettingsError, KeyStoreError) as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 2
     from portal.server import serve  # after the checks: a bad setting answers fast
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                     await seed_users(conn)
             finally:
                 await conn.close()
-        await serve(settings, args.dsn)
+        # Without the configuration's [ledger] settings the trading seat is off here (`switchd portal` has them).
+        await serve(settings, args.dsn, master_key=master_key)
 
     uvloop.run(run())
     return 0

@@ -6,6 +6,8 @@ caller owns the pool and closes it); portal.server runs it under uvicorn.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,27 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from ledger.engine import Ledger, LedgerSettings
+from ledger.loyalty.operations import Loyalty
 from portal import i18n, labels, permissions, security_headers
 from portal.i18n import N_
-from portal.pages import auth, merchants, operators, profile, transactions
+from portal.pages import (
+    audit_log,
+    auth,
+    bins,
+    fees,
+    members,
+    merchants,
+    operators,
+    profile,
+    programs,
+    seat,
+    settlement,
+    stats,
+    terminals,
+    transaction_detail,
+    transactions,
+)
 from portal.sessions import SessionStore
 from portal.settings import PortalSettings
 from portal.web import Portal, render
@@ -35,7 +55,8 @@ STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
-PAGES = (auth, merchants, operators, profile, transactions)
+PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
+         stats, settlement, audit_log, programs, fees, bins)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -44,6 +65,7 @@ _ERROR_TEXT = {
     404: N_("Not found."),
     405: N_("Not found."),
     413: N_("The request is too large."),
+    503: N_("This page is not available: the portal runs without the ledger's settings."),
 }
 
 
@@ -85,15 +107,36 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def create_app(settings: PortalSettings, pool: asyncpg.Pool) -> Starlette:
-    """The portal over ``pool``; ``settings.secret`` must be set (settings.check())."""
+def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: LedgerSettings | None = None,
+               master_key: bytes | None = None) -> Starlette:
+    """The portal over ``pool``; ``settings.secret`` must be set (settings.check()).
+
+    ``ledger_settings`` (the configuration's ``[ledger]``, as the daemon builds them) give
+    the web trading seat its posting engine, started and drained with the application
+    (its lifespan); without them the seat answers that it is not available.
+    ``master_key`` (the daemon's, from ``[security]``) seals terminals' MAC keys; without
+    it the terminal pages add and key no keyed terminal.
+    """
     settings.check()
     i18n.load_catalogs()
     routes: list[Route | Mount] = [Route(path, endpoint, methods=methods, name=name)
                                    for path, endpoint, methods, name in ROUTES]
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if ledger is not None:
+            await ledger.start()
+        try:
+            yield
+        finally:
+            if ledger is not None:
+                await ledger.stop()
+
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         middleware=[
             Middleware(security_headers.SecurityHeadersMiddleware),
             Middleware(i18n.LocaleMiddleware, default=settings.default_locale),
@@ -101,5 +144,6 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool) -> Starlette:
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
-    app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app))
+    app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
+                              loyalty=Loyalty(ledger, pool) if ledger is not None else None, master_key=master_key)
     return app

@@ -54,12 +54,57 @@ _CORE_SCOPED = frozenset({"operators", "operator_view", "operator_new", "operato
                           "profile", "profile_edit", "transactions"})
 
 # A merchant's own business: terminals, members, the web trading seat, transaction details.
-_MERCHANT: dict[str, frozenset[Role]] = {}
-_MERCHANT_SCOPED: frozenset[str] = frozenset()
+# The seat, voids and refunds are a merchant's own (the platform has no seat); the platform reads
+# transactions in full, members and terminals. Terminals are the merchant admin's, not the operator's.
+_MERCHANT: dict[str, frozenset[Role]] = {
+    "seat": frozenset({MA, MO}),
+    "transaction_detail": EVERYONE,
+    "transaction_void": frozenset({MA, MO}),
+    "transaction_refund": frozenset({MA, MO}),
+    # Members (cards): every role; a merchant's users see their program's members only.
+    "members": EVERYONE,
+    "member_new": EVERYONE,
+    "member_view": EVERYONE,
+    "member_edit": EVERYONE,
+    "member_status": EVERYONE,
+    # Terminals: the platform's admin all, its operator reads; a merchant's admin its own; not the operator.
+    "terminals": frozenset({PA, PO, MA}),
+    "terminal_view": frozenset({PA, PO, MA}),
+    "terminal_new": frozenset({PA, MA}),
+    "terminal_edit": frozenset({PA, MA}),
+    "terminal_status": frozenset({PA, MA}),
+}
+_MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
+                                              "transaction_refund", "members", "member_new", "member_view",
+                                              "member_edit", "member_status", "terminals", "terminal_view",
+                                              "terminal_new", "terminal_edit", "terminal_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
-_PLATFORM: dict[str, frozenset[Role]] = {}
-_PLATFORM_SCOPED: frozenset[str] = frozenset()
+# The platform's users see every merchant's figures; a merchant's admin its own statistics and
+# settlement, its operator its own statistics (no settlement). Only the platform admin changes
+# programs, fee schedules and BIN ranges; the platform operator reads them.
+_PLATFORM: dict[str, frozenset[Role]] = {
+    "stats": EVERYONE,
+    "stats_csv": EVERYONE,
+    "settlement": frozenset({PA, PO, MA}),
+    "settlement_day": frozenset({PA, PO, MA}),
+    "settlement_file": frozenset({PA, PO, MA}),
+    "settlement_summary": frozenset({PA, PO}),
+    # The CSV export of a transaction search: whoever may search, a merchant's users their own.
+    "transactions_export": EVERYONE,
+    "audit": frozenset({PA, PO}),
+    "programs": frozenset({PA, PO}),
+    "program_view": frozenset({PA, PO}),
+    "program_new": frozenset({PA}),
+    "program_lottery": frozenset({PA}),
+    "fees": frozenset({PA, PO}),
+    "fee_edit": frozenset({PA}),
+    "bins": frozenset({PA, PO}),
+    "bin_new": frozenset({PA}),
+    "bin_remove": frozenset({PA}),
+}
+_PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file",
+                                                       "transactions_export"})
 
 RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
 # The routes that check the object's merchant against the user's (another's answers 404).

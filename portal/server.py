@@ -17,6 +17,7 @@ import structlog
 import uvicorn
 
 from ledger import db as ledger_db
+from ledger.engine import LedgerSettings
 from portal.app import create_app
 from portal.settings import PortalSettings
 
@@ -49,15 +50,19 @@ def url_of(settings: PortalSettings, port: int) -> str:
     return f"{'https' if settings.tls else 'http'}://{settings.host}:{port}"
 
 
-async def serve(settings: PortalSettings, dsn: str) -> None:
-    """Serve the portal until cancelled or signalled (SIGINT/SIGTERM end it gracefully)."""
+async def serve(settings: PortalSettings, dsn: str, ledger_settings: LedgerSettings | None = None,
+                master_key: bytes | None = None) -> None:
+    """Serve the portal until cancelled or signalled (SIGINT/SIGTERM end it gracefully).
+
+    ``ledger_settings`` and ``master_key``: see portal.app.create_app.
+    """
     settings.check()
     sock = listen_socket(settings.host, settings.port)
     pool = await ledger_db.create_pool(dsn, 1, settings.db_pool_size_max)
     try:
-        app = create_app(settings, pool)
+        app = create_app(settings, pool, ledger_settings, master_key)
         config = uvicorn.Config(
-            app, loop="uvloop", http="h11", lifespan="off",
+            app, loop="uvloop", http="h11", lifespan="on",
             limit_concurrency=settings.limit_concurrency, timeout_keep_alive=settings.timeout_keep_alive_s,
             timeout_graceful_shutdown=settings.timeout_graceful_shutdown_s,
             proxy_headers=bool(settings.trusted_proxies),

@@ -49,6 +49,9 @@ class PortalSettings:
     timeout_graceful_shutdown_s: int = 10
     db_pool_size_max: int = 10
     default_locale: str = "en"
+    # Where ``switchd eod run`` writes the settlement files (the daemon's [eod] settlement_dir,
+    # else <state_dir>/settlement; the default state_dir is ./var).
+    settlement_dir: str = "./var/settlement"
     secret: bytes = field(default=b"", repr=False)
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from ledger.loyalty.operations import Loyalty
 from portal import csrf, permissions
 from portal.sessions import Session, SessionStore
 from portal.settings import PortalSettings
@@ -38,6 +39,10 @@ class Portal:
     pool: asyncpg.Pool
     sessions: SessionStore
     templates: Jinja2Templates
+    # The web trading seat's operations (None when the portal was built without ledger settings).
+    loyalty: Loyalty | None = None
+    # Seals terminals' MAC keys (None: keyed terminals cannot be added from the portal).
+    master_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,11 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def page(route: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
-    """Wrap a handler: session required, forced password change, role allowed, CSRF on POST."""
+def page(route: str, files_max: int = 0) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Wrap a handler: session required, forced password change, role allowed, CSRF on POST.
+
+    ``files_max``: how many uploaded files a POST may carry (multipart; the body limit bounds their size).
+    """
     if route not in permissions.RULES:
         raise AssertionError(f"route {route} has no permission rule")
 
@@ -124,7 +132,7 @@ def page(route: str) -> Callable[[Handler], Callable[[Request], Awaitable[Respon
                 raise HTTPException(403)
             form = None
             if request.method == "POST":
-                form = await request.form(max_files=0, max_fields=FORM_FIELDS_MAX)
+                form = await request.form(max_files=files_max, max_fields=FORM_FIELDS_MAX)
                 if not csrf.matches(session.csrf_token, form.get(csrf.FIELD)):
                     raise HTTPException(403, "csrf")
             return await handler(request, Page(portal, session, form))

@@ -1,137 +1,16 @@
-"""Terminal keys at rest: sealed under a master key that never enters the database.
-
-The master key (32 bytes, AES-256) comes from a file or an environment
-variable as 64 hexadecimal characters. A terminal key is sealed with
-AES-256-GCM; the ``aad`` binds the sealed blob to its owner (e.g. the terminal
-id and algorithm) so that a blob copied onto another row fails to unseal.
-
-Blob layout: ``0x01`` (version) || nonce (12 bytes) || ciphertext || tag (16 bytes).
-
->>> master = bytes.fromhex(generate_master_key_hex())
->>> blob = seal(master, bytes(16), b"terminal:T0000001")
->>> unseal(master, blob, b"terminal:T0000001") == bytes(16)
-True
->>> unseal(master, blob, b"terminal:T0000002")
-Traceback (most recent call last):
-...
-switch.keystore.KeyStoreError: keystore: cannot unseal: wrong master key, wrong owner (aad) or tampered blob
+"""Terminal keys at rest: the master key and sealing live in :mod:`ledger.keys` (the CLI and
+the portal seal keys too, and the ledger never imports the switch); the switch's names for them.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import string
-from collections.abc import Mapping
+from ledger.keys import (
+    MASTER_KEY_BYTES,
+    KeyStoreError,
+    generate_master_key_hex,
+    load_master_key,
+    seal,
+    unseal,
+)
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-from ledger.errors import SwitchdError
-
-MASTER_KEY_BYTES = 32
-_VERSION = b"\x01"
-_NONCE_BYTES = 12
-_TAG_BYTES = 16
-_HEX_DIGITS = frozenset(string.hexdigits)
-
-
-class KeyStoreError(SwitchdError):
-    """A key store problem; ``str()`` is one line and never contains key material."""
-
-
-def _parse_master_hex(text: str, source: str) -> bytes:
-    # Whitespace anywhere is dropped: files end in newlines, people paste in groups.
-    compact = "".join(text.split())
-    if len(compact) != 2 * MASTER_KEY_BYTES:
-        raise KeyStoreError(
-            f"keystore: master key from {source}: expected {2 * MASTER_KEY_BYTES} hex characters, "
-            f"got {len(compact)}"
-        )
-    if not set(compact) <= _HEX_DIGITS:
-        raise KeyStoreError(f"keystore: master key from {source}: not hexadecimal")
-    return bytes.fromhex(compact)
-
-
-def load_master_key(
-    master_key_file: str, master_key_env: str, env: Mapping[str, str] | None = None
-) -> bytes | None:
-    """Load the 32-byte master key, or None when none is configured.
-
-    ``master_key_file`` wins when non-empty; otherwise the environment variable
-    named ``master_key_env`` is used when set and non-empty. Errors name the
-    source (file path or variable name), never the value.
-
-    >>> load_master_key("", "SWITCHD_MASTER_KEY", env={}) is None
-    True
-    >>> len(load_master_key("", "MK", env={"MK": "00" * 32}))
-    32
-    >>> load_master_key("", "MK", env={"MK": "zz" * 32})
-    Traceback (most recent call last):
-    ...
-    switch.keystore.KeyStoreError: keystore: master key from environment variable MK: not hexadecimal
-    """
-    if master_key_file:
-        try:
-            with open(master_key_file, encoding="ascii") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise KeyStoreError(
-                f"keystore: cannot read master key file {master_key_file}: {exc.strerror}"
-            ) from None
-        except UnicodeDecodeError:
-            raise KeyStoreError(
-                f"keystore: master key from file {master_key_file}: not hexadecimal"
-            ) from None
-        return _parse_master_hex(text, f"file {master_key_file}")
-    environ = os.environ if env is None else env
-    if master_key_env:
-        value = environ.get(master_key_env, "")
-        if value.strip():
-            return _parse_master_hex(value, f"environment variable {master_key_env}")
-    return None
-
-
-def _check_master(master_key: bytes) -> AESGCM:
-    if len(master_key) != MASTER_KEY_BYTES:
-        raise KeyStoreError(
-            f"keystore: master key must be {MASTER_KEY_BYTES} bytes, got {len(master_key)}"
-        )
-    return AESGCM(master_key)
-
-
-def seal(master_key: bytes, plaintext_key: bytes, aad: bytes) -> bytes:
-    """Encrypt ``plaintext_key`` under ``master_key`` (AES-256-GCM, random nonce).
-
-    >>> blob = seal(bytes(32), b"k" * 16, b"owner")
-    >>> blob[0], len(blob)
-    (1, 45)
-    """
-    aead = _check_master(master_key)
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    return _VERSION + nonce + aead.encrypt(nonce, plaintext_key, aad)
-
-
-def unseal(master_key: bytes, blob: bytes, aad: bytes) -> bytes:
-    """Decrypt a blob made by :func:`seal`; KeyStoreError on any mismatch or tampering."""
-    aead = _check_master(master_key)
-    if len(blob) < 1 + _NONCE_BYTES + _TAG_BYTES:
-        raise KeyStoreError(f"keystore: sealed blob too short ({len(blob)} bytes)")
-    if blob[:1] != _VERSION:
-        raise KeyStoreError(f"keystore: unknown sealed blob version {blob[0]}")
-    nonce = blob[1 : 1 + _NONCE_BYTES]
-    try:
-        return aead.decrypt(nonce, blob[1 + _NONCE_BYTES :], aad)
-    except InvalidTag:
-        raise KeyStoreError(
-            "keystore: cannot unseal: wrong master key, wrong owner (aad) or tampered blob"
-        ) from None
-
-
-def generate_master_key_hex() -> str:
-    """A new random master key as 64 lower-case hex characters.
-
-    >>> len(generate_master_key_hex())
-    64
-    """
-    return secrets.token_hex(MASTER_KEY_BYTES)
+__all__ = ["MASTER_KEY_BYTES", "KeyStoreError", "generate_master_key_hex", "load_master_key", "seal", "unseal"]

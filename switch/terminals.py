@@ -1,9 +1,10 @@
 """Terminals: the ``switch.terminals`` table, the daemon's cached view of it, and the
-operations behind ``switchd terminal add|list|show|disable|enable`` (cli.terminal).
+operations behind ``switchd terminal add|list|show|disable|enable`` (cli.terminal), which
+live in :mod:`ledger.terminals` (the portal provisions terminals too) and are named here too.
 
 A terminal is field 41 (stored without its space padding) and belongs to a
 merchant (field 42). Its MAC key is sealed under the master key
-(:mod:`switch.keystore`) with the terminal id and algorithm as associated data,
+(:mod:`ledger.keys`) with the terminal id and algorithm as associated data,
 so the database never holds a key in clear and a sealed key cannot be moved
 to another terminal. Nothing here prints or logs a key.
 
@@ -20,12 +21,22 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
-from ledger.errors import SwitchdError, first_line
-from switch import keystore, mac
+from ledger.errors import first_line
+from ledger.terminals import (  # noqa: F401  (the operations, under the names the CLI and tests use)
+    _SELECT,
+    TerminalError,
+    add_terminal,
+    check_new,
+    describe,
+    key_aad,
+    list_terminals,
+    set_status,
+    show_terminal,
+)
+from switch import keystore
 from switch.logs import get_logger
 
 log = get_logger("switchd.terminals")
@@ -50,8 +61,6 @@ CACHE_ENTRIES_MAX = 100_000
 # retransmits or reverses, instead of discarding an unauthenticated answer.
 CACHE_STALE_IF_ERROR_S = 300.0
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
-_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
-_WEB_ID_RE = re.compile(r"^W[0-9]{7}$")  # reserved (migration 0013)
 
 
 def normalize_id(value: str) -> str:
@@ -66,11 +75,6 @@ def plausible_id(value: str) -> bool:
     (True, False, False)
     """
     return bool(_ID_RE.match(normalize_id(value)))
-
-
-def key_aad(terminal_id: str, alg: str) -> bytes:
-    """Associated data binding a sealed key to its terminal and algorithm."""
-    return f"switchd:terminal:{terminal_id}:{alg}".encode()
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,6 @@ class Terminal:
                 f"status={self.status!r}, signed_on={self.signed_on}, mac_alg={self.mac_alg!r})")
 
 
-_SELECT = ("SELECT terminal_id, merchant_id, status, signed_on, signed_on_at, mac_alg, mac_key_sealed, "
-           "created_at, updated_at, kind FROM switch.terminals")
 # The wire knows POS terminals only: a merchant's web trading seat (kind 'web', migration 0013) is a
 # virtual terminal of the accounting host, and a request naming it is refused as from an unknown one.
 _SELECT_ON_WIRE = _SELECT + " WHERE terminal_id = $1 AND kind = 'pos'"
@@ -265,83 +267,3 @@ class TerminalStore:
             "WHERE terminal_id = $1", tid, signed_on,
         )
         self._cache.pop(tid, None)
-
-
-# ---------------------------------------------------------------- operations (the CLI's and tests')
-
-
-class TerminalError(SwitchdError):
-    """An operator mistake; ``str()`` is one line."""
-
-
-def check_new(terminal_id: str, merchant_id: str, mac_alg: str | None, mac_key_hex: str | None,
-              master_key: bytes | None) -> bytes | None:
-    """Validate ``terminal add`` arguments; return the sealed key (or None). Raises TerminalError."""
-    if not _ID_RE.match(terminal_id):
-        raise TerminalError(f"terminal id {terminal_id!r}: 1..8 letters, digits, _ or -")
-    if _WEB_ID_RE.match(terminal_id):
-        raise TerminalError(f"terminal id {terminal_id!r}: W and 7 digits are merchants' web trading seats")
-    if not _MERCHANT_RE.match(merchant_id):
-        raise TerminalError(f"merchant id {merchant_id!r}: 1..15 letters, digits, _ or -")
-    if (mac_alg is None) != (mac_key_hex is None):
-        raise TerminalError("--mac-alg and --mac-key go together")
-    if mac_alg is None or mac_key_hex is None:
-        return None
-    if mac_alg not in mac.ALGORITHMS:
-        raise TerminalError(f"--mac-alg must be one of {', '.join(mac.ALGORITHMS)}")
-    try:
-        key = bytes.fromhex(mac_key_hex)
-    except ValueError:
-        raise TerminalError("--mac-key must be hexadecimal") from None
-    if not mac.key_length_ok(mac_alg, key):
-        raise TerminalError(f"--mac-key has the wrong length for {mac_alg}")
-    if master_key is None:
-        raise TerminalError("cannot store a MAC key: no master key configured "
-                            "(set [security] master_key_file or the variable named by master_key_env)")
-    return keystore.seal(master_key, key, key_aad(terminal_id, mac_alg))
-
-
-async def add_terminal(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, merchant_id: str,
-                       mac_alg: str | None = None, mac_key_hex: str | None = None,
-                       master_key: bytes | None = None) -> None:
-    """Create a terminal; TerminalError if it exists or an argument is wrong."""
-    sealed = check_new(terminal_id, merchant_id, mac_alg, mac_key_hex, master_key)
-    status = await conn.execute(
-        "INSERT INTO switch.terminals(terminal_id, merchant_id, mac_alg, mac_key_sealed) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (terminal_id) DO NOTHING", terminal_id, merchant_id, mac_alg if sealed else None, sealed,
-    )
-    if status.endswith(" 0"):
-        raise TerminalError(f"terminal {terminal_id} already exists")
-
-
-def describe(row: asyncpg.Record) -> dict[str, Any]:
-    """A terminal row for output: never the key, only whether there is one."""
-    return {
-        "terminal_id": row["terminal_id"], "merchant_id": row["merchant_id"], "kind": row["kind"],
-        "status": row["status"],
-        "signed_on": row["signed_on"],
-        "signed_on_at": row["signed_on_at"].isoformat() if row["signed_on_at"] else None,
-        "mac_alg": row["mac_alg"], "mac_key": "sealed" if row["mac_key_sealed"] is not None else None,
-        "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat(),
-    }
-
-
-async def list_terminals(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[dict[str, Any]]:
-    """Terminals in id order, at most ``limit``."""
-    rows = await conn.fetch(_SELECT + " ORDER BY terminal_id LIMIT $1", limit)
-    return [describe(r) for r in rows]
-
-
-async def show_terminal(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str) -> dict[str, Any] | None:
-    """One terminal, or None."""
-    row = await conn.fetchrow(_SELECT + " WHERE terminal_id = $1", normalize_id(terminal_id))
-    return None if row is None else describe(row)
-
-
-async def set_status(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, status: str) -> bool:
-    """Set active/disabled; False when the terminal does not exist. Disabling also signs it off."""
-    result = await conn.execute(
-        "UPDATE switch.terminals SET status = $2, signed_on = signed_on AND $2 = 'active', updated_at = now() "
-        "WHERE terminal_id = $1", normalize_id(terminal_id), status,
-    )
-    return not result.endswith(" 0")

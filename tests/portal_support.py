@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 import httpx
 import pytest
+from ledger_support import ledger_settings
 from starlette.applications import Starlette
 
 from ledger.audit import check_books
@@ -23,6 +24,7 @@ from portal.app import create_app
 from portal.settings import PortalSettings
 
 SECRET = b"portal-test-secret-0123456789abcdef"
+MASTER_KEY = bytes(range(32))  # seals terminals' MAC keys in the portal tests
 PASSWORD = portal_demo.DEMO_PASSWORD
 # One login per role, from portal.demo.
 LOGIN_OF_ROLE = {"platform_admin": "admin", "platform_operator": "operator",
@@ -53,8 +55,9 @@ async def portal_env_fixture(pool: asyncpg.Pool) -> AsyncIterator[PortalEnv]:
     async with pool.acquire() as conn, conn.transaction():
         await ledger_demo.seed(conn, cards=3)
         await portal_demo.seed_users(conn)
-    env = PortalEnv(create_app(test_settings(), pool), pool, test_settings())
-    yield env
+    app = create_app(test_settings(), pool, ledger_settings(), MASTER_KEY)
+    async with app.router.lifespan_context(app):  # the seat's posting engine runs as under uvicorn
+        yield PortalEnv(app, pool, test_settings())
     assert await check_books(pool) == [], "the books do not balance after a portal test"
 
 

@@ -41,7 +41,7 @@ async def test_channels_are_added_without_rewriting_the_transactions(empty_db_ds
         files = {t: await conn.fetchval("SELECT pg_relation_filenode($1)", t)
                  for t in ("loyalty.transactions", "switch.terminals")}
         applied = await migrate.upgrade(conn)
-        assert [m.version for m in applied] == [CHANNELS]
+        assert [m.version for m in applied if m.version <= CHANNELS] == [CHANNELS]  # and any later ones
         for table, filenode in files.items():
             assert await conn.fetchval("SELECT pg_relation_filenode($1)", table) == filenode, table
         row = await conn.fetchrow("SELECT channel, operator_ref FROM loyalty.transactions")

@@ -9,17 +9,20 @@ A merchant's users search their own merchant's transactions only.
 from __future__ import annotations
 
 import base64
+import csv
 import datetime as dt
 import hashlib
+import io
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from ledger import search
 from ledger.loyalty.outcomes import Reason, TxnType
@@ -27,6 +30,9 @@ from ledger.loyalty.rules import luhn_ok
 from portal.i18n import N_
 from portal.i18n import gettext as _
 from portal.web import FORM, Page, page, render
+
+# A module global so a test can lower it; the ledger caps it at search.EXPORT_ROWS_MAX whatever it is.
+EXPORT_ROWS_MAX = search.EXPORT_ROWS_MAX
 
 TEXT_FIELDS = ("date_from", "date_to", "merchant", "terminal", "rrn", "type", "reason", "amount_min",
                "amount_max")
@@ -114,6 +120,53 @@ async def transactions(request: Request, pg: Page) -> Response:
     return render(request, "transactions/search.html", context, session=pg.session)
 
 
+@page("transactions_export")
+async def transactions_export(request: Request, pg: Page) -> Response:
+    """The search's matches as CSV (cards masked; at most ledger.search.EXPORT_ROWS_MAX rows, streamed).
+
+    GET takes the criteria of a search without a card number; POST also a card number (or the
+    sealed one of a search page). A last line ``truncated,N`` says the bound cut the export short.
+    """
+    if request.method == "GET":
+        if "pan" in request.query_params:
+            raise HTTPException(400, "pan-in-url")
+        source: Mapping[str, str] = request.query_params
+        pan = None
+    else:
+        source = {k: pg.field(k, 40) for k in (*TEXT_FIELDS, "pan")}
+        pan = source["pan"].replace(" ", "") or None
+        if pan is None and pg.field("pan_ref", 200):
+            pan = open_pan(pg.portal.settings.secret, pg.field("pan_ref", 200))
+    values = {k: str(source.get(k, ""))[:40].strip() for k in TEXT_FIELDS}
+    try:
+        filters = filters_from(values, pan, pg.own_merchant(), None)
+    except BadCriteria as exc:
+        return Response(_(str(exc)) + "\n", status_code=400, media_type="text/plain; charset=utf-8")
+    pool, rows_max = pg.pool, EXPORT_ROWS_MAX
+
+    async def lines() -> AsyncIterator[str]:
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(search.EXPORT_COLUMNS)
+        written, last_id = 0, None
+        async for rows in search.export_pages(pool, filters, rows_max):
+            for r in rows:
+                w.writerow(["" if r[k] is None else r[k] for k in search.EXPORT_COLUMNS])
+            written += len(rows)
+            last_id = rows[-1]["id"]
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+        if written >= rows_max and last_id is not None:
+            more = await search.search(pool, replace(filters, before_id=last_id), 1)
+            if more["count"]:
+                yield f"truncated,{rows_max}\n"
+
+    name = f"transactions-{dt.date.today().isoformat()}.csv"
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
+                             headers={"content-disposition": f'attachment; filename="{name}"'})
+
+
 def _in_points(txn_type: str) -> bool:
     """True when a transaction's amount is a number of points, not money."""
     return txn_type in set(TxnType) and TxnType(txn_type).in_points
@@ -141,4 +194,5 @@ def open_pan(secret: bytes, sealed: str) -> str:
 # (path, endpoint, methods, route name): portal/app.py mounts them; portal/permissions.py rules them.
 ROUTES: list[tuple[str, Any, list[str], str]] = [
     ("/transactions", transactions, FORM, "transactions"),
+    ("/transactions/export", transactions_export, FORM, "transactions_export"),
 ]

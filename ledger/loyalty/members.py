@@ -1,0 +1,170 @@
+"""Members (cards) as a merchant sees them: its program's members, issued, found, changed.
+
+A card is the platform's, not a merchant's: one card earns and redeems in every
+program, at every merchant, and its accounts open on first use. What makes a
+card a member of a program is its points account in that program: a card that
+earned, redeemed or was topped up there, or that a merchant of the program
+issued (issuing enrols the card: its points account is opened, at zero). A
+merchant's members are its program's members, which in an alliance are shared
+by every merchant of it. Card numbers go in as arguments only and come out
+masked; a card is named by its row id everywhere else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from typing import Any
+
+import asyncpg
+
+from ledger import search
+from ledger.accounts import open_account
+from ledger.loyalty import cards
+from ledger.loyalty.programs import ProvisioningError
+from ledger.loyalty.rules import luhn_complete, mask_pan
+
+PAN_DIGITS_DEFAULT = 16
+NAME_CHARS_MAX = 80
+PHONE = re.compile(r"^\+?[0-9 -]{3,20}$")
+LIST_LIMIT_MAX = 200
+_ISSUE_ATTEMPTS_MAX = 20
+
+
+def new_pan(prefix: str, digits: int = PAN_DIGITS_DEFAULT) -> str:
+    """A random Luhn-valid card number of ``digits`` digits under ``prefix``.
+
+    >>> pan = new_pan("621234")
+    >>> len(pan), pan[:6], cards.luhn_ok(pan)
+    (16, '621234', True)
+    """
+    if not (prefix.isascii() and prefix.isdigit()) or not 12 <= digits <= 19 or len(prefix) >= digits:
+        raise ProvisioningError(f"cannot make a {digits}-digit card number under BIN {prefix!r}")
+    body = prefix + "".join(secrets.choice("0123456789") for _ in range(digits - len(prefix) - 1))
+    return luhn_complete(body)
+
+
+async def program_points_asset(conn: asyncpg.Connection | asyncpg.Pool, program: str) -> str | None:
+    """The points asset of a program (None when there is no such program)."""
+    value = await conn.fetchval("SELECT points_asset FROM loyalty.programs WHERE code = $1", program)
+    return None if value is None else str(value)
+
+
+async def enrol(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, program: str) -> None:
+    """Make a card a member of ``program``: open its points account there (zero; nothing posted)."""
+    asset = await program_points_asset(conn, program)
+    if asset is None:
+        raise ProvisioningError(f"no program {program!r}")
+    # As the first earn opens it (ledger.loyalty.operations): a credit account, guarded.
+    await open_account(conn, "card", str(card_id), asset, "credit", "guarded", "points")
+
+
+async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: str | None, program: str | None,
+                       expiry: str | None = None, name: str | None = None, phone: str | None = None,
+                       today: dt.date | None = None) -> dict[str, Any]:
+    """Issue a card (``pan``, or a new number under ``bin_prefix``, a platform BIN) and enrol it in
+    ``program`` when given. Returns the card as :func:`member` does. ProvisioningError when refused."""
+    if pan is None:
+        if not bin_prefix or not await conn.fetchval(
+                "SELECT 1 FROM loyalty.bin_ranges WHERE prefix = $1", bin_prefix):
+            raise ProvisioningError("choose one of the platform's BINs, or enter a card number")
+        for _ in range(_ISSUE_ATTEMPTS_MAX):
+            candidate = new_pan(bin_prefix)
+            if not await conn.fetchval("SELECT 1 FROM loyalty.cards WHERE pan = $1", candidate):
+                pan = candidate
+                break
+        else:
+            raise ProvisioningError(f"BIN {bin_prefix} has no free card numbers left to draw")
+    async with conn.transaction():
+        await cards.issue_card(conn, pan, expiry or None, name or None, phone or None, today)
+        card_id = int(await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
+        if program is not None:
+            await enrol(conn, card_id, program)
+    found = await member(conn, card_id)
+    assert found is not None
+    return found
+
+
+async def is_member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, program: str) -> bool:
+    """True when the card holds a points account in ``program``."""
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM ledger.accounts a JOIN loyalty.programs p ON p.points_asset = a.asset "
+        "WHERE a.owner_kind = 'card' AND a.owner_id = $1 AND a.purpose = 'points' AND p.code = $2",
+        str(card_id), program))
+
+
+async def card_id_of(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> int | None:
+    """The row id of the card with this number, or None."""
+    value = await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan)
+    return None if value is None else int(value)
+
+
+async def member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> dict[str, Any] | None:
+    """A card by row id: status, holder, every balance (ledger.loyalty.cards.show_card), PAN masked."""
+    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
+    if pan is None:
+        return None
+    return await cards.show_card(conn, str(pan))
+
+
+async def search_members(conn: asyncpg.Connection | asyncpg.Pool, program: str | None = None,
+                         text: str | None = None, status: str | None = None, after_id: int | None = None,
+                         limit: int = 50) -> dict[str, Any]:
+    """Cards (of ``program``'s members when given), by name or phone containing ``text``, by
+    status; in id order, keyset pages (``after_id``). PANs masked."""
+    limit = max(1, min(int(limit), LIST_LIMIT_MAX))
+    like = None if not text else "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    rows = await conn.fetch(
+        "SELECT c.id, c.pan, c.status, c.expiry, c.name, c.phone, c.created_at FROM loyalty.cards c "
+        "WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM ledger.accounts a JOIN loyalty.programs p "
+        "        ON p.points_asset = a.asset WHERE a.owner_kind = 'card' AND a.owner_id = c.id::text "
+        "        AND a.purpose = 'points' AND p.code = $1)) "
+        "  AND ($2::text IS NULL OR c.name ILIKE $2 OR c.phone LIKE $2) "
+        "  AND ($3::text IS NULL OR c.status = $3) AND ($4::bigint IS NULL OR c.id > $4) "
+        f"ORDER BY c.id LIMIT {limit + 1}", program, like, status, after_id)
+    page = [dict(r) | {"pan": mask_pan(r["pan"])} for r in rows[:limit]]
+    return {"members": page, "next_after_id": page[-1]["id"] if len(rows) > limit else None}
+
+
+async def update_member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, name: str | None,
+                        phone: str | None, expiry: str | None) -> bool:
+    """Change a card's holder name, phone and expiry (YYMM; None = never); False when no such card."""
+    if name is not None and len(name) > NAME_CHARS_MAX:
+        raise ProvisioningError(f"name must be at most {NAME_CHARS_MAX} characters")
+    if phone is not None and not PHONE.match(phone):
+        raise ProvisioningError("phone must be 3..20 digits, spaces or dashes")
+    if expiry is not None and not cards.EXPIRY.match(expiry):
+        raise ProvisioningError(f"expiry must be YYMM, got {expiry!r}")
+    done = await conn.execute("UPDATE loyalty.cards SET name = $2, phone = $3, expiry = $4, updated_at = now() "
+                              "WHERE id = $1", card_id, name, phone, expiry)
+    return bool(done.endswith(" 1"))
+
+
+async def set_member_status(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, status: str) -> bool:
+    """Block or unblock a card by row id (ledger.loyalty.cards.set_card_status); False when none."""
+    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
+    return pan is not None and await cards.set_card_status(conn, str(pan), status)
+
+
+async def merchant_original(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str,
+                            rrn: str) -> dict[str, Any] | None:
+    """The approved transaction ``rrn`` of ``merchant_id`` that a void or refund would name: its
+    type, amount, currency and card number (in full: for the seat's request, never to be shown).
+    None when the merchant has none under that RRN."""
+    row = await conn.fetchrow(
+        "SELECT t.txn_type, t.amount, t.currency, t.business_date, c.pan FROM loyalty.transactions t "
+        "JOIN loyalty.cards c ON c.id = t.card_id "
+        "WHERE t.rrn = $1 AND t.merchant_id = $2 AND t.journal_id IS NOT NULL ORDER BY t.id LIMIT 1",
+        rrn, merchant_id)
+    return None if row is None else dict(row)
+
+
+async def card_transactions(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, merchant_id: str | None = None,
+                            limit: int = 20) -> list[dict[str, Any]]:
+    """A card's latest transactions (at ``merchant_id`` only, when given), newest first, PAN masked."""
+    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
+    if pan is None:
+        return []
+    found = await search.search(conn, search.Filters(pan=str(pan), merchant_id=merchant_id), limit)
+    return list(found["transactions"])
