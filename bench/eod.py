@@ -175,6 +175,7 @@ class Generator:
 
 # Generation stops with an error rather than loop for ever when commands keep failing.
 ATTEMPTS_PER_JOURNAL_MAX = 3
+BATCH_ALL_DECLINED_MIN = 20
 SQL = "SELECT idx, status, journal_id FROM ledger.post_batch($1,$2,$3,$4,$5,$6,$7::jsonb[],$8,$9,$10,$11,$12)"
 
 
@@ -203,7 +204,9 @@ async def generate(dsn: str, world: dict[str, Any], journals: int, batch_size: i
                 rows = await conn.fetch(SQL, *args, timeout=600)
                 gen.remember(args, rows)
                 batch_posted = sum(1 for r in rows if r["status"] == "posted")
-                if not batch_posted:
+                # A whole batch declined is a stall; the last few commands of a run may all decline
+                # by chance (a redeem on an empty card), and the attempts' bound catches a slow stall.
+                if not batch_posted and size >= BATCH_ALL_DECLINED_MIN:
                     statuses = sorted({str(r["status"]) for r in rows})
                     raise RuntimeError(f"a batch of {size} commands posted none (statuses: {statuses})")
                 async with lock:
