@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +147,7 @@ def _h1(page: Page) -> Locator:
     return page.get_by_role("heading", level=1)
 
 
-def expect(locator: Locator) -> Any:
+def _expect(locator: Locator) -> Any:
     """Playwright's auto-retrying assertions (imported late: Playwright may be missing)."""
     from playwright.sync_api import expect as playwright_expect
 
@@ -154,7 +155,7 @@ def expect(locator: Locator) -> Any:
 
 
 def _expect_h1(page: Page, text: str) -> None:
-    expect(_h1(page)).to_have_text(text)
+    _expect(_h1(page)).to_have_text(text)
 
 
 def _value_of(page: Page, term: str) -> str:
@@ -205,10 +206,10 @@ def _take_at_seat(page: Page, kind_label: str, amount: str) -> dict[str, str]:
     _expect_h1(page, "Trading seat")
     page.get_by_label("Transaction").select_option(label=kind_label)
     page.get_by_label("Card number").fill(PAN)
-    page.get_by_label("Amount", exact=False).first.fill(amount)
+    page.get_by_label(re.compile(r"^Amount \(")).fill(amount)
     page.get_by_role("button", name="Send").click()
     _expect_h1(page, "Receipt")
-    expect(page.get_by_role("status")).to_have_text("Approved.")
+    _expect(page.get_by_role("status")).to_have_text("Approved.")
     return {term: _value_of(page, term) for term in ("Card", "RRN", "Points earned", "Points redeemed",
                                                       "Points balance after")}
 
@@ -257,7 +258,7 @@ def _platform_admin_sets_up_the_merchant(page: Page, url: str) -> None:
     _log_out(page)
 
 
-def _merchant_admin_adds_a_cashier_and_a_member(page: Page) -> None:
+def _merchant_admin_adds_a_cashier_and_a_member(page: Page, _url: str) -> None:
     _first_login(page, ADMIN_LOGIN, "kiwi-orchard-2047")
     _add_operator(page, CASHIER_LOGIN, "Bistro Cashier", "Merchant operator", None)
     assert _value_of(page, "Merchant") == MERCHANT_ID
@@ -282,7 +283,7 @@ def _search_by_card(page: Page) -> Locator:
     return results
 
 
-def _cashier_trades_and_refunds(page: Page) -> None:
+def _cashier_trades_and_refunds(page: Page, _url: str) -> None:
     _first_login(page, CASHIER_LOGIN, "maple-harbour-3158")
     # 50.00 at the merchant's 2 points per currency unit; then 30 of those points redeemed.
     earn = _take_at_seat(page, "Purchase (earn points)", "50.00")
@@ -293,27 +294,27 @@ def _cashier_trades_and_refunds(page: Page) -> None:
 
     results = _search_by_card(page)
     for rrn in (earn["RRN"], redeem["RRN"]):
-        expect(results.get_by_role("row").filter(has=page.get_by_role("link", name=rrn, exact=True))).to_have_count(1)
+        _expect(results.get_by_role("row").filter(has=page.get_by_role("link", name=rrn, exact=True))).to_have_count(1)
     results.get_by_role("link", name=earn["RRN"], exact=True).click()
     _expect_h1(page, f"Transaction {earn['RRN']}")
     page.get_by_label("Refund amount (money as 12.34, points as a whole number)").fill("10.00")
     page.get_by_role("button", name="Refund").click()
     _expect_h1(page, "Receipt")
-    expect(page.get_by_role("status")).to_have_text("Approved.")
+    _expect(page.get_by_role("status")).to_have_text("Approved.")
     refund_rrn = _value_of(page, "RRN")
     # A fifth of the purchase refunded: a fifth of its points go back.
     assert _points_balance(page) == "50"
 
     results = _search_by_card(page)
-    expect(results.get_by_role("row").filter(has=page.get_by_role("link", name=refund_rrn, exact=True))) \
+    _expect(results.get_by_role("row").filter(has=page.get_by_role("link", name=refund_rrn, exact=True))) \
         .to_have_count(1)
     results.get_by_role("link", name=earn["RRN"], exact=True).click()
     _expect_h1(page, f"Transaction {earn['RRN']}")
     done_against = page.get_by_role("table", name="Done against it")
-    expect(done_against.get_by_role("link", name=refund_rrn, exact=True)).to_have_count(1)
+    _expect(done_against.get_by_role("link", name=refund_rrn, exact=True)).to_have_count(1)
 
 
-def _statistics_show_a_chart(page: Page) -> None:
+def _statistics_show_a_chart(page: Page, _url: str) -> None:
     _nav(page, "Statistics")
     _expect_h1(page, "Statistics")
     chart = page.get_by_role("img", name="Approved transactions per period")
@@ -322,7 +323,7 @@ def _statistics_show_a_chart(page: Page) -> None:
     assert chart.locator("rect").count() >= 1
 
 
-def _switch_to_chinese(page: Page) -> None:
+def _switch_to_chinese(page: Page, _url: str) -> None:
     page.get_by_role("navigation", name="Language").get_by_role("link", name="中文").click()
     _expect_h1(page, "统计")
     assert page.locator("html").get_attribute("lang") == "zh-CN"
@@ -332,12 +333,13 @@ def _switch_to_chinese(page: Page) -> None:
     assert page.get_by_role("button", name="退出").count() == 1
 
 
-STEPS = (
-    ("1-platform-admin", lambda page, url: _platform_admin_sets_up_the_merchant(page, url)),
-    ("2-merchant-admin", lambda page, url: _merchant_admin_adds_a_cashier_and_a_member(page)),
-    ("3-cashier", lambda page, url: _cashier_trades_and_refunds(page)),
-    ("4-statistics", lambda page, url: _statistics_show_a_chart(page)),
-    ("5-chinese", lambda page, url: _switch_to_chinese(page)),
+# The scenario, in order (each step starts where the previous one left the browser); a name per screenshot.
+STEPS: tuple[tuple[str, Callable[[Page, str], None]], ...] = (
+    ("1-platform-admin", _platform_admin_sets_up_the_merchant),
+    ("2-merchant-admin", _merchant_admin_adds_a_cashier_and_a_member),
+    ("3-cashier", _cashier_trades_and_refunds),
+    ("4-statistics", _statistics_show_a_chart),
+    ("5-chinese", _switch_to_chinese),
 )
 
 
