@@ -24,6 +24,7 @@ from ledger.loyalty import seat as ledger_seat
 from ledger.loyalty.outcomes import REFUNDABLE, VOIDABLE, TxnType
 from portal.i18n import N_
 from portal.i18n import gettext as _
+from portal.pages.members import currency_of
 from portal.pages.seat import (
     AMOUNT_CHARS_MAX,
     BadForm,
@@ -63,6 +64,8 @@ async def transaction_detail(request: Request, pg: Page) -> Response:
         rec["in_points"] = rec["txn_type"] in set(TxnType) and TxnType(rec["txn_type"]).in_points
         rec["kind_label"] = kind_name(rec["txn_type"])
         rec["words"] = reason_words(rec["reason"])
+        for leg in rec.get("legs", []):
+            leg["currency"] = currency_of(leg["asset"])  # a money leg is shown with its currency, points as points
         for t in rec["against"]:
             t["kind_label"] = kind_name(t["txn_type"])
             t["words"] = reason_words(t["reason"])
