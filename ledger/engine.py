@@ -354,19 +354,23 @@ class Ledger:
             await self._discard(conn)  # it died between batches: the pool gives us another
             conn = None
         posted_on = conn
+        broken: asyncpg.Connection | None = None
+        give_back: asyncpg.Connection | None = None
+        finished = False
+        # No await in the except and finally blocks (setup.py: compiled, a coroutine that
+        # suspends there re-raises a stale exception): what must wait is done after them.
         try:
-            conn = await self._run_batch(batch, conn)
-        except Exception as exc:  # a bug: answer now, not at the timeout
-            detail = f"batch failed: {one_line(exc)}"
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_result(Result(Status.ERROR, detail=detail))
-            # Whatever state the connection is in, it is not one to post the next batch on.
-            if conn is not None:
-                await self._discard(conn)
-                conn = None
+            try:
+                conn = await self._run_batch(batch, conn)
+            except Exception as exc:  # a bug: answer now, not at the timeout
+                detail = f"batch failed: {one_line(exc)}"
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_result(Result(Status.ERROR, detail=detail))
+                # Whatever state the connection is in, it is not one to post the next batch on.
+                broken, conn = conn, None
+            finished = True
         finally:
-            give_back = None
             if conn is not None:
                 used = used + 1 if conn is posted_on else 1  # a replacement starts afresh
                 if used >= self.settings.batches_per_connection_max:
@@ -378,8 +382,13 @@ class Ledger:
             if task is not None:
                 self._inflight.discard(task)  # type: ignore[arg-type]
             self._wakeup.set()
-            if give_back is not None:  # after the slot is free: the next batch need not wait for it
-                await self._give_back(give_back)
+            if not finished and give_back is not None:  # cancelled (the ledger closing): no wait
+                with contextlib.suppress(Exception):
+                    give_back.terminate()
+        if broken is not None:
+            await self._discard(broken)
+        if give_back is not None:  # after the slot is free: the next batch need not wait for it
+            await self._give_back(give_back)
 
     def _claim(self, batch: list[_Pending], claimed: bool) -> None:
         """Mark (or unmark) the keys, journals and holds of a batch in flight."""
@@ -401,9 +410,13 @@ class Ledger:
 
     async def _give_back(self, conn: asyncpg.Connection) -> None:
         """Release a writer connection to the pool (closed instead when that fails). Never raises."""
+        released = False
         try:
             await self.pool.release(conn, timeout=2)
+            released = True
         except Exception:
+            pass  # closed below: no await in an except block (setup.py)
+        if not released:
             await self._discard(conn)
 
     async def _discard(self, conn: asyncpg.Connection) -> None:
@@ -444,6 +457,7 @@ class Ledger:
         """Post one batch, retrying what is worth retrying: (results, retries, the final error, conn)."""
         retries = 0
         while True:
+            failure: BaseException | None = None
             try:
                 if conn is None:
                     conn = await self.pool.acquire(timeout=self.settings.timeout_post_s)
@@ -452,21 +466,23 @@ class Ledger:
                 return results, retries, None, conn
             except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError,
                     asyncpg.InternalClientError) as exc:
-                code = getattr(exc, "sqlstate", None)
-                if connection_lost(exc):
-                    if conn is not None:
-                        await self._discard(conn)
-                        conn = None
-                if code in _RETRYABLE and retries < self.settings.retries_max:
-                    retries += 1
-                    await asyncio.sleep(0.001 * (2**retries))
-                    continue
-                detail = f"batch failed: {one_line(exc)}"
-                return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc, conn
+                failure = exc  # handled below: no await in an except block (setup.py)
             except Exception as exc:  # a bug (a receipt function that raises), not the database:
                 # the transaction was rolled back and the connection is fine; answer now.
                 detail = f"batch failed: {one_line(exc)}"
                 return [Result(Status.ERROR, detail=detail) for _ in batch], retries, exc, conn
+            assert failure is not None  # the try returns otherwise
+            code = getattr(failure, "sqlstate", None)
+            if connection_lost(failure):
+                if conn is not None:
+                    await self._discard(conn)
+                    conn = None
+            if code in _RETRYABLE and retries < self.settings.retries_max:
+                retries += 1
+                await asyncio.sleep(0.001 * (2**retries))
+                continue
+            detail = f"batch failed: {one_line(failure)}"
+            return [Result(Status.ERROR, detail=detail) for _ in batch], retries, failure, conn
 
     async def _execute(self, conn: asyncpg.Connection, batch: list[_Pending]) -> list[Result]:
         keys: list[str] = []

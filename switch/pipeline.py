@@ -269,12 +269,15 @@ class Pipeline:
     async def _answer(self, raw: bytes, state: _State, peer: str, bound: _Bound) -> Fields:
         m = self.services.metrics
         name = self.listener.name
+        undecodable: CodecError | None = None
         try:
             fields = codec.decode(raw, self.spec)
         except CodecError as exc:
+            undecodable = exc  # answered below: no await in an except block (setup.py)
+        if undecodable is not None:
             m.frames_rejected.labels(name, "undecodable").inc()
-            state.fields = {**exc.partial, "t": state.mti}
-            state.error = str(exc)
+            state.fields = {**undecodable.partial, "t": state.mti}
+            state.error = str(undecodable)
             self._mac_for(state, await self._identify(state.fields.get("41")))
             return response_to(state.fields, FORMAT_ERROR)
         # From here on a repeat (0421) is its original (0420): validated, deduplicated,

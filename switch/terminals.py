@@ -236,9 +236,12 @@ class TerminalStore:
                 retry_s, failures = FEED_RETRY_S, 0
                 log.info("terminal_feed_up")
                 while not lost.is_set():
+                    quiet = False
                     try:
                         await asyncio.wait_for(lost.wait(), FEED_HEARTBEAT_S)
                     except TimeoutError:
+                        quiet = True  # no await in an except block (setup.py)
+                    if quiet:
                         await conn.fetchval("SELECT 1", timeout=FEED_TIMEOUT_S)
                 raise ConnectionError("connection closed")
             except asyncio.CancelledError:

@@ -585,13 +585,14 @@ class Loyalty:
                 try:
                     return await decide(standing)
                 except _GuardTaken:
-                    self.overtaken_total += 1
-                    if attempt == GUARD_ATTEMPTS_MAX or loop.time() >= deadline_s:
-                        return Outcome(Reason.SYSTEM_ERROR, t, detail=f"original {root} kept changing: "
-                                       f"{attempt} decisions overtaken by other compensations of it")
-                    standing = None
-                    # Jitter, not a secret: random is fine here.
-                    await asyncio.sleep(random.uniform(0, GUARD_PAUSE_MAX_S))  # noqa: S311
+                    pass  # overtaken: decided again below, outside the except block (setup.py)
+                self.overtaken_total += 1
+                if attempt == GUARD_ATTEMPTS_MAX or loop.time() >= deadline_s:
+                    return Outcome(Reason.SYSTEM_ERROR, t, detail=f"original {root} kept changing: "
+                                   f"{attempt} decisions overtaken by other compensations of it")
+                standing = None
+                # Jitter, not a secret: random is fine here.
+                await asyncio.sleep(random.uniform(0, GUARD_PAUSE_MAX_S))  # noqa: S311
         finally:
             self._unlock_original(root)
         raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
@@ -768,13 +769,16 @@ class Loyalty:
         """
         t = TxnType.REVERSAL
         assert req.original_key is not None
+        unprovisioned: str | None = None
         try:
             memo = await self._memo_context(ctx)
         except ProvisioningError as exc:
+            unprovisioned = str(exc)  # answered below: no await in an except block (setup.py)
+        if unprovisioned is not None:
             # No currency, so no merchant: no original can have posted, and none can post before
             # the platform is provisioned. Nothing to mark; the terminal is told "not found".
             return await self._unposted(t, req, ctx, Outcome(
-                Reason.ORIGINAL_NOT_FOUND, t, detail=f"original not found; not marked: {exc}"), receipt)
+                Reason.ORIGINAL_NOT_FOUND, t, detail=f"original not found; not marked: {unprovisioned}"), receipt)
         txn = self._txn_record(TxnType.MARKER, req, ctx, reason=str(Reason.ORIGINAL_NOT_FOUND))
         meta = {"txn": txn, "fp": "marker", "out": {}, "marker_for": req.key}
         outcome = Outcome(Reason.ORIGINAL_NOT_FOUND, t, detail="original not found; marked",
