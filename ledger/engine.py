@@ -269,7 +269,7 @@ class Ledger:
 
     async def post_many(self, cmds: Sequence[Command]) -> list[Result]:
         """Post several commands concurrently; results in the same order."""
-        return list(await asyncio.gather(*(self.post(c) for c in cmds)))
+        return list(await asyncio.gather(*[self.post(c) for c in cmds]))
 
     async def expire_due_holds(self, limit: int = 1000) -> int:
         """Expire pending holds whose time is up; returns how many were expired.
@@ -282,7 +282,7 @@ class Ledger:
             "SELECT id FROM ledger.holds WHERE state = 'pending' AND expires_at <= now() ORDER BY id LIMIT $1",
             limit,
         )
-        results = await asyncio.gather(*(self.post(expire(f"expire:{r['id']}", r["id"])) for r in rows))
+        results = await asyncio.gather(*[self.post(expire(f"expire:{r['id']}", r["id"])) for r in rows])
         return sum(1 for r in results if r.status is Status.POSTED)
 
     @staticmethod

@@ -342,7 +342,7 @@ class Server:
         """Stop accepting and reading, wait (bounded) for in-flight requests, close everything."""
         for lst in self.listeners:
             lst.stop_accepting()
-        tasks = set().union(*(lst.tasks for lst in self.listeners))
+        tasks = set().union(*[lst.tasks for lst in self.listeners])
         pending: set[asyncio.Task[None]] = set()
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
