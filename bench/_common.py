@@ -46,9 +46,7 @@ PGBENCH_GRACE_S = 120.0  # on top of the run's own length
 
 def provenance() -> dict[str, Any]:
     """What every results file starts with: when, which commit (``+dirty`` with uncommitted
-    changes), and the machine (CPUs, Python, platform, how many modules run compiled)."""
-    from switch import compiled  # noqa: PLC0415 - importable once ROOT is on the path
-
+    changes), and the machine (CPUs, Python, platform)."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               timeout=10).stdout.strip() or "unknown"
@@ -60,7 +58,7 @@ def provenance() -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": f"{head}+dirty" if dirty else head,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "compiled_modules": len(compiled.extensions())},
+                    "platform": platform.platform()},
     }
 
 

@@ -96,7 +96,6 @@ from ledger.engine import Ledger
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
-from switch import compiled
 from switch.config import load_config
 from switch.daemon import ledger_settings as configured_ledger_settings
 from switch.terminals import add_terminal
@@ -510,10 +509,10 @@ def main() -> int:
     parser.add_argument("--sweep", default="2,4",
                         help="comma-separated inflight values to try first (--sweep-s each); the best "
                              "by approved/s is used for the measured run: the closed loop's maximum is "
-                             "found, not assumed. 2 and 4 by default: interpreted, 2 saturated the "
-                             "switch (1,627, 2,074, 1,995 approved/s with 1, 2, 4, 2026-11-22); compiled, "
+                             "found, not assumed. 2 and 4 by default: with less CPU per request in the switch, "
                              "4 gave +7%% and +21%% over 2 in alternated runs (batches of ~100 instead "
-                             "of ~53 cut PostgreSQL's cost per request ~12%%). '' measures --inflight")
+                             "of ~53 cut PostgreSQL's cost per request ~12%%); with more, 2 saturated "
+                             "it. '' measures --inflight")
     parser.add_argument("--sweep-s", type=float, default=8.0,
                         help="seconds of each sweep run; each value runs twice (A B B A)")
     parser.add_argument("--warmup-s", type=float, default=3.0)
@@ -562,9 +561,6 @@ def main() -> int:
         "daemon_log_level": LOG_LEVEL, "mix": MIX, "connections": args.connections,
         "pool_size": args.pool_size,
         "workers": args.workers,
-        # How many of the request path's modules the daemon runs compiled (setup.py): 0 means
-        # interpreted (SWITCHD_PURE=1), which costs it ~25% more CPU per request.
-        "compiled_modules": len(compiled.extensions()),
         "ledger": ledger_settings,
         "database": database_settings,
         "settle_s": args.settle_s,

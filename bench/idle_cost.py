@@ -1,7 +1,7 @@
 """What the same work costs after the CPU was idle, on this machine (run on demand:
 `make bench-idle-cost`; not a test, and it needs no database).
 
-The work is the switch's own request-path code, as compiled: decode a 0200 purchase
+The work is the switch's own request-path code, as the daemon runs it: decode a 0200 purchase
 (pos spec), verify its CMAC-AES, and encode and sign the 0210. One chunk is --frames such
 frames. Each chunk's CPU time is read with ``time.thread_time_ns`` (CPU, not wall: a chunk
 that is preempted is not charged for the wait). A chunk runs either right after the last

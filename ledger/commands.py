@@ -48,16 +48,12 @@ class Status(StrEnum):
 
 
 # The value classes built for every request (here, in ledger.engine, ledger.loyalty and
-# switch) are dataclasses with an __init__ of their own, and no longer frozen=True.
-# Compiled (mypyc), the __init__ that dataclasses generates runs interpreted, and a frozen
-# one sets each field through object.__setattr__: Request took 3.2 us, Outcome 2.9, Result
-# 1.2; ~15 such objects per request. Written out, compiled, each takes ~0.1 us. They are
-# values all the same: nothing assigns to them after __init__ (they were frozen until
-# 2026-11-23, so no code that exists does), and unsafe_hash keeps frozen's hash of the
-# fields. Final fields would have mypy, and the compiled class, refuse an assignment; but
-# mypyc 2.4.1 miscompiled a read of one in a short-circuit expression in a coroutine (gcc
-# caught a release of a reference never taken), so not Final. __init__'s parameters are
-# the fields, in order, with the old defaults (tests/test_value_classes.py checks it).
+# switch) are dataclasses with an __init__ of their own, not frozen=True: a frozen
+# dataclass's __init__ sets each field through object.__setattr__, several times the cost of
+# a plain assignment, and ~15 such objects are made per request. They are values all the
+# same: nothing assigns to them after __init__, and unsafe_hash keeps frozen's hash of the
+# fields. __init__'s parameters are the fields, in order, with their defaults
+# (tests/test_value_classes.py checks it).
 @dataclass(init=False, unsafe_hash=True)
 class Leg:
     """Move ``amount`` (> 0, integer minor units or points) from debit to credit."""

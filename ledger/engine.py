@@ -161,8 +161,7 @@ def _expire(future: asyncio.Future[Result], timeout_s: float) -> None:
 class BatchObserver(Protocol):
     """Hook for metrics; the engine calls it as each batch starts and ends.
 
-    A protocol, not a base class: this module may be compiled (setup.py), and an interpreted
-    class cannot inherit from a compiled one.
+    A protocol, not a base class: the metrics side implements it without importing the engine.
     """
 
     def batch_queued(self, seconds: float) -> None:

@@ -139,8 +139,8 @@ class FastCodec:
         """The message as pyiso8583 encodes ``fields`` (bitmaps computed), or None (ask it).
 
         Keys ``p``, ``1`` and ``h`` are structure and ignored, as pyiso8583 ignores them.
-        Values that are not str are declined here, not assumed away (``Any``: this module is
-        compiled, and compiled code checks annotations).
+        Values that are not str are declined here, not assumed away (``Any``: a caller may hand
+        in anything a field dictionary can hold).
         """
         if not self.supported:
             return None

@@ -44,7 +44,7 @@ from ledger.accounts import receipt_reader
 from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.operations import Loyalty
-from switch import compiled, keystore, notify, runtime
+from switch import keystore, notify, runtime
 from switch.config import Config
 from switch.logs import configure, get_logger
 from switch.metrics import Metrics
@@ -131,7 +131,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
             os.write(worker.ready_fd, b"r")
         else:
             log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, metrics_port=metrics_port,
-                     master_key=master_key is not None, workers=1, **compiled.summary())
+                     master_key=master_key is not None, workers=1)
         notify.notify("READY=1")
         if portal is not None:
             portal.start()
@@ -193,9 +193,6 @@ def serve(cfg: Config, portal_argv: list[str] | None = None) -> int:
     """Run until a signal; return the process exit code. With ``portal_argv`` (the command line of
     ``switchd portal``), run the portal as a supervised child once ready."""
     configure(cfg.daemon.log_level)
-    stale = compiled.stale()
-    if stale:  # it runs, but not the code in the source tree: say so before anything else
-        log.warning("compiled_modules_stale", modules=stale, fix="make venv")
     return _guarded(lambda: _serve_with_database(cfg, portal_argv))
 
 
@@ -372,7 +369,7 @@ def _supervise(cfg: Config, dsn: str, portal: PortalChild | None = None) -> int:
         stop_all()
     if not stopping:
         log.info("ready", config=cfg.source, pid=os.getpid(), listeners=ports, workers=cfg.daemon.workers,
-                 metrics_port=cfg.metrics.port if cfg.metrics.enabled else None, **compiled.summary())
+                 metrics_port=cfg.metrics.port if cfg.metrics.enabled else None)
         notify.notify("READY=1")
         if portal is not None:
             portal.start()

@@ -26,10 +26,8 @@ from functools import lru_cache
 
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from cryptography.hazmat.primitives.ciphers.algorithms import AES  # by name: compiled, see below
+from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
-# (Compiled by mypyc, this module lost the name `algorithms` when it imported a submodule of
-# it in the try below: hence AES by name above.)
 try:
     # cryptography >= 43 keeps DES in the "decrepit" namespace; importing it from
     # there avoids a deprecation warning (which pytest may turn into an error).

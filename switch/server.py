@@ -75,7 +75,7 @@ class Listener:
             self._server = await loop.create_server(
                 lambda: Connection(self), self.cfg.host, self.cfg.port, ssl=tls_context(self.cfg),
                 backlog=LISTEN_BACKLOG, reuse_address=True, ssl_handshake_timeout=handshake_s)
-        # Any: uvloop's server gives a list where asyncio's typing says tuple (compiled code checks).
+        # Any: uvloop's server gives a list where asyncio's typing says tuple.
         server: Any = self._server
         sockets: list[Any] = list(server.sockets or [])
         self.port = int(sockets[0].getsockname()[1]) if sockets else self.cfg.port

@@ -122,24 +122,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     fixtures_daemon.current_tiers = frozenset(m.name for m in item.iter_markers() if m.name in TIERS)
 
 
-# ---------------------------------------------------------------------- compiled modules
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    _refuse_stale_compiled_modules()
-
-
-def _refuse_stale_compiled_modules() -> None:
-    """Stop the run when a compiled module is older than its source: it would test yesterday's
-    code (setup.py, switch.compiled)."""
-    from switch import compiled
-
-    stale = compiled.stale()
-    if stale:
-        pytest.exit(f"compiled before their last edit: {', '.join(stale)}: run `make venv` "
-                    "(or `SWITCHD_PURE=1 make venv` to run interpreted)", returncode=4)
-
-
 # ---------------------------------------------------------------------- databases
 
 

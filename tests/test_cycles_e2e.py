@@ -24,9 +24,8 @@ def _gc_counts(d: Daemon) -> tuple[float, float]:
 def test_requests_leave_no_reference_cycles(daemon_db: str, tmp_path: Path) -> None:
     """What a request builds is freed as it finishes, never left to the cycle collector.
 
-    Compiled (mypyc), a nested function kept in the environment its siblings share refers
-    back to it: Loyalty._post's left ~11 objects per request for the collector (2026-11-23;
-    with _post as it was, this test finds 3,813 over 500 requests). With CPython's own
+    A guard: a cycle made per request (a nested function kept where its siblings can reach
+    it, say) would leave objects for the collector at the request rate. With CPython's own
     young-generation threshold (700, not the daemon's 10,000) the collector runs many times
     over these requests, so a cycle per request would show as hundreds of objects collected.
     """

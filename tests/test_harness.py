@@ -46,10 +46,9 @@ def test_the_tests_config_binds_every_port_free(tmp_path: Path) -> None:
 def test_the_daemon_sees_no_switchd_setting_of_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("SWITCHD_CONFIG", "SWITCHD_DSN", "SWITCHD_LOG_LEVEL", "SWITCHD_LISTENER_POS_PORT"):
         monkeypatch.setenv(name, "x")
-    monkeypatch.setenv("SWITCHD_PURE", "1")
     env = harness.daemon_env("ab" * 32, {"SWITCHD_LOG_LEVEL": "debug"})
     assert {k: v for k, v in env.items() if k.startswith("SWITCHD_")} == {
-        "SWITCHD_PURE": "1", "SWITCHD_MASTER_KEY": "ab" * 32, "SWITCHD_LOG_LEVEL": "debug"}
+        "SWITCHD_MASTER_KEY": "ab" * 32, "SWITCHD_LOG_LEVEL": "debug"}
 
 
 @pytest.mark.parametrize("name", ["", "Upper", 'x"; DROP DATABASE postgres; --', "a" * 64, "1st"])

@@ -290,10 +290,8 @@ async def test_receipt_is_stored_with_posting_and_with_decline(world: World) -> 
 async def test_operations_leave_no_reference_cycles(world: World) -> None:
     """What a request builds is freed by reference counting, never left to the cycle collector.
 
-    Compiled (mypyc), a function's nested functions share one environment object, and one
-    that another calls is kept in it and refers back to it: Loyalty._post's outcome_of left
-    ~11 objects per request for the collector (2026-11-23, at the closed loop of bench/e2e),
-    with their Context, Record and receipt.
+    A guard: a reference cycle made per request would leave objects for the collector at the
+    request rate, with their Context, Record and receipt.
     """
     def receipt_for(r: Request) -> object:
         def make(o: Outcome) -> Receipt:

@@ -1,9 +1,9 @@
 """Dataclasses with an __init__ of their own (see ledger.commands) keep their fields' contract.
 
 ``dataclasses.replace``, ``fields``, equality and repr go by the fields; the constructor
-is written out by hand (compiled, the generated one runs interpreted). So its parameters
+is written out by hand (a frozen dataclass's generated one is slower). So its parameters
 must be the fields, in order, and where a field still declares a default, the same one.
-Read from the sources (compiled, a native __init__ has no inspectable signature).
+Read from the sources.
 """
 
 from __future__ import annotations

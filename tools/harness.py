@@ -10,7 +10,7 @@ watched and stopped the same way:
 - database: ``private_database`` creates a uniquely named database (optionally a copy of a
   template) and drops it afterwards, with ``WITH (FORCE)`` so a daemon's pool cannot hold it.
 - config: ``render_config`` writes the TOML file the daemon is started with; the daemon's
-  environment carries no other ``SWITCHD_*`` setting than the master key (and SWITCHD_PURE).
+  environment carries no other ``SWITCHD_*`` setting than the master key.
 - log: stdout and stderr go to a file in the work directory; ``events`` reads its JSON lines.
 - stop: SIGTERM, then SIGKILL after ``stop_timeout_s``; the exit code is kept.
 
@@ -50,7 +50,7 @@ POLL_INTERVAL_S = 0.05
 LOG_TAIL_CHARS = 8000  # of the daemon's log, in the error when it does not come up
 # SWITCHD_* variables the daemon may inherit from the caller: the others configure it (config
 # file, DSN, log level, ports), and the file written here must be the only configuration.
-INHERITED_SWITCHD_VARS = frozenset({"SWITCHD_PURE"})
+INHERITED_SWITCHD_VARS: frozenset[str] = frozenset()
 # Names made here only; checked because CREATE/DROP DATABASE cannot take the name as a parameter.
 _DATABASE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

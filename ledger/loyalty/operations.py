@@ -422,9 +422,9 @@ class Loyalty:
         ref = (ReceiptRef(req.receipt_key, req.receipt_hash)
                if receipt is not None and req.receipt_key is not None and req.receipt_hash is not None else None)
 
-        # No nested functions here: compiled (mypyc), a function's nested functions share one
-        # environment object, and one that another calls is kept in it and refers back to it: a
-        # reference cycle per request for the cycle collector (outcome_of did, until 2026-11-23).
+        # Partials, not nested functions: a nested function that another one calls can keep its
+        # enclosing frame's cells alive in a reference cycle, one per request for the cycle
+        # collector (tests/test_loyalty_ops.py and tests/test_cycles_e2e.py check there is none).
         ledger_receipt = (functools.partial(_receipt_of_result, receipt, t, ctx, meta, member)
                           if receipt is not None and ref is None else None)
         res = await self.ledger.post(cmd, receipt=ledger_receipt, receipt_ref=ref)
@@ -541,8 +541,7 @@ class Loyalty:
         """Take ``root``'s lock in this process: one void, refund or reversal of ``root`` at a
         time, the others waiting (bounded). Returns whether this one had to wait, in which case
         what it read before may be stale. Across processes the guards decide (see ``_undo``).
-        Each call that returns is paired with one ``_unlock_original``. (Two methods, not an
-        async context manager: this module is compiled, and mypyc has no async generators.)"""
+        Each call that returns is paired with one ``_unlock_original``."""
         local = self._local_locks.setdefault(root, asyncio.Lock())
         self._local_waiters[root] = self._local_waiters.get(root, 0) + 1
         try:

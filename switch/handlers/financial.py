@@ -121,8 +121,7 @@ def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
 async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fields:
     if ctx.loyalty is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
-    # A partial, not a lambda: compiled (mypyc), a lambda brings an environment object for its
-    # one variable (see Loyalty._post for when nested functions make a cycle).
+    # A partial, not a closure: nothing per request for the cycle collector (see Loyalty._post).
     rr = ctx.receipt(functools.partial(_response, ctx))
     outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
     ctx.replayed = outcome.replayed
