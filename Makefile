@@ -69,5 +69,5 @@ bench-eod: $(INSTALLED)
 	$(BIN)/python bench/eod.py
 
 # The portal under 20 users on a ledger of a million journals, and the switch beside it; ARGS=--quick.
-bench-portal: $(STAMP)
+bench-portal: $(INSTALLED)
 	$(BIN)/python bench/portal.py $(ARGS)

@@ -356,8 +356,9 @@ class Ledger:
         broken: asyncpg.Connection | None = None
         give_back: asyncpg.Connection | None = None
         finished = False
-        # No await in the except and finally blocks (setup.py: compiled, a coroutine that
-        # suspends there re-raises a stale exception): what must wait is done after them.
+        # What must wait (closing a broken connection, giving one back) is done after the
+        # except and finally blocks, not in them: a cancellation then cannot interrupt the
+        # bookkeeping, which must run whatever happens.
         try:
             try:
                 conn = await self._run_batch(batch, conn)
@@ -414,7 +415,7 @@ class Ledger:
             await self.pool.release(conn, timeout=2)
             released = True
         except Exception:
-            pass  # closed below: no await in an except block (setup.py)
+            pass  # closed below
         if not released:
             await self._discard(conn)
 
@@ -465,7 +466,7 @@ class Ledger:
                 return results, retries, None, conn
             except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError,
                     asyncpg.InternalClientError) as exc:
-                failure = exc  # handled below: no await in an except block (setup.py)
+                failure = exc
             except Exception as exc:  # a bug (a receipt function that raises), not the database:
                 # the transaction was rolled back and the connection is fine; answer now.
                 detail = f"batch failed: {one_line(exc)}"

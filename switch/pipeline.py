@@ -273,7 +273,7 @@ class Pipeline:
         try:
             fields = codec.decode(raw, self.spec)
         except CodecError as exc:
-            undecodable = exc  # answered below: no await in an except block (setup.py)
+            undecodable = exc  # answered below, with the terminal looked up
         if undecodable is not None:
             m.frames_rejected.labels(name, "undecodable").inc()
             state.fields = {**undecodable.partial, "t": state.mti}

@@ -240,7 +240,7 @@ class TerminalStore:
                     try:
                         await asyncio.wait_for(lost.wait(), FEED_HEARTBEAT_S)
                     except TimeoutError:
-                        quiet = True  # no await in an except block (setup.py)
+                        quiet = True
                     if quiet:
                         await conn.fetchval("SELECT 1", timeout=FEED_TIMEOUT_S)
                 raise ConnectionError("connection closed")

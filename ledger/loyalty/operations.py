@@ -584,7 +584,7 @@ class Loyalty:
                 try:
                     return await decide(standing)
                 except _GuardTaken:
-                    pass  # overtaken: decided again below, outside the except block (setup.py)
+                    pass  # overtaken: decided again below
                 self.overtaken_total += 1
                 if attempt == GUARD_ATTEMPTS_MAX or loop.time() >= deadline_s:
                     return Outcome(Reason.SYSTEM_ERROR, t, detail=f"original {root} kept changing: "
@@ -772,7 +772,7 @@ class Loyalty:
         try:
             memo = await self._memo_context(ctx)
         except ProvisioningError as exc:
-            unprovisioned = str(exc)  # answered below: no await in an except block (setup.py)
+            unprovisioned = str(exc)
         if unprovisioned is not None:
             # No currency, so no merchant: no original can have posted, and none can post before
             # the platform is provisioned. Nothing to mark; the terminal is told "not found".
