@@ -35,6 +35,7 @@ from portal.pages.seat import (
     take_and_show,
 )
 from portal.web import GET, POST, Page, page, render
+from specs.vocabulary import receipt_key_of
 
 RRN = re.compile(r"^[A-Za-z0-9]{1,12}$")
 AGAINST_MAX = 50
@@ -51,7 +52,7 @@ def _rrn(request: Request) -> str:
 async def transaction_detail(request: Request, pg: Page) -> Response:
     """Every record under the RRN with its legs, request, answer and what was done against it."""
     rrn = _rrn(request)
-    found = await search.show(pg.pool, rrn)
+    found = await search.show(pg.pool, rrn, response_key=receipt_key_of)
     own = pg.own_merchant()
     records = [r for r in (found or {}).get("records", []) if own is None or r["merchant_id"] == own]
     if not records:
