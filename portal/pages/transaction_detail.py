@@ -18,10 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ledger import search
-from ledger.loyalty import members
+from ledger import business_day, search
+from ledger.loyalty import lookup, members
 from ledger.loyalty import seat as ledger_seat
-from ledger.loyalty.outcomes import REFUNDABLE, VOIDABLE, TxnType
+from ledger.loyalty.outcomes import REFUNDABLE, VOIDABLE, Channel, TxnType
 from portal.i18n import N_
 from portal.i18n import gettext as _
 from portal.pages.members import currency_of
@@ -75,12 +75,25 @@ async def transaction_detail(request: Request, pg: Page) -> Response:
     context: dict[str, Any] = {
         "rrn": rrn, "records": records, "original": original,
         "can_void": can_undo and pg.portal.loyalty is not None and original is not None
-        and original["txn_type"] in {str(t) for t in VOIDABLE},
+        and original["txn_type"] in {str(t) for t in VOIDABLE} and await _voidable_from_seat(pg, original),
         "can_refund": can_undo and pg.portal.loyalty is not None and original is not None
         and original["txn_type"] in {str(t) for t in REFUNDABLE},
         "void_request_id": ledger_seat.new_request_id(), "refund_request_id": ledger_seat.new_request_id(),
     }
     return render(request, "seat/detail.html", context, session=pg.session)
+
+
+async def _voidable_from_seat(pg: Page, original: dict[str, Any]) -> bool:
+    """False when the ledger would refuse the seat's void of ``original`` (the form is not offered):
+    something (a refund, even partial) already stands against it, it is not of the open business
+    day, or it was taken at a terminal (a void must come from the original's terminal; the seat
+    voids from the merchant's web seat)."""
+    if original["channel"] != str(Channel.WEB):
+        return False
+    if original["business_date"] != (await business_day.open_date(pg.pool)).isoformat():
+        return False
+    compensations, _legs, _version = await lookup.standing(pg.pool, original["journal_id"], original["journal_id"])
+    return not compensations
 
 
 def _bad(request: Request, pg: Page, message: str) -> Response:
