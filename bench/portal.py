@@ -257,10 +257,11 @@ async def build_ledger(dsn: str, args: argparse.Namespace, work: Path) -> dict[s
             world = await eod_bench.provision(conn, args.merchants, args.cards)
         figures["generation"] = await eod_bench.generate(dsn, world, args.journals, 250, 2)
         print(f"  generated: {figures['generation']}", flush=True)
-        # What the switch stores with every posting (the detail page shows it), as eod.py does.
+        # What the switch stores with every posting (the detail page shows it), under the key the
+        # switch gives it (specs.vocabulary.receipt_key_of: TID|STAN|F7 -> iso:TID:STAN:F7).
         await conn.execute(
             "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload, journal_id) "
-            "SELECT 'iso:' || idempotency_key, '\\x00', '{\"v\":1,\"fields\":{\"39\":\"00\"}}', journal_id "
+            "SELECT 'iso:' || replace(idempotency_key, '|', ':'), '\\x00', '{\"v\":1,\"fields\":{\"39\":\"00\"}}', journal_id "
             "FROM loyalty.transactions WHERE journal_id IS NOT NULL")
         # Luhn-valid cards for the seat, with the accounts the generator opens for its own.
         await conn.execute(

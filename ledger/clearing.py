@@ -29,6 +29,7 @@ the journals are idempotent on their keys.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -381,11 +382,109 @@ async def figures(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> list
 
 
 async def matrix(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> list[dict[str, Any]]:
-    """The stored alliance matrix of a day: program, issuer, redeemer, points."""
+    """The stored alliance matrix of a day: program, issuer, redeemer, points (all of it: for the
+    day's summary file; a page or a stream reads it with :func:`matrix_page`)."""
     rows = await conn.fetch(
         "SELECT program, issuer_id, redeemer_id, points FROM eod.clearing_matrix WHERE business_date=$1 "
         "ORDER BY program, issuer_id, redeemer_id", day)
     return [dict(r) for r in rows]
+
+
+# Pages of the stored figures and matrix, for screens and streamed files: a day of 1,000
+# merchants has a matrix of up to a million pairs, never read whole into one answer.
+PAGE_ROWS_MAX = 5_000
+MATRIX_EXPORT_ROWS_MAX = 2_000_000
+MatrixKey = tuple[str, str, str]  # (program, issuer_id, redeemer_id): the matrix's order and cursor
+
+_FIGURES_PAGE_SQL = """
+SELECT * FROM eod.clearing_merchants
+ WHERE business_date = $1 AND ($2::text IS NULL OR merchant_id = $2) AND ($3::text IS NULL OR merchant_id > $3)
+ ORDER BY merchant_id LIMIT $4
+"""
+
+_FIGURE_TOTALS_SQL = """
+SELECT currency_asset, count(*) AS merchants, sum(fees_minor)::bigint AS fees_minor,
+       sum(net_minor)::bigint AS net_minor
+  FROM eod.clearing_merchants
+ WHERE business_date = $1 AND ($2::text IS NULL OR merchant_id = $2)
+ GROUP BY currency_asset ORDER BY currency_asset
+"""
+
+# The platform's pages walk the primary key (business_date, program, issuer_id, redeemer_id)
+# from the cursor. A merchant's: the pairs it issued and those it redeemed, each branch a range
+# of its own index (migration 0015), merged in the matrix's order.
+_MATRIX_PAGE_SQL = """
+SELECT program, issuer_id, redeemer_id, points FROM eod.clearing_matrix
+ WHERE business_date = $1 AND (program, issuer_id, redeemer_id) > ($2, $3, $4)
+ ORDER BY program, issuer_id, redeemer_id LIMIT $5
+"""
+_MATRIX_MERCHANT_PAGE_SQL = """
+SELECT * FROM (
+    (SELECT program, issuer_id, redeemer_id, points FROM eod.clearing_matrix
+      WHERE business_date = $1 AND issuer_id = $6 AND (program, issuer_id, redeemer_id) > ($2, $3, $4)
+      ORDER BY program, redeemer_id LIMIT $5)
+    UNION
+    (SELECT program, issuer_id, redeemer_id, points FROM eod.clearing_matrix
+      WHERE business_date = $1 AND redeemer_id = $6 AND (program, issuer_id, redeemer_id) > ($2, $3, $4)
+      ORDER BY program, issuer_id LIMIT $5)
+) m ORDER BY program, issuer_id, redeemer_id LIMIT $5
+"""
+
+
+def _bounded(limit: int) -> int:
+    return max(1, min(int(limit), PAGE_ROWS_MAX))
+
+
+async def figures_page(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date, merchant_id: str | None = None,
+                       after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The stored figures of a day by merchant id, after ``after`` (keyset), at most ``limit``
+    (<= PAGE_ROWS_MAX); ``merchant_id``: that merchant's only."""
+    rows = await conn.fetch(_FIGURES_PAGE_SQL, day, merchant_id, after, _bounded(limit))
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["business_date"] = r["business_date"].isoformat()
+        out.append(d)
+    return out
+
+
+async def figure_totals(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date, merchant_id: str | None = None
+                        ) -> list[dict[str, Any]]:
+    """Per settlement currency: merchants, fees and net of the day (``merchant_id``: its own)."""
+    return [dict(r) for r in await conn.fetch(_FIGURE_TOTALS_SQL, day, merchant_id)]
+
+
+async def matrix_page(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date, merchant_id: str | None = None,
+                      after: MatrixKey | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The day's matrix in (program, issuer, redeemer) order after ``after`` (keyset), at most
+    ``limit`` (<= PAGE_ROWS_MAX) pairs; ``merchant_id``: only the pairs it issued or redeemed."""
+    program, issuer, redeemer = after if after is not None else ("", "", "")
+    if merchant_id is None:
+        rows = await conn.fetch(_MATRIX_PAGE_SQL, day, program, issuer, redeemer, _bounded(limit))
+    else:
+        rows = await conn.fetch(_MATRIX_MERCHANT_PAGE_SQL, day, program, issuer, redeemer, _bounded(limit),
+                                merchant_id)
+    return [dict(r) for r in rows]
+
+
+def matrix_key(row: dict[str, Any]) -> MatrixKey:
+    """A matrix row's place in the order: the cursor of the page that ends with it."""
+    return (str(row["program"]), str(row["issuer_id"]), str(row["redeemer_id"]))
+
+
+async def matrix_pages(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date, merchant_id: str | None = None,
+                       rows_max: int = MATRIX_EXPORT_ROWS_MAX) -> AsyncIterator[list[dict[str, Any]]]:
+    """The day's matrix (or a merchant's pairs) in pages of PAGE_ROWS_MAX, at most ``rows_max`` rows
+    (<= MATRIX_EXPORT_ROWS_MAX); each page its own short query, so nothing is held open."""
+    left = max(0, min(rows_max, MATRIX_EXPORT_ROWS_MAX))
+    after: MatrixKey | None = None
+    while left > 0:
+        page = await matrix_page(conn, day, merchant_id, after, min(PAGE_ROWS_MAX, left))
+        if not page:
+            return
+        yield page
+        left -= len(page)
+        after = matrix_key(page[-1])
 
 
 async def cleared_at(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> dt.datetime | None:

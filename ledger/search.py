@@ -125,17 +125,41 @@ def decode_response(payload: bytes) -> dict[str, str] | None:
     return out
 
 
+# A transaction's records under an RRN: the posted one by the unique index of the posted
+# rows (0004), the unposted ones by theirs (0015); "t.rrn = $1" alone matches neither
+# partial index, and scans the table.
+_SHOW_SQL = f"""
+SELECT * FROM (
+    SELECT {_COLUMNS}, t.idempotency_key FROM loyalty.transactions t
+      LEFT JOIN loyalty.cards c ON c.id = t.card_id WHERE t.rrn = $1 AND t.journal_id IS NOT NULL
+    UNION ALL
+    SELECT {_COLUMNS}, t.idempotency_key FROM loyalty.transactions t
+      LEFT JOIN loyalty.cards c ON c.id = t.card_id WHERE t.rrn = $1 AND t.journal_id IS NULL
+) r ORDER BY id
+"""
+_RECEIPT_BY_KEY_SQL = """
+SELECT idempotency_key, payload FROM ledger.receipts WHERE idempotency_key = ANY($1::text[])
+ ORDER BY array_position($1::text[], idempotency_key) LIMIT 1
+"""
+_RECEIPT_BY_JOURNAL_SQL = """
+SELECT idempotency_key, payload FROM ledger.receipts WHERE journal_id = $1
+UNION ALL SELECT idempotency_key, payload FROM ledger.receipts WHERE idempotency_key = $2
+LIMIT 1
+"""
+
+
 async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
                response_key: Callable[[str], str | None] | None = None) -> dict[str, Any] | None:
     """Every record under an RRN: the request as recorded, every leg, the stored response.
 
-    The response is the receipt stored with the record's journal; for a record
-    that posted nothing, the receipt under ``response_key(idempotency_key)``
-    (the caller knows how its front end keys responses; the ledger does not).
+    The response is the receipt stored under ``response_key(idempotency_key)``
+    or under the record's own key (the caller knows how its front end keys
+    responses; the ledger does not): a primary-key probe each. Without
+    ``response_key``, the receipt stored with the record's journal, found by a
+    scan of ledger.receipts (no index on its journal: one would cost every
+    posting a write), so every caller that knows its keys passes them.
     """
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS}, t.idempotency_key FROM loyalty.transactions t "
-        "LEFT JOIN loyalty.cards c ON c.id = t.card_id WHERE t.rrn = $1 ORDER BY t.id", rrn)
+    rows = await conn.fetch(_SHOW_SQL, rrn)
     if not rows:
         return None
     records = []
@@ -153,11 +177,11 @@ async def show(conn: asyncpg.Connection | asyncpg.Pool, rrn: str,
                 "WHERE e.journal_id = $1 ORDER BY e.leg", r["journal_id"])]
             # A member account's owner is the card row id, never the PAN.
         rec["legs"] = legs
-        alt = response_key(r["idempotency_key"]) if response_key is not None else None
-        receipt = await conn.fetchrow(
-            "SELECT idempotency_key, payload FROM ledger.receipts WHERE journal_id = $1 "
-            "UNION ALL SELECT idempotency_key, payload FROM ledger.receipts WHERE idempotency_key = ANY($2::text[]) "
-            "LIMIT 1", r["journal_id"], [k for k in (r["idempotency_key"], alt) if k])
+        if response_key is None and r["journal_id"] is not None:
+            receipt = await conn.fetchrow(_RECEIPT_BY_JOURNAL_SQL, r["journal_id"], r["idempotency_key"])
+        else:
+            alt = response_key(r["idempotency_key"]) if response_key is not None else None
+            receipt = await conn.fetchrow(_RECEIPT_BY_KEY_SQL, [k for k in (alt, r["idempotency_key"]) if k])
         if receipt is None:
             rec["response"] = None
         elif receipt["payload"] is not None:

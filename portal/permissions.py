@@ -89,6 +89,7 @@ _PLATFORM: dict[str, frozenset[Role]] = {
     "settlement": frozenset({PA, PO, MA}),
     "settlement_day": frozenset({PA, PO, MA}),
     "settlement_file": frozenset({PA, PO, MA}),
+    "settlement_matrix_csv": frozenset({PA, PO, MA}),
     "settlement_summary": frozenset({PA, PO}),
     # The CSV export of a transaction search: whoever may search, a merchant's users their own.
     "transactions_export": EVERYONE,
@@ -104,6 +105,7 @@ _PLATFORM: dict[str, frozenset[Role]] = {
     "bin_remove": frozenset({PA}),
 }
 _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file",
+                                                       "settlement_matrix_csv",
                                                        "transactions_export"})
 
 RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}

@@ -54,6 +54,7 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "settlement": ("GET", "/settlement", {}),
     "settlement_day": ("GET", "/settlement/2024-01-02", {}),
     "settlement_file": ("GET", "/settlement/2024-01-02/files/M0001", {}),
+    "settlement_matrix_csv": ("GET", "/settlement/2024-01-02/matrix.csv", {}),
     "settlement_summary": ("GET", "/settlement/2024-01-02/summary/csv", {}),
     "transactions_export": ("GET", "/transactions/export?type=inquiry", {}),
     "audit": ("GET", "/audit", {}),
@@ -71,7 +72,7 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
 
 # No day is cleared in this fixture: these answer 404 after the permission check (their files are
 # tested in test_portal_settlement.py).
-NOT_FOUND_AFTER_CHECK = frozenset({"settlement_file", "settlement_summary"})
+NOT_FOUND_AFTER_CHECK = frozenset({"settlement_file", "settlement_summary", "settlement_matrix_csv"})
 
 
 async def _user_id(env: PortalEnv, login: str) -> int:

@@ -18,10 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ledger import search
-from ledger.loyalty import members
+from ledger import business_day, search
+from ledger.loyalty import lookup, members
 from ledger.loyalty import seat as ledger_seat
-from ledger.loyalty.outcomes import REFUNDABLE, VOIDABLE, TxnType
+from ledger.loyalty.outcomes import REFUNDABLE, VOIDABLE, Channel, TxnType
 from portal.i18n import N_
 from portal.i18n import gettext as _
 from portal.pages.members import currency_of
@@ -35,6 +35,7 @@ from portal.pages.seat import (
     take_and_show,
 )
 from portal.web import GET, POST, Page, page, render
+from specs.vocabulary import receipt_key_of
 
 RRN = re.compile(r"^[A-Za-z0-9]{1,12}$")
 AGAINST_MAX = 50
@@ -51,7 +52,7 @@ def _rrn(request: Request) -> str:
 async def transaction_detail(request: Request, pg: Page) -> Response:
     """Every record under the RRN with its legs, request, answer and what was done against it."""
     rrn = _rrn(request)
-    found = await search.show(pg.pool, rrn)
+    found = await search.show(pg.pool, rrn, response_key=receipt_key_of)
     own = pg.own_merchant()
     records = [r for r in (found or {}).get("records", []) if own is None or r["merchant_id"] == own]
     if not records:
@@ -74,12 +75,25 @@ async def transaction_detail(request: Request, pg: Page) -> Response:
     context: dict[str, Any] = {
         "rrn": rrn, "records": records, "original": original,
         "can_void": can_undo and pg.portal.loyalty is not None and original is not None
-        and original["txn_type"] in {str(t) for t in VOIDABLE},
+        and original["txn_type"] in {str(t) for t in VOIDABLE} and await _voidable_from_seat(pg, original),
         "can_refund": can_undo and pg.portal.loyalty is not None and original is not None
         and original["txn_type"] in {str(t) for t in REFUNDABLE},
         "void_request_id": ledger_seat.new_request_id(), "refund_request_id": ledger_seat.new_request_id(),
     }
     return render(request, "seat/detail.html", context, session=pg.session)
+
+
+async def _voidable_from_seat(pg: Page, original: dict[str, Any]) -> bool:
+    """False when the ledger would refuse the seat's void of ``original`` (the form is not offered):
+    something (a refund, even partial) already stands against it, it is not of the open business
+    day, or it was taken at a terminal (a void must come from the original's terminal; the seat
+    voids from the merchant's web seat)."""
+    if original["channel"] != str(Channel.WEB):
+        return False
+    if original["business_date"] != (await business_day.open_date(pg.pool)).isoformat():
+        return False
+    compensations, _legs, _version = await lookup.standing(pg.pool, original["journal_id"], original["journal_id"])
+    return not compensations
 
 
 def _bad(request: Request, pg: Page, message: str) -> Response:
