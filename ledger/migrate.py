@@ -47,10 +47,9 @@ class MigrationError(SwitchdError):
     """The schema cannot be brought to this code's version; ``str()`` says why."""
 
 
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
+class _SqlFile:
+    """What a migration and a function file share: a path, its text and its checksum."""
+
     path: Path
 
     @property
@@ -60,6 +59,13 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Migration(_SqlFile):
+    version: int
+    name: str
+    path: Path
 
     @property
     def label(self) -> str:
@@ -68,20 +74,12 @@ class Migration:
 
 
 @dataclass(frozen=True)
-class FunctionFile:
+class FunctionFile(_SqlFile):
     """One function's definition: ``name`` is ``schema.function``, the file's name without .sql."""
 
     name: str
     path: Path
     requires: tuple[str, ...] = ()
-
-    @property
-    def sql(self) -> str:
-        return self.path.read_text(encoding="utf-8")
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     @property
     def label(self) -> str:

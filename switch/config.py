@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
 
 ENV_CONFIG = "SWITCHD_CONFIG"
@@ -177,19 +178,6 @@ class DatabaseConfig:
 
 
 @dataclass(frozen=True)
-class LedgerConfig:
-    batch_size_max: int
-    batch_linger_ms: float
-    batches_inflight_max: int
-    queue_depth_max: int
-    timeout_post_s: float
-    retries_max: int
-    legs_per_command_max: int
-    hold_timeout_max_s: int
-    batches_per_connection_max: int
-
-
-@dataclass(frozen=True)
 class SecurityConfig:
     master_key_file: str
     master_key_env: str
@@ -266,7 +254,7 @@ class ListenerConfig:
 class Config:
     daemon: DaemonConfig
     database: DatabaseConfig
-    ledger: LedgerConfig
+    ledger: LedgerSettings  # the engine's own settings: [ledger] names exactly its fields
     security: SecurityConfig
     metrics: MetricsConfig
     eod: EodConfig
@@ -282,7 +270,7 @@ class Config:
 SECTIONS: dict[str, tuple[Schema, type]] = {
     "daemon": (DAEMON_SCHEMA, DaemonConfig),
     "database": (DATABASE_SCHEMA, DatabaseConfig),
-    "ledger": (LEDGER_SCHEMA, LedgerConfig),
+    "ledger": (LEDGER_SCHEMA, LedgerSettings),
     "security": (SECURITY_SCHEMA, SecurityConfig),
     "metrics": (METRICS_SCHEMA, MetricsConfig),
     "eod": (EOD_SCHEMA, EodConfig),

@@ -34,7 +34,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -58,7 +58,7 @@ log = get_logger("switchd.daemon")
 
 def ledger_settings(cfg: Config) -> LedgerSettings:
     """The ledger engine's bounds: the ``[ledger]`` section as configured."""
-    return LedgerSettings.from_mapping(asdict(cfg.ledger))
+    return cfg.ledger
 
 
 @dataclass(frozen=True)
