@@ -30,17 +30,20 @@ def card() -> None:
 @click.argument("pan")
 @click.option("--expiry", default=None, help="YYMM (default: five years from now).")
 @click.option("--name", default=None, help="The member's name (at most 80 characters).")
-@click.option("--phone", default=None, help="The member's phone number.")
+@click.option("--phone", default=None, help="The member's phone number (a new member's login phone).")
+@click.option("--member", "member_id", type=int, default=None,
+              help="Issue to this existing member (a further card); default: a new member.")
 @click.pass_context
-def card_issue(ctx: click.Context, pan: str, expiry: str | None, name: str | None, phone: str | None) -> None:
+def card_issue(ctx: click.Context, pan: str, expiry: str | None, name: str | None, phone: str | None,
+               member_id: int | None) -> None:
     """Issue a card (Luhn-valid, within the platform's BIN ranges: see `switchd bin list`)."""
     async def body(conn: Any) -> dict[str, Any]:
-        row = await cards.issue_card(conn, pan, expiry, name, phone)
+        row = await cards.issue_card(conn, pan, expiry, name, phone, member_id=member_id)
         await audit(conn, "card_issue", "card", mask_pan(pan), None, fields(row, AUDITED))
         return row
 
     row = in_transaction(ctx, body)
-    click.echo(f"issued card {mask_pan(pan)} (expiry {row['expiry']})")
+    click.echo(f"issued card {mask_pan(pan)} to member {row['member_id']} (expiry {row['expiry']})")
 
 
 @card.command("show")

@@ -34,9 +34,27 @@ async def check_pan(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> None:
         raise ProvisioningError(f"PAN {mask_pan(pan)} is outside the platform's BIN ranges")
 
 
+def login_phone(phone: str | None) -> str | None:
+    """A phone number as a member logs in with it: digits and a leading +, or None.
+
+    >>> login_phone("+86 138-0013-8000"), login_phone("12"), login_phone(None)
+    ('+8613800138000', None, None)
+    """
+    if not phone:
+        return None
+    digits = re.sub(r"[^0-9+]", "", phone)
+    return digits if re.fullmatch(r"\+?[0-9]{5,20}", digits) else None
+
+
 async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = None, name: str | None = None,
-                     phone: str | None = None, today: dt.date | None = None) -> dict[str, Any]:
-    """Issue a card (a member). Accounts are opened on first use."""
+                     phone: str | None = None, today: dt.date | None = None,
+                     member_id: int | None = None) -> dict[str, Any]:
+    """Issue a card to member ``member_id``, or to a new member (``name``, ``phone``).
+
+    A member may hold several cards; a phone identifies one member, so a new member
+    with a phone another member logs in with is refused (issue to that member instead).
+    Accounts are opened on first use.
+    """
     await check_pan(conn, pan)
     expiry = expiry or default_expiry(today or dt.datetime.now(dt.UTC).date())
     if not EXPIRY.match(expiry):
@@ -45,11 +63,20 @@ async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = No
         raise ProvisioningError("name must be at most 80 characters")
     if phone is not None and not re.match(r"^\+?[0-9 -]{3,20}$", phone):
         raise ProvisioningError("phone must be 3..20 digits, spaces or dashes")
-    row = await conn.fetchrow(
-        "INSERT INTO loyalty.cards(pan, expiry, name, phone) VALUES ($1,$2,$3,$4) "
-        "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, phone)
-    if row is None:
-        raise ProvisioningError(f"card {mask_pan(pan)} already exists")
+    async with conn.transaction():
+        if member_id is None:
+            member_id = await conn.fetchval(
+                "INSERT INTO loyalty.members(name, phone) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING "
+                "RETURNING id", name or "", login_phone(phone))
+            if member_id is None:
+                raise ProvisioningError("that phone number belongs to another member: issue the card to them")
+        elif not await conn.fetchval("SELECT 1 FROM loyalty.members WHERE id = $1", member_id):
+            raise ProvisioningError(f"no member {member_id}")
+        row = await conn.fetchrow(
+            "INSERT INTO loyalty.cards(pan, expiry, name, phone, member_id) VALUES ($1,$2,$3,$4,$5) "
+            "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, phone, member_id)
+        if row is None:
+            raise ProvisioningError(f"card {mask_pan(pan)} already exists")
     found = await show_card(conn, pan)
     assert found is not None
     return found
@@ -58,7 +85,7 @@ async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = No
 async def show_card(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> dict[str, Any] | None:
     """A card's status and every balance (points per program, stored value), PAN masked."""
     card = await conn.fetchrow(
-        "SELECT id, pan, status, expiry, name, phone, created_at FROM loyalty.cards WHERE pan=$1", pan)
+        "SELECT id, member_id, pan, status, expiry, name, phone, created_at FROM loyalty.cards WHERE pan=$1", pan)
     if card is None:
         return None
     accounts = await conn.fetch(

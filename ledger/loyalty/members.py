@@ -62,9 +62,9 @@ async def enrol(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, program: 
 
 async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: str | None, program: str | None,
                        expiry: str | None = None, name: str | None = None, phone: str | None = None,
-                       today: dt.date | None = None) -> dict[str, Any]:
-    """Issue a card (``pan``, or a new number under ``bin_prefix``, a platform BIN) and enrol it in
-    ``program`` when given. Returns the card as :func:`member` does. ProvisioningError when refused."""
+                       today: dt.date | None = None, member_id: int | None = None) -> dict[str, Any]:
+    """Issue a card (``pan``, or a new number under ``bin_prefix``, a platform BIN) to member
+    ``member_id`` (default: a new member) and enrol it in ``program`` when given. Returns the card as :func:`member` does. ProvisioningError when refused."""
     if pan is None:
         if not bin_prefix or not await conn.fetchval(
                 "SELECT 1 FROM loyalty.bin_ranges WHERE prefix = $1", bin_prefix):
@@ -77,7 +77,7 @@ async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: st
         else:
             raise ProvisioningError(f"BIN {bin_prefix} has no free card numbers left to draw")
     async with conn.transaction():
-        await cards.issue_card(conn, pan, expiry or None, name or None, phone or None, today)
+        await cards.issue_card(conn, pan, expiry or None, name or None, phone or None, today, member_id)
         card_id = int(await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
         if program is not None:
             await enrol(conn, card_id, program)
