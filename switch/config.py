@@ -127,6 +127,7 @@ PORTAL_SCHEMA: Schema = {
     "db_pool_size_max": (int, 10, _between(1, 500)),
     "limit_concurrency": (int, 200, _between(1, 100_000)),
     "default_locale": (str, "en", _one_of("en", "zh_CN")),
+    "image_size_max_bytes": (int, 512 * 1024, _between(1024, 16 * 1024 * 1024)),
 }
 
 LISTENER_SCHEMA: Schema = {
@@ -216,6 +217,7 @@ class PortalConfig:
     db_pool_size_max: int
     limit_concurrency: int
     default_locale: str
+    image_size_max_bytes: int
 
     @property
     def url(self) -> str:
