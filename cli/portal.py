@@ -52,7 +52,7 @@ def portal_settings(cfg: Config, secret: bytes) -> PortalSettings:
         login_lockout_s=p.login_lockout_s, tls_cert_file=p.tls_cert_file or None,
         tls_key_file=p.tls_key_file or None, trusted_proxies=p.proxies, secret_file=p.secret_file or None,
         db_pool_size_max=p.db_pool_size_max, limit_concurrency=p.limit_concurrency,
-        default_locale=p.default_locale, image_size_max_bytes=p.image_size_max_bytes, secret=secret,
+        default_locale=p.default_locale, image_size_max_bytes=p.image_size_max_bytes, mall=cfg.mall, secret=secret,
         # Where `switchd eod run` writes the files the settlement pages serve.
         settlement_dir=cfg.eod.settlement_dir or str(cfg.state_path / "settlement"),
     )

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.loyalty.mall import DEFAULT_SETTINGS as DEFAULT_MALL_SETTINGS
+from ledger.loyalty.mall import MallSettings
+
 SECRET_ENV = "SWITCHD_PORTAL_SECRET"
 SECRET_MIN_BYTES = 32
 
@@ -54,6 +57,8 @@ class PortalSettings:
     # Where ``switchd eod run`` writes the settlement files (the daemon's [eod] settlement_dir,
     # else <state_dir>/settlement; the default state_dir is ./var).
     settlement_dir: str = "./var/settlement"
+    # The points mall's order timeout and sweeper ([mall]).
+    mall: MallSettings = DEFAULT_MALL_SETTINGS
     secret: bytes = field(default=b"", repr=False)
 
     @property
