@@ -35,6 +35,7 @@ from portal.pages import (
     auth,
     bins,
     fees,
+    mall,
     members,
     merchants,
     operators,
@@ -58,7 +59,7 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins)
+         stats, settlement, audit_log, programs, fees, bins, mall)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -126,16 +127,16 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
     loyalty = Loyalty(ledger, pool) if ledger is not None else None
-    mall = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
+    orders = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         sweeper: asyncio.Task[None] | None = None
         if ledger is not None:
             await ledger.start()
-        if mall is not None:
+        if orders is not None:
             # Orders not confirmed in time are cancelled, interrupted ones finished (ledger/loyalty/mall.py).
-            sweeper = asyncio.create_task(sweep_forever(mall), name="mall-sweeper")
+            sweeper = asyncio.create_task(sweep_forever(orders), name="mall-sweeper")
         try:
             yield
         finally:
@@ -159,5 +160,5 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
-                              loyalty=loyalty, master_key=master_key, mall=mall)
+                              loyalty=loyalty, master_key=master_key, mall=orders)
     return app

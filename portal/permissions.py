@@ -108,9 +108,27 @@ _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_
                                                        "settlement_matrix_csv",
                                                        "transactions_export"})
 
-RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
+# The points mall: a merchant's users (admin and operator) manage their goods and orders; the
+# platform's users read every merchant's.
+_MALL: dict[str, frozenset[Role]] = {
+    "mall_goods": EVERYONE,
+    "mall_good_view": EVERYONE,
+    "mall_good_new": frozenset({MA, MO}),
+    "mall_good_edit": frozenset({MA, MO}),
+    "mall_good_status": frozenset({MA, MO}),
+    "mall_orders": EVERYONE,
+    "mall_order_view": EVERYONE,
+    "mall_order_new": frozenset({MA, MO}),
+    "mall_order_edit": frozenset({MA, MO}),
+    "mall_order_action": frozenset({MA, MO}),
+    "mall_order_cancel": frozenset({MA, MO}),
+    "mall_order_refund": frozenset({MA, MO}),
+}
+_MALL_SCOPED: frozenset[str] = frozenset(_MALL)
+
+RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM, **_MALL}
 # The routes that check the object's merchant against the user's (another's answers 404).
-MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED
+MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED | _MALL_SCOPED
 
 # The roles a user of each role may give to a user it creates.
 GRANTS: dict[Role, tuple[Role, ...]] = {
