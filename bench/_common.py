@@ -138,6 +138,8 @@ def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connect
     sections["portal"] = {"enabled": False}  # the switch alone is measured
     listener = {"name": "pos", "host": "127.0.0.1", "port": port, "framing": "nac2", "spec": "pos",
                 "sign_on_required": True, "connections_max": connections_max,
+                # Every simulated terminal comes from 127.0.0.1.
+                "connections_per_address_max": connections_max,
                 # Idle connections must survive the whole run.
                 "timeout_idle_s": 600.0}
     return harness.render_config(sections, [listener])

@@ -323,9 +323,11 @@ class Terminal:
     """A blocking client connection speaking one listener's framing and spec."""
 
     def __init__(self, port: int, framing: str = "nac2", spec: str = "pos", tpdu: bytes | None = None,
-                 tls: ssl.SSLContext | None = None, timeout_s: float = 10.0) -> None:
+                 tls: ssl.SSLContext | None = None, timeout_s: float = 10.0, source: str | None = None) -> None:
         self.framing, self.spec, self.tpdu = framing, spec, tpdu
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        # source: another loopback address (127.0.0.2, ...) plays another client host.
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s,
+                                        source_address=(source, 0) if source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock: socket.socket = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
         self.sock.settimeout(timeout_s)
