@@ -94,6 +94,8 @@ LEDGER_SCHEMA: Schema = {
 SECURITY_SCHEMA: Schema = {
     "master_key_file": (str, "", None),
     "master_key_env": (str, "SWITCHD_MASTER_KEY", None),
+    # A terminal without a MAC key moves money with its ids alone: refused (63) unless allowed.
+    "unkeyed_terminals": (str, "refuse", _one_of("refuse", "allow")),
 }
 
 EOD_SCHEMA: Schema = {
@@ -183,6 +185,7 @@ class DatabaseConfig:
 class SecurityConfig:
     master_key_file: str
     master_key_env: str
+    unkeyed_terminals: str
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,9 @@ def config_text(workdir: Path, dsn: str, listeners: list[dict[str, Any]], *, dra
         "metrics": {"enabled": metrics, "host": "127.0.0.1", "port": 0},
         # Tests that want the portal child enable it with a free port (extra={"portal": ...}).
         "portal": {"enabled": False},
+        # Most tests' terminals have no MAC key; the default (refuse) has its own test
+        # (test_server_e2e.py, the abuse daemon).
+        "security": {"unkeyed_terminals": "allow"},
     }
     for section, values in (extra or {}).items():
         sections[section] = {**sections.get(section, {}), **values}

@@ -391,7 +391,8 @@ def abuse_daemon(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> An
     from fixtures_daemon import Daemon
 
     workdir = tmp_path_factory.mktemp("abuse")
-    d = Daemon(workdir, daemon_db, abuse_listeners()).start()
+    # The default policy: terminals without a MAC key move nothing (the other daemons allow them).
+    d = Daemon(workdir, daemon_db, abuse_listeners(), extra={"security": {"unkeyed_terminals": "refuse"}}).start()
     try:
         d.add_terminal("HEALTHY1")
         yield d
@@ -463,6 +464,19 @@ def test_idle_connection_closed(abuse_daemon: Any) -> None:
         assert t.call(netmgmt("HEALTHY1"))["39"] == "00"
         assert t.closed_by_peer(3)
     assert d.wait_event("connection_close", lambda e: e.get("reason") == "idle_timeout")
+
+
+def test_unkeyed_terminals_are_refused_by_default(abuse_daemon: Any) -> None:
+    d = abuse_daemon
+    unkeyed, keyed = new_tid(), new_tid()
+    d.add_terminal(unkeyed)
+    d.add_terminal(keyed, mac_alg="cmac-aes", mac_key_hex=CMAC_KEY_HEX)
+    with Terminal(d.ports["capped"]) as t:
+        assert t.call(netmgmt(unkeyed))["39"] == "00", "network management needs no key"
+        assert t.call(purchase(unkeyed))["39"] == "63"
+        t.send(purchase(keyed), mac=("cmac-aes", CMAC_KEY_HEX))
+        assert t.recv()["39"] == ROUTED
+    assert d.wait_event("unkeyed_terminal_refused", lambda e: e.get("terminal") == unkeyed)
 
 
 def test_one_host_cannot_take_every_slot(abuse_daemon: Any) -> None:
