@@ -38,6 +38,7 @@ from portal.pages import (
     fees,
     mall,
     member_account,
+    member_mall,
     members,
     merchants,
     operators,
@@ -61,7 +62,7 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins, member_account, mall)
+         stats, settlement, audit_log, programs, fees, bins, member_account, mall, member_mall)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

@@ -150,6 +150,8 @@ def member_next(value: str | None) -> str:
 # The member pages' menu, in order: (route name, English label for the catalogs).
 MEMBER_MENU: list[tuple[str, str]] = [
     ("member_home", N_("My account")),
+    ("member_mall", N_("Points mall")),
+    ("member_orders", N_("My orders")),
 ]
 
 

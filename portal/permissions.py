@@ -30,7 +30,10 @@ PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "media
 
 # A member's own pages (portal.member_web.member_page): a member's session only, never an
 # operator's; each page shows the member's own objects only (another member's answer 404).
-MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"})
+MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password",
+                           # The points mall (portal/pages/member_mall.py).
+                           "member_mall", "member_mall_good", "member_orders", "member_order",
+                           "member_order_cancel"})
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {

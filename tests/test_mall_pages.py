@@ -6,7 +6,13 @@ from __future__ import annotations
 import re
 
 import httpx
-from portal_support import PortalEnv, csrf_of, logged_in, portal_env_fixture  # noqa: F401  (the fixture)
+from portal_support import (  # noqa: F401  (portal_env_fixture: the fixture, by name)
+    PortalEnv,
+    csrf_of,
+    logged_in,
+    member_logged_in,
+    portal_env_fixture,
+)
 
 from ledger.loyalty import demo, seat
 from ledger.loyalty import mall as M
@@ -179,3 +185,43 @@ async def test_another_merchants_goods_and_orders_are_not_found(portal_env: Port
     assert no_token.status_code == 403
     assert (await M.get_order(portal_env.pool, order["id"]))["status"] == "placed"  # type: ignore[index]
     await portal_env.app.state.portal.mall.cancel(order["id"], by_merchant_id="M0001")
+
+
+async def test_a_member_orders_sees_and_cancels_and_others_see_nothing(portal_env: PortalEnv) -> None:
+    good = await M.add_good(portal_env.pool, "M0001", GoodForm("Kite", "Red", 40, 900, 3))
+    await _funded_order(portal_env, good)  # funds demo card 1 (and holds 40 points of it)
+    member = await member_logged_in(portal_env)
+    listing = (await member.get("/member/mall?merchant=M0001")).text
+    assert f'href="/member/mall/goods/{good}"' in listing and "Kite" in listing
+    assert "Kite" not in (await member.get("/member/mall?program=CAFE")).text
+    path = f"/member/mall/goods/{good}"
+    form = (await member.get(path)).text
+    key = re.search(r'name="request_key" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    card = re.search(r'name="card_id">\s*<option value="(\d+)"', form).group(1)  # type: ignore[union-attr]
+    fields = {"csrf_token": csrf_of(form), "request_key": key, "card_id": card, "quantity": "2", "pay": "points",
+              "delivery_address": "5 Kite Hill"}
+    placed = await member.post(path, data=fields)
+    assert placed.status_code == 303, placed.text
+    order_path = placed.headers["location"]
+    assert (await member.post(path, data=fields)).headers["location"] == order_path  # a double submit
+    page = (await member.get(order_path)).text
+    assert "Placed" in page and "80" in page
+    assert order_path in (await member.get("/member/orders")).text
+    # Another member: not found, and not listed; an operator's session opens no member page.
+    other = await member_logged_in(portal_env, "13800000002", address="10.0.0.10")
+    assert (await other.get(order_path)).status_code == 404
+    token = csrf_of((await other.get("/member/mall")).text)
+    assert (await other.post(f"{order_path}/cancel", data={"csrf_token": token})).status_code == 404
+    assert order_path not in (await other.get("/member/orders")).text
+    operator = await logged_in(portal_env, "m0001-admin")
+    assert (await operator.get(order_path)).headers["location"].startswith("/member/login")
+    # Without the form's token nothing is done; with it the order is cancelled.
+    assert (await member.post(f"{order_path}/cancel", data={})).status_code == 403
+    done = await member.post(f"{order_path}/cancel", data={"csrf_token": csrf_of(page)})
+    assert done.status_code == 303
+    assert "Cancelled" in (await member.get(order_path)).text
+    assert "已取消" in (await member.get(f"{order_path}?lang=zh_CN")).text
+    # Too many: the member is told, nothing is placed.
+    fields |= {"request_key": "another-key-123", "quantity": "9", "csrf_token": csrf_of(page)}
+    refused = await member.post(path, data=fields)
+    assert refused.status_code == 400 and "库存不足" in refused.text  # the language chosen last
