@@ -290,3 +290,26 @@ async def test_a_mall_capture_is_undone_only_through_its_order(pool: asyncpg.Poo
         assert await m.w.points() == 400
         cancelled = await m.mall.cancel(order["id"], by_merchant_id="M0001")
         assert cancelled["status"] == "cancelled" and await m.w.points() == 500
+
+
+async def test_a_confirm_and_a_cancel_at_once_one_wins_and_the_row_says_which(pool: asyncpg.Pool) -> None:
+    async with mall_world(pool) as m:
+        await m.fund(points=5_000)
+        good = await m.good(stock=20, points=100)
+        orders = [await m.place(good) for _ in range(8)]
+        results = await asyncio.gather(*[
+            call for o in orders for call in (m.mall.confirm(o["id"], "M0001"),
+                                              m.mall.cancel(o["id"], by_member_id=o["member_id"]))],
+            return_exceptions=True)
+        confirmed = 0
+        for o, (conf, canc) in zip(orders, zip(results[::2], results[1::2], strict=True), strict=True):
+            now = await M.get_order(pool, o["id"])
+            assert now is not None and now["status"] in ("confirmed", "cancelled")
+            if now["status"] == "confirmed":
+                confirmed += 1
+                assert isinstance(conf, dict) and isinstance(canc, MallError) and canc.code == "invalid_state"
+            else:
+                assert isinstance(canc, dict) and isinstance(conf, MallError) and conf.code == "invalid_state"
+        assert await m.w.points() == 5_000 - 100 * confirmed
+        assert await m.available() == 5_000 - 100 * confirmed
+        assert await m.stock(good) == 20 - confirmed
