@@ -638,7 +638,10 @@ class Mall:
     async def _step(self, order_id: int, merchant_id: str, from_: str, to: str) -> dict[str, Any]:
         order = await self._order(order_id, merchant_id=merchant_id)
         if order["status"] == from_:
-            await self._move(order_id, to, (from_,))
+            try:
+                await self._move(order_id, to, (from_,))
+            except _DB_ERRORS as exc:
+                raise MallError("system", f"database: {first_line(exc)}") from None
             order = await self._order(order_id)
         # Done already (this step, or a later one): nothing changes.
         if order["status"] in _PROGRESS and _PROGRESS.index(order["status"]) >= _PROGRESS.index(to):
@@ -756,9 +759,13 @@ class Mall:
         if not isinstance(delivery_address, str) or len(delivery_address) > ADDRESS_LENGTH_MAX:
             raise MallError("invalid", f"delivery address: at most {ADDRESS_LENGTH_MAX} characters")
         order = await self._order(order_id, member_id=member_id, merchant_id=merchant_id)
-        done = await self.pool.fetchval(
-            "UPDATE loyalty.orders SET delivery_address = $2, updated_at = now() "
-            "WHERE id = $1 AND status IN ('placing', 'placed', 'confirmed') RETURNING id", order_id, delivery_address)
+        try:
+            done = await self.pool.fetchval(
+                "UPDATE loyalty.orders SET delivery_address = $2, updated_at = now() "
+                "WHERE id = $1 AND status IN ('placing', 'placed', 'confirmed') RETURNING id", order_id,
+                delivery_address)
+        except _DB_ERRORS as exc:
+            raise MallError("system", f"database: {first_line(exc)}") from None
         if done is None:
             raise MallError("invalid_state", f"a {order['status']} order's address cannot change", order)
         return await self._order(order_id)
