@@ -313,3 +313,11 @@ async def test_a_confirm_and_a_cancel_at_once_one_wins_and_the_row_says_which(po
         assert await m.w.points() == 5_000 - 100 * confirmed
         assert await m.available() == 5_000 - 100 * confirmed
         assert await m.stock(good) == 20 - confirmed
+
+
+def test_an_order_timeout_past_the_ledgers_hold_bound_is_refused() -> None:
+    from switch.config import ConfigError, parse_config
+
+    assert parse_config({"mall": {"order_confirm_timeout_s": 600}}, {}).mall.order_confirm_timeout_s == 600
+    with pytest.raises(ConfigError, match="mall.order_confirm_timeout_s: must be <= ledger.hold_timeout_max_s"):
+        parse_config({"mall": {"order_confirm_timeout_s": 8 * 86_400}}, {})

@@ -52,6 +52,7 @@ async def test_a_merchant_adds_a_good_with_an_image_and_edits_it(portal_env: Por
     assert (await portal_env.client().get(f"/media/{good['image_id']}")).content == PNG
     listing = (await client.get("/mall/goods")).text
     assert "Tea cup" in listing
+    assert "Tea cup" in (await client.get("/mall/goods?available=1")).text
     edit = await client.post(f"/mall/goods/{good_id}/edit", data={
         "csrf_token": await _token(client), "name": "Tea cup", "description": "Green", "price_points": "",
         "price": "9", "stock": "3", "valid_from": "", "valid_until": ""})
@@ -63,6 +64,8 @@ async def test_a_merchant_adds_a_good_with_an_image_and_edits_it(portal_env: Por
                                                                   "status": "disabled"})
     assert off.status_code == 303
     assert (await M.get_good(portal_env.pool, good_id))["status"] == "disabled"  # type: ignore[index]
+    assert "Tea cup" not in (await client.get("/mall/goods?available=1")).text
+    assert "Tea cup" in (await client.get("/mall/goods")).text
     # Refusals: no price, a bad number.
     for fields, words in (({"price_points": "", "price": ""}, "needs a price"),
                           ({"price_points": "1.5"}, "whole numbers"), ({"price": "1.234"}, "no more decimals")):

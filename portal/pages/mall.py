@@ -115,19 +115,23 @@ def _own(pg: Page) -> str:
 
 @page("mall_goods")
 async def goods_list(request: Request, pg: Page) -> Response:
-    """The merchant's goods (the platform: every merchant's, or one's), by id, keyset pages."""
+    """The merchant's goods (the platform: every merchant's, or one's; by program; only those on
+    offer now), by id, keyset pages."""
     q = request.query_params
     merchant_id = pg.own_merchant() or (q.get("merchant", "")[:15] or None)
+    program = q.get("program", "")[:20] or None
+    available = q.get("available") == "1"
     after = q.get("after", "")
     result = await ledger_mall.list_goods(
-        pg.pool, merchant_id=merchant_id, available_only=False,
+        pg.pool, merchant_id=merchant_id, program=program, available_only=available,
         after_id=int(after) if after.isascii() and after.isdigit() and len(after) <= 18 else None,
         limit=pg.portal.settings.page_size_default)
     next_url = None
     if result["next_after_id"] is not None:
         next_url = str(request.url.include_query_params(after=result["next_after_id"]))
     return render(request, "mall/goods.html", {"goods": result["goods"], "next_url": next_url,
-                                               "merchant": merchant_id or "", "status_name": good_status_name},
+                                               "merchant": merchant_id or "", "program": program or "",
+                                               "available": available, "status_name": good_status_name},
                   session=pg.session)
 
 
