@@ -3,20 +3,28 @@ another merchant's goods and orders answering 404, image refusals, CSRF."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
 
+import asyncpg
 import httpx
+from ledger_support import ledger_settings
 from portal_support import (  # noqa: F401  (portal_env_fixture: the fixture, by name)
+    MASTER_KEY,
     PortalEnv,
     csrf_of,
     logged_in,
     member_logged_in,
     portal_env_fixture,
 )
+from portal_support import test_settings as portal_settings  # not named test_*: pytest would collect it
 
+from ledger.audit import check_books
 from ledger.loyalty import demo, seat
 from ledger.loyalty import mall as M
 from ledger.loyalty.mall import GoodForm
+from portal.app import create_app
 from portal.images import UPLOAD_OVERHEAD_BYTES
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(200)
@@ -228,3 +236,25 @@ async def test_a_member_orders_sees_and_cancels_and_others_see_nothing(portal_en
     fields |= {"request_key": "another-key-123", "quantity": "9", "csrf_token": csrf_of(page)}
     refused = await member.post(path, data=fields)
     assert refused.status_code == 400 and "库存不足" in refused.text  # the language chosen last
+
+
+async def test_the_portal_sweeps_orders_not_confirmed_in_time(pool: asyncpg.Pool) -> None:
+    """The sweeper runs in the portal's lifespan: a placed order whose hold is due is cancelled."""
+    async with pool.acquire() as conn, conn.transaction():
+        await demo.seed(conn, cards=1)
+    settings = portal_settings(mall=dataclasses.replace(M.DEFAULT_SETTINGS, order_confirm_timeout_s=1,
+                                                      sweep_interval_s=0.2))
+    app = create_app(settings, pool, ledger_settings(), MASTER_KEY)
+    async with app.router.lifespan_context(app):
+        env = PortalEnv(app, pool, settings)
+        good = await M.add_good(pool, "M0001", GoodForm("Lamp", "", 300, None, 2))
+        order = await _funded_order(env, good)
+        now = order
+        for _ in range(100):  # bounded: the hold is due after 1 s, a sweep comes every 0.2 s
+            now = await M.get_order(pool, order["id"]) or now
+            if now["status"] == "cancelled":
+                break
+            await asyncio.sleep(0.1)
+        assert (now["status"], now["note"]) == ("cancelled", "the order was not confirmed in time")
+        assert await pool.fetchval("SELECT stock FROM loyalty.goods WHERE id = $1", good) == 2
+    assert await check_books(pool) == []
