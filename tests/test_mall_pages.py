@@ -18,7 +18,9 @@ from portal_support import (  # noqa: F401  (portal_env_fixture: the fixture, by
     member_logged_in,
     portal_env_fixture,
 )
-from portal_support import test_settings as portal_settings  # not named test_*: pytest would collect it
+from portal_support import (
+    test_settings as portal_settings,  # not named test_*: pytest would collect it
+)
 
 from ledger.audit import check_books
 from ledger.loyalty import demo, seat
