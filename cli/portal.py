@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import secrets
 import signal
@@ -26,7 +27,7 @@ from cli.invocation import config
 from ledger import db as ledger_db
 from ledger.errors import first_line
 from ledger.keys import KeyStoreError, load_master_key
-from portal.settings import SECRET_ENV, PortalSettings, SettingsError, load_secret
+from portal.settings import SECRET_ENV, ApiSettings, PortalSettings, SettingsError, load_secret
 from switch import runtime
 from switch.config import Config
 from switch.daemon import ledger_settings
@@ -53,6 +54,7 @@ def portal_settings(cfg: Config, secret: bytes) -> PortalSettings:
         tls_key_file=p.tls_key_file or None, trusted_proxies=p.proxies, secret_file=p.secret_file or None,
         db_pool_size_max=p.db_pool_size_max, limit_concurrency=p.limit_concurrency,
         default_locale=p.default_locale, secret=secret,
+        api=ApiSettings(**dataclasses.asdict(cfg.api)),
         # Where `switchd eod run` writes the files the settlement pages serve.
         settlement_dir=cfg.eod.settlement_dir or str(cfg.state_path / "settlement"),
     )

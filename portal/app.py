@@ -27,6 +27,7 @@ from starlette.templating import Jinja2Templates
 from ledger.engine import Ledger, LedgerSettings
 from ledger.loyalty.operations import Loyalty
 from portal import i18n, labels, permissions, security_headers
+from portal.api import app as api_app
 from portal.i18n import N_
 from portal.pages import (
     audit_log,
@@ -122,6 +123,8 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     routes: list[Route | Mount] = [Route(path, endpoint, methods=methods, name=name)
                                    for path, endpoint, methods, name in ROUTES]
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    api = api_app.create_api()
+    routes.append(Mount(api_app.PREFIX, app=api, name="api"))
     ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
 
     @contextlib.asynccontextmanager
@@ -146,4 +149,5 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     )
     app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
                               loyalty=Loyalty(ledger, pool) if ledger is not None else None, master_key=master_key)
+    api_app.attach(api, app.state.portal)
     return app

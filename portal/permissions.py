@@ -25,7 +25,8 @@ PLATFORM_ROLES = frozenset({PA, PO})
 MERCHANT_ROLES = frozenset({MA, MO})
 
 # Reached without a session.
-PUBLIC = frozenset({"login", "static"})
+# "api": the member API (/api/v1) checks its own bearer tokens, not the portal's roles.
+PUBLIC = frozenset({"login", "static", "api"})
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {

@@ -129,6 +129,23 @@ PORTAL_SCHEMA: Schema = {
     "default_locale": (str, "en", _one_of("en", "zh_CN")),
 }
 
+# The member API for apps (/api/v1, served by the portal: docs/api.md).
+API_SCHEMA: Schema = {
+    "access_token_ttl_s": (int, 15 * 60, _between(1, 86_400)),
+    "refresh_token_ttl_s": (int, 30 * 86_400, _between(60, 365 * 86_400)),
+    "sessions_per_member_max": (int, 10, _between(1, 1000)),
+    # Token buckets, per portal process: a steady rate per second and a burst.
+    "rate_member_per_s": (float, 20.0, _between(0.01, 100_000)),
+    "rate_member_burst": (int, 60, _between(1, 1_000_000)),
+    "rate_address_per_s": (float, 50.0, _between(0.01, 100_000)),
+    "rate_address_burst": (int, 200, _between(1, 1_000_000)),
+    "rate_buckets_max": (int, 100_000, _between(100, 10_000_000)),
+    "body_max_bytes": (int, 16 * 1024, _between(256, 1024 * 1024)),
+    "page_limit_default": (int, 20, _between(1, 1000)),
+    "page_limit_max": (int, 100, _between(1, 1000)),
+    "idempotency_ttl_s": (int, 86_400, _between(60, 30 * 86_400)),
+}
+
 LISTENER_SCHEMA: Schema = {
     "name": (str, "pos", None),
     "host": (str, "127.0.0.1", None),
@@ -232,6 +249,22 @@ class PortalConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    access_token_ttl_s: int
+    refresh_token_ttl_s: int
+    sessions_per_member_max: int
+    rate_member_per_s: float
+    rate_member_burst: int
+    rate_address_per_s: float
+    rate_address_burst: int
+    rate_buckets_max: int
+    body_max_bytes: int
+    page_limit_default: int
+    page_limit_max: int
+    idempotency_ttl_s: int
+
+
+@dataclass(frozen=True)
 class ListenerConfig:
     name: str
     host: str
@@ -259,6 +292,7 @@ class Config:
     metrics: MetricsConfig
     eod: EodConfig
     portal: PortalConfig
+    api: ApiConfig
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -275,6 +309,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "metrics": (METRICS_SCHEMA, MetricsConfig),
     "eod": (EOD_SCHEMA, EodConfig),
     "portal": (PORTAL_SCHEMA, PortalConfig),
+    "api": (API_SCHEMA, ApiConfig),
 }
 
 
@@ -422,6 +457,9 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "
         raise ConfigError("config: portal.tls_key_file: TLS needs both tls_cert_file and tls_key_file")
     if portal["session_idle_s"] > portal["session_absolute_s"]:
         raise ConfigError("config: portal.session_idle_s: must be <= portal.session_absolute_s")
+    api = sections["api"]
+    if api["page_limit_default"] > api["page_limit_max"]:
+        raise ConfigError("config: api.page_limit_default: must be <= api.page_limit_max")
     _named(listeners)  # an override may have renamed one
     for i, values in enumerate(listeners):
         if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):
