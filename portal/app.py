@@ -29,11 +29,13 @@ from ledger.loyalty.operations import Loyalty
 from portal import i18n, labels, permissions, security_headers
 from portal.api import app as api_app
 from portal.i18n import N_
+from portal.member_web import member_menu
 from portal.pages import (
     audit_log,
     auth,
     bins,
     fees,
+    member_account,
     members,
     merchants,
     operators,
@@ -57,7 +59,7 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins)
+         stats, settlement, audit_log, programs, fees, bins, member_account)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -78,7 +80,7 @@ def _templates(app: Starlette) -> Jinja2Templates:
     env.globals.update({
         "url": lambda name, **params: str(app.url_path_for(name, **params)),
         "allowed": permissions.allowed, "role_label": labels.role_label, "status_label": labels.status_label,
-        "lang_url": _lang_url,
+        "lang_url": _lang_url, "member_menu": member_menu,
     })
     return Jinja2Templates(env=env)
 
