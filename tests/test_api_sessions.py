@@ -18,6 +18,7 @@ from api_support import (
 )
 from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 
+from portal import member_auth
 from portal.api.app import attach
 from portal.api.problems import CONTENT_TYPE
 
@@ -143,3 +144,15 @@ async def test_a_disabled_member_loses_its_tokens(portal_env: PortalEnv) -> None
     assert (await client.get(f"{API}/me", headers=auth(tokens))).status_code == 401
     assert (await client.post(f"{API}/sessions/refresh",
                               json={"refresh_token": tokens["refresh_token"]})).status_code == 401
+
+
+async def test_a_password_set_by_someone_else_ends_the_api_sessions(portal_env: PortalEnv) -> None:
+    member_id = await give_password(portal_env.pool, PAN1)
+    client = portal_env.client()
+    tokens = await log_in(client, PAN1)
+    async with portal_env.pool.acquire() as conn, conn.transaction():
+        await member_auth.set_password(conn, member_id, "reset by merchant 1", by_self=False)
+    assert (await client.get(f"{API}/me", headers=auth(tokens))).status_code == 401
+    assert (await client.post(f"{API}/sessions/refresh",
+                              json={"refresh_token": tokens["refresh_token"]})).status_code == 401
+    assert (await log_in(client, PAN1, "reset by merchant 1"))["password_change_required"]

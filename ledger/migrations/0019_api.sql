@@ -11,6 +11,9 @@ CREATE TABLE portal.api_token_families (
     -- Logged in with a password that must be changed: the tokens allow only changing it.
     password_change_only  boolean NOT NULL,
     created_at            timestamptz NOT NULL DEFAULT now(),
+    -- When the member's password was last shown for this family: a password set after it
+    -- (portal.member_logins.updated_at, by a merchant's reset or the member elsewhere) ends it.
+    password_checked_at   timestamptz NOT NULL DEFAULT now(),
     revoked_at            timestamptz,
     revoked_reason        text CHECK (revoked_reason IN ('logout', 'reuse', 'password', 'sessions_max'))
 );

@@ -3,7 +3,9 @@
 A login starts a token family; ``refresh`` rotates both tokens of the family and
 marks the refresh token it used; a used refresh token shown again revokes the
 family (the token was copied, and one of the two holders is not the member).
-Logout revokes the family. Only HMAC(secret, token) is stored. Access tokens are
+Logout revokes the family; so does a disabled member, and a password set after the
+family's login (a merchant's reset, an activation code, a change from another
+device): every token check compares the two. Only HMAC(secret, token) is stored. Access tokens are
 checked against the database on every request (one index probe), so logout and
 revocation take effect at once, not at the token's expiry.
 """
@@ -96,8 +98,9 @@ class TokenStore:
         row = await self.pool.fetchrow(
             "SELECT f.member_id, f.id AS family_id, f.password_change_only FROM portal.api_tokens t "
             "JOIN portal.api_token_families f ON f.id = t.family_id JOIN loyalty.members m ON m.id = f.member_id "
+            "JOIN portal.member_logins l ON l.member_id = f.member_id "
             "WHERE t.token_hash = $1 AND t.kind = 'access' AND t.expires_at > now() AND f.revoked_at IS NULL "
-            "AND m.status = 'active'", self._hash("access", access_token))
+            "AND m.status = 'active' AND l.updated_at <= f.password_checked_at", self._hash("access", access_token))
         return None if row is None else Caller(int(row["member_id"]), int(row["family_id"]),
                                                bool(row["password_change_only"]))
 
@@ -110,9 +113,10 @@ class TokenStore:
             row = await conn.fetchrow(
                 "SELECT t.family_id, t.used_at IS NOT NULL AS used, f.password_change_only "
                 "FROM portal.api_tokens t JOIN portal.api_token_families f ON f.id = t.family_id "
-                "JOIN loyalty.members m ON m.id = f.member_id "
+                "JOIN loyalty.members m ON m.id = f.member_id JOIN portal.member_logins l ON l.member_id = f.member_id "
                 "WHERE t.token_hash = $1 AND t.kind = 'refresh' AND t.expires_at > now() "
-                "AND f.revoked_at IS NULL AND m.status = 'active' FOR UPDATE OF t, f",
+                "AND f.revoked_at IS NULL AND m.status = 'active' AND l.updated_at <= f.password_checked_at "
+                "FOR UPDATE OF t, f",
                 self._hash("refresh", refresh_token))
             if row is None:
                 return None
@@ -137,8 +141,8 @@ class TokenStore:
         and this one is no longer limited to changing the password."""
         await self._revoke(conn, "member_id = $1 AND id <> $2 AND revoked_at IS NULL", "password",
                            member_id, family_id)
-        await conn.execute("UPDATE portal.api_token_families SET password_change_only = false WHERE id = $1",
-                           family_id)
+        await conn.execute("UPDATE portal.api_token_families SET password_change_only = false, "
+                           "password_checked_at = now() WHERE id = $1", family_id)
 
     @staticmethod
     async def _revoke(conn: asyncpg.Connection, where: str, reason: str, *args: object) -> None:
