@@ -24,8 +24,8 @@ EVERYONE = frozenset(Role)
 PLATFORM_ROLES = frozenset({PA, PO})
 MERCHANT_ROLES = frozenset({MA, MO})
 
-# Reached without a session.
-PUBLIC = frozenset({"login", "static"})
+# Reached without a session (media: the images of goods and promotions, shown to everyone).
+PUBLIC = frozenset({"login", "static", "media"})
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {

@@ -44,6 +44,8 @@ class PortalSettings:
     page_size_default: int = 50
     page_size_max: int = 200
     request_body_max_bytes: int = 64 * 1024
+    # An uploaded image (goods, promotions): at most this; its form's body may be this much larger.
+    image_size_max_bytes: int = 512 * 1024
     limit_concurrency: int = 200
     timeout_keep_alive_s: int = 5
     timeout_graceful_shutdown_s: int = 10
@@ -81,8 +83,10 @@ class PortalSettings:
         if not 0 < self.session_idle_s <= self.session_absolute_s:
             raise SettingsError("portal session_idle_s must be > 0 and <= session_absolute_s")
         if min(self.login_account_failures_max, self.login_address_failures_max, self.login_window_s,
-               self.login_lockout_s, self.page_size_max, self.sessions_per_user_max) <= 0:
-            raise SettingsError("portal login bounds, page_size_max and sessions_per_user_max must be > 0")
+               self.login_lockout_s, self.page_size_max, self.sessions_per_user_max,
+               self.image_size_max_bytes) <= 0:
+            raise SettingsError("portal login bounds, page_size_max, sessions_per_user_max and image_size_max_bytes "
+                                "must be > 0")
         if self.smtp_host and not self.smtp_from:
             raise SettingsError("portal smtp_from must be set when smtp_host is")
         if self.promotion_fee_minor < 0:

@@ -137,6 +137,7 @@ PORTAL_SCHEMA: Schema = {
     "smtp_password_file": (str, "", None),  # the password is never a key here
     "smtp_timeout_s": (int, 10, _between(1, 300)),
     "smtp_attempts_max": (int, 5, _between(1, 100)),
+    "image_size_max_bytes": (int, 512 * 1024, _between(1024, 16 * 1024 * 1024)),
 }
 
 LISTENER_SCHEMA: Schema = {
@@ -236,6 +237,7 @@ class PortalConfig:
     smtp_password_file: str
     smtp_timeout_s: int
     smtp_attempts_max: int
+    image_size_max_bytes: int
 
     @property
     def url(self) -> str:
