@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 
 from ledger.engine import Ledger, LedgerSettings
 from ledger.loyalty.operations import Loyalty
-from portal import i18n, labels, permissions, security_headers
+from portal import i18n, images, labels, permissions, security_headers
 from portal.api import app as api_app
 from portal.i18n import N_
 from portal.member_web import member_menu
@@ -58,7 +58,7 @@ STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
-PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
+PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
          stats, settlement, audit_log, programs, fees, bins, member_account)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
@@ -145,7 +145,9 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         middleware=[
             Middleware(security_headers.SecurityHeadersMiddleware),
             Middleware(i18n.LocaleMiddleware, default=settings.default_locale),
-            Middleware(security_headers.BodyLimitMiddleware, limit_bytes=settings.request_body_max_bytes),
+            Middleware(security_headers.BodyLimitMiddleware, limit_bytes=settings.request_body_max_bytes,
+                       upload_limit_bytes=settings.image_size_max_bytes + images.UPLOAD_OVERHEAD_BYTES,
+                       is_upload=images.is_upload_path),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )

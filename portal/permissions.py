@@ -24,9 +24,10 @@ EVERYONE = frozenset(Role)
 PLATFORM_ROLES = frozenset({PA, PO})
 MERCHANT_ROLES = frozenset({MA, MO})
 
-# Reached without a session (the members' login and activation pages too). "api": the member
-# API (/api/v1) checks its own bearer tokens, not the portal's roles.
-PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "api"})
+# Reached without a session (the members' login and activation pages too; media: the images of
+# goods and promotions, shown to everyone). "api": the member API (/api/v1) checks its own
+# bearer tokens, not the portal's roles.
+PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "media", "api"})
 
 # A member's own pages (portal.member_web.member_page): a member's session only, never an
 # operator's; each page shows the member's own objects only (another member's answer 404).

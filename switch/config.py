@@ -127,6 +127,17 @@ PORTAL_SCHEMA: Schema = {
     "db_pool_size_max": (int, 10, _between(1, 500)),
     "limit_concurrency": (int, 200, _between(1, 100_000)),
     "default_locale": (str, "en", _one_of("en", "zh_CN")),
+    "promotions_need_approval": (bool, True, None),
+    "promotion_fee_minor": (int, 0, _between(0, 100_000_000)),
+    "smtp_host": (str, "", None),  # empty: no e-mail copies of in-platform mail
+    "smtp_port": (int, 25, _between(1, 65535)),
+    "smtp_from": (str, "", None),
+    "smtp_starttls": (bool, False, None),
+    "smtp_username": (str, "", None),
+    "smtp_password_file": (str, "", None),  # the password is never a key here
+    "smtp_timeout_s": (int, 10, _between(1, 300)),
+    "smtp_attempts_max": (int, 5, _between(1, 100)),
+    "image_size_max_bytes": (int, 512 * 1024, _between(1024, 16 * 1024 * 1024)),
 }
 
 # The member API for apps (/api/v1, served by the portal: docs/api.md).
@@ -233,6 +244,17 @@ class PortalConfig:
     db_pool_size_max: int
     limit_concurrency: int
     default_locale: str
+    promotions_need_approval: bool
+    promotion_fee_minor: int
+    smtp_host: str
+    smtp_port: int
+    smtp_from: str
+    smtp_starttls: bool
+    smtp_username: str
+    smtp_password_file: str
+    smtp_timeout_s: int
+    smtp_attempts_max: int
+    image_size_max_bytes: int
 
     @property
     def url(self) -> str:
