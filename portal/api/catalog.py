@@ -1,4 +1,4 @@
-"""Public lists: merchants (goods and promotions come with the mall and the community)."""
+"""Public lists: merchants (and the filters that goods and promotions share)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,19 @@ from ledger.loyalty.merchants import search_merchants
 from portal.api.endpoint import Call, endpoint, json_response
 
 PROGRAM_CHARS_MAX = 16
+MERCHANT_CHARS_MAX = 15
 
 
 def program_filter(call: Call) -> str | None:
     """``?program=`` (a program code), or None."""
     value = call.request.query_params.get("program")
     return value[:PROGRAM_CHARS_MAX] if value else None
+
+
+def merchant_filter(call: Call) -> str | None:
+    """``?merchant=`` (a merchant id), or None."""
+    value = call.request.query_params.get("merchant")
+    return value[:MERCHANT_CHARS_MAX] if value else None
 
 
 @endpoint(auth=False)

@@ -71,6 +71,24 @@ SCHEMAS: dict[str, Schema] = {
     "TransactionPage": page_of("Transaction"),
     "Merchant": obj({"id": STR, "name": STR, "program": STR}),
     "MerchantPage": page_of("Merchant"),
+    "Promotion": obj({"id": INT, "merchant_id": STR, "merchant_name": STR, "title": STR, "body": STR,
+                      "program": {**NSTR, "description": "null: for every member"},
+                      "image_url": {**NSTR, "description": "A path of the portal (/media/{id})"},
+                      "valid_from": DATETIME, "valid_until": DATETIME}),
+    "PromotionPage": page_of("Promotion"),
+    "Message": obj({"id": INT, "sender_merchant_id": NSTR, "sender_name": NSTR, "subject": STR, "body": STR,
+                    "created_at": DATETIME, "read": BOOL}),
+    "MessagePage": obj({"items": {"type": "array", "items": ref("Message")}, "unread_count": INT,
+                        "next_cursor": NSTR}),
+    "FeedbackCreate": obj({"merchant_id": STR, "subject": {**STR, "maxLength": 120},
+                           "body": {**STR, "maxLength": 4000}}),
+    "FeedbackMessage": obj({"id": INT, "side": {"enum": ["member", "merchant", "platform"]}, "body": STR,
+                            "created_at": DATETIME}),
+    "FeedbackThread": obj({"id": INT, "merchant_id": STR, "merchant_name": STR, "subject": STR,
+                           "status": {"enum": ["open", "answered", "closed"]}, "created_at": DATETIME,
+                           "updated_at": DATETIME, "messages": INT},
+                          {"thread": {"type": "array", "items": ref("FeedbackMessage")}}),
+    "FeedbackPage": page_of("FeedbackThread"),
 }
 
 _PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
@@ -83,6 +101,7 @@ CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": STR,
           "description": "next_cursor of the previous page"}
 PROGRAM = {"name": "program", "in": "query", "required": False, "schema": STR}
 MERCHANT = {"name": "merchant", "in": "query", "required": False, "schema": STR}
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": True,
                    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,64}$"},
                    "description": "Same key and body: the first answer again; same key, another body: 409"}
@@ -122,6 +141,17 @@ PATHS: dict[str, dict[str, Schema]] = {
                                    (400, 403), params=(LIMIT, CURSOR))},
     "/merchants": {"get": op("Active merchants", 200, "MerchantPage", (400,), auth=False,
                              params=(PROGRAM, LIMIT, CURSOR))},
+    "/promotions": {"get": op("Published promotions, newest first", 200, "PromotionPage", (400,), auth=False,
+                              params=(MERCHANT, PROGRAM, LIMIT, CURSOR))},
+    "/me/messages": {"get": op("The mailbox, newest first, and its unread count", 200, "MessagePage", (400, 403),
+                               params=(LIMIT, CURSOR))},
+    "/me/messages/{id}": {"get": op("One message (marked read)", 200, "Message", (403, 404), params=(ID,)),
+                          "delete": op("Remove a message from the mailbox", 204, None, (403, 404), params=(ID,))},
+    "/feedback": {"post": op("Feedback to a merchant: a new thread", 201, "FeedbackThread", (403, 404, 422),
+                             body="FeedbackCreate"),
+                  "get": op("The member's feedback threads, newest first", 200, "FeedbackPage", (400, 403),
+                            params=(LIMIT, CURSOR))},
+    "/feedback/{id}": {"get": op("One thread with its messages", 200, "FeedbackThread", (403, 404), params=(ID,))},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
                                             "429": {"description": "Rate limited", "content": _PROBLEM}}}},
