@@ -6,6 +6,7 @@ caller owns the pool and closes it); portal.server runs it under uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ledger.engine import Ledger, LedgerSettings
+from ledger.loyalty.mall import Mall, sweep_forever
 from ledger.loyalty.operations import Loyalty
 from portal import i18n, images, labels, permissions, security_headers
 from portal.api import app as api_app
@@ -128,14 +130,24 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     api = api_app.create_api()
     routes.append(Mount(api_app.PREFIX, app=api, name="api"))
     ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
+    loyalty = Loyalty(ledger, pool) if ledger is not None else None
+    mall = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        sweeper: asyncio.Task[None] | None = None
         if ledger is not None:
             await ledger.start()
+        if mall is not None:
+            # Orders not confirmed in time are cancelled, interrupted ones finished (ledger/loyalty/mall.py).
+            sweeper = asyncio.create_task(sweep_forever(mall), name="mall-sweeper")
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             if ledger is not None:
                 await ledger.stop()
 
@@ -152,6 +164,6 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
-                              loyalty=Loyalty(ledger, pool) if ledger is not None else None, master_key=master_key)
+                              loyalty=loyalty, master_key=master_key, mall=mall)
     api_app.attach(api, app.state.portal)
     return app

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.loyalty.mall import DEFAULT_SETTINGS as DEFAULT_MALL_SETTINGS
+from ledger.loyalty.mall import MallSettings
+
 SECRET_ENV = "SWITCHD_PORTAL_SECRET"
 SECRET_MIN_BYTES = 32
 
@@ -96,6 +99,8 @@ class PortalSettings:
     smtp_password_file: str = ""
     smtp_timeout_s: int = 10
     smtp_attempts_max: int = 5
+    # The points mall's order timeout and sweeper ([mall]).
+    mall: MallSettings = DEFAULT_MALL_SETTINGS
     api: ApiSettings = field(default_factory=ApiSettings)
     secret: bytes = field(default=b"", repr=False)
 

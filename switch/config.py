@@ -26,6 +26,7 @@ from typing import Any
 
 from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
+from ledger.loyalty.mall import MallSettings
 
 ENV_CONFIG = "SWITCHD_CONFIG"
 ENV_DSN = "SWITCHD_DSN"
@@ -138,6 +139,14 @@ PORTAL_SCHEMA: Schema = {
     "smtp_timeout_s": (int, 10, _between(1, 300)),
     "smtp_attempts_max": (int, 5, _between(1, 100)),
     "image_size_max_bytes": (int, 512 * 1024, _between(1024, 16 * 1024 * 1024)),
+}
+
+# The points mall (ledger/loyalty/mall.py): order holds and the portal's sweeper of due orders.
+MALL_SCHEMA: Schema = {
+    "order_confirm_timeout_s": (int, 259_200, _between(60, 365 * 86_400)),
+    "sweep_interval_s": (float, 60.0, _between(0.1, 86_400)),
+    "sweep_batch_max": (int, 100, _between(1, 10_000)),
+    "placing_stale_s": (int, 300, _between(10, 86_400)),
 }
 
 # The member API for apps (/api/v1, served by the portal: docs/api.md).
@@ -315,6 +324,7 @@ class Config:
     eod: EodConfig
     portal: PortalConfig
     api: ApiConfig
+    mall: MallSettings  # the mall's own settings: [mall] names exactly its fields
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -332,6 +342,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "eod": (EOD_SCHEMA, EodConfig),
     "portal": (PORTAL_SCHEMA, PortalConfig),
     "api": (API_SCHEMA, ApiConfig),
+    "mall": (MALL_SCHEMA, MallSettings),
 }
 
 
@@ -474,6 +485,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "
     db = sections["database"]
     if db["pool_size_min"] > db["pool_size_max"]:
         raise ConfigError("config: database.pool_size_min: must be <= database.pool_size_max")
+    if sections["mall"]["order_confirm_timeout_s"] > sections["ledger"]["hold_timeout_max_s"]:
+        raise ConfigError("config: mall.order_confirm_timeout_s: must be <= ledger.hold_timeout_max_s")
     portal = sections["portal"]
     if bool(portal["tls_cert_file"]) != bool(portal["tls_key_file"]):
         raise ConfigError("config: portal.tls_key_file: TLS needs both tls_cert_file and tls_key_file")
