@@ -83,9 +83,14 @@ async def test_idempotency_store_replays_refuses_and_expires(portal_env: PortalE
     # A server error is not kept: the key is free again.
     await idempotency.finish(pool, other_member, "k-1", 500, b"{}")
     assert await idempotency.begin(pool, other_member, "k-1", other, 3600) is None
-    # Expired answers are swept and the key can be used afresh.
+    # An expired answer's key can be used afresh.
     await pool.execute("UPDATE portal.api_idempotency SET expires_at = now() - interval '1 second'")
     assert await idempotency.begin(pool, member_id, "k-1", other, 3600) is None
+    # A first request that never finished (a crash) is let through again after a while.
+    assert await idempotency.begin(pool, member_id, "k-2", first, 3600) is None
+    await pool.execute("UPDATE portal.api_idempotency SET created_at = now() - interval '1 hour' "
+                       "WHERE idempotency_key = 'k-2'")
+    assert await idempotency.begin(pool, member_id, "k-2", first, 3600) is None
     for bad in (None, "", "has space", "x" * 65):
         try:
             idempotency.key_of(bad)
