@@ -132,13 +132,15 @@ _ORDER: dict[str, Field] = {"good_id": Int(1, 2**63 - 1, required=True), "quanti
           "delivery_address": Text(mall_domain.ADDRESS_LENGTH_MAX)}
 
 
-async def _default_card(call: Call) -> int:
-    card_id = await call.pool.fetchval(
-        "SELECT id FROM loyalty.cards WHERE member_id = $1 ORDER BY (status = 'active') DESC, id LIMIT 1",
+async def _defaults(call: Call) -> tuple[int | None, str]:
+    """The member's first active card (else its first card) and its profile's delivery address."""
+    row = await call.pool.fetchrow(
+        "SELECT m.delivery_address, (SELECT c.id FROM loyalty.cards c WHERE c.member_id = m.id "
+        "ORDER BY (c.status = 'active') DESC, c.id LIMIT 1) AS card_id FROM loyalty.members m WHERE m.id = $1",
         call.member_id)
-    if card_id is None:
-        raise Problem(422, "refused", "The member holds no card.")
-    return int(card_id)
+    if row is None:
+        return None, ""
+    return row["card_id"], str(row["delivery_address"])
 
 
 @endpoint(body=True, moves_value=True)
@@ -149,11 +151,13 @@ async def place_order(call: Call) -> Response:
     if fields["pay"] not in mall_domain.PAY:
         raise Problem(400, "invalid-body", "pay must be points or money.")
     mall = _mall(call)
-    card_id = fields.get("card_id") or await _default_card(call)
-    address = fields.get("delivery_address")
-    if address is None:
-        address = str(await call.pool.fetchval("SELECT delivery_address FROM loyalty.members WHERE id = $1",
-                                               call.member_id) or "")
+    card_id, address = fields.get("card_id"), fields.get("delivery_address")
+    if card_id is None or address is None:
+        default_card, default_address = await _defaults(call)
+        card_id = card_id or default_card
+        address = default_address if address is None else address
+    if card_id is None:
+        raise Problem(422, "refused", "The member holds no card.")
     assert call.idempotency_key is not None
     try:
         order = await mall.place(call.member_id, card_id, fields["good_id"], fields.get("quantity", 1), fields["pay"],
