@@ -50,9 +50,9 @@ class Party:
 
 # Which threads a party sees, and on which side of each it is: ($1 member id, $2 merchant id).
 _VISIBLE = {
-    "member": "t.kind = 'member' AND t.member_id = $1",
-    "merchant": "t.merchant_id = $2",
-    "platform": "t.kind = 'merchant'",
+    "member": "t.kind = 'member' AND t.member_id = $1::bigint AND $2::text IS NULL",
+    "merchant": "t.merchant_id = $2::text AND $1::bigint IS NULL",
+    "platform": "t.kind = 'merchant' AND $1::bigint IS NULL AND $2::text IS NULL",
 }
 _COLUMNS = ("t.id, t.kind, t.member_id, t.merchant_id, m.name AS merchant_name, t.subject, t.status, t.created_by, "
             "t.created_at, t.updated_at, (SELECT count(*) FROM portal.feedback_messages x WHERE x.thread_id = t.id) "

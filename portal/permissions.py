@@ -25,7 +25,8 @@ PLATFORM_ROLES = frozenset({PA, PO})
 MERCHANT_ROLES = frozenset({MA, MO})
 
 # Reached without a session (media: the images of goods and promotions, shown to everyone).
-PUBLIC = frozenset({"login", "static", "media"})
+# The merchant's public page (its published promotions) too.
+PUBLIC = frozenset({"login", "static", "media", "merchant_public"})
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {
@@ -108,9 +109,36 @@ _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_
                                                        "settlement_matrix_csv",
                                                        "transactions_export"})
 
-RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
+# Community: promotions, feedback, mail. A merchant's admin writes its promotions and its mail,
+# its operator reads them; the platform (admin or operator) decides promotions and answers
+# merchants' feedback; the platform's admin writes to merchants. Everyone answers the feedback it sees.
+_COMMUNITY: dict[str, frozenset[Role]] = {
+    "promotions": EVERYONE,
+    "promotion_new": frozenset({MA}),
+    "promotion_view": EVERYONE,
+    "promotion_edit": frozenset({MA}),
+    "promotion_delete": frozenset({PA, MA}),
+    "promotion_review": frozenset({PA, PO}),
+    "feedback": EVERYONE,
+    "feedback_new": frozenset({MA, MO}),
+    "feedback_view": EVERYONE,
+    "feedback_reply": EVERYONE,
+    "feedback_close": EVERYONE,
+    "feedback_delete": frozenset({MA, MO}),
+    "mail_inbox": frozenset({MA, MO}),
+    "mail_view": frozenset({MA, MO}),
+    "mail_delete": frozenset({MA, MO}),
+    "mail_sent": frozenset({PA, PO, MA}),
+    "mail_new": frozenset({PA, MA}),
+}
+_COMMUNITY_SCOPED: frozenset[str] = frozenset({"promotions", "promotion_view", "promotion_edit", "promotion_delete",
+                                                "feedback", "feedback_view", "feedback_reply", "feedback_close",
+                                                "feedback_delete", "mail_inbox", "mail_view", "mail_delete",
+                                                "mail_sent", "mail_new"})
+
+RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM, **_COMMUNITY}
 # The routes that check the object's merchant against the user's (another's answers 404).
-MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED
+MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED | _COMMUNITY_SCOPED
 
 # The roles a user of each role may give to a user it creates.
 GRANTS: dict[Role, tuple[Role, ...]] = {
