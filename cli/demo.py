@@ -60,7 +60,11 @@ def demo_seed(ctx: click.Context, show_pans: bool, as_json: bool) -> None:
 @demo.command("logins")
 @JSON
 def demo_logins(as_json: bool) -> None:
-    """The portal's demo logins that `demo seed` creates: one per role, one password."""
+    """The portal's demo logins that `demo seed` creates: one per role, two members, one password."""
     rows = [{"login": u.login, "role": u.role, "merchant": u.merchant_id or "", "password": portal_demo.DEMO_PASSWORD}
             for u in portal_demo.DEMO_USERS]
+    # Members log in at /member with a card number (shown masked here: `demo seed --show-pans`
+    # prints it whole) or their phone.
+    rows += [{"login": m.phone, "role": "member", "merchant": "", "password": portal_demo.DEMO_PASSWORD}
+             for m in portal_demo.DEMO_MEMBERS]
     emit(rows, as_json, lambda: table(rows, ["login", "role", "merchant", "password"]))

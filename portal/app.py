@@ -28,6 +28,7 @@ from ledger.engine import Ledger, LedgerSettings
 from ledger.loyalty.operations import Loyalty
 from portal import i18n, images, labels, mail_sender, permissions, security_headers
 from portal.i18n import N_
+from portal.member_web import member_menu
 from portal.pages import (
     audit_log,
     auth,
@@ -35,6 +36,8 @@ from portal.pages import (
     feedback,
     fees,
     mail,
+    member_account,
+    member_community,
     members,
     merchants,
     operators,
@@ -59,7 +62,8 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins, promotions, feedback, mail)
+         stats, settlement, audit_log, programs, fees, bins, member_account, promotions, feedback, mail,
+         member_community)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -80,7 +84,7 @@ def _templates(app: Starlette) -> Jinja2Templates:
     env.globals.update({
         "url": lambda name, **params: str(app.url_path_for(name, **params)),
         "allowed": permissions.allowed, "role_label": labels.role_label, "status_label": labels.status_label,
-        "lang_url": _lang_url, "unread_mail": _unread_mail,
+        "lang_url": _lang_url, "unread_mail": _unread_mail, "member_menu": member_menu,
     })
     return Jinja2Templates(env=env)
 

@@ -24,9 +24,17 @@ EVERYONE = frozenset(Role)
 PLATFORM_ROLES = frozenset({PA, PO})
 MERCHANT_ROLES = frozenset({MA, MO})
 
-# Reached without a session (media: the images of goods and promotions, shown to everyone).
-# The merchant's public page (its published promotions) too.
-PUBLIC = frozenset({"login", "static", "media", "merchant_public"})
+# Reached without a session: the members' login and activation pages, the images of goods and
+# promotions (media), a merchant's public page (its published promotions).
+PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "media", "merchant_public"})
+
+# A member's own pages (portal.member_web.member_page): a member's session only, never an
+# operator's; each page shows the member's own objects only (another member's answer 404).
+# Community: the member's promotions, mailbox and feedback.
+_COMMUNITY_MEMBER = frozenset({"member_promotions", "member_mail", "member_mail_view", "member_mail_delete",
+                               "member_feedback", "member_feedback_new", "member_feedback_view",
+                               "member_feedback_reply", "member_feedback_close", "member_feedback_delete"})
+MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) | _COMMUNITY_MEMBER
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {

@@ -45,17 +45,26 @@ def is_secure(request: Request, settings: PortalSettings) -> bool:
     return settings.tls or request.url.scheme == "https"
 
 
-def cookie_name(secure: bool) -> str:
-    """The session cookie's name for a TLS or a plain connection."""
-    return COOKIE_SECURE if secure else COOKIE_PLAIN
-
-
 class SessionStore:
-    """Creates, finds and ends sessions."""
+    """Creates, finds and ends operators' sessions.
+
+    The table, its owner column and the cookie's names are class attributes, so a
+    store for another kind of principal (portal.member_sessions) differs in those
+    and in :meth:`load` only.
+    """
+
+    table = "portal.sessions"
+    owner_column = "user_id"
+    cookie_plain = COOKIE_PLAIN
+    cookie_secure = COOKIE_SECURE
 
     def __init__(self, pool: asyncpg.Pool, settings: PortalSettings) -> None:
         self.pool = pool
         self.settings = settings
+
+    def cookie_name(self, secure: bool) -> str:
+        """This store's cookie name for a TLS or a plain connection."""
+        return self.cookie_secure if secure else self.cookie_plain
 
     def _hash(self, token: str) -> bytes:
         return hmac.new(self.settings.secret, token.encode(), hashlib.sha256).digest()
@@ -64,17 +73,18 @@ class SessionStore:
         """A new session for ``user_id``; returns the cookie token. Oldest sessions past the bound end."""
         token = secrets.token_urlsafe(TOKEN_BYTES)
         s = self.settings
+        table, owner = self.table, self.owner_column
         await conn.execute(
-            "DELETE FROM portal.sessions WHERE id_hash IN (SELECT id_hash FROM portal.sessions "
+            f"DELETE FROM {table} WHERE id_hash IN (SELECT id_hash FROM {table} "
             "WHERE expires_absolute_at < now() OR expires_idle_at < now() LIMIT $1)", EXPIRED_SWEEP_MAX)
         await conn.execute(
-            "INSERT INTO portal.sessions(id_hash, user_id, csrf_token, expires_idle_at, expires_absolute_at) "
+            f"INSERT INTO {table}(id_hash, {owner}, csrf_token, expires_idle_at, expires_absolute_at) "
             "VALUES ($1, $2, $3, now() + make_interval(secs => $4), now() + make_interval(secs => $5))",
             self._hash(token), user_id, secrets.token_urlsafe(32), float(s.session_idle_s),
             float(s.session_absolute_s))
         await conn.execute(
-            "DELETE FROM portal.sessions WHERE user_id = $1 AND id_hash NOT IN (SELECT id_hash FROM "
-            "portal.sessions WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2)", user_id, s.sessions_per_user_max)
+            f"DELETE FROM {table} WHERE {owner} = $1 AND id_hash NOT IN (SELECT id_hash FROM "
+            f"{table} WHERE {owner} = $1 ORDER BY created_at DESC LIMIT $2)", user_id, s.sessions_per_user_max)
         return token
 
     async def load(self, token: str | None) -> Session | None:
@@ -93,21 +103,21 @@ class SessionStore:
     async def end(self, token: str | None) -> None:
         """End the session of ``token`` on the server (logout)."""
         if token and len(token) <= 128:
-            await self.pool.execute("DELETE FROM portal.sessions WHERE id_hash = $1", self._hash(token))
+            await self.pool.execute(f"DELETE FROM {self.table} WHERE id_hash = $1", self._hash(token))
 
     def set_cookie(self, request: Request, response: Response, token: str) -> None:
         """Hand the browser the session cookie: HttpOnly, SameSite=Lax, Secure over TLS."""
         secure = is_secure(request, self.settings)
-        response.set_cookie(cookie_name(secure), token, path="/", secure=secure, httponly=True, samesite="lax")
+        response.set_cookie(self.cookie_name(secure), token, path="/", secure=secure, httponly=True, samesite="lax")
 
     def clear_cookie(self, request: Request, response: Response) -> None:
         """Tell the browser to drop the session cookie."""
         secure = is_secure(request, self.settings)
-        response.delete_cookie(cookie_name(secure), path="/", secure=secure, httponly=True, samesite="lax")
+        response.delete_cookie(self.cookie_name(secure), path="/", secure=secure, httponly=True, samesite="lax")
 
     def token_of(self, request: Request) -> str | None:
         """The session token the browser sent, if any."""
-        return request.cookies.get(cookie_name(is_secure(request, self.settings)))
+        return request.cookies.get(self.cookie_name(is_secure(request, self.settings)))
 
 
 async def end_user_sessions(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import asyncpg
@@ -86,8 +86,15 @@ def portal_of(request: Request) -> Portal:
     return state
 
 
+class AnySession(Protocol):
+    """An operator's or a member's session, as a page renders it."""
+
+    @property
+    def csrf_token(self) -> str: ...
+
+
 def render(request: Request, template: str, context: dict[str, Any] | None = None, status_code: int = 200,
-           session: Session | None = None) -> Response:
+           session: AnySession | None = None) -> Response:
     """A page from ``template`` with the request, the session and the CSRF token in its context."""
     ctx: dict[str, Any] = {"session": session, "csrf_token": session.csrf_token if session else ""}
     ctx.update(context or {})

@@ -64,6 +64,9 @@ NO_ANSWER = b""
 # RRNs are taken from the database in blocks: one sequence call per this many responses.
 RRN_BLOCK = 1000
 RRN_DIGITS = 12
+# unkeyed_terminal_refused is logged once per terminal per this many seconds (bounded memory).
+UNKEYED_LOG_INTERVAL_S = 60.0
+UNKEYED_LOG_TERMINALS_MAX = 10_000
 
 
 class RrnAllocator:
@@ -99,6 +102,9 @@ class Services:
     rrn: RrnAllocator
     receipts: Coalescer  # duplicate lookups, coalesced (ledger.accounts.receipt_reader)
     loyalty: Loyalty | None = None  # the accounting host's domain operations (financial handlers)
+    # [security] unkeyed_terminals = "refuse": a terminal without a MAC key gets 63 for anything
+    # but network management, so nobody moves money with a terminal id alone.
+    refuse_unkeyed: bool = True
 
 
 @dataclass(eq=False, init=False)  # identity: a key of the pipeline's Deadlines; __init__: see ledger.commands
@@ -165,6 +171,7 @@ class Pipeline:
         self.spec = codec.load_spec(listener.spec)
         self._latency = services.metrics.request_seconds.labels(listener.name)
         self._counters: dict[tuple[str, str | None, str], Any] = {}
+        self._unkeyed_logged_s: dict[str, float] = {}
         self._deadlines: Deadlines[_Bound] = Deadlines(  # of the requests in flight
             min(BOUND_SWEEP_INTERVAL_MAX_S, listener.timeout_handler_s / 10), _Bound.fire)
 
@@ -302,6 +309,10 @@ class Pipeline:
                 state.error = "terminal disabled"
                 return response_to(fields, NOT_PERMITTED)
             netmgmt = state.mti[:2] == "08"
+            if not term.keyed and not netmgmt and self.services.refuse_unkeyed:
+                state.error = "terminal has no MAC key ([security] unkeyed_terminals = refuse)"
+                self._note_unkeyed(term.terminal_id)
+                return response_to(fields, SECURITY_VIOLATION)
             if term.keyed and not netmgmt:
                 if term.mac_key is None:
                     state.error = f"terminal key unavailable: {term.key_error}"
@@ -371,6 +382,16 @@ class Pipeline:
                 return response_to(fields, DUPLICATE_TRANSMISSION)
             response = stored.response
         return response
+
+    def _note_unkeyed(self, terminal_id: str) -> None:
+        # One line per terminal per interval names it for the operator; the request log has each.
+        now_s = time.monotonic()
+        if now_s - self._unkeyed_logged_s.get(terminal_id, -UNKEYED_LOG_INTERVAL_S) < UNKEYED_LOG_INTERVAL_S:
+            return
+        if len(self._unkeyed_logged_s) >= UNKEYED_LOG_TERMINALS_MAX:
+            self._unkeyed_logged_s.clear()
+        self._unkeyed_logged_s[terminal_id] = now_s
+        log.warning("unkeyed_terminal_refused", terminal=terminal_id, listener=self.listener.name)
 
     def _mac_ok(self, raw: bytes, fields: Fields, term: Terminal) -> bool:
         assert term.mac_alg is not None and term.mac_key is not None

@@ -88,3 +88,19 @@ async def post_form(client: httpx.AsyncClient, form_path: str, action: str | Non
     """GET a page for its CSRF token, then POST ``fields`` to ``action`` (default: the same path)."""
     page = await client.get(form_path)
     return await client.post(action or form_path, data={"csrf_token": csrf_of(page.text), **fields})
+
+
+async def member_login(client: httpx.AsyncClient, identifier: str, password: str = PASSWORD) -> httpx.Response:
+    """Log in through the member login form (card number or phone); the POST's response (303 on success)."""
+    form_page = await client.get("/member/login")
+    return await client.post("/member/login", data={"login": identifier, "password": password,
+                                                    "csrf_token": csrf_of(form_page.text), "next": "/member"})
+
+
+async def member_logged_in(env: PortalEnv, identifier: str = "13800000001",
+                           address: str = "10.0.0.9") -> httpx.AsyncClient:
+    """A client logged in as the member ``identifier`` names (default: demo member 1, by phone)."""
+    client = env.client(address)
+    response = await member_login(client, identifier)
+    assert response.status_code == 303, response.text
+    return client

@@ -1,0 +1,31 @@
+"""A member's own view of its accounts: its cards and every balance on them.
+
+A member (``loyalty.members``) holds one or more cards; the ledger's accounts
+belong to the cards. These functions answer for one member only, so a page or an
+API call that passes the logged-in member's id can show nothing of anyone else's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ledger.loyalty.rules import mask_pan
+
+CARDS_PER_MEMBER_MAX = 50
+
+
+async def member_balances(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> list[dict[str, Any]]:
+    """One row per card and account of ``member_id``: the card (masked, its status), points per program
+    (``program`` set) or stored value (``currency``: ISO 4217 numeric), balance and available
+    (balance less holds). A card with no account yet has one row with no balance."""
+    rows = await conn.fetch(
+        "SELECT c.id AS card_id, c.pan, c.status, a.purpose, a.posted AS balance, a.posted - a.held AS available, "
+        "p.code AS program, cur.numeric_code AS currency "
+        "FROM (SELECT * FROM loyalty.cards WHERE member_id = $1 ORDER BY id LIMIT $2) c "
+        "LEFT JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = c.id::text "
+        "LEFT JOIN loyalty.programs p ON a.purpose = 'points' AND p.points_asset = a.asset "
+        "LEFT JOIN loyalty.currencies cur ON a.purpose = 'stored_value' AND cur.asset = a.asset "
+        "ORDER BY c.id, a.purpose, a.asset", member_id, CARDS_PER_MEMBER_MAX)
+    return [{**dict(r), "pan": mask_pan(r["pan"])} for r in rows]
