@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 ACTION_TIMEOUT_MS = 15_000
+MEMBER_PHONE = portal_demo.DEMO_MEMBERS[0].phone  # demo card 1's member, who logs in with it
 
 
 class Words:
@@ -139,10 +140,31 @@ def _public_page_shows_it(page: Page, w: Words, url: str, title: str) -> None:
     assert page.get_by_text(f"{title}: two for one, all week.").count() == 1
 
 
+def _member_sees_both(page: Page, w: Words, url: str, title: str) -> None:
+    page.goto(f"{url}/member/login?lang={w.lang}")
+    page.get_by_label(w("Card number or phone")).fill(MEMBER_PHONE)
+    page.get_by_label(w("Password"), exact=True).fill(portal_demo.DEMO_PASSWORD)
+    page.get_by_role("button", name=w("Log in")).click()
+    menu = page.get_by_role("navigation", name=w("Main menu"))
+    menu.get_by_role("link", name=w("Promotions")).click()
+    _expect(page.get_by_role("heading", name=title)).to_have_count(1)
+    assert page.get_by_text(f"{title}: two for one, all week.").count() == 1
+    mailbox = menu.get_by_role("link", name=w("Mailbox"))
+    _expect(mailbox).to_contain_text("(1)")  # the unread count in the menu
+    mailbox.click()
+    page.get_by_role("link", name=f"{title}: for you").click()
+    _expect(page.get_by_role("heading", level=1)).to_have_text(f"{title}: for you")
+    assert page.get_by_text("Come and see.").count() == 1
+    assert page.get_by_role("navigation", name=w("Main menu")).locator(".unread").count() == 0  # read now
+    page.get_by_role("button", name=w("Log out")).click()
+    _expect(page.get_by_role("heading", level=1)).to_have_text(w("Member login"))
+
+
 STEPS: tuple[tuple[str, Callable[[Page, Words, str, str, int], None]], ...] = (
     ("1-merchant", lambda p, w, u, t, m: _merchant_writes_a_promotion(p, w, u, t, m)),
     ("2-platform", lambda p, w, u, t, m: _platform_approves(p, w, u, t)),
     ("3-public", lambda p, w, u, t, m: _public_page_shows_it(p, w, u, t)),
+    ("4-member", lambda p, w, u, t, m: _member_sees_both(p, w, u, t)),
 )
 
 

@@ -83,6 +83,8 @@ async def member_mail_view(request: Request, pg: MemberPage) -> Response:
     message = await mail.get(pg.pool, box, message_id)
     if message is None:
         raise HTTPException(404)
+    # The header's count was taken before this message was read.
+    request.state.unread_mail = await mail.unread_count(pg.pool, box)
     return render(request, "member/mail_view.html", {"m": message}, session=pg.session)
 
 
