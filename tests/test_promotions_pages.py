@@ -112,6 +112,15 @@ async def test_rejection_drafts_and_bad_input(pool: asyncpg.Pool) -> None:
         response = await admin.post("/promotions/new", data={
             "csrf_token": csrf_of(page.text), "title": "Backwards", "body": "", "audience": "all",
             **_days(5, 1)}, files={"image": ("x.svg", b"<svg/>", "image/svg+xml")})
+        assert response.status_code == 400 and "The end of the validity must come after its start." in response.text
+        assert await pool.fetchval("SELECT count(*) FROM portal.images") == 1  # the first promotion's only
+        page = await admin.get("/promotions/new?lang=zh_CN")
+        response = await admin.post("/promotions/new", data={
+            "csrf_token": csrf_of(page.text), "title": "Backwards", "body": "", "audience": "all", **_days(5, 1)})
+        assert response.status_code == 400 and "截止日期须晚于生效日期。" in response.text
+        response = await admin.post("/promotions/new", data={
+            "csrf_token": csrf_of(page.text), "title": "Vector", "body": "", "audience": "all", **_days(0, 1)},
+            files={"image": ("x.svg", b"<svg/>", "image/svg+xml")})
         assert response.status_code == 400
         assert await pool.fetchval("SELECT count(*) FROM loyalty.transactions WHERE txn_type = 'fee'") == 0
         assert (await platform.get("/promotions/999999999")).status_code == 404

@@ -17,6 +17,7 @@ from portal import audit, feedback
 from portal.feedback import FeedbackError, Party
 from portal.i18n import N_
 from portal.i18n import gettext as _
+from portal.refusals import said
 from portal.web import FORM, GET, POST, Page, page, redirect, render
 
 STATUS_NAMES = {"open": N_("Open"), "answered": N_("Answered"), "closed": N_("Closed")}
@@ -93,7 +94,7 @@ async def feedback_new(request: Request, pg: Page) -> Response:
             await audit.record(conn, pg.actor, pg.session.user_id, "feedback_new", "feedback", str(thread["id"]),
                                merchant_id, None, {"subject": thread["subject"]})
     except FeedbackError as exc:
-        return render(request, "feedback/new.html", {"values": values, "error": str(exc)}, status_code=400,
+        return render(request, "feedback/new.html", {"values": values, "error": said(exc)}, status_code=400,
                       session=pg.session)
     return redirect(f"/feedback/{thread['id']}")
 

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from portal import audit, mail
 from portal.i18n import N_
 from portal.i18n import gettext as _
+from portal.refusals import said
 from portal.web import FORM, GET, POST, Page, page, redirect, render
 
 AUDIENCE_NAMES = {"merchant": N_("One merchant"), "merchants": N_("Every merchant"), "member": N_("One member"),
@@ -123,7 +124,7 @@ async def mail_new(request: Request, pg: Page) -> Response:
             await audit.record(conn, pg.actor, pg.session.user_id, "mail_new", "mail", str(sent["id"]), merchant_id,
                                None, {"audience": sent["audience"], "to": to or "*", "subject": sent["subject"]})
     except mail.MailError as exc:
-        context["error"] = str(exc)
+        context["error"] = said(exc)
         return render(request, "mail/new.html", context, status_code=400, session=pg.session)
     nudge_sender(request)
     return redirect("/mail/sent")

@@ -17,6 +17,7 @@ from portal import feedback, mail, member_web, promotions
 from portal.feedback import FeedbackError, Party
 from portal.member_web import MemberPage, member_page
 from portal.pages.feedback import side_name, status_name
+from portal.refusals import said
 from portal.web import FORM, GET, POST, redirect, render
 
 MERCHANTS_SHOWN_MAX = 200  # the merchants a member may write to, in one select
@@ -140,7 +141,7 @@ async def member_feedback_new(request: Request, pg: MemberPage) -> Response:
             thread = await feedback.create_member_feedback(conn, pg.member_id, values["merchant_id"],
                                                            values["subject"], values["body"])
     except FeedbackError as exc:
-        context["error"] = str(exc)
+        context["error"] = said(exc)
         return render(request, "member/feedback_new.html", context, status_code=400, session=pg.session)
     return redirect(f"/member/feedback/{thread['id']}")
 

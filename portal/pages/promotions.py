@@ -8,6 +8,7 @@ merchant's promotion answers 404.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -20,6 +21,7 @@ from ledger.loyalty import merchants as ledger_merchants
 from portal import audit, images, promotions
 from portal.i18n import N_
 from portal.i18n import gettext as _
+from portal.refusals import said
 from portal.web import FORM, GET, POST, Page, page, portal_of, redirect, render
 
 STATUS_NAMES = {
@@ -84,16 +86,16 @@ async def _draft(pg: Page, merchant: dict[str, Any], image_id: int | None) -> pr
     end = _parse_day(pg.field("valid_until", 10), _("Valid until"))
     if (end - start).days > WINDOW_DAYS_MAX:
         raise promotions.PromotionError(_("A promotion runs for at most two years."))
-    uploaded = await images.from_form(pg.pool, pg.form, "image", pg.portal.settings.image_size_max_bytes)
-    if pg.field("image_remove", 3):
-        image_id = None
     # Whole days: from the start of the first to the end of the last (UTC).
-    return promotions.Draft(
+    draft = promotions.Draft(
         title=pg.field("title", promotions.TITLE_CHARS_MAX + 1), body=pg.field("body", promotions.BODY_CHARS_MAX + 1),
         valid_from=dt.datetime.combine(start, dt.time(), dt.UTC),
         valid_until=dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC),
         program=merchant["program"] if pg.field("audience", 10) == "program" else None,
-        image_id=uploaded if uploaded is not None else image_id)
+        image_id=None if pg.field("image_remove", 3) else image_id)
+    draft.check()  # before an upload is stored for nothing
+    uploaded = await images.from_form(pg.pool, pg.form, "image", pg.portal.settings.image_size_max_bytes)
+    return draft if uploaded is None else dataclasses.replace(draft, image_id=uploaded)
 
 
 def _values(p: dict[str, Any] | None) -> dict[str, Any]:
@@ -147,7 +149,7 @@ async def promotion_new(request: Request, pg: Page) -> Response:
     except (promotions.PromotionError, images.ImageError) as exc:
         context["values"] = {**context["values"], "title": pg.field("title", 200), "body": pg.field("body", 2100),
                              "valid_from": pg.field("valid_from", 10), "valid_until": pg.field("valid_until", 10)}
-        context["error"] = str(exc)
+        context["error"] = said(exc)
         return render(request, "promotions/form.html", context, status_code=400, session=pg.session)
     problem = await _auto_publish(pg, created)
     return redirect(f"/promotions/{created['id']}" + ("?problem=fee" if problem else ""))
@@ -184,7 +186,7 @@ async def promotion_edit(request: Request, pg: Page) -> Response:
             await audit.record(conn, pg.actor, pg.session.user_id, "promotion_edit", "promotion", str(promotion["id"]),
                                merchant["merchant_id"], _audit_view(promotion), _audit_view(after))
     except (promotions.PromotionError, images.ImageError) as exc:
-        context["error"] = str(exc)
+        context["error"] = said(exc)
         return render(request, "promotions/form.html", context, status_code=400, session=pg.session)
     problem = await _auto_publish(pg, after)
     return redirect(f"/promotions/{promotion['id']}" + ("?problem=fee" if problem else ""))
