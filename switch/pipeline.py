@@ -24,7 +24,7 @@ import asyncpg
 from ledger.coalesce import Coalescer
 from ledger.db import connection_lost
 from ledger.deadlines import Deadlines
-from ledger.engine import Ledger
+from ledger.engine import SENT_MARK, Ledger
 from ledger.errors import one_line
 from ledger.loyalty.operations import Loyalty
 from specs.vocabulary import (
@@ -41,7 +41,7 @@ from specs.vocabulary import (
 from switch import codec, dedup, logs, mac
 from switch.codec import CodecError, canonical_mti
 from switch.config import ListenerConfig
-from switch.context import RequestContext, response_to
+from switch.context import NO_RESPONSE, RequestContext, response_to
 from switch.dedup import ResponseReceipt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
@@ -61,6 +61,8 @@ COUNTER_CACHE_MAX = 4096
 BOUND_SWEEP_INTERVAL_MAX_S = 0.1
 # What Pipeline.handle returns for a message that gets no answer (a response nobody asked for).
 NO_ANSWER = b""
+# The response-code label of requests not answered because their outcome is unknown.
+UNANSWERED = "none"
 # RRNs are taken from the database in blocks: one sequence call per this many responses.
 RRN_BLOCK = 1000
 RRN_DIGITS = 12
@@ -197,6 +199,10 @@ class Pipeline:
         deadline_s = asyncio.get_running_loop().time() + REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s
         bound = _Bound(task, deadline_s, task.cancelling())
         self._deadlines.set(bound, deadline_s)
+        # Set when a posting of this request reaches the database: from then on a failure is
+        # no "nothing was posted", and no 91/96 may say so (see switch.context.NO_RESPONSE).
+        sent = [False]
+        mark = SENT_MARK.set(sent)
         try:
             try:
                 response = await self._answer(raw, state, peer, bound)
@@ -206,15 +212,18 @@ class Pipeline:
                 raise TimeoutError from None
         except TimeoutError:
             state.error = f"request exceeded {REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s}s"
-            response = response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
+            response = NO_RESPONSE if sent[0] else response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
         except Exception as exc:  # a bug or the database: decline, never crash the connection
             error = one_line(exc)
             if connection_lost(exc):  # say which, so that nobody hunts a bug during an outage
                 error = f"database unavailable ({error})"
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)
-            response = response_to(state.fields or {"t": mti}, SYSTEM_MALFUNCTION)
+            response = NO_RESPONSE if sent[0] else response_to(state.fields or {"t": mti}, SYSTEM_MALFUNCTION)
         finally:
             self._deadlines.discard(bound)
+            SENT_MARK.reset(mark)
+        if response is NO_RESPONSE:
+            return self._unanswered(mti, state, peer, started_s)
         if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION):
             # The request failed before its terminal was known (the lookup is what failed, or
             # timed out): sign the 91/96 with the last known key, so that the terminal acts on it.
@@ -233,6 +242,19 @@ class Pipeline:
                      pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
                      latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
+
+    def _unanswered(self, mti: str, state: _State, peer: str, started_s: float) -> bytes:
+        # Its outcome is unknown: no answer, so that the terminal sends it again (or reverses it),
+        # and that request is answered with the truth (what committed is found under its key).
+        elapsed_s = time.perf_counter() - started_s
+        pc = state.fields.get("3")
+        self._count(mti, pc, UNANSWERED)
+        self._latency.observe(elapsed_s)
+        log.warning("request", listener=self.listener.name, peer=peer, mti=mti, processing_code=pc,
+                    response_code=None, terminal_id=state.fields.get("41", "").rstrip(" ") or None,
+                    pan_masked=mask_optional_pan(state.fields.get("2")), latency_ms=round(elapsed_s * 1000, 3),
+                    error=f"outcome unknown, not answered ({state.error or 'connection lost after posting'})")
+        return NO_ANSWER
 
     def _unsolicited(self, raw: bytes, mti: str, peer: str) -> None:
         # Answering a response would invite the peer to answer ours: two hosts that both
@@ -359,9 +381,11 @@ class Pipeline:
             except asyncio.CancelledError:
                 if not bound.expired():
                     raise
-                # Not stored: the posting may still commit with its own receipt, which
-                # a retransmission then gets. This request is answered 91, never 00.
                 state.error = f"handler exceeded {self.listener.timeout_handler_s}s"
+                sent = SENT_MARK.get()
+                if sent is not None and sent[0]:
+                    # A posting was sent and may still commit: no 91 (it would say it did not).
+                    return NO_RESPONSE
                 return ctx.reply(SYSTEM_UNAVAILABLE)
             finally:
                 if not bound.fired:  # a fired bound is out of the Deadlines: do not re-arm it
@@ -372,8 +396,10 @@ class Pipeline:
                 # receipt itself for as long as a batch may still call it.
                 receipt, ctx.response_receipt = ctx.response_receipt, None
             state.replayed = ctx.replayed
-        # 91/96 say "the system failed, nothing is known to be posted": a retransmission
-        # must be tried again, so they are never kept as the answer to this key.
+        if response is NO_RESPONSE:
+            return response
+        # 91/96 say "the system failed, nothing was posted": a retransmission must be tried
+        # again, so they are never kept as the answer to this key.
         transient = response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION)
         if key is not None and not transient and not (receipt is not None and receipt.stored):
             stored = await dedup.store(self.services.pool, key, response)
