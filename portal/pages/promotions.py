@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from typing import Any
+from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -231,8 +232,8 @@ async def merchant_public(request: Request) -> Response:
         raise HTTPException(404)
     result = await promotions.list_published(portal.pool, merchant_id=merchant_id,
                                              limit=portal.settings.page_size_default)
-    try:  # the points mall's public list of goods, when this portal has one
-        goods_url: str | None = str(request.app.url_path_for("goods_public", merchant_id=merchant_id))
+    try:  # the points mall's goods of this merchant (members log in to order), when this portal has the mall
+        goods_url: str | None = f"{request.app.url_path_for('member_mall')}?merchant={quote(merchant_id)}"
     except NoMatchFound:
         goods_url = None
     return render(request, "promotions/public.html", {"m": merchant, "promotions": result["promotions"],
