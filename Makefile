@@ -73,5 +73,6 @@ bench-eod: $(INSTALLED)
 bench-portal: $(INSTALLED)
 	$(BIN)/python bench/portal.py $(ARGS)
 
+# In-platform mail: a broadcast to 100,000 members, their inboxes, the e-mail fan-out.
 bench-mail: $(INSTALLED)
 	$(BIN)/python bench/mail_broadcast.py

@@ -12,6 +12,8 @@ row (portal.mail). The sender, one asyncio task in the portal process, repeats:
    ``smtp_attempts_max`` attempts, then the row is ``failed``.
 
 Nothing here runs in a page's request, so a slow or dead SMTP server never blocks a page.
+A copy is sent at least once: a portal stopped between the SMTP server's acceptance and the
+outbox row's update sends that copy again when it is back.
 The SMTP password is read from its file when the sender starts and never logged.
 """
 
@@ -127,8 +129,8 @@ class MailSender:
                 # A round that found work goes again at once (a large broadcast drains at the
                 # speed of the SMTP server); an idle one waits for a nudge or the poll interval.
                 busy = added > 0 or self._tried_last > 0
-            except (OSError, asyncpg.PostgresError) as exc:
-                # The database is away: the rows stay; try again next round.
+            except Exception as exc:  # noqa: BLE001 - the sender outlives any one round
+                # The database is away, or a row is not as expected: the rows stay; next round.
                 log.warning("mail_round_failed", error=type(exc).__name__)
             if busy:
                 await asyncio.sleep(0)
