@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal bench-api clean venv
+.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal bench-api bench-mail clean venv
 
 # The package, editable, with its test tools: everything runs from the source as it is.
 $(INSTALLED): pyproject.toml
@@ -21,7 +21,8 @@ run: $(INSTALLED)
 	@# The portal comes up with the switch ([portal] enabled): its address and the demo logins.
 	@echo "portal: $$($(BIN)/switchd portal --show-url)"
 	@$(BIN)/switchd demo logins
-	$(BIN)/switchd serve
+	@# The demo terminals have no MAC key: allowed here, and only here (the default refuses them).
+	$(BIN)/switchd --set security.unkeyed_terminals=allow serve
 
 test: $(INSTALLED)
 	$(BIN)/ruff check cli switch ledger specs tools portal tests bench
@@ -74,3 +75,7 @@ bench-portal: $(INSTALLED)
 
 bench-api: $(INSTALLED)
 	$(BIN)/python bench/api.py $(ARGS)
+
+# In-platform mail: a broadcast to 100,000 members, their inboxes, the e-mail fan-out.
+bench-mail: $(INSTALLED)
+	$(BIN)/python bench/mail_broadcast.py

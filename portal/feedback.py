@@ -16,6 +16,9 @@ from typing import Any
 
 import asyncpg
 
+from portal.i18n import N_
+from portal.refusals import Refusal
+
 SUBJECT_CHARS_MAX = 120
 BODY_CHARS_MAX = 4000
 LIST_LIMIT_MAX = 200
@@ -23,7 +26,7 @@ MESSAGES_MAX = 500  # shown per thread: a bound on one page
 STATUSES = ("open", "answered", "closed")
 
 
-class FeedbackError(ValueError):
+class FeedbackError(Refusal):
     """Feedback that cannot be written as asked; ``str()`` says why, for people."""
 
 
@@ -50,9 +53,9 @@ class Party:
 
 # Which threads a party sees, and on which side of each it is: ($1 member id, $2 merchant id).
 _VISIBLE = {
-    "member": "t.kind = 'member' AND t.member_id = $1",
-    "merchant": "t.merchant_id = $2",
-    "platform": "t.kind = 'merchant'",
+    "member": "t.kind = 'member' AND t.member_id = $1::bigint AND $2::text IS NULL",
+    "merchant": "t.merchant_id = $2::text AND $1::bigint IS NULL",
+    "platform": "t.kind = 'merchant' AND $1::bigint IS NULL AND $2::text IS NULL",
 }
 _COLUMNS = ("t.id, t.kind, t.member_id, t.merchant_id, m.name AS merchant_name, t.subject, t.status, t.created_by, "
             "t.created_at, t.updated_at, (SELECT count(*) FROM portal.feedback_messages x WHERE x.thread_id = t.id) "
@@ -67,16 +70,16 @@ def _author_side(kind: str) -> str:
 
 def _check(subject: str | None, body: str) -> None:
     if subject is not None and not 1 <= len(subject.strip()) <= SUBJECT_CHARS_MAX:
-        raise FeedbackError(f"a subject has 1 to {SUBJECT_CHARS_MAX} characters")
+        raise FeedbackError(N_("A subject has 1 to %(n)s characters."), n=SUBJECT_CHARS_MAX)
     if not 1 <= len(body.strip()) <= BODY_CHARS_MAX:
-        raise FeedbackError(f"a message has 1 to {BODY_CHARS_MAX} characters")
+        raise FeedbackError(N_("A message has 1 to %(n)s characters."), n=BODY_CHARS_MAX)
 
 
 async def _open(conn: asyncpg.Connection, kind: str, member_id: int | None, merchant_id: str, subject: str,
                 body: str, author: str) -> dict[str, Any]:
     _check(subject, body)
     if not await conn.fetchval("SELECT 1 FROM loyalty.merchants WHERE merchant_id = $1", merchant_id):
-        raise FeedbackError(f"no merchant {merchant_id!r}")
+        raise FeedbackError(N_("No merchant %(id)s."), id=merchant_id)
     async with conn.transaction():
         tid = await conn.fetchval(
             "INSERT INTO portal.feedback_threads(kind, member_id, merchant_id, subject, created_by) "
@@ -144,7 +147,7 @@ async def reply(conn: asyncpg.Connection, party: Party, thread_id: int, body: st
         if row is None:
             return None
         if row["status"] == "closed":
-            raise FeedbackError("the thread is closed")
+            raise FeedbackError(N_("The thread is closed."))
         status = "open" if party.side == _author_side(row["kind"]) else "answered"
         await conn.execute("INSERT INTO portal.feedback_messages(thread_id, side, author, body) VALUES ($1, $2, $3, $4)",
                            thread_id, party.side, author[:100], body.strip())

@@ -19,6 +19,9 @@ from typing import Any
 
 import asyncpg
 
+from portal.i18n import N_
+from portal.refusals import Refusal
+
 SUBJECT_CHARS_MAX = 120
 BODY_CHARS_MAX = 4000
 LIST_LIMIT_MAX = 200
@@ -27,7 +30,7 @@ LIST_LIMIT_MAX = 200
 UNREAD_COUNT_MAX = 100
 
 
-class MailError(ValueError):
+class MailError(Refusal):
     """A message that cannot be sent as asked; ``str()`` says why, for people."""
 
 
@@ -84,9 +87,9 @@ _INBOX_COLUMNS = ("g.id, g.sender_merchant_id, sm.name AS sender_name, g.audienc
 
 def _check(subject: str, body: str) -> None:
     if not 1 <= len(subject.strip()) <= SUBJECT_CHARS_MAX:
-        raise MailError(f"a subject has 1 to {SUBJECT_CHARS_MAX} characters")
+        raise MailError(N_("A subject has 1 to %(n)s characters."), n=SUBJECT_CHARS_MAX)
     if not 1 <= len(body.strip()) <= BODY_CHARS_MAX:
-        raise MailError(f"a message has 1 to {BODY_CHARS_MAX} characters")
+        raise MailError(N_("A message has 1 to %(n)s characters."), n=BODY_CHARS_MAX)
 
 
 async def _insert(conn: asyncpg.Connection, email_copies: bool, columns: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +109,7 @@ async def send_to_merchants(conn: asyncpg.Connection, merchant_id: str | None, s
     _check(subject, body)
     if merchant_id is not None and not await conn.fetchval(
             "SELECT 1 FROM loyalty.merchants WHERE merchant_id = $1", merchant_id):
-        raise MailError(f"no merchant {merchant_id!r}")
+        raise MailError(N_("No merchant %(id)s."), id=merchant_id)
     return await _insert(conn, email_copies, {
         "audience": "merchant" if merchant_id else "merchants", "recipient_merchant_id": merchant_id,
         "subject": subject.strip(), "body": body.strip(), "created_by": created_by[:100]})
@@ -130,7 +133,7 @@ async def send_to_members(conn: asyncpg.Connection, merchant_id: str, member_id:
     else:
         program = await conn.fetchval("SELECT program FROM loyalty.merchants WHERE merchant_id = $1", merchant_id)
         if program is None:
-            raise MailError(f"no merchant {merchant_id!r}")
+            raise MailError(N_("No merchant %(id)s."), id=merchant_id)
         columns = {"audience": "members", "program": program}
     return await _insert(conn, email_copies, {
         "sender_merchant_id": merchant_id, **columns, "subject": subject.strip(), "body": body.strip(),

@@ -12,6 +12,8 @@ row (portal.mail). The sender, one asyncio task in the portal process, repeats:
    ``smtp_attempts_max`` attempts, then the row is ``failed``.
 
 Nothing here runs in a page's request, so a slow or dead SMTP server never blocks a page.
+A copy is sent at least once: a portal stopped between the SMTP server's acceptance and the
+outbox row's update sends that copy again when it is back.
 The SMTP password is read from its file when the sender starts and never logged.
 """
 
@@ -72,23 +74,22 @@ def backoff_s(attempts: int) -> int:
     return int(min(BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), BACKOFF_MAX_S))
 
 
-# The next page of a message's recipients with an address: (key, address); $1 message id, $2 after key.
-_RECIPIENTS_SQL = f"""
-SELECT k, address FROM (
-    SELECT m.merchant_id AS k, m.contact_email AS address FROM portal.mail_messages g
-      JOIN loyalty.merchants m ON (g.audience = 'merchant' AND m.merchant_id = g.recipient_merchant_id)
-                               OR (g.audience = 'merchants' AND m.status = 'active')
-     WHERE g.id = $1 AND g.audience IN ('merchant', 'merchants') AND m.contact_email <> ''
-    UNION ALL
-    SELECT lpad(mb.id::text, 20, '0'), mb.email FROM portal.mail_messages g
-      JOIN loyalty.members mb ON g.audience = 'member' AND mb.id = g.recipient_member_id
-     WHERE g.id = $1 AND mb.email <> '' AND mb.status = 'active'
-    UNION ALL
-    SELECT lpad(mb.id::text, 20, '0'), mb.email FROM portal.mail_messages g
-      JOIN loyalty.members mb ON g.audience = 'members' AND mb.status = 'active' AND mb.email <> ''
-       AND g.program IN ({MEMBER_PROGRAMS_SQL.replace('$1::bigint', 'mb.id')})
-     WHERE g.id = $1
-) r WHERE k > $2 ORDER BY k LIMIT {FANOUT_PAGE_MAX}
+# The next page of a message's recipients with an address, in key order: (key, address).
+# Merchants by id ($1 message, $2 after this merchant id); members by id ($2 after this
+# member id, as text), so a page of a million members' broadcast is an index range, not a scan.
+_MERCHANT_RECIPIENTS_SQL = f"""
+SELECT m.merchant_id AS k, m.contact_email AS address FROM portal.mail_messages g
+  JOIN loyalty.merchants m ON (g.audience = 'merchant' AND m.merchant_id = g.recipient_merchant_id)
+                           OR (g.audience = 'merchants' AND m.status = 'active')
+ WHERE g.id = $1 AND m.contact_email <> '' AND m.merchant_id > $2
+ ORDER BY m.merchant_id LIMIT {FANOUT_PAGE_MAX}
+"""
+_MEMBER_RECIPIENTS_SQL = f"""
+SELECT mb.id::text AS k, mb.email AS address FROM portal.mail_messages g
+  JOIN loyalty.members mb ON (g.audience = 'member' AND mb.id = g.recipient_member_id)
+                          OR (g.audience = 'members' AND g.program IN ({MEMBER_PROGRAMS_SQL.replace('$1::bigint', 'mb.id')}))
+ WHERE g.id = $1 AND mb.email <> '' AND mb.status = 'active' AND mb.id > coalesce(nullif($2, '')::bigint, 0)
+ ORDER BY mb.id LIMIT {FANOUT_PAGE_MAX}
 """
 
 
@@ -102,6 +103,7 @@ class MailSender:
         self._wakeup = asyncio.Event()
         self.sent_total = 0
         self.failed_total = 0
+        self._tried_last = 0
 
     async def start(self) -> None:
         if self._task is None:
@@ -120,11 +122,19 @@ class MailSender:
 
     async def _loop(self) -> None:
         while True:
+            busy = False
             try:
-                await self.run_once()
-            except (OSError, asyncpg.PostgresError) as exc:
-                # The database is away: the rows stay; try again next round.
+                added = await self.expand()
+                await self.send_due()
+                # A round that found work goes again at once (a large broadcast drains at the
+                # speed of the SMTP server); an idle one waits for a nudge or the poll interval.
+                busy = added > 0 or self._tried_last > 0
+            except Exception as exc:  # noqa: BLE001 - the sender outlives any one round
+                # The database is away, or a row is not as expected: the rows stay; next round.
                 log.warning("mail_round_failed", error=type(exc).__name__)
+            if busy:
+                await asyncio.sleep(0)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.smtp.poll_interval_s)
             self._wakeup.clear()
@@ -140,11 +150,15 @@ class MailSender:
         async with self.pool.acquire() as conn:
             for _ in range(FANOUTS_PER_ROUND_MAX):
                 async with conn.transaction():
-                    fan = await conn.fetchrow("SELECT message_id, after_key FROM portal.mail_fanout WHERE NOT done "
-                                              "ORDER BY message_id LIMIT 1 FOR UPDATE SKIP LOCKED")
+                    fan = await conn.fetchrow(
+                        "SELECT f.message_id, f.after_key, g.audience FROM portal.mail_fanout f "
+                        "JOIN portal.mail_messages g ON g.id = f.message_id WHERE NOT f.done "
+                        "ORDER BY f.message_id LIMIT 1 FOR UPDATE OF f SKIP LOCKED")
                     if fan is None:
                         return added
-                    rows = await conn.fetch(_RECIPIENTS_SQL, fan["message_id"], fan["after_key"])
+                    sql = (_MERCHANT_RECIPIENTS_SQL if fan["audience"] in ("merchant", "merchants")
+                           else _MEMBER_RECIPIENTS_SQL)
+                    rows = await conn.fetch(sql, fan["message_id"], fan["after_key"])
                     if rows:
                         await conn.executemany(
                             "INSERT INTO portal.mail_outbox(message_id, to_address) VALUES ($1, $2) "
@@ -165,6 +179,7 @@ class MailSender:
                 "LEFT JOIN loyalty.merchants sm ON sm.merchant_id = g.sender_merchant_id "
                 "WHERE o.status = 'pending' AND o.next_attempt_at <= now() ORDER BY o.next_attempt_at "
                 f"LIMIT {SENDS_PER_ROUND_MAX} FOR UPDATE OF o SKIP LOCKED")
+            self._tried_last = len(rows)
             for r in rows:
                 attempts = r["attempts"] + 1
                 try:

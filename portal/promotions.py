@@ -21,6 +21,8 @@ import asyncpg
 from ledger.commands import Status
 from ledger.engine import Ledger
 from ledger.loyalty import placement_fees
+from portal.i18n import N_
+from portal.refusals import Refusal
 
 TITLE_CHARS_MAX = 120
 BODY_CHARS_MAX = 2000
@@ -35,7 +37,7 @@ _COLUMNS = ("p.id, p.merchant_id, m.name AS merchant_name, p.title, p.body, p.im
 _FROM = " FROM portal.promotions p JOIN loyalty.merchants m ON m.merchant_id = p.merchant_id "
 
 
-class PromotionError(ValueError):
+class PromotionError(Refusal):
     """A promotion that cannot be saved or changed as asked; ``str()`` says why, for people."""
 
 
@@ -53,11 +55,11 @@ class Draft:
     def check(self) -> None:
         """Raise PromotionError when a field is out of bounds."""
         if not 1 <= len(self.title.strip()) <= TITLE_CHARS_MAX:
-            raise PromotionError(f"a title has 1 to {TITLE_CHARS_MAX} characters")
+            raise PromotionError(N_("A title has 1 to %(n)s characters."), n=TITLE_CHARS_MAX)
         if len(self.body) > BODY_CHARS_MAX:
-            raise PromotionError(f"a text has at most {BODY_CHARS_MAX} characters")
+            raise PromotionError(N_("A text has at most %(n)s characters."), n=BODY_CHARS_MAX)
         if self.valid_until <= self.valid_from:
-            raise PromotionError("the end of the validity must come after its start")
+            raise PromotionError(N_("The end of the validity must come after its start."))
 
 
 def _view(row: asyncpg.Record) -> dict[str, Any]:
@@ -78,7 +80,7 @@ async def _check_program(conn: asyncpg.Connection, merchant_id: str, program: st
         return
     own = await conn.fetchval("SELECT program FROM loyalty.merchants WHERE merchant_id = $1", merchant_id)
     if program != own:
-        raise PromotionError("a promotion targets the merchant's own program or every member")
+        raise PromotionError(N_("A promotion is shown to the merchant's own program or to every member."))
 
 
 async def create(conn: asyncpg.Connection, merchant_id: str, draft: Draft, created_by: str,

@@ -9,7 +9,7 @@ CREATE TABLE portal.promotions (
     title           text NOT NULL CHECK (length(title) BETWEEN 1 AND 120),
     body            text NOT NULL DEFAULT '' CHECK (length(body) <= 2000),
     -- An uploaded image (the platform's image store), or none.
-    image_id        bigint,
+    image_id        bigint REFERENCES portal.images(id),
     -- NULL: every member; else the members of this program.
     program         text REFERENCES loyalty.programs(code),
     valid_from      timestamptz NOT NULL,

@@ -41,6 +41,7 @@ KIND_NAMES = {
     "sv_purchase": N_("Stored-value purchase"), "topup": N_("Top up points"), "load": N_("Load stored value"),
     "inquiry": N_("Balance inquiry"), "void": N_("Void"), "refund": N_("Refund"),
     "lottery": N_("Lottery"), "reversal": N_("Reversal"), "marker": N_("Reversal marker"),
+    "fee": N_("Placement fee"),
 }
 
 # Every outcome in words: what the operator tells the member.
@@ -62,6 +63,9 @@ REASON_WORDS = {
     Reason.DUPLICATE_MISMATCH: N_("Refused: this form was already sent with other values. Start a new "
                                   "transaction."),
     Reason.SYSTEM_ERROR: N_("Not done: the system could not be reached. Nothing was recorded; try again."),
+    Reason.OUTCOME_UNKNOWN: N_("Not known yet: the connection to the database was lost while this was being "
+                               "recorded. Send this same form again (reload the page and confirm): it is never "
+                               "taken twice, and the answer will say what happened."),
 }
 
 
