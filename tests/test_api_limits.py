@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from api_support import API, PAN1, conforms, member_client, member_of
+from api_support import API, PAN1, PAN2, conforms, member_client, member_of
 from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 
 from portal.api import idempotency
@@ -30,6 +30,8 @@ async def test_rate_limit_per_member(portal_env: PortalEnv) -> None:
     # The same member from elsewhere is the same member; another member is not limited by this one.
     elsewhere, _ = await member_client(portal_env, PAN1, address="10.0.0.8")
     assert (await elsewhere.get(f"{API}/me")).status_code == 429
+    another, _ = await member_client(portal_env, PAN2, address="10.0.0.7")
+    assert (await another.get(f"{API}/me")).status_code == 200
 
 
 async def test_rate_limit_per_address_before_any_token(portal_env: PortalEnv) -> None:
