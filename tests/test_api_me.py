@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from api_support import API, PAN1, PAN2, PAN3, conforms, member_client, member_of, take
 from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 
+from ledger.loyalty import wallet
 from ledger.loyalty.cards import issue_card
 from ledger.loyalty.demo import demo_pan
 
@@ -88,3 +92,30 @@ async def test_unknown_paths_and_methods_are_problems(portal_env: PortalEnv) -> 
     assert r.status_code == 405 and r.json()["type"].endswith("/method-not-allowed")
     # The portal's security headers, no cookie.
     assert r.headers["x-content-type-options"] == "nosniff" and "set-cookie" not in r.headers
+
+
+
+def _reads_of(node: dict[str, Any], relation: str) -> list[str]:
+    """The node types of an EXPLAIN (FORMAT JSON) plan that read ``relation``."""
+    found = [str(node["Node Type"])] if node.get("Relation Name") == relation else []
+    for child in node.get("Plans", []):
+        found += _reads_of(child, relation)
+    return found
+
+
+async def test_history_reads_the_members_cards_by_index(portal_env: PortalEnv) -> None:
+    """Among 20,000 transactions of another card, a member's history reads by index, not the table."""
+    async with portal_env.pool.acquire() as conn:
+        other_card = await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN2)
+        await conn.execute(
+            "INSERT INTO loyalty.transactions(business_date, txn_type, reason, merchant_id, program, amount, "
+            "currency, points_delta, money_delta_minor, fee_minor, idempotency_key, card_id) "
+            "SELECT current_date, 'earn', 'approved', 'M0001', 'ALLY', 100, '156', 1, 0, 0, 'hist-' || i, $1 "
+            "FROM generate_series(1, 20000) i", other_card)
+        await conn.execute("ANALYZE loyalty.transactions")
+        member_id = await member_of(portal_env.pool, PAN1)
+        plan = json.loads(await conn.fetchval(f"EXPLAIN (FORMAT JSON) {wallet.HISTORY_SQL.format(limit=21)}",
+                                              member_id, None))
+    reads = _reads_of(plan[0]["Plan"], "transactions")
+    assert reads and "Seq Scan" not in reads, reads
+    await portal_env.pool.execute("DELETE FROM loyalty.transactions WHERE idempotency_key LIKE 'hist-%'")
