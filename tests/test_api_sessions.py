@@ -135,6 +135,19 @@ async def test_a_password_to_change_allows_only_changing_it(portal_env: PortalEn
     assert not (await log_in(client, PAN1, "a new one 5678"))["password_change_required"]
 
 
+async def test_guessing_the_current_password_locks_the_address(portal_env: PortalEnv) -> None:
+    await give_password(portal_env.pool, PAN1)
+    client = portal_env.client("10.5.5.5")
+    tokens = await log_in(client, PAN1)
+    wrong = {"current_password": "a guess at it", "new_password": "a new one 5678"}
+    limit = portal_env.settings.login_address_failures_max
+    for _ in range(limit):
+        assert (await client.post(f"{API}/me/password", headers=auth(tokens), json=wrong)).status_code == 403
+    # Locked: even the right password is refused from this address now.
+    right = {"current_password": MEMBER_PASSWORD, "new_password": "a new one 5678"}
+    assert (await client.post(f"{API}/me/password", headers=auth(tokens), json=right)).status_code == 403
+
+
 async def test_a_disabled_member_loses_its_tokens(portal_env: PortalEnv) -> None:
     await give_password(portal_env.pool, PAN1)
     client = portal_env.client()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from portal import member_auth
+from portal import member_auth, throttle
 from portal.api.body import Text, check
 from portal.api.endpoint import Call, client_address, endpoint, json_response
 from portal.api.problems import Problem, unauthorized
@@ -58,8 +58,13 @@ async def change_password(call: Call) -> Response:
     the member's other API sessions end."""
     assert call.caller is not None
     fields = check(call.body, _PASSWORD)
-    if not await member_auth.check_password(call.pool, call.member_id, fields["current_password"]):
-        raise Problem(403, "forbidden", "The current password is wrong.")
+    address = client_address(call.request)
+    # A stolen access token must not become a way to guess the password: wrong guesses count
+    # against the address like failed logins, and a locked address may not try.
+    if await throttle.address_locked(call.pool, address) or not await member_auth.check_password(
+            call.pool, call.member_id, fields["current_password"]):
+        await throttle.record_failure(call.pool, address, call.api.portal.settings)
+        raise Problem(403, "forbidden", "The current password is wrong, or this address has tried too often.")
     if fields["new_password"] == fields["current_password"]:
         raise Problem(422, "refused", "The new password must differ from the current one.")
     problem = policy_problem(fields["new_password"], "")
