@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from api_support import API, PAN1, PAN2, PAN3, conforms, member_client, member_of, take
 from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 
@@ -119,3 +120,16 @@ async def test_history_reads_the_members_cards_by_index(portal_env: PortalEnv) -
     reads = _reads_of(plan[0]["Plan"], "transactions")
     assert reads and "Seq Scan" not in reads, reads
     await portal_env.pool.execute("DELETE FROM loyalty.transactions WHERE idempotency_key LIKE 'hist-%'")
+
+
+async def test_a_fault_is_a_problem_without_its_details(portal_env: PortalEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    from portal.api import me
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("secret detail of the fault")
+
+    monkeypatch.setattr(me.wallet, "balances", broken)
+    client, _ = await member_client(portal_env, PAN1)
+    r = await client.get(f"{API}/me/balances")
+    assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"].endswith("/internal") and "secret" not in r.text and "Traceback" not in r.text

@@ -140,3 +140,20 @@ async def test_concurrent_orders_for_the_last_item(portal_env: PortalEnv) -> Non
                                      for c, _ in clients))
     assert sorted(r.status_code for r in answers) == [201, 422]
     assert await portal_env.pool.fetchval("SELECT stock FROM loyalty.goods WHERE id = $1", good) == 0
+
+
+async def test_a_lost_answer_retried_finds_the_same_order(portal_env: PortalEnv) -> None:
+    """The order was placed but its answer never recorded (a crash): the retry places nothing new."""
+    await take(portal_env, "M0001", "earn", PAN1, 10_000)
+    good = await _good(portal_env)
+    client, _ = await member_client(portal_env, PAN1)
+    body = {"good_id": good, "pay": "points"}
+    first = (await client.post(f"{API}/orders", json=body, headers=KEY)).json()
+    await portal_env.pool.execute("UPDATE portal.api_idempotency SET status = NULL, body = NULL, "
+                                  "created_at = now() - interval '1 hour'")
+    again = conforms(await client.post(f"{API}/orders", json=body, headers=KEY))
+    assert again.status_code == 201 and again.json()["id"] == first["id"]
+    assert "idempotent-replayed" not in again.headers
+    assert await portal_env.pool.fetchval("SELECT count(*) FROM loyalty.orders") == 1
+    assert await _points(portal_env, PAN1) == (100, 30)
+
