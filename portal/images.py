@@ -33,6 +33,7 @@ CACHE_CONTROL = "public, max-age=31536000, immutable"
 # (plus UPLOAD_OVERHEAD_BYTES); every other request keeps [portal] request_body_max_bytes.
 UPLOAD_PATHS: tuple[re.Pattern[str], ...] = (
     re.compile(r"^/mall/goods/(?:new|[0-9]{1,18}/edit)$"),
+    re.compile(r"^/promotions/(?:new|[0-9]{1,18}/edit)$"),
 )
 MEDIA_PREFIX = "/media/"
 

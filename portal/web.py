@@ -21,7 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from ledger.loyalty.mall import Mall
 from ledger.loyalty.operations import Loyalty
-from portal import csrf, permissions
+from portal import csrf, mail, permissions
 from portal.sessions import Session, SessionStore
 from portal.settings import PortalSettings
 
@@ -140,6 +140,9 @@ def page(route: str, files_max: int = 0) -> Callable[[Handler], Callable[[Reques
                 return redirect("/password")
             if not permissions.allowed(route, session.role):
                 raise HTTPException(403)
+            if session.role in permissions.MERCHANT_ROLES and session.merchant_id:
+                # The header shows the inbox's unread count on every page (a bounded count).
+                request.state.unread_mail = await mail.unread_count(portal.pool, mail.Inbox.merchant(session.merchant_id))
             form = None
             if request.method == "POST":
                 form = await request.form(max_files=files_max, max_fields=FORM_FIELDS_MAX)
