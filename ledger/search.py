@@ -44,6 +44,8 @@ class Filters:
     channel: str | None = None  # where it was taken: terminal, web, ... (ledger.loyalty.outcomes.Channel)
     before_id: int | None = None
     original_journal_id: int | None = None  # what was done against a transaction (voids, refunds, reversals)
+    member_id: int | None = None  # any card the member holds (loyalty.cards.member_id)
+    card_id: int | None = None  # one card, by row id
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (``t`` = loyalty.transactions, ``c`` = loyalty.cards) and its parameters."""
@@ -56,6 +58,8 @@ class Filters:
             "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
             "amount_max": "t.amount <= ${}", "channel": "t.channel = ${}", "before_id": "t.id < ${}",
             "original_journal_id": "t.original_journal_id = ${}",
+            "member_id": "t.card_id IN (SELECT id FROM loyalty.cards WHERE member_id = ${})",
+            "card_id": "t.card_id = ${}",
         }
         for f in fields(self):
             value = getattr(self, f.name)

@@ -35,6 +35,7 @@ from portal.pages import (
     bins,
     fees,
     member_account,
+    member_pages,
     members,
     merchants,
     operators,
@@ -58,7 +59,7 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins, member_account)
+         stats, settlement, audit_log, programs, fees, bins, member_account, member_pages)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

@@ -30,6 +30,10 @@ PUBLIC = frozenset({"login", "static", "member_login", "member_activate"})
 # A member's own pages (portal.member_web.member_page): a member's session only, never an
 # operator's; each page shows the member's own objects only (another member's answer 404).
 MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"})
+# The member's self-service pages (portal/pages/member_pages.py).
+_MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_balances", "member_history",
+                           "member_rates", "member_cards", "member_card_block"})
+MEMBER_ROUTES |= _MEMBER_PAGES
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {
