@@ -74,7 +74,7 @@ async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = No
             raise ProvisioningError(f"no member {member_id}")
         row = await conn.fetchrow(
             "INSERT INTO loyalty.cards(pan, expiry, name, phone, member_id) VALUES ($1,$2,$3,$4,$5) "
-            "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, phone, member_id)
+            "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, login_phone(phone) or phone, member_id)
         if row is None:
             raise ProvisioningError(f"card {mask_pan(pan)} already exists")
     found = await show_card(conn, pan)

@@ -48,11 +48,20 @@ def check_profile(name: str, phone: str, email: str, address: str) -> tuple[str,
     normal = login_phone(phone) if phone else None
     if phone and (normal is None or not re.fullmatch(r"\+?[0-9 ()-]{5,30}", phone)):
         raise ProvisioningError("phone must be 5..20 digits, with spaces, dashes or a leading +")
-    if email and (len(email) > EMAIL_CHARS_MAX or not _EMAIL.match(email)):
-        raise ProvisioningError("the e-mail address does not look like one")
+    check_email(email)
     if len(address) > ADDRESS_CHARS_MAX:
         raise ProvisioningError(f"the delivery address must be at most {ADDRESS_CHARS_MAX} characters")
     return name, normal, email, address
+
+
+def check_email(email: str) -> None:
+    """ProvisioningError unless ``email`` is empty or looks like an address.
+
+    >>> check_email(""), check_email("ada@example.org")
+    (None, None)
+    """
+    if email and (len(email) > EMAIL_CHARS_MAX or not _EMAIL.match(email)):
+        raise ProvisioningError("the e-mail address does not look like one")
 
 
 async def profile(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> dict[str, Any] | None:

@@ -13,7 +13,6 @@ masked; a card is named by its row id everywhere else.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 from typing import Any
 
@@ -26,8 +25,6 @@ from ledger.loyalty.programs import ProvisioningError
 from ledger.loyalty.rules import luhn_complete, mask_pan
 
 PAN_DIGITS_DEFAULT = 16
-NAME_CHARS_MAX = 80
-PHONE = re.compile(r"^\+?[0-9 -]{3,20}$")
 LIST_LIMIT_MAX = 200
 _ISSUE_ATTEMPTS_MAX = 20
 
@@ -77,6 +74,12 @@ async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: st
         else:
             raise ProvisioningError(f"BIN {bin_prefix} has no free card numbers left to draw")
     async with conn.transaction():
+        if member_id is not None:
+            # A further card of a member: its holder columns are the member's (kept in step).
+            holder = await conn.fetchrow("SELECT name, phone FROM loyalty.members WHERE id = $1", member_id)
+            if holder is None:
+                raise ProvisioningError(f"no member {member_id}")
+            name, phone = holder["name"] or None, holder["phone"]
         await cards.issue_card(conn, pan, expiry or None, name or None, phone or None, today, member_id)
         card_id = int(await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
         if program is not None:
@@ -84,6 +87,14 @@ async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: st
     found = await member(conn, card_id)
     assert found is not None
     return found
+
+
+async def member_in_program(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, program: str) -> bool:
+    """True when one of the member's cards is a member of ``program`` (its merchants see the member)."""
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM loyalty.cards c JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = c.id::text "
+        "AND a.purpose = 'points' JOIN loyalty.programs p ON p.points_asset = a.asset "
+        "WHERE c.member_id = $1 AND p.code = $2 LIMIT 1", member_id, program))
 
 
 async def is_member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, program: str) -> bool:
@@ -111,33 +122,30 @@ async def member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> dict[
 async def search_members(conn: asyncpg.Connection | asyncpg.Pool, program: str | None = None,
                          text: str | None = None, status: str | None = None, after_id: int | None = None,
                          limit: int = 50) -> dict[str, Any]:
-    """Cards (of ``program``'s members when given), by name or phone containing ``text``, by
-    status; in id order, keyset pages (``after_id``). PANs masked."""
+    """Cards (of ``program``'s members when given), by their member's name or phone containing
+    ``text``, by status; in id order, keyset pages (``after_id``). PANs masked."""
     limit = max(1, min(int(limit), LIST_LIMIT_MAX))
     like = None if not text else "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     rows = await conn.fetch(
-        "SELECT c.id, c.pan, c.status, c.expiry, c.name, c.phone, c.created_at FROM loyalty.cards c "
+        "SELECT c.id, c.member_id, c.pan, c.status, c.expiry, m.name, m.phone, c.created_at FROM loyalty.cards c "
+        "JOIN loyalty.members m ON m.id = c.member_id "
         "WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM ledger.accounts a JOIN loyalty.programs p "
         "        ON p.points_asset = a.asset WHERE a.owner_kind = 'card' AND a.owner_id = c.id::text "
         "        AND a.purpose = 'points' AND p.code = $1)) "
-        "  AND ($2::text IS NULL OR c.name ILIKE $2 OR c.phone LIKE $2) "
+        "  AND ($2::text IS NULL OR m.name ILIKE $2 OR m.phone LIKE $2) "
         "  AND ($3::text IS NULL OR c.status = $3) AND ($4::bigint IS NULL OR c.id > $4) "
         f"ORDER BY c.id LIMIT {limit + 1}", program, like, status, after_id)
     page = [dict(r) | {"pan": mask_pan(r["pan"])} for r in rows[:limit]]
     return {"members": page, "next_after_id": page[-1]["id"] if len(rows) > limit else None}
 
 
-async def update_member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, name: str | None,
-                        phone: str | None, expiry: str | None) -> bool:
-    """Change a card's holder name, phone and expiry (YYMM; None = never); False when no such card."""
-    if name is not None and len(name) > NAME_CHARS_MAX:
-        raise ProvisioningError(f"name must be at most {NAME_CHARS_MAX} characters")
-    if phone is not None and not PHONE.match(phone):
-        raise ProvisioningError("phone must be 3..20 digits, spaces or dashes")
+async def set_expiry(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, expiry: str | None) -> bool:
+    """Change a card's expiry (YYMM; None = never); False when no such card. The holder's name and
+    phone are the member's (ledger.loyalty.member_profile.update_profile)."""
     if expiry is not None and not cards.EXPIRY.match(expiry):
         raise ProvisioningError(f"expiry must be YYMM, got {expiry!r}")
-    done = await conn.execute("UPDATE loyalty.cards SET name = $2, phone = $3, expiry = $4, updated_at = now() "
-                              "WHERE id = $1", card_id, name, phone, expiry)
+    done = await conn.execute("UPDATE loyalty.cards SET expiry = $2, updated_at = now() WHERE id = $1",
+                              card_id, expiry)
     return bool(done.endswith(" 1"))
 
 
