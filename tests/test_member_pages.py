@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 
 import asyncpg
 import httpx
@@ -16,6 +17,7 @@ from portal_support import (
     MASTER_KEY,
     PortalEnv,
     csrf_of,
+    logged_in,
     member_logged_in,
     portal_env_fixture,  # noqa: F401  (the fixture, by name)
     post_form,
@@ -211,3 +213,40 @@ def _next_url(page: httpx.Response) -> str | None:
         return None
     href = page.text.split(marker, 1)[0].rsplit('href="', 1)[1].split('"', 1)[0]
     return href.replace("&amp;", "&").removeprefix("http://testserver")
+
+
+class _Controls(HTMLParser):
+    """Counts a page's h1s and collects its controls' ids and its labels' targets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.labels: set[str] = set()
+        self.h1 = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag in ("input", "select", "textarea") and a.get("type") not in ("hidden", "submit"):
+            self.ids.append(a.get("id") or "<no id>")
+        if tag == "label":
+            self.labels.add(a.get("for") or "")
+        self.h1 += tag == "h1"
+
+
+async def test_every_member_page_has_one_h1_and_labelled_controls_in_both_languages(portal_env: PortalEnv) -> None:
+    member = await member_logged_in(portal_env)
+    merchant = await logged_in(portal_env, "m0001-admin")
+    await earn(_loyalty(portal_env), Channel.WEB)
+    card = await _card_id(portal_env.pool, PAN1)
+    pages = [(member, p) for p in ("/member", "/member/profile", "/member/profile/edit", "/member/balances",
+                                   "/member/history", "/member/rates", "/member/cards", "/member/password")]
+    pages += [(merchant, p) for p in ("/members/new", f"/members/{card}", f"/members/{card}/edit")]
+    for lang in ("zh_CN", "en"):
+        for client, path in pages:
+            response = await client.get(f"{path}?lang={lang}")
+            assert response.status_code == 200, path
+            parsed = _Controls()
+            parsed.feed(response.text)
+            assert parsed.h1 == 1, path
+            assert set(parsed.ids) <= parsed.labels, (path, set(parsed.ids) - parsed.labels)
+            assert PAN1 not in response.text, path

@@ -74,12 +74,6 @@ async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: st
         else:
             raise ProvisioningError(f"BIN {bin_prefix} has no free card numbers left to draw")
     async with conn.transaction():
-        if member_id is not None:
-            # A further card of a member: its holder columns are the member's (kept in step).
-            holder = await conn.fetchrow("SELECT name, phone FROM loyalty.members WHERE id = $1", member_id)
-            if holder is None:
-                raise ProvisioningError(f"no member {member_id}")
-            name, phone = holder["name"] or None, holder["phone"]
         await cards.issue_card(conn, pan, expiry or None, name or None, phone or None, today, member_id)
         card_id = int(await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
         if program is not None:
