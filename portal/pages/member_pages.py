@@ -28,22 +28,13 @@ from portal import audit
 from portal.i18n import N_
 from portal.i18n import gettext as _
 from portal.member_web import MemberPage, member_page
-from portal.pages.members import status_name
+from portal.pages.members import refusal, status_name
 from portal.pages.seat import kind_name, reason_words
 from portal.web import FORM, GET, POST, redirect, render
 
 HISTORY_PAGE_SIZE_MAX = 100
 CHANNEL_NAMES = {Channel.TERMINAL: N_("Terminal"), Channel.WEB: N_("Web seat"), Channel.MALL: N_("Points mall"),
                  Channel.API: N_("App"), Channel.CLI: N_("Operator (command line)")}
-# Translated where the ledger's message is shown; ProvisioningError speaks English.
-PROFILE_ERRORS = {
-    member_profile.PHONE_TAKEN: N_("That phone number belongs to another member."),
-    "phone must be 5..20 digits, with spaces, dashes or a leading +":
-        N_("The phone number must be 5 to 20 digits, with spaces, dashes or a leading +."),
-    "the e-mail address does not look like one": N_("The e-mail address does not look like one."),
-}
-
-
 def channel_name(channel: str | None) -> str:
     """A channel (where a transaction was taken) in the request's language."""
     try:
@@ -94,10 +85,8 @@ async def profile_edit(request: Request, pg: MemberPage) -> Response:
             await audit.record(conn, pg.actor, None, "member_profile_edit", "member", str(pg.member_id), None,
                                _audited(before), _audited(after))
     except ProvisioningError as exc:
-        message = str(exc)
-        error = _(PROFILE_ERRORS[message]) if message in PROFILE_ERRORS else message
-        return render(request, "member/profile_edit.html", {"values": values, "error": error}, status_code=400,
-                      session=pg.session)
+        return render(request, "member/profile_edit.html", {"values": values, "error": refusal(exc)},
+                      status_code=400, session=pg.session)
     return redirect("/member/profile?saved=1")
 
 
