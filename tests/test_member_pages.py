@@ -24,11 +24,12 @@ from portal_support import (
 )
 from portal_support import test_settings as portal_settings
 
-from ledger import commands
+from ledger import commands, search
 from ledger.audit import check_books
-from ledger.loyalty import demo, seat
+from ledger.loyalty import cards, demo, seat
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Channel, Reason, Request, TxnType
+from ledger.loyalty.rules import luhn_complete
 from portal.app import create_app
 
 PAN1, PAN2 = demo.demo_pan(1), demo.demo_pan(2)
@@ -168,8 +169,8 @@ async def test_another_members_card_is_not_found(portal_env: PortalEnv) -> None:
 
 async def test_member_blocks_a_lost_card_and_cannot_unblock_it(portal_env: PortalEnv) -> None:
     client = await member_logged_in(portal_env)
-    cards = (await client.get("/member/cards")).text
-    assert MASKED1 in cards and "Block card" in cards
+    listing = (await client.get("/member/cards")).text
+    assert MASKED1 in listing and "Block card" in listing
     card = await _card_id(portal_env.pool, PAN1)
     done = await post_form(client, "/member/cards", f"/member/cards/{card}/block", confirm="yes")
     assert done.status_code == 303
@@ -250,3 +251,38 @@ async def test_every_member_page_has_one_h1_and_labelled_controls_in_both_langua
             assert parsed.h1 == 1, path
             assert set(parsed.ids) <= parsed.labels, (path, set(parsed.ids) - parsed.labels)
             assert PAN1 not in response.text, path
+
+
+async def test_member_history_pages_every_card_newest_day_first(pool: asyncpg.Pool) -> None:
+    """ledger.search.member_history against the plain query: every row of the member's cards once, in
+    (business day, id) order, across pages; a card filter; nobody else's rows."""
+    async with pool.acquire() as conn, conn.transaction():
+        await demo.seed(conn, cards=3)
+        member = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", PAN1)
+        # A second card of the member, and rows on all three cards over a few days, in shuffled order.
+        await cards.issue_card(conn, luhn_complete(f"{demo.DEMO_BIN}555000001"), member_id=member)
+        await conn.execute(
+            "INSERT INTO loyalty.transactions(business_date, txn_type, reason, merchant_id, program, amount, "
+            "currency, points_delta, money_delta_minor, fee_minor, idempotency_key, card_id, channel) "
+            "SELECT current_date - ((i * 7) % 5), 'earn', 'approved', 'M0001', 'ALLY', 100, '156', 1, 0, 0, "
+            "'h-' || i, (SELECT id FROM loyalty.cards ORDER BY id OFFSET (i % 4) LIMIT 1), "
+            "(ARRAY['terminal', 'web', 'mall', 'api'])[1 + i % 4] FROM generate_series(1, 60) i")
+    expected = [(r["business_date"].isoformat(), r["id"]) for r in await pool.fetch(
+        "SELECT t.business_date, t.id FROM loyalty.transactions t JOIN loyalty.cards c ON c.id = t.card_id "
+        "WHERE c.member_id = $1 ORDER BY t.business_date DESC, t.id DESC", member)]
+    assert len(expected) == 30
+    seen: list[tuple[str, int]] = []
+    before = None
+    while True:
+        page = await search.member_history(pool, member, search.Filters(), before, 7)
+        seen += [(t["business_date"], t["id"]) for t in page["transactions"]]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert seen == expected
+    card = await pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN1)
+    one = await search.member_history(pool, member, search.Filters(card_id=card, channel="terminal"), None, 100)
+    assert one["count"] == 15 and {t["pan"] for t in one["transactions"]} == {MASKED1}
+    assert {t["channel"] for t in one["transactions"]} == {"terminal"}
+    stranger = await pool.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", PAN2)
+    assert (await search.member_history(pool, stranger, search.Filters(card_id=card), None, 100))["count"] == 0

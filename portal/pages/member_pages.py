@@ -109,10 +109,21 @@ def _date(text: str) -> dt.date | None:
         return None
 
 
+def _cursor(text: str) -> tuple[dt.date, int] | None:
+    """The history's page cursor ``YYYY-MM-DD.ID`` (the last row of the previous page), or None.
+
+    >>> _cursor("2026-12-07.42"), _cursor("junk"), _cursor("")
+    ((datetime.date(2026, 12, 7), 42), None, None)
+    """
+    day, _, row = text[:40].partition(".")
+    parsed, row_id = _date(day), _id(row)
+    return None if parsed is None or row_id is None else (parsed, row_id)
+
+
 @member_page("member_history")
 async def history_page(request: Request, pg: MemberPage) -> Response:
     """Transactions on the member's cards over every channel, newest first: filter by card, channel
-    and business date; keyset pages (``before``)."""
+    and business date; keyset pages (``before``: ledger.search.member_history's cursor)."""
     q = request.query_params
     cards = await member_profile.member_cards(pg.pool, pg.member_id)
     criteria = {"card": q.get("card", "")[:20], "channel": q.get("channel", "")[:20],
@@ -125,17 +136,17 @@ async def history_page(request: Request, pg: MemberPage) -> Response:
     error = None
     if (criteria["date_from"] and date_from is None) or (criteria["date_to"] and date_to is None):
         error = _("Dates must be written YYYY-MM-DD.")
-    filters = search.Filters(member_id=pg.member_id, card_id=card_id, channel=channel, date_from=date_from,
-                             date_to=date_to, before_id=_id(q.get("before")))
+    filters = search.Filters(card_id=card_id, channel=channel, date_from=date_from, date_to=date_to)
     limit = min(pg.portal.settings.page_size_default, HISTORY_PAGE_SIZE_MAX)
-    found = await search.search(pg.pool, filters, limit)
+    found = await search.member_history(pg.pool, pg.member_id, filters, _cursor(q.get("before", "")), limit)
     rows = found["transactions"]
     for t in rows:
         t["kind_label"], t["words"], t["channel_label"] = (kind_name(t["txn_type"]), reason_words(t["reason"]),
                                                            channel_name(t["channel"]))
     next_url = None
-    if found["next_before_id"] is not None:
-        next_url = str(request.url.include_query_params(before=found["next_before_id"]))
+    if found["next_before"] is not None:
+        day, row = found["next_before"]
+        next_url = str(request.url.include_query_params(before=f"{day.isoformat()}.{row}"))
     return render(request, "member/history.html", {
         "rows": rows, "cards": cards, "criteria": criteria, "error": error, "next_url": next_url,
         "channels": [(str(c), channel_name(c)) for c in Channel]}, status_code=400 if error else 200,
