@@ -164,9 +164,11 @@ async def merchant_original(conn: asyncpg.Connection | asyncpg.Pool, merchant_id
 
 async def card_transactions(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, merchant_id: str | None = None,
                             limit: int = 20) -> list[dict[str, Any]]:
-    """A card's latest transactions (at ``merchant_id`` only, when given), newest first, PAN masked."""
-    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
-    if pan is None:
+    """A card's latest transactions (at ``merchant_id`` only, when given), newest first, PAN masked
+    (read as its member's history of that card: a page costs the same whatever the card's past)."""
+    member_id = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1", card_id)
+    if member_id is None:
         return []
-    found = await search.search(conn, search.Filters(pan=str(pan), merchant_id=merchant_id), limit)
+    found = await search.member_history(conn, int(member_id), search.Filters(card_id=card_id,
+                                                                             merchant_id=merchant_id), None, limit)
     return list(found["transactions"])
