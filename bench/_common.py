@@ -136,8 +136,11 @@ def daemon_config(workdir: Path, dsn: str, *, port: int, log_level: str, connect
         sections["ledger"] = {k: harness.TomlText(v) for k, v in ledger.items()}
     sections["metrics"] = {"enabled": bool(metrics_port), "host": "127.0.0.1", "port": metrics_port or 9108}
     sections["portal"] = {"enabled": False}  # the switch alone is measured
+    sections["security"] = {"unkeyed_terminals": "allow"}  # the simulated terminals may have no MAC key
     listener = {"name": "pos", "host": "127.0.0.1", "port": port, "framing": "nac2", "spec": "pos",
                 "sign_on_required": True, "connections_max": connections_max,
+                # Every simulated terminal comes from 127.0.0.1.
+                "connections_per_address_max": connections_max,
                 # Idle connections must survive the whole run.
                 "timeout_idle_s": 600.0}
     return harness.render_config(sections, [listener])

@@ -10,6 +10,19 @@ rest. Every caller waits on its own future with a bound; a batch that fails
 tells every waiter promptly with ``Status.ERROR``. Nobody is told "posted"
 before the commit has returned.
 
+An ERROR means nothing was posted, with one exception that says so itself:
+``reason == "unknown"``. When the connection is lost (or the statement's bound
+passes) after a batch was sent, its COMMIT may have happened: the engine finds
+out before it answers. On a new connection it ends the old backend (if it still
+runs, so the batch can no longer commit), waits until it is gone, and runs the
+same batch again: every command is idempotent, so what committed comes back
+EXISTS (with its journal) and what did not is posted now. Only when that cannot
+be done within another ``timeout_post_s`` is the answer ERROR with reason
+"unknown" (the command may have posted: ask again with the same key). A caller's
+bound ends a command's wait only while it has not been sent; once sent, the
+batch answers it, definitively, within those two bounds. ``SENT_MARK`` tells a
+caller whether any command of its context reached the database.
+
 A caller may attach a *receipt* function: given the command's result it
 returns bytes to store under the idempotency key, in the same transaction as
 the posting (a transaction of four round trips: BEGIN, post, receipts, COMMIT).
@@ -23,10 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -120,6 +133,17 @@ WITH p AS (
 SELECT * FROM p ORDER BY idx
 """
 
+# What a batch sent on a lost connection committed: its keys' journals, each with its entries'
+# accounts and balances after, in leg order (a hold has none).
+_COMMITTED_SQL = """
+SELECT j.idempotency_key, j.id, j.content_hash, j.business_date,
+       array_agg(e.account_id ORDER BY e.leg) FILTER (WHERE e.account_id IS NOT NULL) AS accounts,
+       array_agg(e.balance_after ORDER BY e.leg) FILTER (WHERE e.account_id IS NOT NULL) AS balances
+  FROM ledger.journals j LEFT JOIN ledger.entries e ON e.journal_id = j.id
+ WHERE j.idempotency_key = ANY($1::text[])
+ GROUP BY j.id
+"""
+
 # SQLSTATEs worth retrying the whole batch for: nothing of it was committed.
 _RETRYABLE = {"40001", "40P01", "23505"}
 # Posts' bounds are checked this often at most (and ten times per timeout_post_s).
@@ -128,6 +152,16 @@ DEADLINE_SWEEP_INTERVAL_MAX_S = 0.1
 # away): splitting the batch would only repeat them.
 # (A lost connection, see ledger.db.connection_lost, is never bisected either.)
 _NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "53300"}
+
+
+# A caller that must know whether a command it posts reached the database (the switch, to
+# tell "nothing was posted" from "may have posted" when it gives up on a request) sets a
+# fresh one-element list here before posting; the engine sets its element True when it
+# sends one of that context's commands.
+SENT_MARK: ContextVar[list[bool] | None] = ContextVar("ledger_sent_mark", default=None)
+# Polls for an ended backend's disappearance while finding out a batch's outcome.
+BACKEND_GONE_POLL_S = 0.01
+UNKNOWN = "unknown"
 
 
 @dataclass(init=False)  # an __init__ of its own: see ledger.commands
@@ -139,9 +173,11 @@ class _Pending:
     future: asyncio.Future[Result]
     enqueued_s: float
     receipt_ref: ReceiptRef | None = None
+    sent_mark: list[bool] | None = None
 
     def __init__(self, cmd: Command, hash: bytes, metadata_json: str, receipt: ReceiptFn | None,  # noqa: A002
-                 future: asyncio.Future[Result], enqueued_s: float, receipt_ref: ReceiptRef | None = None) -> None:
+                 future: asyncio.Future[Result], enqueued_s: float, receipt_ref: ReceiptRef | None = None,
+                 sent_mark: list[bool] | None = None) -> None:
         self.cmd = cmd
         self.hash = hash
         self.metadata_json = metadata_json
@@ -149,13 +185,7 @@ class _Pending:
         self.future = future
         self.enqueued_s = enqueued_s
         self.receipt_ref = receipt_ref
-
-
-def _expire(future: asyncio.Future[Result], timeout_s: float) -> None:
-    # The caller's bound: answer now; the writer skips a command whose future is done.
-    if not future.done():
-        future.set_result(Result(Status.ERROR, detail=f"no outcome within {timeout_s}s; "
-                                                      "it may still post: retry with the same key"))
+        self.sent_mark = sent_mark
 
 
 class BatchObserver(Protocol):
@@ -199,8 +229,10 @@ class Ledger:
         self.batches_total = 0
         # Each waiting post's bound (no timer per post: see ledger.deadlines).
         timeout_s = self.settings.timeout_post_s
+        # The futures of commands sent to the database: their batch answers them, not their bound.
+        self._sent: set[asyncio.Future[Result]] = set()
         self._deadlines: Deadlines[asyncio.Future[Result]] = Deadlines(
-            min(DEADLINE_SWEEP_INTERVAL_MAX_S, timeout_s / 10), functools.partial(_expire, timeout_s=timeout_s))
+            min(DEADLINE_SWEEP_INTERVAL_MAX_S, timeout_s / 10), self._expire)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -226,6 +258,13 @@ class Ledger:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _expire(self, future: asyncio.Future[Result]) -> None:
+        # The caller's bound, for a command not yet sent: answer now (nothing was posted: the
+        # writer skips a command whose future is done). A sent one is its batch's to answer.
+        if not future.done() and future not in self._sent:
+            future.set_result(Result(Status.ERROR, detail=f"no outcome within {self.settings.timeout_post_s}s; "
+                                                          "nothing was posted"))
 
     @property
     def queue_depth(self) -> int:
@@ -255,11 +294,12 @@ class Ledger:
             return Result(Status.ERROR, detail=f"ledger queue full ({self.settings.queue_depth_max})")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
-        self._queue.append(_Pending(cmd, content_hash(cmd), meta, receipt, future, loop.time(), receipt_ref))
+        self._queue.append(_Pending(cmd, content_hash(cmd), meta, receipt, future, loop.time(), receipt_ref,
+                                    SENT_MARK.get()))
         self._wakeup.set()
         # No shield: a caller that gives up (or is cancelled) leaves a done future, and the
         # writer skips commands it has not yet sent. One already in a batch in flight may
-        # still post (bounded server-side by statement_timeout): hence "may still post".
+        # still post: the caller knows it from SENT_MARK.
         self._deadlines.set(future, loop.time() + self.settings.timeout_post_s)
         try:
             return await future
@@ -378,6 +418,8 @@ class Ledger:
                 else:
                     self._idle_conns.append((conn, used))
             self._claim(batch, False)
+            for item in batch:
+                self._sent.discard(item.future)
             task = asyncio.current_task()
             if task is not None:
                 self._inflight.discard(task)  # type: ignore[arg-type]
@@ -454,13 +496,21 @@ class Ledger:
 
     async def _attempt(self, batch: list[_Pending], conn: asyncpg.Connection | None
                        ) -> tuple[list[Result], int, BaseException | None, asyncpg.Connection | None]:
-        """Post one batch, retrying what is worth retrying: (results, retries, the final error, conn)."""
+        """Post one batch, retrying what is worth retrying: (results, retries, the final error, conn).
+
+        A batch whose connection is lost after it was sent is resolved before anyone is answered
+        (see :meth:`_resolve`).
+        """
         retries = 0
+        loop = asyncio.get_running_loop()
         while True:
             failure: BaseException | None = None
+            sent_at_s: float | None = None
             try:
                 if conn is None:
                     conn = await self.pool.acquire(timeout=self.settings.timeout_post_s)
+                sent_at_s = loop.time()
+                self._mark_sent(batch)
                 async with asyncio.timeout(self.settings.timeout_post_s):
                     results = await self._execute(conn, batch)
                 return results, retries, None, conn
@@ -474,15 +524,92 @@ class Ledger:
             assert failure is not None  # the try returns otherwise
             code = getattr(failure, "sqlstate", None)
             if connection_lost(failure):
+                old_pid = _server_pid(conn) if sent_at_s is not None else None
                 if conn is not None:
                     await self._discard(conn)
                     conn = None
+                if sent_at_s is not None:
+                    # Sent: it may have committed. Find out before answering anyone.
+                    resolved, conn = await self._resolve(batch, old_pid, sent_at_s, failure)
+                    return resolved, retries, failure, conn
             if code in _RETRYABLE and retries < self.settings.retries_max:
                 retries += 1
                 await asyncio.sleep(0.001 * (2**retries))
                 continue
             detail = f"batch failed: {one_line(failure)}"
             return [Result(Status.ERROR, detail=detail) for _ in batch], retries, failure, conn
+
+    def _mark_sent(self, batch: list[_Pending]) -> None:
+        """From here on the batch's commands may commit: their bound no longer answers them."""
+        for item in batch:
+            self._sent.add(item.future)
+            if item.sent_mark is not None:
+                item.sent_mark[0] = True
+
+    async def _resolve(self, batch: list[_Pending], old_pid: int | None, sent_at_s: float,
+                       failure: BaseException) -> tuple[list[Result], asyncpg.Connection | None]:
+        """The truth about a batch sent on a connection that was lost: for each command, EXISTS
+        (its journal committed) or ERROR (provably not posted, and never will be); all ERROR with
+        reason "unknown" when it cannot be learned within ``timeout_post_s``.
+
+        The old backend may still be running the batch (the network failed, not the server):
+        on a new connection it is ended, and waited for until gone; only then can a key
+        without a journal never get one. A pid the server has given since to another backend
+        is told apart by its start: the old one started before the batch was sent (the
+        server's clock now, less the time since it was sent by ours).
+        """
+        loop = asyncio.get_running_loop()
+        old = ("FROM pg_stat_activity WHERE pid = $1 AND pid <> pg_backend_pid() "
+               "AND backend_start < clock_timestamp() - make_interval(secs => $2)")
+        keys = [item.cmd.idempotency_key for item in batch]
+        conn: asyncpg.Connection | None = None
+        last: BaseException = failure
+        try:
+            async with asyncio.timeout(self.settings.timeout_post_s):
+                while True:  # a server that restarts hands out dead connections for a moment
+                    try:
+                        conn = await self.pool.acquire()
+                        if old_pid is not None:
+                            await conn.execute(f"SELECT pg_terminate_backend(pid) {old}", old_pid,
+                                               loop.time() - sent_at_s)
+                            while await conn.fetchval(  # noqa: ASYNC110 - polling the server's state
+                                    f"SELECT 1 {old}", old_pid, loop.time() - sent_at_s):
+                                await asyncio.sleep(BACKEND_GONE_POLL_S)
+                        rows = await conn.fetch(_COMMITTED_SQL, keys)
+                        break
+                    except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError,
+                            asyncpg.InternalClientError) as exc:
+                        last = exc
+                        if conn is not None:
+                            await self._discard(conn)
+                            conn = None
+                        if not connection_lost(exc):
+                            raise
+                        await asyncio.sleep(BACKEND_GONE_POLL_S)
+        except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError) as exc:
+            if conn is not None:
+                await self._discard(conn)
+            detail = (f"outcome unknown: the connection was lost after the batch was sent ({one_line(failure)}) "
+                      f"and could not be learned since ({one_line(last if isinstance(exc, TimeoutError) else exc)}); "
+                      "ask again with the same key")
+            return [Result(Status.ERROR, detail=detail, reason=UNKNOWN) for _ in batch], None
+        found = {r["idempotency_key"]: r for r in rows}
+        results: list[Result] = []
+        for item in batch:
+            row = found.get(item.cmd.idempotency_key)
+            if row is None:
+                results.append(Result(Status.ERROR, detail=f"the connection was lost ({one_line(failure)}); "
+                                                           "nothing was posted"))
+            elif bytes(row["content_hash"]) != item.hash:
+                results.append(Result(Status.CONFLICT, journal_id=row["id"],
+                                      detail=f"key {item.cmd.idempotency_key} holds other content"))
+            else:
+                balances = dict(zip(row["accounts"] or [], row["balances"] or [], strict=True))
+                results.append(Result(Status.EXISTS, journal_id=row["id"], business_date=str(row["business_date"]),
+                                      balances=balances,
+                                      detail="committed before the connection was lost"))
+        return results, conn
 
     async def _execute(self, conn: asyncpg.Connection, batch: list[_Pending]) -> list[Result]:
         keys: list[str] = []
@@ -552,6 +679,14 @@ class Ledger:
                     r_keys, r_hashes, r_payloads, r_journals,
                 )
             return results
+
+
+def _server_pid(conn: asyncpg.Connection | None) -> int | None:
+    """The backend pid of a connection (known even once it broke), or None."""
+    try:
+        return int(conn.get_server_pid()) if conn is not None else None
+    except Exception:  # noqa: BLE001 - a proxy the pool took back refuses every call
+        return None
 
 
 def _usable(conn: asyncpg.Connection) -> bool:

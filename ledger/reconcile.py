@@ -16,7 +16,13 @@ check passes); a failure names those rows (``key=value`` pairs):
   exactly the stored net, the merchants' nets and the operator's side sum to
   zero, and the stored figures equal a recomputation from the transactions;
 - ``holds_within_bound``: no hold is still pending past its expiry (plus a grace
-  for the sweeper that expires it).
+  for the sweeper that expires it);
+- ``records_match_journals``: every transaction record is what its journal says (the
+  journals and entries are append-only, the records are not): each column against the
+  journal's ``metadata.txn``, the member's points and stored-value changes and the fee
+  against the journal's entries; every journal that describes a transaction has its
+  record; a record without a journal (a decline, an inquiry) moved nothing. The problem
+  names the record and the columns that differ.
 """
 
 from __future__ import annotations
@@ -191,6 +197,73 @@ SELECT 'figures_differ' AS problem, coalesce(cm.merchant_id, a.merchant_id) AS m
     OR cm.net_minor <> cm.redeemed_minor + cm.sv_spent_minor - cm.issued_minor - cm.sv_loaded_minor - cm.fees_minor
 """
 
+# The columns the trigger (ledger/sql/loyalty.record_journals.sql) writes from a journal, as it
+# writes them; a record that differs in one of them was changed after its journal.
+_RECORD_COLUMNS = (
+    ("idempotency_key", "j.idempotency_key"),
+    ("business_date", "j.business_date"),
+    ("txn_type", "x->>'type'"),
+    ("reason", "coalesce(x->>'reason', 'approved')"),
+    ("rrn", "x->>'rrn'"),
+    ("stan", "x->>'stan'"),
+    ("terminal_id", "x->>'terminal_id'"),
+    ("merchant_id", "x->>'merchant_id'"),
+    ("card_id", "(x->>'card_id')::bigint"),
+    ("program", "x->>'program'"),
+    ("amount", "coalesce((x->>'amount')::bigint, 0)"),
+    ("currency", "x->>'currency'"),
+    ("points_delta", "coalesce((x->>'points_delta')::bigint, 0)"),
+    ("money_delta_minor", "coalesce((x->>'money_delta_minor')::bigint, 0)"),
+    ("fee_minor", "coalesce((x->>'fee_minor')::bigint, 0)"),
+    ("prize_code", "x->>'prize_code'"),
+    ("original_journal_id", "(x->>'original_journal_id')::bigint"),
+    ("undo_units", "(x->>'undo_units')::bigint"),
+    ("channel", "coalesce(x->>'channel', 'terminal')"),
+    ("operator_ref", "x->>'operator_ref'"),
+)
+_DIFFERS = ", ".join(f"CASE WHEN t.{col} IS DISTINCT FROM {expr} THEN '{col}' END" for col, expr in _RECORD_COLUMNS)
+
+_RECORDS_SQL = f"""
+WITH t AS (
+    SELECT * FROM loyalty.transactions
+     WHERE journal_id IS NOT NULL AND ($1::date IS NULL OR business_date = $1)
+), moved AS (
+    -- What each journal did to its record's card, and to the operator's fee income.
+    SELECT e.journal_id,
+           sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
+                                   AND a.purpose = 'points') AS points,
+           sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
+                                   AND a.purpose = 'stored_value') AS money,
+           sum(e.amount) FILTER (WHERE a.id IN (SELECT fee_income_account_id FROM loyalty.currencies)) AS fee
+      FROM t JOIN ledger.entries e ON e.journal_id = t.journal_id
+      JOIN ledger.accounts a ON a.id = e.account_id
+     GROUP BY e.journal_id
+), checked AS (
+    SELECT t.id AS record_id, t.journal_id, j.id IS NULL AS no_journal, x IS NULL AS not_described,
+           array_remove(ARRAY[{_DIFFERS},
+               CASE WHEN coalesce(m.points, 0) <> t.points_delta THEN 'points_delta<>entries' END,
+               CASE WHEN coalesce(m.money, 0) <> t.money_delta_minor THEN 'money_delta_minor<>entries' END,
+               CASE WHEN coalesce(m.fee, 0) <> t.fee_minor THEN 'fee_minor<>entries' END], NULL) AS differs
+      FROM t LEFT JOIN ledger.journals j ON j.id = t.journal_id
+      LEFT JOIN LATERAL (SELECT j.metadata->'txn' AS x) d ON true
+      LEFT JOIN moved m ON m.journal_id = t.journal_id
+)
+SELECT 'record_differs_from_journal' AS problem, record_id, journal_id,
+       CASE WHEN no_journal THEN 'no such journal' WHEN not_described THEN 'journal describes no transaction'
+            ELSE array_to_string(differs, ' ') END AS columns
+  FROM checked WHERE no_journal OR not_described OR cardinality(differs) > 0
+UNION ALL
+SELECT 'journal_without_record', NULL, j.id, j.idempotency_key
+  FROM ledger.journals j
+ WHERE j.metadata ? 'txn' AND ($1::date IS NULL OR j.business_date = $1)
+   AND NOT EXISTS (SELECT 1 FROM loyalty.transactions r WHERE r.journal_id = j.id)
+UNION ALL
+SELECT 'unposted_record_moved_value', r.id, NULL, r.txn_type
+  FROM loyalty.transactions r
+ WHERE r.journal_id IS NULL AND ($1::date IS NULL OR r.business_date = $1)
+   AND (r.points_delta, r.money_delta_minor, r.fee_minor) <> (0, 0, 0)
+"""
+
 _HOLDS_SQL = """
 SELECT id AS hold_id, debit_account_id, credit_account_id, amount, expires_at
   FROM ledger.holds WHERE state = 'pending' AND expires_at < now() - make_interval(secs => $1)
@@ -199,7 +272,7 @@ SELECT id AS hold_id, debit_account_id, credit_account_id, amount, expires_at
 
 CHECK_NAMES = frozenset(audit.CHECK_NAMES | {
     "receipt_has_one_journal", "journal_has_one_request", "batch_totals_match", "clearing_nets_to_zero",
-    "holds_within_bound",
+    "holds_within_bound", "records_match_journals",
 })
 
 
@@ -251,4 +324,5 @@ async def _run(conn: asyncpg.Connection, day: dt.date | None, limit_rows: int, h
     else:
         checks.remove("clearing_nets_to_zero")
     problems += _rows("holds_within_bound", await conn.fetch(_HOLDS_SQL + lim, hold_grace_s))
+    problems += _rows("records_match_journals", await conn.fetch(_RECORDS_SQL + lim, day))
     return ReconReport(day, checks, problems, cleared)

@@ -66,13 +66,14 @@ MEANINGS: dict[str, str] = {
     NOT_PERMITTED: "not permitted on terminal (also: financial request before sign-on)",
     EXCEEDS_LIMIT: "exceeds limit",
     RESTRICTED_CARD: "restricted (blocked) card",
-    SECURITY_VIOLATION: "security violation (bad or missing MAC)",
+    SECURITY_VIOLATION: "security violation (bad or missing MAC; a terminal without a MAC key, which the platform "
+                        "refuses by default; a sign-off from a connection that did not sign the terminal on)",
     PIN_TRIES_EXCEEDED: "PIN tries exceeded",
     CUTOFF_IN_PROGRESS: "cut-off in progress",
-    SYSTEM_UNAVAILABLE: "system unavailable",
+    SYSTEM_UNAVAILABLE: "system unavailable: nothing was posted",
     DUPLICATE_TRANSMISSION: "duplicate transmission (same key, different content)",
     RECONCILE_ERROR: "reconcile error (batch out of balance)",
-    SYSTEM_MALFUNCTION: "system malfunction",
+    SYSTEM_MALFUNCTION: "system malfunction: nothing was posted",
 }
 
 # ---------------------------------------------------------------- network management (field 70)

@@ -94,6 +94,8 @@ LEDGER_SCHEMA: Schema = {
 SECURITY_SCHEMA: Schema = {
     "master_key_file": (str, "", None),
     "master_key_env": (str, "SWITCHD_MASTER_KEY", None),
+    # A terminal without a MAC key moves money with its ids alone: refused (63) unless allowed.
+    "unkeyed_terminals": (str, "refuse", _one_of("refuse", "allow")),
 }
 
 EOD_SCHEMA: Schema = {
@@ -139,6 +141,8 @@ LISTENER_SCHEMA: Schema = {
     "tls_cert_file": (str, "", None),
     "tls_key_file": (str, "", None),
     "connections_max": (int, 10_000, _between(1, 1_000_000)),
+    # From one client address: a terminal concentrator or a shop's NAT holds many; no host all.
+    "connections_per_address_max": (int, 1_000, _between(1, 1_000_000)),
     "timeout_idle_s": (float, 300.0, _between(0.01, 86_400)),
     "timeout_frame_s": (float, 5.0, _between(0.01, 3600)),
     "timeout_handler_s": (float, 10.0, _between(0.01, 600)),
@@ -181,6 +185,7 @@ class DatabaseConfig:
 class SecurityConfig:
     master_key_file: str
     master_key_env: str
+    unkeyed_terminals: str
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,7 @@ class ListenerConfig:
     tls_cert_file: str
     tls_key_file: str
     connections_max: int
+    connections_per_address_max: int
     timeout_idle_s: float
     timeout_frame_s: float
     timeout_handler_s: float

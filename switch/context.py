@@ -30,6 +30,12 @@ from switch.config import ListenerConfig
 from switch.dedup import DedupKey, ResponseReceipt
 from switch.terminals import Terminal, TerminalStore
 
+# What a handler returns for a request that gets no response: its outcome is unknown (sent to the
+# database, the connection lost, not learned within the bound). A 91/96 would say "nothing was
+# posted", which may be false; silence makes the terminal retransmit, and the retransmission is
+# answered with the truth (specs/HOST-INTERFACE.md, responses 91 and 96).
+NO_RESPONSE: Fields = {}
+
 # specs/HOST-INTERFACE.md §5.2: every response echoes these of its request where present; 0810 its own set.
 ECHO_FIELDS = ("3", "4", "7", "11", "41", "42")
 ECHO_FIELDS_NETMGMT = ("7", "11", "41", "70")

@@ -119,7 +119,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         metrics.watch_terminal_feed(terminals)
         feed = asyncio.create_task(terminals.follow_changes(
             lambda: ledger_db.connect(dsn, cfg.database.timeout_connect_s, "switchd-feed")), name="terminal-feed")
-        services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty)
+        services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty,
+                            refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse")
         server = Server(cfg.listeners, services)
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).

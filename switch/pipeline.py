@@ -24,7 +24,7 @@ import asyncpg
 from ledger.coalesce import Coalescer
 from ledger.db import connection_lost
 from ledger.deadlines import Deadlines
-from ledger.engine import Ledger
+from ledger.engine import SENT_MARK, Ledger
 from ledger.errors import one_line
 from ledger.loyalty.operations import Loyalty
 from specs.vocabulary import (
@@ -41,7 +41,7 @@ from specs.vocabulary import (
 from switch import codec, dedup, logs, mac
 from switch.codec import CodecError, canonical_mti
 from switch.config import ListenerConfig
-from switch.context import RequestContext, response_to
+from switch.context import NO_RESPONSE, RequestContext, response_to
 from switch.dedup import ResponseReceipt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
@@ -61,9 +61,14 @@ COUNTER_CACHE_MAX = 4096
 BOUND_SWEEP_INTERVAL_MAX_S = 0.1
 # What Pipeline.handle returns for a message that gets no answer (a response nobody asked for).
 NO_ANSWER = b""
+# The response-code label of requests not answered because their outcome is unknown.
+UNANSWERED = "none"
 # RRNs are taken from the database in blocks: one sequence call per this many responses.
 RRN_BLOCK = 1000
 RRN_DIGITS = 12
+# unkeyed_terminal_refused is logged once per terminal per this many seconds (bounded memory).
+UNKEYED_LOG_INTERVAL_S = 60.0
+UNKEYED_LOG_TERMINALS_MAX = 10_000
 
 
 class RrnAllocator:
@@ -99,6 +104,9 @@ class Services:
     rrn: RrnAllocator
     receipts: Coalescer  # duplicate lookups, coalesced (ledger.accounts.receipt_reader)
     loyalty: Loyalty | None = None  # the accounting host's domain operations (financial handlers)
+    # [security] unkeyed_terminals = "refuse": a terminal without a MAC key gets 63 for anything
+    # but network management, so nobody moves money with a terminal id alone.
+    refuse_unkeyed: bool = True
 
 
 @dataclass(eq=False, init=False)  # identity: a key of the pipeline's Deadlines; __init__: see ledger.commands
@@ -165,6 +173,7 @@ class Pipeline:
         self.spec = codec.load_spec(listener.spec)
         self._latency = services.metrics.request_seconds.labels(listener.name)
         self._counters: dict[tuple[str, str | None, str], Any] = {}
+        self._unkeyed_logged_s: dict[str, float] = {}
         self._deadlines: Deadlines[_Bound] = Deadlines(  # of the requests in flight
             min(BOUND_SWEEP_INTERVAL_MAX_S, listener.timeout_handler_s / 10), _Bound.fire)
 
@@ -190,6 +199,10 @@ class Pipeline:
         deadline_s = asyncio.get_running_loop().time() + REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s
         bound = _Bound(task, deadline_s, task.cancelling())
         self._deadlines.set(bound, deadline_s)
+        # Set when a posting of this request reaches the database: from then on a failure is
+        # no "nothing was posted", and no 91/96 may say so (see switch.context.NO_RESPONSE).
+        sent = [False]
+        mark = SENT_MARK.set(sent)
         try:
             try:
                 response = await self._answer(raw, state, peer, bound)
@@ -199,15 +212,18 @@ class Pipeline:
                 raise TimeoutError from None
         except TimeoutError:
             state.error = f"request exceeded {REQUEST_BOUND_HANDLERS * self.listener.timeout_handler_s}s"
-            response = response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
+            response = NO_RESPONSE if sent[0] else response_to(state.fields or {"t": mti}, SYSTEM_UNAVAILABLE)
         except Exception as exc:  # a bug or the database: decline, never crash the connection
             error = one_line(exc)
             if connection_lost(exc):  # say which, so that nobody hunts a bug during an outage
                 error = f"database unavailable ({error})"
             log.error("request_failed", listener=self.listener.name, peer=peer, mti=mti, error=error)
-            response = response_to(state.fields or {"t": mti}, SYSTEM_MALFUNCTION)
+            response = NO_RESPONSE if sent[0] else response_to(state.fields or {"t": mti}, SYSTEM_MALFUNCTION)
         finally:
             self._deadlines.discard(bound)
+            SENT_MARK.reset(mark)
+        if response is NO_RESPONSE:
+            return self._unanswered(mti, state, peer, started_s)
         if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION):
             # The request failed before its terminal was known (the lookup is what failed, or
             # timed out): sign the 91/96 with the last known key, so that the terminal acts on it.
@@ -226,6 +242,19 @@ class Pipeline:
                      pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
                      latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
+
+    def _unanswered(self, mti: str, state: _State, peer: str, started_s: float) -> bytes:
+        # Its outcome is unknown: no answer, so that the terminal sends it again (or reverses it),
+        # and that request is answered with the truth (what committed is found under its key).
+        elapsed_s = time.perf_counter() - started_s
+        pc = state.fields.get("3")
+        self._count(mti, pc, UNANSWERED)
+        self._latency.observe(elapsed_s)
+        log.warning("request", listener=self.listener.name, peer=peer, mti=mti, processing_code=pc,
+                    response_code=None, terminal_id=state.fields.get("41", "").rstrip(" ") or None,
+                    pan_masked=mask_optional_pan(state.fields.get("2")), latency_ms=round(elapsed_s * 1000, 3),
+                    error=f"outcome unknown, not answered ({state.error or 'connection lost after posting'})")
+        return NO_ANSWER
 
     def _unsolicited(self, raw: bytes, mti: str, peer: str) -> None:
         # Answering a response would invite the peer to answer ours: two hosts that both
@@ -302,6 +331,10 @@ class Pipeline:
                 state.error = "terminal disabled"
                 return response_to(fields, NOT_PERMITTED)
             netmgmt = state.mti[:2] == "08"
+            if not term.keyed and not netmgmt and self.services.refuse_unkeyed:
+                state.error = "terminal has no MAC key ([security] unkeyed_terminals = refuse)"
+                self._note_unkeyed(term.terminal_id)
+                return response_to(fields, SECURITY_VIOLATION)
             if term.keyed and not netmgmt:
                 if term.mac_key is None:
                     state.error = f"terminal key unavailable: {term.key_error}"
@@ -348,9 +381,11 @@ class Pipeline:
             except asyncio.CancelledError:
                 if not bound.expired():
                     raise
-                # Not stored: the posting may still commit with its own receipt, which
-                # a retransmission then gets. This request is answered 91, never 00.
                 state.error = f"handler exceeded {self.listener.timeout_handler_s}s"
+                sent = SENT_MARK.get()
+                if sent is not None and sent[0]:
+                    # A posting was sent and may still commit: no 91 (it would say it did not).
+                    return NO_RESPONSE
                 return ctx.reply(SYSTEM_UNAVAILABLE)
             finally:
                 if not bound.fired:  # a fired bound is out of the Deadlines: do not re-arm it
@@ -361,8 +396,10 @@ class Pipeline:
                 # receipt itself for as long as a batch may still call it.
                 receipt, ctx.response_receipt = ctx.response_receipt, None
             state.replayed = ctx.replayed
-        # 91/96 say "the system failed, nothing is known to be posted": a retransmission
-        # must be tried again, so they are never kept as the answer to this key.
+        if response is NO_RESPONSE:
+            return response
+        # 91/96 say "the system failed, nothing was posted": a retransmission must be tried
+        # again, so they are never kept as the answer to this key.
         transient = response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION)
         if key is not None and not transient and not (receipt is not None and receipt.stored):
             stored = await dedup.store(self.services.pool, key, response)
@@ -371,6 +408,16 @@ class Pipeline:
                 return response_to(fields, DUPLICATE_TRANSMISSION)
             response = stored.response
         return response
+
+    def _note_unkeyed(self, terminal_id: str) -> None:
+        # One line per terminal per interval names it for the operator; the request log has each.
+        now_s = time.monotonic()
+        if now_s - self._unkeyed_logged_s.get(terminal_id, -UNKEYED_LOG_INTERVAL_S) < UNKEYED_LOG_INTERVAL_S:
+            return
+        if len(self._unkeyed_logged_s) >= UNKEYED_LOG_TERMINALS_MAX:
+            self._unkeyed_logged_s.clear()
+        self._unkeyed_logged_s[terminal_id] = now_s
+        log.warning("unkeyed_terminal_refused", terminal=terminal_id, listener=self.listener.name)
 
     def _mac_ok(self, raw: bytes, fields: Fields, term: Terminal) -> bool:
         assert term.mac_alg is not None and term.mac_key is not None

@@ -3,7 +3,10 @@
 One :class:`Listener` per ``[[listeners]]`` entry; one :class:`Connection`
 per terminal connection. A connection's life is explicit:
 
-- open: refused at once (closed, counted) past ``connections_max``;
+- open: refused at once (closed, counted) past ``connections_max``, or past
+  ``connections_per_address_max`` from one client address (so one host cannot
+  take every slot); refusals are counted one by one, logged at most once a
+  second per listener and reason (with how many were not logged);
 - reading: bytes go to the listener's :class:`~switch.framing.FrameDecoder`;
   each complete frame becomes a task (pipelining: responses are written as
   each is ready; terminals match them by STAN);
@@ -37,6 +40,29 @@ TLS_MIN_VERSION = ssl.TLSVersion.TLSv1_2
 LISTEN_BACKLOG = 1024
 # Responses buffered for a peer that does not read before we stop reading from it.
 WRITE_BUFFER_HIGH_BYTES = 256 * 1024
+# A flood of refused connections must not become a flood of log lines.
+REFUSAL_LOG_INTERVAL_S = 1.0
+
+
+class RefusalLog:
+    """At most one ``connection_rejected`` line per reason per interval; the rest are counted and
+    reported with the next line (``not_logged``). The metric counts every refusal regardless."""
+
+    def __init__(self, listener_name: str, interval_s: float = REFUSAL_LOG_INTERVAL_S) -> None:
+        self.listener_name = listener_name
+        self.interval_s = interval_s
+        self._last_s: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def refused(self, now_s: float, reason: str, peer: str) -> bool:
+        """Note a refusal; True when it was logged."""
+        if now_s - self._last_s.get(reason, -self.interval_s) < self.interval_s:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return False
+        self._last_s[reason] = now_s
+        log.warning("connection_rejected", listener=self.listener_name, peer=peer, reason=reason,
+                    not_logged=self._suppressed.pop(reason, 0))
+        return True
 
 
 def tls_context(cfg: ListenerConfig) -> ssl.SSLContext | None:
@@ -57,6 +83,9 @@ class Listener:
         self.services = services
         self.pipeline = Pipeline(cfg, services)
         self.connections: set[Connection] = set()
+        # Open connections per client address (host only), for connections_per_address_max.
+        self.per_address: dict[str, int] = {}
+        self.refusals = RefusalLog(cfg.name)
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self.port = cfg.port
@@ -105,6 +134,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
         self.peer = "?"
+        self.address = "?"
         self.inflight = 0
         self.closing = False
         self.close_reason: str | None = None
@@ -126,17 +156,25 @@ class Connection(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
         lst = self.listener
         metrics = lst.services.metrics
-        if lst.draining or len(lst.connections) >= self.cfg.connections_max:
-            reason = "draining" if lst.draining else "connections_max"
+        reason = None
+        if lst.draining:
+            reason = "draining"
+        elif len(lst.connections) >= self.cfg.connections_max:
+            reason = "connections_max"
+        elif lst.per_address.get(self.address, 0) >= self.cfg.connections_per_address_max:
+            reason = "connections_per_address_max"
+        if reason is not None:
             metrics.connections_rejected.labels(self.cfg.name, reason).inc()
-            log.warning("connection_rejected", listener=self.cfg.name, peer=self.peer, reason=reason)
+            lst.refusals.refused(self.loop.time(), reason, self.peer)
             self.closing = True
             transport.abort()
             return
         self.accepted = True
         lst.connections.add(self)
+        lst.per_address[self.address] = lst.per_address.get(self.address, 0) + 1
         metrics.connections.labels(self.cfg.name).inc()
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
         self._last_frame_s = self.loop.time()
@@ -166,6 +204,11 @@ class Connection(asyncio.Protocol):
             return
         self.accepted = False
         self.listener.connections.discard(self)
+        left = self.listener.per_address.get(self.address, 1) - 1
+        if left > 0:
+            self.listener.per_address[self.address] = left
+        else:
+            self.listener.per_address.pop(self.address, None)
         self.listener.services.metrics.connections.labels(self.cfg.name).dec()
         reason = self.close_reason or ("peer_reset" if exc is not None else "peer_closed")
         log.info("connection_close", listener=self.cfg.name, peer=self.peer, reason=reason,

@@ -130,6 +130,9 @@ class TerminalStore:
         self.pool = pool
         self.master_key = master_key
         self._cache: dict[str, tuple[float, Terminal | None]] = {}
+        # Which connection (listener/peer) signed each terminal on in this process: only that
+        # connection may sign it off (one entry per signed-on terminal; dropped at sign-off).
+        self._sign_on_owner: dict[str, str] = {}
         # The last copy read of each known terminal (read at, copy, doubted), for while the
         # database is away (CACHE_STALE_IF_ERROR_S). A wholesale drop (the feed reconnected)
         # keeps it as it is; the terminal's own announced change marks it doubted: then it
@@ -261,9 +264,17 @@ class TerminalStore:
     def _announced(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.forget(payload)
 
-    async def set_signed_on(self, terminal_id: str, signed_on: bool) -> None:
-        """Record a sign-on (True) or sign-off (False)."""
+    def signed_on_by(self, terminal_id: str) -> str | None:
+        """The connection that signed ``terminal_id`` on in this process, if one did."""
+        return self._sign_on_owner.get(normalize_id(terminal_id))
+
+    async def set_signed_on(self, terminal_id: str, signed_on: bool, connection: str | None = None) -> None:
+        """Record a sign-on (True, by ``connection``) or sign-off (False)."""
         tid = normalize_id(terminal_id)
+        if signed_on and connection is not None:
+            self._sign_on_owner[tid] = connection
+        elif not signed_on:
+            self._sign_on_owner.pop(tid, None)
         column = "signed_on_at" if signed_on else "signed_off_at"
         await self.pool.execute(
             f"UPDATE switch.terminals SET signed_on = $2, {column} = now(), updated_at = now() "

@@ -105,6 +105,9 @@ def config_text(workdir: Path, dsn: str, listeners: list[dict[str, Any]], *, dra
         "metrics": {"enabled": metrics, "host": "127.0.0.1", "port": 0},
         # Tests that want the portal child enable it with a free port (extra={"portal": ...}).
         "portal": {"enabled": False},
+        # Most tests' terminals have no MAC key; the default (refuse) has its own test
+        # (test_server_e2e.py, the abuse daemon).
+        "security": {"unkeyed_terminals": "allow"},
     }
     for section, values in (extra or {}).items():
         sections[section] = {**sections.get(section, {}), **values}
@@ -323,9 +326,11 @@ class Terminal:
     """A blocking client connection speaking one listener's framing and spec."""
 
     def __init__(self, port: int, framing: str = "nac2", spec: str = "pos", tpdu: bytes | None = None,
-                 tls: ssl.SSLContext | None = None, timeout_s: float = 10.0) -> None:
+                 tls: ssl.SSLContext | None = None, timeout_s: float = 10.0, source: str | None = None) -> None:
         self.framing, self.spec, self.tpdu = framing, spec, tpdu
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        # source: another loopback address (127.0.0.2, ...) plays another client host.
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s,
+                                        source_address=(source, 0) if source else None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock: socket.socket = tls.wrap_socket(sock, server_hostname="localhost") if tls else sock
         self.sock.settimeout(timeout_s)

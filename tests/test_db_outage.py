@@ -4,8 +4,9 @@ A real daemon takes purchases from four terminals at once while its database
 connections are killed three times (``pg_terminate_backend``, as a failover
 or an administrator would). What must hold, from docs/design.md, Rules that never bend:
 
-- every request gets an answer, promptly: 00 when it posted, 91/96 when the
-  switch cannot know (never silence, never a hung connection);
+- every request gets an answer, promptly: 00 when it posted, 91/96 only when it provably
+  did not (the switch finds out what a batch on a killed connection committed before it
+  answers), never a hung connection;
 - no 00 without its committed journal ("commit before respond");
 - a retransmission of a request answered 91/96 gets a definitive answer once the
   database is back, and across all of it each request posts at most once: the
@@ -194,6 +195,16 @@ def test_connections_killed_under_load(outage: Daemon) -> None:
     assert set(codes) <= {"00", "91", "96"}, sorted(set(codes))
     in_doubt = [(tid, req) for tid in TIDS for req, resp in answers[tid] if resp["39"] != "00"]
     assert codes.count("00") > 0
+
+    # A 91 or 96 means nothing was posted: none of them has a journal (before any retransmission).
+    async def posted(conn: asyncpg.Connection) -> list[str]:
+        keys = [f"{tid}|{req['11']}" for tid, req in in_doubt]
+        rows = await conn.fetch(
+            "SELECT terminal_id || '|' || stan AS k FROM loyalty.transactions "
+            "WHERE terminal_id || '|' || stan = ANY($1::text[]) AND journal_id IS NOT NULL", keys)
+        return [r["k"] for r in rows]
+
+    assert db_run(d.dsn, posted) == [], "a 91/96 whose request had posted"
 
     # Retransmit every request the switch could not decide, as a terminal would, until the
     # database is back: each gets a definitive answer.

@@ -25,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from ledger_support import ledger_settings
 
 from ledger import db as ledger_db
+from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
 from ledger.loyalty import demo
@@ -323,6 +324,9 @@ class LoyaltyMachine(RuleBasedStateMachine):
             (points if r["purpose"] == "points" else sv)[r["pan"]] += r["posted"]
         assert points == self.model.points and sv == self.model.sv, (points, sv, self.model)
         assert self.run(check_books(self.pool)) == []
+        # Every record says what its journal did (reconciliation's records_match_journals).
+        report = self.run(reconcile.run(self.pool, None))
+        assert [p for p in report.problems if p.check == "records_match_journals"] == []
 
 
 def test_loyalty_model(admin_dsn: str, template_db: str) -> None:

@@ -28,7 +28,8 @@ from hypothesis.stateful import precondition, rule
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from switch.handlers.responses import RESPONSE_CODES
 
-REASON_BY_CODE = {code: reason for reason, code in RESPONSE_CODES.items() if reason is not Reason.MERCHANT_INACTIVE}
+REASON_BY_CODE = {code: reason for reason, code in RESPONSE_CODES.items()
+                  if reason not in (Reason.MERCHANT_INACTIVE, Reason.OUTCOME_UNKNOWN)}
 
 MERCHANT_OF = {tid: merchant for merchant, (tid, _rate) in base.MERCHANTS.items()}
 

@@ -131,6 +131,19 @@ def test_sign_on_required_on_pos_not_on_mis(daemon: Any) -> None:
         assert t.call(purchase(tid2))["39"] == ROUTED
 
 
+def test_only_the_connection_that_signed_on_signs_off(daemon: Any) -> None:
+    tid = new_tid()
+    daemon.add_terminal(tid)
+    with term(daemon, "pos") as real, term(daemon, "pos") as attacker, term(daemon, "mis") as other_listener:
+        assert real.call(netmgmt(tid, "001"))["39"] == "00"
+        assert attacker.call(netmgmt(tid, "002"))["39"] == "63"
+        assert other_listener.call(netmgmt(tid, "002"))["39"] == "63"
+        assert real.call(purchase(tid))["39"] == ROUTED, "the refused sign-offs changed nothing"
+        assert real.call(netmgmt(tid, "002"))["39"] == "00"
+        assert real.call(purchase(tid))["39"] == "58"
+    assert daemon.wait_event("sign_off_refused", lambda e: e.get("terminal") == tid)
+
+
 def test_unknown_terminal_03_and_disabled_58(daemon: Any) -> None:
     with term(daemon, "pos") as t:
         for req in (netmgmt("NOSUCH1", "001"), purchase("NOSUCH1")):
@@ -367,6 +380,7 @@ def abuse_listeners() -> list[dict[str, Any]]:
         {**POS_LISTENER, "name": "slow", "timeout_frame_s": 0.5, "timeout_idle_s": 60.0, "sign_on_required": False},
         {**POS_LISTENER, "name": "idle", "timeout_idle_s": 0.5, "sign_on_required": False},
         {**POS_LISTENER, "name": "capped", "connections_max": 2, "sign_on_required": False},
+        {**POS_LISTENER, "name": "per_host", "connections_per_address_max": 3, "sign_on_required": False},
         {**MIS_LISTENER, "name": "mis_small", "frame_bytes_max": 200},
         {**POS_TPDU_LISTENER, "name": "tpdu_small", "frame_bytes_max": 200, "sign_on_required": False},
     ]
@@ -377,7 +391,8 @@ def abuse_daemon(daemon_db: str, tmp_path_factory: pytest.TempPathFactory) -> An
     from fixtures_daemon import Daemon
 
     workdir = tmp_path_factory.mktemp("abuse")
-    d = Daemon(workdir, daemon_db, abuse_listeners()).start()
+    # The default policy: terminals without a MAC key move nothing (the other daemons allow them).
+    d = Daemon(workdir, daemon_db, abuse_listeners(), extra={"security": {"unkeyed_terminals": "refuse"}}).start()
     try:
         d.add_terminal("HEALTHY1")
         yield d
@@ -449,6 +464,44 @@ def test_idle_connection_closed(abuse_daemon: Any) -> None:
         assert t.call(netmgmt("HEALTHY1"))["39"] == "00"
         assert t.closed_by_peer(3)
     assert d.wait_event("connection_close", lambda e: e.get("reason") == "idle_timeout")
+
+
+def test_unkeyed_terminals_are_refused_by_default(abuse_daemon: Any) -> None:
+    d = abuse_daemon
+    unkeyed, keyed = new_tid(), new_tid()
+    d.add_terminal(unkeyed)
+    d.add_terminal(keyed, mac_alg="cmac-aes", mac_key_hex=CMAC_KEY_HEX)
+    with Terminal(d.ports["capped"]) as t:
+        assert t.call(netmgmt(unkeyed))["39"] == "00", "network management needs no key"
+        assert t.call(purchase(unkeyed))["39"] == "63"
+        t.send(purchase(keyed), mac=("cmac-aes", CMAC_KEY_HEX))
+        assert t.recv()["39"] == ROUTED
+    assert d.wait_event("unkeyed_terminal_refused", lambda e: e.get("terminal") == unkeyed)
+
+
+def test_one_host_cannot_take_every_slot(abuse_daemon: Any) -> None:
+    """A host past its per-address share is refused; another host (a real terminal) is served;
+    a flood of refusals is counted one by one but logged about once a second."""
+    d = abuse_daemon
+    port = d.ports["per_host"]
+    hogs = [Terminal(port) for _ in range(3)]
+    try:
+        for hog in hogs:
+            assert hog.call(netmgmt("HEALTHY1"))["39"] == "00"
+        flood = 40
+        for _ in range(flood):
+            with Terminal(port) as refused:
+                assert refused.closed_by_peer(3)
+        with Terminal(port, source="127.0.0.2") as real:
+            assert real.call(netmgmt("HEALTHY1"))["39"] == "00"
+    finally:
+        for hog in hogs:
+            hog.close()
+    fams = {f.name: f for f in text_string_to_metric_families(d.scrape())}
+    assert any(s.labels == {"listener": "per_host", "reason": "connections_per_address_max"} and s.value >= flood
+               for s in fams["switchd_connections_rejected"].samples)
+    lines = [e for e in d.events("connection_rejected") if e.get("listener") == "per_host"]
+    assert 1 <= len(lines) < flood / 4
 
 
 def test_connection_cap(abuse_daemon: Any) -> None:

@@ -39,7 +39,8 @@ import asyncpg
 from ledger.accounts import StoredReceipt, get_receipt, open_account
 from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
-from ledger.engine import Ledger, Receipt, ReceiptRef
+from ledger.engine import SENT_MARK, Ledger, Receipt, ReceiptRef
+from ledger.engine import UNKNOWN as LEDGER_UNKNOWN
 from ledger.errors import SwitchdError, Unavailable, first_line, timeout_named
 from ledger.loyalty import lookup
 from ledger.loyalty.lookup import Context, Original, PostedLeg
@@ -187,10 +188,20 @@ class Loyalty:
     # ------------------------------------------------------------ skeleton
 
     async def _guarded(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
+        # Whether a command of this request reached the database: a failure after that is no
+        # "nothing was posted" (the caller's own mark when it keeps one, else ours).
+        mark = SENT_MARK.get()
+        token = SENT_MARK.set([False]) if mark is None else None
         try:
             return await self._run(t, req, receipt)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable) as exc:
+            if (mark or SENT_MARK.get() or [False])[0]:
+                return Outcome(Reason.OUTCOME_UNKNOWN, t, detail=f"database: {first_line(exc)}, after a posting "
+                                                                 "was sent: it may have posted")
             return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first_line(exc)}")
+        finally:
+            if token is not None:
+                SENT_MARK.reset(token)
 
     async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
         # A void's or refund's original comes in the same read (its first look; see _compensate).
@@ -448,7 +459,7 @@ class Loyalty:
             detail = res.detail or ""
             reason = Reason.INSUFFICIENT if res.reason == "limit" else Reason.NOT_PERMITTED
             return await self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt)
-        return Outcome(Reason.SYSTEM_ERROR, t, detail=f"ledger {res.status}: {res.detail}")
+        return _ledger_failure(t, res)
 
     async def _decline(self, t: TxnType, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None,
                        reason: Reason, detail: str, original: int | None = None) -> Outcome:
@@ -458,7 +469,7 @@ class Loyalty:
     async def _unposted(self, t: TxnType, req: Request, ctx: Context, outcome: Outcome,
                         receipt: OutcomeReceiptFn | None, original: int | None = None) -> Outcome:
         """Record an outcome that posted nothing (declines, inquiries) and store its receipt, together."""
-        if outcome.reason is Reason.SYSTEM_ERROR:
+        if outcome.reason in (Reason.SYSTEM_ERROR, Reason.OUTCOME_UNKNOWN):
             return outcome
         outcome = _replace(outcome, business_date=ctx.business_date.isoformat(),
                            program=outcome.program or ctx.program)
@@ -790,7 +801,7 @@ class Loyalty:
             return outcome
         if res.status in (Status.EXISTS, Status.CONFLICT):
             return None
-        return Outcome(Reason.SYSTEM_ERROR, t, detail=f"ledger {res.status}: {res.detail}")
+        return _ledger_failure(t, res)
 
     async def _memo_context(self, ctx: Context) -> Context:
         """The context itself when it knows memo accounts, else the first currency's (unknown merchant)."""
@@ -805,6 +816,14 @@ class Loyalty:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _ledger_failure(t: TxnType, res: Result) -> Outcome:
+    """The outcome of a command the ledger neither posted nor declined: nothing posted, or (reason
+    "unknown") sent and not known."""
+    if res.reason == LEDGER_UNKNOWN:
+        return Outcome(Reason.OUTCOME_UNKNOWN, t, detail=f"ledger: {res.detail}")
+    return Outcome(Reason.SYSTEM_ERROR, t, detail=f"ledger {res.status}: {res.detail}")
 
 
 def _fingerprint(t: TxnType, req: Request, card_id: int | None) -> str:

@@ -81,7 +81,11 @@ class Reason(StrEnum):
     MERCHANT_UNKNOWN = "merchant_unknown"
     MERCHANT_INACTIVE = "merchant_inactive"
     DUPLICATE_MISMATCH = "duplicate_mismatch"  # same key, different content
-    SYSTEM_ERROR = "system_error"  # the database failed; nothing is known to be posted
+    SYSTEM_ERROR = "system_error"  # the database failed before anything was sent: nothing was posted
+    # Sent to the database, and its outcome could not be learned in time: it may have posted.
+    # Never a decline and never recorded: the channel must not answer as if nothing happened
+    # (the switch sends no response; a retransmission with the same key learns the truth).
+    OUTCOME_UNKNOWN = "outcome_unknown"
 
     @property
     def approved(self) -> bool:

@@ -217,7 +217,7 @@ def _content_hash(t: TxnType, merchant_id: str, operator_ref: str, pan: str, amo
 def _result(t: TxnType, terminal_id: str, rrn: str, outcome: Outcome) -> SeatResult:
     """The seat's answer for an outcome of this request (not a stored one)."""
     reason = outcome.reason
-    on_record = reason not in (Reason.SYSTEM_ERROR, Reason.DUPLICATE_MISMATCH)
+    on_record = reason not in (Reason.SYSTEM_ERROR, Reason.DUPLICATE_MISMATCH, Reason.OUTCOME_UNKNOWN)
     rrn_used = (outcome.rrn or rrn) if on_record else None
     code = outcome.approval_code
     if code is None and reason is Reason.APPROVED and rrn_used:

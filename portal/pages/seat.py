@@ -62,6 +62,9 @@ REASON_WORDS = {
     Reason.DUPLICATE_MISMATCH: N_("Refused: this form was already sent with other values. Start a new "
                                   "transaction."),
     Reason.SYSTEM_ERROR: N_("Not done: the system could not be reached. Nothing was recorded; try again."),
+    Reason.OUTCOME_UNKNOWN: N_("Not known yet: the connection to the database was lost while this was being "
+                               "recorded. Send this same form again (reload the page and confirm): it is never "
+                               "taken twice, and the answer will say what happened."),
 }
 
 

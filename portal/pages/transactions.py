@@ -38,7 +38,8 @@ TEXT_FIELDS = ("date_from", "date_to", "merchant", "terminal", "rrn", "type", "r
                "amount_max")
 # The outcome in the ledger's words (approved, insufficient, card_blocked, ...): the ISO 8583 code a
 # terminal got for it is the switch's translation, and the portal never imports the switch.
-REASON_CHOICES = tuple(str(r) for r in Reason)
+# Every reason a transaction is recorded with (an unknown outcome never is).
+REASON_CHOICES = tuple(str(r) for r in Reason if r is not Reason.OUTCOME_UNKNOWN)
 
 
 class BadCriteria(ValueError):

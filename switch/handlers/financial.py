@@ -35,7 +35,7 @@ from specs.vocabulary import (
     request_key,
 )
 from switch import dedup, logs
-from switch.context import RequestContext
+from switch.context import NO_RESPONSE, RequestContext
 from switch.handlers.responses import response_code
 from switch.terminals import normalize_id
 
@@ -128,6 +128,9 @@ async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fiel
     if outcome.stored_answer is not None:  # the answer stored for this key, as it was stored
         rr.stored = True
         return dedup.decode_payload(outcome.stored_answer)
+    if outcome.reason is Reason.OUTCOME_UNKNOWN:
+        ctx.log.warning("outcome_unknown", detail=outcome.detail)
+        return NO_RESPONSE
     if outcome.reason is Reason.SYSTEM_ERROR:
         # The platform failed (database, timeout), not the request: operators must see it
         # at the level they run at.

@@ -2,11 +2,24 @@
 
 Answered 0810 with 39 = 00, echoing 7, 11, 41 and 70. Never MACed: sign-on
 precedes key agreement. An unknown network management code is answered 40.
+
+Only a terminal signs itself off: a sign-off takes effect on the connection that
+signed the terminal on (in this daemon process) and is answered 63 on any other,
+changing nothing. Otherwise anyone who knows a terminal id could make its next
+requests fail with 58. A terminal that lost its connection signs on again first.
 """
 
 from __future__ import annotations
 
-from specs.vocabulary import APPROVED, ECHO, FUNCTION_NOT_SUPPORTED, SIGN_OFF, SIGN_ON, Fields
+from specs.vocabulary import (
+    APPROVED,
+    ECHO,
+    FUNCTION_NOT_SUPPORTED,
+    SECURITY_VIOLATION,
+    SIGN_OFF,
+    SIGN_ON,
+    Fields,
+)
 from switch.context import RequestContext
 
 
@@ -17,6 +30,11 @@ async def handle(ctx: RequestContext) -> Fields:
         return ctx.reply(APPROVED)
     if code in (SIGN_ON, SIGN_OFF):
         assert ctx.terminal is not None, "the server checks the terminal before routing"
-        await ctx.terminals.set_signed_on(ctx.terminal.terminal_id, code == SIGN_ON)
+        tid = ctx.terminal.terminal_id
+        connection = f"{ctx.listener.name}/{ctx.peer}"
+        if code == SIGN_OFF and ctx.terminals.signed_on_by(tid) != connection:
+            ctx.log.warning("sign_off_refused", terminal=tid, peer=ctx.peer, listener=ctx.listener.name)
+            return ctx.reply(SECURITY_VIOLATION)
+        await ctx.terminals.set_signed_on(tid, code == SIGN_ON, connection)
         return ctx.reply(APPROVED)
     return ctx.reply(FUNCTION_NOT_SUPPORTED)

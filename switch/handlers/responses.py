@@ -46,6 +46,9 @@ RESPONSE_CODES: dict[Reason, str] = {
     Reason.MERCHANT_INACTIVE: INVALID_MERCHANT,
     Reason.DUPLICATE_MISMATCH: DUPLICATE_TRANSMISSION,
     Reason.SYSTEM_ERROR: SYSTEM_MALFUNCTION,
+    # Never sent: a request whose outcome is unknown gets no response (switch.handlers.financial);
+    # listed for completeness, as what a 96 would have wrongly said.
+    Reason.OUTCOME_UNKNOWN: SYSTEM_MALFUNCTION,
 }
 
 
