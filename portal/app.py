@@ -43,6 +43,7 @@ from portal.pages import (
     member_account,
     member_community,
     member_mall,
+    member_pages,
     members,
     merchants,
     operators,
@@ -67,8 +68,8 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins, member_account, mall, member_mall, promotions,
-         feedback, mail, member_community)
+         stats, settlement, audit_log, programs, fees, bins, member_account, member_pages, mall, member_mall,
+         promotions, feedback, mail, member_community)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

@@ -38,6 +38,10 @@ _COMMUNITY_MEMBER = frozenset({"member_promotions", "member_mail", "member_mail_
 # The points mall (portal/pages/member_mall.py).
 _MALL_MEMBER = frozenset({"member_mall", "member_mall_good", "member_orders", "member_order", "member_order_cancel"})
 MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) | _COMMUNITY_MEMBER | _MALL_MEMBER
+# The member's self-service pages (portal/pages/member_pages.py).
+_MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_balances", "member_history",
+                           "member_rates", "member_cards", "member_card_block"})
+MEMBER_ROUTES |= _MEMBER_PAGES
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {
@@ -73,12 +77,15 @@ _MERCHANT: dict[str, frozenset[Role]] = {
     "transaction_detail": EVERYONE,
     "transaction_void": frozenset({MA, MO}),
     "transaction_refund": frozenset({MA, MO}),
-    # Members (cards): every role; a merchant's users see their program's members only.
+    # Members (cards) and their online logins: a merchant's admin and operator manage their program's
+    # members, the platform's admin every member; the platform's operator reads.
     "members": EVERYONE,
-    "member_new": EVERYONE,
+    "member_new": frozenset({PA, MA, MO}),
     "member_view": EVERYONE,
-    "member_edit": EVERYONE,
-    "member_status": EVERYONE,
+    "member_edit": frozenset({PA, MA, MO}),
+    "member_status": frozenset({PA, MA, MO}),
+    "member_reset": frozenset({PA, MA, MO}),
+    "member_activation": frozenset({PA, MA, MO}),
     # Terminals: the platform's admin all, its operator reads; a merchant's admin its own; not the operator.
     "terminals": frozenset({PA, PO, MA}),
     "terminal_view": frozenset({PA, PO, MA}),
@@ -88,7 +95,8 @@ _MERCHANT: dict[str, frozenset[Role]] = {
 }
 _MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
                                               "transaction_refund", "members", "member_new", "member_view",
-                                              "member_edit", "member_status", "terminals", "terminal_view",
+                                              "member_edit", "member_status", "member_reset",
+                                              "member_activation", "terminals", "terminal_view",
                                               "terminal_new", "terminal_edit", "terminal_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.

@@ -46,6 +46,8 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "member_view": ("GET", "/members/{card}", {}),
     "member_edit": ("GET", "/members/{card}/edit", {}),
     "member_status": ("POST", "/members/{card}/status", {"status": "x"}),
+    "member_reset": ("POST", "/members/{card}/password", {"password": ""}),
+    "member_activation": ("POST", "/members/{card}/activation", {}),
     "terminals": ("GET", "/terminals", {}),
     "terminal_view": ("GET", "/terminals/{term}", {}),
     "terminal_new": ("GET", "/terminals/new", {}),
