@@ -63,9 +63,10 @@ async def provision(conn: asyncpg.Connection, merchants: int, cards: int) -> dic
              FROM ledger.accounts m JOIN ledger.accounts c ON c.owner_id = m.owner_id AND c.asset = 'CNY'
             WHERE m.owner_kind = 'merchant' AND m.asset = 'PTS:ALLY' AND c.owner_kind = 'merchant'""",
         json.dumps({"default": FEE_BPS}))
-    await conn.execute(
-        "INSERT INTO loyalty.cards(pan, expiry) SELECT '621234' || lpad(i::text, 10, '0'), '3012' "
-        "FROM generate_series(1, $1) i", cards)
+    await conn.execute(  # a member of its own for each card
+        "WITH m AS (INSERT INTO loyalty.members(name) SELECT '' FROM generate_series(1, $1) RETURNING id) "
+        "INSERT INTO loyalty.cards(pan, expiry, member_id) SELECT '621234' || lpad(x.rn::text, 10, '0'), '3012', x.id "
+        "FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM m) x", cards)
     await conn.execute(
         """INSERT INTO ledger.accounts(owner_kind, owner_id, purpose, asset, normal_side, limit_mode)
            SELECT 'card', c.id::text, p.purpose, p.asset, 'credit', 'guarded'

@@ -264,8 +264,11 @@ async def build_ledger(dsn: str, args: argparse.Namespace, work: Path) -> dict[s
             "SELECT 'iso:' || replace(idempotency_key, '|', ':'), '\\x00', '{\"v\":1,\"fields\":{\"39\":\"00\"}}', journal_id "
             "FROM loyalty.transactions WHERE journal_id IS NOT NULL")
         # Luhn-valid cards for the seat, with the accounts the generator opens for its own.
-        await conn.execute(
-            "INSERT INTO loyalty.cards(pan, expiry) SELECT unnest($1::text[]), '3012'",
+        await conn.execute(  # a member of its own for each card
+            "WITH m AS (INSERT INTO loyalty.members(name) SELECT '' FROM unnest($1::text[]) RETURNING id) "
+            "INSERT INTO loyalty.cards(pan, expiry, member_id) SELECT p.pan, '3012', x.id "
+            "FROM unnest($1::text[]) WITH ORDINALITY AS p(pan, n) "
+            "JOIN (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM m) x ON x.rn = p.n",
             [demo_pan(SEAT_PAN_FIRST + n) for n in range(SEAT_CARDS)])
         await conn.execute(
             """INSERT INTO ledger.accounts(owner_kind, owner_id, purpose, asset, normal_side, limit_mode)

@@ -51,10 +51,9 @@ async def home_promotions(pool: Any, member_id: int) -> dict[str, Any]:
             "unread_messages": await mail.unread_count(pool, mail.Inbox.member(member_id))}
 
 
-# The member home page shows them where it takes other areas' parts (MEMBER_HOME_PARTS).
-_HOME_PARTS = getattr(member_web, "MEMBER_HOME_PARTS", None)
-if _HOME_PARTS is not None and home_promotions not in _HOME_PARTS:
-    _HOME_PARTS.append(home_promotions)
+# The member home page shows them where it takes other areas' parts.
+if home_promotions not in member_web.MEMBER_HOME_PARTS:
+    member_web.MEMBER_HOME_PARTS.append(home_promotions)
 
 
 @member_page("member_promotions")
