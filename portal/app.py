@@ -39,8 +39,11 @@ from portal.pages import (
     feedback,
     fees,
     mail,
+    mall,
     member_account,
     member_community,
+    member_mall,
+    member_pages,
     members,
     merchants,
     operators,
@@ -65,8 +68,8 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins, member_account, promotions, feedback, mail,
-         member_community)
+         stats, settlement, audit_log, programs, fees, bins, member_account, member_pages, mall, member_mall,
+         promotions, feedback, mail, member_community)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -141,7 +144,7 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     routes.append(Mount(api_app.PREFIX, app=api, name="api"))
     ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
     loyalty = Loyalty(ledger, pool) if ledger is not None else None
-    mall = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
+    orders = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
     # E-mail copies of in-platform mail: a background sender when SMTP is configured.
     sender = None
     if settings.smtp_host:
@@ -156,9 +159,9 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         sweeper: asyncio.Task[None] | None = None
         if ledger is not None:
             await ledger.start()
-        if mall is not None:
+        if orders is not None:
             # Orders not confirmed in time are cancelled, interrupted ones finished (ledger/loyalty/mall.py).
-            sweeper = asyncio.create_task(sweep_forever(mall), name="mall-sweeper")
+            sweeper = asyncio.create_task(sweep_forever(orders), name="mall-sweeper")
         if sender is not None:
             await sender.start()
         try:
@@ -186,7 +189,7 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
-                              loyalty=loyalty, master_key=master_key, mall=mall)
+                              loyalty=loyalty, master_key=master_key, mall=orders)
     api_app.attach(api, app.state.portal)
     app.state.mail_sender = sender
     return app

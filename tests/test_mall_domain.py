@@ -166,6 +166,18 @@ async def test_placing_is_idempotent_and_declines_are_recorded(pool: asyncpg.Poo
         assert await m.mall.cancel(first["id"], by_member_id=first["member_id"])
 
 
+async def test_a_card_never_in_the_program_is_declined_and_not_enrolled(pool: asyncpg.Pool) -> None:
+    async with mall_world(pool) as m:
+        cake = await m.good(merchant="M0003", stock=2, points=5, minor=100)  # program CAFE
+        accounts = await pool.fetchval("SELECT count(*) FROM ledger.accounts")
+        for pay in ("points", "money"):
+            with pytest.raises(MallError) as e:
+                await m.place(cake, pay=pay)
+            assert e.value.code == "insufficient" and e.value.order is not None
+        assert await pool.fetchval("SELECT count(*) FROM ledger.accounts") == accounts
+        assert await m.stock(cake) == 2
+
+
 async def test_the_last_items_go_to_as_many_orders_as_there_are(pool: asyncpg.Pool) -> None:
     async with mall_world(pool) as m:
         await m.fund(PAN1, points=10_000)
@@ -235,8 +247,10 @@ async def test_a_crash_between_posting_and_the_rows_update_is_repaired_by_runnin
         before = await m.stock(good)
         lost = await m.mall._insert(member, card, good, 1, "points", request_key(), "mall", "", None)
         held = await m.mall._insert(member, card, good, 1, "points", request_key(), "mall", "", None)
-        accounts = await m.mall._accounts(held)
-        await m.w.ledger.post(M.hold(order_key(held["id"], "hold"), M.Leg(*accounts, held["amount"]), 60))
+        member_account, clearing = await m.mall._accounts(held)
+        assert member_account is not None
+        await m.w.ledger.post(M.hold(order_key(held["id"], "hold"), M.Leg(member_account, clearing, held["amount"]),
+                                     60))
         assert await m.stock(good) == before - 2
         assert await m.mall.expire_due() == 2
         lost_now, held_now = await M.get_order(pool, lost["id"]), await M.get_order(pool, held["id"])
@@ -263,3 +277,47 @@ async def test_goods_pages_of_the_list(pool: asyncpg.Pool) -> None:
             await M.add_good(pool, "M0001", M.GoodForm("", "", 1, None, 1))
         good = await M.get_good(pool, ids[0])
         assert good is not None and good["available"] and good["currency"] == "156"
+
+
+async def test_a_mall_capture_is_undone_only_through_its_order(pool: asyncpg.Pool) -> None:
+    async with mall_world(pool) as m:
+        await m.fund(points=500)
+        good = await m.good(stock=2, points=100)
+        order = await m.mall.confirm((await m.place(good))["id"], "M0001")
+        for kind, amount in (("void", None), ("refund", 50)):
+            seat_answer = await m.w.take(kind, amount=amount, original_rrn=order["capture_rrn"])
+            assert not seat_answer.approved and "from the order" in seat_answer.detail
+        assert await m.w.points() == 400
+        cancelled = await m.mall.cancel(order["id"], by_merchant_id="M0001")
+        assert cancelled["status"] == "cancelled" and await m.w.points() == 500
+
+
+async def test_a_confirm_and_a_cancel_at_once_one_wins_and_the_row_says_which(pool: asyncpg.Pool) -> None:
+    async with mall_world(pool) as m:
+        await m.fund(points=5_000)
+        good = await m.good(stock=20, points=100)
+        orders = [await m.place(good) for _ in range(8)]
+        results = await asyncio.gather(*[
+            call for o in orders for call in (m.mall.confirm(o["id"], "M0001"),
+                                              m.mall.cancel(o["id"], by_member_id=o["member_id"]))],
+            return_exceptions=True)
+        confirmed = 0
+        for o, (conf, canc) in zip(orders, zip(results[::2], results[1::2], strict=True), strict=True):
+            now = await M.get_order(pool, o["id"])
+            assert now is not None and now["status"] in ("confirmed", "cancelled")
+            if now["status"] == "confirmed":
+                confirmed += 1
+                assert isinstance(conf, dict) and isinstance(canc, MallError) and canc.code == "invalid_state"
+            else:
+                assert isinstance(canc, dict) and isinstance(conf, MallError) and conf.code == "invalid_state"
+        assert await m.w.points() == 5_000 - 100 * confirmed
+        assert await m.available() == 5_000 - 100 * confirmed
+        assert await m.stock(good) == 20 - confirmed
+
+
+def test_an_order_timeout_past_the_ledgers_hold_bound_is_refused() -> None:
+    from switch.config import ConfigError, parse_config
+
+    assert parse_config({"mall": {"order_confirm_timeout_s": 600}}, {}).mall.order_confirm_timeout_s == 600
+    with pytest.raises(ConfigError, match="mall.order_confirm_timeout_s: must be <= ledger.hold_timeout_max_s"):
+        parse_config({"mall": {"order_confirm_timeout_s": 8 * 86_400}}, {})

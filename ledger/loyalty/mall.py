@@ -60,7 +60,6 @@ from typing import Any, cast
 import asyncpg
 import structlog
 
-from ledger.accounts import open_account
 from ledger.commands import Command, Leg, Result, Status, capture, expire, hold, void
 from ledger.engine import Receipt, ReceiptRef
 from ledger.errors import SwitchdError, first_line
@@ -518,27 +517,30 @@ class Mall:
             return existing
         return await self._order(int(oid))
 
-    async def _accounts(self, order: dict[str, Any]) -> tuple[int, int]:
-        """(member account, merchant clearing account) an order's hold moves between."""
+    async def _accounts(self, order: dict[str, Any]) -> tuple[int | None, int]:
+        """(member account, merchant clearing account) an order's hold moves between; the member's
+        is None when the card has none in the order's program (or no stored value): nothing to pay
+        with. None is never made here, so that an order does not enrol a card in a program."""
         row = await self.pool.fetchrow(
-            "SELECT m.clearing_points_account_id, m.clearing_money_account_id, p.points_asset, cur.asset AS money "
-            "FROM loyalty.merchants m JOIN loyalty.programs p ON p.code = $2 "
-            "JOIN loyalty.currencies cur ON cur.numeric_code = p.currency WHERE m.merchant_id = $1",
-            order["merchant_id"], order["program"])
+            "SELECT CASE WHEN $3 = 'points' THEN m.clearing_points_account_id ELSE m.clearing_money_account_id "
+            "END AS clearing, a.id AS member FROM loyalty.merchants m JOIN loyalty.programs p ON p.code = $2 "
+            "JOIN loyalty.currencies cur ON cur.numeric_code = p.currency "
+            "LEFT JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = $4 "
+            "     AND a.purpose = CASE WHEN $3 = 'points' THEN 'points' ELSE 'stored_value' END "
+            "     AND a.asset = CASE WHEN $3 = 'points' THEN p.points_asset ELSE cur.asset END "
+            "WHERE m.merchant_id = $1", order["merchant_id"], order["program"], order["pay"], str(order["card_id"]))
         assert row is not None
-        if order["pay"] == "points":
-            member = await open_account(self.pool, "card", str(order["card_id"]), row["points_asset"], "credit",
-                                        "guarded", "points")
-            return member, int(row["clearing_points_account_id"])
-        member = await open_account(self.pool, "card", str(order["card_id"]), row["money"], "credit", "guarded",
-                                    "stored_value")
-        return member, int(row["clearing_money_account_id"])
+        return (None if row["member"] is None else int(row["member"])), int(row["clearing"])
 
     async def _hold_placing(self, order: dict[str, Any]) -> dict[str, Any]:
         """Post the hold of an order in ``placing`` (again, after a crash: the same key) and record what happened."""
         oid = order["id"]
         member, clearing = await self._accounts(order)
         key = order_key(oid, "hold")
+        if member is None:  # never had points in this program (or stored value): nothing to hold
+            await self._move(oid, "rejected", ("placing",), stock_back=True, note="not enough points or stored value",
+                             reject_code="insufficient")
+            return await self._order(oid)
         res = await self._post(hold(key, Leg(member, clearing, int(order["amount"])),
                                     self.settings.order_confirm_timeout_s, metadata={"mall_order": oid}))
         jid = res.journal_id
@@ -636,7 +638,10 @@ class Mall:
     async def _step(self, order_id: int, merchant_id: str, from_: str, to: str) -> dict[str, Any]:
         order = await self._order(order_id, merchant_id=merchant_id)
         if order["status"] == from_:
-            await self._move(order_id, to, (from_,))
+            try:
+                await self._move(order_id, to, (from_,))
+            except _DB_ERRORS as exc:
+                raise MallError("system", f"database: {first_line(exc)}") from None
             order = await self._order(order_id)
         # Done already (this step, or a later one): nothing changes.
         if order["status"] in _PROGRESS and _PROGRESS.index(order["status"]) >= _PROGRESS.index(to):
@@ -754,9 +759,13 @@ class Mall:
         if not isinstance(delivery_address, str) or len(delivery_address) > ADDRESS_LENGTH_MAX:
             raise MallError("invalid", f"delivery address: at most {ADDRESS_LENGTH_MAX} characters")
         order = await self._order(order_id, member_id=member_id, merchant_id=merchant_id)
-        done = await self.pool.fetchval(
-            "UPDATE loyalty.orders SET delivery_address = $2, updated_at = now() "
-            "WHERE id = $1 AND status IN ('placing', 'placed', 'confirmed') RETURNING id", order_id, delivery_address)
+        try:
+            done = await self.pool.fetchval(
+                "UPDATE loyalty.orders SET delivery_address = $2, updated_at = now() "
+                "WHERE id = $1 AND status IN ('placing', 'placed', 'confirmed') RETURNING id", order_id,
+                delivery_address)
+        except _DB_ERRORS as exc:
+            raise MallError("system", f"database: {first_line(exc)}") from None
         if done is None:
             raise MallError("invalid_state", f"a {order['status']} order's address cannot change", order)
         return await self._order(order_id)
