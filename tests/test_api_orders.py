@@ -157,3 +157,16 @@ async def test_a_lost_answer_retried_finds_the_same_order(portal_env: PortalEnv)
     assert await portal_env.pool.fetchval("SELECT count(*) FROM loyalty.orders") == 1
     assert await _points(portal_env, PAN1) == (100, 30)
 
+
+
+async def test_an_order_paid_with_stored_value(portal_env: PortalEnv) -> None:
+    await take(portal_env, "M0001", "load", PAN1, 2_000)
+    good = await _good(portal_env, points=None, money=750)
+    client, _ = await member_client(portal_env, PAN1)
+    r = conforms(await client.post(f"{API}/orders", json={"good_id": good, "pay": "money"}, headers=KEY))
+    assert r.status_code == 201 and r.json()["amount"] == {"amount_minor": 750, "currency": "CNY"}
+    card = conforms(await client.get(f"{API}/me/balances")).json()["cards"][0]
+    assert card["stored_value"] == [{"currency": "CNY", "amount_minor": 2_000, "available_minor": 1_250}]
+    points_only = conforms(await client.post(f"{API}/orders", json={"good_id": good, "pay": "points"},
+                                             headers={"idempotency-key": "no-points-price"}))
+    assert points_only.status_code == 422 and points_only.json()["code"] == "invalid"

@@ -21,6 +21,7 @@ from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fix
 from portal import member_auth
 from portal.api.app import attach
 from portal.api.problems import CONTENT_TYPE
+from portal.demo import DEMO_MEMBERS, DEMO_PASSWORD
 
 
 def _api_app(env: PortalEnv):  # type: ignore[no-untyped-def]
@@ -169,3 +170,9 @@ async def test_a_password_set_by_someone_else_ends_the_api_sessions(portal_env: 
     assert (await client.post(f"{API}/sessions/refresh",
                               json={"refresh_token": tokens["refresh_token"]})).status_code == 401
     assert (await log_in(client, PAN1, "reset by merchant 1"))["password_change_required"]
+
+
+async def test_the_demo_member_of_the_docs_logs_in(portal_env: PortalEnv) -> None:
+    client = portal_env.client()
+    tokens = await log_in(client, DEMO_MEMBERS[0].phone, DEMO_PASSWORD)
+    assert (await client.get(f"{API}/me/balances", headers=auth(tokens))).status_code == 200

@@ -11,7 +11,9 @@ from portal.api.paging import Cursors
 from portal.api.ratelimit import Buckets
 
 SECRET = b"unit-test-secret-0123456789abcdef"
-keys = st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(max_size=40))
+# List keys are row ids and merchant ids (at most 15 characters).
+keys = st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                 st.from_regex(r"[A-Za-z0-9_-]{0,15}", fullmatch=True))
 
 
 @given(scope=st.text(max_size=30), last=keys)

@@ -37,9 +37,11 @@ class Cursors:
         return hmac.new(self._key, scope.encode() + b"|" + payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
     def encode(self, scope: str, last: Key) -> str:
-        """A cursor for the page after the item whose key is ``last`` in list ``scope``."""
+        """A cursor for the page after the item whose key is ``last`` (an id) in list ``scope``."""
         payload = json.dumps(last, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(self._tag(scope, payload) + payload).decode().rstrip("=")
+        cursor = base64.urlsafe_b64encode(self._tag(scope, payload) + payload).decode().rstrip("=")
+        assert len(cursor) <= CURSOR_CHARS_MAX, "list keys are ids, short enough for a cursor"
+        return cursor
 
     def decode(self, scope: str, cursor: str) -> Key | None:
         """The key a cursor carries, or None when it is not one of ours for ``scope``."""

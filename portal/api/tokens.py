@@ -154,12 +154,3 @@ class TokenStore:
             await conn.execute("DELETE FROM portal.api_tokens WHERE family_id = ANY($1::bigint[])",
                                [r["id"] for r in ids])
 
-
-async def revoke_member_tokens(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> None:
-    """End every API session of a member (a password set by someone else, a disabled member)."""
-    ids = await conn.fetch(
-        "UPDATE portal.api_token_families SET revoked_at = now(), revoked_reason = 'password' "
-        "WHERE member_id = $1 AND revoked_at IS NULL RETURNING id", member_id)
-    if ids:
-        await conn.execute("DELETE FROM portal.api_tokens WHERE family_id = ANY($1::bigint[])",
-                           [r["id"] for r in ids])
