@@ -302,7 +302,8 @@ async def get_order(conn: asyncpg.Connection | asyncpg.Pool, order_id: int, memb
 # ---------------------------------------------------------------- orders: transitions
 
 # Everything place() decides on, in one round trip: the good, its merchant, program and currency,
-# the member's card (only when it is the member's) and its accounts.
+# the member's card (only when it is the member's) and its accounts, and the order already placed
+# under the request key, if any. One row always (the good's columns NULL when there is none).
 _PLACE_SQL = """
 SELECT g.id AS good_id, g.merchant_id, g.program, g.name, g.price_points, g.price_minor, g.stock,
        (g.status = 'active' AND m.status = 'active' AND p.status = 'active'
