@@ -63,7 +63,7 @@ def sniff(data: bytes) -> str | None:
 def is_upload_path(path: str) -> bool:
     """True for the pages that take an image upload (a larger body limit).
 
-    >>> is_upload_path("/mall/goods/new"), is_upload_path("/mall/goods/7/edit"), is_upload_path("/login")
+    >>> is_upload_path("/mall/goods/new"), is_upload_path("/promotions/7/edit"), is_upload_path("/login")
     (True, True, False)
     """
     return any(p.match(path) for p in UPLOAD_PATHS)

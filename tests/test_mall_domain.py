@@ -245,8 +245,9 @@ async def test_a_crash_between_posting_and_the_rows_update_is_repaired_by_runnin
         # Placing: interrupted before the hold (rejected, stock back) and after it (placed).
         member, card = await m.card(PAN1)
         before = await m.stock(good)
-        lost = await m.mall._insert(member, card, good, 1, "points", request_key(), "mall", "", None)
-        held = await m.mall._insert(member, card, good, 1, "points", request_key(), "mall", "", None)
+        keys = request_key(), request_key()
+        lost, held = [await m.mall._insert(await pool.fetchrow(M._PLACE_SQL, good, card, member, key), member, card,
+                                           good, 1, "points", key, "mall", "", None) for key in keys]
         member_account, clearing = await m.mall._accounts(held)
         assert member_account is not None
         await m.w.ledger.post(M.hold(order_key(held["id"], "hold"), M.Leg(member_account, clearing, held["amount"]),
@@ -321,3 +322,15 @@ def test_an_order_timeout_past_the_ledgers_hold_bound_is_refused() -> None:
     assert parse_config({"mall": {"order_confirm_timeout_s": 600}}, {}).mall.order_confirm_timeout_s == 600
     with pytest.raises(ConfigError, match="mall.order_confirm_timeout_s: must be <= ledger.hold_timeout_max_s"):
         parse_config({"mall": {"order_confirm_timeout_s": 8 * 86_400}}, {})
+
+
+async def test_the_same_request_at_once_is_one_order_and_takes_its_stock_once(pool: asyncpg.Pool) -> None:
+    async with mall_world(pool) as m:
+        await m.fund(points=1_000)
+        good = await m.good(stock=5, points=100)
+        key = request_key()
+        orders = await asyncio.gather(*[m.place(good, key=key, quantity=2) for _ in range(6)])
+        assert {o["id"] for o in orders} == {orders[0]["id"]} and {o["status"] for o in orders} == {"placed"}
+        assert await m.stock(good) == 3 and await m.available() == 800
+        await m.mall.cancel(orders[0]["id"], by_member_id=orders[0]["member_id"])
+        assert await m.stock(good) == 5

@@ -51,3 +51,22 @@ async def test_same_bytes_same_id_and_unknown_is_404(portal_env: PortalEnv) -> N
     assert (await client.get("/media/999999")).status_code == 404
     assert (await client.get("/media/99999999999999999999")).status_code == 404
     assert (await client.get("/media/abc")).status_code == 404
+
+
+async def test_every_page_that_takes_an_image_accepts_one_that_large(portal_env: PortalEnv) -> None:
+    """The forms with a file field (files_max > 0) are exactly the upload paths: a large image
+    reaches them (the page judges it), and a body that large is refused everywhere else."""
+    from portal_support import csrf_of, logged_in
+
+    uploads = [r.path for r in portal_env.app.routes
+               if getattr(getattr(r, "endpoint", None), "route_name", None) in ("mall_good_new", "promotion_new")]
+    assert sorted(uploads) == ["/mall/goods/new", "/promotions/new"]
+    client = await logged_in(portal_env, "m0001-admin")
+    token = csrf_of((await client.get("/mall/goods/new")).text)
+    image = PNG + bytes(100 * 1024)  # past the ordinary body limit, within the image limit
+    for path in ("/mall/goods/new", "/promotions/new"):
+        assert images.is_upload_path(path)
+        response = await client.post(path, data={"csrf_token": token}, files={"image": ("a.png", image, "image/png")})
+        assert response.status_code != 413, path
+    assert (await client.post("/members/new", data={"csrf_token": token},
+                              files={"image": ("a.png", image, "image/png")})).status_code == 413

@@ -302,7 +302,8 @@ async def get_order(conn: asyncpg.Connection | asyncpg.Pool, order_id: int, memb
 # ---------------------------------------------------------------- orders: transitions
 
 # Everything place() decides on, in one round trip: the good, its merchant, program and currency,
-# the member's card (only when it is the member's) and its accounts.
+# the member's card (only when it is the member's) and its accounts, and the order already placed
+# under the request key, if any. One row always (the good's columns NULL when there is none).
 _PLACE_SQL = """
 SELECT g.id AS good_id, g.merchant_id, g.program, g.name, g.price_points, g.price_minor, g.stock,
        (g.status = 'active' AND m.status = 'active' AND p.status = 'active'
@@ -311,18 +312,44 @@ SELECT g.id AS good_id, g.merchant_id, g.program, g.name, g.price_points, g.pric
        m.clearing_points_account_id, m.clearing_money_account_id, p.points_asset, p.currency,
        p.txn_max_points, cur.asset AS money_asset, cur.txn_max_minor,
        c.id AS card_id, c.status AS card_status, c.expiry, mb.status AS member_status,
-       pa.id AS points_account_id, sa.id AS sv_account_id
-  FROM loyalty.goods g
-  JOIN loyalty.merchants m ON m.merchant_id = g.merchant_id
-  JOIN loyalty.programs p ON p.code = g.program
-  JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
+       pa.id AS points_account_id, sa.id AS sv_account_id, x.id AS existing_id
+  FROM (SELECT 1) AS one
+  LEFT JOIN loyalty.goods g ON g.id = $1
+  LEFT JOIN loyalty.merchants m ON m.merchant_id = g.merchant_id
+  LEFT JOIN loyalty.programs p ON p.code = g.program
+  LEFT JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
   LEFT JOIN loyalty.cards c ON c.id = $2 AND c.member_id = $3
   LEFT JOIN loyalty.members mb ON mb.id = c.member_id
   LEFT JOIN ledger.accounts pa ON pa.owner_kind = 'card' AND pa.owner_id = c.id::text
                               AND pa.purpose = 'points' AND pa.asset = p.points_asset
   LEFT JOIN ledger.accounts sa ON sa.owner_kind = 'card' AND sa.owner_id = c.id::text
                               AND sa.purpose = 'stored_value' AND sa.asset = cur.asset
- WHERE g.id = $1
+  LEFT JOIN loyalty.orders x ON x.member_id = $3 AND x.request_key = $4
+"""
+
+# The order row and its stock in one statement (one transaction): no stock taken, no order;
+# ``taken`` without an order is a request key used a moment before (its stock is given back).
+_INSERT_SQL = """
+WITH g AS (
+    UPDATE loyalty.goods SET stock = stock - $7, updated_at = now() WHERE id = $4 AND stock >= $7 RETURNING id
+), o AS (
+    INSERT INTO loyalty.orders (member_id, card_id, merchant_id, good_id, program, good_name, quantity, pay, amount,
+                                currency, status, request_key, channel, delivery_address, taken_by)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'placing', $11, $12, $13, $14 FROM g
+    ON CONFLICT (member_id, request_key) DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM g) AS taken, (SELECT id FROM o) AS order_id
+"""
+
+# A placing order placed under its hold, read back (as get_order reads it) in the same statement.
+_PLACED_SQL = f"""
+WITH o AS (
+    UPDATE loyalty.orders SET status = 'placed', hold_id = $2, updated_at = now()
+     WHERE id = $1 AND status = 'placing' RETURNING *
+)
+SELECT {_ORDER_COLUMNS} FROM o JOIN loyalty.merchants m ON m.merchant_id = o.merchant_id
+  LEFT JOIN ledger.holds h ON h.id = o.hold_id
 """
 
 # What confirm() posts with: the merchant's web seat terminal, an RRN, the card, the fee schedule.
@@ -438,12 +465,18 @@ class Mall:
         """
         self._check_place(quantity, pay, request_key, channel, delivery_address, taken_by)
         try:
-            order = await self._existing(member_id, request_key, good_id, quantity, pay, card_id)
-            if order is None:
-                order = await self._insert(member_id, card_id, good_id, quantity, pay, request_key, channel,
+            ctx = await self.pool.fetchrow(_PLACE_SQL, good_id, card_id, member_id, request_key)
+            assert ctx is not None  # one row, always
+            accounts: tuple[int | None, int] | None = None
+            if ctx["existing_id"] is not None:
+                order = await self._same_order(int(ctx["existing_id"]), good_id, quantity, pay, card_id)
+            else:
+                order = await self._insert(ctx, member_id, card_id, good_id, quantity, pay, request_key, channel,
                                            delivery_address, taken_by)
+                accounts = ((ctx["points_account_id"] if pay == "points" else ctx["sv_account_id"]),
+                            int(ctx["clearing_points_account_id" if pay == "points" else "clearing_money_account_id"]))
             if order["status"] == "placing":
-                order = await self._hold_placing(order)
+                order = await self._hold_placing(order, accounts)
         except _DB_ERRORS as exc:
             raise MallError("system", f"database: {first_line(exc)}") from None
         if order["status"] == "rejected":
@@ -466,21 +499,25 @@ class Mall:
         if taken_by is not None and not 1 <= len(taken_by) <= 100:
             raise MallError("invalid", "taken by: 1..100 characters")
 
-    async def _existing(self, member_id: int, request_key: str, good_id: int, quantity: int, pay: str,
-                        card_id: int) -> dict[str, Any] | None:
-        oid = await self.pool.fetchval("SELECT id FROM loyalty.orders WHERE member_id = $1 AND request_key = $2",
-                                       member_id, request_key)
-        if oid is None:
-            return None
-        order = await self._order(int(oid))
+    async def _same_order(self, order_id: int, good_id: int, quantity: int, pay: str,
+                          card_id: int) -> dict[str, Any]:
+        """The order placed before under the request's key, when it is the same order."""
+        order = await self._order(order_id)
         if (order["good_id"], order["quantity"], order["pay"], order["card_id"]) != (good_id, quantity, pay, card_id):
             raise MallError("invalid", "this request key was used for another order")
         return order
 
-    async def _insert(self, member_id: int, card_id: int, good_id: int, quantity: int, pay: str, request_key: str,
-                      channel: str, delivery_address: str, taken_by: str | None) -> dict[str, Any]:
-        ctx = await self.pool.fetchrow(_PLACE_SQL, good_id, card_id, member_id)
-        if ctx is None:
+    async def _existing(self, member_id: int, request_key: str, good_id: int, quantity: int, pay: str,
+                        card_id: int) -> dict[str, Any] | None:
+        oid = await self.pool.fetchval("SELECT id FROM loyalty.orders WHERE member_id = $1 AND request_key = $2",
+                                       member_id, request_key)
+        return None if oid is None else await self._same_order(int(oid), good_id, quantity, pay, card_id)
+
+    async def _insert(self, ctx: asyncpg.Record, member_id: int, card_id: int, good_id: int, quantity: int,
+                      pay: str, request_key: str, channel: str, delivery_address: str,
+                      taken_by: str | None) -> dict[str, Any]:
+        """A new order (``placing``) and its stock, after the checks ``ctx`` (_PLACE_SQL) allows."""
+        if ctx["good_id"] is None:
             raise MallError("not_found", f"no good {good_id}")
         if ctx["card_id"] is None:
             raise MallError("not_found", "no such card for this member")
@@ -497,25 +534,20 @@ class Mall:
         bound = ctx["txn_max_points"] if pay == "points" else ctx["txn_max_minor"]
         if amount > bound:
             raise MallError("invalid", f"the order's amount {amount} is above the maximum {bound}")
-        async with self.pool.acquire() as conn, conn.transaction():
-            oid = await conn.fetchval(
-                "INSERT INTO loyalty.orders (member_id, card_id, merchant_id, good_id, program, good_name, quantity, "
-                "pay, amount, currency, status, request_key, channel, delivery_address, taken_by) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'placing', $11, $12, $13, $14) "
-                "ON CONFLICT (member_id, request_key) DO NOTHING RETURNING id",
-                member_id, card_id, ctx["merchant_id"], good_id, ctx["program"], ctx["name"], quantity, pay, amount,
-                ctx["currency"] if pay == "money" else None, request_key, str(channel), delivery_address, taken_by)
-            if oid is not None:
-                taken = await conn.fetchval(
-                    "UPDATE loyalty.goods SET stock = stock - $2, updated_at = now() "
-                    "WHERE id = $1 AND stock >= $2 RETURNING stock", good_id, quantity)
-                if taken is None:
-                    raise MallError("out_of_stock", f"fewer than {quantity} left")
-        if oid is None:  # the same request, a moment before: its order
-            existing = await self._existing(member_id, request_key, good_id, quantity, pay, card_id)
-            assert existing is not None
-            return existing
-        return await self._order(int(oid))
+        row = await self.pool.fetchrow(
+            _INSERT_SQL, member_id, card_id, ctx["merchant_id"], good_id, ctx["program"], ctx["name"], quantity, pay,
+            amount, ctx["currency"] if pay == "money" else None, request_key, str(channel), delivery_address, taken_by)
+        assert row is not None
+        if row["order_id"] is not None:
+            return {"id": int(row["order_id"]), "status": "placing", "amount": amount, "card_id": card_id,
+                    "merchant_id": ctx["merchant_id"], "program": ctx["program"], "pay": pay}
+        if row["taken"]:  # the same request a moment before made the order: this stock goes back
+            await self.pool.execute("UPDATE loyalty.goods SET stock = stock + $2, updated_at = now() WHERE id = $1",
+                                    good_id, quantity)
+        existing = await self._existing(member_id, request_key, good_id, quantity, pay, card_id)
+        if existing is None:
+            raise MallError("out_of_stock", f"fewer than {quantity} left")
+        return existing
 
     async def _accounts(self, order: dict[str, Any]) -> tuple[int | None, int]:
         """(member account, merchant clearing account) an order's hold moves between; the member's
@@ -532,10 +564,12 @@ class Mall:
         assert row is not None
         return (None if row["member"] is None else int(row["member"])), int(row["clearing"])
 
-    async def _hold_placing(self, order: dict[str, Any]) -> dict[str, Any]:
-        """Post the hold of an order in ``placing`` (again, after a crash: the same key) and record what happened."""
+    async def _hold_placing(self, order: dict[str, Any],
+                            accounts: tuple[int | None, int] | None = None) -> dict[str, Any]:
+        """Post the hold of an order in ``placing`` (again, after a crash: the same key) and record what
+        happened. ``accounts``: (member, clearing) as place() read them, else read here."""
         oid = order["id"]
-        member, clearing = await self._accounts(order)
+        member, clearing = accounts if accounts is not None else await self._accounts(order)
         key = order_key(oid, "hold")
         if member is None:  # never had points in this program (or stored value): nothing to hold
             await self._move(oid, "rejected", ("placing",), stock_back=True, note="not enough points or stored value",
@@ -548,10 +582,10 @@ class Mall:
             jid = await self._journal_under(key)
         if res.status in (Status.POSTED, Status.EXISTS) or jid is not None:
             assert jid is not None
-            moved = await self.pool.fetchval(
-                "UPDATE loyalty.orders SET status = 'placed', hold_id = $2, updated_at = now() "
-                "WHERE id = $1 AND status = 'placing' RETURNING id", oid, jid)
-            if moved is None and (await self._order(oid))["status"] == "rejected":
+            placed = await self.pool.fetchrow(_PLACED_SQL, oid, jid)
+            if placed is not None:
+                return dict(placed)
+            if (await self._order(oid))["status"] == "rejected":
                 # The sweeper gave the order up while this hold was on its way: release it.
                 await self._post(void(order_key(oid, "release"), jid, metadata={"mall_order": oid}))
             return await self._order(oid)
