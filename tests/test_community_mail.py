@@ -57,6 +57,11 @@ async def test_merchant_to_members(pool: asyncpg.Pool) -> None:
         bob = await member_in(pool, 2, "ALLY")
         carol = await member_in(pool, 3, "CAFE")  # not a member of M0001's program
         merchant = await logged_in(env, "m0001-admin")
+        card = await pool.fetchval("SELECT id FROM loyalty.cards WHERE member_id = $1", alice)
+        link = f'href="/mail/new?to={alice}"'
+        assert link in (await merchant.get(f"/members/{card}")).text
+        assert f'value="{alice}"' in (await merchant.get(f"/mail/new?to={alice}")).text
+        assert link not in (await (await logged_in(env, "admin")).get(f"/members/{card}")).text
         assert (await post_form(merchant, "/mail/new", to=str(alice), subject="Hello Alice",
                                 body="Your card is ready.")).status_code == 303
         assert (await post_form(merchant, "/mail/new", to="*", subject="Double points",
