@@ -44,6 +44,8 @@ class Filters:
     channel: str | None = None  # where it was taken: terminal, web, ... (ledger.loyalty.outcomes.Channel)
     before_id: int | None = None
     original_journal_id: int | None = None  # what was done against a transaction (voids, refunds, reversals)
+    member_id: int | None = None  # any card the member holds (loyalty.cards.member_id)
+    card_id: int | None = None  # one card, by row id
 
     def where(self) -> tuple[str, list[Any]]:
         """The WHERE clause (``t`` = loyalty.transactions, ``c`` = loyalty.cards) and its parameters."""
@@ -56,6 +58,8 @@ class Filters:
             "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
             "amount_max": "t.amount <= ${}", "channel": "t.channel = ${}", "before_id": "t.id < ${}",
             "original_journal_id": "t.original_journal_id = ${}",
+            "member_id": "t.card_id IN (SELECT id FROM loyalty.cards WHERE member_id = ${})",
+            "card_id": "t.card_id = ${}",
         }
         for f in fields(self):
             value = getattr(self, f.name)
@@ -216,3 +220,40 @@ async def export_pages(conn: asyncpg.Connection | asyncpg.Pool, filters: Filters
         if page["next_before_id"] is None:
             return
         cursor = replace(cursor, before_id=page["next_before_id"])
+
+
+MEMBER_CARDS_MAX = 50  # the cards of one member a history reads (ledger.loyalty.member_accounts bounds them too)
+
+
+async def member_history(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, filters: Filters,
+                         before: tuple[dt.date, int] | None = None, limit: int = LIMIT_DEFAULT) -> dict[str, Any]:
+    """One page of the transactions on a member's cards (``filters.card_id``: one of them), newest
+    business day first, and the cursor of the next page (``next_before``: the last row's business
+    date and id). ``filters``' other criteria apply as in :func:`search`; its member, card number
+    and ``before_id`` are ignored.
+
+    Each card is read on its own, newest day first, by the (card, business day) index and at most
+    a page of rows, so a page costs the same on a card with a million transactions as on a new
+    one (ordered by id across the cards, the whole of a busy card's history would be sorted).
+    """
+    limit = max(1, min(int(limit), LIMIT_MAX))
+    where, args = replace(filters, member_id=None, card_id=None, pan=None, before_id=None).where()
+    args.append(member_id)
+    cards = f"member_id = ${len(args)}"
+    if filters.card_id is not None:
+        args.append(filters.card_id)
+        cards += f" AND id = ${len(args)}"
+    if before is not None:
+        args.extend(before)
+        day, row = len(args) - 1, len(args)
+        # The day bound alone is an index condition; the pair then drops that day's newer rows.
+        where += f" AND t.business_date <= ${day} AND (t.business_date, t.id) < (${day}, ${row})"
+    order = f"ORDER BY t.business_date DESC, t.id DESC LIMIT {limit + 1}"
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM (SELECT id, pan FROM loyalty.cards WHERE {cards} ORDER BY id "
+        f"LIMIT {MEMBER_CARDS_MAX}) c CROSS JOIN LATERAL (SELECT * FROM loyalty.transactions t "
+        f"WHERE t.card_id = c.id AND {where} {order}) t {order}", *args)
+    page = [_view(r) for r in rows[:limit]]
+    last = rows[limit - 1] if len(rows) > limit else None
+    return {"transactions": page, "count": len(page),
+            "next_before": None if last is None else (last["business_date"], int(last["id"]))}

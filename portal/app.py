@@ -6,6 +6,7 @@ caller owns the pool and closes it); portal.server runs it under uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,8 +26,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ledger.engine import Ledger, LedgerSettings
+from ledger.loyalty.mall import Mall, sweep_forever
 from ledger.loyalty.operations import Loyalty
 from portal import i18n, images, labels, mail_sender, permissions, security_headers
+from portal.api import app as api_app
 from portal.i18n import N_
 from portal.member_web import member_menu
 from portal.pages import (
@@ -36,8 +39,11 @@ from portal.pages import (
     feedback,
     fees,
     mail,
+    mall,
     member_account,
     member_community,
+    member_mall,
+    member_pages,
     members,
     merchants,
     operators,
@@ -62,8 +68,8 @@ log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins, member_account, promotions, feedback, mail,
-         member_community)
+         stats, settlement, audit_log, programs, fees, bins, member_account, member_pages, mall, member_mall,
+         promotions, feedback, mail, member_community)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -134,7 +140,11 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     routes: list[Route | Mount] = [Route(path, endpoint, methods=methods, name=name)
                                    for path, endpoint, methods, name in ROUTES]
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    api = api_app.create_api()
+    routes.append(Mount(api_app.PREFIX, app=api, name="api"))
     ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
+    loyalty = Loyalty(ledger, pool) if ledger is not None else None
+    orders = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
     # E-mail copies of in-platform mail: a background sender when SMTP is configured.
     sender = None
     if settings.smtp_host:
@@ -146,8 +156,12 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        sweeper: asyncio.Task[None] | None = None
         if ledger is not None:
             await ledger.start()
+        if orders is not None:
+            # Orders not confirmed in time are cancelled, interrupted ones finished (ledger/loyalty/mall.py).
+            sweeper = asyncio.create_task(sweep_forever(orders), name="mall-sweeper")
         if sender is not None:
             await sender.start()
         try:
@@ -155,6 +169,10 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         finally:
             if sender is not None:
                 await sender.stop()
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             if ledger is not None:
                 await ledger.stop()
 
@@ -171,6 +189,7 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
-                              loyalty=Loyalty(ledger, pool) if ledger is not None else None, master_key=master_key)
+                              loyalty=loyalty, master_key=master_key, mall=orders)
+    api_app.attach(api, app.state.portal)
     app.state.mail_sender = sender
     return app

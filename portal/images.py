@@ -39,7 +39,12 @@ MEDIA_PREFIX = "/media/"
 
 
 class ImageError(SwitchdError, ValueError):
-    """An upload refused; ``str()`` is one line for the user."""
+    """An upload refused; ``str()`` is one line for the user, ``code`` says why for a page's
+    own words: ``empty``, ``too_large`` or ``type``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def sniff(data: bytes) -> str | None:
@@ -73,12 +78,12 @@ async def store(conn: asyncpg.Connection | asyncpg.Pool, data: bytes, filename: 
                 size_max_bytes: int = 512 * 1024) -> int:
     """Store an uploaded image; its id (the same id for the same bytes). ImageError when refused."""
     if not data:
-        raise ImageError("the image is empty")
+        raise ImageError("empty", "the image is empty")
     if len(data) > size_max_bytes:
-        raise ImageError(f"the image is larger than {size_max_bytes // 1024} KiB")
+        raise ImageError("too_large", f"the image is larger than {size_max_bytes // 1024} KiB")
     content_type = sniff(data)
     if content_type is None:
-        raise ImageError("the image must be a PNG, JPEG, GIF or WebP file")
+        raise ImageError("type", "the image must be a PNG, JPEG, GIF or WebP file")
     digest = hashlib.sha256(data).digest()
     image_id = await conn.fetchval(
         "INSERT INTO portal.images (content_type, size_bytes, sha256, filename, data) VALUES ($1, $2, $3, $4, $5) "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -152,6 +153,13 @@ def member_next(value: str | None) -> str:
 # The member pages' menu, in order: (route name, English label for the catalogs).
 MEMBER_MENU: list[tuple[str, str]] = [
     ("member_home", N_("My account")),
+    ("member_balances", N_("Balances")),
+    ("member_history", N_("Transactions")),
+    ("member_cards", N_("My cards")),
+    ("member_rates", N_("Points rates")),
+    ("member_profile", N_("Profile")),
+    ("member_mall", N_("Points mall")),
+    ("member_orders", N_("My orders")),
     ("member_promotions", N_("Promotions")),
     ("member_mail", N_("Mailbox")),
     ("member_feedback", N_("Feedback")),
@@ -161,3 +169,18 @@ MEMBER_MENU: list[tuple[str, str]] = [
 def member_menu() -> list[tuple[str, str]]:
     """The member menu's entries (a template global)."""
     return MEMBER_MENU
+
+
+# What other areas add to the member home page's context (promotions, unread mail, ...): each
+# provider gets the pool and the member's id and returns names for its partial, which
+# member/home.html includes when it exists (``member/home_promotions.html``). Append yours.
+HomePart = Callable[[asyncpg.Pool, int], Awaitable[dict[str, Any]]]
+MEMBER_HOME_PARTS: list[HomePart] = []
+
+
+async def home_context(pool: asyncpg.Pool, member_id: int) -> dict[str, Any]:
+    """Every provider's names for the member home page, merged in order."""
+    merged: dict[str, Any] = {}
+    for part in MEMBER_HOME_PARTS:
+        merged.update(await part(pool, member_id))
+    return merged

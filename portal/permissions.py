@@ -25,8 +25,9 @@ PLATFORM_ROLES = frozenset({PA, PO})
 MERCHANT_ROLES = frozenset({MA, MO})
 
 # Reached without a session: the members' login and activation pages, the images of goods and
-# promotions (media), a merchant's public page (its published promotions).
-PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "media", "merchant_public"})
+# promotions (media), a merchant's public page (its published promotions). "api": the member
+# API (/api/v1) checks its own bearer tokens, not the portal's roles.
+PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "media", "merchant_public", "api"})
 
 # A member's own pages (portal.member_web.member_page): a member's session only, never an
 # operator's; each page shows the member's own objects only (another member's answer 404).
@@ -34,7 +35,13 @@ PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "media
 _COMMUNITY_MEMBER = frozenset({"member_promotions", "member_mail", "member_mail_view", "member_mail_delete",
                                "member_feedback", "member_feedback_new", "member_feedback_view",
                                "member_feedback_reply", "member_feedback_close", "member_feedback_delete"})
-MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) | _COMMUNITY_MEMBER
+# The points mall (portal/pages/member_mall.py).
+_MALL_MEMBER = frozenset({"member_mall", "member_mall_good", "member_orders", "member_order", "member_order_cancel"})
+MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) | _COMMUNITY_MEMBER | _MALL_MEMBER
+# The member's self-service pages (portal/pages/member_pages.py).
+_MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_balances", "member_history",
+                           "member_rates", "member_cards", "member_card_block"})
+MEMBER_ROUTES |= _MEMBER_PAGES
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {
@@ -70,12 +77,15 @@ _MERCHANT: dict[str, frozenset[Role]] = {
     "transaction_detail": EVERYONE,
     "transaction_void": frozenset({MA, MO}),
     "transaction_refund": frozenset({MA, MO}),
-    # Members (cards): every role; a merchant's users see their program's members only.
+    # Members (cards) and their online logins: a merchant's admin and operator manage their program's
+    # members, the platform's admin every member; the platform's operator reads.
     "members": EVERYONE,
-    "member_new": EVERYONE,
+    "member_new": frozenset({PA, MA, MO}),
     "member_view": EVERYONE,
-    "member_edit": EVERYONE,
-    "member_status": EVERYONE,
+    "member_edit": frozenset({PA, MA, MO}),
+    "member_status": frozenset({PA, MA, MO}),
+    "member_reset": frozenset({PA, MA, MO}),
+    "member_activation": frozenset({PA, MA, MO}),
     # Terminals: the platform's admin all, its operator reads; a merchant's admin its own; not the operator.
     "terminals": frozenset({PA, PO, MA}),
     "terminal_view": frozenset({PA, PO, MA}),
@@ -85,7 +95,8 @@ _MERCHANT: dict[str, frozenset[Role]] = {
 }
 _MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
                                               "transaction_refund", "members", "member_new", "member_view",
-                                              "member_edit", "member_status", "terminals", "terminal_view",
+                                              "member_edit", "member_status", "member_reset",
+                                              "member_activation", "terminals", "terminal_view",
                                               "terminal_new", "terminal_edit", "terminal_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.
@@ -117,6 +128,24 @@ _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_
                                                        "settlement_matrix_csv",
                                                        "transactions_export"})
 
+# The points mall: a merchant's users (admin and operator) manage their goods and orders; the
+# platform's users read every merchant's.
+_MALL: dict[str, frozenset[Role]] = {
+    "mall_goods": EVERYONE,
+    "mall_good_view": EVERYONE,
+    "mall_good_new": frozenset({MA, MO}),
+    "mall_good_edit": frozenset({MA, MO}),
+    "mall_good_status": frozenset({MA, MO}),
+    "mall_orders": EVERYONE,
+    "mall_order_view": EVERYONE,
+    "mall_order_new": frozenset({MA, MO}),
+    "mall_order_edit": frozenset({MA, MO}),
+    "mall_order_action": frozenset({MA, MO}),
+    "mall_order_cancel": frozenset({MA, MO}),
+    "mall_order_refund": frozenset({MA, MO}),
+}
+_MALL_SCOPED: frozenset[str] = frozenset(_MALL)
+
 # Community: promotions, feedback, mail. A merchant's admin writes its promotions and its mail,
 # its operator reads them; the platform (admin or operator) decides promotions and answers
 # merchants' feedback; the platform's admin writes to merchants. Everyone answers the feedback it sees.
@@ -144,9 +173,9 @@ _COMMUNITY_SCOPED: frozenset[str] = frozenset({"promotions", "promotion_view", "
                                                 "feedback_delete", "mail_inbox", "mail_view", "mail_delete",
                                                 "mail_sent", "mail_new"})
 
-RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM, **_COMMUNITY}
+RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM, **_MALL, **_COMMUNITY}
 # The routes that check the object's merchant against the user's (another's answers 404).
-MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED | _COMMUNITY_SCOPED
+MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED | _MALL_SCOPED | _COMMUNITY_SCOPED
 
 # The roles a user of each role may give to a user it creates.
 GRANTS: dict[Role, tuple[Role, ...]] = {

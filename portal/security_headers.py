@@ -76,7 +76,7 @@ class BodyLimitMiddleware:
             limit = self.upload_limit_bytes
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            await _too_large(send)
+            await _too_large(send, scope.get("path", "").startswith("/api/"))
             return
         seen = 0
 
@@ -99,9 +99,12 @@ class BodyTooLarge(HTTPException):
         super().__init__(413)
 
 
-async def _too_large(send: Send) -> None:
-    body = b"Request body too large\n"
+async def _too_large(send: Send, api: bool = False) -> None:
+    # The member API speaks problem+json (RFC 9457), pages plain text.
+    body, media = ((b'{"type":"https://switchd.dev/problems/body-too-large","title":"Request body too large",'
+                    b'"status":413,"detail":"The request body is too large."}', b"application/problem+json")
+                   if api else (b"Request body too large\n", b"text/plain; charset=utf-8"))
     await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                "headers": [(b"content-type", media),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -12,12 +12,44 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.loyalty.mall import DEFAULT_SETTINGS as DEFAULT_MALL_SETTINGS
+from ledger.loyalty.mall import MallSettings
+
 SECRET_ENV = "SWITCHD_PORTAL_SECRET"
 SECRET_MIN_BYTES = 32
 
 
 class SettingsError(ValueError):
     """A setting the portal cannot run with; ``str()`` is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The member API's bounds (the configuration's ``[api]``; docs/api.md)."""
+
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 86_400
+    sessions_per_member_max: int = 10
+    # Token buckets, per portal process (several processes: each has its own buckets).
+    rate_member_per_s: float = 20.0
+    rate_member_burst: int = 60
+    rate_address_per_s: float = 50.0
+    rate_address_burst: int = 200
+    rate_buckets_max: int = 100_000
+    body_max_bytes: int = 16 * 1024
+    page_limit_default: int = 20
+    page_limit_max: int = 100
+    idempotency_ttl_s: int = 86_400
+
+    def check(self) -> None:
+        """Raise SettingsError for bounds that cannot work."""
+        if min(self.access_token_ttl_s, self.refresh_token_ttl_s, self.sessions_per_member_max,
+               self.rate_member_burst, self.rate_address_burst, self.rate_buckets_max, self.body_max_bytes,
+               self.page_limit_default, self.idempotency_ttl_s) <= 0 or min(self.rate_member_per_s,
+                                                                            self.rate_address_per_s) <= 0:
+            raise SettingsError("api bounds must be > 0")
+        if self.page_limit_default > self.page_limit_max:
+            raise SettingsError("api page_limit_default must be <= page_limit_max")
 
 
 @dataclass(frozen=True)
@@ -67,6 +99,9 @@ class PortalSettings:
     smtp_password_file: str = ""
     smtp_timeout_s: int = 10
     smtp_attempts_max: int = 5
+    # The points mall's order timeout and sweeper ([mall]).
+    mall: MallSettings = DEFAULT_MALL_SETTINGS
+    api: ApiSettings = field(default_factory=ApiSettings)
     secret: bytes = field(default=b"", repr=False)
 
     @property
@@ -91,6 +126,7 @@ class PortalSettings:
             raise SettingsError("portal smtp_from must be set when smtp_host is")
         if self.promotion_fee_minor < 0:
             raise SettingsError("portal promotion_fee_minor must be >= 0")
+        self.api.check()
         if len(self.secret) < SECRET_MIN_BYTES:
             raise SettingsError(f"portal secret must be at least {SECRET_MIN_BYTES} bytes: set {SECRET_ENV} "
                                 "or secret_file")

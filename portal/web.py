@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from ledger.loyalty.mall import Mall
 from ledger.loyalty.operations import Loyalty
 from portal import csrf, mail, permissions
 from portal.sessions import Session, SessionStore
@@ -43,6 +44,8 @@ class Portal:
     loyalty: Loyalty | None = None
     # Seals terminals' MAC keys (None: keyed terminals cannot be added from the portal).
     master_key: bytes | None = field(default=None, repr=False)
+    # The points mall's orders (None, as the seat, without ledger settings).
+    mall: Mall | None = None
 
 
 @dataclass(frozen=True)

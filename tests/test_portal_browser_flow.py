@@ -267,6 +267,10 @@ def _merchant_admin_adds_a_cashier_and_a_member(page: Page, _url: str) -> None:
     page.get_by_label("Or the card number of a card in hand").fill(PAN)
     page.get_by_label("Name", exact=True).fill("Browser Member")
     page.get_by_role("button", name="Issue").click()
+    # The member's activation code (the form's default first credential), shown this once.
+    _expect_h1(page, f"Activation code for card {MASKED_PAN}")
+    assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}", _value_of(page, "Activation code"))
+    page.get_by_role("link", name="Done").click()
     _expect_h1(page, f"Member {MASKED_PAN}")
     assert PAN not in page.content()  # masked everywhere, the page's source too
     _log_out(page)

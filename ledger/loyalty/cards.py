@@ -53,7 +53,8 @@ async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = No
 
     A member may hold several cards; a phone identifies one member, so a new member
     with a phone another member logs in with is refused (issue to that member instead).
-    Accounts are opened on first use.
+    The card's own name and phone columns copy its member's (``name`` and ``phone``
+    are ignored for an existing member). Accounts are opened on first use.
     """
     await check_pan(conn, pan)
     expiry = expiry or default_expiry(today or dt.datetime.now(dt.UTC).date())
@@ -70,11 +71,15 @@ async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = No
                 "RETURNING id", name or "", login_phone(phone))
             if member_id is None:
                 raise ProvisioningError("that phone number belongs to another member: issue the card to them")
-        elif not await conn.fetchval("SELECT 1 FROM loyalty.members WHERE id = $1", member_id):
-            raise ProvisioningError(f"no member {member_id}")
+        else:
+            # A further card of a member: its holder columns are the member's (kept in step with it).
+            holder = await conn.fetchrow("SELECT name, phone FROM loyalty.members WHERE id = $1", member_id)
+            if holder is None:
+                raise ProvisioningError(f"no member {member_id}")
+            name, phone = holder["name"] or None, holder["phone"]
         row = await conn.fetchrow(
             "INSERT INTO loyalty.cards(pan, expiry, name, phone, member_id) VALUES ($1,$2,$3,$4,$5) "
-            "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, phone, member_id)
+            "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, login_phone(phone) or phone, member_id)
         if row is None:
             raise ProvisioningError(f"card {mask_pan(pan)} already exists")
     found = await show_card(conn, pan)

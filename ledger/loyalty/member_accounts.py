@@ -29,3 +29,12 @@ async def member_balances(conn: asyncpg.Connection | asyncpg.Pool, member_id: in
         "LEFT JOIN loyalty.currencies cur ON a.purpose = 'stored_value' AND cur.asset = a.asset "
         "ORDER BY c.id, a.purpose, a.asset", member_id, CARDS_PER_MEMBER_MAX)
     return [{**dict(r), "pan": mask_pan(r["pan"])} for r in rows]
+
+
+async def program_rates(conn: asyncpg.Connection | asyncpg.Pool) -> list[dict[str, Any]]:
+    """What a point is worth in each active program: its name, the issue price and the redemption value
+    of one point in minor units of the program's currency (``currency``: ISO 4217 numeric)."""
+    rows = await conn.fetch(
+        "SELECT code AS program, name, currency, issue_price_minor, redeem_value_minor "
+        "FROM loyalty.programs WHERE status = 'active' ORDER BY code")
+    return [dict(r) for r in rows]

@@ -13,7 +13,6 @@ masked; a card is named by its row id everywhere else.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import secrets
 from typing import Any
 
@@ -26,8 +25,6 @@ from ledger.loyalty.programs import ProvisioningError
 from ledger.loyalty.rules import luhn_complete, mask_pan
 
 PAN_DIGITS_DEFAULT = 16
-NAME_CHARS_MAX = 80
-PHONE = re.compile(r"^\+?[0-9 -]{3,20}$")
 LIST_LIMIT_MAX = 200
 _ISSUE_ATTEMPTS_MAX = 20
 
@@ -86,6 +83,14 @@ async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: st
     return found
 
 
+async def member_in_program(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, program: str) -> bool:
+    """True when one of the member's cards is a member of ``program`` (its merchants see the member)."""
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM loyalty.cards c JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = c.id::text "
+        "AND a.purpose = 'points' JOIN loyalty.programs p ON p.points_asset = a.asset "
+        "WHERE c.member_id = $1 AND p.code = $2 LIMIT 1", member_id, program))
+
+
 async def is_member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, program: str) -> bool:
     """True when the card holds a points account in ``program``."""
     return bool(await conn.fetchval(
@@ -111,33 +116,30 @@ async def member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> dict[
 async def search_members(conn: asyncpg.Connection | asyncpg.Pool, program: str | None = None,
                          text: str | None = None, status: str | None = None, after_id: int | None = None,
                          limit: int = 50) -> dict[str, Any]:
-    """Cards (of ``program``'s members when given), by name or phone containing ``text``, by
-    status; in id order, keyset pages (``after_id``). PANs masked."""
+    """Cards (of ``program``'s members when given), by their member's name or phone containing
+    ``text``, by status; in id order, keyset pages (``after_id``). PANs masked."""
     limit = max(1, min(int(limit), LIST_LIMIT_MAX))
     like = None if not text else "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     rows = await conn.fetch(
-        "SELECT c.id, c.pan, c.status, c.expiry, c.name, c.phone, c.created_at FROM loyalty.cards c "
+        "SELECT c.id, c.member_id, c.pan, c.status, c.expiry, m.name, m.phone, c.created_at FROM loyalty.cards c "
+        "JOIN loyalty.members m ON m.id = c.member_id "
         "WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM ledger.accounts a JOIN loyalty.programs p "
         "        ON p.points_asset = a.asset WHERE a.owner_kind = 'card' AND a.owner_id = c.id::text "
         "        AND a.purpose = 'points' AND p.code = $1)) "
-        "  AND ($2::text IS NULL OR c.name ILIKE $2 OR c.phone LIKE $2) "
+        "  AND ($2::text IS NULL OR m.name ILIKE $2 OR m.phone LIKE $2) "
         "  AND ($3::text IS NULL OR c.status = $3) AND ($4::bigint IS NULL OR c.id > $4) "
         f"ORDER BY c.id LIMIT {limit + 1}", program, like, status, after_id)
     page = [dict(r) | {"pan": mask_pan(r["pan"])} for r in rows[:limit]]
     return {"members": page, "next_after_id": page[-1]["id"] if len(rows) > limit else None}
 
 
-async def update_member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, name: str | None,
-                        phone: str | None, expiry: str | None) -> bool:
-    """Change a card's holder name, phone and expiry (YYMM; None = never); False when no such card."""
-    if name is not None and len(name) > NAME_CHARS_MAX:
-        raise ProvisioningError(f"name must be at most {NAME_CHARS_MAX} characters")
-    if phone is not None and not PHONE.match(phone):
-        raise ProvisioningError("phone must be 3..20 digits, spaces or dashes")
+async def set_expiry(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, expiry: str | None) -> bool:
+    """Change a card's expiry (YYMM; None = never); False when no such card. The holder's name and
+    phone are the member's (ledger.loyalty.member_profile.update_profile)."""
     if expiry is not None and not cards.EXPIRY.match(expiry):
         raise ProvisioningError(f"expiry must be YYMM, got {expiry!r}")
-    done = await conn.execute("UPDATE loyalty.cards SET name = $2, phone = $3, expiry = $4, updated_at = now() "
-                              "WHERE id = $1", card_id, name, phone, expiry)
+    done = await conn.execute("UPDATE loyalty.cards SET expiry = $2, updated_at = now() WHERE id = $1",
+                              card_id, expiry)
     return bool(done.endswith(" 1"))
 
 
@@ -162,9 +164,11 @@ async def merchant_original(conn: asyncpg.Connection | asyncpg.Pool, merchant_id
 
 async def card_transactions(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, merchant_id: str | None = None,
                             limit: int = 20) -> list[dict[str, Any]]:
-    """A card's latest transactions (at ``merchant_id`` only, when given), newest first, PAN masked."""
-    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
-    if pan is None:
+    """A card's latest transactions (at ``merchant_id`` only, when given), newest first, PAN masked
+    (read as its member's history of that card: a page costs the same whatever the card's past)."""
+    member_id = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1", card_id)
+    if member_id is None:
         return []
-    found = await search.search(conn, search.Filters(pan=str(pan), merchant_id=merchant_id), limit)
+    found = await search.member_history(conn, int(member_id), search.Filters(card_id=card_id,
+                                                                             merchant_id=merchant_id), None, limit)
     return list(found["transactions"])

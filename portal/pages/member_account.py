@@ -10,7 +10,7 @@ from starlette.responses import Response
 from ledger.loyalty.member_accounts import member_balances
 from portal import csrf, member_auth
 from portal.i18n import gettext as _
-from portal.member_web import MemberPage, member_next, member_page, member_sessions
+from portal.member_web import MemberPage, home_context, member_next, member_page, member_sessions
 from portal.web import FORM, GET, POST, portal_of, redirect, render
 
 LOGIN_FIELD_MAX = member_auth.IDENTIFIER_CHARS_MAX
@@ -142,6 +142,7 @@ async def member_password(request: Request, pg: MemberPage) -> Response:
 async def member_home(request: Request, pg: MemberPage) -> Response:
     """The member's start page: balances of every card."""
     return render(request, "member/home.html", {
+        **await home_context(pg.pool, pg.member_id),
         "changed": request.query_params.get("changed") == "1",
         "balances": await member_balances(pg.pool, pg.member_id)}, session=pg.session)
 
