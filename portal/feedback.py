@@ -22,7 +22,10 @@ from portal.refusals import Refusal
 SUBJECT_CHARS_MAX = 120
 BODY_CHARS_MAX = 4000
 LIST_LIMIT_MAX = 200
-MESSAGES_MAX = 500  # shown per thread: a bound on one page
+MESSAGES_MAX = 500  # per thread: a reply past it is refused (a thread is one page)
+# Threads not yet closed, per member (to all merchants) and per merchant (to the platform):
+# a bound on what one author can pile up.
+OPEN_THREADS_MAX = 20
 STATUSES = ("open", "answered", "closed")
 
 
@@ -80,6 +83,13 @@ async def _open(conn: asyncpg.Connection, kind: str, member_id: int | None, merc
     _check(subject, body)
     if not await conn.fetchval("SELECT 1 FROM loyalty.merchants WHERE merchant_id = $1", merchant_id):
         raise FeedbackError(N_("No merchant %(id)s."), id=merchant_id)
+    open_threads = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM portal.feedback_threads WHERE kind = $1 AND status <> 'closed' "
+        "AND (CASE WHEN $1 = 'member' THEN member_id = $2 ELSE merchant_id = $3 END) LIMIT $4) t",
+        kind, member_id, merchant_id, OPEN_THREADS_MAX)
+    if open_threads >= OPEN_THREADS_MAX:
+        raise FeedbackError(N_("You have %(n)s threads not yet closed: close one before writing a new one."),
+                            n=OPEN_THREADS_MAX)
     async with conn.transaction():
         tid = await conn.fetchval(
             "INSERT INTO portal.feedback_threads(kind, member_id, merchant_id, subject, created_by) "
@@ -148,6 +158,9 @@ async def reply(conn: asyncpg.Connection, party: Party, thread_id: int, body: st
             return None
         if row["status"] == "closed":
             raise FeedbackError(N_("The thread is closed."))
+        if await conn.fetchval("SELECT count(*) FROM portal.feedback_messages WHERE thread_id = $1",
+                               thread_id) >= MESSAGES_MAX:
+            raise FeedbackError(N_("The thread is full: start a new one."))
         status = "open" if party.side == _author_side(row["kind"]) else "answered"
         await conn.execute("INSERT INTO portal.feedback_messages(thread_id, side, author, body) VALUES ($1, $2, $3, $4)",
                            thread_id, party.side, author[:100], body.strip())

@@ -28,6 +28,9 @@ LIST_LIMIT_MAX = 200
 # Unread counts are counted up to this (a header shows "99+"): an inbox of a million
 # unread broadcasts costs a bounded read.
 UNREAD_COUNT_MAX = 100
+# Messages one sender (a merchant, or the platform) may write in 24 hours: members' inboxes
+# and the e-mail outbox are not a sender's to flood.
+SENT_PER_DAY_MAX = 200
 
 
 class MailError(Refusal):
@@ -93,6 +96,11 @@ def _check(subject: str, body: str) -> None:
 
 
 async def _insert(conn: asyncpg.Connection, email_copies: bool, columns: dict[str, Any]) -> dict[str, Any]:
+    sent_today = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM portal.mail_messages WHERE sender_merchant_id IS NOT DISTINCT FROM $1 "
+        "AND created_at > now() - interval '24 hours' LIMIT $2) s", columns.get("sender_merchant_id"), SENT_PER_DAY_MAX)
+    if sent_today >= SENT_PER_DAY_MAX:
+        raise MailError(N_("At most %(n)s messages may be sent in 24 hours."), n=SENT_PER_DAY_MAX)
     names = ", ".join(columns)
     marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     async with conn.transaction():

@@ -50,7 +50,7 @@ async def test_merchant_to_platform_thread(pool: asyncpg.Pool) -> None:
         assert "In the files page." in page and "Found it, thanks." in page and "Closed" in page
         assert f'action="/feedback/{tid}/reply"' not in page
         response = await post_form(merchant, f"/feedback/{tid}", f"/feedback/{tid}/reply", body="One more")
-        assert response.headers["location"].endswith("?error=closed")
+        assert response.status_code == 400 and "The thread is closed." in response.text
         assert await pool.fetchval("SELECT count(*) FROM portal.feedback_messages WHERE thread_id = $1", tid) == 3
         # A thread nobody answered is deleted by its author (only).
         response = await post_form(merchant, "/feedback/new", subject="Typo", body="Never mind")
@@ -91,3 +91,25 @@ async def test_member_to_merchant_thread(pool: asyncpg.Pool) -> None:
             assert await feedback.reply(conn, Party.member(bob), tid, "Hi", "member:x") is None
             assert await feedback.close(conn, Party.member(alice), tid)
         assert await _status(pool, tid) == "closed"
+
+
+async def test_bounds_on_open_threads_and_thread_length(pool: asyncpg.Pool) -> None:
+    async with community_env(pool) as env:
+        alice = await member_in(pool, 1, "ALLY")
+        async with pool.acquire() as conn:
+            threads = [await feedback.create_member_feedback(conn, alice, "M0001", f"Question {i}", "Why?")
+                       for i in range(feedback.OPEN_THREADS_MAX)]
+            with pytest.raises(FeedbackError, match="not yet closed"):
+                await feedback.create_member_feedback(conn, alice, "M0002", "One more", "Why?")
+            # Another member, and the merchant to the platform, are not held by Alice's bound.
+            await feedback.create_member_feedback(conn, await member_in(pool, 2, "ALLY"), "M0001", "Mine", "Hi")
+            await feedback.create_merchant_feedback(conn, "M0001", "Ours", "Hi", "test")
+            assert await feedback.close(conn, Party.member(alice), threads[0]["id"])
+            await feedback.create_member_feedback(conn, alice, "M0002", "One more", "Why?")
+        full = threads[1]["id"]
+        await pool.execute("INSERT INTO portal.feedback_messages(thread_id, side, author, body) "
+                           "SELECT $1, 'member', 'member:x', 'again' FROM generate_series(2, $2)",
+                           full, feedback.MESSAGES_MAX)
+        merchant = await logged_in(env, "m0001-operator")
+        response = await post_form(merchant, f"/feedback/{full}?lang=zh_CN", f"/feedback/{full}/reply", body="Answer")
+        assert response.status_code == 400 and "会话已满，请新建会话。" in response.text

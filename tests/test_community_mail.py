@@ -57,6 +57,11 @@ async def test_merchant_to_members(pool: asyncpg.Pool) -> None:
         bob = await member_in(pool, 2, "ALLY")
         carol = await member_in(pool, 3, "CAFE")  # not a member of M0001's program
         merchant = await logged_in(env, "m0001-admin")
+        card = await pool.fetchval("SELECT id FROM loyalty.cards WHERE member_id = $1", alice)
+        link = f'href="/mail/new?to={alice}"'
+        assert link in (await merchant.get(f"/members/{card}")).text
+        assert f'value="{alice}"' in (await merchant.get(f"/mail/new?to={alice}")).text
+        assert link not in (await (await logged_in(env, "admin")).get(f"/members/{card}")).text
         assert (await post_form(merchant, "/mail/new", to=str(alice), subject="Hello Alice",
                                 body="Your card is ready.")).status_code == 303
         assert (await post_form(merchant, "/mail/new", to="*", subject="Double points",
@@ -85,6 +90,14 @@ async def test_merchant_to_members(pool: asyncpg.Pool) -> None:
         assert rest["next_after_id"] is None
         # A merchant's members are not the platform's to write to, nor another merchant's to read.
         assert (await mail.inbox(pool, Inbox.merchant("M0001")))["messages"] == []
+        # A sender's day is bounded (the platform's and other merchants' are their own).
+        await pool.execute("INSERT INTO portal.mail_messages(sender_merchant_id, audience, program, subject, body, "
+                           "created_by) SELECT 'M0001', 'members', 'ALLY', 'Spam', 'x', 'test' "
+                           "FROM generate_series(3, $1)", mail.SENT_PER_DAY_MAX)
+        refused = await post_form(merchant, "/mail/new", to="*", subject="One more", body="x")
+        assert refused.status_code == 400 and "At most 200 messages" in refused.text
+        assert (await post_form(await logged_in(env, "m0002-admin"), "/mail/new", to="*", subject="Hi",
+                                body="x")).status_code == 303
 
 
 async def _wait_outbox(pool: asyncpg.Pool, sender: MailSender, status: str, count: int) -> None:

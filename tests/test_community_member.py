@@ -47,6 +47,8 @@ async def test_member_promotions_and_mailbox(portal_env: PortalEnv) -> None:
     page = (await client.get("/member/promotions")).text
     assert "Books for everyone" in page and "Coffee for the alliance" in page
     assert "Bread for bakery members" not in page
+    home = (await client.get("/member")).text  # the home page shows them too
+    assert "Books for everyone" in home and "Bread for bakery members" not in home
     part = await home_promotions(portal_env.pool, alice)
     assert [p["title"] for p in part["promotions"]] == ["Coffee for the alliance", "Books for everyone"]
 
@@ -60,6 +62,7 @@ async def test_member_promotions_and_mailbox(portal_env: PortalEnv) -> None:
     direct = int(await portal_env.pool.fetchval("SELECT id FROM portal.mail_messages WHERE subject = 'For Alice only'"))
     assert "Your card is ready." in (await client.get(f"/member/mail/{direct}")).text
     assert (await home_promotions(portal_env.pool, alice))["unread_messages"] == 1
+    assert "1 unread message" in (await client.get("/member")).text
     # Bob: the broadcast only; Alice's message is not found, to read or to delete.
     other = await member_logged_in(portal_env, "13800000002")
     assert "For Alice only" not in (await other.get("/member/mail")).text

@@ -66,6 +66,10 @@ async def test_a_promotion_from_form_to_publication_with_its_fee(pool: asyncpg.P
         assert await pool.fetchval("SELECT count(*) FROM loyalty.transactions WHERE txn_type = 'fee' "
                                    "AND idempotency_key = $1 AND fee_minor = $2 AND merchant_id = 'M0001'",
                                    placement_fees.fee_key(pid), FEE) == 1
+        # The merchant finds the fee among its transactions; another merchant does not.
+        found_fee = (await admin.get("/transactions?type=fee&go=1")).text
+        assert "<td>fee</td>" in found_fee and "<td>M0001</td>" in found_fee
+        assert "<td>fee</td>" not in (await other.get("/transactions?type=fee&go=1")).text
         # Public, without a login; a member of the program sees it on the member list.
         public = env.client()
         page = await public.get("/m/M0001")

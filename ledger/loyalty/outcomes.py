@@ -34,6 +34,7 @@ class TxnType(StrEnum):
     LOTTERY = "lottery"  # 0200 906500
     REVERSAL = "reversal"  # 0400 / 0420
     MARKER = "marker"  # a reversal's marker for an original not (yet) seen
+    FEE = "fee"  # a fee charged to a merchant outside a transaction (a promotion's placement fee)
 
     @property
     def account(self) -> str:

@@ -19,9 +19,10 @@ import asyncpg
 
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, ReceiptRef
+from ledger.loyalty.outcomes import Channel, TxnType
 
-TXN_TYPE = "fee"
-CHANNEL = "mall"  # promotions are the points mall's
+TXN_TYPE = TxnType.FEE
+CHANNEL = Channel.MALL  # promotions are the points mall's
 FEE_MAX_MINOR = 100_000_000  # a bound: one promotion's fee is never more than this
 
 
@@ -56,9 +57,9 @@ async def charge(ledger: Ledger, pool: asyncpg.Pool | asyncpg.Connection, mercha
         return Result(Status.INVALID, detail=f"no merchant {merchant_id!r}")
     key = fee_key(promotion_id)
     txn: dict[str, Any] = {
-        "type": TXN_TYPE, "merchant_id": merchant_id, "program": row["program"], "amount": 0,
+        "type": str(TXN_TYPE), "merchant_id": merchant_id, "program": row["program"], "amount": 0,
         "currency": row["currency"], "points_delta": 0, "money_delta_minor": 0, "fee_minor": fee_minor,
-        "channel": CHANNEL,
+        "channel": str(CHANNEL),
     }
     if operator_ref:
         txn["operator_ref"] = operator_ref[:64]

@@ -99,30 +99,33 @@ async def feedback_new(request: Request, pg: Page) -> Response:
     return redirect(f"/feedback/{thread['id']}")
 
 
-@page("feedback_view")
-async def feedback_view(request: Request, pg: Page) -> Response:
-    """One thread: its messages, a reply form (unless closed), close and delete."""
-    thread = await _thread(request, pg)
+def _view(request: Request, pg: Page, thread: dict[str, Any], error: str | None = None) -> Response:
     party = party_of(pg)
     author_side = "member" if thread["kind"] == "member" else "merchant"
     deletable = (party.side == author_side
                  and all(m["side"] == party.side for m in thread["thread"]))
     return render(request, "feedback/view.html", {
         "t": thread, "mine": party.side, "status_name": status_name, "side_name": side_name,
-        "deletable": deletable, "error": request.query_params.get("error", "")[:10] == "closed",
-        "body_max": feedback.BODY_CHARS_MAX}, session=pg.session)
+        "deletable": deletable, "error": error, "body_max": feedback.BODY_CHARS_MAX},
+        status_code=400 if error else 200, session=pg.session)
+
+
+@page("feedback_view")
+async def feedback_view(request: Request, pg: Page) -> Response:
+    """One thread: its messages, a reply form (unless closed), close and delete."""
+    return _view(request, pg, await _thread(request, pg))
 
 
 @page("feedback_reply")
 async def feedback_reply(request: Request, pg: Page) -> Response:
-    """Add a message to a thread this user's side sees."""
+    """Add a message to a thread this user's side sees (refused: the thread again, saying why)."""
     thread = await _thread(request, pg)
     try:
         async with pg.pool.acquire() as conn:
             await feedback.reply(conn, party_of(pg), thread["id"], pg.field("body", feedback.BODY_CHARS_MAX + 1),
                                  pg.actor)
-    except FeedbackError:
-        return redirect(f"/feedback/{thread['id']}?error=closed")
+    except FeedbackError as exc:
+        return _view(request, pg, thread, said(exc))
     return redirect(f"/feedback/{thread['id']}")
 
 

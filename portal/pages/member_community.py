@@ -145,27 +145,29 @@ async def member_feedback_new(request: Request, pg: MemberPage) -> Response:
     return redirect(f"/member/feedback/{thread['id']}")
 
 
-@member_page("member_feedback_view")
-async def member_feedback_view(request: Request, pg: MemberPage) -> Response:
-    """One of the member's threads with its replies."""
-    thread = await _thread(request, pg)
+def _thread_page(request: Request, pg: MemberPage, thread: dict[str, Any], error: str | None = None) -> Response:
     deletable = all(m["side"] == "member" for m in thread["thread"])
     return render(request, "member/feedback_view.html", {
         "t": thread, "status_name": status_name, "side_name": side_name, "deletable": deletable,
-        "error": request.query_params.get("error", "")[:10] == "closed", "body_max": feedback.BODY_CHARS_MAX},
-        session=pg.session)
+        "error": error, "body_max": feedback.BODY_CHARS_MAX}, status_code=400 if error else 200, session=pg.session)
+
+
+@member_page("member_feedback_view")
+async def member_feedback_view(request: Request, pg: MemberPage) -> Response:
+    """One of the member's threads with its replies."""
+    return _thread_page(request, pg, await _thread(request, pg))
 
 
 @member_page("member_feedback_reply")
 async def member_feedback_reply(request: Request, pg: MemberPage) -> Response:
-    """The member writes again in one of its threads."""
+    """The member writes again in one of its threads (refused: the thread again, saying why)."""
     thread = await _thread(request, pg)
     try:
         async with pg.pool.acquire() as conn:
             await feedback.reply(conn, Party.member(pg.member_id), thread["id"],
                                  pg.field("body", feedback.BODY_CHARS_MAX + 1), pg.actor)
-    except FeedbackError:
-        return redirect(f"/member/feedback/{thread['id']}?error=closed")
+    except FeedbackError as exc:
+        return _thread_page(request, pg, thread, said(exc))
     return redirect(f"/member/feedback/{thread['id']}")
 
 
