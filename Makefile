@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal clean venv
+.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal bench-api bench-mail clean venv
 
 # The package, editable, with its test tools: everything runs from the source as it is.
 $(INSTALLED): pyproject.toml
@@ -72,3 +72,10 @@ bench-eod: $(INSTALLED)
 # The portal under 20 users on a ledger of a million journals, and the switch beside it; ARGS=--quick.
 bench-portal: $(INSTALLED)
 	$(BIN)/python bench/portal.py $(ARGS)
+
+bench-api: $(INSTALLED)
+	$(BIN)/python bench/api.py $(ARGS)
+
+# In-platform mail: a broadcast to 100,000 members, their inboxes, the e-mail fan-out.
+bench-mail: $(INSTALLED)
+	$(BIN)/python bench/mail_broadcast.py

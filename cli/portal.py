@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import secrets
 import signal
@@ -26,7 +27,7 @@ from cli.invocation import config
 from ledger import db as ledger_db
 from ledger.errors import first_line
 from ledger.keys import KeyStoreError, load_master_key
-from portal.settings import SECRET_ENV, PortalSettings, SettingsError, load_secret
+from portal.settings import SECRET_ENV, ApiSettings, PortalSettings, SettingsError, load_secret
 from switch import runtime
 from switch.config import Config
 from switch.daemon import ledger_settings
@@ -52,7 +53,12 @@ def portal_settings(cfg: Config, secret: bytes) -> PortalSettings:
         login_lockout_s=p.login_lockout_s, tls_cert_file=p.tls_cert_file or None,
         tls_key_file=p.tls_key_file or None, trusted_proxies=p.proxies, secret_file=p.secret_file or None,
         db_pool_size_max=p.db_pool_size_max, limit_concurrency=p.limit_concurrency,
-        default_locale=p.default_locale, secret=secret,
+        default_locale=p.default_locale, image_size_max_bytes=p.image_size_max_bytes, mall=cfg.mall, secret=secret,
+        promotions_need_approval=p.promotions_need_approval, promotion_fee_minor=p.promotion_fee_minor,
+        smtp_host=p.smtp_host, smtp_port=p.smtp_port, smtp_from=p.smtp_from, smtp_starttls=p.smtp_starttls,
+        smtp_username=p.smtp_username, smtp_password_file=p.smtp_password_file, smtp_timeout_s=p.smtp_timeout_s,
+        smtp_attempts_max=p.smtp_attempts_max,
+        api=ApiSettings(**dataclasses.asdict(cfg.api)),
         # Where `switchd eod run` writes the files the settlement pages serve.
         settlement_dir=cfg.eod.settlement_dir or str(cfg.state_path / "settlement"),
     )

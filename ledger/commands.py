@@ -136,9 +136,14 @@ def hold(key: str, leg: Leg, timeout_s: int, metadata: dict[str, Any] | None = N
     return Command(key, Kind.HOLD, (leg,), timeout_s=timeout_s, metadata=metadata or {})
 
 
-def capture(key: str, hold_id: int, amount: int | None = None, metadata: dict[str, Any] | None = None) -> Command:
-    """Post ``amount`` (default: all) of a pending hold and release the rest."""
-    return Command(key, Kind.CAPTURE, ref=hold_id, amount=amount, metadata=metadata or {})
+def capture(key: str, hold_id: int, amount: int | None = None, metadata: dict[str, Any] | None = None,
+            legs: list[Leg] | tuple[Leg, ...] = ()) -> Command:
+    """Post ``amount`` (default: all) of a pending hold and release the rest.
+
+    ``legs``: more transfers posted in the same journal after the captured leg (a fee), as a
+    transfer's legs: the capture posts all of them or nothing.
+    """
+    return Command(key, Kind.CAPTURE, tuple(legs), ref=hold_id, amount=amount, metadata=metadata or {})
 
 
 def void(key: str, hold_id: int, metadata: dict[str, Any] | None = None) -> Command:
@@ -177,9 +182,12 @@ def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400
         return "only a transfer may be forced"
     if cmd.guard is not None and (not isinstance(cmd.guard, str) or not 1 <= len(cmd.guard) <= IDEMPOTENCY_KEY_MAX):
         return f"a guard must be 1..{IDEMPOTENCY_KEY_MAX} characters"
-    if kind in (Kind.TRANSFER, Kind.HOLD):
+    if kind in (Kind.TRANSFER, Kind.HOLD) or (kind is Kind.CAPTURE and cmd.legs):
         if not cmd.legs:
             return "a transfer needs at least one leg"
+        # A capture's own leg counts: it is posted in the same journal.
+        if len(cmd.legs) + (kind is Kind.CAPTURE) > legs_max:
+            return f"too many legs: {len(cmd.legs) + 1} > {legs_max}"
         if len(cmd.legs) > legs_max:
             return f"too many legs: {len(cmd.legs)} > {legs_max}"
         if kind is Kind.HOLD and len(cmd.legs) != 1:
@@ -193,6 +201,10 @@ def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400
                 return f"leg {n}: amount must be a positive integer, got {leg.amount!r}"
             if leg.debit_account_id == leg.credit_account_id:
                 return f"leg {n}: debit and credit are the same account {leg.debit_account_id}"
+        if kind is Kind.CAPTURE:
+            problem = _reference_problem(cmd, kind)
+            if problem is not None:
+                return problem
         if kind is Kind.HOLD:
             t = cmd.timeout_s
             if not isinstance(t, int) or isinstance(t, bool) or not 0 < t <= hold_timeout_max_s:
@@ -200,12 +212,19 @@ def validate(cmd: Command, legs_max: int, hold_timeout_max_s: int = 365 * 86_400
     else:
         if cmd.legs:
             return f"a {kind.value} takes no legs"
-        if not isinstance(cmd.ref, int) or isinstance(cmd.ref, bool) or cmd.ref <= 0:
-            return f"a {kind.value} needs a positive reference id, got {cmd.ref!r}"
-        if cmd.amount is not None and (kind is not Kind.CAPTURE or not _positive_int(cmd.amount)):
-            return f"amount must be a positive integer on a capture only, got {cmd.amount!r}"
+        problem = _reference_problem(cmd, kind)
+        if problem is not None:
+            return problem
     if check_metadata and metadata_json(cmd) is None:
         return METADATA_NOT_JSON
+    return None
+
+
+def _reference_problem(cmd: Command, kind: Kind) -> str | None:
+    if not isinstance(cmd.ref, int) or isinstance(cmd.ref, bool) or cmd.ref <= 0:
+        return f"a {kind.value} needs a positive reference id, got {cmd.ref!r}"
+    if cmd.amount is not None and (kind is not Kind.CAPTURE or not _positive_int(cmd.amount)):
+        return f"amount must be a positive integer on a capture only, got {cmd.amount!r}"
     return None
 
 

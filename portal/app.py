@@ -6,6 +6,7 @@ caller owns the pool and closes it); portal.server runs it under uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,22 +26,30 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ledger.engine import Ledger, LedgerSettings
+from ledger.loyalty.mall import Mall, sweep_forever
 from ledger.loyalty.operations import Loyalty
-from portal import i18n, labels, permissions, security_headers
+from portal import i18n, images, labels, mail_sender, permissions, security_headers
+from portal.api import app as api_app
 from portal.i18n import N_
 from portal.member_web import member_menu
 from portal.pages import (
     audit_log,
     auth,
     bins,
+    feedback,
     fees,
+    mail,
+    mall,
     member_account,
+    member_community,
+    member_mall,
     member_pages,
     members,
     merchants,
     operators,
     profile,
     programs,
+    promotions,
     seat,
     settlement,
     stats,
@@ -58,8 +67,9 @@ STATIC_DIR = HERE / "static"
 log = structlog.get_logger("portal")
 
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
-PAGES = (auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
-         stats, settlement, audit_log, programs, fees, bins, member_account, member_pages)
+PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
+         stats, settlement, audit_log, programs, fees, bins, member_account, member_pages, mall, member_mall,
+         promotions, feedback, mail, member_community)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -80,9 +90,14 @@ def _templates(app: Starlette) -> Jinja2Templates:
     env.globals.update({
         "url": lambda name, **params: str(app.url_path_for(name, **params)),
         "allowed": permissions.allowed, "role_label": labels.role_label, "status_label": labels.status_label,
-        "lang_url": _lang_url, "member_menu": member_menu,
+        "lang_url": _lang_url, "unread_mail": _unread_mail, "member_menu": member_menu,
     })
     return Jinja2Templates(env=env)
+
+
+def _unread_mail(request: Request) -> int:
+    """The unread count of the page's user's inbox (set by portal.web.page), 0 when none."""
+    return int(getattr(request.state, "unread_mail", 0) or 0)
 
 
 def _lang_url(request: Request, code: str) -> str:
@@ -125,15 +140,39 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     routes: list[Route | Mount] = [Route(path, endpoint, methods=methods, name=name)
                                    for path, endpoint, methods, name in ROUTES]
     routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    api = api_app.create_api()
+    routes.append(Mount(api_app.PREFIX, app=api, name="api"))
     ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
+    loyalty = Loyalty(ledger, pool) if ledger is not None else None
+    orders = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
+    # E-mail copies of in-platform mail: a background sender when SMTP is configured.
+    sender = None
+    if settings.smtp_host:
+        sender = mail_sender.MailSender(pool, mail_sender.SmtpSettings(
+            host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from,
+            starttls=settings.smtp_starttls, username=settings.smtp_username,
+            password=mail_sender.read_password(settings.smtp_password_file), timeout_s=settings.smtp_timeout_s,
+            attempts_max=settings.smtp_attempts_max))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        sweeper: asyncio.Task[None] | None = None
         if ledger is not None:
             await ledger.start()
+        if orders is not None:
+            # Orders not confirmed in time are cancelled, interrupted ones finished (ledger/loyalty/mall.py).
+            sweeper = asyncio.create_task(sweep_forever(orders), name="mall-sweeper")
+        if sender is not None:
+            await sender.start()
         try:
             yield
         finally:
+            if sender is not None:
+                await sender.stop()
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
             if ledger is not None:
                 await ledger.stop()
 
@@ -143,10 +182,14 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         middleware=[
             Middleware(security_headers.SecurityHeadersMiddleware),
             Middleware(i18n.LocaleMiddleware, default=settings.default_locale),
-            Middleware(security_headers.BodyLimitMiddleware, limit_bytes=settings.request_body_max_bytes),
+            Middleware(security_headers.BodyLimitMiddleware, limit_bytes=settings.request_body_max_bytes,
+                       upload_limit_bytes=settings.image_size_max_bytes + images.UPLOAD_OVERHEAD_BYTES,
+                       is_upload=images.is_upload_path),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
-                              loyalty=Loyalty(ledger, pool) if ledger is not None else None, master_key=master_key)
+                              loyalty=loyalty, master_key=master_key, mall=orders)
+    api_app.attach(api, app.state.portal)
+    app.state.mail_sender = sender
     return app

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal import csrf, permissions
+from portal import csrf, mail, permissions
 from portal.i18n import N_
 from portal.sessions import SessionStore
 from portal.web import FORM_FIELDS_MAX, Portal, portal_of, redirect
@@ -124,6 +124,8 @@ def member_page(route: str, files_max: int = 0) -> Callable[[MemberHandler], Cal
                 return redirect("/member/login?next=" + quote(target, safe="/"))
             if session.must_change_password and route not in ("member_password", "member_logout"):
                 return redirect("/member/password")
+            # The header shows the mailbox's unread count on every member page (a bounded count).
+            request.state.unread_mail = await mail.unread_count(portal.pool, mail.Inbox.member(session.member_id))
             form = None
             if request.method == "POST":
                 form = await request.form(max_files=files_max, max_fields=FORM_FIELDS_MAX)
@@ -156,6 +158,11 @@ MEMBER_MENU: list[tuple[str, str]] = [
     ("member_cards", N_("My cards")),
     ("member_rates", N_("Points rates")),
     ("member_profile", N_("Profile")),
+    ("member_mall", N_("Points mall")),
+    ("member_orders", N_("My orders")),
+    ("member_promotions", N_("Promotions")),
+    ("member_mail", N_("Mailbox")),
+    ("member_feedback", N_("Feedback")),
 ]
 
 

@@ -24,12 +24,20 @@ EVERYONE = frozenset(Role)
 PLATFORM_ROLES = frozenset({PA, PO})
 MERCHANT_ROLES = frozenset({MA, MO})
 
-# Reached without a session (the members' login and activation pages too).
-PUBLIC = frozenset({"login", "static", "member_login", "member_activate"})
+# Reached without a session: the members' login and activation pages, the images of goods and
+# promotions (media), a merchant's public page (its published promotions). "api": the member
+# API (/api/v1) checks its own bearer tokens, not the portal's roles.
+PUBLIC = frozenset({"login", "static", "member_login", "member_activate", "media", "merchant_public", "api"})
 
 # A member's own pages (portal.member_web.member_page): a member's session only, never an
 # operator's; each page shows the member's own objects only (another member's answer 404).
-MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"})
+# Community: the member's promotions, mailbox and feedback.
+_COMMUNITY_MEMBER = frozenset({"member_promotions", "member_mail", "member_mail_view", "member_mail_delete",
+                               "member_feedback", "member_feedback_new", "member_feedback_view",
+                               "member_feedback_reply", "member_feedback_close", "member_feedback_delete"})
+# The points mall (portal/pages/member_mall.py).
+_MALL_MEMBER = frozenset({"member_mall", "member_mall_good", "member_orders", "member_order", "member_order_cancel"})
+MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) | _COMMUNITY_MEMBER | _MALL_MEMBER
 # The member's self-service pages (portal/pages/member_pages.py).
 _MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_balances", "member_history",
                            "member_rates", "member_cards", "member_card_block"})
@@ -120,9 +128,54 @@ _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_
                                                        "settlement_matrix_csv",
                                                        "transactions_export"})
 
-RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM}
+# The points mall: a merchant's users (admin and operator) manage their goods and orders; the
+# platform's users read every merchant's.
+_MALL: dict[str, frozenset[Role]] = {
+    "mall_goods": EVERYONE,
+    "mall_good_view": EVERYONE,
+    "mall_good_new": frozenset({MA, MO}),
+    "mall_good_edit": frozenset({MA, MO}),
+    "mall_good_status": frozenset({MA, MO}),
+    "mall_orders": EVERYONE,
+    "mall_order_view": EVERYONE,
+    "mall_order_new": frozenset({MA, MO}),
+    "mall_order_edit": frozenset({MA, MO}),
+    "mall_order_action": frozenset({MA, MO}),
+    "mall_order_cancel": frozenset({MA, MO}),
+    "mall_order_refund": frozenset({MA, MO}),
+}
+_MALL_SCOPED: frozenset[str] = frozenset(_MALL)
+
+# Community: promotions, feedback, mail. A merchant's admin writes its promotions and its mail,
+# its operator reads them; the platform (admin or operator) decides promotions and answers
+# merchants' feedback; the platform's admin writes to merchants. Everyone answers the feedback it sees.
+_COMMUNITY: dict[str, frozenset[Role]] = {
+    "promotions": EVERYONE,
+    "promotion_new": frozenset({MA}),
+    "promotion_view": EVERYONE,
+    "promotion_edit": frozenset({MA}),
+    "promotion_delete": frozenset({PA, MA}),
+    "promotion_review": frozenset({PA, PO}),
+    "feedback": EVERYONE,
+    "feedback_new": frozenset({MA, MO}),
+    "feedback_view": EVERYONE,
+    "feedback_reply": EVERYONE,
+    "feedback_close": EVERYONE,
+    "feedback_delete": frozenset({MA, MO}),
+    "mail_inbox": frozenset({MA, MO}),
+    "mail_view": frozenset({MA, MO}),
+    "mail_delete": frozenset({MA, MO}),
+    "mail_sent": frozenset({PA, PO, MA}),
+    "mail_new": frozenset({PA, MA}),
+}
+_COMMUNITY_SCOPED: frozenset[str] = frozenset({"promotions", "promotion_view", "promotion_edit", "promotion_delete",
+                                                "feedback", "feedback_view", "feedback_reply", "feedback_close",
+                                                "feedback_delete", "mail_inbox", "mail_view", "mail_delete",
+                                                "mail_sent", "mail_new"})
+
+RULES: dict[str, frozenset[Role]] = {**_CORE, **_MERCHANT, **_PLATFORM, **_MALL, **_COMMUNITY}
 # The routes that check the object's merchant against the user's (another's answers 404).
-MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED
+MERCHANT_SCOPED = _CORE_SCOPED | _MERCHANT_SCOPED | _PLATFORM_SCOPED | _MALL_SCOPED | _COMMUNITY_SCOPED
 
 # The roles a user of each role may give to a user it creates.
 GRANTS: dict[Role, tuple[Role, ...]] = {

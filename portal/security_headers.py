@@ -6,6 +6,8 @@ sniffing, no referrer leaving the site, pages not cached (they carry personal da
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,7 +41,8 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        static = scope.get("path", "").startswith("/static/")
+        # Static files and stored images set their own (long) cache header.
+        static = scope.get("path", "").startswith(("/static/", "/media/"))
         secure = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
@@ -51,19 +54,29 @@ class SecurityHeadersMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses a request body over ``limit_bytes`` with 413, before any of it is parsed."""
+    """Refuses a request body over ``limit_bytes`` with 413, before any of it is parsed.
 
-    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+    Paths for which ``is_upload(path)`` is true (the forms that upload an image) may send
+    up to ``upload_limit_bytes`` instead.
+    """
+
+    def __init__(self, app: ASGIApp, limit_bytes: int, upload_limit_bytes: int = 0,
+                 is_upload: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.upload_limit_bytes = max(upload_limit_bytes, limit_bytes)
+        self.is_upload = is_upload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_bytes
+        if self.is_upload is not None and scope.get("method") == "POST" and self.is_upload(scope.get("path", "")):
+            limit = self.upload_limit_bytes
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit_bytes):
-            await _too_large(send)
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _too_large(send, scope.get("path", "").startswith("/api/"))
             return
         seen = 0
 
@@ -72,7 +85,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit_bytes:
+                if seen > limit:
                     raise BodyTooLarge()
             return message
 
@@ -86,9 +99,12 @@ class BodyTooLarge(HTTPException):
         super().__init__(413)
 
 
-async def _too_large(send: Send) -> None:
-    body = b"Request body too large\n"
+async def _too_large(send: Send, api: bool = False) -> None:
+    # The member API speaks problem+json (RFC 9457), pages plain text.
+    body, media = ((b'{"type":"https://switchd.dev/problems/body-too-large","title":"Request body too large",'
+                    b'"status":413,"detail":"The request body is too large."}', b"application/problem+json")
+                   if api else (b"Request body too large\n", b"text/plain; charset=utf-8"))
     await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                "headers": [(b"content-type", media),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

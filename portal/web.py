@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from ledger.loyalty.mall import Mall
 from ledger.loyalty.operations import Loyalty
-from portal import csrf, permissions
+from portal import csrf, mail, permissions
 from portal.sessions import Session, SessionStore
 from portal.settings import PortalSettings
 
@@ -43,6 +44,8 @@ class Portal:
     loyalty: Loyalty | None = None
     # Seals terminals' MAC keys (None: keyed terminals cannot be added from the portal).
     master_key: bytes | None = field(default=None, repr=False)
+    # The points mall's orders (None, as the seat, without ledger settings).
+    mall: Mall | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,9 @@ def page(route: str, files_max: int = 0) -> Callable[[Handler], Callable[[Reques
                 return redirect("/password")
             if not permissions.allowed(route, session.role):
                 raise HTTPException(403)
+            if session.role in permissions.MERCHANT_ROLES and session.merchant_id:
+                # The header shows the inbox's unread count on every page (a bounded count).
+                request.state.unread_mail = await mail.unread_count(portal.pool, mail.Inbox.merchant(session.merchant_id))
             form = None
             if request.method == "POST":
                 form = await request.form(max_files=files_max, max_fields=FORM_FIELDS_MAX)

@@ -26,6 +26,7 @@ from typing import Any
 
 from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
+from ledger.loyalty.mall import MallSettings
 
 ENV_CONFIG = "SWITCHD_CONFIG"
 ENV_DSN = "SWITCHD_DSN"
@@ -129,6 +130,42 @@ PORTAL_SCHEMA: Schema = {
     "db_pool_size_max": (int, 10, _between(1, 500)),
     "limit_concurrency": (int, 200, _between(1, 100_000)),
     "default_locale": (str, "en", _one_of("en", "zh_CN")),
+    "promotions_need_approval": (bool, True, None),
+    "promotion_fee_minor": (int, 0, _between(0, 100_000_000)),
+    "smtp_host": (str, "", None),  # empty: no e-mail copies of in-platform mail
+    "smtp_port": (int, 25, _between(1, 65535)),
+    "smtp_from": (str, "", None),
+    "smtp_starttls": (bool, False, None),
+    "smtp_username": (str, "", None),
+    "smtp_password_file": (str, "", None),  # the password is never a key here
+    "smtp_timeout_s": (int, 10, _between(1, 300)),
+    "smtp_attempts_max": (int, 5, _between(1, 100)),
+    "image_size_max_bytes": (int, 512 * 1024, _between(1024, 16 * 1024 * 1024)),
+}
+
+# The points mall (ledger/loyalty/mall.py): order holds and the portal's sweeper of due orders.
+MALL_SCHEMA: Schema = {
+    "order_confirm_timeout_s": (int, 259_200, _between(60, 365 * 86_400)),
+    "sweep_interval_s": (float, 60.0, _between(0.1, 86_400)),
+    "sweep_batch_max": (int, 100, _between(1, 10_000)),
+    "placing_stale_s": (int, 300, _between(10, 86_400)),
+}
+
+# The member API for apps (/api/v1, served by the portal: docs/api.md).
+API_SCHEMA: Schema = {
+    "access_token_ttl_s": (int, 15 * 60, _between(1, 86_400)),
+    "refresh_token_ttl_s": (int, 30 * 86_400, _between(60, 365 * 86_400)),
+    "sessions_per_member_max": (int, 10, _between(1, 1000)),
+    # Token buckets, per portal process: a steady rate per second and a burst.
+    "rate_member_per_s": (float, 20.0, _between(0.01, 100_000)),
+    "rate_member_burst": (int, 60, _between(1, 1_000_000)),
+    "rate_address_per_s": (float, 50.0, _between(0.01, 100_000)),
+    "rate_address_burst": (int, 200, _between(1, 1_000_000)),
+    "rate_buckets_max": (int, 100_000, _between(100, 10_000_000)),
+    "body_max_bytes": (int, 16 * 1024, _between(256, 1024 * 1024)),
+    "page_limit_default": (int, 20, _between(1, 1000)),
+    "page_limit_max": (int, 100, _between(1, 1000)),
+    "idempotency_ttl_s": (int, 86_400, _between(60, 30 * 86_400)),
 }
 
 LISTENER_SCHEMA: Schema = {
@@ -221,6 +258,17 @@ class PortalConfig:
     db_pool_size_max: int
     limit_concurrency: int
     default_locale: str
+    promotions_need_approval: bool
+    promotion_fee_minor: int
+    smtp_host: str
+    smtp_port: int
+    smtp_from: str
+    smtp_starttls: bool
+    smtp_username: str
+    smtp_password_file: str
+    smtp_timeout_s: int
+    smtp_attempts_max: int
+    image_size_max_bytes: int
 
     @property
     def url(self) -> str:
@@ -234,6 +282,22 @@ class PortalConfig:
     def proxies(self) -> tuple[str, ...]:
         """``trusted_proxies`` as a tuple of addresses."""
         return tuple(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    access_token_ttl_s: int
+    refresh_token_ttl_s: int
+    sessions_per_member_max: int
+    rate_member_per_s: float
+    rate_member_burst: int
+    rate_address_per_s: float
+    rate_address_burst: int
+    rate_buckets_max: int
+    body_max_bytes: int
+    page_limit_default: int
+    page_limit_max: int
+    idempotency_ttl_s: int
 
 
 @dataclass(frozen=True)
@@ -265,6 +329,8 @@ class Config:
     metrics: MetricsConfig
     eod: EodConfig
     portal: PortalConfig
+    api: ApiConfig
+    mall: MallSettings  # the mall's own settings: [mall] names exactly its fields
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -281,6 +347,8 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "metrics": (METRICS_SCHEMA, MetricsConfig),
     "eod": (EOD_SCHEMA, EodConfig),
     "portal": (PORTAL_SCHEMA, PortalConfig),
+    "api": (API_SCHEMA, ApiConfig),
+    "mall": (MALL_SCHEMA, MallSettings),
 }
 
 
@@ -423,11 +491,16 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "
     db = sections["database"]
     if db["pool_size_min"] > db["pool_size_max"]:
         raise ConfigError("config: database.pool_size_min: must be <= database.pool_size_max")
+    if sections["mall"]["order_confirm_timeout_s"] > sections["ledger"]["hold_timeout_max_s"]:
+        raise ConfigError("config: mall.order_confirm_timeout_s: must be <= ledger.hold_timeout_max_s")
     portal = sections["portal"]
     if bool(portal["tls_cert_file"]) != bool(portal["tls_key_file"]):
         raise ConfigError("config: portal.tls_key_file: TLS needs both tls_cert_file and tls_key_file")
     if portal["session_idle_s"] > portal["session_absolute_s"]:
         raise ConfigError("config: portal.session_idle_s: must be <= portal.session_absolute_s")
+    api = sections["api"]
+    if api["page_limit_default"] > api["page_limit_max"]:
+        raise ConfigError("config: api.page_limit_default: must be <= api.page_limit_max")
     _named(listeners)  # an override may have renamed one
     for i, values in enumerate(listeners):
         if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):

@@ -109,6 +109,10 @@ async def test_guarded_account_goes_negative_only_when_forced(pool: asyncpg.Pool
         (lambda c: Command("bad", Kind.HOLD, (Leg(c["op"], c["m1"], 1),), timeout_s=0), "hold timeout"),
         (lambda c: reverse("bad", 424242), "journal 424242 does not exist"),
         (lambda c: capture("bad", 424242), "hold 424242 does not exist"),
+        (lambda c: capture("bad", 424242, legs=[Leg(c["op"], c["m1"], 1)]), "hold 424242 does not exist"),
+        (lambda c: capture("bad", 1, legs=[Leg(c["op"], c["m1"], 0)]), "amount must be a positive integer"),
+        (lambda c: capture("bad", 1, legs=[Leg(c["op"], c["m1"], 1)] * 16), "too many legs"),
+        (lambda c: capture("bad", 0, legs=[Leg(c["op"], c["m1"], 1)]), "positive reference id"),
         (lambda c: Command("bad", Kind.VOID, (Leg(c["op"], c["m1"], 1),), ref=1), "takes no legs"),
         (lambda c: transfer("bad", [Leg(c["op"], c["m1"], 1)], guard=""), "a guard must be"),
         (lambda c: transfer("bad", [Leg(c["op"], c["m1"], 1)], guard="g" * 129), "a guard must be"),
@@ -169,6 +173,67 @@ async def test_holds_capture_void_expire(pool: asyncpg.Pool) -> None:
         assert state == "expired"
         bal = await A.balance(pool, c["m1"])
         assert bal is not None and bal.held == 0
+    assert not await check_books(pool)
+
+
+async def test_capture_with_a_fee_leg(pool: asyncpg.Pool) -> None:
+    """A capture may carry legs of its own (a fee), posted in its journal after the captured leg."""
+    c = await _chart(pool)
+    fee_payer = await A.open_account(pool, "merchant", "mx", "CNY", "debit", "none")
+    fee_income = await A.open_account(pool, "operator", "fee", "CNY", "credit", "none")
+    async with Ledger(pool, ledger_settings()) as led:
+        await led.post(transfer("fund", [Leg(c["op"], c["m1"], 100)]))
+        h = await led.post(hold("h1", Leg(c["m1"], c["m2"], 80), timeout_s=60))
+        assert h.journal_id is not None
+        fee = Leg(fee_payer, fee_income, 7)
+        cap = await led.post(capture("c1", h.journal_id, legs=[fee], metadata={"why": "order 1"}))
+        assert cap.status is Status.POSTED
+        assert cap.balances == {c["m1"]: 20, c["m2"]: 80, fee_payer: -7, fee_income: 7}
+        rows = await pool.fetch("SELECT leg, account_id, amount FROM ledger.entries WHERE journal_id = $1 "
+                                "ORDER BY leg", cap.journal_id)
+        assert [(r["account_id"], r["amount"]) for r in rows] == [
+            (c["m1"], -80), (c["m2"], 80), (fee_payer, -7), (fee_income, 7)]
+        # The same capture again: the first, with its balances; other legs: a conflict.
+        again = await led.post(capture("c1", h.journal_id, legs=[fee]))
+        assert again.status is Status.EXISTS and again.journal_id == cap.journal_id
+        assert again.balances == cap.balances
+        other = await led.post(capture("c1", h.journal_id, legs=[Leg(fee_payer, fee_income, 8)]))
+        assert other.status is Status.CONFLICT
+        # A capture whose fee leg would break a limit is declined whole (m1 would have 20 + 30 - 51):
+        # the hold stays pending.
+        h2 = await led.post(hold("h2", Leg(c["m2"], c["m1"], 30), timeout_s=60))
+        assert h2.journal_id is not None
+        before = await _counts(pool)
+        no = await led.post(capture("c2", h2.journal_id, legs=[Leg(c["m1"], c["op"], 51)]))
+        assert no.status is Status.DECLINED and no.reason == "limit"
+        assert await _counts(pool) == before
+        assert await pool.fetchval("SELECT state FROM ledger.holds WHERE id = $1", h2.journal_id) == "pending"
+        # An expired hold's capture is declined, legs and all.
+        h3 = await led.post(hold("h3", Leg(c["m2"], c["m1"], 5), timeout_s=1))
+        assert h3.journal_id is not None
+        before = await _counts(pool)
+        await asyncio.sleep(1.1)
+        late = await led.post(capture("c3", h3.journal_id, legs=[fee]))
+        assert late.status is Status.DECLINED and late.reason == "expired"
+        assert await _counts(pool) == before
+        # Without legs, as before; several captures with legs in one batch keep their own legs.
+        ha = await led.post(hold("ha", Leg(c["m2"], c["m1"], 3), timeout_s=60))
+        hb = await led.post(hold("hb", Leg(c["m2"], c["m1"], 4), timeout_s=60))
+        assert ha.journal_id is not None and hb.journal_id is not None
+        both = await led.post_many([transfer("t", [Leg(c["op"], c["m1"], 1)]),
+                                    capture("ca", ha.journal_id, legs=[Leg(fee_payer, fee_income, 1)]),
+                                    capture("cb", hb.journal_id),
+                                    capture("cc", h2.journal_id, legs=[Leg(fee_payer, fee_income, 2),
+                                                                        Leg(fee_payer, fee_income, 3)])])
+        assert [r.status for r in both] == [Status.POSTED] * 4
+        counts = [await pool.fetchval("SELECT count(*) FROM ledger.entries WHERE journal_id = $1", r.journal_id)
+                  for r in both]
+        assert counts == [2, 4, 2, 6]
+        # A capture with legs is reversed whole.
+        await led.post(transfer("fund2", [Leg(c["op"], c["m2"], 100)]))
+        rev = await led.post(reverse("r", cap.journal_id))
+        assert rev.status is Status.POSTED
+        assert rev.balances[fee_income] == 7 + 1 + 2 + 3 - 7 and rev.balances[fee_payer] == -(1 + 2 + 3)
     assert not await check_books(pool)
 
 

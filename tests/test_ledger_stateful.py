@@ -1,6 +1,6 @@
 """Random sequences of ledger operations against a Python reference model.
 
-Posts, holds, captures, voids, reversals and duplicate resubmissions, some of
+Posts, holds, captures (some carrying legs of their own), voids, reversals and duplicate resubmissions, some of
 them concurrently through the batcher (one batch in flight, so that concurrent
 posts decide in queue order and a replay draws the same data). After every step: balances equal the
 model's, every asset sums to zero, no account crosses its limit, and every
@@ -96,14 +96,17 @@ class Model:
             take = cmd.amount if cmd.amount is not None else amt
             if take > amt:
                 return Status.INVALID
+            # A capture's own legs (a fee) post with the captured leg, all or nothing.
+            posted = [(d, c, take)] + [(leg.debit_account_id, leg.credit_account_id, leg.amount)
+                                       for leg in cmd.legs]
             self._apply_legs([(d, c, amt)], hold_sign=-1)
-            if cmd.kind == "capture" and not self._apply_legs([(d, c, take)]):
+            if cmd.kind == "capture" and not self._apply_legs(posted):
                 self._apply_legs([(d, c, amt)], hold_sign=1)
                 return Status.DECLINED
             assert journal_id is not None
             self.holds[cmd.ref] = (d, c, amt, "captured" if cmd.kind == "capture" else "voided")
             if cmd.kind == "capture":
-                self.postings[journal_id] = [(d, c, take)]
+                self.postings[journal_id] = posted
         elif cmd.kind == "reverse":
             assert cmd.ref is not None
             if cmd.ref in self.reversed_by:
@@ -202,8 +205,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self._post(hold(self._new_key(), Leg(d, c, data.draw(amounts)), timeout_s=3600))
 
     @precondition(lambda self: any(h[3] == "pending" for h in self.model.holds.values()))
-    @rule(data=st.data(), partial=st.booleans(), do_void=st.booleans())
-    def resolve_hold(self, data: st.DataObject, partial: bool, do_void: bool) -> None:
+    @rule(data=st.data(), partial=st.booleans(), do_void=st.booleans(), n_fee_legs=st.integers(0, 2))
+    def resolve_hold(self, data: st.DataObject, partial: bool, do_void: bool, n_fee_legs: int) -> None:
         pending = sorted(k for k, h in self.model.holds.items() if h[3] == "pending")
         hold_id = data.draw(st.sampled_from(pending))
         if do_void:
@@ -211,7 +214,9 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             amt = self.model.holds[hold_id][2]
             take = data.draw(st.integers(1, amt)) if partial else None
-            self._post(capture(self._new_key(), hold_id, take))
+            # Legs carried by the capture (a fee), which may decline it as a transfer's would.
+            legs = [Leg(*self._pair(data), data.draw(amounts)) for _ in range(n_fee_legs)]
+            self._post(capture(self._new_key(), hold_id, take, legs=legs))
 
     @precondition(lambda self: any(h[3] != "pending" for h in self.model.holds.values()))
     @rule(data=st.data())

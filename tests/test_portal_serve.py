@@ -93,3 +93,17 @@ def test_a_bad_portal_setting_is_one_line_and_exit_2(tmp_path: Path, monkeypatch
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert lines[-1].startswith("switchd: portal: portal secret must be at least 32 bytes"), result.output
+
+
+def test_every_api_key_reaches_the_portals_api_settings() -> None:
+    from portal.settings import ApiSettings
+
+    cfg = load_config(None, env={}, overrides=["api.access_token_ttl_s=60", "api.rate_member_per_s=2.5",
+                                               "api.page_limit_max=50"])
+    settings = portal_settings(cfg, SECRET.encode())
+    settings.check()
+    assert set(C.API_SCHEMA) == {f.name for f in dataclasses.fields(ApiSettings)}
+    assert (settings.api.access_token_ttl_s, settings.api.rate_member_per_s, settings.api.page_limit_max) == (
+        60, 2.5, 50)
+    with pytest.raises(ConfigError, match="api.page_limit_default"):
+        load_config(None, env={}, overrides=["api.page_limit_default=60", "api.page_limit_max=50"])

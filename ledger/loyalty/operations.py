@@ -619,6 +619,10 @@ class Loyalty:
         orig, in_closed_batch = found
         otype = TxnType(orig.txn_type)
         jid = orig.journal_id
+        if orig.idempotency_key.startswith("mall:") and req.channel != Channel.MALL:
+            # A mall order's capture: undone only through its order (ledger/loyalty/mall.py), which
+            # keeps what was refunded and gives the stock back.
+            return await decline(Reason.INVALID_TXN, "a mall order is refunded or cancelled from the order", jid)
         allowed = VOIDABLE if t is TxnType.VOID else REFUNDABLE
         if otype not in allowed:
             return await decline(Reason.INVALID_TXN, f"a {otype} cannot be {'voided' if t is TxnType.VOID else 'refunded'}", jid)

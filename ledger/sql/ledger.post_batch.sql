@@ -17,7 +17,8 @@
 --   p_guard             guard key, or NULL (the whole array NULL: nothing guarded). A command
 --                       whose guard a journal already holds is a conflict with reason 'guard'
 --                       (migration 0010 explains guards)
--- Legs, one element per transfer leg, grouped by command in command order:
+-- Legs, one element per transfer, hold or capture leg (a capture's: posted after the captured
+-- leg, in the same journal), grouped by command in command order:
 --   p_leg_cmd, p_leg_debit, p_leg_credit, p_leg_amount
 --
 -- Output, one row per command: idx, status (posted | exists | conflict |
@@ -212,6 +213,16 @@ BEGIN
                         x_debit := x_debit || hold.debit_account_id;
                         x_credit := x_credit || hold.credit_account_id;
                         x_amount := x_amount || coalesce(p_amount[i], hold.amount);
+                        -- A capture's own legs (a fee) post in the same journal, after the captured leg.
+                        WHILE leg_lo <= nl AND p_leg_cmd[leg_lo] < i LOOP leg_lo := leg_lo + 1; END LOOP;
+                        j := leg_lo;
+                        WHILE j <= nl AND p_leg_cmd[j] = i LOOP
+                            x_op := x_op || 'post'::text;
+                            x_debit := x_debit || p_leg_debit[j];
+                            x_credit := x_credit || p_leg_credit[j];
+                            x_amount := x_amount || p_leg_amount[j];
+                            j := j + 1;
+                        END LOOP;
                     END IF;
                 END IF;
             ELSE

@@ -77,7 +77,9 @@ async def transaction_detail(request: Request, pg: Page) -> Response:
         "can_void": can_undo and pg.portal.loyalty is not None and original is not None
         and original["txn_type"] in {str(t) for t in VOIDABLE} and await _voidable_from_seat(pg, original),
         "can_refund": can_undo and pg.portal.loyalty is not None and original is not None
-        and original["txn_type"] in {str(t) for t in REFUNDABLE},
+        and original["txn_type"] in {str(t) for t in REFUNDABLE}
+        # A mall order's capture is refunded from its order (the order keeps count).
+        and original["channel"] != str(Channel.MALL),
         "void_request_id": ledger_seat.new_request_id(), "refund_request_id": ledger_seat.new_request_id(),
     }
     return render(request, "seat/detail.html", context, session=pg.session)
