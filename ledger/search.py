@@ -224,11 +224,13 @@ MEMBER_CARDS_MAX = 50  # the cards of one member a history reads (ledger.loyalty
 
 
 async def member_history(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, filters: Filters,
-                         before: tuple[dt.date, int] | None = None, limit: int = LIMIT_DEFAULT) -> dict[str, Any]:
+                         before: tuple[dt.date, int] | None = None, limit: int = LIMIT_DEFAULT,
+                         types_hidden: tuple[str, ...] = ()) -> dict[str, Any]:
     """One page of the transactions on a member's cards (``filters.card_id``: one of them), newest
     business day first, and the cursor of the next page (``next_before``: the last row's business
     date and id). ``filters``' other criteria apply as in :func:`search`; its card number and
-    ``before_id`` are ignored.
+    ``before_id`` are ignored. ``types_hidden``: transaction types left out (what a member is not
+    shown: balance inquiries and reversal markers move nothing).
 
     Each card is read on its own, newest day first, by the (card, business day) index and at most
     a page of rows, so a page costs the same on a card with a million transactions as on a new
@@ -241,6 +243,9 @@ async def member_history(conn: asyncpg.Connection | asyncpg.Pool, member_id: int
     if filters.card_id is not None:
         args.append(filters.card_id)
         cards += f" AND id = ${len(args)}"
+    if types_hidden:
+        args.append(list(types_hidden))
+        where += f" AND t.txn_type <> ALL(${len(args)}::text[])"
     if before is not None:
         args.extend(before)
         day, row = len(args) - 1, len(args)
