@@ -44,7 +44,6 @@ class Filters:
     channel: str | None = None  # where it was taken: terminal, web, ... (ledger.loyalty.outcomes.Channel)
     before_id: int | None = None
     original_journal_id: int | None = None  # what was done against a transaction (voids, refunds, reversals)
-    member_id: int | None = None  # any card the member holds (loyalty.cards.member_id)
     card_id: int | None = None  # one card, by row id
 
     def where(self) -> tuple[str, list[Any]]:
@@ -58,7 +57,6 @@ class Filters:
             "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
             "amount_max": "t.amount <= ${}", "channel": "t.channel = ${}", "before_id": "t.id < ${}",
             "original_journal_id": "t.original_journal_id = ${}",
-            "member_id": "t.card_id IN (SELECT id FROM loyalty.cards WHERE member_id = ${})",
             "card_id": "t.card_id = ${}",
         }
         for f in fields(self):
@@ -226,23 +224,28 @@ MEMBER_CARDS_MAX = 50  # the cards of one member a history reads (ledger.loyalty
 
 
 async def member_history(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, filters: Filters,
-                         before: tuple[dt.date, int] | None = None, limit: int = LIMIT_DEFAULT) -> dict[str, Any]:
+                         before: tuple[dt.date, int] | None = None, limit: int = LIMIT_DEFAULT,
+                         types_hidden: tuple[str, ...] = ()) -> dict[str, Any]:
     """One page of the transactions on a member's cards (``filters.card_id``: one of them), newest
     business day first, and the cursor of the next page (``next_before``: the last row's business
-    date and id). ``filters``' other criteria apply as in :func:`search`; its member, card number
-    and ``before_id`` are ignored.
+    date and id). ``filters``' other criteria apply as in :func:`search`; its card number and
+    ``before_id`` are ignored. ``types_hidden``: transaction types left out (what a member is not
+    shown: balance inquiries and reversal markers move nothing).
 
     Each card is read on its own, newest day first, by the (card, business day) index and at most
     a page of rows, so a page costs the same on a card with a million transactions as on a new
     one (ordered by id across the cards, the whole of a busy card's history would be sorted).
     """
     limit = max(1, min(int(limit), LIMIT_MAX))
-    where, args = replace(filters, member_id=None, card_id=None, pan=None, before_id=None).where()
+    where, args = replace(filters, card_id=None, pan=None, before_id=None).where()
     args.append(member_id)
     cards = f"member_id = ${len(args)}"
     if filters.card_id is not None:
         args.append(filters.card_id)
         cards += f" AND id = ${len(args)}"
+    if types_hidden:
+        args.append(list(types_hidden))
+        where += f" AND t.txn_type <> ALL(${len(args)}::text[])"
     if before is not None:
         args.extend(before)
         day, row = len(args) - 1, len(args)

@@ -152,7 +152,8 @@ async def test_reset_ends_the_members_sessions_and_forces_a_change(portal_env: P
     assert (await member.get("/member")).status_code == 200
     client = await logged_in(portal_env, "m0001-operator")
     weak = await post_form(client, card_path, f"{card_path}/password", password="short")
-    assert weak.status_code == 400
+    assert weak.status_code == 400 and "Password must be 10 to 128 characters." in weak.text
+    assert "Demo Member 1" in weak.text and "Recent transactions" in weak.text  # the whole page, with the reason
     assert (await member.get("/member")).status_code == 200  # a refused reset changes nothing
     reset = await post_form(client, card_path, f"{card_path}/password", password="temporary-pass-9")
     assert reset.status_code == 303 and reset.headers["location"].endswith("?reset=1")

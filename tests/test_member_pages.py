@@ -284,5 +284,8 @@ async def test_member_history_pages_every_card_newest_day_first(pool: asyncpg.Po
     one = await search.member_history(pool, member, search.Filters(card_id=card, channel="terminal"), None, 100)
     assert one["count"] == 15 and {t["pan"] for t in one["transactions"]} == {MASKED1}
     assert {t["channel"] for t in one["transactions"]} == {"terminal"}
+    await pool.execute("UPDATE loyalty.transactions SET txn_type = 'inquiry' WHERE idempotency_key = 'h-4'")
+    shown = await search.member_history(pool, member, search.Filters(card_id=card), None, 100, ("inquiry", "marker"))
+    assert shown["count"] == 14 and "inquiry" not in {t["txn_type"] for t in shown["transactions"]}
     stranger = await pool.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", PAN2)
     assert (await search.member_history(pool, stranger, search.Filters(card_id=card), None, 100))["count"] == 0

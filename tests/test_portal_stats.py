@@ -120,7 +120,7 @@ async def test_the_queries_use_the_indexes(portal_env: PortalEnv) -> None:
         await conn.execute(
             "INSERT INTO loyalty.cards(pan, created_at, member_id) SELECT '9' || lpad(i::text, 15, '0'), "
             "now() - make_interval(days => i % 400), (SELECT min(id) FROM loyalty.members) "
-            "FROM generate_series(1, 5000) i")
+            "FROM generate_series(1, 5000) i")  # every card has its member (0016); one will do here
         async with conn.transaction():  # a roll-up of 400 days, as cleared days leave behind
             await conn.execute("INSERT INTO eod.stats_days SELECT current_date - i FROM generate_series(0, 399) i")
             await conn.execute(

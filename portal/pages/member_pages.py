@@ -22,7 +22,7 @@ from starlette.responses import Response
 from ledger import search
 from ledger.loyalty import member_profile
 from ledger.loyalty.member_accounts import member_balances, program_rates
-from ledger.loyalty.outcomes import Channel
+from ledger.loyalty.outcomes import Channel, TxnType
 from ledger.loyalty.programs import ProvisioningError
 from portal import audit
 from portal.i18n import N_
@@ -33,6 +33,8 @@ from portal.pages.seat import kind_name, reason_words
 from portal.web import FORM, GET, POST, redirect, render
 
 HISTORY_PAGE_SIZE_MAX = 100
+# Not shown to members (as in the member API): they move nothing.
+HISTORY_TYPES_HIDDEN = (str(TxnType.INQUIRY), str(TxnType.MARKER))
 CHANNEL_NAMES = {Channel.TERMINAL: N_("Terminal"), Channel.WEB: N_("Web seat"), Channel.MALL: N_("Points mall"),
                  Channel.API: N_("App"), Channel.CLI: N_("Operator (command line)")}
 def channel_name(channel: str | None) -> str:
@@ -138,7 +140,8 @@ async def history_page(request: Request, pg: MemberPage) -> Response:
         error = _("Dates must be written YYYY-MM-DD.")
     filters = search.Filters(card_id=card_id, channel=channel, date_from=date_from, date_to=date_to)
     limit = min(pg.portal.settings.page_size_default, HISTORY_PAGE_SIZE_MAX)
-    found = await search.member_history(pg.pool, pg.member_id, filters, _cursor(q.get("before", "")), limit)
+    found = await search.member_history(pg.pool, pg.member_id, filters, _cursor(q.get("before", "")), limit,
+                                        HISTORY_TYPES_HIDDEN)
     rows = found["transactions"]
     for t in rows:
         t["kind_label"], t["words"], t["channel_label"] = (kind_name(t["txn_type"]), reason_words(t["reason"]),

@@ -214,19 +214,21 @@ async def member_view(request: Request, pg: Page) -> Response:
     """A card: its member (name, phone, e-mail, address, login state, other cards), status,
     balances per program and stored value, recent transactions."""
     card = await _visible_card(pg, request.path_params["card_id"])
+    return render(request, "members/view.html", await _view_context(pg, card, None), session=pg.session)
+
+
+async def _view_context(pg: Page, card: dict[str, Any], message: str | None) -> dict[str, Any]:
     recent = await ledger_members.card_transactions(pg.pool, card["id"], pg.own_merchant(), RECENT_MAX)
     for t in recent:
         t["kind_label"], t["words"] = kind_name(t["txn_type"]), reason_words(t["reason"])
-    holder = await member_profile.profile(pg.pool, card["member_id"])
     program = await own_program(pg)
     others = []
     for other in await member_profile.member_cards(pg.pool, card["member_id"]):
         if other["id"] != card["id"]:
             other["visible"] = program is None or await ledger_members.is_member(pg.pool, other["id"], program)
             others.append(other)
-    return render(request, "members/view.html", {
-        "card": card, "holder": holder, "others": others, "recent": recent, "status_name": status_name,
-        "currency_of": currency_of, "message": None}, session=pg.session)
+    return {"card": card, "holder": await member_profile.profile(pg.pool, card["member_id"]), "others": others,
+            "recent": recent, "status_name": status_name, "currency_of": currency_of, "message": message}
 
 
 def currency_of(asset: str) -> str | None:
@@ -282,17 +284,9 @@ async def member_reset(request: Request, pg: Page) -> Response:
             await audit.record(conn, pg.actor, pg.session.user_id, "member_password_reset", "member",
                                str(card["member_id"]), pg.own_merchant(), None, {"card": card["pan"]})
     except member_auth.MemberAuthError as exc:
-        response = await _view_with_message(request, pg, card, refusal(exc))
-        response.status_code = 400
-        return response
+        return render(request, "members/view.html", await _view_context(pg, card, refusal(exc)), status_code=400,
+                      session=pg.session)
     return redirect(f"/members/{card['id']}?reset=1")
-
-
-async def _view_with_message(request: Request, pg: Page, card: dict[str, Any], message: str) -> Response:
-    holder = await member_profile.profile(pg.pool, card["member_id"])
-    return render(request, "members/view.html", {
-        "card": card, "holder": holder, "others": [], "recent": [], "status_name": status_name,
-        "currency_of": currency_of, "message": message}, session=pg.session)
 
 
 @page("member_activation")
