@@ -9,7 +9,7 @@ Plain data and functions, no imports from ``switch/`` or ``ledger/``: the tools
 talk to the daemon over TCP only and may import ``specs/``.
 
 >>> response_mti("0200"), response_mti("0421"), MEANINGS[SYSTEM_MALFUNCTION]
-('0210', '0430', 'system malfunction')
+('0210', '0430', 'system malfunction: nothing was posted')
 >>> duplicate_key({"t": "0200", "7": "0101120000", "11": "000042", "41": "T1      "})
 ('T1', '000042', '0101120000')
 >>> request_key("T1", "000042", "0101120000"), receipt_key("T1", "000042", "0101120000")
