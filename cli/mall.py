@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from cli.exits import refuse
 from cli.invocation import config, with_db
 from cli.options import JSON
 from cli.output import emit, table
@@ -25,7 +26,7 @@ ORDER_COLUMNS = ["id", "created_at", "merchant_id", "member_id", "good_name", "q
 
 @click.group("mall")
 def mall() -> None:
-    """The points mall: list orders, sweep those not confirmed in time."""
+    """The points mall: list orders, sweep those not confirmed in time, check them against the ledger."""
 
 
 @mall.command("orders")
@@ -66,3 +67,22 @@ def mall_sweep(ctx: click.Context, limit: int | None, as_json: bool) -> None:
 
     changed = with_db(ctx, body, pool_statement_s=cfg.database.timeout_statement_s)
     emit({"orders_changed": changed}, as_json, lambda: click.echo(f"{changed} orders changed"))
+
+
+@mall.command("check")
+@click.option("--limit", type=click.IntRange(1, 1_000), default=20, show_default=True,
+              help="Name at most this many orders.")
+@JSON
+@click.pass_context
+def mall_check(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Every order's row against the ledger (its hold, its capture, its refunds); exit 1 naming those
+    that disagree."""
+
+    async def body(conn: Any) -> list[str]:
+        return await ledger_mall.check_orders(conn, limit)
+
+    problems = with_db(ctx, body)
+    emit({"orders_disagreeing": problems}, as_json,
+         lambda: click.echo("\n".join(problems) if problems else "every order agrees with the ledger"))
+    if problems:
+        refuse(f"{len(problems)} orders disagree with the ledger (run the step again, or switchd mall sweep)")

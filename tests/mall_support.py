@@ -66,6 +66,8 @@ class MallWorld:
 
 @asynccontextmanager
 async def mall_world(pool: asyncpg.Pool, **settings: Any) -> AsyncIterator[MallWorld]:
-    """The seeded world (books proved at the end) with a Mall over it (``settings``: MallSettings changes)."""
+    """The seeded world (books proved at the end, and every order against the ledger) with a Mall
+    over it (``settings``: MallSettings changes)."""
     async with seat_seeded(pool) as w:
         yield MallWorld(w, Mall(w.loy, pool, replace(M.DEFAULT_SETTINGS, **settings)))
+        assert await M.check_orders(pool) == [], "an order's row disagrees with the ledger"

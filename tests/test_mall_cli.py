@@ -52,3 +52,19 @@ def test_orders_are_listed_and_the_sweep_cancels_those_due(run, db_dsn: str) -> 
     assert json.loads(swept.output) == {"orders_changed": 1}
     assert json.loads(run("mall", "orders", "--status", "cancelled", "--json").output)[0]["id"] == due
     assert run("mall", "sweep").output.strip() == "0 orders changed"
+    checked = run("mall", "check")
+    assert checked.exit_code == 0 and "every order agrees" in checked.output
+
+    async def set_status(status: str) -> None:
+        conn = await asyncpg.connect(db_dsn)
+        try:
+            await conn.execute("UPDATE loyalty.orders SET status = $2 WHERE id = $1", due, status)
+        finally:
+            await conn.close()
+
+    asyncio.run(set_status("placed"))  # as if the row had not followed its hold's expiry
+    behind = run("mall", "check", "--json")
+    said = json.loads(behind.output[: behind.output.rindex("}") + 1])  # the JSON, then the one-line refusal
+    assert behind.exit_code == 1 and said["orders_disagreeing"][0].startswith(
+        f"id={due}, status=placed, hold_state=expired")
+    asyncio.run(set_status("cancelled"))

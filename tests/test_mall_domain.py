@@ -224,11 +224,13 @@ async def test_a_crash_between_posting_and_the_rows_update_is_repaired_by_runnin
         done = await m.mall.confirm(order["id"], "M0001")
         await pool.execute("UPDATE loyalty.orders SET status = 'placed', capture_journal_id = NULL, "
                            "capture_rrn = NULL WHERE id = $1", order["id"])
+        behind = await M.check_orders(pool)
+        assert len(behind) == 1 and f"id={order['id']}, status=placed, hold_state=captured" in behind[0]
         journals = await m.w.journals()
         again = await m.mall.confirm(order["id"], "M0001")
         assert (again["status"], again["capture_journal_id"], again["capture_rrn"]) == (
             "confirmed", done["capture_journal_id"], done["capture_rrn"])
-        assert await m.w.journals() == journals
+        assert await m.w.journals() == journals and await M.check_orders(pool) == []
         # Cancel: the hold released under the order's key, the row (and stock) not yet.
         order2 = await m.place(good)
         await m.w.ledger.post(void(order_key(order2["id"], "release"), order2["hold_id"]))

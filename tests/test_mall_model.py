@@ -301,6 +301,7 @@ class MallMachine(RuleBasedStateMachine):
             statuses = {r["id"]: r["status"] for r in await self.pool.fetch("SELECT id, status FROM loyalty.orders")}
             assert all(statuses[i] == o.status for i, o in self.orders.items()), statuses
             assert await check_books(self.pool) == []
+            assert await M.check_orders(self.pool) == []
 
         self.run(check())
 

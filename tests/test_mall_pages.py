@@ -149,6 +149,11 @@ async def test_a_phone_order_and_a_cancel(portal_env: PortalEnv) -> None:
     order = await M.get_order(portal_env.pool, order_id)
     assert order is not None and (order["amount"], order["channel"], order["taken_by"]) == (
         1_000, "web", "portal:m0001-admin")
+    other_good = await M.add_good(portal_env.pool, "M0002", GoodForm("Their pen", "", 10, None, 5))
+    theirs = await client.post("/mall/orders/new", data=fields | {"good_id": str(other_good),
+                                                                 "request_id": "another-request-2"})
+    assert theirs.status_code == 404  # another merchant's good: nothing held, nothing placed
+    assert await portal_env.pool.fetchval("SELECT count(*) FROM loyalty.orders WHERE good_id = $1", other_good) == 0
     unknown = await client.post("/mall/orders/new", data=fields | {"pan": "4111111111111111",
                                                                   "request_id": "another-request-1"})
     assert unknown.status_code == 400 and "No member has that card number" in unknown.text

@@ -363,6 +363,13 @@ async def order_edit(request: Request, pg: Page) -> Response:
     return redirect(f"/mall/orders/{order['id']}")
 
 
+async def _good_merchant(pg: Page, good_id: int) -> str | None:
+    if not 0 < good_id <= ID_MAX:
+        return None
+    value = await pg.pool.fetchval("SELECT merchant_id FROM loyalty.goods WHERE id = $1", good_id)
+    return None if value is None else str(value)
+
+
 @page("mall_order_new")
 async def order_new(request: Request, pg: Page) -> Response:
     """GET: the form. POST: an order taken by phone for the member whose card number is typed
@@ -383,6 +390,8 @@ async def order_new(request: Request, pg: Page) -> Response:
         context["error"] = _("No member has that card number.")
     elif not (good_id.isdigit() and len(good_id) <= 18 and quantity.isdigit() and len(quantity) <= 4):
         context["error"] = _("Choose a good and a quantity.")
+    elif await _good_merchant(pg, int(good_id)) != merchant_id:
+        raise HTTPException(404)  # a good of another merchant: as one that does not exist
     else:
         try:
             order = await mall_of(pg).place(
@@ -393,8 +402,6 @@ async def order_new(request: Request, pg: Page) -> Response:
                 return redirect(f"/mall/orders/{exc.order['id']}")
             context["error"] = error_words(exc)
         else:
-            if order["merchant_id"] != merchant_id:  # a good of another merchant: as if unknown
-                raise HTTPException(404)
             async with pg.pool.acquire() as conn:
                 await audit.record(conn, pg.actor, pg.session.user_id, "order_take", "order", str(order["id"]),
                                    merchant_id, None, {"good_id": order["good_id"], "quantity": order["quantity"],
