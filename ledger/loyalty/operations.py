@@ -798,11 +798,20 @@ class Loyalty:
         outcome = Outcome(Reason.ORIGINAL_NOT_FOUND, t, detail="original not found; marked",
                           business_date=ctx.business_date.isoformat())
 
-        cmd = transfer(req.original_key, self._memo_legs(memo, MARKER_UNITS), metadata=meta)
+        # Guarded by the reversal's own key: two reversals under one key that name different
+        # unknown originals would otherwise both post a marker (under two original keys), and the
+        # second's stored answer would be dropped (its receipt key is taken): one marker per
+        # reversal key; the other is answered from the first's receipt (94 for other content).
+        cmd = transfer(req.original_key, self._memo_legs(memo, MARKER_UNITS), metadata=meta,
+                       guard=f"mark:{req.key}")
         res = await self.ledger.post(
             cmd, receipt=functools.partial(_receipt_if_posted, receipt, outcome) if receipt is not None else None)
         if res.status is Status.POSTED:
             return outcome
+        if res.status is Status.CONFLICT and res.reason == "guard":
+            if req.receipt_key is not None:
+                return await self._answered_before(t, req, ctx, receipt)
+            return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="another reversal under this key marked its original")
         if res.status in (Status.EXISTS, Status.CONFLICT):
             return None
         return _ledger_failure(t, res)
