@@ -146,7 +146,7 @@ class LoadTerminal(threading.Thread):
                 answer = self._read()
                 if answer.get("11") == stan:
                     return answer
-        except (OSError, ValueError, Exception):  # noqa: BLE001 - any failure is "no answer"
+        except Exception:  # noqa: BLE001 - a reset, a timeout, an undecodable answer: all "no answer"
             pass
         # Unanswered: a new connection for the retransmission, so no late answer is mistaken.
         self._close()
@@ -305,13 +305,10 @@ class Chaos:
         return out
 
     def phase_pg_restarts(self) -> dict[str, Any]:
-        bindir = find_pg_bin()
-        assert bindir is not None
         modes = []
         for n in range(self.plan.pg_restarts):
             mode = "fast" if n % 2 == 0 else "immediate"
-            self.cluster._cmd([str(bindir / "pg_ctl"), "-D", str(self.cluster.data_dir), "-m", mode, "-w", "stop"],
-                              self.cluster._run_as())
+            self.cluster.stop(mode)
             time.sleep(RESTART_PAUSE_S)
             self.cluster.start()
             modes.append(mode)
@@ -477,7 +474,7 @@ async def connection_abuse(port: int, plan: Plan) -> dict[str, Any]:
 
     async def flood() -> None:
         nonlocal flooded
-        for i in range(plan.flood_connects):
+        for _ in range(plan.flood_connects):
             opened = await open_from(rng.randrange(len(SOURCE_ADDRESSES)))
             if opened is not None:
                 opened[1].close()
