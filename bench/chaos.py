@@ -520,26 +520,31 @@ def table(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(plan: Plan, seed: int = 8583, log: Any = print) -> dict[str, Any]:
-    """One chaos run at ``plan``'s counts, in a private directory (removed after)."""
+def run(plan: Plan, seed: int = 8583, log: Any = print, keep: bool = False) -> dict[str, Any]:
+    """One chaos run at ``plan``'s counts, in a private directory (removed after unless ``keep``:
+    then the stopped cluster and the daemon's logs stay there, for a post-mortem)."""
     workdir = Path(tempfile.mkdtemp(prefix="swchaos", dir="/tmp"))
     try:
         return Chaos(plan, workdir, seed, log).run()
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            log(f"kept {workdir}: the cluster's data under state/pg, the daemon's logs as daemon-N.log")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 kills, 2 restarts, 20,000 frames, 200 slow")
     parser.add_argument("--seed", type=int, default=8583)
+    parser.add_argument("--keep", action="store_true", help="keep the cluster and the logs (a post-mortem)")
     args = parser.parse_args()
     if find_pg_bin() is None:
         print("no PostgreSQL server binaries (initdb, pg_ctl): cannot run", file=sys.stderr)
         return 2
     plan = QUICK if args.quick else FULL
     started = time.monotonic()
-    figures = run(plan, args.seed)
+    figures = run(plan, args.seed, keep=args.keep)
     bad = verdict(figures)
     results = {**_common.provenance(), "plan": asdict(plan), "seed": args.seed,
                "elapsed_s": round(time.monotonic() - started, 1), **figures, "not_zero": bad}
