@@ -543,10 +543,10 @@ def main() -> int:
         print("no PostgreSQL server binaries (initdb, pg_ctl): cannot run", file=sys.stderr)
         return 2
     plan = QUICK if args.quick else FULL
-    started = time.monotonic()
+    started, provenance = time.monotonic(), _common.provenance()
     figures = run(plan, args.seed, keep=args.keep)
     bad = verdict(figures)
-    results = {**_common.provenance(), "plan": asdict(plan), "seed": args.seed,
+    results = {**provenance, "plan": asdict(plan), "seed": args.seed,
                "elapsed_s": round(time.monotonic() - started, 1), **figures, "not_zero": bad}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
