@@ -82,6 +82,8 @@ class Plan:
     flood_connects: int
     terminals: int
     hold_connections_s: float = HOLD_CONNECTIONS_S
+    baseline_s: float = BASELINE_S
+    settle_s: float = SETTLE_S
 
 
 FULL = Plan(kills=20, pg_restarts=10, frames=1_000_000, slow_connections=1000, hogs=100, flood_connects=5000,
@@ -282,10 +284,10 @@ class Chaos:
     def _fault(self, name: str, body: Any) -> None:
         self.check_alive()
         baseline_from = time.monotonic()
-        time.sleep(BASELINE_S)
+        time.sleep(self.plan.baseline_s)
         fault_from = time.monotonic()
         self.phases[name] = body() or {}
-        time.sleep(SETTLE_S)
+        time.sleep(self.plan.settle_s)
         self.windows.setdefault(name, []).append((baseline_from, fault_from, time.monotonic()))
         self.check_alive()
 
@@ -348,7 +350,7 @@ class Chaos:
                               for i, tid in enumerate(terminal_ids)]
             for t in self.terminals:
                 t.start()
-            time.sleep(BASELINE_S)
+            time.sleep(self.plan.baseline_s)
             self.rss_mb["before"] = round(self.daemon.rss_mb(), 1)
             self._fault("fuzz", self.phase_fuzz)
             self._fault("connections", self.phase_connections)

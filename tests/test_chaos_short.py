@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.skipif(find_pg_bin() is None, reason="no PostgreSQL se
               pytest.mark.e2e]
 
 TINY = chaos.Plan(kills=2, pg_restarts=1, frames=2_000, slow_connections=50, hogs=10, flood_connects=100,
-                  terminals=2, hold_connections_s=2.0)
+                  terminals=2, hold_connections_s=2.0, baseline_s=1.0, settle_s=0.5)
 
 
 def test_chaos_short() -> None:
