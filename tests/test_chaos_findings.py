@@ -47,6 +47,4 @@ def test_two_reversals_under_one_key_back_to_back(db_dsn: str, tmp_path: Path) -
         recon = d.cli("recon", "run", check=False)
     finally:
         d.stop()
-    assert recon.returncode == 0, recon.stdout
-    assert codes == ["25", "94"]
-    assert after == "00"
+    assert (recon.returncode, codes, after) == (0, ["25", "94"], "00"), recon.stdout
