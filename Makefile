@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-unit test-fast lint bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal bench-api bench-mail clean venv
+.PHONY: run test test-unit test-fast lint chaos bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal bench-api bench-mail clean venv
 
 # The package, editable, with its test tools: everything runs from the source as it is.
 $(INSTALLED): pyproject.toml
@@ -62,6 +62,11 @@ bench-e2e: $(INSTALLED)
 # The daemon's memory across rounds of fuzzed frames; ARGS=--quick for a short run.
 bench-fuzz-memory: $(INSTALLED)
 	$(BIN)/python bench/fuzz_memory.py $(ARGS)
+
+# Faults against live daemons on a private PostgreSQL (kill -9, restarts, fuzz, connection abuse),
+# about 10 minutes; exit 1 when money, a crash or an unretrieved exception is not zero. ARGS=--quick.
+chaos: $(INSTALLED)
+	$(BIN)/python bench/chaos.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var build .pytest_cache .mypy_cache .ruff_cache

@@ -37,6 +37,7 @@ import _common
 from _common import ADMIN_DSN, ROOT, Daemon
 
 from ledger import db as ledger_db
+from ledger.loyalty.cards import issue_card
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
@@ -77,8 +78,8 @@ async def provision(dsn: str, master_key: bytes) -> dict[str, bytes]:
             keys[tid] = secrets.token_bytes(16)
             await add_terminal(conn, tid, MERCHANT, MAC_ALG, keys[tid].hex(), master_key)
         await conn.execute("UPDATE switch.terminals SET signed_on = true")
-        await conn.copy_records_to_table("cards", schema_name="loyalty", columns=["pan", "expiry"],
-                                         records=[(demo_pan(n), CARD_EXPIRY) for n in range(1, CARDS + 1)])
+        for n in range(1, CARDS + 1):  # each card to a member of its own (a card needs one)
+            await issue_card(conn, demo_pan(n), CARD_EXPIRY)
     finally:
         await conn.close()
     return keys

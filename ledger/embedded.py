@@ -246,15 +246,18 @@ class EmbeddedPostgres:
                 raise EmbeddedError(f"embedded PostgreSQL: create database failed: {_last_line(res.stderr)}")
         return self.dsn()
 
-    def stop(self) -> None:
-        """Stop the cluster (fast shutdown); a cluster that is not running is fine."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the cluster (``mode``: pg_ctl's fast, smart or immediate shutdown); a cluster
+        that is not running is fine."""
+        if mode not in ("fast", "smart", "immediate"):
+            raise ValueError(f"shutdown mode must be fast, smart or immediate, got {mode!r}")
         bindir = find_pg_bin()
         user = self._run_as()
         if self.relocated_to is None:
             self.locate(user)
         if bindir is None or not self.data_dir.exists():
             return
-        self._cmd([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], user)
+        self._cmd([str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"], user)
 
 
 def _last_line(text: str) -> str:
