@@ -1,0 +1,249 @@
+"""Least-privilege database roles (`switchd db roles`): what each role may do, and may not.
+
+Roles are cluster-wide: every test makes its own with a random prefix and drops them at the end,
+so parallel runs do not collide. The local server trusts every role, so no passwords are set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from fixtures_daemon import (
+    CMAC_KEY_HEX,
+    POS_LISTENER,
+    Daemon,
+    Terminal,
+    check_mac,
+    db_run,
+    decode,
+    next_stan,
+    purchase,
+    utc_stamp,
+)
+
+from ledger import roles
+from ledger.audit import check_books
+from tools.harness import HarnessError
+
+TID, MID = "TROL0001", "MROL1"
+CARD = "6212345000000000"
+MAC = ("cmac-aes", CMAC_KEY_HEX)
+
+
+def as_user(dsn: str, user: str) -> str:
+    """``dsn`` with its user replaced (no password: the test server trusts every role).
+
+    >>> as_user("postgresql://postgres@127.0.0.1:5432/db", "swt_daemon")
+    'postgresql://swt_daemon@127.0.0.1:5432/db'
+    """
+    parts = urlsplit(dsn)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def _drop_roles(dsn: str, names: roles.RoleNames) -> None:
+    all_names = [names.owner, *names.runtime()]
+
+    async def body(conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1::text[])",
+                           all_names)
+        existing = [r["rolname"] for r in await conn.fetch(
+            "SELECT quote_ident(rolname) AS rolname FROM pg_roles WHERE rolname = ANY($1::text[])", all_names)]
+        if existing:
+            # DROP OWNED BY the owner drops this (throwaway) database's tables with it.
+            await conn.execute(f"DROP OWNED BY {', '.join(existing)}")
+            await conn.execute(f"DROP ROLE {', '.join(existing)}")
+
+    db_run(dsn, body)
+
+
+@pytest.fixture(name="prefix")
+def prefix_fixture(db_dsn: str) -> Iterator[str]:
+    """A fresh role prefix on the test's database; the roles are dropped afterwards."""
+    prefix = f"swt{secrets.token_hex(4)}"
+    try:
+        yield prefix
+    finally:
+        _drop_roles(db_dsn, roles.RoleNames.of(prefix))
+
+
+def _apply(dsn: str, prefix: str) -> roles.Outcome:
+    async def body(conn: asyncpg.Connection) -> roles.Outcome:
+        return await roles.apply(conn, prefix)
+
+    outcome: roles.Outcome = db_run(dsn, body)
+    return outcome
+
+
+async def _acl(conn: asyncpg.Connection) -> list[Any]:
+    return list(await conn.fetch(
+        "SELECT n.nspname, c.relname, pg_get_userbyid(c.relowner) AS owner, c.relacl::text AS acl"
+        "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname IN ('ledger', 'loyalty', 'switch', 'eod', 'portal') ORDER BY 1, 2"))
+
+
+def _refused(dsn: str, sql: str) -> str:
+    """Run ``sql`` as the DSN's role; it must be refused for want of a privilege. Returns the message."""
+
+    async def main() -> str:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await conn.execute(sql)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            return str(exc)
+        finally:
+            await conn.close()
+        raise AssertionError(f"allowed: {sql}")
+
+    return asyncio.run(main())
+
+
+def _allowed(dsn: str, sql: str) -> Any:
+    async def main() -> Any:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return await conn.fetch(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.db
+def test_roles_twice_are_the_same_and_new_tables_get_grants(db_dsn: str, prefix: str) -> None:
+    first = _apply(db_dsn, prefix)
+    names = first.names
+    assert set(first.created) == {names.owner, names.daemon, names.portal, names.report}
+    acl_first = db_run(db_dsn, _acl)
+    again = _apply(db_dsn, prefix)
+    assert again.created == ()
+    assert db_run(db_dsn, _acl) == acl_first
+    assert {r["owner"] for r in acl_first} == {names.owner}, "the owner owns every table"
+    # A table a later migration adds (here made by the superuser) is handed over and granted.
+    db_run(db_dsn, lambda c: c.execute("CREATE TABLE loyalty.roles_probe (id int)"))
+    _apply(db_dsn, prefix)
+    assert _allowed(as_user(db_dsn, names.report), "SELECT * FROM loyalty.roles_probe") == []
+    owner = db_run(db_dsn, lambda c: c.fetchval(
+        "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'loyalty.roles_probe'::regclass"))
+    assert owner == names.owner
+    # The owner can re-apply the grants itself (it owns every object, though not the database).
+    async def as_owner(conn: asyncpg.Connection) -> roles.Outcome:
+        return await roles.apply(conn, prefix)
+
+    assert db_run(as_user(db_dsn, names.owner), as_owner).created == ()
+    assert db_run(db_dsn, _acl) == db_run(db_dsn, _acl)
+
+
+@pytest.mark.db
+def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
+    names = _apply(db_dsn, prefix).names
+    daemon, portal, report = (as_user(db_dsn, n) for n in names.runtime())
+    for dsn in (daemon, portal):
+        _refused(dsn, "ALTER TABLE ledger.entries DISABLE TRIGGER ALL")
+        _refused(dsn, "ALTER TABLE ledger.journals DISABLE TRIGGER ALL")
+        _refused(dsn, "UPDATE ledger.entries SET amount = amount + 1")
+        _refused(dsn, "DELETE FROM ledger.journals")
+        _refused(dsn, "DELETE FROM ledger.entries")
+        _refused(dsn, "UPDATE ledger.accounts SET posted = posted + 100")
+        _refused(dsn, "UPDATE ledger.accounts SET held = 0")
+        _refused(dsn, "INSERT INTO ledger.accounts(owner_kind, owner_id, asset, normal_side, limit_mode, posted) "
+                      "SELECT 'card', 'x', code, 'credit', 'none', 100 FROM ledger.assets LIMIT 1")
+        _refused(dsn, "UPDATE loyalty.transactions SET amount = 1")
+        _refused(dsn, "DELETE FROM loyalty.transactions")
+        _refused(dsn, "TRUNCATE ledger.receipts")
+    # The daemon may touch only a terminal's sign-on columns; keys go through provisioning.
+    _refused(daemon, "UPDATE switch.terminals SET mac_alg = NULL")
+    _refused(daemon, "UPDATE switch.terminals SET mac_key_sealed = NULL")
+    _refused(daemon, "UPDATE switch.terminals SET status = 'active'")
+    _refused(daemon, "INSERT INTO switch.terminals(terminal_id, merchant_id) VALUES ('TX', 'MX')")
+    _allowed(daemon, "UPDATE switch.terminals SET signed_on = false, signed_off_at = now(), updated_at = now() "
+                     "WHERE terminal_id = 'none'")
+    # The portal provisions terminals (keys included).
+    _allowed(portal, "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL WHERE terminal_id = 'none'")
+    # Reporting reads everything and writes nothing.
+    assert _allowed(report, "SELECT count(*) FROM ledger.entries")[0][0] == 0
+    _allowed(report, "SELECT * FROM loyalty.transactions, switch.terminals LIMIT 1")
+    _refused(report, "INSERT INTO ledger.receipts(idempotency_key, content_hash) VALUES ('k', '\\x00')")
+    _refused(report, "UPDATE switch.terminals SET signed_on = false")
+    _refused(report, "SELECT * FROM ledger.post_batch('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', "
+                     "'{}', '{}', '{}', '{}')")
+    # No runtime role owns anything.
+    owned = db_run(db_dsn, lambda c: c.fetchval(
+        "SELECT count(*) FROM pg_class WHERE pg_get_userbyid(relowner) = ANY($1::text[])", list(names.runtime())))
+    assert owned == 0
+
+
+def _terminal(port: int) -> Terminal:
+    t = Terminal(port, "nac2", "pos")
+    assert t.call({"t": "0800", "7": utc_stamp(), "11": next_stan(), "41": TID.ljust(8), "70": "001"})["39"] == "00"
+    return t
+
+
+def _call(t: Terminal, fields: dict[str, str]) -> dict[str, str]:
+    t.send(fields, mac=MAC)
+    raw = t.recv_raw()
+    assert check_mac(raw, "pos", *MAC)
+    return decode(raw, "pos")
+
+
+@pytest.mark.e2e
+def test_daemon_serves_as_its_role_and_eod_is_not_its_job(db_dsn: str, prefix: str, tmp_path: Path) -> None:
+    names = _apply(db_dsn, prefix).names
+    # Provisioning is the owner's (here the superuser that ran the migrations, through the CLI).
+    (tmp_path / "admin").mkdir()
+    admin = Daemon(tmp_path / "admin", db_dsn, [POS_LISTENER])
+    admin.cli("program", "add", "ROLE", "--name", "Role alliance", "--kind", "alliance",
+              "--issue-price-minor", "5", "--redeem-value-minor", "4")
+    admin.cli("merchant", "add", MID, "--name", "Roles", "--program", "ROLE", "--earn-rate", "1")
+    admin.cli("terminal", "add", TID, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+    admin.cli("card", "issue", CARD, "--expiry", "3012")
+    (tmp_path / "daemon").mkdir()
+    d = Daemon(tmp_path / "daemon", as_user(db_dsn, names.daemon), [POS_LISTENER]).start()
+    try:
+        with _terminal(d.ports["pos"]) as t:
+            earn = purchase(TID, MID, pan=CARD, amount=10_000)
+            first = _call(t, earn)
+            assert first["39"] == "00", first
+            duplicate = _call(t, earn)
+            assert (duplicate["39"], duplicate["37"], duplicate["38"]) == ("00", first["37"], first["38"])
+            reversal = {**earn, "t": "0400", "11": next_stan(), "90": "0200" + earn["11"] + earn["7"] + "0" * 22}
+            reversed_ = _call(t, reversal)
+            assert (reversed_["t"], reversed_["39"]) == ("0410", "00"), reversed_
+        # End of day is not the daemon's: its role cannot cut the day over; one line, no traceback.
+        res = d.cli("eod", "run", check=False)
+        assert res.returncode != 0
+        assert "Traceback" not in res.stderr and "permission denied" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    finally:
+        assert d.stop() == 0
+    journals = db_run(db_dsn, lambda c: c.fetchval("SELECT count(*) FROM ledger.journals"))
+    assert journals == 2, "the purchase and its reversal, the duplicate posted nothing"
+    assert db_run(db_dsn, check_books) == []
+
+
+@pytest.mark.e2e
+def test_a_role_without_its_grants_fails_in_one_line(db_dsn: str, prefix: str, tmp_path: Path) -> None:
+    names = _apply(db_dsn, prefix).names
+    db_run(db_dsn, lambda c: c.execute(
+        f"REVOKE SELECT ON public.switchd_schema_migrations FROM {names.daemon}"))
+    (tmp_path / "d").mkdir()
+    d = Daemon(tmp_path / "d", as_user(db_dsn, names.daemon), [POS_LISTENER])
+    with pytest.raises(HarnessError):
+        d.start()
+    log = d.log_text()
+    assert "Traceback" not in log
+    failed = [line for line in log.splitlines() if "start_failed" in line]
+    assert len(failed) == 1, log
+    assert "permission denied for table switchd_schema_migrations" in failed[0]
+    assert "switchd db roles" in failed[0]
+    # A command as that role: the same one line.
+    res = d.cli("db", "status", check=False)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("switchd: database: permission denied"), res.stderr
