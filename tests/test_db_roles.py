@@ -247,3 +247,33 @@ def test_a_role_without_its_grants_fails_in_one_line(db_dsn: str, prefix: str, t
     res = d.cli("db", "status", check=False)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.startswith("switchd: database: permission denied"), res.stderr
+
+
+@pytest.mark.db
+async def test_the_portal_serves_every_route_as_its_role(db_dsn: str, prefix: str) -> None:
+    """The route x role walk of test_portal_permissions, with the portal connected as its role."""
+    import test_portal_permissions as walk
+    from ledger_support import ledger_settings
+    from portal_support import MASTER_KEY, PortalEnv, test_settings
+
+    from ledger import db as ledger_db
+    from ledger.loyalty import demo as ledger_demo
+    from portal import demo as portal_demo
+    from portal.app import create_app
+
+    admin = await asyncpg.connect(db_dsn, timeout=10)
+    try:
+        async with admin.transaction():
+            await ledger_demo.seed(admin, cards=3)
+            await portal_demo.seed_users(admin)
+        names = (await roles.apply(admin, prefix)).names
+    finally:
+        await admin.close()
+    pool = await ledger_db.create_pool(as_user(db_dsn, names.portal), 1, 6)
+    try:
+        app = create_app(test_settings(), pool, ledger_settings(), MASTER_KEY)
+        async with app.router.lifespan_context(app):
+            await walk.test_route_role_matrix(PortalEnv(app, pool, test_settings()))
+        assert await check_books(pool) == []
+    finally:
+        await pool.close()
