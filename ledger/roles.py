@@ -15,7 +15,8 @@
   and the terminals' tables (it is a provisioning path: terminal keys change through it or as
   the owner) and an account's status. No UPDATE or DELETE on any ``ledger`` table but
   ``ledger.accounts.status``, none on ``loyalty.transactions``.
-- ``switchd_report``: SELECT on every table, nothing else.
+- ``switchd_report``: SELECT on every table but the secrets (sessions, activation codes, API
+  tokens, password hashes, sealed terminal keys), nothing else.
 
 Runtime roles own nothing, so none can disable a trigger or alter a table. Grants are
 re-applied exactly (revoked, then granted) on every run, so tables added by a later
@@ -57,6 +58,15 @@ PORTAL_WRITES: tuple[tuple[str, str], ...] = (
     ("ledger.assets", "INSERT"),
     ("ledger.accounts", "UPDATE (status)"),
 )
+# Secrets reporting never reads: sessions, activation codes and API tokens (whole tables), and
+# password hashes and sealed terminal keys (columns; the rest of those tables it reads).
+REPORT_HIDDEN_TABLES = ("portal.sessions", "portal.member_sessions", "portal.member_activations",
+                        "portal.api_tokens")
+REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
+    "switch.terminals": ("mac_key_sealed",),
+    "portal.users": ("password_hash",),
+    "portal.member_logins": ("password_hash",),
+}
 # Append-only records: even the portal, which writes the rest of its schema, only inserts.
 INSERT_ONLY_TABLES = ("loyalty.transactions",)
 
@@ -169,7 +179,8 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
     # Exact on every run: what a previous version granted and this one does not is taken back.
     if tables:
         await conn.execute(f"REVOKE ALL ON {', '.join(tables)} FROM {runtime}")
-        await conn.execute(f"GRANT SELECT ON {', '.join(tables)} TO {runtime}")
+        await conn.execute(f"GRANT SELECT ON {', '.join(tables)} TO {q[names.daemon]}, {q[names.portal]}")
+    await _grant_report(conn, q[names.report])
     if sequences:
         await conn.execute(f"REVOKE ALL ON SEQUENCE {', '.join(s['name'] for s in sequences)} FROM {runtime}")
         usable = [s["name"] for s in sequences if s["plain"] not in OWNER_ONLY_SEQUENCES]
@@ -193,6 +204,22 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
         raise RolesError(f"{POST_FUNCTION} does not exist: run 'switchd db upgrade' first")
     await conn.execute(f"REVOKE ALL ON FUNCTION {post} FROM PUBLIC, {runtime}")
     await conn.execute(f"GRANT EXECUTE ON FUNCTION {post} TO {q[names.daemon]}, {q[names.portal]}")
+
+
+async def _grant_report(conn: asyncpg.Connection, report: str) -> None:
+    """SELECT on every table but the secrets (REPORT_HIDDEN_*)."""
+    plain = [r for r in await _relations(conn, "rvmpf")
+             if r["plain"] not in REPORT_HIDDEN_TABLES and r["plain"] not in REPORT_HIDDEN_COLUMNS]
+    if plain:
+        await conn.execute(f"GRANT SELECT ON {', '.join(r['name'] for r in plain)} TO {report}")
+    for table, hidden in REPORT_HIDDEN_COLUMNS.items():
+        schema, name = table.split(".")
+        columns = [c for (c,) in await conn.fetch(
+            "SELECT quote_ident(column_name) FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = $2 AND NOT column_name = ANY($3::text[]) "
+            "ORDER BY ordinal_position", schema, name, list(hidden))]
+        if columns:
+            await conn.execute(f"GRANT SELECT ({', '.join(columns)}) ON {table} TO {report}")
 
 
 def _post_signature() -> str:

@@ -169,7 +169,11 @@ def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
     _allowed(portal, "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL WHERE terminal_id = 'none'")
     # Reporting reads everything and writes nothing.
     assert _allowed(report, "SELECT count(*) FROM ledger.entries")[0][0] == 0
-    _allowed(report, "SELECT * FROM loyalty.transactions, switch.terminals LIMIT 1")
+    _allowed(report, "SELECT * FROM loyalty.transactions, loyalty.cards LIMIT 1")
+    _allowed(report, "SELECT terminal_id, mac_alg FROM switch.terminals")
+    _refused(report, "SELECT mac_key_sealed FROM switch.terminals")
+    _refused(report, "SELECT password_hash FROM portal.users")
+    _refused(report, "SELECT * FROM portal.sessions")
     _refused(report, "INSERT INTO ledger.receipts(idempotency_key, content_hash) VALUES ('k', '\\x00')")
     _refused(report, "UPDATE switch.terminals SET signed_on = false")
     _refused(report, "SELECT * FROM ledger.post_batch('{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', "
