@@ -26,6 +26,10 @@ handed to the owner.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 
 import asyncpg
@@ -36,6 +40,8 @@ SCHEMAS = ("ledger", "loyalty", "switch", "eod", "portal")
 BOOKKEEPING_TABLES = ("public.switchd_schema_migrations", "public.switchd_schema_functions")
 KINDS = ("owner", "daemon", "portal", "report")
 PASSWORD_LENGTH_MAX = 1_000
+SCRAM_ITERATIONS = 4096  # PostgreSQL's default (scram_iterations)
+SCRAM_SALT_BYTES = 16
 PREFIX_LENGTH_MAX = 40  # role names are at most 63 bytes; the longest suffix is "_daemon"
 POST_FUNCTION = "ledger.post_batch"
 # The balance columns of ledger.accounts (posted, held) take their defaults: only post_batch moves them.
@@ -109,6 +115,28 @@ def privilege_message(exc: BaseException) -> str:
     return f"database: {first_line(exc)}: run 'switchd db roles' as the owner, or connect as the owner"
 
 
+def scram_keys(password: str, salt: bytes, iterations: int = SCRAM_ITERATIONS) -> tuple[bytes, bytes, bytes]:
+    """(ClientKey, StoredKey, ServerKey) of SCRAM-SHA-256 (RFC 5802, RFC 7677) for an ASCII password.
+
+    SASLprep leaves printable ASCII as it is, so no normalisation is needed for what we accept.
+    """
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("ascii"), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    return client_key, hashlib.sha256(client_key).digest(), hmac.new(salted, b"Server Key", "sha256").digest()
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
+    """What PostgreSQL stores for ``password`` (``rolpassword``), computed on this side.
+
+    >>> scram_verifier("pencil", bytes(16), 4096)[:44]
+    'SCRAM-SHA-256$4096:AAAAAAAAAAAAAAAAAAAAAA==$'
+    """
+    salt = secrets.token_bytes(SCRAM_SALT_BYTES) if salt is None else salt
+    _, stored_key, server_key = scram_keys(password, salt, iterations)
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
 async def _ident(conn: asyncpg.Connection, fmt: str, *args: str) -> str:
     # DDL takes no parameters: let the server quote names (%I) and literals (%L).
     sql: str = await conn.fetchval(f"SELECT format($1, {', '.join(f'${i + 2}::text' for i in range(len(args)))})",
@@ -122,9 +150,10 @@ async def _ensure_role(conn: asyncpg.Connection, name: str, password: str | None
         await conn.execute(await _ident(conn, "CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", name))
         created = True
     if password is not None:
-        if len(password) > PASSWORD_LENGTH_MAX or "\n" in password:
-            raise RolesError(f"password for {name}: one line, at most {PASSWORD_LENGTH_MAX} characters")
-        await conn.execute(await _ident(conn, "ALTER ROLE %I PASSWORD %L", name, password))
+        if len(password) > PASSWORD_LENGTH_MAX or not (password.isascii() and password.isprintable()):
+            raise RolesError(f"password for {name}: printable ASCII, at most {PASSWORD_LENGTH_MAX} characters")
+        # Hashed here: the clear password never reaches the server (nor its statement log).
+        await conn.execute(await _ident(conn, "ALTER ROLE %I PASSWORD %L", name, scram_verifier(password)))
     return created
 
 
