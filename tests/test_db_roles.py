@@ -240,6 +240,12 @@ def test_daemon_serves_as_its_role_and_eod_is_not_its_job(db_dsn: str, prefix: s
             reversal = {**earn, "t": "0400", "11": next_stan(), "90": "0200" + earn["11"] + earn["7"] + "0" * 22}
             reversed_ = _call(t, reversal)
             assert (reversed_["t"], reversed_["39"]) == ("0410", "00"), reversed_
+            # The terminal closes its batch (the daemon writes eod.terminal_batches): nothing left in it.
+            settle = {"t": "0500", "3": "920000", "7": utc_stamp(), "11": next_stan(), "41": TID.ljust(8),
+                      "42": MID.ljust(15), "60": "000001", "74": f"{0:010d}", "86": f"{0:016d}",
+                      "76": f"{0:010d}", "88": f"{0:016d}"}
+            closed = _call(t, settle)
+            assert (closed["t"], closed["39"]) == ("0510", "00"), closed
         # End of day is not the daemon's: its role cannot cut the day over; one line, no traceback.
         res = d.cli("eod", "run", check=False)
         assert res.returncode != 0
@@ -249,6 +255,9 @@ def test_daemon_serves_as_its_role_and_eod_is_not_its_job(db_dsn: str, prefix: s
         assert d.stop() == 0
     journals = db_run(db_dsn, lambda c: c.fetchval("SELECT count(*) FROM ledger.journals"))
     assert journals == 2, "the purchase and its reversal, the duplicate posted nothing"
+    batches = db_run(db_dsn, lambda c: c.fetchval("SELECT count(*) FROM eod.terminal_batches WHERE terminal_id = $1",
+                                                   TID))
+    assert batches >= 1, "the daemon recorded the terminal's batch"
     assert db_run(db_dsn, check_books) == []
 
 
