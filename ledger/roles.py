@@ -73,6 +73,8 @@ REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
     "portal.users": ("password_hash",),
     "portal.member_logins": ("password_hash",),
 }
+# Written only by SECURITY DEFINER trigger functions (the owner's): no runtime role writes them.
+OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes",)
 # Append-only records: even the portal, which writes the rest of its schema, only inserts.
 INSERT_ONLY_TABLES = ("loyalty.transactions",)
 
@@ -224,7 +226,8 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
     for table, privileges in PORTAL_WRITES:
         await conn.execute(f"GRANT {privileges} ON {table} TO {q[names.portal]}")
     administered = [r["name"] for r in await _relations(conn, "rp")
-                    if r["plain"].split(".")[0] in PORTAL_WRITE_SCHEMAS and r["plain"] not in INSERT_ONLY_TABLES]
+                    if r["plain"].split(".")[0] in PORTAL_WRITE_SCHEMAS
+                    and r["plain"] not in INSERT_ONLY_TABLES + OWNER_WRITTEN_TABLES]
     if administered:
         await conn.execute(f"GRANT INSERT, UPDATE, DELETE ON {', '.join(administered)} TO {q[names.portal]}")
     # Balances move only through post_batch, which runs as the owner with a pinned search_path.

@@ -335,3 +335,23 @@ def test_the_command_twice_with_a_password(db_dsn: str, prefix: str, tmp_path: P
     assert stored == roles.scram_verifier("s3cret-report", salt)
     bad = admin.cli("db", "roles", "--prefix", prefix, "--password-file", f"auditor={secret}", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("switchd: --password-file") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.db
+def test_key_changes_are_recorded_who_and_when_and_no_runtime_role_can_forge_them(db_dsn: str, prefix: str) -> None:
+    names = _apply(db_dsn, prefix).names
+    daemon, portal, report = (as_user(db_dsn, n) for n in names.runtime())
+    admin_user = db_run(db_dsn, lambda c: c.fetchval(
+        "INSERT INTO switch.terminals(terminal_id, merchant_id, mac_alg, mac_key_sealed) "
+        "VALUES ('TKEY0001', 'M1', 'cmac-aes', '\\x01'), ('TKEY0002', 'M1', NULL, NULL) RETURNING session_user"))
+    # A sign-on (the daemon) is no key change; a key removed through the portal is one.
+    _allowed(daemon, "UPDATE switch.terminals SET signed_on = true, signed_on_at = now() WHERE terminal_id LIKE 'TKEY%'")
+    _allowed(portal, "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL WHERE terminal_id = 'TKEY0001'")
+    rows = _allowed(report, "SELECT terminal_id, changed_by, mac_alg_before, mac_alg_after, changed_at IS NOT NULL "
+                            "FROM switch.terminal_key_changes ORDER BY id")
+    assert [tuple(r) for r in rows] == [("TKEY0001", admin_user, None, "cmac-aes", True),
+                                        ("TKEY0001", names.portal, "cmac-aes", None, True)]
+    for dsn in (daemon, portal, report):
+        _refused(dsn, "DELETE FROM switch.terminal_key_changes")
+        _refused(dsn, "UPDATE switch.terminal_key_changes SET changed_by = 'someone'")
+        _refused(dsn, "INSERT INTO switch.terminal_key_changes(terminal_id, changed_by) VALUES ('TKEY0001', 'x')")
