@@ -280,6 +280,14 @@ def test_a_role_without_its_grants_fails_in_one_line(db_dsn: str, prefix: str, t
     res = d.cli("db", "status", check=False)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.startswith("switchd: database: permission denied"), res.stderr
+    # The portal on its own, as that role: it checks the schema before serving.
+    (tmp_path / "p").mkdir()
+    p = Daemon(tmp_path / "p", as_user(db_dsn, names.daemon), [POS_LISTENER], extra={"portal": {"port": 0}})
+    res = p.cli("portal", check=False, timeout_s=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "switchd: database: permission denied for table switchd_schema_migrations: "
+        "run 'switchd db roles' as the owner, or connect as the owner"], res.stderr
 
 
 @pytest.mark.db
