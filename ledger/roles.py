@@ -6,7 +6,7 @@
 - ``switchd_owner`` (LOGIN): owns the schemas, their tables, sequences and functions, and
   ``public.switchd_schema_*``. It runs ``db upgrade``, end of day, provisioning from the CLI.
   It is the only role that can alter tables or disable their triggers.
-- ``switchd_daemon``: reads every table; inserts receipts (``ledger.receipts``), transaction
+- ``switchd_daemon``: reads every table but the portal's; inserts receipts (``ledger.receipts``), transaction
   records (``loyalty.transactions``), card accounts (``ledger.accounts``, without the balance
   columns) and terminal batches (``eod.terminal_batches``, which it also updates on settlement);
   updates only the sign-on columns of ``switch.terminals``; posts only through
@@ -64,6 +64,7 @@ PORTAL_WRITES: tuple[tuple[str, str], ...] = (
     ("ledger.assets", "INSERT"),
     ("ledger.accounts", "UPDATE (status)"),
 )
+DAEMON_UNREAD_SCHEMAS = ("portal",)
 # Secrets reporting never reads: sessions, activation codes and API tokens (whole tables), and
 # password hashes and sealed terminal keys (columns; the rest of those tables it reads).
 REPORT_HIDDEN_TABLES = ("portal.sessions", "portal.member_sessions", "portal.member_activations",
@@ -210,7 +211,11 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
     # Exact on every run: what a previous version granted and this one does not is taken back.
     if tables:
         await conn.execute(f"REVOKE ALL ON {', '.join(tables)} FROM {runtime}")
-        await conn.execute(f"GRANT SELECT ON {', '.join(tables)} TO {q[names.daemon]}, {q[names.portal]}")
+        await conn.execute(f"GRANT SELECT ON {', '.join(tables)} TO {q[names.portal]}")
+        # The daemon reads nothing of the portal's (users, sessions, tokens, mail).
+        switch_side = [r["name"] for r in await _relations(conn, "rvmpf")
+                       if r["plain"].split(".")[0] not in DAEMON_UNREAD_SCHEMAS]
+        await conn.execute(f"GRANT SELECT ON {', '.join(switch_side)} TO {q[names.daemon]}")
     await _grant_report(conn, q[names.report])
     if sequences:
         await conn.execute(f"REVOKE ALL ON SEQUENCE {', '.join(s['name'] for s in sequences)} FROM {runtime}")

@@ -185,6 +185,7 @@ def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
     _refused(daemon, "INSERT INTO switch.terminals(terminal_id, merchant_id) VALUES ('TX', 'MX')")
     _allowed(daemon, "UPDATE switch.terminals SET signed_on = false, signed_off_at = now(), updated_at = now() "
                      "WHERE terminal_id = 'none'")
+    _refused(daemon, "SELECT * FROM portal.users")
     # The portal provisions terminals (keys included).
     _allowed(portal, "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL WHERE terminal_id = 'none'")
     # Reporting reads everything and writes nothing.
@@ -253,6 +254,7 @@ def test_daemon_serves_as_its_role_and_eod_is_not_its_job(db_dsn: str, prefix: s
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     finally:
         assert d.stop() == 0
+    assert "permission denied" not in d.log_text(), "a background task of the daemon lacks a grant"
     journals = db_run(db_dsn, lambda c: c.fetchval("SELECT count(*) FROM ledger.journals"))
     assert journals == 2, "the purchase and its reversal, the duplicate posted nothing"
     batches = db_run(db_dsn, lambda c: c.fetchval("SELECT count(*) FROM eod.terminal_batches WHERE terminal_id = $1",
