@@ -150,7 +150,13 @@ async def _ident(conn: asyncpg.Connection, fmt: str, *args: str) -> str:
 async def _ensure_role(conn: asyncpg.Connection, name: str, password: str | None) -> bool:
     created = False
     if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
-        await conn.execute(await _ident(conn, "CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", name))
+        create = await _ident(conn, "CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE", name)
+        me = await conn.fetchval("SELECT current_user")
+        try:
+            await conn.execute(create)
+        except asyncpg.InsufficientPrivilegeError:
+            raise RolesError(f"role {name} does not exist and {me} may not create roles: "
+                             "run 'switchd db roles' once as a superuser (or a CREATEROLE role)") from None
         created = True
     if password is not None:
         if len(password) > PASSWORD_LENGTH_MAX or not (password.isascii() and password.isprintable()):

@@ -158,6 +158,12 @@ def test_roles_twice_are_the_same_and_new_tables_get_grants(db_dsn: str, prefix:
         return await roles.apply(conn, prefix)
 
     assert db_run(as_user(db_dsn, names.owner), as_owner).created == ()
+    # It cannot create roles, and says so in one line.
+    async def other_prefix(conn: asyncpg.Connection) -> roles.Outcome:
+        return await roles.apply(conn, prefix + "x")
+
+    with pytest.raises(roles.RolesError, match="may not create roles"):
+        db_run(as_user(db_dsn, names.owner), other_prefix)
     assert db_run(db_dsn, _acl) == db_run(db_dsn, _acl)
 
 
