@@ -9,12 +9,12 @@ import click
 from cli.invocation import with_db
 from cli.options import JSON
 from cli.output import emit, table
-from ledger import migrate
+from ledger import migrate, roles
 
 
 @click.group("db")
 def db() -> None:
-    """Database schema: upgrade and status."""
+    """Database schema and roles: upgrade, status, roles."""
 
 
 @db.command("upgrade")
@@ -50,3 +50,38 @@ def db_status(ctx: click.Context, as_json: bool) -> None:
     emit([s.__dict__ for s in statuses]
          + [{"function": f.name, "state": f.state, "applied_at": f.applied_at} for f in functions],
          as_json, lambda: table(rows, ["version", "state", "name", "applied_at"]))
+
+
+@db.command("roles")
+@click.option("--prefix", default="switchd", show_default=True,
+              help="Role names: PREFIX_owner, PREFIX_daemon, PREFIX_portal, PREFIX_report.")
+@click.option("--password-file", "password_files", multiple=True, metavar="KIND=FILE",
+              help="Set the password of a role (owner, daemon, portal or report) from the first line of FILE; "
+                   "repeatable. Roles without one keep theirs (none: trust or peer authentication).")
+@click.pass_context
+def db_roles(ctx: click.Context, prefix: str, password_files: tuple[str, ...]) -> None:
+    """Create the owner and the least-privilege login roles, hand the schemas to the owner and
+    grant each role exactly what it needs (idempotent; run it again after every `db upgrade`)."""
+    passwords = {kind: secret for kind, secret in (_password(spec) for spec in password_files)}
+
+    async def body(conn: Any) -> roles.Outcome:
+        return await roles.apply(conn, prefix, passwords)
+
+    outcome = with_db(ctx, body)
+    for name in (outcome.names.owner, *outcome.names.runtime()):
+        click.echo(f"{'created' if name in outcome.created else 'kept'} role {name}")
+    click.echo("grants applied")
+
+
+def _password(spec: str) -> tuple[str, str]:
+    kind, sep, path = spec.partition("=")
+    if not sep or kind not in roles.KINDS:
+        raise roles.RolesError(f"--password-file {spec!r}: say KIND=FILE, KIND one of {', '.join(roles.KINDS)}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            secret = f.read(roles.PASSWORD_LENGTH_MAX + 1).splitlines()[0] if path else ""
+    except (OSError, IndexError) as exc:
+        raise roles.RolesError(f"--password-file {kind}: cannot read a password from {path}: {exc}") from None
+    if not secret:
+        raise roles.RolesError(f"--password-file {kind}: {path} is empty")
+    return kind, secret

@@ -38,6 +38,7 @@ from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.bins import BinNotFound
 from ledger.loyalty.programs import ProvisioningError
 from ledger.migrate import MigrationError
+from ledger.roles import RolesError
 from switch.config import ConfigError
 from switch.keystore import KeyStoreError
 from switch.terminals import TerminalError
@@ -82,6 +83,7 @@ _DOMAIN_CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (ClearingError, Exit.REFUSED),
     (EmbeddedError, Exit.REFUSED),
     (MigrationError, Exit.REFUSED),
+    (RolesError, Exit.REFUSED),
 )
 
 

@@ -16,6 +16,7 @@ import click
 from cli.exits import refuse
 from ledger import db as ledger_db
 from ledger.errors import first_line
+from ledger.roles import privilege_message
 from switch import keystore, runtime
 from switch.config import Config, load_config
 from switch.logs import configure as configure_logs
@@ -70,6 +71,8 @@ def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
     except Exception as exc:  # asyncpg errors: one line, never a traceback
         import asyncpg
 
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            refuse(privilege_message(exc))
         if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
             refuse(f"database error: {first_line(exc)}")
         raise

@@ -31,6 +31,7 @@ from pathlib import Path
 import asyncpg
 
 from ledger.errors import SwitchdError
+from ledger.roles import privilege_message
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 FUNCTIONS_DIR = Path(__file__).resolve().parent / "sql"
@@ -300,7 +301,17 @@ async def function_status(conn: asyncpg.Connection,
 async def check_current(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR,
                         functions_directory: Path = FUNCTIONS_DIR) -> None:
     """Raise MigrationError unless the database is exactly at this code's version: every
-    migration applied, unchanged, none newer; every function file applied as it is now."""
+    migration applied, unchanged, none newer; every function file applied as it is now.
+
+    A role that may not read the bookkeeping tables gets a MigrationError that names the
+    missing privilege and the fix (``switchd db roles``), not a driver exception."""
+    try:
+        await _check_current(conn, directory, functions_directory)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise MigrationError(privilege_message(exc)) from None
+
+
+async def _check_current(conn: asyncpg.Connection, directory: Path, functions_directory: Path) -> None:
     migrations = discover(directory)
     exists = await conn.fetchval("SELECT to_regclass('public.switchd_schema_migrations') IS NOT NULL")
     applied = await _applied(conn) if exists else {}

@@ -17,6 +17,7 @@ import structlog
 import uvicorn
 
 from ledger import db as ledger_db
+from ledger import migrate
 from ledger.engine import LedgerSettings
 from portal.app import create_app
 from portal.settings import PortalSettings
@@ -60,6 +61,9 @@ async def serve(settings: PortalSettings, dsn: str, ledger_settings: LedgerSetti
     sock = listen_socket(settings.host, settings.port)
     pool = await ledger_db.create_pool(dsn, 1, settings.db_pool_size_max)
     try:
+        # Before serving: a schema of another version, or a role without its grants, is one line.
+        async with pool.acquire() as conn:
+            await migrate.check_current(conn)
         app = create_app(settings, pool, ledger_settings, master_key)
         config = uvicorn.Config(
             app, loop="uvloop", http="h11", lifespan="on",

@@ -44,6 +44,7 @@ from ledger.accounts import receipt_reader
 from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.operations import Loyalty
+from ledger.roles import privilege_message
 from switch import keystore, notify, runtime
 from switch.config import Config
 from switch.logs import configure, get_logger
@@ -229,6 +230,9 @@ def _guarded(body: Callable[[], int]) -> int:
         return body()
     except SwitchdError as exc:  # ours: the embedded cluster, the schema, the master key, ...
         log.error("start_failed", reason=str(exc))
+        return 2
+    except asyncpg.InsufficientPrivilegeError as exc:  # a role without a grant: say which, and the fix
+        log.error("start_failed", reason=privilege_message(exc))
         return 2
     except OSError as exc:
         # Binding a listener or the metrics port fails with OSError too: say which.

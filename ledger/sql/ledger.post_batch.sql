@@ -33,7 +33,9 @@ CREATE OR REPLACE FUNCTION ledger.post_batch(
     p_guard text[] DEFAULT NULL)
 RETURNS TABLE(idx integer, status text, journal_id bigint, business_date date, detail text,
               reason text, accounts bigint[], balances bigint[])
-LANGUAGE plpgsql AS $$
+-- Runtime roles may not write journals, entries, holds or balances: this function does, as its
+-- owner (`switchd db roles` makes that the owner role), with a search_path no caller can change.
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, ledger, loyalty, switch, eod, pg_temp AS $$
 DECLARE
     n        integer := coalesce(array_length(p_key, 1), 0);
     nl       integer := coalesce(array_length(p_leg_cmd, 1), 0);
