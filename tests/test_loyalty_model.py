@@ -9,22 +9,17 @@ balance equals the sum of its entries.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import soak
-from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 from ledger_support import ledger_settings
+from model_support import SERVER, DatabaseMachine
 
-from ledger import db as ledger_db
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
@@ -36,7 +31,6 @@ from ledger.loyalty.rules import undo_targets
 
 CARDS = [demo.demo_pan(1), demo.demo_pan(2)]
 MERCHANTS = {"M0001": ("T0000001", 1), "M0002": ("T0000002", 2)}  # terminal, points per CNY
-SERVER: dict[str, str] = {}
 # The demo program's prizes (ledger.loyalty.demo), each made the whole table in turn (see lottery).
 PRIZES = [Prize("NONE", 0, 1), Prize("SMALL", 20, 1), Prize("BIG", 100, 1)]
 
@@ -66,33 +60,15 @@ class Model:
     marked_keys: list[str] = field(default_factory=list)
 
 
-class LoyaltyMachine(RuleBasedStateMachine):
+class LoyaltyMachine(DatabaseMachine):
+    pool_size_max = 4
+
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
         self.model = Model()
         self.seq = itertools.count(1)
-        self.db_name = f"switchd_m_{uuid.uuid4().hex[:12]}"
-        self.db_dsn = with_database(SERVER["admin"], self.db_name)
-        try:
-            self.run(self._setup())
-        except BaseException:
-            # hypothesis only tears down machines it could build: nothing of a half-built
-            # one (database, pool, daemon) may outlive it. The setup error is the one reported.
-            with contextlib.suppress(Exception):
-                self.teardown()
-            raise
+        super().__init__()
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    async def _setup(self) -> None:
-        admin = await asyncpg.connect(SERVER["admin"])
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.db_name}" TEMPLATE "{SERVER["template"]}"')
-        finally:
-            await admin.close()
-        self.pool = await ledger_db.create_pool(self.db_dsn, 1, 4)
+    async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
         ledger = Ledger(self.pool, ledger_settings())
@@ -100,26 +76,9 @@ class LoyaltyMachine(RuleBasedStateMachine):
         self.ledger = ledger
         self.loy = Loyalty(self.ledger)
 
-    def teardown(self) -> None:
-        """Stop the ledger and close the pool when they were opened; always drop the database."""
-
-        async def down() -> None:
-            try:
-                if hasattr(self, "ledger"):
-                    await self.ledger.stop()
-                if hasattr(self, "pool"):
-                    await self.pool.close()
-            finally:
-                admin = await asyncpg.connect(SERVER["admin"])
-                try:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                finally:
-                    await admin.close()
-
-        try:
-            self.run(down())
-        finally:
-            self.loop.close()
+    async def close(self) -> None:
+        if hasattr(self, "ledger"):
+            await self.ledger.stop()
 
     # ---------------------------------------------------------------- plumbing
 

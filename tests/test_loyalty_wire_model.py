@@ -40,12 +40,12 @@ _PROC = {
 
 
 class WireLoyaltyMachine(base.LoyaltyMachine):
-    async def _setup(self) -> None:
+    async def open(self) -> None:
         self.terminals: dict[str, Terminal] = {}
         self.switch_rrn: dict[str, str] = {}  # the model's rrn -> the switch's field 37
         self.frames: dict[str, dict[str, str]] = {}  # key -> the fields sent
         self.responses: dict[str, dict[str, str]] = {}  # key -> the response it got
-        await super()._setup()
+        await super().open()
         # The machine's own Ledger stays idle; the daemon posts.
         self.workdir = Path(tempfile.mkdtemp(prefix="swwire"))
         self.daemon = await asyncio.to_thread(lambda: Daemon(self.workdir, self.db_dsn, [POS_LISTENER]).start())

@@ -11,21 +11,17 @@ hold is resolved and reconciliation passes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-import asyncpg
 import soak
-from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 from ledger_support import ledger_settings
+from model_support import SERVER, DatabaseMachine
 
-from ledger import db as ledger_db
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
@@ -38,7 +34,6 @@ CARDS = [demo.demo_pan(1), demo.demo_pan(2)]
 MERCHANTS = ["M0001", "M0002"]
 FUND_POINTS, FUND_MINOR = 2_000, 50_000
 SHORT_HOLD_S = 1
-SERVER: dict[str, str] = {}
 
 
 @dataclass
@@ -56,34 +51,19 @@ class Order:
     refunded: int = 0
 
 
-class MallMachine(RuleBasedStateMachine):
+class MallMachine(DatabaseMachine):
+    pool_size_max = 8
+
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.db_name = f"switchd_m_{uuid.uuid4().hex[:12]}"
         self.stock: dict[int, int] = {}
         self.goods: list[tuple[int, str, int, int]] = []  # id, merchant, price points, price minor
         # Per card: [points posted, points held, stored value posted, stored value held].
         self.balances = [[FUND_POINTS, 0, FUND_MINOR, 0] for _ in CARDS]
         self.orders: dict[int, Order] = {}
         self.keys = 0
-        try:
-            self.run(self._setup())
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.teardown()
-            raise
+        super().__init__()
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    async def _setup(self) -> None:
-        admin = await asyncpg.connect(SERVER["admin"])
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.db_name}" TEMPLATE "{SERVER["template"]}"')
-        finally:
-            await admin.close()
-        self.pool = await ledger_db.create_pool(with_database(SERVER["admin"], self.db_name), 1, 8)
+    async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
         self.ledger = Ledger(self.pool, ledger_settings())
@@ -108,6 +88,10 @@ class MallMachine(RuleBasedStateMachine):
         self.stock[good] = stock
         return good
 
+    async def close(self) -> None:
+        if hasattr(self, "ledger"):
+            await self.ledger.stop()
+
     def teardown(self) -> None:
         async def finish() -> None:
             # Every order ends: time runs out for the short ones, the merchant cancels the rest.
@@ -123,27 +107,11 @@ class MallMachine(RuleBasedStateMachine):
             report = await reconcile.run(self.pool, None)
             assert report.ok, [p.__dict__ for p in report.problems]
 
-        async def down() -> None:
-            try:
-                if hasattr(self, "ledger"):
-                    await self.ledger.stop()
-                if hasattr(self, "pool"):
-                    await self.pool.close()
-            finally:
-                admin = await asyncpg.connect(SERVER["admin"])
-                try:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                finally:
-                    await admin.close()
-
         try:
             if hasattr(self, "mall"):
                 self.run(finish())
         finally:
-            try:
-                self.run(down())
-            finally:
-                self.loop.close()
+            super().teardown()
 
     # ---------------------------------------------------------------- model
 

@@ -10,24 +10,18 @@ due) and every ended one is sent to the login page.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import re
-import uuid
-from typing import Any
 
-import asyncpg
 import httpx
 import soak
-from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
+from model_support import SERVER, DatabaseMachine
 from portal_support import csrf_of
 from portal_support import test_settings as portal_settings
 
-from ledger import db as ledger_db
 from ledger.loyalty import demo as ledger_demo
 from portal import demo as portal_demo
 from portal.app import create_app
@@ -35,14 +29,12 @@ from portal.app import create_app
 PAN1 = ledger_demo.demo_pan(1)
 PASSWORDS = ("alpha-river-0001", "bravo-river-0002", "charlie-rv-0003")
 _CODE = re.compile(r'<code class="code-once">([A-Z0-9-]+)</code>')
-SERVER: dict[str, str] = {}
 
 
-class CredentialMachine(RuleBasedStateMachine):
+class CredentialMachine(DatabaseMachine):
+    pool_size_max = 4
+
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.db_name = f"switchd_m_{uuid.uuid4().hex[:12]}"
         self.addresses = (f"10.{i // 250}.{i % 250}.1" for i in itertools.count(1))
         # The model.
         self.password: str = portal_demo.DEMO_PASSWORD
@@ -51,23 +43,9 @@ class CredentialMachine(RuleBasedStateMachine):
         self.spent_codes: list[str] = []
         self.live: list[httpx.AsyncClient] = []
         self.ended: list[httpx.AsyncClient] = []
-        try:
-            self.run(self._setup())
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.teardown()
-            raise
+        super().__init__()
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    async def _setup(self) -> None:
-        admin = await asyncpg.connect(SERVER["admin"])
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.db_name}" TEMPLATE "{SERVER["template"]}"')
-        finally:
-            await admin.close()
-        self.pool = await ledger_db.create_pool(with_database(SERVER["admin"], self.db_name), 1, 4)
+    async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await ledger_demo.seed(conn, cards=2)
             await portal_demo.seed_users(conn)
@@ -84,22 +62,6 @@ class CredentialMachine(RuleBasedStateMachine):
         transport = httpx.ASGITransport(app=self.app, client=(next(self.addresses), 40000))
         return httpx.AsyncClient(transport=transport, base_url="http://testserver", follow_redirects=False)
 
-    def teardown(self) -> None:
-        async def down() -> None:
-            try:
-                if hasattr(self, "pool"):
-                    await self.pool.close()
-            finally:
-                admin = await asyncpg.connect(SERVER["admin"])
-                try:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                finally:
-                    await admin.close()
-
-        try:
-            self.run(down())
-        finally:
-            self.loop.close()
 
     def _end_sessions(self) -> None:
         self.ended += self.live

@@ -7,20 +7,16 @@ reconciliation check passes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import uuid
 from typing import Any
 
-import asyncpg
 import soak
-from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 from ledger_support import ledger_settings
+from model_support import SERVER, DatabaseMachine
 
-from ledger import db as ledger_db
 from ledger import reconcile
 from ledger.engine import Ledger
 from ledger.loyalty import demo
@@ -28,7 +24,6 @@ from portal import promotions
 
 FEE = 700
 MERCHANTS = ("M0001", "M0002")
-SERVER: dict[str, str] = {}
 
 
 def _draft(title: str) -> promotions.Draft:
@@ -36,54 +31,24 @@ def _draft(title: str) -> promotions.Draft:
     return promotions.Draft(title, "", now - dt.timedelta(hours=1), now + dt.timedelta(days=3))
 
 
-class PromotionMachine(RuleBasedStateMachine):
+class PromotionMachine(DatabaseMachine):
+    db_prefix = "switchd_p"
+
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
         self.status: dict[int, str] = {}
         self.owner: dict[int, str] = {}
         self.paid: set[int] = set()
-        self.db_name = f"switchd_p_{uuid.uuid4().hex[:12]}"
-        try:
-            self.run(self._setup())
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.teardown()
-            raise
+        super().__init__()
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    async def _setup(self) -> None:
-        admin = await asyncpg.connect(SERVER["admin"])
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.db_name}" TEMPLATE "{SERVER["template"]}"')
-        finally:
-            await admin.close()
-        self.pool = await ledger_db.create_pool(with_database(SERVER["admin"], self.db_name), 1, 6)
+    async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=1)
         self.ledger = Ledger(self.pool, ledger_settings())
         await self.ledger.start()
 
-    def teardown(self) -> None:
-        async def down() -> None:
-            try:
-                if hasattr(self, "ledger"):
-                    await self.ledger.stop()
-                if hasattr(self, "pool"):
-                    await self.pool.close()
-            finally:
-                admin = await asyncpg.connect(SERVER["admin"])
-                try:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                finally:
-                    await admin.close()
-
-        try:
-            self.run(down())
-        finally:
-            self.loop.close()
+    async def close(self) -> None:
+        if hasattr(self, "ledger"):
+            await self.ledger.stop()
 
     async def _with_conn(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         async with self.pool.acquire() as conn:

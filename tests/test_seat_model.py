@@ -9,20 +9,15 @@ its first answer, member balances are the model's, and every reconciliation chec
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-import asyncpg
 import soak
-from fixtures_daemon import with_database
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 from ledger_support import ledger_settings
+from model_support import SERVER, DatabaseMachine
 
-from ledger import db as ledger_db
 from ledger import reconcile
 from ledger.engine import Ledger
 from ledger.loyalty import demo, seat
@@ -34,7 +29,6 @@ from ledger.loyalty.seat import SeatResult
 
 CARDS = [demo.demo_pan(1), demo.demo_pan(2)]
 RATES = {"M0001": 1, "M0002": 2}  # points per CNY (ledger.loyalty.demo)
-SERVER: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -79,29 +73,14 @@ def _same_answer(first: SeatResult, again: SeatResult) -> bool:
     return replace(again, replayed=False, detail="") == replace(first, detail="")
 
 
-class SeatMachine(RuleBasedStateMachine):
+class SeatMachine(DatabaseMachine):
+    db_prefix = "switchd_s"
+
     def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
         self.model = Model()
-        self.db_name = f"switchd_s_{uuid.uuid4().hex[:12]}"
-        try:
-            self.run(self._setup())
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.teardown()
-            raise
+        super().__init__()
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    async def _setup(self) -> None:
-        admin = await asyncpg.connect(SERVER["admin"])
-        try:
-            await admin.execute(f'CREATE DATABASE "{self.db_name}" TEMPLATE "{SERVER["template"]}"')
-        finally:
-            await admin.close()
-        self.pool = await ledger_db.create_pool(with_database(SERVER["admin"], self.db_name), 1, 6)
+    async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
         ledger = Ledger(self.pool, ledger_settings())
@@ -109,24 +88,9 @@ class SeatMachine(RuleBasedStateMachine):
         self.ledger = ledger
         self.loy = Loyalty(self.ledger)
 
-    def teardown(self) -> None:
-        async def down() -> None:
-            try:
-                if hasattr(self, "ledger"):
-                    await self.ledger.stop()
-                if hasattr(self, "pool"):
-                    await self.pool.close()
-            finally:
-                admin = await asyncpg.connect(SERVER["admin"])
-                try:
-                    await admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-                finally:
-                    await admin.close()
-
-        try:
-            self.run(down())
-        finally:
-            self.loop.close()
+    async def close(self) -> None:
+        if hasattr(self, "ledger"):
+            await self.ledger.stop()
 
     # ---------------------------------------------------------------- plumbing
 
