@@ -21,14 +21,13 @@ from urllib.parse import quote
 
 import asyncpg
 from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from portal import csrf, mail, permissions
+from portal import mail, permissions
 from portal.i18n import N_
 from portal.sessions import SessionStore
-from portal.web import FORM_FIELDS_MAX, Portal, portal_of, redirect
+from portal.web import Portal, checked_form, portal_of, redirect
 
 MEMBER_COOKIE_PLAIN = "swd_member"
 MEMBER_COOKIE_SECURE = "__Host-swd_member"
@@ -126,11 +125,7 @@ def member_page(route: str, files_max: int = 0) -> Callable[[MemberHandler], Cal
                 return redirect("/member/password")
             # The header shows the mailbox's unread count on every member page (a bounded count).
             request.state.unread_mail = await mail.unread_count(portal.pool, mail.Inbox.member(session.member_id))
-            form = None
-            if request.method == "POST":
-                form = await request.form(max_files=files_max, max_fields=FORM_FIELDS_MAX)
-                if not csrf.matches(session.csrf_token, form.get(csrf.FIELD)):
-                    raise HTTPException(403, "csrf")
+            form = await checked_form(request, session.csrf_token, files_max)
             return await handler(request, MemberPage(portal, session, form))
 
         endpoint.route_name = route  # type: ignore[attr-defined]

@@ -120,6 +120,17 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+async def checked_form(request: Request, csrf_token: str, files_max: int) -> FormData | None:
+    """A POST's form, bounded (fields, files), once its CSRF token matches the session's (403
+    otherwise); None for any other method. Operators' and members' pages alike."""
+    if request.method != "POST":
+        return None
+    form = await request.form(max_files=files_max, max_fields=FORM_FIELDS_MAX)
+    if not csrf.matches(csrf_token, form.get(csrf.FIELD)):
+        raise HTTPException(403, "csrf")
+    return form
+
+
 def page(route: str, files_max: int = 0) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Wrap a handler: session required, forced password change, role allowed, CSRF on POST.
 
@@ -143,11 +154,7 @@ def page(route: str, files_max: int = 0) -> Callable[[Handler], Callable[[Reques
             if session.role in permissions.MERCHANT_ROLES and session.merchant_id:
                 # The header shows the inbox's unread count on every page (a bounded count).
                 request.state.unread_mail = await mail.unread_count(portal.pool, mail.Inbox.merchant(session.merchant_id))
-            form = None
-            if request.method == "POST":
-                form = await request.form(max_files=files_max, max_fields=FORM_FIELDS_MAX)
-                if not csrf.matches(session.csrf_token, form.get(csrf.FIELD)):
-                    raise HTTPException(403, "csrf")
+            form = await checked_form(request, session.csrf_token, files_max)
             return await handler(request, Page(portal, session, form))
 
         endpoint.route_name = route  # type: ignore[attr-defined]
