@@ -196,7 +196,15 @@ def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
     _allowed(portal, "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL WHERE terminal_id = 'none'")
     # Reporting reads everything and writes nothing.
     assert _allowed(report, "SELECT count(*) FROM ledger.entries")[0][0] == 0
-    _allowed(report, "SELECT * FROM loyalty.transactions, loyalty.cards LIMIT 1")
+    _allowed(report, "SELECT * FROM loyalty.transactions LIMIT 1")
+    _allowed(report, "SELECT id, member_id, pan_masked, status FROM loyalty.cards LIMIT 1")
+    # Card numbers: neither their sealed form, nor their hash, nor the keys are reporting's.
+    _refused(report, "SELECT pan_sealed FROM loyalty.cards")
+    _refused(report, "SELECT pan_hash FROM loyalty.cards")
+    _refused(report, "SELECT * FROM loyalty.card_keys")
+    # The keys are the owner's to make (db upgrade); no runtime role may replace them.
+    _refused(portal, "UPDATE loyalty.card_keys SET sealed_data_key = sealed_lookup_key")
+    _refused(daemon, "DELETE FROM loyalty.card_keys")
     _allowed(report, "SELECT terminal_id, mac_alg FROM switch.terminals")
     _refused(report, "SELECT mac_key_sealed FROM switch.terminals")
     _refused(report, "SELECT password_hash FROM portal.users")
