@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -249,7 +248,7 @@ class Chaos:
 
     def __init__(self, plan: Plan, workdir: Path, seed: int, log: Any = print) -> None:
         self.plan, self.workdir, self.seed, self.say = plan, workdir, seed, log
-        self.master_key_hex = secrets.token_hex(32)
+        self.master_key_hex = _common.MASTER_KEY_HEX
         self.cluster = EmbeddedPostgres(workdir / "state", port=harness.free_port())
         self.dsn = ""
         self.daemon: _common.Daemon | None = None
