@@ -156,7 +156,7 @@ def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
         await serve(settings, dsn, ledger_settings(cfg), master_key)
 
     try:
-        with runtime.database_dsn(cfg) as dsn:
+        with contextlib.nullcontext(cfg.portal.dsn) if cfg.portal.dsn else runtime.database_dsn(cfg) as dsn:
             runtime.run(lambda: main(dsn))
     except ListenError as exc:
         refuse(str(exc))

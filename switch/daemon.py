@@ -216,7 +216,8 @@ async def _warn_without_autovacuum(conn: asyncpg.Connection) -> None:
 
 def _serve_with_database(cfg: Config, portal_argv: list[str] | None = None) -> int:
     with runtime.database_dsn(cfg) as dsn:
-        portal = PortalChild(portal_argv, dsn, cfg.portal.url) if portal_argv else None
+        # The portal may connect as a role of its own ([portal] dsn), the switch never does.
+        portal = PortalChild(portal_argv, cfg.portal.dsn or dsn, cfg.portal.url) if portal_argv else None
         try:
             if cfg.daemon.workers > 1:
                 return _supervise(cfg, dsn, portal)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,23 @@ def test_key_changes_are_recorded_who_and_when_and_no_runtime_role_can_forge_the
         _refused(dsn, "DELETE FROM switch.terminal_key_changes")
         _refused(dsn, "UPDATE switch.terminal_key_changes SET changed_by = 'someone'")
         _refused(dsn, "INSERT INTO switch.terminal_key_changes(terminal_id, changed_by) VALUES ('TKEY0001', 'x')")
+
+
+@pytest.mark.e2e
+def test_serve_runs_its_portal_as_the_portal_role(db_dsn: str, prefix: str, tmp_path: Path) -> None:
+    names = _apply(db_dsn, prefix).names
+    (tmp_path / "serve").mkdir()
+    d = Daemon(tmp_path / "serve", as_user(db_dsn, names.daemon), [POS_LISTENER],
+               extra={"portal": {"enabled": True, "port": 0, "dsn": as_user(db_dsn, names.portal)}}).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not d.events("portal_ready") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert d.events("portal_ready"), d.log_tail()
+        logins = db_run(db_dsn, lambda c: c.fetch(
+            "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database() AND usename = ANY($1)",
+            [names.daemon, names.portal]))
+        assert sorted(r["usename"] for r in logins) == sorted([names.daemon, names.portal])
+    finally:
+        assert d.stop() == 0
+    assert "permission denied" not in d.log_text()
