@@ -66,7 +66,8 @@ async def serve(settings: PortalSettings, dsn: str, ledger_settings: LedgerSetti
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
             # Card numbers are found and shown through the master key's card-number keys.
-            card_numbers.set_master_key(master_key)
+            if master_key is not None:
+                card_numbers.set_master_key(master_key)
             await card_numbers.check_ready(conn)
         app = create_app(settings, pool, ledger_settings, master_key)
         config = uvicorn.Config(

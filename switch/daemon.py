@@ -97,7 +97,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         port = cfg.metrics.port + worker.index if worker is not None and cfg.metrics.port else cfg.metrics.port
         metrics_port = metrics.serve(cfg.metrics.host, port)
     master_key = runtime.master_key(cfg)
-    card_numbers.set_master_key(master_key)
+    if master_key is not None:
+        card_numbers.set_master_key(master_key)
     pool = await ledger_db.create_pool(
         dsn, cfg.database.pool_size_min, cfg.database.pool_size_max,
         cfg.database.timeout_connect_s, cfg.database.timeout_statement_s, generic_plans=True,
@@ -255,7 +256,9 @@ PR_SET_PDEATHSIG = 1
 
 async def _preflight(cfg: Config, dsn: str) -> None:
     """What would stop every worker, checked once in the supervisor: the key and the schema."""
-    card_numbers.set_master_key(runtime.master_key(cfg))
+    master_key = runtime.master_key(cfg)
+    if master_key is not None:
+        card_numbers.set_master_key(master_key)
     conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
     try:
         await migrate.check_current(conn)
