@@ -61,7 +61,8 @@ class World:
 
     async def member(self, pan: str, purpose: str, asset: str) -> int:
         v = await self.pool.fetchval("SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind='card' AND c.id = $1 AND a.purpose=$2 AND a.asset=$3", await card_numbers.card_id_by_number(self.pool, pan), purpose, asset)
+            "WHERE a.owner_kind='card' AND c.id = $1 AND a.purpose=$2 AND a.asset=$3",
+                await card_numbers.card_id_by_number(self.pool, pan), purpose, asset)
         return int(v or 0)
 
     async def points(self, pan: str = PAN1, program: str = "ALLY") -> int:

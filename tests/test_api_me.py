@@ -107,7 +107,8 @@ def _reads_of(node: dict[str, Any], relation: str) -> list[str]:
 async def test_history_reads_the_members_cards_by_index(portal_env: PortalEnv) -> None:
     """Among 20,000 transactions of another card, a member's history reads by index, not the table."""
     async with portal_env.pool.acquire() as conn:
-        other_card = await conn.fetchval("SELECT id FROM loyalty.cards WHERE id = $1", await card_numbers.card_id_by_number(conn, PAN2))
+        other_card = await conn.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+            await card_numbers.card_id_by_number(conn, PAN2))
         await conn.execute(
             "INSERT INTO loyalty.transactions(business_date, txn_type, reason, merchant_id, program, amount, "
             "currency, points_delta, money_delta_minor, fee_minor, idempotency_key, card_id) "

@@ -20,7 +20,8 @@ async def _good(env: PortalEnv, merchant: str = "M0001", points: int | None = 30
 
 async def _points(env: PortalEnv, pan: str) -> tuple[int, int]:
     row = await env.pool.fetchrow("SELECT a.posted, a.held FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-        "WHERE a.owner_kind = 'card' AND a.purpose = 'points' AND c.id = $1", await card_numbers.card_id_by_number(env.pool, pan))
+        "WHERE a.owner_kind = 'card' AND a.purpose = 'points' AND c.id = $1",
+            await card_numbers.card_id_by_number(env.pool, pan))
     return int(row["posted"]), int(row["held"])
 
 

@@ -41,7 +41,8 @@ class World:
 
     async def member(self, pan: str, purpose: str, asset: str) -> int:
         v = await self.pool.fetchval("SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind='card' AND c.id = $1 AND a.purpose=$2 AND a.asset=$3", await card_numbers.card_id_by_number(self.pool, pan), purpose, asset)
+            "WHERE a.owner_kind='card' AND c.id = $1 AND a.purpose=$2 AND a.asset=$3",
+                await card_numbers.card_id_by_number(self.pool, pan), purpose, asset)
         return int(v or 0)
 
     async def points(self, pan: str = PAN1, program: str = "ALLY") -> int:
@@ -122,7 +123,8 @@ async def test_card_and_merchant_and_amount_declines(world: World) -> None:
     assert (await world.loy.earn(req(pan="6212340000000000"))).reason is Reason.CARD_UNKNOWN
     await set_card_status(world.pool, PAN2, "blocked")
     assert (await world.loy.load(req(pan=PAN2))).reason is Reason.CARD_BLOCKED
-    await world.pool.execute("UPDATE loyalty.cards SET expiry='2001' WHERE id = $1", await card_numbers.card_id_by_number(world.pool, PAN3))
+    await world.pool.execute("UPDATE loyalty.cards SET expiry='2001' WHERE id = $1",
+        await card_numbers.card_id_by_number(world.pool, PAN3))
     assert (await world.loy.load(req(pan=PAN3))).reason is Reason.CARD_EXPIRED
     assert (await world.loy.load(req(amount=0))).reason is Reason.INVALID_AMOUNT
     assert (await world.loy.load(req(amount=10_000_001))).reason is Reason.EXCEEDS_LIMIT

@@ -46,7 +46,8 @@ class Two:
 
     async def points(self, pan: str = PAN1) -> int:
         v = await self.pool.fetchval("SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind = 'card' AND c.id = $1 AND a.purpose = 'points' AND a.asset = 'PTS:ALLY'", await card_numbers.card_id_by_number(self.pool, pan))
+            "WHERE a.owner_kind = 'card' AND c.id = $1 AND a.purpose = 'points' AND a.asset = 'PTS:ALLY'",
+                await card_numbers.card_id_by_number(self.pool, pan))
         return int(v or 0)
 
     async def books_ok(self) -> None:

@@ -52,7 +52,8 @@ async def _seed(dsn: str) -> None:
         async with pool.acquire() as conn, conn.transaction():
             await ledger_demo.seed(conn, cards=2)
             await portal_demo.seed_users(conn)
-            member_id = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1", await card_numbers.card_id_by_number(conn, PAN))
+            member_id = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1",
+                await card_numbers.card_id_by_number(conn, PAN))
             await member_auth.set_password(conn, member_id, FIRST_PASSWORD, by_self=False)
             image_id = await images.store(conn, PNG, "tea.png")
             await mall.add_good(conn, "M0001", mall.GoodForm(GOOD, "Six cups and a pot", PRICE_POINTS, None, 3),
