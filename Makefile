@@ -15,6 +15,8 @@ $(INSTALLED): pyproject.toml
 venv: $(INSTALLED)
 
 run: $(INSTALLED)
+	@# Card numbers and terminal keys are sealed under a master key: a demo makes one in its state dir.
+	$(BIN)/switchd keys init
 	$(BIN)/switchd db upgrade
 	@# An empty database gets the demo programs, merchants, terminals and cards.
 	@if [ "$$($(BIN)/switchd program list --json)" = "[]" ]; then $(BIN)/switchd demo seed --show-pans; fi

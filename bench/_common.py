@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import resource
+import secrets
 import shutil
 import subprocess
 import sys
@@ -31,9 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # First on the path, ahead of bench/ itself: `ledger` must be the package, not bench/ledger.py.
 sys.path.insert(0, str(ROOT))
 
+from ledger.loyalty import card_numbers  # noqa: E402
 from tools import harness  # noqa: E402 - importable once ROOT is on the path
 
 ADMIN_DSN = os.environ.get("SWITCHD_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+# One master key per benchmark run, for everything it starts: this process (cards it seeds; card
+# numbers are sealed under the key), the daemons (passed explicitly) and the portals (inherited).
+os.environ.setdefault("SWITCHD_MASTER_KEY", secrets.token_hex(32))
+MASTER_KEY_HEX = os.environ["SWITCHD_MASTER_KEY"]
+card_numbers.set_master_key(bytes.fromhex(MASTER_KEY_HEX))
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 CLI_TIMEOUT_S = 300.0
@@ -452,7 +460,7 @@ class DiskProbe(Sampling):
 
 
 # The daemon's statements, told apart by a phrase only each one has.
-STATEMENT_KINDS = (("post_batch", "ledger.post_batch("), ("context", "AS q(pan, merchant_id"),
+STATEMENT_KINDS = (("post_batch", "ledger.post_batch("), ("context", "AS q(pan_hash, merchant_id"),
                    ("unposted", "receipt_key, receipt_hash, receipt_payload, n)"))
 
 

@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import random
-import secrets
 import shutil
 import signal
 import socket
@@ -172,9 +171,10 @@ class LoadTerminal(threading.Thread):
 
     def one_request(self) -> None:
         stan, now = self._next_stan(), _msg.transmission_datetime()
-        request = _msg.build({"t": "0200", "2": self.rng.choice(self.pans), "3": "000000",
-                              "4": f"{self.rng.randint(100, 5000):012d}", "7": now, "11": stan,
-                              "41": self.tid, "42": _msg.pad_mid(LOAD_MERCHANT), "49": "156"}, "pos")
+        original = {"t": "0200", "2": self.rng.choice(self.pans), "3": "000000",
+                    "4": f"{self.rng.randint(100, 5000):012d}", "7": now, "11": stan,
+                    "41": self.tid, "42": _msg.pad_mid(LOAD_MERCHANT), "49": "156"}
+        request = _msg.build(original, "pos")
         outcome = Outcome(self.tid, stan)
         started = time.monotonic()
         while outcome.attempts < ATTEMPTS_MAX and outcome.code is None:
@@ -185,14 +185,16 @@ class LoadTerminal(threading.Thread):
         if outcome.code is not None:
             self.stats.latencies.append((time.monotonic(), time.monotonic() - started))
         else:
-            self._reverse(outcome, now)
+            self._reverse(outcome, original)
         self.stats.outcomes.append(outcome)
 
-    def _reverse(self, outcome: Outcome, original_at: str) -> None:
+    def _reverse(self, outcome: Outcome, original: dict[str, str]) -> None:
+        # As the specification asks: the original's card, processing code, amount and currency,
+        # and field 90 naming it (without 2, 3 and 4 the reversal is a format error, 30).
         stan, now = self._next_stan(), _msg.transmission_datetime()
-        reversal = _msg.build({"t": "0400", "7": now, "11": stan, "41": self.tid,
-                               "42": _msg.pad_mid(LOAD_MERCHANT),
-                               "90": "0200" + outcome.stan + original_at + "0" * 22}, "pos")
+        reversal = _msg.build({**{k: original[k] for k in ("2", "3", "4", "41", "42", "49")},
+                               "t": "0400", "7": now, "11": stan,
+                               "90": "0200" + outcome.stan + original["7"] + "0" * 22}, "pos")
         for _ in range(REVERSAL_ATTEMPTS_MAX):
             answer = self._exchange(reversal, stan)
             if answer is not None:
@@ -249,7 +251,7 @@ class Chaos:
 
     def __init__(self, plan: Plan, workdir: Path, seed: int, log: Any = print) -> None:
         self.plan, self.workdir, self.seed, self.say = plan, workdir, seed, log
-        self.master_key_hex = secrets.token_hex(32)
+        self.master_key_hex = _common.MASTER_KEY_HEX
         self.cluster = EmbeddedPostgres(workdir / "state", port=harness.free_port())
         self.dsn = ""
         self.daemon: _common.Daemon | None = None

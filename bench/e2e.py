@@ -93,6 +93,7 @@ from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger
+from ledger.loyalty import card_numbers
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
@@ -145,8 +146,10 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         pans = card_pans(args.cards)
         (work / "pans.txt").write_text("\n".join(pans) + "\n", encoding="utf-8")
         # The rows `switchd card issue PAN --expiry 3012` writes, in one COPY.
-        await conn.copy_records_to_table("cards", schema_name="loyalty", columns=["pan", "expiry"],
-                                         records=[(pan, CARD_EXPIRY) for pan in pans])
+        v = await card_numbers.vault(conn)
+        await conn.copy_records_to_table("cards", schema_name="loyalty",
+                                         columns=["pan_hash", "pan_sealed", "pan_masked", "expiry"],
+                                         records=[(*v.columns(pan), CARD_EXPIRY) for pan in pans])
         # The accounts the first earn and the first load open (operations._member_*_account).
         for purpose, asset in (("points", f"PTS:{PROGRAM}"), ("stored_value", "CNY")):
             await conn.execute(
@@ -555,7 +558,7 @@ def main() -> int:
 
     name = harness.unique_database_name("switchd_e2e")
     dsn = harness.with_database(ADMIN_DSN, name)
-    master_key_hex = secrets.token_hex(32)
+    master_key_hex = _common.MASTER_KEY_HEX
     results: dict[str, Any] = {
         **_common.provenance(),
         "daemon_log_level": LOG_LEVEL, "mix": MIX, "connections": args.connections,

@@ -37,6 +37,7 @@ from _common import ADMIN_DSN, ROOT
 
 from ledger import db as ledger_db
 from ledger import eod, migrate, reconcile
+from ledger.loyalty import card_numbers
 from ledger.loyalty.programs import add_program
 from switch.config import load_config
 from switch.daemon import ledger_settings as configured_ledger_settings
@@ -63,10 +64,14 @@ async def provision(conn: asyncpg.Connection, merchants: int, cards: int) -> dic
              FROM ledger.accounts m JOIN ledger.accounts c ON c.owner_id = m.owner_id AND c.asset = 'CNY'
             WHERE m.owner_kind = 'merchant' AND m.asset = 'PTS:ALLY' AND c.owner_kind = 'merchant'""",
         json.dumps({"default": FEE_BPS}))
+    v = await card_numbers.vault(conn)
+    sealed = [v.columns("621234" + str(n).zfill(10)) for n in range(1, cards + 1)]
     await conn.execute(  # a member of its own for each card
         "WITH m AS (INSERT INTO loyalty.members(name) SELECT '' FROM generate_series(1, $1) RETURNING id) "
-        "INSERT INTO loyalty.cards(pan, expiry, member_id) SELECT '621234' || lpad(x.rn::text, 10, '0'), '3012', x.id "
-        "FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM m) x", cards)
+        "INSERT INTO loyalty.cards(pan_hash, pan_sealed, pan_masked, expiry, member_id) SELECT s.h, s.b, s.m, '3012', x.id "
+        "FROM (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM m) x "
+        "JOIN unnest($2::bytea[], $3::bytea[], $4::text[]) WITH ORDINALITY AS s(h, b, m, n) ON s.n = x.rn", cards,
+        [c[0] for c in sealed], [c[1] for c in sealed], [c[2] for c in sealed])
     await conn.execute(
         """INSERT INTO ledger.accounts(owner_kind, owner_id, purpose, asset, normal_side, limit_mode)
            SELECT 'card', c.id::text, p.purpose, p.asset, 'credit', 'guarded'

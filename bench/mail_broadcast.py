@@ -24,7 +24,7 @@ from _common import ADMIN_DSN, ROOT
 
 from ledger import db as ledger_db
 from ledger import migrate
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from portal import mail
 from portal.mail_sender import MailSender, SmtpSettings
 from tools import harness
@@ -38,8 +38,12 @@ async def _members(pool: Any, n: int) -> None:
     """N members, each with one card enrolled in ALLY (a points account) and an e-mail address."""
     await pool.execute("INSERT INTO loyalty.members(id, name, email) SELECT $1 + i, 'm' || i, 'm' || i || '@x.test' "
                        "FROM generate_series(1, $2) i", MEMBER_ID_BASE, n)
-    await pool.execute("INSERT INTO loyalty.cards(id, pan, member_id) SELECT $1 + i, '9' || lpad(i::text, 15, '0'), "
-                       "$1 + i FROM generate_series(1, $2) i", MEMBER_ID_BASE, n)
+    v = await card_numbers.vault(pool)
+    sealed = [v.columns("9" + str(i).zfill(15)) for i in range(1, n + 1)]
+    await pool.execute("INSERT INTO loyalty.cards(id, pan_hash, pan_sealed, pan_masked, member_id) "
+                       "SELECT $1 + i, s.h, s.b, s.m, $1 + i "
+                       "FROM unnest($2::bytea[], $3::bytea[], $4::text[]) WITH ORDINALITY AS s(h, b, m, i)",
+                       MEMBER_ID_BASE, [c[0] for c in sealed], [c[1] for c in sealed], [c[2] for c in sealed])
     await pool.execute("INSERT INTO ledger.accounts(owner_kind, owner_id, purpose, asset, normal_side, limit_mode) "
                        "SELECT 'card', ($1 + i)::text, 'points', 'PTS:ALLY', 'credit', 'guarded' "
                        "FROM generate_series(1, $2) i", MEMBER_ID_BASE, n)

@@ -65,6 +65,7 @@ from _common import ADMIN_DSN, ROOT, Daemon
 
 from ledger import db as ledger_db
 from ledger import eod
+from ledger.loyalty import card_numbers
 from ledger.loyalty.demo import demo_pan
 from tools import harness
 
@@ -264,17 +265,19 @@ async def build_ledger(dsn: str, args: argparse.Namespace, work: Path) -> dict[s
             "SELECT 'iso:' || replace(idempotency_key, '|', ':'), '\\x00', '{\"v\":1,\"fields\":{\"39\":\"00\"}}', journal_id "
             "FROM loyalty.transactions WHERE journal_id IS NOT NULL")
         # Luhn-valid cards for the seat, with the accounts the generator opens for its own.
+        v = await card_numbers.vault(conn)
+        sealed = [v.columns(demo_pan(SEAT_PAN_FIRST + n)) for n in range(SEAT_CARDS)]
         await conn.execute(  # a member of its own for each card
-            "WITH m AS (INSERT INTO loyalty.members(name) SELECT '' FROM unnest($1::text[]) RETURNING id) "
-            "INSERT INTO loyalty.cards(pan, expiry, member_id) SELECT p.pan, '3012', x.id "
-            "FROM unnest($1::text[]) WITH ORDINALITY AS p(pan, n) "
+            "WITH m AS (INSERT INTO loyalty.members(name) SELECT '' FROM unnest($1::bytea[]) RETURNING id) "
+            "INSERT INTO loyalty.cards(pan_hash, pan_sealed, pan_masked, expiry, member_id) SELECT p.h, p.b, p.m, "
+            "'3012', x.id FROM unnest($1::bytea[], $2::bytea[], $3::text[]) WITH ORDINALITY AS p(h, b, m, n) "
             "JOIN (SELECT id, row_number() OVER (ORDER BY id) AS rn FROM m) x ON x.rn = p.n",
-            [demo_pan(SEAT_PAN_FIRST + n) for n in range(SEAT_CARDS)])
+            [c[0] for c in sealed], [c[1] for c in sealed], [c[2] for c in sealed])
         await conn.execute(
             """INSERT INTO ledger.accounts(owner_kind, owner_id, purpose, asset, normal_side, limit_mode)
                SELECT 'card', c.id::text, p.purpose, p.asset, 'credit', 'guarded'
                  FROM loyalty.cards c CROSS JOIN (VALUES ('points', 'PTS:ALLY'), ('stored_value', 'CNY')) p(purpose, asset)
-                WHERE c.pan LIKE '6212345%' ON CONFLICT DO NOTHING""")
+                ON CONFLICT DO NOTHING""")  # the generator's cards have theirs
         await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
@@ -342,7 +345,8 @@ async def seat_pans(dsn: str) -> list[str]:
     """The seat's card numbers (build_ledger's)."""
     conn = await ledger_db.connect(dsn)
     try:
-        return [r["pan"] for r in await conn.fetch("SELECT pan FROM loyalty.cards WHERE pan LIKE '6212345%'")]
+        return [demo_pan(SEAT_PAN_FIRST + n) for n in range(SEAT_CARDS)
+                if await card_numbers.card_id_by_number(conn, demo_pan(SEAT_PAN_FIRST + n)) is not None]
     finally:
         await conn.close()
 
@@ -542,7 +546,7 @@ def switch_beside(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The switch's approved/s without and with an idle portal beside it (same database), alternated."""
     name = harness.unique_database_name("switchd_bench_portal_switch")
     dsn = harness.with_database(ADMIN_DSN, name)
-    master_key_hex = secrets.token_hex(32)
+    master_key_hex = _common.MASTER_KEY_HEX
     swork = work / "switch"
     swork.mkdir()
     asyncio.run(harness.create_database(ADMIN_DSN, name))

@@ -6,10 +6,12 @@ from typing import Any
 
 import click
 
+from cli.exits import refuse
 from cli.invocation import with_db
 from cli.options import JSON
 from cli.output import emit, table
 from ledger import migrate, roles
+from ledger.loyalty import card_numbers
 
 
 @click.group("db")
@@ -23,14 +25,25 @@ def db_upgrade(ctx: click.Context) -> None:
     """Apply every missing migration, then every new or changed SQL function file (idempotent;
     safe to run from several hosts)."""
 
-    async def body(conn: Any) -> list[migrate.Migration | migrate.FunctionFile]:
-        return await migrate.upgrade(conn)
+    async def body(conn: Any) -> tuple[list[migrate.Migration | migrate.FunctionFile], int, int]:
+        done = await migrate.upgrade(conn)
+        # Card numbers written before they were sealed are sealed now, given the master key
+        # (the keys are made here too, by the owner, so the runtime roles need only read them).
+        if card_numbers.has_master_key():
+            await card_numbers.vault(conn)
+            return done, await card_numbers.seal_clear_numbers(conn), 0
+        return done, 0, await card_numbers.clear_numbers_left(conn)
 
-    done = with_db(ctx, body)
+    done, sealed, clear = with_db(ctx, body)
     for m in done:
         click.echo(f"applied {m.label}")
-    if not done:
+    if sealed:
+        click.echo(f"sealed {sealed} card number(s) stored in clear")
+    if not done and not sealed:
         click.echo("schema is up to date")
+    if clear:
+        refuse(f"{clear} card number(s) are still stored in clear, and no master key is configured: "
+               "set [security] master_key_file or SWITCHD_MASTER_KEY and run db upgrade again")
 
 
 @db.command("status")

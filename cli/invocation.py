@@ -16,8 +16,9 @@ import click
 from cli.exits import refuse
 from ledger import db as ledger_db
 from ledger.errors import first_line
+from ledger.loyalty import card_numbers
 from ledger.roles import privilege_message
-from switch import keystore, runtime
+from switch import runtime
 from switch.config import Config, load_config
 from switch.logs import configure as configure_logs
 
@@ -35,8 +36,7 @@ def config(ctx: click.Context) -> Config:
 
 def master_key(ctx: click.Context) -> bytes | None:
     """The configured master key (None when none is configured); KeyStoreError when unreadable."""
-    cfg = config(ctx)
-    return keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+    return runtime.master_key(config(ctx))
 
 
 def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
@@ -48,6 +48,12 @@ def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
     """
     cfg = config(ctx)
     configure_logs("warning", stream=sys.stderr)
+
+    # Card numbers are sealed under the master key: a command that issues or finds a card
+    # needs it (one without it gets a one-line error when it touches a card number).
+    key = runtime.master_key(cfg)
+    if key is not None:
+        card_numbers.set_master_key(key)
 
     async def main() -> T:
         with runtime.database_dsn(cfg) as dsn:

@@ -26,7 +26,7 @@ from cli.exits import CommandFailed, Exit, refuse
 from cli.invocation import config
 from ledger import db as ledger_db
 from ledger.errors import first_line
-from ledger.keys import KeyStoreError, load_master_key
+from ledger.keys import KeyStoreError
 from portal.settings import SECRET_ENV, ApiSettings, PortalSettings, SettingsError, load_secret
 from switch import runtime
 from switch.config import Config
@@ -143,7 +143,7 @@ def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
         settings.check()
         # The seat posts through the ledger engine with the daemon's bounds; terminal keys are
         # sealed under the daemon's master key (none configured: keyed terminals are refused).
-        master_key = load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+        master_key = runtime.master_key(cfg)
     except SettingsError as exc:
         raise CommandFailed(f"portal: {exc}", Exit.USAGE) from None
     except KeyStoreError as exc:
@@ -156,7 +156,7 @@ def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
         await serve(settings, dsn, ledger_settings(cfg), master_key)
 
     try:
-        with runtime.database_dsn(cfg) as dsn:
+        with contextlib.nullcontext(cfg.portal.dsn) if cfg.portal.dsn else runtime.database_dsn(cfg) as dsn:
             runtime.run(lambda: main(dsn))
     except ListenError as exc:
         refuse(str(exc))

@@ -16,7 +16,7 @@
   the owner) and an account's status. No UPDATE or DELETE on any ``ledger`` table but
   ``ledger.accounts.status``, none on ``loyalty.transactions``.
 - ``switchd_report``: SELECT on every table but the secrets (sessions, activation codes, API
-  tokens, password hashes, sealed terminal keys), nothing else.
+  tokens, password hashes, sealed terminal keys, card-number keys and sealed card numbers), nothing else.
 
 Runtime roles own nothing, so none can disable a trigger or alter a table. Grants are
 re-applied exactly (revoked, then granted) on every run, so tables added by a later
@@ -68,14 +68,16 @@ DAEMON_UNREAD_SCHEMAS = ("portal",)
 # Secrets reporting never reads: sessions, activation codes and API tokens (whole tables), and
 # password hashes and sealed terminal keys (columns; the rest of those tables it reads).
 REPORT_HIDDEN_TABLES = ("portal.sessions", "portal.member_sessions", "portal.member_activations",
-                        "portal.api_tokens")
+                        "portal.api_tokens", "loyalty.card_keys")
 REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
     "switch.terminals": ("mac_key_sealed",),
+    "loyalty.cards": ("pan", "pan_hash", "pan_sealed"),
     "portal.users": ("password_hash",),
     "portal.member_logins": ("password_hash",),
 }
 # Written only by SECURITY DEFINER trigger functions (the owner's): no runtime role writes them.
-OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes",)
+# The card-number keys are made by `db upgrade` (the owner) and never change after.
+OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes", "loyalty.card_keys")
 # Append-only records: even the portal, which writes the rest of its schema, only inserts.
 INSERT_ONLY_TABLES = ("loyalty.transactions",)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.loyalty import card_numbers
 from ledger.loyalty.outcomes import approval_code
 from ledger.loyalty.rules import mask_pan
 from specs.vocabulary import APPROVED
@@ -53,7 +54,7 @@ class Filters:
         clauses = {
             "date_from": "t.business_date >= ${}", "date_to": "t.business_date <= ${}",
             "merchant_id": "t.merchant_id = ${}", "terminal_id": "t.terminal_id = ${}",
-            "pan": "t.card_id = (SELECT id FROM loyalty.cards WHERE pan = ${})", "rrn": "t.rrn = ${}",
+            "rrn": "t.rrn = ${}",
             "txn_type": "t.txn_type = ${}", "reasons": "t.reason = ANY(${}::text[])", "amount_min": "t.amount >= ${}",
             "amount_max": "t.amount <= ${}", "channel": "t.channel = ${}", "before_id": "t.id < ${}",
             "original_journal_id": "t.original_journal_id = ${}",
@@ -63,6 +64,8 @@ class Filters:
             value = getattr(self, f.name)
             if value is None:
                 continue
+            if f.name == "pan":  # numbers are found by their keyed hash: see resolve_card
+                raise ValueError("a card number filter must be resolved to the card first")
             args.append(list(value) if isinstance(value, tuple) else value)
             parts.append(clauses[f.name].format(len(args)))
         return (" AND ".join(parts) or "true"), args
@@ -71,7 +74,7 @@ class Filters:
 _COLUMNS = """
 t.id, t.business_date, t.created_at, t.txn_type, t.reason, t.rrn, t.stan, t.terminal_id, t.merchant_id,
 t.program, t.amount, t.currency, t.points_delta, t.money_delta_minor, t.fee_minor, t.prize_code,
-t.journal_id, t.original_journal_id, t.channel, t.operator_ref, c.pan
+t.journal_id, t.original_journal_id, t.channel, t.operator_ref, c.pan_masked AS pan
 """
 
 
@@ -83,11 +86,22 @@ def _view(r: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
+async def resolve_card(conn: asyncpg.Connection | asyncpg.Pool, filters: Filters) -> Filters:
+    """``filters`` with its card number replaced by the card's row id (card numbers are stored
+    sealed and found by their keyed hash); a number of no card matches nothing."""
+    if filters.pan is None:
+        return filters
+    card_id = await card_numbers.card_id_by_number(conn, filters.pan)
+    if card_id is None or (filters.card_id is not None and filters.card_id != card_id):
+        card_id = 0  # row ids start at 1: matches nothing
+    return replace(filters, pan=None, card_id=card_id)
+
+
 async def search(conn: asyncpg.Connection | asyncpg.Pool, filters: Filters, limit: int = LIMIT_DEFAULT
                  ) -> dict[str, Any]:
     """One page of matching transactions, newest first, and the cursor for the next page."""
     limit = max(1, min(int(limit), LIMIT_MAX))
-    where, args = filters.where()
+    where, args = (await resolve_card(conn, filters)).where()
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM loyalty.transactions t LEFT JOIN loyalty.cards c ON c.id = t.card_id "
         f"WHERE {where} ORDER BY t.id DESC LIMIT {limit + 1}", *args)
@@ -253,7 +267,7 @@ async def member_history(conn: asyncpg.Connection | asyncpg.Pool, member_id: int
         where += f" AND t.business_date <= ${day} AND (t.business_date, t.id) < (${day}, ${row})"
     order = f"ORDER BY t.business_date DESC, t.id DESC LIMIT {limit + 1}"
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM (SELECT id, pan FROM loyalty.cards WHERE {cards} ORDER BY id "
+        f"SELECT {_COLUMNS} FROM (SELECT id, pan_masked FROM loyalty.cards WHERE {cards} ORDER BY id "
         f"LIMIT {MEMBER_CARDS_MAX}) c CROSS JOIN LATERAL (SELECT * FROM loyalty.transactions t "
         f"WHERE t.card_id = c.id AND {where} {order}) t {order}", *args)
     page = [_view(r) for r in rows[:limit]]

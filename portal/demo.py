@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from ledger.loyalty import card_numbers
 from ledger.loyalty.demo import demo_pan
 from portal.passwords import hash_password_async
 from portal.users import create_user
@@ -62,7 +63,9 @@ async def seed_members(conn: asyncpg.Connection, password: str = DEMO_PASSWORD) 
     logins = []
     password_hash = None
     for m in DEMO_MEMBERS:
-        member_id = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", demo_pan(m.card))
+        card_id = await card_numbers.card_id_by_number(conn, demo_pan(m.card))
+        member_id = None if card_id is None else await conn.fetchval(
+            "SELECT member_id FROM loyalty.cards WHERE id = $1", card_id)
         if member_id is None:
             continue
         logins.append(demo_pan(m.card))

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.loyalty import card_numbers
 from ledger.loyalty.cards import login_phone
 from portal import throttle
 from portal.i18n import N_
@@ -67,7 +68,8 @@ async def find_member(conn: asyncpg.Connection | asyncpg.Pool, identifier: str) 
     if _CARD_NUMBER.match(identifier):
         row = await conn.fetchrow(
             f"SELECT {columns} FROM loyalty.cards c JOIN loyalty.members m ON m.id = c.member_id "
-            "LEFT JOIN portal.member_logins l ON l.member_id = m.id WHERE c.pan = $1", identifier)
+            "LEFT JOIN portal.member_logins l ON l.member_id = m.id WHERE c.pan_hash = $1",
+            (await card_numbers.vault(conn)).lookup_hash(identifier))
     phone = login_phone(identifier)
     if row is None and phone is not None:
         row = await conn.fetchrow(

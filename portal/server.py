@@ -19,6 +19,7 @@ import uvicorn
 from ledger import db as ledger_db
 from ledger import migrate
 from ledger.engine import LedgerSettings
+from ledger.loyalty import card_numbers
 from portal.app import create_app
 from portal.settings import PortalSettings
 
@@ -64,6 +65,10 @@ async def serve(settings: PortalSettings, dsn: str, ledger_settings: LedgerSetti
         # Before serving: a schema of another version, or a role without its grants, is one line.
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
+            # Card numbers are found and shown through the master key's card-number keys.
+            if master_key is not None:
+                card_numbers.set_master_key(master_key)
+            await card_numbers.check_ready(conn)
         app = create_app(settings, pool, ledger_settings, master_key)
         config = uvicorn.Config(
             app, loop="uvloop", http="h11", lifespan="on",

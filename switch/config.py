@@ -113,6 +113,8 @@ METRICS_SCHEMA: Schema = {
 # The web portal (portal/). Its secret is never a key here: $SWITCHD_PORTAL_SECRET or secret_file.
 PORTAL_SCHEMA: Schema = {
     "enabled": (bool, True, None),  # switchd serve runs it as a supervised child process
+    # Empty: the daemon's [database] dsn. With least-privilege roles, the portal's own role.
+    "dsn": (str, "", None),
     "host": (str, "127.0.0.1", None),
     "port": (int, 8080, _between(0, 65535)),  # 0: a free one
     "public_base_url": (str, "", None),  # empty: http(s)://host:port
@@ -241,6 +243,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class PortalConfig:
     enabled: bool
+    dsn: str
     host: str
     port: int
     public_base_url: str

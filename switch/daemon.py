@@ -43,9 +43,10 @@ from ledger import migrate
 from ledger.accounts import receipt_reader
 from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError, first_line
+from ledger.loyalty import card_numbers
 from ledger.loyalty.operations import Loyalty
 from ledger.roles import privilege_message
-from switch import keystore, notify, runtime
+from switch import notify, runtime
 from switch.config import Config
 from switch.logs import configure, get_logger
 from switch.metrics import Metrics
@@ -95,7 +96,9 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         # Workers serve their own metrics, on consecutive ports (scrape each; sum by job).
         port = cfg.metrics.port + worker.index if worker is not None and cfg.metrics.port else cfg.metrics.port
         metrics_port = metrics.serve(cfg.metrics.host, port)
-    master_key = keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+    master_key = runtime.master_key(cfg)
+    if master_key is not None:
+        card_numbers.set_master_key(master_key)
     pool = await ledger_db.create_pool(
         dsn, cfg.database.pool_size_min, cfg.database.pool_size_max,
         cfg.database.timeout_connect_s, cfg.database.timeout_statement_s, generic_plans=True,
@@ -106,6 +109,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
     try:
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
+            await card_numbers.check_ready(conn)
             if worker is None or worker.index == 0:
                 await _warn_without_autovacuum(conn)
         ledger = Ledger(pool, ledger_settings(cfg), observer=metrics.observer())
@@ -213,7 +217,8 @@ async def _warn_without_autovacuum(conn: asyncpg.Connection) -> None:
 
 def _serve_with_database(cfg: Config, portal_argv: list[str] | None = None) -> int:
     with runtime.database_dsn(cfg) as dsn:
-        portal = PortalChild(portal_argv, dsn, cfg.portal.url) if portal_argv else None
+        # The portal may connect as a role of its own ([portal] dsn), the switch never does.
+        portal = PortalChild(portal_argv, cfg.portal.dsn or dsn, cfg.portal.url) if portal_argv else None
         try:
             if cfg.daemon.workers > 1:
                 return _supervise(cfg, dsn, portal)
@@ -251,10 +256,13 @@ PR_SET_PDEATHSIG = 1
 
 async def _preflight(cfg: Config, dsn: str) -> None:
     """What would stop every worker, checked once in the supervisor: the key and the schema."""
-    keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+    master_key = runtime.master_key(cfg)
+    if master_key is not None:
+        card_numbers.set_master_key(master_key)
     conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
     try:
         await migrate.check_current(conn)
+        await card_numbers.check_ready(conn)
     finally:
         await conn.close()
 

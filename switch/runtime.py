@@ -7,12 +7,27 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
+from ledger import keys
 from ledger.embedded import EmbeddedPostgres
 from switch.config import Config
 from switch.logs import get_logger
 
 T = TypeVar("T")
 log = get_logger("switchd.runtime")
+# Where `switchd keys init` puts a master key when none is configured (a demo's or a test
+# box's convenience: production keeps the key off the database's host, docs/operating.md).
+MASTER_KEY_FILE_NAME = "master.key"
+
+
+def master_key(cfg: Config) -> bytes | None:
+    """The master key: ``[security] master_key_file``, else the environment variable
+    ``master_key_env`` names, else ``<state_dir>/master.key`` when that file exists; None
+    when there is none. KeyStoreError (one line, no key) when one is named but unreadable."""
+    found = keys.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+    fallback = cfg.state_path / MASTER_KEY_FILE_NAME
+    if found is None and fallback.is_file():
+        found = keys.load_master_key(str(fallback), "")
+    return found
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:

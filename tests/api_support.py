@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 from portal_support import PortalEnv
 
-from ledger.loyalty import demo, seat
+from ledger.loyalty import card_numbers, demo, seat
 from ledger.loyalty.outcomes import Reason
 from portal.api import openapi
 from portal.passwords import hash_password
@@ -30,7 +30,8 @@ _HASH = hash_password(MEMBER_PASSWORD)  # once: argon2id costs tens of milliseco
 
 async def member_of(pool: asyncpg.Pool, pan: str) -> int:
     """The member id holding the card ``pan``."""
-    return int(await pool.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", pan))
+    return int(await pool.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(pool, pan)))
 
 
 async def give_password(pool: asyncpg.Pool, pan: str, must_change: bool = False) -> int:

@@ -14,6 +14,7 @@ from ledger_support import ledger_settings
 from portal_support import MASTER_KEY, PortalEnv, test_settings
 
 from ledger.audit import check_books
+from ledger.loyalty import card_numbers
 from ledger.loyalty import demo as ledger_demo
 from ledger.loyalty.members import enrol
 from portal import demo as portal_demo
@@ -38,8 +39,8 @@ async def community_env(pool: asyncpg.Pool, **changes: Any) -> AsyncIterator[Por
 
 async def member_in(pool: asyncpg.Pool, card_n: int, program: str, email: str = "") -> int:
     """The member holding demo card ``card_n``, enrolled in ``program`` (with ``email``); its id."""
-    card_id, member_id = await pool.fetchrow("SELECT id, member_id FROM loyalty.cards WHERE pan = $1",
-                                             ledger_demo.demo_pan(card_n))
+    card_id, member_id = await pool.fetchrow("SELECT id, member_id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(pool, ledger_demo.demo_pan(card_n)))
     await enrol(pool, card_id, program)
     if email:
         await pool.execute("UPDATE loyalty.members SET email = $2 WHERE id = $1", member_id, email)

@@ -50,6 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fixtures_daemon  # noqa: E402
 from fixtures_daemon import daemon_db, start_daemon, with_database  # noqa: E402,F401
 
+from ledger.loyalty import card_numbers  # noqa: E402
+
+# One master key for the whole suite: this process (cards issued in-process), the CLI's
+# subprocesses (they inherit the environment) and the daemons (tests/fixtures_daemon.py).
+os.environ["SWITCHD_MASTER_KEY"] = fixtures_daemon.MASTER_KEY_HEX
+card_numbers.set_master_key(bytes.fromhex(fixtures_daemon.MASTER_KEY_HEX))
+
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 # ---------------------------------------------------------------------- tiers

@@ -12,6 +12,7 @@ import asyncpg
 from seat_support import PAN1, World, approved
 from seat_support import seeded as seat_seeded
 
+from ledger.loyalty import card_numbers
 from ledger.loyalty import mall as M
 from ledger.loyalty.mall import GoodForm, Mall
 
@@ -34,7 +35,8 @@ class MallWorld:
 
     async def card(self, pan: str = PAN1) -> tuple[int, int]:
         """(member id, card id) of a card."""
-        row = await self.pool.fetchrow("SELECT member_id, id FROM loyalty.cards WHERE pan = $1", pan)
+        row = await self.pool.fetchrow("SELECT member_id, id FROM loyalty.cards WHERE id = $1",
+            await card_numbers.card_id_by_number(self.pool, pan))
         return int(row["member_id"]), int(row["id"])
 
     async def good(self, merchant: str = "M0001", stock: int = 10, points: int | None = 100,
@@ -52,9 +54,9 @@ class MallWorld:
             approved(await self.w.take("load", pan, minor))
 
     async def available(self, pan: str = PAN1, purpose: str = "points", asset: str = "PTS:ALLY") -> int:
-        v = await self.pool.fetchval(
-            "SELECT a.posted - a.held FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind='card' AND c.pan=$1 AND a.purpose=$2 AND a.asset=$3", pan, purpose, asset)
+        v = await self.pool.fetchval("SELECT a.posted - a.held FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
+            "WHERE a.owner_kind='card' AND c.id = $1 AND a.purpose=$2 AND a.asset=$3",
+                await card_numbers.card_id_by_number(self.pool, pan), purpose, asset)
         return int(v or 0)
 
     async def place(self, good_id: int, pan: str = PAN1, quantity: int = 1, pay: str = "points",

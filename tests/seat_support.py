@@ -13,7 +13,7 @@ from ledger_support import ledger_settings
 
 from ledger import reconcile
 from ledger.engine import Ledger, Receipt
-from ledger.loyalty import demo, seat
+from ledger.loyalty import card_numbers, demo, seat
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.seat import SeatResult
@@ -60,9 +60,9 @@ class World:
         return await self.loy.execute(kind, req, receipt=receipt)
 
     async def member(self, pan: str, purpose: str, asset: str) -> int:
-        v = await self.pool.fetchval(
-            "SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind='card' AND c.pan=$1 AND a.purpose=$2 AND a.asset=$3", pan, purpose, asset)
+        v = await self.pool.fetchval("SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
+            "WHERE a.owner_kind='card' AND c.id = $1 AND a.purpose=$2 AND a.asset=$3",
+                await card_numbers.card_id_by_number(self.pool, pan), purpose, asset)
         return int(v or 0)
 
     async def points(self, pan: str = PAN1, program: str = "ALLY") -> int:

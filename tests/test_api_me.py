@@ -9,7 +9,7 @@ import pytest
 from api_support import API, PAN1, PAN2, PAN3, conforms, member_client, member_of, take
 from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 
-from ledger.loyalty import wallet
+from ledger.loyalty import card_numbers, wallet
 from ledger.loyalty.cards import issue_card
 from ledger.loyalty.demo import demo_pan
 
@@ -107,7 +107,8 @@ def _reads_of(node: dict[str, Any], relation: str) -> list[str]:
 async def test_history_reads_the_members_cards_by_index(portal_env: PortalEnv) -> None:
     """Among 20,000 transactions of another card, a member's history reads by index, not the table."""
     async with portal_env.pool.acquire() as conn:
-        other_card = await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN2)
+        other_card = await conn.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+            await card_numbers.card_id_by_number(conn, PAN2))
         await conn.execute(
             "INSERT INTO loyalty.transactions(business_date, txn_type, reason, merchant_id, program, amount, "
             "currency, points_delta, money_delta_minor, fee_minor, idempotency_key, card_id) "

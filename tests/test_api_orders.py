@@ -8,7 +8,7 @@ import asyncio
 from api_support import API, PAN1, PAN2, conforms, member_client, take
 from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 
-from ledger.loyalty import mall
+from ledger.loyalty import card_numbers, mall
 
 KEY = {"idempotency-key": "order-0001"}
 
@@ -19,9 +19,9 @@ async def _good(env: PortalEnv, merchant: str = "M0001", points: int | None = 30
 
 
 async def _points(env: PortalEnv, pan: str) -> tuple[int, int]:
-    row = await env.pool.fetchrow(
-        "SELECT a.posted, a.held FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-        "WHERE a.owner_kind = 'card' AND a.purpose = 'points' AND c.pan = $1", pan)
+    row = await env.pool.fetchrow("SELECT a.posted, a.held FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
+        "WHERE a.owner_kind = 'card' AND a.purpose = 'points' AND c.id = $1",
+            await card_numbers.card_id_by_number(env.pool, pan))
     return int(row["posted"]), int(row["held"])
 
 

@@ -22,6 +22,7 @@ from test_portal_browser import CHROMIUM_ARGS
 from test_portal_browser_flow import _book_problems, _seed, _ServedPortal, chromium  # noqa: F401
 
 from ledger import db as ledger_db
+from ledger.loyalty import card_numbers
 from ledger.loyalty import demo as ledger_demo
 from ledger.loyalty.members import enrol
 from portal import demo as portal_demo
@@ -54,8 +55,8 @@ async def _enrol_member(dsn: str) -> int:
     """Demo card 1's member, a member of M0001's program; its id."""
     conn = await ledger_db.connect(dsn)
     try:
-        card_id, member_id = await conn.fetchrow("SELECT id, member_id FROM loyalty.cards WHERE pan = $1",
-                                                 ledger_demo.demo_pan(1))
+        card_id, member_id = await conn.fetchrow("SELECT id, member_id FROM loyalty.cards WHERE id = $1",
+            await card_numbers.card_id_by_number(conn, ledger_demo.demo_pan(1)))
         await enrol(conn, card_id, "ALLY")
         return int(member_id)
     finally:

@@ -15,15 +15,15 @@ from portal_support import (
     post_form,
 )
 
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from ledger.loyalty.members import enrol
 from portal import feedback, mail, promotions
 from portal.pages.member_community import home_promotions
 
 
 async def _member(env: PortalEnv, n: int, program: str = "ALLY") -> int:
-    card_id, member_id = await env.pool.fetchrow("SELECT id, member_id FROM loyalty.cards WHERE pan = $1",
-                                                 demo.demo_pan(n))
+    card_id, member_id = await env.pool.fetchrow("SELECT id, member_id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(env.pool, demo.demo_pan(n)))
     await enrol(env.pool, card_id, program)
     return int(member_id)
 

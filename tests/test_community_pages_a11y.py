@@ -14,7 +14,7 @@ from portal_support import (
     portal_env_fixture,  # noqa: F401  (the fixture, by name)
 )
 
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from ledger.loyalty.members import enrol
 from portal import feedback, mail, promotions
 
@@ -51,8 +51,8 @@ async def _check(client: httpx.AsyncClient, path: str) -> None:
 
 
 async def test_every_community_page_is_labelled(portal_env: PortalEnv) -> None:
-    card_id, member_id = await portal_env.pool.fetchrow(
-        "SELECT id, member_id FROM loyalty.cards WHERE pan = $1", demo.demo_pan(1))
+    card_id, member_id = await portal_env.pool.fetchrow("SELECT id, member_id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, demo.demo_pan(1)))
     await enrol(portal_env.pool, card_id, "ALLY")
     now = dt.datetime.now(dt.UTC)
     async with portal_env.pool.acquire() as conn:

@@ -39,6 +39,7 @@ from fixtures_daemon import (
 )
 
 from ledger.audit import check_books
+from ledger.loyalty import card_numbers
 
 MID = "MOUT1"
 TIDS = [f"TOUT000{i}" for i in range(1, 5)]
@@ -96,9 +97,9 @@ def _settle(d: Daemon, tid: str, req: dict[str, str], first: dict[str, str]) -> 
 
 def _points(d: Daemon, pan: str) -> tuple[int, list[Any]]:
     async def body(conn: asyncpg.Connection) -> tuple[int, list[Any]]:
-        points = int(await conn.fetchval(
-            "SELECT coalesce(sum(a.posted), 0) FROM ledger.accounts a JOIN loyalty.cards c "
-            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.pan = $1 AND a.purpose = 'points'", pan))
+        points = int(await conn.fetchval("SELECT coalesce(sum(a.posted), 0) FROM ledger.accounts a JOIN loyalty.cards c "
+            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.id = $1 AND a.purpose = 'points'",
+                await card_numbers.card_id_by_number(conn, pan)))
         return points, await check_books(conn)
 
     result: tuple[int, list[Any]] = db_run(d.dsn, body)
@@ -216,9 +217,9 @@ def test_connections_killed_under_load(outage: Daemon) -> None:
     total = len(TIDS) * REQUESTS_PER_TERMINAL
 
     async def earn_journals(conn: asyncpg.Connection) -> int:
-        return int(await conn.fetchval(
-            "SELECT count(*) FROM loyalty.transactions t JOIN loyalty.cards c ON c.id = t.card_id "
-            "WHERE c.pan = $1 AND t.txn_type = 'earn' AND t.journal_id IS NOT NULL", CARD))
+        return int(await conn.fetchval("SELECT count(*) FROM loyalty.transactions t JOIN loyalty.cards c ON c.id = t.card_id "
+            "WHERE c.id = $1 AND t.txn_type = 'earn' AND t.journal_id IS NOT NULL",
+                await card_numbers.card_id_by_number(conn, CARD)))
 
     journals = int(db_run(d.dsn, earn_journals))
     points, problems = _points(d, CARD)

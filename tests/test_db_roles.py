@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,15 @@ def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
     _allowed(portal, "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL WHERE terminal_id = 'none'")
     # Reporting reads everything and writes nothing.
     assert _allowed(report, "SELECT count(*) FROM ledger.entries")[0][0] == 0
-    _allowed(report, "SELECT * FROM loyalty.transactions, loyalty.cards LIMIT 1")
+    _allowed(report, "SELECT * FROM loyalty.transactions LIMIT 1")
+    _allowed(report, "SELECT id, member_id, pan_masked, status FROM loyalty.cards LIMIT 1")
+    # Card numbers: neither their sealed form, nor their hash, nor the keys are reporting's.
+    _refused(report, "SELECT pan_sealed FROM loyalty.cards")
+    _refused(report, "SELECT pan_hash FROM loyalty.cards")
+    _refused(report, "SELECT * FROM loyalty.card_keys")
+    # The keys are the owner's to make (db upgrade); no runtime role may replace them.
+    _refused(portal, "UPDATE loyalty.card_keys SET sealed_data_key = sealed_lookup_key")
+    _refused(daemon, "DELETE FROM loyalty.card_keys")
     _allowed(report, "SELECT terminal_id, mac_alg FROM switch.terminals")
     _refused(report, "SELECT mac_key_sealed FROM switch.terminals")
     _refused(report, "SELECT password_hash FROM portal.users")
@@ -371,3 +380,23 @@ def test_key_changes_are_recorded_who_and_when_and_no_runtime_role_can_forge_the
         _refused(dsn, "DELETE FROM switch.terminal_key_changes")
         _refused(dsn, "UPDATE switch.terminal_key_changes SET changed_by = 'someone'")
         _refused(dsn, "INSERT INTO switch.terminal_key_changes(terminal_id, changed_by) VALUES ('TKEY0001', 'x')")
+
+
+@pytest.mark.e2e
+def test_serve_runs_its_portal_as_the_portal_role(db_dsn: str, prefix: str, tmp_path: Path) -> None:
+    names = _apply(db_dsn, prefix).names
+    (tmp_path / "serve").mkdir()
+    d = Daemon(tmp_path / "serve", as_user(db_dsn, names.daemon), [POS_LISTENER],
+               extra={"portal": {"enabled": True, "port": 0, "dsn": as_user(db_dsn, names.portal)}}).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not d.events("portal_ready") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert d.events("portal_ready"), d.log_tail()
+        logins = db_run(db_dsn, lambda c: c.fetch(
+            "SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database() AND usename = ANY($1)",
+            [names.daemon, names.portal]))
+        assert sorted(r["usename"] for r in logins) == sorted([names.daemon, names.portal])
+    finally:
+        assert d.stop() == 0
+    assert "permission denied" not in d.log_text()

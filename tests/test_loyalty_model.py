@@ -23,7 +23,7 @@ from model_support import SERVER, DatabaseMachine
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.programs import Prize, set_lottery
@@ -71,6 +71,8 @@ class LoyaltyMachine(DatabaseMachine):
     async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
+        self.card_ids = {pan: await card_numbers.card_id_by_number(self.pool, pan) for pan in CARDS}
+        self.card_pans = {card_id: pan for pan, card_id in self.card_ids.items()}
         ledger = Ledger(self.pool, ledger_settings())
         await ledger.start()
         self.ledger = ledger
@@ -167,7 +169,7 @@ class LoyaltyMachine(DatabaseMachine):
         else:
             self.model.blocked.add(card)
             status = "blocked"
-        self.run(self.pool.execute("UPDATE loyalty.cards SET status=$2 WHERE pan=$1", card, status))
+        self.run(self.pool.execute("UPDATE loyalty.cards SET status=$2 WHERE id = $1", self.card_ids[card], status))
 
     # ---------------------------------------------------------------- compensations
 
@@ -275,12 +277,12 @@ class LoyaltyMachine(DatabaseMachine):
     @invariant()
     def balances_and_books(self) -> None:
         rows = self.run(self.pool.fetch(
-            "SELECT c.pan, a.purpose, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
+            "SELECT c.id, a.purpose, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
             "ON a.owner_kind='card' AND a.owner_id=c.id::text"))
         points = dict.fromkeys(CARDS, 0)
         sv = dict.fromkeys(CARDS, 0)
         for r in rows:
-            (points if r["purpose"] == "points" else sv)[r["pan"]] += r["posted"]
+            (points if r["purpose"] == "points" else sv)[self.card_pans[r["id"]]] += r["posted"]
         assert points == self.model.points and sv == self.model.sv, (points, sv, self.model)
         assert self.run(check_books(self.pool)) == []
         # Every record says what its journal did (reconciliation's records_match_journals).

@@ -15,7 +15,7 @@ from ledger_support import ledger_settings
 
 from ledger.audit import check_books
 from ledger.engine import Ledger, Receipt
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from ledger.loyalty.cards import set_card_status
 from ledger.loyalty.merchants import set_merchant_status
 from ledger.loyalty.operations import Loyalty
@@ -40,9 +40,9 @@ class World:
     loy: Loyalty
 
     async def member(self, pan: str, purpose: str, asset: str) -> int:
-        v = await self.pool.fetchval(
-            "SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind='card' AND c.pan=$1 AND a.purpose=$2 AND a.asset=$3", pan, purpose, asset)
+        v = await self.pool.fetchval("SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
+            "WHERE a.owner_kind='card' AND c.id = $1 AND a.purpose=$2 AND a.asset=$3",
+                await card_numbers.card_id_by_number(self.pool, pan), purpose, asset)
         return int(v or 0)
 
     async def points(self, pan: str = PAN1, program: str = "ALLY") -> int:
@@ -123,7 +123,8 @@ async def test_card_and_merchant_and_amount_declines(world: World) -> None:
     assert (await world.loy.earn(req(pan="6212340000000000"))).reason is Reason.CARD_UNKNOWN
     await set_card_status(world.pool, PAN2, "blocked")
     assert (await world.loy.load(req(pan=PAN2))).reason is Reason.CARD_BLOCKED
-    await world.pool.execute("UPDATE loyalty.cards SET expiry='2001' WHERE pan=$1", PAN3)
+    await world.pool.execute("UPDATE loyalty.cards SET expiry='2001' WHERE id = $1",
+        await card_numbers.card_id_by_number(world.pool, PAN3))
     assert (await world.loy.load(req(pan=PAN3))).reason is Reason.CARD_EXPIRED
     assert (await world.loy.load(req(amount=0))).reason is Reason.INVALID_AMOUNT
     assert (await world.loy.load(req(amount=10_000_001))).reason is Reason.EXCEEDS_LIMIT

@@ -22,7 +22,7 @@ from test_loyalty_ops import PAN1, ok, req
 from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo, lookup
+from ledger.loyalty import card_numbers, demo, lookup
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 
@@ -45,9 +45,9 @@ class Two:
         return sum(int(r["undo_units"] or 0) for r in rows), [r["txn_type"] for r in rows]
 
     async def points(self, pan: str = PAN1) -> int:
-        v = await self.pool.fetchval(
-            "SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind = 'card' AND c.pan = $1 AND a.purpose = 'points' AND a.asset = 'PTS:ALLY'", pan)
+        v = await self.pool.fetchval("SELECT a.posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
+            "WHERE a.owner_kind = 'card' AND c.id = $1 AND a.purpose = 'points' AND a.asset = 'PTS:ALLY'",
+                await card_numbers.card_id_by_number(self.pool, pan))
         return int(v or 0)
 
     async def books_ok(self) -> None:

@@ -30,8 +30,8 @@ from test_portal_browser_flow import (  # noqa: F401  (chromium: the fixture, by
 
 from ledger import db as ledger_db
 from ledger.engine import Ledger
+from ledger.loyalty import card_numbers, mall, seat
 from ledger.loyalty import demo as ledger_demo
-from ledger.loyalty import mall, seat
 from ledger.loyalty.operations import Loyalty
 from portal import demo as portal_demo
 from portal import i18n, images, member_auth
@@ -52,7 +52,8 @@ async def _seed(dsn: str) -> None:
         async with pool.acquire() as conn, conn.transaction():
             await ledger_demo.seed(conn, cards=2)
             await portal_demo.seed_users(conn)
-            member_id = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", PAN)
+            member_id = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1",
+                await card_numbers.card_id_by_number(conn, PAN))
             await member_auth.set_password(conn, member_id, FIRST_PASSWORD, by_self=False)
             image_id = await images.store(conn, PNG, "tea.png")
             await mall.add_good(conn, "M0001", mall.GoodForm(GOOD, "Six cups and a pot", PRICE_POINTS, None, 3),

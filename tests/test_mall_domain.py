@@ -12,6 +12,7 @@ from mall_support import mall_world, request_key
 from seat_support import PAN1, PAN2
 
 from ledger.commands import void
+from ledger.loyalty import card_numbers
 from ledger.loyalty import mall as M
 from ledger.loyalty.mall import MallError, MallSettings, order_key
 from switch.config import MALL_SCHEMA
@@ -158,11 +159,13 @@ async def test_placing_is_idempotent_and_declines_are_recorded(pool: asyncpg.Poo
         assert [g["id"] for g in (await M.list_goods(pool))["goods"]] == []
         assert [g["id"] for g in (await M.list_goods(pool, available_only=False))["goods"]] == [good]
         await M.set_good_status(pool, good, "M0001", "active")
-        await pool.execute("UPDATE loyalty.cards SET status = 'blocked' WHERE pan = $1", PAN1)
+        await pool.execute("UPDATE loyalty.cards SET status = 'blocked' WHERE id = $1",
+            await card_numbers.card_id_by_number(pool, PAN1))
         with pytest.raises(MallError) as e:
             await m.place(good)
         assert e.value.code == "card_blocked"
-        await pool.execute("UPDATE loyalty.cards SET status = 'active' WHERE pan = $1", PAN1)
+        await pool.execute("UPDATE loyalty.cards SET status = 'active' WHERE id = $1",
+            await card_numbers.card_id_by_number(pool, PAN1))
         assert await m.mall.cancel(first["id"], by_member_id=first["member_id"])
 
 

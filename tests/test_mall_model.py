@@ -25,7 +25,7 @@ from model_support import SERVER, DatabaseMachine
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo, seat
+from ledger.loyalty import card_numbers, demo, seat
 from ledger.loyalty import mall as M
 from ledger.loyalty.mall import GoodForm, Mall, MallError
 from ledger.loyalty.operations import Loyalty
@@ -76,7 +76,8 @@ class MallMachine(DatabaseMachine):
             for kind, amount in (("topup", FUND_POINTS), ("load", FUND_MINOR)):
                 r = await seat.take(loy, "M0001", "op", seat.new_request_id(), kind, pan, amount)
                 assert r.approved, r
-            row = await self.pool.fetchrow("SELECT member_id, id FROM loyalty.cards WHERE pan = $1", pan)
+            row = await self.pool.fetchrow("SELECT member_id, id FROM loyalty.cards WHERE id = $1",
+                await card_numbers.card_id_by_number(self.pool, pan))
             self.members.append((int(row["member_id"]), int(row["id"])))
         for merchant in MERCHANTS:
             for stock, points, minor in ((3, 200, 3_000), (1, 700, 20_000)):

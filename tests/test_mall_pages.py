@@ -23,7 +23,7 @@ from portal_support import (
 )
 
 from ledger.audit import check_books
-from ledger.loyalty import demo, seat
+from ledger.loyalty import card_numbers, demo, seat
 from ledger.loyalty import mall as M
 from ledger.loyalty.mall import GoodForm
 from portal.app import create_app
@@ -41,7 +41,8 @@ async def _funded_order(env: PortalEnv, good_id: int, pay: str = "points") -> di
     pan = demo.demo_pan(1)
     for kind, amount in (("topup", 1_000), ("load", 100_000)):
         assert (await seat.take(loyalty, "M0001", "op", seat.new_request_id(), kind, pan, amount)).approved
-    row = await env.pool.fetchrow("SELECT member_id, id FROM loyalty.cards WHERE pan = $1", pan)
+    row = await env.pool.fetchrow("SELECT member_id, id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(env.pool, pan))
     return await env.app.state.portal.mall.place(row["member_id"], row["id"], good_id, 1, pay,
                                                  seat.new_request_id()[:20], "mall", "1 Main St")
 

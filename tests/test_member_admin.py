@@ -18,7 +18,7 @@ from portal_support import (
 from test_portal_members import cafe_admin
 from test_portal_seat import take
 
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 
 PAN1, PAN2 = demo.demo_pan(1), demo.demo_pan(2)
 FIRST_PASSWORD = "first-pass-0001"
@@ -26,7 +26,8 @@ _CODE = re.compile(r'<code class="code-once">([A-Z0-9-]+)</code>')
 
 
 async def _card_id(env: PortalEnv, pan: str) -> int:
-    return int(await env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
+    return int(await env.pool.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(env.pool, pan)))
 
 
 async def _enrolled(env: PortalEnv, pan: str = PAN1) -> str:
@@ -89,13 +90,15 @@ async def test_activation_code_is_shown_once_and_works_once(portal_env: PortalEn
 
 async def test_issue_a_further_card_to_an_existing_member(portal_env: PortalEnv) -> None:
     card_path = await _enrolled(portal_env)
-    member_id = await portal_env.pool.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", PAN1)
+    member_id = await portal_env.pool.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1))
     client = await logged_in(portal_env, "m0001-operator")
     made = await post_form(client, "/members/new", **_issue_form(
         holder="existing", holder_login="138 0000 0001", credential="none", name="", phone="", email=""))
     assert made.status_code == 303, made.text
     new_card = await portal_env.pool.fetchrow(
-        "SELECT member_id, name, phone FROM loyalty.cards WHERE member_id = $1 AND pan <> $2", member_id, PAN1)
+        "SELECT member_id, name, phone FROM loyalty.cards WHERE member_id = $1 AND id <> $2", member_id,
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1))
     assert dict(new_card) == {"member_id": member_id, "name": "Demo Member 1", "phone": "13800000001"}
     view = (await client.get(made.headers["location"])).text
     assert "Demo Member 1" in view and f'href="{card_path}"' in view  # its other card, linked
@@ -130,9 +133,9 @@ async def test_edit_changes_the_member_for_every_card(portal_env: PortalEnv) -> 
     form = {"name": "Grace", "phone": "139 0000 1234", "email": "grace@example.org",
             "delivery_address": "2 Harbour Road", "expiry": "3001"}
     assert (await post_form(client, f"{card_path}/edit", **form)).status_code == 303
-    member = await portal_env.pool.fetchrow(
-        "SELECT m.name, m.phone, m.email, m.delivery_address, c.name AS card_name, c.phone AS card_phone, c.expiry "
-        "FROM loyalty.members m JOIN loyalty.cards c ON c.member_id = m.id WHERE c.pan = $1", PAN1)
+    member = await portal_env.pool.fetchrow("SELECT m.name, m.phone, m.email, m.delivery_address, c.name AS card_name, c.phone AS card_phone, c.expiry "
+        "FROM loyalty.members m JOIN loyalty.cards c ON c.member_id = m.id WHERE c.id = $1",
+            await card_numbers.card_id_by_number(portal_env.pool, PAN1))
     assert dict(member) == {"name": "Grace", "phone": "13900001234", "email": "grace@example.org",
                             "delivery_address": "2 Harbour Road", "card_name": "Grace",
                             "card_phone": "13900001234", "expiry": "3001"}

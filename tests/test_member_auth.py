@@ -13,13 +13,14 @@ from portal_support import (
     post_form,
 )
 
-from ledger.loyalty import cards, demo
+from ledger.loyalty import card_numbers, cards, demo
 from portal import member_auth, permissions
 from portal.member_web import MEMBER_COOKIE_PLAIN
 
 
 async def _member_of(env: PortalEnv, n: int) -> int:
-    return int(await env.pool.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", demo.demo_pan(n)))
+    return int(await env.pool.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(env.pool, demo.demo_pan(n))))
 
 
 async def test_member_logs_in_by_card_number_or_phone(portal_env: PortalEnv) -> None:

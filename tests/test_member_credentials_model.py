@@ -22,6 +22,7 @@ from model_support import SERVER, DatabaseMachine
 from portal_support import csrf_of
 from portal_support import test_settings as portal_settings
 
+from ledger.loyalty import card_numbers
 from ledger.loyalty import demo as ledger_demo
 from portal import demo as portal_demo
 from portal.app import create_app
@@ -52,7 +53,7 @@ class CredentialMachine(DatabaseMachine):
         # Throttles out of the way: this model is about credentials, not guessing.
         self.app = create_app(portal_settings(login_account_failures_max=10_000, login_address_failures_max=10_000),
                               self.pool)
-        self.card = int(await self.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN1))
+        self.card = int(await card_numbers.card_id_by_number(self.pool, PAN1) or 0)
         self.admin = self._client()
         page = await self.admin.get("/login")
         await self.admin.post("/login", data={"login": "admin", "password": portal_demo.DEMO_PASSWORD,
@@ -170,10 +171,9 @@ class CredentialMachine(DatabaseMachine):
 
     @invariant()
     def login_state_is_the_models(self) -> None:
-        row = self.run(self.pool.fetchrow(
-            "SELECT l.must_change_password, (SELECT count(*) FROM portal.member_activations a "
+        row = self.run(self.pool.fetchrow("SELECT l.must_change_password, (SELECT count(*) FROM portal.member_activations a "
             "WHERE a.member_id = l.member_id AND a.used_at IS NULL AND a.expires_at > now()) AS codes "
-            "FROM portal.member_logins l JOIN loyalty.cards c ON c.member_id = l.member_id WHERE c.pan = $1", PAN1))
+            "FROM portal.member_logins l JOIN loyalty.cards c ON c.member_id = l.member_id WHERE c.id = $1", self.card))
         assert (row["must_change_password"], row["codes"]) == (self.must_change, int(self.code is not None))
 
 

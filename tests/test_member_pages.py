@@ -26,7 +26,7 @@ from portal_support import test_settings as portal_settings
 
 from ledger import commands, search
 from ledger.audit import check_books
-from ledger.loyalty import cards, demo, seat
+from ledger.loyalty import card_numbers, cards, demo, seat
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Channel, Reason, Request, TxnType
 from ledger.loyalty.rules import luhn_complete
@@ -38,7 +38,8 @@ _n = itertools.count(1)
 
 
 async def _card_id(pool: asyncpg.Pool, pan: str) -> int:
-    return int(await pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
+    return int(await pool.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(pool, pan)))
 
 
 async def earn(loyalty: Loyalty, channel: str, pan: str = PAN1, points_amount: int = 1_000) -> None:
@@ -68,7 +69,8 @@ async def test_profile_shows_and_edits_the_members_own_data(portal_env: PortalEn
     assert "Ada Lovelace" in page.text and "+8613900000077" in page.text and "ada@example.org" in page.text
     assert "1 Analytical Way" in page.text
     # The card's old columns follow the member's; the change is audited as the member's.
-    card = await portal_env.pool.fetchrow("SELECT name, phone FROM loyalty.cards WHERE pan = $1", PAN1)
+    card = await portal_env.pool.fetchrow("SELECT name, phone FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1))
     assert dict(card) == {"name": "Ada Lovelace", "phone": "+8613900000077"}
     entry = await portal_env.pool.fetchrow(
         "SELECT actor, before->>'name' AS before, after->>'phone' AS phone FROM portal.audit "
@@ -95,8 +97,8 @@ async def test_a_phone_of_another_member_is_refused_in_words(portal_env: PortalE
                                delivery_address="")
     assert bad_mail.status_code == 400 and "e-mail" in bad_mail.text
     assert await portal_env.pool.fetchval(
-        "SELECT m.phone FROM loyalty.members m JOIN loyalty.cards c ON c.member_id = m.id WHERE c.pan = $1",
-        PAN1) == "13800000001"
+        "SELECT m.phone FROM loyalty.members m JOIN loyalty.cards c ON c.member_id = m.id WHERE c.id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1)) == "13800000001"
 
 
 async def test_balances_show_points_stored_value_and_holds(portal_env: PortalEnv) -> None:
@@ -105,10 +107,9 @@ async def test_balances_show_points_stored_value_and_holds(portal_env: PortalEnv
     load = await seat.take(loyalty, "M0001", "op", seat.new_request_id(), "load", PAN1, 5_000, "156")
     assert load.approved
     # 7 points held, as an order waiting for its merchant holds them.
-    card_points, outstanding = await portal_env.pool.fetchrow(
-        "SELECT a.id, p.points_outstanding_account_id FROM ledger.accounts a JOIN loyalty.cards c "
+    card_points, outstanding = await portal_env.pool.fetchrow("SELECT a.id, p.points_outstanding_account_id FROM ledger.accounts a JOIN loyalty.cards c "
         "ON a.owner_kind = 'card' AND a.owner_id = c.id::text JOIN loyalty.programs p ON p.points_asset = a.asset "
-        "WHERE c.pan = $1 AND p.code = 'ALLY'", PAN1)
+        "WHERE c.id = $1 AND p.code = 'ALLY'", await card_numbers.card_id_by_number(portal_env.pool, PAN1))
     held = await loyalty.ledger.post(commands.hold("test-hold", commands.Leg(card_points, outstanding, 7), 600))
     assert held.ok and held.journal_id is not None
     client = await member_logged_in(portal_env)
@@ -258,7 +259,8 @@ async def test_member_history_pages_every_card_newest_day_first(pool: asyncpg.Po
     (business day, id) order, across pages; a card filter; nobody else's rows."""
     async with pool.acquire() as conn, conn.transaction():
         await demo.seed(conn, cards=3)
-        member = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", PAN1)
+        member = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1",
+            await card_numbers.card_id_by_number(conn, PAN1))
         # A second card of the member, and rows on all three cards over a few days, in shuffled order.
         await cards.issue_card(conn, luhn_complete(f"{demo.DEMO_BIN}555000001"), member_id=member)
         await conn.execute(
@@ -280,12 +282,14 @@ async def test_member_history_pages_every_card_newest_day_first(pool: asyncpg.Po
         if before is None:
             break
     assert seen == expected
-    card = await pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN1)
+    card = await pool.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(pool, PAN1))
     one = await search.member_history(pool, member, search.Filters(card_id=card, channel="terminal"), None, 100)
     assert one["count"] == 15 and {t["pan"] for t in one["transactions"]} == {MASKED1}
     assert {t["channel"] for t in one["transactions"]} == {"terminal"}
     await pool.execute("UPDATE loyalty.transactions SET txn_type = 'inquiry' WHERE idempotency_key = 'h-4'")
     shown = await search.member_history(pool, member, search.Filters(card_id=card), None, 100, ("inquiry", "marker"))
     assert shown["count"] == 14 and "inquiry" not in {t["txn_type"] for t in shown["transactions"]}
-    stranger = await pool.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", PAN2)
+    stranger = await pool.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(pool, PAN2))
     assert (await search.member_history(pool, stranger, search.Filters(card_id=card), None, 100))["count"] == 0

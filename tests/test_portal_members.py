@@ -16,7 +16,7 @@ from portal_support import (
 )
 from test_portal_seat import take
 
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from portal.users import create_user
 
 PAN1, PAN3 = demo.demo_pan(1), demo.demo_pan(3)
@@ -31,7 +31,8 @@ async def cafe_admin(env: PortalEnv) -> httpx.AsyncClient:
 
 
 async def _card_id(env: PortalEnv, pan: str) -> int:
-    return int(await env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
+    return int(await env.pool.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(env.pool, pan)))
 
 
 async def test_issue_under_a_bin_enrols_in_the_program(portal_env: PortalEnv) -> None:
@@ -43,7 +44,9 @@ async def test_issue_under_a_bin_enrols_in_the_program(portal_env: PortalEnv) ->
     card_path = made.headers["location"]
     view = await client.get(card_path)
     assert view.status_code == 200 and "Ada" in view.text
-    pan = await portal_env.pool.fetchval("SELECT pan FROM loyalty.cards WHERE name = 'Ada'")
+    pan = await card_numbers.number_of(
+        portal_env.pool, await portal_env.pool.fetchval("SELECT id FROM loyalty.cards WHERE name = 'Ada'"))
+    assert pan is not None
     assert pan.startswith("621234") and len(pan) == 16 and pan not in view.text
     assert f"{pan[:6]}******{pan[-4:]}" in view.text
     # Enrolled: a member of ALLY, so M0002 (ALLY) sees it, M0003 (CAFE) does not.
@@ -79,13 +82,15 @@ async def test_list_find_view_edit_block(portal_env: PortalEnv) -> None:
     assert bad.status_code == 400 and "phone" in bad.text
     blocked = await post_form(client, card_path, f"{card_path}/status", status="blocked")
     assert blocked.status_code == 303
-    row = await portal_env.pool.fetchrow("SELECT name, phone, expiry, status FROM loyalty.cards WHERE pan = $1", PAN1)
+    row = await portal_env.pool.fetchrow("SELECT name, phone, expiry, status FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1))
     assert tuple(row) == ("Grace", "12345", "3001", "blocked")
     assert "Unblock the card" in (await client.get(card_path)).text
     assert "Grace" in (await client.get("/members?status=blocked")).text
     assert (await post_form(client, card_path, f"{card_path}/status", status="active")).status_code == 303
     assert (await post_form(client, card_path, f"{card_path}/status", status="expired")).status_code == 400
-    assert await portal_env.pool.fetchval("SELECT status FROM loyalty.cards WHERE pan = $1", PAN1) == "active"
+    assert await portal_env.pool.fetchval("SELECT status FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1)) == "active"
 
 
 async def test_another_programs_member_is_not_found(portal_env: PortalEnv) -> None:
@@ -102,7 +107,8 @@ async def test_another_programs_member_is_not_found(portal_env: PortalEnv) -> No
     assert (await other.get("/members/999999")).status_code == 404
     assert (await other.get("/members/abc")).status_code == 404
     assert "Demo Member 1" not in (await other.get("/members")).text
-    assert await portal_env.pool.fetchval("SELECT status FROM loyalty.cards WHERE pan = $1", PAN1) == "active"
+    assert await portal_env.pool.fetchval("SELECT status FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1)) == "active"
     # The platform sees every card.
     platform = await logged_in(portal_env, "operator")
     assert (await platform.get(card_path)).status_code == 200

@@ -10,6 +10,7 @@ from portal_support import (
     post_form,
 )
 
+from ledger.loyalty import card_numbers
 from portal.security_headers import CSP
 
 
@@ -98,12 +99,11 @@ async def _transactions(pool: asyncpg.Pool, n: int) -> str:
     from ledger.loyalty.demo import demo_pan
 
     pan = demo_pan(1)
-    await pool.execute(
-        "INSERT INTO loyalty.transactions(business_date, txn_type, reason, merchant_id, terminal_id, program, "
+    await pool.execute("INSERT INTO loyalty.transactions(business_date, txn_type, reason, merchant_id, terminal_id, program, "
         "amount, currency, points_delta, money_delta_minor, fee_minor, idempotency_key, rrn, card_id) "
         "SELECT current_date, 'earn', 'approved', 'M0001', 'T0000001', 'ALLY', 1234, '156', 12, 0, 0, "
-        "'k-' || i, lpad(i::text, 12, '0'), (SELECT id FROM loyalty.cards WHERE pan = $1) "
-        "FROM generate_series(1, $2) i", pan, n)
+        "'k-' || i, lpad(i::text, 12, '0'), (SELECT id FROM loyalty.cards WHERE id = $1) "
+        "FROM generate_series(1, $2) i", await card_numbers.card_id_by_number(pool, pan), n)
     return pan
 
 

@@ -13,7 +13,7 @@ from portal_support import (
     portal_env_fixture,  # noqa: F401  (the fixture, by name)
 )
 
-from ledger.loyalty import demo, mall, seat
+from ledger.loyalty import card_numbers, demo, mall, seat
 from ledger.terminals import add_terminal
 from portal import feedback, mail, permissions, promotions
 from portal.permissions import Role
@@ -125,7 +125,8 @@ async def _objects(env: PortalEnv) -> dict[str, str]:
     earn = await seat.take(loyalty, "M0001", "op", seat.new_request_id(), "earn", demo.demo_pan(1), 100)
     assert earn.approved and earn.rrn
     await add_terminal(env.pool, "T0000001", "M0001")
-    card = await env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", demo.demo_pan(1))
+    card = await env.pool.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(env.pool, demo.demo_pan(1)))
     good = await mall.add_good(env.pool, "M0001", mall.GoodForm("Mug", "", 1, None, 5))
     member = await env.pool.fetchval("SELECT member_id FROM loyalty.cards WHERE id = $1", card)
     order = await env.app.state.portal.mall.place(member, card, good, 1, "points", "permissions-1", "mall", "")

@@ -14,7 +14,7 @@ from portal_support import (
     portal_env_fixture,  # noqa: F401  (the fixture, by name)
 )
 
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from ledger.terminals import add_terminal
 
 PAN1, PAN2 = demo.demo_pan(1), demo.demo_pan(2)
@@ -79,9 +79,9 @@ async def test_the_same_form_posted_twice_takes_one_transaction(portal_env: Port
     assert rrn_of(first.text) == rrn_of(again.text)
     assert "already sent" in again.text and "already sent" not in first.text
     assert await _count(portal_env) == 1
-    assert await portal_env.pool.fetchval(
-        "SELECT posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-        "WHERE a.owner_kind = 'card' AND c.pan = $1 AND a.purpose = 'points'", PAN1) == 10
+    assert await portal_env.pool.fetchval("SELECT posted FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
+        "WHERE a.owner_kind = 'card' AND c.id = $1 AND a.purpose = 'points'",
+            await card_numbers.card_id_by_number(portal_env.pool, PAN1)) == 10
     # The same id with other content is refused in words, and takes nothing.
     other = await take(client, "earn", amount="11", form=form)
     assert "already sent with other values" in other.text
@@ -94,7 +94,8 @@ async def test_declines_are_shown_in_words(portal_env: PortalEnv) -> None:
     assert short.status_code == 200 and "does not have enough points" in short.text
     unknown = await take(client, "earn", pan="6212349999999997", amount="1")
     assert "no such card" in unknown.text.lower() or "No such card" in unknown.text
-    await portal_env.pool.execute("UPDATE loyalty.cards SET status = 'blocked' WHERE pan = $1", PAN2)
+    await portal_env.pool.execute("UPDATE loyalty.cards SET status = 'blocked' WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN2))
     blocked = await take(client, "earn", pan=PAN2, amount="1")
     assert "the card is blocked" in blocked.text
     other = await take(client, "void", original_rrn="000000000001")
@@ -241,7 +242,8 @@ async def test_every_merchant_page_has_labels_one_h1_and_no_full_card_number(por
     receipt = await take(cashier, "earn", amount="10")
     _check_page(receipt.text, "receipt")
     rrn = rrn_of(receipt.text)
-    card = await portal_env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN1)
+    card = await portal_env.pool.fetchval("SELECT id FROM loyalty.cards WHERE id = $1",
+        await card_numbers.card_id_by_number(portal_env.pool, PAN1))
     admin = await logged_in(portal_env, "m0001-admin")
     for lang in ("en", "zh_CN"):
         for path in ("/seat", f"/transactions/rrn/{rrn}", "/members", "/members/new", f"/members/{card}",

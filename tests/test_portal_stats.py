@@ -12,6 +12,7 @@ from platform_support import take_some
 from portal_support import PortalEnv, logged_in, portal_env_fixture  # noqa: F401
 
 from ledger import eod, stats
+from ledger.loyalty import card_numbers
 
 
 async def _open_day(env: PortalEnv) -> dt.date:
@@ -117,10 +118,13 @@ async def test_the_queries_use_the_indexes(portal_env: PortalEnv) -> None:
             "currency, points_delta, money_delta_minor, fee_minor, idempotency_key, card_id) "
             "SELECT current_date - (i % 400), 'inquiry', 'approved', 'M000' || (1 + i % 3), 'ALLY', 0, '156', 0, 0, "
             "0, 'stat-' || i, 1 FROM generate_series(1, 20000) i")
+        v = await card_numbers.vault(conn)
+        made = [v.columns("9" + str(i).zfill(15)) for i in range(1, 5001)]
         await conn.execute(
-            "INSERT INTO loyalty.cards(pan, created_at, member_id) SELECT '9' || lpad(i::text, 15, '0'), "
-            "now() - make_interval(days => i % 400), (SELECT min(id) FROM loyalty.members) "
-            "FROM generate_series(1, 5000) i")  # every card has its member (0016); one will do here
+            "INSERT INTO loyalty.cards(pan_hash, pan_sealed, pan_masked, created_at, member_id) "
+            "SELECT h, b, m, now() - make_interval(days => i::int % 400), (SELECT min(id) FROM loyalty.members) "
+            "FROM unnest($1::bytea[], $2::bytea[], $3::text[]) WITH ORDINALITY AS s(h, b, m, i)",
+            [c[0] for c in made], [c[1] for c in made], [c[2] for c in made])  # every card has its member (0016)
         async with conn.transaction():  # a roll-up of 400 days, as cleared days leave behind
             await conn.execute("INSERT INTO eod.stats_days SELECT current_date - i FROM generate_series(0, 399) i")
             await conn.execute(
@@ -147,5 +151,5 @@ async def test_the_queries_use_the_indexes(portal_env: PortalEnv) -> None:
             plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
             assert "Index" in plan, plan
         await conn.execute("DELETE FROM loyalty.transactions WHERE idempotency_key LIKE 'stat-%'")
-        await conn.execute("DELETE FROM loyalty.cards WHERE pan LIKE '9%'")
+        await conn.execute("DELETE FROM loyalty.cards WHERE pan_masked LIKE '9%'")
         await conn.execute("TRUNCATE eod.stats_daily, eod.stats_active_cards, eod.stats_days")

@@ -20,7 +20,7 @@ from model_support import SERVER, DatabaseMachine
 
 from ledger import reconcile
 from ledger.engine import Ledger
-from ledger.loyalty import demo, seat
+from ledger.loyalty import card_numbers, demo, seat
 from ledger.loyalty.cards import set_card_status
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Reason, TxnType
@@ -83,6 +83,8 @@ class SeatMachine(DatabaseMachine):
     async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
+        self.card_ids = {pan: await card_numbers.card_id_by_number(self.pool, pan) for pan in CARDS}
+        self.card_pans = {card_id: pan for pan, card_id in self.card_ids.items()}
         ledger = Ledger(self.pool, ledger_settings())
         await ledger.start()
         self.ledger = ledger
@@ -228,7 +230,7 @@ class SeatMachine(DatabaseMachine):
     @invariant()
     def balances_are_the_models(self) -> None:
         rows = self.run(self.pool.fetch(
-            "SELECT c.pan, a.purpose, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
+            "SELECT c.id, a.purpose, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
             "ON a.owner_kind = 'card' AND a.owner_id = c.id::text"))
         points = dict.fromkeys(CARDS, 0)
         sv = dict.fromkeys(CARDS, 0)

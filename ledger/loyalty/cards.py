@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.loyalty import card_numbers
 from ledger.loyalty.programs import ProvisioningError
 from ledger.loyalty.rules import luhn_ok, mask_pan
 
@@ -64,6 +65,7 @@ async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = No
         raise ProvisioningError("name must be at most 80 characters")
     if phone is not None and not re.match(r"^\+?[0-9 -]{3,20}$", phone):
         raise ProvisioningError("phone must be 3..20 digits, spaces or dashes")
+    pan_hash, pan_sealed, pan_masked = (await card_numbers.vault(conn)).columns(pan)
     async with conn.transaction():
         if member_id is None:
             member_id = await conn.fetchval(
@@ -78,19 +80,27 @@ async def issue_card(conn: asyncpg.Connection, pan: str, expiry: str | None = No
                 raise ProvisioningError(f"no member {member_id}")
             name, phone = holder["name"] or None, holder["phone"]
         row = await conn.fetchrow(
-            "INSERT INTO loyalty.cards(pan, expiry, name, phone, member_id) VALUES ($1,$2,$3,$4,$5) "
-            "ON CONFLICT (pan) DO NOTHING RETURNING id", pan, expiry, name, login_phone(phone) or phone, member_id)
+            "INSERT INTO loyalty.cards(pan_hash, pan_sealed, pan_masked, expiry, name, phone, member_id) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (pan_hash) DO NOTHING RETURNING id",
+            pan_hash, pan_sealed, pan_masked, expiry, name, login_phone(phone) or phone, member_id)
         if row is None:
             raise ProvisioningError(f"card {mask_pan(pan)} already exists")
-    found = await show_card(conn, pan)
+    found = await show_card_by_id(conn, int(row["id"]))
     assert found is not None
     return found
 
 
 async def show_card(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> dict[str, Any] | None:
     """A card's status and every balance (points per program, stored value), PAN masked."""
+    card_id = await card_numbers.card_id_by_number(conn, pan)
+    return None if card_id is None else await show_card_by_id(conn, card_id)
+
+
+async def show_card_by_id(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> dict[str, Any] | None:
+    """As :func:`show_card`, for the card with row id ``card_id``."""
     card = await conn.fetchrow(
-        "SELECT id, member_id, pan, status, expiry, name, phone, created_at FROM loyalty.cards WHERE pan=$1", pan)
+        "SELECT id, member_id, pan_masked AS pan, status, expiry, name, phone, created_at FROM loyalty.cards "
+        "WHERE id = $1", card_id)
     if card is None:
         return None
     accounts = await conn.fetch(
@@ -98,7 +108,6 @@ async def show_card(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> dict[s
         "FROM ledger.accounts a LEFT JOIN loyalty.programs p ON p.points_asset = a.asset "
         "WHERE a.owner_kind='card' AND a.owner_id=$1 ORDER BY a.purpose, a.asset", str(card["id"]))
     out = dict(card)
-    out["pan"] = mask_pan(pan)
     out["balances"] = [
         {"kind": r["purpose"], "asset": r["asset"], "program": r["program"],
          "balance": r["posted"], "available": r["posted"] - r["held"]}
@@ -111,5 +120,13 @@ async def set_card_status(conn: asyncpg.Connection | asyncpg.Pool, pan: str, sta
     """Set a card's status; False when there is no such card."""
     if status not in CARD_STATUSES:
         raise ProvisioningError(f"card status must be one of {', '.join(CARD_STATUSES)}")
-    done = await conn.execute("UPDATE loyalty.cards SET status=$2, updated_at=now() WHERE pan=$1", pan, status)
+    card_id = await card_numbers.card_id_by_number(conn, pan)
+    return card_id is not None and await set_card_status_by_id(conn, card_id, status)
+
+
+async def set_card_status_by_id(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, status: str) -> bool:
+    """As :func:`set_card_status`, for the card with row id ``card_id``."""
+    if status not in CARD_STATUSES:
+        raise ProvisioningError(f"card status must be one of {', '.join(CARD_STATUSES)}")
+    done = await conn.execute("UPDATE loyalty.cards SET status=$2, updated_at=now() WHERE id=$1", card_id, status)
     return bool(done.endswith(" 1"))

@@ -30,7 +30,7 @@ _ORIGINAL_FIELDS = tuple(c.strip().removeprefix("t.") for c in _ORIGINAL_COLUMNS
 # What loyalty.standing returns, as one JSON value (see _standing).
 _STANDING_JSON = "json_build_array(s.comps, s.legs, s.version)"
 
-# One request's context, as a query over its parameters (pan, merchant, key, receipt key,
+# One request's context, as a query over its parameters (the card number's keyed hash, merchant, key, receipt key,
 # original RRN). For a void's or refund's original, also what stands against it (no lock:
 # the compensation is guarded by the version read here; see ledger.loyalty.operations).
 _CONTEXT_ROW = f"""
@@ -56,7 +56,7 @@ SELECT b.open_date,
   LEFT JOIN loyalty.programs p ON p.code = m.program
   LEFT JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
   LEFT JOIN ledger.assets ast ON ast.code = cur.asset
-  LEFT JOIN loyalty.cards c ON c.pan = q.pan
+  LEFT JOIN loyalty.cards c ON c.pan_hash = q.pan_hash
   LEFT JOIN ledger.accounts pa ON pa.owner_kind = 'card' AND pa.owner_id = c.id::text
                               AND pa.purpose = 'points' AND pa.asset = p.points_asset
   LEFT JOIN ledger.accounts sa ON sa.owner_kind = 'card' AND sa.owner_id = c.id::text
@@ -73,8 +73,8 @@ SELECT b.open_date,
 # into hash joins over whole tables, whatever it guesses about the array's length.
 _CONTEXT_SQL = f"""
 SELECT q.n, x.*
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-       WITH ORDINALITY AS q(pan, merchant_id, key, receipt_key, original_rrn, n)
+  FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[])
+       WITH ORDINALITY AS q(pan_hash, merchant_id, key, receipt_key, original_rrn, n)
  CROSS JOIN LATERAL ({_CONTEXT_ROW} LIMIT 1) x
 """
 
@@ -151,15 +151,16 @@ def _json(value: Any) -> dict[str, Any]:
 
 def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2, linger_s: float = 0.0) -> Coalescer:
     """Concurrent requests' contexts read together:
-    ``Context(await reader.fetch(pan, merchant_id, key, receipt_key, original_rrn))``."""
+    ``Context(await reader.fetch(pan_hash, merchant_id, key, receipt_key, original_rrn))``."""
     return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max, linger_s=linger_s)
 
 
-async def read_context(reader: Coalescer, pan: str, merchant_id: str, key: str,
+async def read_context(reader: Coalescer, pan_hash: bytes, merchant_id: str, key: str,
                        receipt_key: str | None = None, original_rrn: str | None = None) -> Context:
     """The request's context through a :func:`context_reader`; ``receipt_key`` also reads that
-    receipt, ``original_rrn`` the approved transaction with that RRN (:attr:`Context.original`)."""
-    row = await reader.fetch(pan, merchant_id, key, receipt_key, original_rrn)
+    receipt, ``original_rrn`` the approved transaction with that RRN (:attr:`Context.original`).
+    The card is found by ``pan_hash`` (ledger.loyalty.card_numbers)."""
+    row = await reader.fetch(pan_hash, merchant_id, key, receipt_key, original_rrn)
     assert row is not None, "ledger.business_day has no row"
     return Context(row)
 

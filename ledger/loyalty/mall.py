@@ -63,6 +63,7 @@ import structlog
 from ledger.commands import Command, Leg, Result, Status, capture, expire, hold, void
 from ledger.engine import Receipt, ReceiptRef
 from ledger.errors import SwitchdError, first_line
+from ledger.loyalty import card_numbers
 from ledger.loyalty.lookup import Context
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Channel, Outcome, Reason, Request, TxnType
@@ -354,8 +355,8 @@ SELECT {_ORDER_COLUMNS} FROM o JOIN loyalty.merchants m ON m.merchant_id = o.mer
 
 # What confirm() posts with: the merchant's web seat terminal, an RRN, the card, the fee schedule.
 _CAPTURE_SQL = """
-SELECT s.terminal_id, s.status AS terminal_status, nextval('loyalty.seat_rrn_seq')::text AS rrn, c.pan,
-       m.fee_bps, m.clearing_money_account_id, p.redeem_value_minor, cur.fee_income_account_id
+SELECT s.terminal_id, s.status AS terminal_status, nextval('loyalty.seat_rrn_seq')::text AS rrn, c.pan_hash,
+       c.pan_sealed, m.fee_bps, m.clearing_money_account_id, p.redeem_value_minor, cur.fee_income_account_id
   FROM loyalty.orders o
   JOIN loyalty.cards c ON c.id = o.card_id
   JOIN loyalty.merchants m ON m.merchant_id = o.merchant_id
@@ -635,7 +636,7 @@ class Mall:
             t = TxnType.SV_PURCHASE
             fee = fee_minor(amount, fee_bps_for(fees, "sv_purchase"))
         key = order_key(oid, "capture")
-        req = Request(key=key, terminal_id=ctx["terminal_id"], merchant_id=order["merchant_id"], pan=ctx["pan"],
+        req = Request(key=key, terminal_id=ctx["terminal_id"], merchant_id=order["merchant_id"], pan=await _card_number(self.pool, ctx),
                       amount=amount, currency=None if points else order["currency"], rrn=ctx["rrn"],
                       account=t.account, channel=Channel.MALL, operator_ref=operator_ref)
         # card_id, program and currency are given: the record needs nothing of a request context.
@@ -750,14 +751,15 @@ class Mall:
         oid = order["id"]
         n = int(order["refunds"]) + 1
         row = await self.pool.fetchrow(
-            "SELECT s.terminal_id, nextval('loyalty.seat_rrn_seq')::text AS rrn, c.pan FROM loyalty.cards c "
+            "SELECT s.terminal_id, nextval('loyalty.seat_rrn_seq')::text AS rrn, c.pan_hash, c.pan_sealed "
+            "FROM loyalty.cards c "
             "LEFT JOIN LATERAL loyalty.seat_terminal($2) s ON true WHERE c.id = $1", order["card_id"],
             order["merchant_id"])
         assert row is not None
         t = TxnType.REDEEM if order["pay"] == "points" else TxnType.SV_PURCHASE
         key = order_key(oid, f"refund:{n}")
         req = Request(key=key, terminal_id=row["terminal_id"],
-                      merchant_id=order["merchant_id"], pan=row["pan"], amount=amount, rrn=row["rrn"],
+                      merchant_id=order["merchant_id"], pan=await _card_number(self.pool, row), amount=amount, rrn=row["rrn"],
                       account=t.account, original_rrn=order["capture_rrn"], channel=Channel.MALL,
                       operator_ref=operator_ref, receipt_key=key, receipt_hash=_content_hash(oid, f"refund:{n}", amount))
         # A refund that posts stores its answer by reference to its journal (as the capture's); a
@@ -904,3 +906,8 @@ async def sweep_forever(mall: Mall) -> None:
         except (MallError, *_DB_ERRORS) as exc:
             log.warning("mall_sweep_failed", error=first_line(exc))
         await asyncio.sleep(mall.settings.sweep_interval_s)
+
+
+async def _card_number(pool: asyncpg.Pool, row: asyncpg.Record) -> str:
+    """The order's card number, opened to be sent on as a request's (never shown)."""
+    return (await card_numbers.vault(pool)).open(bytes(row["pan_sealed"]), bytes(row["pan_hash"]))

@@ -21,7 +21,7 @@ async def member_balances(conn: asyncpg.Connection | asyncpg.Pool, member_id: in
     (``program`` set) or stored value (``currency``: ISO 4217 numeric), balance and available
     (balance less holds). A card with no account yet has one row with no balance."""
     rows = await conn.fetch(
-        "SELECT c.id AS card_id, c.pan, c.status, a.purpose, a.posted AS balance, a.posted - a.held AS available, "
+        "SELECT c.id AS card_id, c.pan_masked AS pan, c.status, a.purpose, a.posted AS balance, a.posted - a.held AS available, "
         "p.code AS program, cur.numeric_code AS currency "
         "FROM (SELECT * FROM loyalty.cards WHERE member_id = $1 ORDER BY id LIMIT $2) c "
         "LEFT JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = c.id::text "

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.loyalty import card_numbers
 from ledger.loyalty.cards import login_phone
 from ledger.loyalty.programs import ProvisioningError
 from ledger.loyalty.rules import mask_pan
@@ -101,7 +102,8 @@ async def update_profile(conn: asyncpg.Connection, member_id: int, name: str, ph
 async def member_cards(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> list[dict[str, Any]]:
     """The member's cards (at most CARDS_LISTED_MAX), oldest first: id, number masked, status, expiry."""
     rows = await conn.fetch(
-        "SELECT id, pan, status, expiry, created_at FROM loyalty.cards WHERE member_id = $1 ORDER BY id LIMIT $2",
+        "SELECT id, pan_masked AS pan, status, expiry, created_at FROM loyalty.cards WHERE member_id = $1 "
+        "ORDER BY id LIMIT $2",
         member_id, CARDS_LISTED_MAX)
     return [dict(r) | {"pan": mask_pan(r["pan"])} for r in rows]
 
@@ -109,7 +111,7 @@ async def member_cards(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) 
 async def member_card(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, card_id: int) -> dict[str, Any] | None:
     """One of the member's cards, or None (no such card, or someone else's: the same answer)."""
     row = await conn.fetchrow(
-        "SELECT id, pan, status, expiry, created_at FROM loyalty.cards WHERE id = $1 AND member_id = $2",
+        "SELECT id, pan_masked AS pan, status, expiry, created_at FROM loyalty.cards WHERE id = $1 AND member_id = $2",
         card_id, member_id)
     return None if row is None else dict(row) | {"pan": mask_pan(row["pan"])}
 
@@ -131,7 +133,9 @@ async def find_member_id(conn: asyncpg.Connection | asyncpg.Pool, identifier: st
     if not identifier or len(identifier) > 32:
         return None
     if identifier.isdigit() and 12 <= len(identifier) <= 19:
-        found = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE pan = $1", identifier)
+        v = await card_numbers.vault(conn)
+        found = await conn.fetchval("SELECT member_id FROM loyalty.cards WHERE pan_hash = $1",
+                                    v.lookup_hash(identifier))
         if found is not None:
             return int(found)
     phone = login_phone(identifier)

@@ -20,9 +20,9 @@ import asyncpg
 
 from ledger import search
 from ledger.accounts import open_account
-from ledger.loyalty import cards
+from ledger.loyalty import card_numbers, cards
 from ledger.loyalty.programs import ProvisioningError
-from ledger.loyalty.rules import luhn_complete, mask_pan
+from ledger.loyalty.rules import luhn_complete
 
 PAN_DIGITS_DEFAULT = 16
 LIST_LIMIT_MAX = 200
@@ -68,14 +68,14 @@ async def issue_member(conn: asyncpg.Connection, pan: str | None, bin_prefix: st
             raise ProvisioningError("choose one of the platform's BINs, or enter a card number")
         for _ in range(_ISSUE_ATTEMPTS_MAX):
             candidate = new_pan(bin_prefix)
-            if not await conn.fetchval("SELECT 1 FROM loyalty.cards WHERE pan = $1", candidate):
+            if await card_numbers.card_id_by_number(conn, candidate) is None:
                 pan = candidate
                 break
         else:
             raise ProvisioningError(f"BIN {bin_prefix} has no free card numbers left to draw")
     async with conn.transaction():
-        await cards.issue_card(conn, pan, expiry or None, name or None, phone or None, today, member_id)
-        card_id = int(await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan))
+        issued = await cards.issue_card(conn, pan, expiry or None, name or None, phone or None, today, member_id)
+        card_id = int(issued["id"])
         if program is not None:
             await enrol(conn, card_id, program)
     found = await member(conn, card_id)
@@ -101,16 +101,12 @@ async def is_member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, progr
 
 async def card_id_of(conn: asyncpg.Connection | asyncpg.Pool, pan: str) -> int | None:
     """The row id of the card with this number, or None."""
-    value = await conn.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", pan)
-    return None if value is None else int(value)
+    return await card_numbers.card_id_by_number(conn, pan)
 
 
 async def member(conn: asyncpg.Connection | asyncpg.Pool, card_id: int) -> dict[str, Any] | None:
     """A card by row id: status, holder, every balance (ledger.loyalty.cards.show_card), PAN masked."""
-    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
-    if pan is None:
-        return None
-    return await cards.show_card(conn, str(pan))
+    return await cards.show_card_by_id(conn, card_id)
 
 
 async def search_members(conn: asyncpg.Connection | asyncpg.Pool, program: str | None = None,
@@ -121,7 +117,7 @@ async def search_members(conn: asyncpg.Connection | asyncpg.Pool, program: str |
     limit = max(1, min(int(limit), LIST_LIMIT_MAX))
     like = None if not text else "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     rows = await conn.fetch(
-        "SELECT c.id, c.member_id, c.pan, c.status, c.expiry, m.name, m.phone, c.created_at FROM loyalty.cards c "
+        "SELECT c.id, c.member_id, c.pan_masked AS pan, c.status, c.expiry, m.name, m.phone, c.created_at FROM loyalty.cards c "
         "JOIN loyalty.members m ON m.id = c.member_id "
         "WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM ledger.accounts a JOIN loyalty.programs p "
         "        ON p.points_asset = a.asset WHERE a.owner_kind = 'card' AND a.owner_id = c.id::text "
@@ -129,7 +125,7 @@ async def search_members(conn: asyncpg.Connection | asyncpg.Pool, program: str |
         "  AND ($2::text IS NULL OR m.name ILIKE $2 OR m.phone LIKE $2) "
         "  AND ($3::text IS NULL OR c.status = $3) AND ($4::bigint IS NULL OR c.id > $4) "
         f"ORDER BY c.id LIMIT {limit + 1}", program, like, status, after_id)
-    page = [dict(r) | {"pan": mask_pan(r["pan"])} for r in rows[:limit]]
+    page = [dict(r) for r in rows[:limit]]
     return {"members": page, "next_after_id": page[-1]["id"] if len(rows) > limit else None}
 
 
@@ -145,8 +141,7 @@ async def set_expiry(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, expi
 
 async def set_member_status(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, status: str) -> bool:
     """Block or unblock a card by row id (ledger.loyalty.cards.set_card_status); False when none."""
-    pan = await conn.fetchval("SELECT pan FROM loyalty.cards WHERE id = $1", card_id)
-    return pan is not None and await cards.set_card_status(conn, str(pan), status)
+    return await cards.set_card_status_by_id(conn, card_id, status)
 
 
 async def merchant_original(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str,
@@ -155,11 +150,13 @@ async def merchant_original(conn: asyncpg.Connection | asyncpg.Pool, merchant_id
     type, amount, currency and card number (in full: for the seat's request, never to be shown).
     None when the merchant has none under that RRN."""
     row = await conn.fetchrow(
-        "SELECT t.txn_type, t.amount, t.currency, t.business_date, c.pan FROM loyalty.transactions t "
+        "SELECT t.txn_type, t.amount, t.currency, t.business_date, t.card_id FROM loyalty.transactions t "
         "JOIN loyalty.cards c ON c.id = t.card_id "
         "WHERE t.rrn = $1 AND t.merchant_id = $2 AND t.journal_id IS NOT NULL ORDER BY t.id LIMIT 1",
         rrn, merchant_id)
-    return None if row is None else dict(row)
+    if row is None:
+        return None
+    return dict(row) | {"pan": await card_numbers.number_of(conn, int(row["card_id"]))}
 
 
 async def card_transactions(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, merchant_id: str | None = None,

@@ -42,7 +42,7 @@ from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import SENT_MARK, Ledger, Receipt, ReceiptRef
 from ledger.engine import UNKNOWN as LEDGER_UNKNOWN
 from ledger.errors import SwitchdError, Unavailable, first_line, timeout_named
-from ledger.loyalty import lookup
+from ledger.loyalty import card_numbers, lookup
 from ledger.loyalty.lookup import Context, Original, PostedLeg
 from ledger.loyalty.outcomes import (
     REFUNDABLE,
@@ -130,10 +130,21 @@ class Loyalty:
                                            concurrency_max=coalesced_inflight_max, linger_s=coalesced_linger_s)
         self._local_locks: dict[int, asyncio.Lock] = {}
         self._local_waiters: dict[int, int] = {}
+        # The card-number keys, opened on first use (or by open_vault at start).
+        self._vault: card_numbers.CardVault | None = None
         # Compensations that found their guard taken and decided again (for metrics).
         self.overtaken_total = 0
         # Calendar date for card expiry; injectable for tests.
         self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
+
+    async def open_vault(self) -> card_numbers.CardVault:
+        """Open the card-number keys now (the daemon does at start, so that a missing or wrong
+        master key stops it with one line instead of declining every request)."""
+        return await self._open_vault()
+
+    async def _open_vault(self) -> card_numbers.CardVault:
+        self._vault = await card_numbers.vault(self.pool)
+        return self._vault
 
     def coalescers(self) -> dict[str, Coalescer]:
         """The coalesced statements this uses, by name (for metrics)."""
@@ -199,6 +210,8 @@ class Loyalty:
                 return Outcome(Reason.OUTCOME_UNKNOWN, t, detail=f"database: {first_line(exc)}, after a posting "
                                                                  "was sent: it may have posted")
             return Outcome(Reason.SYSTEM_ERROR, t, detail=f"database: {first_line(exc)}")
+        except card_numbers.CardVaultError as exc:  # before anything was sent: nothing posted
+            return Outcome(Reason.SYSTEM_ERROR, t, detail=str(exc))
         finally:
             if token is not None:
                 SENT_MARK.reset(token)
@@ -206,7 +219,8 @@ class Loyalty:
     async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
         # A void's or refund's original comes in the same read (its first look; see _compensate).
         original_rrn = (req.original_rrn or None) if t in (TxnType.VOID, TxnType.REFUND) else None
-        ctx = await lookup.read_context(self._contexts, req.pan, req.merchant_id, req.key, req.receipt_key,
+        vault = self._vault or await self._open_vault()
+        ctx = await lookup.read_context(self._contexts, vault.lookup_hash(req.pan), req.merchant_id, req.key, req.receipt_key,
                                         original_rrn)
         stored = ctx.stored_receipt if req.receipt_key is not None else None
         if stored is not None:  # answered before: the stored answer, or 94 for other content

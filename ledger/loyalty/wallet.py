@@ -25,7 +25,8 @@ async def profile(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> di
         member_id)
     if row is None:
         return None
-    cards = await conn.fetch("SELECT id, pan, status, expiry FROM loyalty.cards WHERE member_id = $1 ORDER BY id",
+    cards = await conn.fetch("SELECT id, pan_masked AS pan, status, expiry FROM loyalty.cards "
+                             "WHERE member_id = $1 ORDER BY id",
                              member_id)
     return dict(row) | {"cards": [dict(c) | {"pan": mask_pan(c["pan"])} for c in cards]}
 
@@ -50,7 +51,7 @@ async def balances(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> l
     """Per card of the member (by id): points per program and stored value per currency, each with
     its balance and what is available (the balance less what holds reserve)."""
     rows = await conn.fetch(
-        "SELECT c.id, c.pan, c.status, a.purpose, a.asset, a.posted, a.held, p.code AS program "
+        "SELECT c.id, c.pan_masked AS pan, c.status, a.purpose, a.asset, a.posted, a.held, p.code AS program "
         "FROM loyalty.cards c LEFT JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = c.id::text "
         "LEFT JOIN loyalty.programs p ON p.points_asset = a.asset "
         "WHERE c.member_id = $1 ORDER BY c.id, a.purpose, a.asset", member_id)
@@ -71,7 +72,7 @@ async def balances(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> l
 # table backwards by id in the hope of meeting this member's. $1 member id, $2 before id or NULL.
 HISTORY_SQL = (
     "SELECT t.id, t.created_at, t.business_date, t.txn_type, t.reason, t.channel, t.merchant_id, t.card_id, "
-    "       c.pan, t.program, t.points_delta, t.money_delta_minor, cur.asset AS currency, t.rrn "
+    "       c.pan_masked AS pan, t.program, t.points_delta, t.money_delta_minor, cur.asset AS currency, t.rrn "
     "FROM loyalty.cards c CROSS JOIN LATERAL ("
     "  SELECT * FROM loyalty.transactions x WHERE x.card_id = c.id "
     "     AND x.txn_type NOT IN ('inquiry', 'marker') AND ($2::bigint IS NULL OR x.id < $2) "
