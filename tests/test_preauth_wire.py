@@ -292,3 +292,29 @@ def test_batch_totals_and_reconciliation_count_the_capture_only(pre: Daemon) -> 
     failing = _db(pre, recon)
     assert not failing, failing
     _books_ok(pre)
+
+
+def test_a_hold_ends_even_when_a_claw_back_took_the_card_below_zero(pre: Daemon) -> None:
+    # The reversal of a load is forced (a claw-back): after the rest was spent, it takes the card
+    # below zero under its holds. Ending a hold lowers nothing available, so it is never declined
+    # for it: a release, and a capture within its hold (the merchant was promised the amount).
+    with _terminal(pre) as t:
+        start = _sv(t, CARD_2)
+        load = _req("0200", "210060", 1_000, pan=CARD_2)
+        assert _call(t, load)["39"] == "00"
+        auth = _req("0100", "006000", 300, pan=CARD_2)
+        auth2 = _req("0100", "006000", 500, pan=CARD_2)
+        assert _call(t, auth)["39"] == "00" and _call(t, auth2)["39"] == "00"
+        assert _call(t, _req("0200", "006000", start + 200, pan=CARD_2))["39"] == "00"
+        assert _sv(t, CARD_2) == 0
+        assert _call(t, _req("0400", "210060", 1_000, pan=CARD_2, **{"90": _names(load)}))["39"] == "00"
+        assert _sv(t, CARD_2) == -1_000
+        released = _call(t, _req("0400", "006000", 300, pan=CARD_2, **{"90": _names(auth)}))
+        assert released["39"] == "00", released
+        assert _sv(t, CARD_2) == -700
+        done = _call(t, _req("0200", "006000", 400, pan=CARD_2, **{"90": _names(auth2)}))
+        assert done["39"] == "00", done
+        assert _sv(t, CARD_2) == -600 and balances54(done["54"])["60:156"] == -600
+        # A debit the member asks for is still refused below zero.
+        assert _call(t, _req("0100", "006000", 1, pan=CARD_2))["39"] == "51"
+    _books_ok(pre)
