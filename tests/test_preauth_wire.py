@@ -9,7 +9,11 @@ as a stored-value purchase, and reconciliation passes.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -318,3 +322,27 @@ def test_a_hold_ends_even_when_a_claw_back_took_the_card_below_zero(pre: Daemon)
         # A debit the member asks for is still refused below zero.
         assert _call(t, _req("0100", "006000", 1, pan=CARD_2))["39"] == "51"
     _books_ok(pre)
+
+
+def _possim(d: Daemon, *args: str) -> dict[str, str]:
+    res = subprocess.run([sys.executable, "-m", "tools.possim", "--port", str(d.ports["pos"]), "--tid", TID,
+                          "--mid", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX, "--sign-on", *args],
+                         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "MAC ok" in res.stdout, res.stdout
+    return dict(re.findall(r"^(\w+) +(.*)$", res.stdout, re.M))
+
+
+def test_possim_preauthorises_completes_and_releases(pre: Daemon) -> None:
+    with _terminal(pre) as t:
+        assert _call(t, _req("0200", "210060", 2_000, pan=CARD))["39"] == "00"
+        before = _sv(t)
+    held = _possim(pre, "--preauth", "--pan", CARD, "--amount", "1000", "--hold-s", "900")
+    assert held["t"] == "0110" and held["39"] == "00" and tlv(held["48"])["HT"] == "900", held
+    done = _possim(pre, "--complete", f"{held['11']}:{held['7']}", "--advice", "--pan", CARD, "--amount", "700")
+    assert done["t"] == "0230" and done["39"] == "00", done
+    again = _possim(pre, "--preauth", "--pan", CARD, "--amount", "500")
+    released = _possim(pre, "--release", f"{again['11']}:{again['7']}", "--pan", CARD, "--amount", "500")
+    assert released["t"] == "0410" and released["39"] == "00", released
+    with _terminal(pre) as t:
+        assert _sv(t) == before - 700
