@@ -34,7 +34,7 @@ from fixtures_daemon import (
 )
 from ledger_support import ledger_settings
 
-from ledger import reconcile
+from ledger import clearing, reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
 from ledger.loyalty.preauth import DEFAULT_SETTINGS, PreauthSettings
@@ -264,23 +264,24 @@ def test_an_expired_hold_releases_and_cannot_be_completed(pre: Daemon) -> None:
     _books_ok(pre)
 
 
-def test_batch_totals_and_reconciliation_count_the_capture_only(pre: Daemon) -> None:
-    tid = "TPRE0002"
-    pre.cli("terminal", "add", tid, "--merchant", MID, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
+def test_batch_totals_clearing_and_reconciliation_count_the_capture_only(pre: Daemon) -> None:
+    tid, mid = "TPRE0002", "MPRE2"
+    pre.cli("merchant", "add", mid, "--name", "Hotel", "--program", "SVP", "--earn-rate", "1", "--fee-bps", "100")
+    pre.cli("terminal", "add", tid, "--merchant", mid, "--mac-alg", "cmac-aes", "--mac-key", CMAC_KEY_HEX)
     t = Terminal(pre.ports["pos"], "nac2", "pos")
     try:
         t.call({"t": "0800", "7": utc_stamp(), "11": next_stan(), "41": tid.ljust(8), "70": "001"})
-        load = {**_req("0200", "210060", 5_000), "41": tid.ljust(8)}
+        load = {**_req("0200", "210060", 5_000), "41": tid.ljust(8), "42": mid.ljust(15)}
         assert _call(t, load)["39"] == "00"
-        auth = {**_req("0100", "006000", 3_000), "41": tid.ljust(8)}
+        auth = {**_req("0100", "006000", 3_000), "41": tid.ljust(8), "42": mid.ljust(15)}
         assert _call(t, auth)["39"] == "00"
-        assert _call(t, {**_req("0200", "006000", 1_200, **{"90": _names(auth)}), "41": tid.ljust(8)})["39"] == "00"
-        released = {**_req("0100", "006000", 900), "41": tid.ljust(8)}
+        assert _call(t, {**_req("0200", "006000", 1_200, **{"90": _names(auth)}), "41": tid.ljust(8), "42": mid.ljust(15)})["39"] == "00"
+        released = {**_req("0100", "006000", 900), "41": tid.ljust(8), "42": mid.ljust(15)}
         assert _call(t, released)["39"] == "00"
-        assert _call(t, {**_req("0400", "006000", 900, **{"90": _names(released)}), "41": tid.ljust(8)})["39"] == "00"
+        assert _call(t, {**_req("0400", "006000", 900, **{"90": _names(released)}), "41": tid.ljust(8), "42": mid.ljust(15)})["39"] == "00"
         # One credit (the load, 5,000) and one debit (the capture, 1,200): holds move no money.
         settle = {"t": "0500", "3": "920000", "7": utc_stamp(), "11": next_stan(), "41": tid.ljust(8),
-                  "42": MID.ljust(15), "60": "000001", "74": f"{1:010d}", "86": f"{5_000:016d}",
+                  "42": mid.ljust(15), "60": "000001", "74": f"{1:010d}", "86": f"{5_000:016d}",
                   "76": f"{1:010d}", "88": f"{1_200:016d}"}
         closed = _call(t, settle)
         assert closed["t"] == "0510" and closed["39"] == "00", closed
@@ -291,6 +292,13 @@ def test_batch_totals_and_reconciliation_count_the_capture_only(pre: Daemon) -> 
         day = await conn.fetchval("SELECT open_date FROM ledger.business_day")
         assert isinstance(day, dt.date)
         report = await reconcile.run(conn, day)
+        # Clearing: one load and one stored-value purchase (the capture) with their fees; the
+        # hold and its release are in no figure.
+        row = next(r for r in await clearing.compute_figures(conn, day) if r["merchant_id"] == mid)
+        figures = {k: row[k] for k in ("load_count", "sv_loaded_minor", "spend_count", "sv_spent_minor",
+                                       "fees_minor", "reversal_count", "void_count")}
+        assert figures == {"load_count": 1, "sv_loaded_minor": 5_000, "spend_count": 1, "sv_spent_minor": 1_200,
+                           "fees_minor": 50 + 12, "reversal_count": 0, "void_count": 0}, figures
         return [f"{p.check}: {p.detail}" for p in report.problems]
 
     failing = _db(pre, recon)
@@ -346,3 +354,36 @@ def test_possim_preauthorises_completes_and_releases(pre: Daemon) -> None:
     assert released["t"] == "0410" and released["39"] == "00", released
     with _terminal(pre) as t:
         assert _sv(t) == before - 700
+
+
+def test_a_96_held_nothing_and_the_retransmission_holds_once(pre: Daemon) -> None:
+    """With the posting function away, the 0100 and the completion are answered 96 (nothing
+    posted, nothing kept as the answer); resent unchanged once it is back, each posts once."""
+
+    async def rename(conn: asyncpg.Connection, src: str, dst: str) -> None:
+        await conn.execute(f"ALTER FUNCTION ledger.{src} RENAME TO {dst}")
+
+    with _terminal(pre) as t:
+        assert _call(t, _req("0200", "210060", 1_000))["39"] == "00"
+        before = _sv(t)
+        auth = _req("0100", "006000", 600)
+        done = _req("0220", "006000", 250, **{"90": _names(auth)})
+        _db(pre, lambda c: rename(c, "post_batch", "post_batch_away"))
+        try:
+            assert _call(t, auth)["39"] == "96"
+        finally:
+            _db(pre, lambda c: rename(c, "post_batch_away", "post_batch"))
+        assert _sv(t) == before, "a 96 held nothing"
+        held = _call(t, auth)
+        assert held["39"] == "00" and _call(t, auth)["37"] == held["37"]
+        assert _sv(t) == before - 600
+        _db(pre, lambda c: rename(c, "post_batch", "post_batch_away"))
+        try:
+            assert _call(t, done)["39"] == "96"
+        finally:
+            _db(pre, lambda c: rename(c, "post_batch_away", "post_batch"))
+        assert _sv(t) == before - 600, "a 96 captured nothing"
+        first = _call(t, done)
+        assert first["39"] == "00" and _call(t, {**done, "t": "0221"})["37"] == first["37"]
+        assert _sv(t) == before - 250
+    _books_ok(pre)
