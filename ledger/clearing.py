@@ -101,7 +101,8 @@ counts AS (
            count(*) FILTER (WHERE txn_type = 'sv_purchase') AS spend_count,
            count(*) FILTER (WHERE txn_type = 'void') AS void_count,
            count(*) FILTER (WHERE txn_type = 'refund') AS refund_count,
-           count(*) FILTER (WHERE txn_type = 'reversal') AS reversal_count
+           -- A pre-authorisation's release moved no money: it is no reversal of anything cleared.
+           count(*) FILTER (WHERE txn_type = 'reversal' AND root_type IS DISTINCT FROM 'preauth') AS reversal_count
       FROM tx GROUP BY merchant_id
 ),
 active AS (SELECT merchant_id FROM sums UNION SELECT merchant_id FROM counts)

@@ -214,8 +214,8 @@ def encode_with_mac(fields: Fields, spec: Spec, sign: Any) -> bytes:
     return raw[:-n] + tail
 
 
-# specs/HOST-INTERFACE.md §11: a repeated advice (0421) is answered like 0420.
-REPEATS = {"0421": "0420"}
+# specs/HOST-INTERFACE.md §11: a repeated advice (0421, 0221) is answered like its advice (0420, 0220).
+REPEATS = {"0421": "0420", "0221": "0220"}
 
 
 def canonical_mti(mti: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
 from ledger.loyalty.mall import MallSettings
+from ledger.loyalty.preauth import PreauthSettings
 
 ENV_CONFIG = "SWITCHD_CONFIG"
 ENV_DSN = "SWITCHD_DSN"
@@ -151,6 +152,12 @@ MALL_SCHEMA: Schema = {
     "sweep_interval_s": (float, 60.0, _between(0.1, 86_400)),
     "sweep_batch_max": (int, 100, _between(1, 10_000)),
     "placing_stale_s": (int, 300, _between(10, 86_400)),
+}
+
+# Stored-value pre-authorisations over ISO 8583 (0100; ledger/loyalty/preauth.py): their holds' lives.
+PREAUTH_SCHEMA: Schema = {
+    "hold_timeout_default_s": (int, 3_600, _between(1, 365 * 86_400)),
+    "hold_timeout_max_s": (int, 86_400, _between(1, 365 * 86_400)),
 }
 
 # The member API for apps (/api/v1, served by the portal: docs/api.md).
@@ -334,6 +341,7 @@ class Config:
     portal: PortalConfig
     api: ApiConfig
     mall: MallSettings  # the mall's own settings: [mall] names exactly its fields
+    preauth: PreauthSettings  # pre-authorisations' own settings: [preauth] names exactly its fields
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -352,6 +360,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "portal": (PORTAL_SCHEMA, PortalConfig),
     "api": (API_SCHEMA, ApiConfig),
     "mall": (MALL_SCHEMA, MallSettings),
+    "preauth": (PREAUTH_SCHEMA, PreauthSettings),
 }
 
 
@@ -496,6 +505,11 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str], source: str = "
         raise ConfigError("config: database.pool_size_min: must be <= database.pool_size_max")
     if sections["mall"]["order_confirm_timeout_s"] > sections["ledger"]["hold_timeout_max_s"]:
         raise ConfigError("config: mall.order_confirm_timeout_s: must be <= ledger.hold_timeout_max_s")
+    preauth = sections["preauth"]
+    if preauth["hold_timeout_max_s"] > sections["ledger"]["hold_timeout_max_s"]:
+        raise ConfigError("config: preauth.hold_timeout_max_s: must be <= ledger.hold_timeout_max_s")
+    if preauth["hold_timeout_default_s"] > preauth["hold_timeout_max_s"]:
+        raise ConfigError("config: preauth.hold_timeout_default_s: must be <= preauth.hold_timeout_max_s")
     portal = sections["portal"]
     if bool(portal["tls_cert_file"]) != bool(portal["tls_key_file"]):
         raise ConfigError("config: portal.tls_key_file: TLS needs both tls_cert_file and tls_key_file")

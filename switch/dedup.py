@@ -1,6 +1,6 @@
 """Duplicate detection for financial requests, persistent in ``ledger.receipts``.
 
-The idempotency key of a financial request (0200, 0400, 0420/0421, 0500) is
+The idempotency key of a financial request (0100, 0200, 0220/0221, 0400, 0420/0421, 0500) is
 (terminal id 41 without padding, STAN 11, transmission date-time 7). Its
 content hash is SHA-256 over the request's fields, MAC and bitmaps excluded
 (a repeat advice 0421 counts as its 0420). The stored payload is the response's
@@ -47,7 +47,7 @@ from specs.vocabulary import Fields, duplicate_key, receipt_key
 from switch.codec import MAC_FIELDS, STRUCTURAL
 
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str (C)
-FINANCIAL_MTIS = frozenset({"0200", "0400", "0420", "0500"})
+FINANCIAL_MTIS = frozenset({"0100", "0200", "0220", "0400", "0420", "0500"})
 _PAYLOAD_VERSION = 1
 
 

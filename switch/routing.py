@@ -8,7 +8,7 @@ transaction); a known MTI with a transaction type not in the table, 40
 
 >>> route("0800", None) is netmgmt.handle
 True
->>> route("0100", "00"), route("0200", "77")
+>>> route("0110", "00"), route("0200", "77")
 ('12', '40')
 >>> route("0421", "00") is route("0420", "00")
 True
@@ -39,6 +39,8 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("0200", "21"): financial.handle_0200,  # top-up points 210065, load stored value 210060
     ("0200", "31"): financial.handle_0200,  # balance inquiry 31xx00
     ("0200", "90"): financial.handle_0200,  # points lottery draw 906500
+    ("0100", "00"): financial.handle_0100,  # stored-value pre-authorisation 006000
+    ("0220", "00"): financial.handle_completion,  # pre-authorisation completion advice 006000
     ("0400", ANY): financial.handle_reversal,  # reversal (processing code as the original)
     ("0420", ANY): financial.handle_reversal,  # reversal advice
     ("0500", "92"): settlement.handle,  # terminal batch settlement
@@ -48,7 +50,8 @@ KNOWN_MTIS = frozenset(mti for mti, _ in ROUTES)
 # Handlers that recognise a retransmission themselves, in the round trip that reads their
 # request's context (the loyalty operations read the stored receipt with it): the pipeline
 # does not look the receipt up before them. Every other handler's requests are checked first.
-CHECKS_DUPLICATES: frozenset[Handler] = frozenset({financial.handle_0200, financial.handle_reversal})
+CHECKS_DUPLICATES: frozenset[Handler] = frozenset({financial.handle_0200, financial.handle_reversal,
+                                                   financial.handle_0100, financial.handle_completion})
 def metric_labels(mti: str, processing_code: str | None) -> tuple[str, str]:
     """(mti, processing) labels with bounded cardinality: unknown values become ``other``.
 

@@ -58,7 +58,9 @@ _FINANCIAL = Rule(_f("2", "3", "4", "7", "11", "41", "42"), _RESPONSE_ONLY, curr
 # An MTI missing here is not validated beyond formats; routing answers it 12.
 RULES: dict[tuple[str, str], Rule] = {
     ("0800", "*"): Rule(_f("7", "11", "41", "70"), _RESPONSE_ONLY | _f("2", "35", "45", "52")),
+    ("0100", "*"): _FINANCIAL,
     ("0200", "*"): _FINANCIAL,
+    ("0220", "*"): _FINANCIAL,
     ("0400", "*"): _FINANCIAL,
     ("0420", "*"): _FINANCIAL,
     ("0500", "*"): Rule(_f("3", "7", "11", "41", "42", "60", "74", "76", "86", "88"),

@@ -106,6 +106,12 @@ def seeds(spec: str) -> list[bytes]:
         encode(netmgmt("FUZZ1", "301"), spec),
         encode(purchase("FUZZ1"), spec),
         encode(keyed, spec, mac=("cmac-aes", CMAC_KEY_HEX)),
+        # Pre-authorisation, its completions (field 90 naming the 0100) and a repeated advice.
+        encode({**purchase("FUZZ1", pc="006000"), "t": "0100", "48": "HT0043600"}, spec),
+        encode({**purchase("FUZZ1", pc="006000"), "90": "0100" + "0" * 38}, spec),
+        encode({**purchase("FUZZ1", pc="006000"), "t": "0220", "90": "0100" + "0" * 38}, spec),
+        encode({**purchase("FUZZ1", pc="006000"), "t": "0221", "90": "0100" + "0" * 38}, spec),
+        # Last: the tertiary-bitmap mutation needs a secondary bitmap (field 90).
         encode({**purchase("FUZZ1"), "t": "0400", "90": "0" * 42}, spec),
     ]
 
@@ -145,7 +151,7 @@ def payloads(draw: st.DrawFn) -> tuple[str, bytes]:
         tail = draw(st.binary(max_size=30))
         return listener, framer(bytes(msg[:at]) + tertiary + bytes(msg[at:]) + tail)
     if kind == "response":  # a response MTI, which is not answered
-        mti = draw(st.sampled_from([b"0810", b"0210", b"0410", b"0430", b"0510", b"0230"]))
+        mti = draw(st.sampled_from([b"0810", b"0210", b"0410", b"0430", b"0510", b"0230", b"0110"]))
         return listener, framer(mti + bytes(msg[4:]))
     if kind == "length":
         framed = bytearray(framer(bytes(msg)))

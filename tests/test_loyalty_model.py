@@ -101,6 +101,10 @@ class LoyaltyMachine(DatabaseMachine):
     def card_reason(self, card: str) -> Reason | None:
         return Reason.CARD_BLOCKED if card in self.model.blocked else None
 
+    def sv_available(self, card: str) -> int:
+        """The card's stored value a debit may take (its balance, less what is held; see the wire model)."""
+        return self.model.sv[card]
+
     # ---------------------------------------------------------------- purchase-like
 
     @rule(card=st.sampled_from(CARDS), merchant=st.sampled_from(sorted(MERCHANTS)),
@@ -129,7 +133,7 @@ class LoyaltyMachine(DatabaseMachine):
     def money_op(self, card: str, amount: int, kind: str) -> None:
         req = self.request(card, "M0002", amount)
         t = TxnType(kind)
-        short = t is TxnType.SV_PURCHASE and self.model.sv[card] < amount
+        short = t is TxnType.SV_PURCHASE and self.sv_available(card) < amount
         expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
         if self.send(t, req, expect).approved:
             sign = -1 if t is TxnType.SV_PURCHASE else 1
@@ -159,7 +163,7 @@ class LoyaltyMachine(DatabaseMachine):
         out = self.send(TxnType.INQUIRY, self.request(card, "M0001", 0, account="00"),
                         self.card_reason(card) or Reason.APPROVED)
         if out.approved:
-            assert (out.points_balance, out.sv_balance_minor) == (self.model.points[card], self.model.sv[card])
+            assert (out.points_balance, out.sv_balance_minor) == (self.model.points[card], self.sv_available(card))
 
     @rule(card=st.sampled_from(CARDS))
     def toggle_block(self, card: str) -> None:
@@ -191,7 +195,8 @@ class LoyaltyMachine(DatabaseMachine):
         elif o.voided or o.reversed or o.undone_units:
             expect = Reason.INVALID_TXN
         elif o.txn_type in (TxnType.TOPUP, TxnType.LOAD) and (
-                (self.model.points if o.txn_type is TxnType.TOPUP else self.model.sv)[o.req.pan] < remaining_leg):
+                (self.model.points[o.req.pan] if o.txn_type is TxnType.TOPUP else self.sv_available(o.req.pan))
+                < remaining_leg):
             expect = Reason.INSUFFICIENT
         else:
             expect = Reason.APPROVED

@@ -7,6 +7,11 @@ its processing code, 0400 with field 90 for reversals, field 37 = the RRN the
 switch assigned to the original), sent to a real `switchd serve`, and the
 response code is mapped back to the domain's reason. Duplicates are exact
 retransmissions of the same frame fields and must be answered identically.
+
+On the wire only: stored-value pre-authorisations (0100 holds, 0200/0220 completions
+capturing part or all of a hold, 0400 releases) and time jumps that expire every pending
+hold (their expiry moved into the past, then the engine's sweep). The model keeps what each
+card has held: a debit or an inquiry sees the balance less that.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,7 @@ import test_loyalty_model as base
 from fixtures_daemon import POS_LISTENER, Daemon, Terminal, tlv
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from switch.handlers.responses import RESPONSE_CODES
@@ -39,8 +45,20 @@ _PROC = {
 }
 
 
+@dataclass
+class Preauth:
+    """An approved 0100, as the model sees it."""
+
+    fields: dict[str, str]  # the 0100 as sent
+    card: str
+    amount: int
+    state: str = "pending"  # pending | captured | released | expired
+
+
 class WireLoyaltyMachine(base.LoyaltyMachine):
     async def open(self) -> None:
+        self.preauths: list[Preauth] = []
+        self.held: dict[str, int] = dict.fromkeys(base.CARDS, 0)
         self.terminals: dict[str, Terminal] = {}
         self.switch_rrn: dict[str, str] = {}  # the model's rrn -> the switch's field 37
         self.frames: dict[str, dict[str, str]] = {}  # key -> the fields sent
@@ -158,6 +176,133 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         frame = self.frames[req.key]
         again = self._terminal(frame["41"].strip()).call(frame)
         assert again == self.responses[req.key], (again, self.responses[req.key])
+
+
+    # ---------------------------------------------------------------- pre-authorisations
+
+    def sv_available(self, card: str) -> int:
+        return self.model.sv[card] - self.held[card]
+
+    def _record(self, t: TxnType, req: Request, fields: dict[str, str], resp: dict[str, str]) -> None:
+        """Keep a request sent by the rules below as ``send`` keeps its own (duplicates resend it)."""
+        approved = resp["39"] == "00"
+        if approved and "37" in resp:
+            self.switch_rrn[req.rrn] = resp["37"]
+        self.frames[req.key] = fields
+        self.responses[req.key] = resp
+        self.model.sent.append((t, req, Outcome(REASON_BY_CODE[resp["39"]], t, journal_id=1 if approved else None)))
+
+    def _preauth_fields(self, mti: str, req: Request, **extra: str) -> dict[str, str]:
+        tid, stan, when = req.key.split("|")
+        return {"t": mti, "2": req.pan, "3": "006000", "4": f"{req.amount:012d}", "7": when, "11": stan,
+                "41": tid.ljust(8), "42": req.merchant_id.ljust(15), "49": "156", **extra}
+
+    @staticmethod
+    def _names(p: Preauth) -> str:
+        return "0100" + p.fields["11"] + p.fields["7"] + "0" * 22
+
+    @rule(card=st.sampled_from(base.CARDS), percent=st.integers(1, 120))
+    def preauth(self, card: str, percent: int) -> None:
+        if self.sv_available(card) <= 0 and not self.card_reason(card):
+            self.money_op(card, 5_000, "load")  # something to hold (a rule of its own, called)
+        amount = max(1, self.sv_available(card) * percent // 100)
+        req = self.request(card, "M0002", amount)
+        fields = self._preauth_fields("0100", req)
+        resp = self._terminal(fields["41"].strip()).call(fields)
+        short = self.sv_available(card) < amount
+        expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
+        assert REASON_BY_CODE[resp["39"]] is expect, (fields, resp, expect)
+        self._record(TxnType.PREAUTH, req, fields, resp)
+        if expect is Reason.APPROVED:
+            assert resp["t"] == "0110" and "HT" in tlv(resp["48"]), resp
+            self.preauths.append(Preauth(fields, card, amount))
+            self.held[card] += amount
+
+    @precondition(lambda self: self.preauths)
+    @rule(data=st.data(), percent=st.integers(1, 120), advice=st.booleans())
+    def complete(self, data: Any, percent: int, advice: bool) -> None:
+        self._complete(data.draw(st.sampled_from(self.preauths)), percent, advice)
+
+    @rule(card=st.sampled_from(base.CARDS), percent=st.integers(1, 120),
+          then=st.sampled_from(["complete", "advice", "release"]), then_percent=st.integers(1, 120))
+    def preauth_then(self, card: str, percent: int, then: str, then_percent: int) -> None:
+        """A 0100 and at once what ends it (the rules above pair them only now and then)."""
+        before = len(self.preauths)
+        self.preauth(card, percent)
+        if len(self.preauths) > before:
+            p = self.preauths[-1]
+            if then == "release":
+                self._release(p)
+            else:
+                self._complete(p, then_percent, then == "advice")
+
+    def _complete(self, p: Preauth, percent: int, advice: bool) -> None:
+        amount = max(1, p.amount * percent // 100)
+        req = self.request(p.card, "M0002", amount)
+        fields = self._preauth_fields("0220" if advice else "0200", req, **{"90": self._names(p)})
+        resp = self._terminal(fields["41"].strip()).call(fields)
+        if self.card_reason(p.card):
+            expect = Reason.CARD_BLOCKED
+        elif p.state != "pending":
+            expect = Reason.INVALID_TXN
+        elif amount > p.amount:
+            expect = Reason.INVALID_AMOUNT
+        else:
+            expect = Reason.APPROVED
+        assert REASON_BY_CODE[resp["39"]] is expect, (p, fields, resp, expect)
+        assert resp["t"] == ("0230" if advice else "0210")
+        self._record(TxnType.COMPLETION, req, fields, resp)
+        if expect is Reason.APPROVED:
+            p.state = "captured"
+            self.held[p.card] -= p.amount
+            self.model.sv[p.card] -= amount
+            # The capture is a stored-value purchase: voided, refunded and reversed like one.
+            self.model.originals.append(base.Orig(req, TxnType.SV_PURCHASE, amount, -1))
+
+    @precondition(lambda self: self.preauths)
+    @rule(data=st.data())
+    def release(self, data: Any) -> None:
+        self._release(data.draw(st.sampled_from(self.preauths)))
+
+    def _release(self, p: Preauth) -> None:
+        req = self.request(p.card, "M0002", p.amount)
+        fields = self._preauth_fields("0400", req, **{"90": self._names(p)})
+        resp = self._terminal(fields["41"].strip()).call(fields)
+        expect = Reason.INVALID_TXN if p.state == "captured" else Reason.APPROVED
+        assert REASON_BY_CODE[resp["39"]] is expect, (p, fields, resp, expect)
+        self._record(TxnType.REVERSAL, req, fields, resp)
+        if p.state == "pending":
+            p.state = "released"
+            self.held[p.card] -= p.amount
+
+    @precondition(lambda self: any(p.state == "pending" for p in self.preauths))
+    @rule()
+    def time_jump(self) -> None:
+        """Every pending hold's time is up: the sweep expires them, and each card has its amount back."""
+        async def jump() -> int:
+            async with self.pool.acquire() as conn:
+                # The hold trigger refuses any change but a resolution: replication mode.
+                await conn.execute("SET session_replication_role = replica")
+                await conn.execute("UPDATE ledger.holds SET expires_at = now() - interval '1 second' "
+                                   "WHERE state = 'pending'")
+                await conn.execute("SET session_replication_role = origin")
+            return await self.ledger.expire_due_holds()
+
+        pending = [p for p in self.preauths if p.state == "pending"]
+        assert self.run(jump()) == len(pending)
+        for p in pending:
+            p.state = "expired"
+            self.held[p.card] -= p.amount
+
+    @invariant()
+    def holds_are_the_models(self) -> None:
+        rows = self.run(self.pool.fetch(
+            "SELECT c.pan, a.held FROM ledger.accounts a JOIN loyalty.cards c "
+            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE a.purpose = 'stored_value'"))
+        held = dict.fromkeys(base.CARDS, 0)
+        for r in rows:
+            held[r["pan"]] += r["held"]
+        assert held == self.held, (held, self.held)
 
 
 

@@ -164,9 +164,12 @@ def test_unknown_mti_12_and_unsupported_code_40(daemon: Any) -> None:
     tid = new_tid()
     daemon.add_terminal(tid, signed_on=True)
     with term(daemon, "pos") as t:
-        req = {**purchase(tid), "t": "0100"}
+        req = {**purchase(tid), "t": "0120"}
         resp = t.call(req)
-        assert resp["t"] == "0110" and resp["39"] == "12"
+        assert resp["t"] == "0130" and resp["39"] == "12"
+        # A 0100 is a stored-value pre-authorisation (006000) and nothing else.
+        resp = t.call({**purchase(tid), "t": "0100"})
+        assert resp["t"] == "0110" and resp["39"] == "40"
         resp = t.call(purchase(tid, pc="770000"))
         assert resp["39"] == "40"
         resp = t.call(netmgmt(tid, "999"))

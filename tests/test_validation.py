@@ -78,8 +78,9 @@ def test_forbidden(mti: str, field: str) -> None:
 
 def test_rules_table_is_data() -> None:
     assert rule_for("0800", None) is RULES[("0800", "*")]
-    assert rule_for("0100", "000000") is None
-    assert validate({"t": "0100"}) is None  # unknown MTIs are routed (12), not format errors
+    assert rule_for("0100", "006000") is RULES[("0100", "*")]  # a pre-authorisation: financial
+    assert rule_for("0120", "000000") is None
+    assert validate({"t": "0120"}) is None  # unknown MTIs are routed (12), not format errors
     for (mti, txn), rule in RULES.items():
         assert len(mti) == 4 and (txn == "*" or len(txn) == 2)
         assert not rule.mandatory & rule.forbidden

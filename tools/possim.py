@@ -6,6 +6,17 @@ Talks to the daemon over TCP only (framing, codec and MAC are the tools' own).
         --mti 0200 --proc 000000 --pan 6250941234567890 --amount 1000 \\
         --mac-alg cmac-aes --mac-key 000102030405060708090A0B0C0D0E0F
 
+Stored-value pre-authorisation (specs/HOST-INTERFACE.md §6.1): ``--preauth`` sends a 0100
+(field 3 ``006000``; ``--hold-s`` asks for the hold's life in field 48 tag HT); ``--complete
+STAN:F7`` completes the 0100 that had that field 11 and field 7 (a 0200 ``006000`` whose field 90
+names it; with ``--advice``, a 0220); ``--release STAN:F7`` reverses it (a 0400). The response
+echoes 11 and 7, which is what a later completion names::
+
+    python -m tools.possim --tid T0000001 --mid M0001 --sign-on --preauth --pan 6250941234567890 \
+        --amount 6000 --hold-s 600
+    python -m tools.possim --tid T0000001 --mid M0001 --complete 123456:0309140507 \
+        --pan 6250941234567890 --amount 4500
+
 Field 49 (currency) goes with every money amount (specs/HOST-INTERFACE.md §6),
 156 unless ``--currency`` says otherwise (``--currency ''`` sends none); points
 amounts carry none. A 30 (format error) answer is followed by a hint line.
@@ -29,13 +40,16 @@ from specs.vocabulary import FORMAT_ERROR
 from tools import _mac, _msg, _wire
 
 # Requests whose field 4 is an amount (money or points, by field 3).
-AMOUNT_MTIS = frozenset({"0200", "0400", "0420", "0421"})
+AMOUNT_MTIS = frozenset({"0100", "0200", "0220", "0221", "0400", "0420", "0421"})
+PREAUTH_PROC = "006000"  # a pre-authorisation and its completion: stored value
 DEFAULT_CURRENCY = "156"
 POINTS_ACCOUNT = "65"
 INQUIRY_TYPE = "31"  # field 4 is 0: no currency needed
 # specs/HOST-INTERFACE.md §5.1, without 49 (which depends on field 3).
 MANDATORY = {
+    "0100": ("2", "3", "4", "7", "11", "41", "42"),
     "0200": ("2", "3", "4", "7", "11", "41", "42"),
+    "0220": ("2", "3", "4", "7", "11", "41", "42"),
     "0400": ("2", "3", "4", "7", "11", "41", "42"),
     "0420": ("2", "3", "4", "7", "11", "41", "42"),
     "0421": ("2", "3", "4", "7", "11", "41", "42"),
@@ -77,6 +91,43 @@ def format_error_hint(fields: Mapping[str, str]) -> str:
                 "(specs/HOST-INTERFACE.md §5.1)")
     return ("hint: 30 is a format error; a field's value is malformed or not allowed here "
             "(specs/HOST-INTERFACE.md §5); the switch's request log line names it (error=...)")
+
+
+def preauth_options(preauth: bool, hold_s: int | None, complete: str, release: str,
+                    advice: bool) -> tuple[str, str, dict[str, str]] | None:
+    """(MTI, field 3, extra fields) for the pre-authorisation options, or None when none is given.
+
+    ValueError when they contradict each other or a ``STAN:F7`` is malformed.
+
+    >>> preauth_options(True, 600, "", "", False)
+    ('0100', '006000', {'48': 'HT003600'})
+    >>> preauth_options(False, None, "42:0309140507", "", True)
+    ('0220', '006000', {'90': '010000004203091405070000000000000000000000'})
+    >>> preauth_options(False, None, "", "42:0309140507", False)[0]
+    '0400'
+    """
+    chosen = [name for name, on in (("--preauth", preauth), ("--complete", bool(complete)),
+                                    ("--release", bool(release))) if on]
+    if len(chosen) > 1:
+        raise ValueError(f"{' and '.join(chosen)} exclude each other")
+    if hold_s is not None and not preauth:
+        raise ValueError("--hold-s goes with --preauth")
+    if advice and not complete:
+        raise ValueError("--advice goes with --complete")
+    if preauth:
+        if hold_s is not None and not 1 <= hold_s <= 999_999:
+            raise ValueError(f"--hold-s must be 1..999999 seconds, got {hold_s}")
+        return "0100", PREAUTH_PROC, ({"48": f"HT{len(str(hold_s)):03d}{hold_s}"} if hold_s is not None else {})
+    named = complete or release
+    if not named:
+        return None
+    stan, sep, when = named.partition(":")
+    if not (sep and stan.isascii() and stan.isdigit() and len(stan) <= 6 and when.isascii() and when.isdigit()
+            and len(when) == 10):
+        raise ValueError(f"--complete/--release expect the 0100's STAN:F7 (e.g. 000042:0309140507), got {named!r}")
+    original = "0100" + stan.zfill(6) + when + "0" * 22
+    mti = ("0220" if advice else "0200") if complete else "0400"
+    return mti, PREAUTH_PROC, {"90": original}
 
 
 class SimError(Exception):
@@ -125,11 +176,11 @@ def build_request(
     network = mti.startswith("08")
     if pan:
         fields["2"] = pan
-    if proc or mti in ("0200", "0400", "0420"):
+    if proc or mti in ("0100", "0200", "0220", "0400", "0420"):
         fields["3"] = proc or "000000"
     if amount:
         fields["4"] = f"{int(amount):012d}"
-    elif mti in ("0200", "0400", "0420"):
+    elif mti in ("0100", "0200", "0220", "0400", "0420"):
         fields["4"] = "0" * 12
     if rrn:
         fields["37"] = rrn
@@ -257,6 +308,12 @@ def report(
 @click.option("--stan", default="", help="STAN (field 11); random when omitted.")
 @click.option("--rrn", default="", help="RRN (field 37), e.g. of the original for a void.")
 @click.option("--field", "field_items", multiple=True, help="Extra field N=VALUE (repeatable).")
+@click.option("--preauth", is_flag=True, help="Send a stored-value pre-authorisation (0100, field 3 006000).")
+@click.option("--hold-s", type=int, default=None, help="With --preauth: the hold's life asked for, in seconds.")
+@click.option("--complete", default="", metavar="STAN:F7",
+              help="Complete the 0100 with that field 11 and field 7 (0200 006000, field 90).")
+@click.option("--advice", is_flag=True, help="With --complete: send it as a completion advice (0220).")
+@click.option("--release", default="", metavar="STAN:F7", help="Release the 0100 with that field 11 and 7 (0400).")
 def main(
     host: str,
     port: int,
@@ -277,6 +334,11 @@ def main(
     stan: str,
     rrn: str,
     field_items: tuple[str, ...],
+    preauth: bool,
+    hold_s: int | None,
+    complete: str,
+    advice: bool,
+    release: str,
 ) -> None:
     """Send one request to the switch and print the decoded response."""
     try:
@@ -291,6 +353,10 @@ def main(
         if stan and not (stan.isascii() and stan.isdigit() and len(stan) <= 6):
             raise ValueError(f"--stan must be up to 6 digits, got {stan!r}")
         extra = parse_field_option(field_items)
+        chosen = preauth_options(preauth, hold_s, complete, release, advice)
+        if chosen is not None:
+            mti, proc = chosen[0], chosen[1]
+            extra = {**chosen[2], **extra}
         stan = (stan or str(random.randint(1, 999_999))).zfill(6)
         fields = build_request(
             mti=mti, stan=stan, tid=tid, mid=mid, now=_msg.transmission_datetime(),

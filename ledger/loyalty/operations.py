@@ -38,7 +38,7 @@ import asyncpg
 
 from ledger.accounts import StoredReceipt, get_receipt, open_account
 from ledger.coalesce import Coalescer
-from ledger.commands import Leg, Result, Status, transfer
+from ledger.commands import Command, Leg, Result, Status, transfer
 from ledger.engine import SENT_MARK, Ledger, Receipt, ReceiptRef
 from ledger.engine import UNKNOWN as LEDGER_UNKNOWN
 from ledger.errors import SwitchdError, Unavailable, first_line, timeout_named
@@ -55,6 +55,8 @@ from ledger.loyalty.outcomes import (
     TxnType,
     approval_code,
 )
+from ledger.loyalty.preauth import DEFAULT_SETTINGS as PREAUTH_DEFAULTS
+from ledger.loyalty.preauth import PreauthSettings, complete, place, release
 from ledger.loyalty.programs import ProvisioningError
 from ledger.loyalty.rules import earned_points, fee_bps_for, fee_minor, is_expired, undo_targets
 
@@ -119,8 +121,11 @@ class Loyalty:
     """The domain operations over a running :class:`~ledger.engine.Ledger`."""
 
     def __init__(self, ledger: Ledger, pool: asyncpg.Pool | None = None, lock_timeout_s: float = 2.0,
-                 today: Any = None, coalesced_inflight_max: int = 2, coalesced_linger_s: float = 0.0) -> None:
+                 today: Any = None, coalesced_inflight_max: int = 2, coalesced_linger_s: float = 0.0,
+                 preauth: PreauthSettings | None = None) -> None:
         self.ledger = ledger
+        # Pre-authorisations' hold lives (ledger/loyalty/preauth.py).
+        self.preauth = preauth or PREAUTH_DEFAULTS
         self.pool: asyncpg.Pool = pool or ledger.pool
         self.lock_timeout_s = lock_timeout_s
         # Each coalesced statement (context reads, decline records) has this many in flight at once.
@@ -239,7 +244,16 @@ class Loyalty:
             return await self._inquiry(req, ctx, receipt)
         if t in (TxnType.VOID, TxnType.REFUND):
             return await self._compensate(t, req, ctx, receipt)
+        if t is TxnType.PREAUTH:
+            return await place(self, req, ctx, receipt)
+        if t is TxnType.COMPLETION:
+            return await complete(self, req, ctx, receipt)
         return await self._purchase_like(t, req, ctx, receipt)
+
+    @staticmethod
+    def fingerprint(t: TxnType, req: Request, card_id: int | None) -> str:
+        """What identifies a request's content in its journal (a replay with other content is 94)."""
+        return _fingerprint(t, req, card_id)
 
     # ------------------------------------------------------------ checks
 
@@ -435,11 +449,12 @@ class Loyalty:
 
     async def _post(self, t: TxnType, req: Request, ctx: Context, legs: list[Leg], meta: dict[str, Any],
                     member: dict[str, int], receipt: OutcomeReceiptFn | None, force: bool,
-                    guard: str | None = None) -> Outcome:
-        """Post one transfer; map the ledger's answer to an outcome (and the receipt, in-transaction).
+                    guard: str | None = None, command: Command | None = None) -> Outcome:
+        """Post one transfer (or ``command``: a pre-authorisation's hold, capture or release, under
+        the request's key); map the ledger's answer to an outcome (and the receipt, in-transaction).
 
         Raises _GuardTaken when ``guard`` was taken (nothing posted; the caller reads again)."""
-        cmd = transfer(req.key, legs, metadata=meta, force=force, guard=guard)
+        cmd = command if command is not None else transfer(req.key, legs, metadata=meta, force=force, guard=guard)
 
         # A caller that keys its receipts (the switch) gets them stored by reference: the journal
         # records everything its answer is rebuilt from (see _replay), and the posting stays
@@ -546,7 +561,7 @@ class Loyalty:
             points_balance=balances.get(ROLE_POINTS, out.get("points_balance")),
             sv_balance_minor=balances.get(ROLE_SV),
             prize_code=out.get("prize_code"), prize_points=int(out.get("prize_points", 0)), replayed=True,
-            rrn=txn.get("rrn"))
+            rrn=txn.get("rrn"), hold_s=out.get("hold_s"))
 
     async def _inquiry(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome:
         want_points = req.account in ("65", "00")
@@ -747,6 +762,8 @@ class Loyalty:
                 continue  # the original (or another marker) arrived meanwhile: look again
             jid, meta = found
             ttype = meta.get("txn", {}).get("type")
+            if ttype == TxnType.PREAUTH:  # a pre-authorisation: its hold is released
+                return await release(self, req, ctx, receipt, jid, meta["txn"])
             if ttype == TxnType.MARKER:
                 return await self._unposted(t, req, ctx, Outcome(
                     Reason.ORIGINAL_NOT_FOUND, t, detail="original not found (marked)"), receipt)
@@ -858,6 +875,8 @@ def _fingerprint(t: TxnType, req: Request, card_id: int | None) -> str:
     # and an unkeyed hash of a PAN whose BIN and last digits are known is a PAN.
     body = "|".join(str(x) for x in (t, card_id, req.amount, req.currency, req.merchant_id, req.terminal_id,
                                      req.account, req.original_rrn, req.original_key, req.replacement_amount))
+    if t is TxnType.PREAUTH:  # (appended, so that every other type's fingerprints stay as recorded)
+        body += f"|{req.hold_timeout_s}"
     return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 
@@ -898,7 +917,7 @@ def _outcome_from_result(t: TxnType, ctx: Context, meta: dict[str, Any], member:
         business_date=res.business_date, program=txn.get("program"), currency=ctx.row.get("currency"),
         points_earned=int(out.get("points_earned", 0)), points_redeemed=int(out.get("points_redeemed", 0)),
         points_balance=points_balance, sv_balance_minor=sv_balance, prize_code=out.get("prize_code"),
-        prize_points=int(out.get("prize_points", 0)), receipt_stored=receipt_stored)
+        prize_points=int(out.get("prize_points", 0)), receipt_stored=receipt_stored, hold_s=out.get("hold_s"))
 
 
 def _replace(outcome: Outcome, **changes: Any) -> Outcome:

@@ -35,6 +35,10 @@ class TxnType(StrEnum):
     REVERSAL = "reversal"  # 0400 / 0420
     MARKER = "marker"  # a reversal's marker for an original not (yet) seen
     FEE = "fee"  # a fee charged to a merchant outside a transaction (a promotion's placement fee)
+    PREAUTH = "preauth"  # a hold on stored value (0100 006000), released, captured or expired later
+    # A pre-authorisation's completion (0200 006000 or 0220 with field 90 naming the 0100):
+    # the operation; what it posts is recorded as the stored-value purchase it is.
+    COMPLETION = "completion"
 
     @property
     def account(self) -> str:
@@ -48,7 +52,7 @@ class TxnType(StrEnum):
 
 
 _ACCOUNT = {TxnType.EARN: "00", TxnType.REDEEM: "65", TxnType.TOPUP: "65",
-            TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60"}
+            TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60", TxnType.PREAUTH: "60", TxnType.COMPLETION: "60"}
 
 # What may be voided and refunded (specs/HOST-INTERFACE.md §6: top-ups and loads are voidable, not refundable).
 VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType.TOPUP, TxnType.LOAD})
@@ -108,7 +112,8 @@ class Request:
     already stored there, the operation does nothing and answers from it
     (:attr:`Outcome.stored_answer`), or 94 when the content differs.
     ``channel`` says where the request was taken; ``operator_ref`` who took it
-    (the web seat's operator; None on the wire).
+    (the web seat's operator; None on the wire). ``hold_timeout_s``: how long a
+    pre-authorisation's hold should live (None: the configured default).
     """
 
     key: str
@@ -127,13 +132,14 @@ class Request:
     receipt_hash: bytes | None
     channel: str
     operator_ref: str | None
+    hold_timeout_s: int | None
 
     def __init__(self, key: str, terminal_id: str, merchant_id: str, pan: str, amount: int,
                  currency: str | None = None, rrn: str = "", stan: str = "", account: str = "00",
                  original_rrn: str | None = None, original_key: str | None = None,
                  replacement_amount: int | None = None, receipt_key: str | None = None,
                  receipt_hash: bytes | None = None, channel: str = Channel.TERMINAL,
-                 operator_ref: str | None = None) -> None:
+                 operator_ref: str | None = None, hold_timeout_s: int | None = None) -> None:
         self.key = key
         self.terminal_id = terminal_id
         self.merchant_id = merchant_id
@@ -150,6 +156,7 @@ class Request:
         self.receipt_hash = receipt_hash
         self.channel = str(channel)
         self.operator_ref = operator_ref
+        self.hold_timeout_s = hold_timeout_s
 
 
 @dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands
@@ -179,6 +186,8 @@ class Outcome:
     # The caller's receipt for this request is stored already (by reference to the journal,
     # with the posting): the caller must not store one.
     receipt_stored: bool
+    hold_s: int | None  # a pre-authorisation's hold: how long it lives, in seconds
+
 
     def __init__(self, reason: Reason, txn_type: TxnType, detail: str = "", journal_id: int | None = None,
                  approval_code: str | None = None, business_date: str | None = None,
@@ -186,7 +195,7 @@ class Outcome:
                  points_redeemed: int = 0, points_balance: int | None = None,
                  sv_balance_minor: int | None = None, prize_code: str | None = None, prize_points: int = 0,
                  replayed: bool = False, rrn: str | None = None, stored_answer: bytes | None = None,
-                 receipt_stored: bool = False) -> None:
+                 receipt_stored: bool = False, hold_s: int | None = None) -> None:
         self.reason = reason
         self.txn_type = txn_type
         self.detail = detail
@@ -205,6 +214,7 @@ class Outcome:
         self.rrn = rrn
         self.stored_answer = stored_answer
         self.receipt_stored = receipt_stored
+        self.hold_s = hold_s
 
     @property
     def approved(self) -> bool:

@@ -81,7 +81,7 @@ DECLARE
     g_taken text[] := '{}';
     -- loop state
     i integer; j integer; k integer; kj bigint; kd integer; kc integer; leg integer; mark integer;
-    amt bigint; nat bigint; ok boolean; why text;
+    amt bigint; nat bigint; was bigint; s integer; ok boolean; why text;
     snap_k integer[]; snap_p bigint[]; snap_h bigint[];
     r record;
     hold record;
@@ -303,10 +303,15 @@ BEGIN
             END IF;
         END LOOP;
         IF ok THEN
-            FOREACH k IN ARRAY snap_k LOOP
+            FOR s IN 1..coalesce(array_length(snap_k, 1), 0) LOOP
+                k := snap_k[s];
                 nat := CASE WHEN a_credit[k] THEN a_posted[k] ELSE -a_posted[k] END;
-                IF nat - a_held[k] < 0 AND (a_limit[k] = 'non_negative'
-                                            OR (a_limit[k] = 'guarded' AND NOT coalesce(p_force[i], false))) THEN
+                was := CASE WHEN a_credit[k] THEN snap_p[s] ELSE -snap_p[s] END - snap_h[s];
+                -- Only a command that lowers what is available can break the limit: a release,
+                -- an expiry or a capture within its hold never does, even on an account a
+                -- claw-back left below zero (a hold must always be able to end).
+                IF nat - a_held[k] < 0 AND nat - a_held[k] < was
+                   AND (a_limit[k] = 'non_negative' OR (a_limit[k] = 'guarded' AND NOT coalesce(p_force[i], false))) THEN
                     ok := false; st[i] := 'declined'; why_code[i] := 'limit';
                     why := 'account ' || a_id[k] || ' would go below its limit (available '
                            || (nat - a_held[k]) || ' after this command)';

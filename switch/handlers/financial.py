@@ -1,4 +1,4 @@
-"""Financial messages (0200, 0400/0420): ISO 8583 <-> the loyalty domain.
+"""Financial messages (0100, 0200, 0220, 0400/0420): ISO 8583 <-> the loyalty domain.
 
 This is the only place that translates between a message and a ledger
 operation (docs/design.md, Layout and dependencies). Each request becomes one :class:`ledger.loyalty.Request`
@@ -16,6 +16,8 @@ very same bytes.
 ('6502999C000000001234', '6002156D000000000005')
 >>> tlv({"PE": "12", "PB": "340"})
 'PE00212PB003340'
+>>> parse_tlv("HT0043600PB003340"), parse_tlv("HT9"), names_preauth({"90": "0100000007" + "0" * 32})
+({'HT': '3600', 'PB': '340'}, None, True)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import replace
 from ledger.loyalty import lookup
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from specs.vocabulary import (
+    FORMAT_ERROR,
     FUNCTION_NOT_SUPPORTED,
     INVALID_TRANSACTION,
     STAN,
@@ -80,6 +83,34 @@ def tlv(items: dict[str, str]) -> str:
     return "".join(f"{tag}{len(value):03d}{value}" for tag, value in items.items())
 
 
+def parse_tlv(value: str) -> dict[str, str] | None:
+    """Field 48's entries (tag, 3-digit length, value), or None when it is not such a list."""
+    items: dict[str, str] = {}
+    at = 0
+    while at < len(value):
+        head = value[at:at + 5]
+        if len(head) < 5 or not (head[2:].isascii() and head[2:].isdigit()):
+            return None
+        end = at + 5 + int(head[2:])
+        if end > len(value):
+            return None
+        items[head[:2]] = value[at + 5:end]
+        at = end
+    return items
+
+
+# Field 48 tag of a 0100: the hold's life the terminal asks for, in seconds (at most 6 digits).
+HOLD_TIME_TAG = "HT"
+PREAUTH_MTI = "0100"
+# Field 3 of a pre-authorisation and of its completion: stored value (specs/HOST-INTERFACE.md §6.1).
+PREAUTH_PROCESSING_CODE = "006000"
+
+
+def names_preauth(fields: Fields) -> bool:
+    """Whether field 90 names a 0100 (then a 0200 006000 is that pre-authorisation's completion)."""
+    return fields.get("90", "")[:4] == PREAUTH_MTI
+
+
 def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
     """The 0210/0410/0430 for an outcome (called inside the posting's transaction)."""
     code = response_code(outcome.reason)
@@ -105,6 +136,8 @@ def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
         tags["LP"] = outcome.prize_code
     if outcome.program:
         tags["PG"] = outcome.program
+    if outcome.hold_s is not None:
+        tags[HOLD_TIME_TAG] = str(outcome.hold_s)
     if tags:
         extra["48"] = tlv(tags)
     # Points first, then stored value (specs/HOST-INTERFACE.md §7.2).
@@ -172,6 +205,8 @@ def _base_request(ctx: RequestContext, account: str) -> Request:
 async def handle_0200(ctx: RequestContext) -> Fields:
     """Every 0200 we offer: purchase-earn, redeem, stored-value purchase, top-up, load,
     inquiry, void, refund, lottery (specs/HOST-INTERFACE.md §6 table)."""
+    if ctx.fields.get("3") == PREAUTH_PROCESSING_CODE and names_preauth(ctx.fields):
+        return await handle_completion(ctx)
     kind, account = classify(ctx.mti, ctx.fields.get("3", ""))
     if kind is None or account is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
@@ -210,3 +245,35 @@ async def handle_reversal(ctx: RequestContext) -> Fields:
     request = replace(_base_request(ctx, "00"), original_key=await _original_key(ctx), original_rrn=None,
                       replacement_amount=_replacement_amount(ctx))
     return await _run(ctx, TxnType.REVERSAL, request)
+
+
+async def handle_0100(ctx: RequestContext) -> Fields:
+    """0100 pre-authorisation (006000): a hold on the member's stored value; field 48 tag HT
+    may ask for the hold's life in seconds (specs/HOST-INTERFACE.md §6.1)."""
+    if ctx.fields.get("3") != PREAUTH_PROCESSING_CODE:
+        return ctx.reply(FUNCTION_NOT_SUPPORTED)
+    hold_s: int | None = None
+    if "48" in ctx.fields:
+        tags = parse_tlv(ctx.fields["48"])
+        asked = (tags or {}).get(HOLD_TIME_TAG, "")
+        if tags is None or (HOLD_TIME_TAG in tags and not (1 <= len(asked) <= 6 and asked.isascii()
+                                                          and asked.isdigit())):
+            return ctx.reply(FORMAT_ERROR)
+        hold_s = int(asked) if asked else None
+    request = replace(_base_request(ctx, "60"), hold_timeout_s=hold_s)
+    return await _run(ctx, TxnType.PREAUTH, request)
+
+
+async def handle_completion(ctx: RequestContext) -> Fields:
+    """0200 006000 with field 90 naming a 0100, or 0220 completion advice: capture up to the
+    held amount; the rest of the hold is released."""
+    if ctx.fields.get("3") != PREAUTH_PROCESSING_CODE:
+        return ctx.reply(FUNCTION_NOT_SUPPORTED)
+    original = ctx.fields.get("90", "")
+    if not (names_preauth(ctx.fields) and len(original) >= 20 and original[:20].isascii()
+            and original[:20].isdigit()):
+        ctx.log.info("declined", reason="completion without field 90 naming the 0100")
+        return ctx.reply(INVALID_TRANSACTION)
+    tid = normalize_id(ctx.fields[TERMINAL_ID])
+    request = replace(_base_request(ctx, "60"), original_key=request_key(tid, original[4:10], original[10:20]))
+    return await _run(ctx, TxnType.COMPLETION, request)
