@@ -35,6 +35,8 @@ class TxnType(StrEnum):
     REVERSAL = "reversal"  # 0400 / 0420
     MARKER = "marker"  # a reversal's marker for an original not (yet) seen
     FEE = "fee"  # a fee charged to a merchant outside a transaction (a promotion's placement fee)
+    VOUCHER_SALE = "voucher_sale"  # a batch of points top-up cards sold to a merchant
+    VOUCHER_REDEEM = "voucher_redeem"  # a points top-up card redeemed by a member
 
     @property
     def account(self) -> str:
@@ -44,7 +46,7 @@ class TxnType(StrEnum):
     @property
     def in_points(self) -> bool:
         """True when field 4 of this transaction is a number of points."""
-        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY)
+        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY, TxnType.VOUCHER_REDEEM)
 
 
 _ACCOUNT = {TxnType.EARN: "00", TxnType.REDEEM: "65", TxnType.TOPUP: "65",
