@@ -37,7 +37,9 @@ from ledger.eod import EodBusy
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.bins import BinNotFound
 from ledger.loyalty.programs import ProvisioningError
+from ledger.loyalty.vouchers import VoucherError
 from ledger.migrate import MigrationError
+from ledger.revenue import RevenueError
 from ledger.roles import RolesError
 from switch.config import ConfigError
 from switch.keystore import KeyStoreError
@@ -84,6 +86,8 @@ _DOMAIN_CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (EmbeddedError, Exit.REFUSED),
     (MigrationError, Exit.REFUSED),
     (RolesError, Exit.REFUSED),
+    (VoucherError, Exit.REFUSED),
+    (RevenueError, Exit.USAGE),
 )
 
 

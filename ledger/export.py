@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import re
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -35,7 +36,7 @@ def commodity(asset: str) -> str:
     return name[:24]
 
 
-def account_name(row: asyncpg.Record | dict[str, object]) -> str:
+def account_name(row: asyncpg.Record | dict[str, Any]) -> str:
     """``Liabilities:Member:<owner>:<purpose>:<asset>``-style names, beancount-safe; the operator's
     income accounts (ledger.revenue) under ``Income``."""
 

@@ -183,6 +183,11 @@ class CreatedBatch:
     serials: list[str] = field(default_factory=list)
 
 
+def _check_dir(out_dir: Path) -> None:
+    if not out_dir.is_dir():
+        raise VoucherError(f"vouchers: no directory {out_dir}")
+
+
 def _write_private(path: Path, text: str) -> None:
     # O_EXCL: never overwrite a file (another batch's codes); 0600 from the start, not chmod after.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -202,8 +207,7 @@ async def create_batch(conn: asyncpg.Connection, master_key: bytes, program: str
         raise VoucherError(f"vouchers: price must be 0..{PRICE_MAX_MINOR}")
     if not await conn.fetchval("SELECT 1 FROM loyalty.programs WHERE code = $1", program):
         raise VoucherError(f"vouchers: no program {program!r}")
-    if not out_dir.is_dir():
-        raise VoucherError(f"vouchers: no directory {out_dir}")
+    _check_dir(out_dir)
     key = code_key(master_key)
     batch_id = int(await conn.fetchval(
         "INSERT INTO loyalty.voucher_batches(program, points, card_count, price_minor, expires_on, key_version) "
