@@ -27,6 +27,7 @@ from typing import Any
 from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
 from ledger.loyalty.mall import MallSettings
+from ledger.loyalty.vouchers import GuessPolicy
 
 ENV_CONFIG = "SWITCHD_CONFIG"
 ENV_DSN = "SWITCHD_DSN"
@@ -149,6 +150,14 @@ MALL_SCHEMA: Schema = {
     "sweep_interval_s": (float, 60.0, _between(0.1, 86_400)),
     "sweep_batch_max": (int, 100, _between(1, 10_000)),
     "placing_stale_s": (int, 300, _between(10, 86_400)),
+}
+
+# Points top-up cards (ledger/loyalty/vouchers.py): failed redemptions per member, client address
+# and terminal before a lockout.
+VOUCHERS_SCHEMA: Schema = {
+    "failures_max": (int, 5, _between(1, 1000)),
+    "failure_window_s": (int, 900, _between(1, 7 * 86_400)),
+    "lockout_s": (int, 900, _between(1, 30 * 86_400)),
 }
 
 # The member API for apps (/api/v1, served by the portal: docs/api.md).
@@ -331,6 +340,7 @@ class Config:
     portal: PortalConfig
     api: ApiConfig
     mall: MallSettings  # the mall's own settings: [mall] names exactly its fields
+    vouchers: GuessPolicy  # top-up cards' guessing bounds: [vouchers] names exactly its fields
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -349,6 +359,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "portal": (PORTAL_SCHEMA, PortalConfig),
     "api": (API_SCHEMA, ApiConfig),
     "mall": (MALL_SCHEMA, MallSettings),
+    "vouchers": (VOUCHERS_SCHEMA, GuessPolicy),
 }
 
 

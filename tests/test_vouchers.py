@@ -23,7 +23,7 @@ from ledger.loyalty import vouchers as v
 from ledger.loyalty.outcomes import Channel
 
 MASTER = bytes(range(32))
-POLICY = v.GuessPolicy(failures_max=3, window_s=600, lockout_s=600)
+POLICY = v.GuessPolicy(failures_max=3, failure_window_s=600, lockout_s=600)
 
 
 def _codes(path: Path) -> dict[str, str]:

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -76,11 +76,21 @@ class Refusal(StrEnum):
 
 @dataclass(frozen=True)
 class GuessPolicy:
-    """How many failed redemptions a subject may make in a window before a lockout."""
+    """The ``[vouchers]`` section: how many failed redemptions a subject (member, client address,
+    terminal) may make in a window before it is locked out, and for how long."""
 
     failures_max: int = 5
-    window_s: int = 900
+    failure_window_s: int = 900
     lockout_s: int = 900
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> GuessPolicy:
+        """The settings from a mapping with an entry for each of them (others are ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+# The schema's defaults (switch/config.py), for callers built without a configuration.
+DEFAULT_POLICY = GuessPolicy()
 
 
 @dataclass(frozen=True)
@@ -376,7 +386,7 @@ UPDATE loyalty.voucher_failures SET locked_until = now() + make_interval(secs =>
 async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects, policy: GuessPolicy) -> None:
     """Count one failed redemption against each subject; lock out those that reach the limit."""
     for scope, subject in who.pairs():
-        failures = await conn.fetchval(_FAIL_SQL, scope, subject, policy.window_s)
+        failures = await conn.fetchval(_FAIL_SQL, scope, subject, policy.failure_window_s)
         _count(f"failures:{scope}")
         if failures is not None and failures >= policy.failures_max:
             await conn.execute(_LOCK_SQL, scope, subject, policy.lockout_s)
@@ -417,10 +427,13 @@ def _refusal_of(row: asyncpg.Record, card_id: int, open_date: dt.date) -> Refusa
     return Refusal.USED  # taken by a racer between the read and the update
 
 
-async def member_card(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> int | None:
-    """The card a member's redemptions credit: the member's first active card."""
+async def member_card(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, card_id: int | None = None
+                      ) -> int | None:
+    """The card a member's redemption credits: ``card_id`` if it is the member's and active, else
+    (``card_id`` None) the member's first active card; None when there is none."""
     value = await conn.fetchval(
-        "SELECT id FROM loyalty.cards WHERE member_id = $1 AND status = 'active' ORDER BY id LIMIT 1", member_id)
+        "SELECT id FROM loyalty.cards WHERE member_id = $1 AND status = 'active' AND ($2::bigint IS NULL OR id = $2) "
+        "ORDER BY id LIMIT 1", member_id, card_id)
     return None if value is None else int(value)
 
 
