@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -35,7 +36,7 @@ import asyncpg
 
 from ledger.accounts import open_account
 from ledger.commands import Leg, Result, Status, transfer
-from ledger.engine import Ledger, ReceiptRef
+from ledger.engine import Ledger, ReceiptFn, ReceiptRef
 from ledger.errors import SwitchdError
 from ledger.loyalty.outcomes import Channel
 
@@ -71,6 +72,7 @@ class Refusal(StrEnum):
     SUSPENDED = "suspended"
     NOT_SOLD = "not_sold"
     NO_CARD = "no_card"  # the member has no active card to credit
+    AMOUNT = "amount"  # the terminal's amount is not the card's points
     ERROR = "error"  # the ledger could not post; nothing changed
 
 
@@ -91,6 +93,14 @@ class GuessPolicy:
 
 # The schema's defaults (switch/config.py), for callers built without a configuration.
 DEFAULT_POLICY = GuessPolicy()
+
+
+@dataclass(frozen=True)
+class Desk:
+    """What a process needs to redeem cards: the master key (codes' hashes) and the guessing bounds."""
+
+    master_key: bytes = field(repr=False)
+    policy: GuessPolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,8 @@ class Redemption:
     card_id: int | None = None
     journal_id: int | None = None
     replayed: bool = False  # the card had been credited by this same card before
+    points_balance: int | None = None  # the member's points after
+    result: Result | None = field(default=None, compare=False, repr=False)  # the ledger's, when approved
     detail: str = ""
 
     @property
@@ -440,11 +452,15 @@ async def member_card(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, c
 async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: str, code: str, card_id: int,
                  who: Subjects, policy: GuessPolicy, *, channel: Channel = Channel.API,
                  merchant_id: str | None = None, terminal_id: str | None = None,
-                 rrn: str | None = None, stan: str | None = None) -> Redemption:
+                 rrn: str | None = None, stan: str | None = None, expect_points: int | None = None,
+                 receipt: Callable[[int, str, int], ReceiptFn] | None = None) -> Redemption:
     """Credit card ``card_id`` with the points of the card ``serial`` once, if ``code`` is its code.
 
     Declines name a :class:`Refusal`; a failed guess (no such serial, wrong code) counts against
     every subject in ``who``. Redeeming again with the same card answers the first redemption.
+    ``expect_points``: the amount a terminal sent, which must be the card's points. ``receipt``:
+    given (points, program, the member's account id), the receipt function that stores the answer
+    with the journal (a terminal's response), instead of a reference to the journal.
     """
     if await locked(pool, who):
         _count("locked")
@@ -454,6 +470,8 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     if row is None or not hmac.compare_digest(bytes(row["code_hash"]), expected):
         await record_failure(pool, who, policy)
         return Redemption(Refusal.INVALID, serial)
+    if expect_points is not None and expect_points != int(row["points"]):
+        return Redemption(Refusal.AMOUNT, serial, program=row["program"])
     taken = await pool.fetchval(_TAKE_SQL, serial, card_id)
     if taken is None:
         row = await pool.fetchrow(_CARD_SQL, serial)
@@ -474,8 +492,11 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
             txn[name] = value
     cmd = transfer(key, [Leg(float_, member, points)], metadata={"txn": txn, "voucher": serial})
     # The content names the card: a second card's attempt under the same key is a conflict.
-    ref = ReceiptRef(key, hashlib.sha256(f"{key}:{card_id}".encode()).digest())
-    res: Result = await ledger.post(cmd, receipt_ref=ref)
+    if receipt is not None:
+        res: Result = await ledger.post(cmd, receipt=receipt(points, program, member))
+    else:
+        ref = ReceiptRef(key, hashlib.sha256(f"{key}:{card_id}".encode()).digest())
+        res = await ledger.post(cmd, receipt_ref=ref)
     if not res.ok:
         if res.status == Status.CONFLICT:
             return Redemption(Refusal.USED, serial, program=program)
@@ -485,7 +506,11 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
         return Redemption(Refusal.ERROR, serial, program=program, detail=f"{res.status} {res.detail or ''}".strip())
     await pool.execute("UPDATE loyalty.vouchers SET status = 'redeemed', journal_id = $2, "
                        "redeemed_at = coalesce(redeemed_at, now()) WHERE serial = $1", serial, res.journal_id)
-    return Redemption(None, serial, points, program, card_id, res.journal_id, replayed=res.status == Status.EXISTS)
+    balance = res.balances.get(member)
+    if balance is None:
+        balance = await pool.fetchval("SELECT posted FROM ledger.accounts WHERE id = $1", member)
+    return Redemption(None, serial, points, program, card_id, res.journal_id, replayed=res.status == Status.EXISTS,
+                      points_balance=int(balance), result=res)
 
 
 # --- breakage --------------------------------------------------------------------------------
