@@ -80,6 +80,7 @@ class Model:
 
 class LoyaltyMachine(DatabaseMachine):
     pool_size_max = 4
+    voucher_key = VOUCHER_KEY  # the master key the top-up cards' codes are hashed under
 
     def __init__(self) -> None:
         self.model = Model()
@@ -97,7 +98,7 @@ class LoyaltyMachine(DatabaseMachine):
         day = await self.pool.fetchval("SELECT open_date FROM ledger.business_day")
         with tempfile.TemporaryDirectory() as out:
             async with self.pool.acquire() as conn, conn.transaction():
-                made = await vouchers.create_batch(conn, VOUCHER_KEY, "ALLY", VOUCHER_POINTS, VOUCHERS, 100, day,
+                made = await vouchers.create_batch(conn, self.voucher_key, "ALLY", VOUCHER_POINTS, VOUCHERS, 100, day,
                                                    Path(out))
             codes = dict(line.split(",")[:2] for line in made.path.read_text().splitlines()[1:])
         await vouchers.sell_batch(ledger, self.pool, made.batch_id, "M0001")
@@ -199,26 +200,33 @@ class LoyaltyMachine(DatabaseMachine):
 
     # ---------------------------------------------------------------- top-up cards
 
+    def voucher_expect(self, card: str, v: Voucher, right: bool) -> vouchers.Refusal | None:
+        """What redeeming top-up card ``v`` for ``card`` answers (None: approved)."""
+        if not right:
+            return vouchers.Refusal.INVALID
+        if v.status == "expired":
+            return vouchers.Refusal.EXPIRED
+        if v.status == "redeemed" and v.card != card:
+            return vouchers.Refusal.USED
+        return None
+
+    def voucher_credited(self, card: str, v: Voucher) -> None:
+        """An approved redemption: the first one credits the card."""
+        if v.status == "issued":
+            self.model.points[card] += VOUCHER_POINTS
+            v.status, v.card = "redeemed", card
+
     @rule(card=st.sampled_from(CARDS), index=st.integers(0, VOUCHERS - 1), right=st.booleans())
     def voucher_redeem(self, card: str, index: int, right: bool) -> None:
         v = self.model.vouchers[index]
         code = v.code if right else f"{(int(v.code) + 1) % 10 ** 16:016d}"
-        done = self.run(vouchers.redeem(self.ledger, self.pool, VOUCHER_KEY, v.serial, code, self.card_ids[card],
-                                        vouchers.Subjects(), vouchers.DEFAULT_POLICY))
-        if not right:
-            expect = vouchers.Refusal.INVALID
-        elif v.status == "expired":
-            expect = vouchers.Refusal.EXPIRED
-        elif v.status == "redeemed" and v.card != card:
-            expect = vouchers.Refusal.USED
-        else:
-            expect = None
+        done = self.run(vouchers.redeem(self.ledger, self.pool, self.voucher_key, v.serial, code,
+                                        self.card_ids[card], vouchers.Subjects(), vouchers.DEFAULT_POLICY))
+        expect = self.voucher_expect(card, v, right)
         assert done.refusal is expect, (done, v, card)
         if expect is None:
             assert done.replayed == (v.status == "redeemed") and done.points == VOUCHER_POINTS
-            if v.status == "issued":
-                self.model.points[card] += VOUCHER_POINTS
-                v.status, v.card = "redeemed", card
+            self.voucher_credited(card, v)
 
     @rule()
     def vouchers_expire(self) -> None:

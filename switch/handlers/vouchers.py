@@ -82,7 +82,6 @@ async def handle(ctx: RequestContext) -> Fields:
         return ctx.reply("40")
     tags = parse_tlv(ctx.fields["48"]) or {}
     terminal_id = ctx.fields["41"].strip()
-    who = vouchers.Subjects(terminal_id=terminal_id)
     card = await cards.show_card(ctx.pool, ctx.fields["2"])
     if card is None or card["status"] != "active":
         return ctx.reply(RESPONSE_CODES["no_card"])
@@ -99,7 +98,8 @@ async def handle(ctx: RequestContext) -> Fields:
         ctx.log.info("declined", reason=f"voucher {done.refusal}")
         return ctx.reply(RESPONSE_CODES[str(done.refusal)])
     rr = ctx.response_receipt
-    if rr is not None and done.result is not None:
-        return rr.finish(done.result)
+    if rr is not None and done.result is not None and not done.replayed:
+        return rr.finish(done.result)  # the answer stored with the journal
+    # The card credited this same card before (another request): today's balance; the pipeline keeps it.
     assert done.program is not None
     return _approved(ctx, done.points, done.program, done.points_balance)
