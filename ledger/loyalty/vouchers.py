@@ -506,7 +506,8 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
         return Redemption(Refusal.ERROR, serial, program=program, detail=f"{res.status} {res.detail or ''}".strip())
     await pool.execute("UPDATE loyalty.vouchers SET status = 'redeemed', journal_id = $2, "
                        "redeemed_at = coalesce(redeemed_at, now()) WHERE serial = $1", serial, res.journal_id)
-    balance = res.balances.get(member)
+    # A replay's balances are its journal's, then; the member's balance now is what to answer.
+    balance = res.balances.get(member) if res.status == Status.POSTED else None
     if balance is None:
         balance = await pool.fetchval("SELECT posted FROM ledger.accounts WHERE id = $1", member)
     return Redemption(None, serial, points, program, card_id, res.journal_id, replayed=res.status == Status.EXISTS,
