@@ -418,12 +418,25 @@ SELECT v.serial, v.code_hash, v.status, v.card_id, v.journal_id, b.id AS batch_i
 """
 
 # Take the card for this member's card, atomically: the row lock decides between racers.
+# Committed without waiting for the disk (synchronous_commit off, this statement only): the
+# redemption's journal commits after it, and a commit's flush carries every earlier WAL record,
+# so a card whose journal is durable was durably taken; a take lost to a crash, with no journal,
+# left the card unredeemed, as it is again.
 _TAKE_SQL = """
+WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was)
 UPDATE loyalty.vouchers v SET status = 'redeeming', card_id = $2
-  FROM loyalty.voucher_batches b
+  FROM loyalty.voucher_batches b, quick
  WHERE v.serial = $1 AND b.id = v.batch_id AND v.status = 'issued' AND b.status = 'sold'
    AND b.expires_on >= (SELECT open_date FROM ledger.business_day WHERE singleton)
 RETURNING v.serial
+"""
+# The card marked redeemed, as quickly: lost to a crash, it stays 'redeeming' for this card, which
+# breakage never takes and a retry by the card finishes; the journal (one per card) is the proof.
+_MARK_REDEEMED_SQL = """
+WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was)
+UPDATE loyalty.vouchers SET status = 'redeemed', journal_id = $2, redeemed_at = coalesce(redeemed_at, now())
+  FROM quick
+ WHERE serial = $1
 """
 
 
@@ -504,8 +517,7 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
         await pool.execute("UPDATE loyalty.vouchers SET status = 'issued', card_id = NULL "
                            "WHERE serial = $1 AND status = 'redeeming' AND card_id = $2", serial, card_id)
         return Redemption(Refusal.ERROR, serial, program=program, detail=f"{res.status} {res.detail or ''}".strip())
-    await pool.execute("UPDATE loyalty.vouchers SET status = 'redeemed', journal_id = $2, "
-                       "redeemed_at = coalesce(redeemed_at, now()) WHERE serial = $1", serial, res.journal_id)
+    await pool.execute(_MARK_REDEEMED_SQL, serial, res.journal_id)
     # A replay's balances are its journal's, then; the member's balance now is what to answer.
     balance = res.balances.get(member) if res.status == Status.POSTED else None
     if balance is None:
