@@ -369,17 +369,6 @@ async def show_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: int) -> 
 
 # --- guessing --------------------------------------------------------------------------------
 
-async def locked(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects) -> bool:
-    """True when any of the subjects is locked out now."""
-    pairs = who.pairs()
-    if not pairs:
-        return False
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f "
-        "JOIN unnest($1::text[], $2::text[]) AS s(scope, subject) ON s.scope = f.scope AND s.subject = f.subject "
-        "WHERE f.locked_until > now())", [p[0] for p in pairs], [p[1] for p in pairs]))
-
-
 _FAIL_SQL = """
 INSERT INTO loyalty.voucher_failures AS f(scope, subject, window_start, failures)
 VALUES ($1, $2, now(), 1)
@@ -407,14 +396,28 @@ async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects,
 
 # --- redemption ------------------------------------------------------------------------------
 
+# One round trip for what a redemption reads first: whether a subject ($3 scopes, $4 subjects) is
+# locked out, the card ($1) with its batch, and the ids of the accounts it moves points between
+# (the program's float, the points account of card $2) where they exist.
 _CARD_SQL = """
-SELECT v.serial, v.code_hash, v.status, v.card_id, v.journal_id, b.id AS batch_id, b.status AS batch_status,
-       b.sale_journal_id, b.points, b.program, b.expires_on, p.points_asset, cur.numeric_code AS currency
-  FROM loyalty.vouchers v
-  JOIN loyalty.voucher_batches b ON b.id = v.batch_id
-  JOIN loyalty.programs p ON p.code = b.program
-  JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
- WHERE v.serial = $1
+SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
+                 JOIN unnest($3::text[], $4::text[]) AS s(scope, subject)
+                   ON s.scope = f.scope AND s.subject = f.subject
+                WHERE f.locked_until > now()) AS locked, c.*
+  FROM (SELECT 1) AS one
+  LEFT JOIN LATERAL (
+    SELECT v.serial, v.code_hash, v.status, v.card_id, v.journal_id, b.id AS batch_id, b.status AS batch_status,
+           b.sale_journal_id, b.points, b.program, b.expires_on, p.points_asset, cur.numeric_code AS currency,
+           fa.id AS float_account_id, ma.id AS member_account_id
+      FROM loyalty.vouchers v
+      JOIN loyalty.voucher_batches b ON b.id = v.batch_id
+      JOIN loyalty.programs p ON p.code = b.program
+      JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
+      LEFT JOIN ledger.accounts fa ON fa.owner_kind = 'operator' AND fa.owner_id = b.program
+                                  AND fa.purpose = 'voucher_float' AND fa.asset = p.points_asset
+      LEFT JOIN ledger.accounts ma ON ma.owner_kind = 'card' AND ma.owner_id = $2::bigint::text
+                                  AND ma.purpose = 'points' AND ma.asset = p.points_asset
+     WHERE v.serial = $1) AS c ON true
 """
 
 # Take the card for this member's card, atomically: the row lock decides between racers.
@@ -475,26 +478,29 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     given (points, program, the member's account id), the receipt function that stores the answer
     with the journal (a terminal's response), instead of a reference to the journal.
     """
-    if await locked(pool, who):
+    pairs = who.pairs()
+    read = (serial if well_formed(serial, code) else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs])
+    row = await pool.fetchrow(_CARD_SQL, *read)
+    if row["locked"]:
         _count("locked")
         return Redemption(Refusal.LOCKED, serial)
-    row = await pool.fetchrow(_CARD_SQL, serial) if well_formed(serial, code) else None
     expected = code_hash(code_key(master_key), serial, code)
-    if row is None or not hmac.compare_digest(bytes(row["code_hash"]), expected):
+    if row["serial"] is None or not hmac.compare_digest(bytes(row["code_hash"]), expected):
         await record_failure(pool, who, policy)
         return Redemption(Refusal.INVALID, serial)
     if expect_points is not None and expect_points != int(row["points"]):
         return Redemption(Refusal.AMOUNT, serial, program=row["program"])
     taken = await pool.fetchval(_TAKE_SQL, serial, card_id)
     if taken is None:
-        row = await pool.fetchrow(_CARD_SQL, serial)
+        row = await pool.fetchrow(_CARD_SQL, *read)
         open_date = await pool.fetchval("SELECT open_date FROM ledger.business_day WHERE singleton")
         refusal = _refusal_of(row, card_id, open_date)
         if refusal is not None:
             return Redemption(refusal, serial, program=row["program"])
     points, program = int(row["points"]), str(row["program"])
-    float_ = await _operator_account(pool, program, row["points_asset"], FLOAT_PURPOSE)
-    member = await open_account(pool, "card", str(card_id), row["points_asset"], "credit", "guarded", "points")
+    float_ = row["float_account_id"] or await _operator_account(pool, program, row["points_asset"], FLOAT_PURPOSE)
+    member = row["member_account_id"] or await open_account(pool, "card", str(card_id), row["points_asset"],
+                                                            "credit", "guarded", "points")
     key = redeem_key(serial)
     txn: dict[str, Any] = {
         "type": REDEEM_TYPE, "card_id": card_id, "program": program, "amount": points,
