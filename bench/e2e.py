@@ -10,9 +10,11 @@ terminals would (framing, ISO 8583, MAC on every request and response):
 1. closed loop: --connections signed-on POS connections x N requests in flight
    each, N the best of --sweep (2 and 4: short runs of each first, twice, A B B A), for
    --duration-s, with the mix of issue 4
-   (60% purchase-earn 000000, 15% redeem 006500, 10% stored-value purchase
+   (55% purchase-earn 000000, 15% redeem 006500, 10% stored-value purchase
    006000, 2.5% top-up 210065 + 2.5% load 210060, 5% balance inquiry 310000,
-   2.5% void 02xx00 + 2.5% refund 20xx00 of the terminal's recent approvals):
+   2.5% void 02xx00 + 2.5% refund 20xx00 of the terminal's recent approvals,
+   5% top-up card redemption 210065 with field 48's VS/VC, each card once; issue 4's
+   own mix, 60% purchase-earn and no top-up cards, is ISSUE4_MIX):
    approved transactions/s, p50/p99, counts by response code, and the CPU the
    daemon, the load generator and PostgreSQL used;
 2. open loop at half the measured maximum rate (--rate): p99 (VACUUM ANALYZE
@@ -65,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import secrets
@@ -93,7 +96,7 @@ from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger
-from ledger.loyalty import card_numbers
+from ledger.loyalty import card_numbers, vouchers
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
@@ -110,9 +113,16 @@ PROGRAM = "BENCH"
 CARD_EXPIRY = "3012"
 FUND_POINTS = 20_000  # per card; redemptions are 1..100 points
 FUND_MONEY_MINOR = 1_000_000  # per card (10,000.00 CNY); stored-value purchases are 1.00..50.00
-# Issue 4's mix in integer weights out of 200 (2.5% = 5).
-DEFAULT_MIX = "purchase=120,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5"
+# Issue 4's mix in integer weights out of 200 (2.5% = 5), with top-up card redemptions at 5% (issue 22),
+# taken from purchases; issue 4's own mix is ISSUE4_MIX (`--mix` it to compare).
+DEFAULT_MIX = "purchase=110,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5,voucher=10"
+ISSUE4_MIX = "purchase=120,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5"
 MIX = DEFAULT_MIX  # what the load generator sends (--mix)
+# Top-up cards: each is redeemed once, so every load generator run gets its own slice of them.
+VOUCHER_SLICE = 5_000  # cards per load generator run (more than a run's 5% of requests)
+VOUCHER_SLICES = 14  # warm-up, sweep, settles, closed loop, half rate, with room to spare
+VOUCHER_POINTS = 100
+_slices_used = 0
 LOG_LEVEL = "warning"
 
 
@@ -145,11 +155,13 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         (work / "terminals.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         pans = card_pans(args.cards)
         (work / "pans.txt").write_text("\n".join(pans) + "\n", encoding="utf-8")
-        # The rows `switchd card issue PAN --expiry 3012` writes, in one COPY.
+        # The rows `switchd card issue PAN --expiry 3012` writes (a member each), in one COPY.
+        members = [int(r["id"]) for r in await conn.fetch(
+            "INSERT INTO loyalty.members(name) SELECT '' FROM generate_series(1, $1) RETURNING id", len(pans))]
         v = await card_numbers.vault(conn)
-        await conn.copy_records_to_table("cards", schema_name="loyalty",
-                                         columns=["pan_hash", "pan_sealed", "pan_masked", "expiry"],
-                                         records=[(*v.columns(pan), CARD_EXPIRY) for pan in pans])
+        await conn.copy_records_to_table(
+            "cards", schema_name="loyalty", columns=["pan_hash", "pan_sealed", "pan_masked", "expiry", "member_id"],
+            records=[(*v.columns(pan), CARD_EXPIRY, m) for pan, m in zip(pans, members, strict=True)])
         # The accounts the first earn and the first load open (operations._member_*_account).
         for purpose, asset in (("points", f"PTS:{PROGRAM}"), ("stored_value", "CNY")):
             await conn.execute(
@@ -182,6 +194,8 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
                 bad = [res for res in results if res.status is not Status.POSTED]
                 if bad:
                     raise RuntimeError(f"funding failed: {bad[0].status} {bad[0].detail}")
+        if "voucher" in MIX:
+            await voucher_cards(pool, master_key, merchants[0], work, settings)
         async with pool.acquire() as c:
             await c.execute("ANALYZE")
     finally:
@@ -189,6 +203,20 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
     return {"merchants": len(merchants), "terminals": args.terminals, "cards": len(pans),
             "funded_points_per_card": FUND_POINTS, "funded_money_minor_per_card": FUND_MONEY_MINOR,
             "provision_s": round(provisioned_s, 1), "setup_s": round(time.monotonic() - t0, 1)}
+
+
+async def voucher_cards(pool: Any, master_key: bytes, buyer: str, work: Path, settings: Any) -> None:
+    """A sold batch of top-up cards, cut into one file per load generator run (each card used once)."""
+    count = VOUCHER_SLICE * VOUCHER_SLICES
+    async with pool.acquire() as conn, conn.transaction():
+        made = await vouchers.create_batch(conn, master_key, PROGRAM, VOUCHER_POINTS, count, 90,
+                                           dt.date.today() + dt.timedelta(days=365), work)
+    async with Ledger(pool, settings) as led:
+        await vouchers.sell_batch(led, pool, made.batch_id, buyer)
+    header, *lines = made.path.read_text(encoding="ascii").splitlines()
+    for n in range(VOUCHER_SLICES):
+        part = lines[n * VOUCHER_SLICE:(n + 1) * VOUCHER_SLICE]
+        (work / f"vouchers-{n}.csv").write_text("\n".join([header, *part]) + "\n", encoding="ascii")
 
 
 # ---------------------------------------------------------------------- CPU accounting
@@ -292,8 +320,13 @@ class CpuMeter:
 
 def loadgen(port: int, work: Path, name: str, *args: str, timeout_s: float) -> tuple[dict[str, Any], float]:
     """Run tools.loadgen with the bench's terminals, cards and mix; (summary, its CPU seconds)."""
+    global _slices_used
+    cards: tuple[str, ...] = ()
+    if "voucher" in MIX:
+        cards = ("--vouchers", str(work / f"vouchers-{_slices_used % VOUCHER_SLICES}.csv"))
+        _slices_used += 1
     return _common.loadgen(port, work / f"{name}.json", "--terminals", str(work / "terminals.csv"),
-                           "--pans", str(work / "pans.txt"), "--mix", MIX, "--timeout-s", "10", *args,
+                           "--pans", str(work / "pans.txt"), "--mix", MIX, "--timeout-s", "10", *cards, *args,
                            timeout_s=timeout_s)
 
 

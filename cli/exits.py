@@ -38,7 +38,9 @@ from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.bins import BinNotFound
 from ledger.loyalty.card_numbers import CardVaultError
 from ledger.loyalty.programs import ProvisioningError
+from ledger.loyalty.vouchers import VoucherError
 from ledger.migrate import MigrationError
+from ledger.revenue import RevenueError
 from ledger.roles import RolesError
 from switch.config import ConfigError
 from switch.keystore import KeyStoreError
@@ -86,6 +88,8 @@ _DOMAIN_CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (EmbeddedError, Exit.REFUSED),
     (MigrationError, Exit.REFUSED),
     (RolesError, Exit.REFUSED),
+    (VoucherError, Exit.REFUSED),
+    (RevenueError, Exit.USAGE),
 )
 
 

@@ -22,11 +22,13 @@ from cli import (
     portal,
     program,
     recon,
+    report,
     serve,
     stats,
     terminal,
     txn,
     user,
+    voucher,
 )
 from cli.exits import RootGroup
 
@@ -80,6 +82,8 @@ COMMANDS: tuple[click.Command, ...] = (
     recon.recon,
     portal.portal,
     user.user,
+    voucher.voucher,
+    report.report,
 )
 for _command in COMMANDS:
     root.add_command(_command)

@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-CREDIT_TYPES = ("earn", "topup", "load", "refund")
+CREDIT_TYPES = ("earn", "topup", "load", "refund", "voucher_redeem")
 DEBIT_TYPES = ("redeem", "sv_purchase", "lottery")
 # Advisory-lock namespace serialising the 0500s of one terminal ("BAT").
 LOCK_NAMESPACE = 0x424154

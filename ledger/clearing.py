@@ -38,6 +38,7 @@ import asyncpg
 from ledger.commands import Command, Leg, Status, transfer
 from ledger.engine import Ledger
 from ledger.errors import SwitchdError
+from ledger.revenue import MERCHANT_CHARGE_PURPOSES
 
 SETTLE_KEY_PREFIX = "settle:"
 
@@ -60,6 +61,10 @@ SELECT t.journal_id, t.id, t.txn_type, t.merchant_id, t.card_id, t.program, t.po
  WHERE t.business_date = $1 AND t.journal_id IS NOT NULL
    AND t.txn_type IN ('void', 'refund', 'reversal')
 """
+
+# The accounts whose entries against a merchant's money clearing are its fees: fee income, and
+# the price of the top-up cards it bought (ledger.revenue.MERCHANT_CHARGE_PURPOSES).
+_CHARGES = ", ".join(f"'{p}'" for p in MERCHANT_CHARGE_PURPOSES)
 
 # Every figure of every active merchant for day $1, from the ledger's entries.
 # An entry on a clearing account is classified by its journal's root type and
@@ -88,7 +93,7 @@ sums AS (
                AS sv_loaded_minor,
            coalesce(sum(amount) FILTER (WHERE kind = 'M' AND other = 'stored_value' AND root_type = 'sv_purchase'), 0)
                AS sv_spent_minor,
-           -coalesce(sum(amount) FILTER (WHERE kind = 'M' AND other = 'fee_income'), 0) AS fees_minor,
+           -coalesce(sum(amount) FILTER (WHERE kind = 'M' AND other IN ({_CHARGES})), 0) AS fees_minor,
            coalesce(sum(amount) FILTER (WHERE kind = 'P'), 0) AS points_clearing_before,
            coalesce(sum(amount) FILTER (WHERE kind = 'M'), 0) AS money_clearing_before
       FROM ce GROUP BY merchant_id

@@ -14,10 +14,14 @@ import datetime as dt
 import io
 import re
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
+from ledger import revenue
+
 _ROOT = {"credit": "Liabilities", "debit": "Assets"}
+_INCOME_PURPOSES = revenue.income_purposes()
 
 
 def commodity(asset: str) -> str:
@@ -32,17 +36,30 @@ def commodity(asset: str) -> str:
     return name[:24]
 
 
-def account_name(row: asyncpg.Record) -> str:
-    """``Liabilities:Member:<owner>:<purpose>:<asset>``-style names, beancount-safe."""
+def account_name(row: asyncpg.Record | dict[str, Any]) -> str:
+    """``Liabilities:Member:<owner>:<purpose>:<asset>``-style names, beancount-safe; the operator's
+    income accounts (ledger.revenue) under ``Income``."""
 
     def part(text: str) -> str:
         cleaned = re.sub(r"[^A-Za-z0-9-]", "-", str(text))
         return ("X" + cleaned) if not cleaned[0].isupper() else cleaned
 
+    root = _ROOT[str(row["normal_side"])]
+    if row["owner_kind"] == "operator" and row["purpose"] in _INCOME_PURPOSES:
+        root = "Income"
     return ":".join(
-        [_ROOT[row["normal_side"]], part(row["owner_kind"].title()), part(row["owner_id"]),
+        [root, part(str(row["owner_kind"]).title()), part(row["owner_id"]),
          part(row["purpose"]), part(commodity(row["asset"]).replace(".", "-")), f"A{row['id']}"]
     )
+
+
+def income_account(base: str, kind: str) -> str:
+    """The sub-account of an income account for one kind of income (ledger.revenue.KINDS).
+
+    >>> income_account("Income:Operator:CNY:Xfee-income:CNY:A3", "mall_sales")
+    'Income:Operator:CNY:Xfee-income:CNY:A3:Mall-sales'
+    """
+    return f"{base}:{kind.replace('_', '-').capitalize()}"
 
 
 def _amount(minor: int, scale: int) -> str:
@@ -51,9 +68,11 @@ def _amount(minor: int, scale: int) -> str:
 
 async def _day_rows(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> list[asyncpg.Record]:
     return await conn.fetch(
-        """SELECT j.id AS journal_id, j.idempotency_key, j.kind, j.created_at, e.leg, e.account_id,
-                  e.asset, e.amount, e.balance_after
+        f"""SELECT j.id AS journal_id, j.idempotency_key, j.kind, j.created_at, e.leg, e.account_id,
+                  e.asset, e.amount, e.balance_after, {revenue.kind_case_sql()} AS income_kind
              FROM ledger.journals j JOIN ledger.entries e ON e.journal_id = j.id
+             JOIN ledger.accounts a ON a.id = e.account_id
+             LEFT JOIN loyalty.transactions t ON t.journal_id = j.id
             WHERE j.business_date = $1 ORDER BY j.id, e.leg""",
         day,
     )
@@ -85,6 +104,11 @@ async def beancount(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> st
     out.write('option "operating_currency" "CNY"\n\n')
     for a in accounts:
         out.write(f"{opened.isoformat()} open {account_name(a)} {commodity(a['asset'])}\n")
+    # Each kind of income its own account: a sub-account of the ledger's income account, so the
+    # parent's balance assertion (which includes its children) still proves the ledger's.
+    for account_id, kind in sorted({(r["account_id"], r["income_kind"]) for r in rows if r["income_kind"]}):
+        a = by_id[account_id]
+        out.write(f"{opened.isoformat()} open {income_account(account_name(a), kind)} {commodity(a['asset'])}\n")
     out.write(f"{opened.isoformat()} open Equity:Opening-Balances\n\n")
     openers = [a for a in accounts if a["before"] != 0]
     if openers:
@@ -100,7 +124,8 @@ async def beancount(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> st
             key = r["idempotency_key"].replace('"', "'")
             out.write(f'\n{day.isoformat()} * "{r["kind"]}" "{key}"\n  journal: "{r["journal_id"]}"\n')
         a = by_id[r["account_id"]]
-        out.write(f"  {account_name(a)}  {_amount(-r['amount'], a['scale'])} {commodity(a['asset'])}\n")
+        name = account_name(a) if not r["income_kind"] else income_account(account_name(a), r["income_kind"])
+        out.write(f"  {name}  {_amount(-r['amount'], a['scale'])} {commodity(a['asset'])}\n")
     out.write("\n")
     nxt = day + dt.timedelta(days=1)
     for a in accounts:

@@ -35,8 +35,11 @@ import asyncpg
 from ledger import audit, clearing
 from ledger.audit import Problem
 from ledger.batches import CREDIT_TYPES, DEBIT_TYPES
+from ledger.revenue import MERCHANT_CHARGE_PURPOSES
 
 HOLD_GRACE_S = 300
+# A merchant's charges (fees, top-up cards bought): the fee_minor of its records.
+_CHARGES = ", ".join(f"'{p}'" for p in MERCHANT_CHARGE_PURPOSES if p != "fee_income")
 
 _RECEIPTS_SQL = """
 SELECT 'shared' AS problem, r.journal_id, string_agg(r.idempotency_key, ' ' ORDER BY r.idempotency_key) AS keys
@@ -234,7 +237,8 @@ WITH t AS (
                                    AND a.purpose = 'points') AS points,
            sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
                                    AND a.purpose = 'stored_value') AS money,
-           sum(e.amount) FILTER (WHERE a.id IN (SELECT fee_income_account_id FROM loyalty.currencies)) AS fee
+           sum(e.amount) FILTER (WHERE a.id IN (SELECT fee_income_account_id FROM loyalty.currencies)
+                                    OR (a.owner_kind = 'operator' AND a.purpose IN ({_CHARGES}))) AS fee
       FROM t JOIN ledger.entries e ON e.journal_id = t.journal_id
       JOIN ledger.accounts a ON a.id = e.account_id
      GROUP BY e.journal_id

@@ -57,6 +57,9 @@ DAEMON_WRITES: tuple[tuple[str, str], ...] = (
     ("ledger.accounts", f"INSERT ({', '.join(ACCOUNT_INSERT_COLUMNS)})"),
     ("eod.terminal_batches", "INSERT, UPDATE"),
     ("switch.terminals", f"UPDATE ({', '.join(TERMINAL_SIGN_ON_COLUMNS)})"),
+    # Top-up cards redeemed at terminals: the card taken and marked, failed guesses counted.
+    ("loyalty.vouchers", "UPDATE (status, card_id, journal_id, redeemed_at)"),
+    ("loyalty.voucher_failures", "INSERT, UPDATE"),
 )
 # The portal's, beyond the daemon's: whole schemas it administers, and an account's status.
 PORTAL_WRITE_SCHEMAS = ("loyalty", "portal", "switch")
@@ -74,6 +77,7 @@ REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
     "loyalty.cards": ("pan", "pan_hash", "pan_sealed"),
     "portal.users": ("password_hash",),
     "portal.member_logins": ("password_hash",),
+    "loyalty.vouchers": ("code_hash",),
 }
 # Written only by SECURITY DEFINER trigger functions (the owner's): no runtime role writes them.
 # The card-number keys are made by `db upgrade` (the owner) and never change after.

@@ -44,12 +44,14 @@ from portal.pages import (
     member_community,
     member_mall,
     member_pages,
+    member_vouchers,
     members,
     merchants,
     operators,
     profile,
     programs,
     promotions,
+    revenue,
     seat,
     settlement,
     stats,
@@ -69,7 +71,7 @@ log = structlog.get_logger("portal")
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
          stats, settlement, audit_log, programs, fees, bins, member_account, member_pages, mall, member_mall,
-         promotions, feedback, mail, member_community)
+         promotions, feedback, mail, member_community, member_vouchers, revenue)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {

@@ -151,6 +151,7 @@ MEMBER_MENU: list[tuple[str, str]] = [
     ("member_balances", N_("Balances")),
     ("member_history", N_("Transactions")),
     ("member_cards", N_("My cards")),
+    ("member_voucher", N_("Top-up card")),
     ("member_rates", N_("Points rates")),
     ("member_profile", N_("Profile")),
     ("member_mall", N_("Points mall")),

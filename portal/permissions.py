@@ -42,6 +42,8 @@ MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) |
 _MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_balances", "member_history",
                            "member_rates", "member_cards", "member_card_block"})
 MEMBER_ROUTES |= _MEMBER_PAGES
+# Redeeming a points top-up card (portal/pages/member_vouchers.py).
+MEMBER_ROUTES |= frozenset({"member_voucher"})
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {
@@ -106,6 +108,8 @@ _MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "tra
 _PLATFORM: dict[str, frozenset[Role]] = {
     "stats": EVERYONE,
     "stats_csv": EVERYONE,
+    # The operator's revenue (every merchant's income to the platform): the platform's only.
+    "revenue": frozenset({PA, PO}),
     "settlement": frozenset({PA, PO, MA}),
     "settlement_day": frozenset({PA, PO, MA}),
     "settlement_file": frozenset({PA, PO, MA}),

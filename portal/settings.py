@@ -14,6 +14,8 @@ from pathlib import Path
 
 from ledger.loyalty.mall import DEFAULT_SETTINGS as DEFAULT_MALL_SETTINGS
 from ledger.loyalty.mall import MallSettings
+from ledger.loyalty.vouchers import DEFAULT_POLICY as DEFAULT_VOUCHER_POLICY
+from ledger.loyalty.vouchers import GuessPolicy
 
 SECRET_ENV = "SWITCHD_PORTAL_SECRET"
 SECRET_MIN_BYTES = 32
@@ -101,6 +103,8 @@ class PortalSettings:
     smtp_attempts_max: int = 5
     # The points mall's order timeout and sweeper ([mall]).
     mall: MallSettings = DEFAULT_MALL_SETTINGS
+    # Top-up cards' guessing bounds ([vouchers]).
+    vouchers: GuessPolicy = DEFAULT_VOUCHER_POLICY
     api: ApiSettings = field(default_factory=ApiSettings)
     secret: bytes = field(default=b"", repr=False)
 

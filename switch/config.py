@@ -28,6 +28,7 @@ from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
 from ledger.loyalty.mall import MallSettings
 from ledger.loyalty.preauth import PreauthSettings
+from ledger.loyalty.vouchers import GuessPolicy
 
 ENV_CONFIG = "SWITCHD_CONFIG"
 ENV_DSN = "SWITCHD_DSN"
@@ -158,6 +159,14 @@ MALL_SCHEMA: Schema = {
 PREAUTH_SCHEMA: Schema = {
     "hold_timeout_default_s": (int, 3_600, _between(1, 365 * 86_400)),
     "hold_timeout_max_s": (int, 86_400, _between(1, 365 * 86_400)),
+}
+
+# Points top-up cards (ledger/loyalty/vouchers.py): failed redemptions per member, client address
+# and terminal before a lockout.
+VOUCHERS_SCHEMA: Schema = {
+    "failures_max": (int, 5, _between(1, 1000)),
+    "failure_window_s": (int, 900, _between(1, 7 * 86_400)),
+    "lockout_s": (int, 900, _between(1, 30 * 86_400)),
 }
 
 # The member API for apps (/api/v1, served by the portal: docs/api.md).
@@ -342,6 +351,7 @@ class Config:
     api: ApiConfig
     mall: MallSettings  # the mall's own settings: [mall] names exactly its fields
     preauth: PreauthSettings  # pre-authorisations' own settings: [preauth] names exactly its fields
+    vouchers: GuessPolicy  # top-up cards' guessing bounds: [vouchers] names exactly its fields
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -361,6 +371,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "api": (API_SCHEMA, ApiConfig),
     "mall": (MALL_SCHEMA, MallSettings),
     "preauth": (PREAUTH_SCHEMA, PreauthSettings),
+    "vouchers": (VOUCHERS_SCHEMA, GuessPolicy),
 }
 
 

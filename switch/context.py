@@ -25,6 +25,7 @@ import asyncpg
 
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.vouchers import Desk
 from specs.vocabulary import Fields, response_mti
 from switch.config import ListenerConfig
 from switch.dedup import DedupKey, ResponseReceipt
@@ -75,12 +76,14 @@ class RequestContext:
     # Set by a handler whose answer is an earlier identical request's (for the request log; see
     # switch.routing.CHECKS_DUPLICATES). Whether the pipeline stores it is the receipt's `stored`.
     replayed: bool = False
+    # Top-up cards' master key and guessing bounds (None: no master key, cards cannot be redeemed).
+    vouchers: Desk | None = None
 
     def __init__(self, fields: Fields, mti: str, processing_code: str | None, listener: ListenerConfig, peer: str,
                  terminal: Terminal | None, terminals: TerminalStore, ledger: Ledger, pool: asyncpg.Pool,
                  log: Any, rrn: str | None = None, dedup_key: DedupKey | None = None,
                  response_receipt: ResponseReceipt | None = None, loyalty: Loyalty | None = None,
-                 replayed: bool = False) -> None:
+                 replayed: bool = False, vouchers: Desk | None = None) -> None:
         self.fields = fields
         self.mti = mti
         self.processing_code = processing_code
@@ -96,6 +99,7 @@ class RequestContext:
         self.response_receipt = response_receipt
         self.loyalty = loyalty
         self.replayed = replayed
+        self.vouchers = vouchers
 
     def reply(self, code: str, **extra: str) -> Fields:
         """The response with ``code``: echoed keys, the RRN when assigned, and ``extra`` fields."""

@@ -45,6 +45,7 @@ from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty import card_numbers
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.vouchers import Desk
 from ledger.roles import privilege_message
 from switch import notify, runtime
 from switch.config import Config
@@ -126,7 +127,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         feed = asyncio.create_task(terminals.follow_changes(
             lambda: ledger_db.connect(dsn, cfg.database.timeout_connect_s, "switchd-feed")), name="terminal-feed")
         services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty,
-                            refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse")
+                            refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse",
+                            vouchers=Desk(master_key, cfg.vouchers) if master_key is not None else None)
         server = Server(cfg.listeners, services)
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).

@@ -108,6 +108,30 @@ class _LoyaltyCollector(Collector):
         return iter(())
 
 
+class _VoucherCollector(Collector):
+    """Top-up card redemptions refused as guesses, and lockouts, per subject kind (this process's)."""
+
+    SCOPES = ("member", "address", "terminal")
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        from ledger.loyalty.vouchers import COUNTERS
+
+        failures = CounterMetricFamily(
+            "switchd_voucher_redeem_failures", "Top-up card redemptions with an unknown serial or a wrong code, "
+            "counted against each subject named (member, client address, terminal)", labels=["scope"])
+        lockouts = CounterMetricFamily(
+            "switchd_voucher_lockouts", "Subjects locked out after too many failed top-up card redemptions",
+            labels=["scope"])
+        for scope in self.SCOPES:
+            failures.add_metric([scope], COUNTERS.get(f"failures:{scope}", 0))
+            lockouts.add_metric([scope], COUNTERS.get(f"lockouts:{scope}", 0))
+        yield failures
+        yield lockouts
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return iter(())
+
+
 class _LedgerObserver:  # a ledger.engine.BatchObserver
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -165,6 +189,7 @@ class Metrics:
         r.register(self._coalescers)
         self._loyalty = _LoyaltyCollector()
         r.register(self._loyalty)
+        r.register(_VoucherCollector())
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

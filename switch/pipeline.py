@@ -27,6 +27,7 @@ from ledger.deadlines import Deadlines
 from ledger.engine import SENT_MARK, Ledger
 from ledger.errors import one_line
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.vouchers import Desk
 from specs.vocabulary import (
     DUPLICATE_TRANSMISSION,
     FORMAT_ERROR,
@@ -45,7 +46,7 @@ from switch.context import NO_RESPONSE, RequestContext, response_to
 from switch.dedup import ResponseReceipt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
-from switch.routing import CHECKS_DUPLICATES, is_response, metric_labels, route
+from switch.routing import CHECKS_DUPLICATES, is_response, metric_labels, route_fields
 from switch.terminals import Terminal, TerminalStore, normalize_id, plausible_id
 from switch.validation import validate
 
@@ -107,6 +108,8 @@ class Services:
     # [security] unkeyed_terminals = "refuse": a terminal without a MAC key gets 63 for anything
     # but network management, so nobody moves money with a terminal id alone.
     refuse_unkeyed: bool = True
+    # Top-up cards: the master key and guessing bounds (None without a master key).
+    vouchers: Desk | None = None
 
 
 @dataclass(eq=False, init=False)  # identity: a key of the pipeline's Deadlines; __init__: see ledger.commands
@@ -354,7 +357,7 @@ class Pipeline:
                     return response_to(fields, NOT_PERMITTED)
 
         key = dedup.key_for(fields)
-        target = route(state.mti, fields.get("3"))
+        target = route_fields(state.mti, fields)
         if key is not None and target not in CHECKS_DUPLICATES:
             prior = await dedup.lookup(self.services.receipts, key)
             if isinstance(prior, dedup.Replay):
@@ -372,7 +375,7 @@ class Pipeline:
                 fields=fields, mti=state.mti, processing_code=fields.get("3"), listener=self.listener,
                 peer=peer, terminal=term, terminals=self.services.terminals, ledger=self.services.ledger,
                 pool=self.services.pool, log=log, dedup_key=key, loyalty=self.services.loyalty,
-                rrn=await self.services.rrn.next() if key is not None else None,
+                rrn=await self.services.rrn.next() if key is not None else None, vouchers=self.services.vouchers,
             )
             self._deadlines.set(bound, min(bound.request_deadline_s,
                                            asyncio.get_running_loop().time() + self.listener.timeout_handler_s))

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from specs.vocabulary import FUNCTION_NOT_SUPPORTED, INVALID_TRANSACTION, Fields
 from switch.codec import canonical_mti
 from switch.context import RequestContext
-from switch.handlers import financial, netmgmt, settlement
+from switch.handlers import financial, netmgmt, settlement, vouchers
 
 Handler = Callable[[RequestContext], Awaitable[Fields]]
 
@@ -75,6 +75,20 @@ def route(mti: str, processing_code: str | None) -> Handler | str:
     txn_type = (processing_code or "")[:2]
     handler = ROUTES.get((mti, txn_type)) or ROUTES.get((mti, ANY))
     return handler if handler is not None else FUNCTION_NOT_SUPPORTED
+
+
+def route_fields(mti: str, fields: Fields) -> Handler | str:
+    """:func:`route`, and a top-up naming a top-up card in field 48 to its own handler.
+
+    >>> route_fields("0200", {"3": "210065", "48": "VS0011VC0012"}) is vouchers.handle
+    True
+    >>> route_fields("0200", {"3": "210065"}) is financial.handle_0200
+    True
+    """
+    target = route(mti, fields.get("3"))
+    if target is financial.handle_0200 and canonical_mti(mti) == "0200" and vouchers.is_voucher(fields):
+        return vouchers.handle
+    return target
 
 
 def is_response(mti: str) -> bool:

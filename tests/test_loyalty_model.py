@@ -1,7 +1,8 @@
 """Random sequences of every loyalty operation against a reference model of every member balance.
 
 Voids, refunds (partial), reversals (full, partial, of declined and of unknown
-originals), late originals and duplicate resubmissions, through the real Ledger
+originals), late originals and duplicate resubmissions, top-up card redemptions (right
+and wrong codes, twice, by another card) and the cards' expiry into breakage, through the real Ledger
 on a fresh database per example. After every step: the outcome is the model's,
 member balances are the model's, every asset sums to zero and every cached
 balance equals the sum of its entries.
@@ -10,7 +11,9 @@ balance equals the sum of its entries.
 from __future__ import annotations
 
 import itertools
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import soak
@@ -23,7 +26,7 @@ from model_support import SERVER, DatabaseMachine
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import card_numbers, demo
+from ledger.loyalty import card_numbers, demo, vouchers
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.programs import Prize, set_lottery
@@ -33,6 +36,19 @@ CARDS = [demo.demo_pan(1), demo.demo_pan(2)]
 MERCHANTS = {"M0001": ("T0000001", 1), "M0002": ("T0000002", 2)}  # terminal, points per CNY
 # The demo program's prizes (ledger.loyalty.demo), each made the whole table in turn (see lottery).
 PRIZES = [Prize("NONE", 0, 1), Prize("SMALL", 20, 1), Prize("BIG", 100, 1)]
+VOUCHER_KEY = bytes(range(32))
+VOUCHER_POINTS = 150
+VOUCHERS = 4
+
+
+@dataclass
+class Voucher:
+    """A sold top-up card as the model sees it."""
+
+    serial: str
+    code: str
+    status: str = "issued"  # issued, redeemed, expired
+    card: str | None = None
 
 
 @dataclass
@@ -58,10 +74,13 @@ class Model:
     sent: list[tuple[TxnType, Request, Outcome]] = field(default_factory=list)
     declined_keys: list[str] = field(default_factory=list)
     marked_keys: list[str] = field(default_factory=list)
+    vouchers: list[Voucher] = field(default_factory=list)
+    breakage: int = 0
 
 
 class LoyaltyMachine(DatabaseMachine):
     pool_size_max = 4
+    voucher_key = VOUCHER_KEY  # the master key the top-up cards' codes are hashed under
 
     def __init__(self) -> None:
         self.model = Model()
@@ -77,6 +96,16 @@ class LoyaltyMachine(DatabaseMachine):
         await ledger.start()
         self.ledger = ledger
         self.loy = Loyalty(self.ledger)
+        # A batch of top-up cards sold to M0001, valid through the open day.
+        day = await self.pool.fetchval("SELECT open_date FROM ledger.business_day")
+        with tempfile.TemporaryDirectory() as out:
+            async with self.pool.acquire() as conn, conn.transaction():
+                made = await vouchers.create_batch(conn, self.voucher_key, "ALLY", VOUCHER_POINTS, VOUCHERS, 100, day,
+                                                   Path(out))
+            codes = dict(line.split(",")[:2] for line in made.path.read_text().splitlines()[1:])
+        await vouchers.sell_batch(ledger, self.pool, made.batch_id, "M0001")
+        self.model.vouchers = [Voucher(serial, codes[serial]) for serial in made.serials]
+        self.card_ids = {r["pan"]: int(r["id"]) for r in await self.pool.fetch("SELECT id, pan FROM loyalty.cards")}
 
     async def close(self) -> None:
         if hasattr(self, "ledger"):
@@ -174,6 +203,53 @@ class LoyaltyMachine(DatabaseMachine):
             self.model.blocked.add(card)
             status = "blocked"
         self.run(self.pool.execute("UPDATE loyalty.cards SET status=$2 WHERE id = $1", self.card_ids[card], status))
+
+    # ---------------------------------------------------------------- top-up cards
+
+    def voucher_expect(self, card: str, v: Voucher, right: bool) -> vouchers.Refusal | None:
+        """What redeeming top-up card ``v`` for ``card`` answers (None: approved)."""
+        if not right:
+            return vouchers.Refusal.INVALID
+        if v.status == "expired":
+            return vouchers.Refusal.EXPIRED
+        if v.status == "redeemed" and v.card != card:
+            return vouchers.Refusal.USED
+        return None
+
+    def voucher_credited(self, card: str, v: Voucher) -> None:
+        """An approved redemption: the first one credits the card."""
+        if v.status == "issued":
+            self.model.points[card] += VOUCHER_POINTS
+            v.status, v.card = "redeemed", card
+
+    @rule(card=st.sampled_from(CARDS), index=st.integers(0, VOUCHERS - 1), right=st.booleans())
+    def voucher_redeem(self, card: str, index: int, right: bool) -> None:
+        v = self.model.vouchers[index]
+        code = v.code if right else f"{(int(v.code) + 1) % 10 ** 16:016d}"
+        done = self.run(vouchers.redeem(self.ledger, self.pool, self.voucher_key, v.serial, code,
+                                        self.card_ids[card], vouchers.Subjects(), vouchers.DEFAULT_POLICY))
+        expect = self.voucher_expect(card, v, right)
+        assert done.refusal is expect, (done, v, card)
+        if expect is None:
+            assert done.replayed == (v.status == "redeemed") and done.points == VOUCHER_POINTS
+            self.voucher_credited(card, v)
+
+    @rule()
+    def vouchers_expire(self) -> None:
+        """The cards' last day ends: end of day's breakage step (run twice: the second moves nothing)."""
+        async def expire() -> dict[str, int]:
+            day = await self.pool.fetchval("SELECT open_date FROM ledger.business_day")
+            async with self.pool.acquire() as conn:
+                moved = await vouchers.expire_day(conn, self.ledger, day)
+                assert await vouchers.expire_day(conn, self.ledger, day) == {}
+            return moved
+
+        moved = self.run(expire())
+        open_cards = [v for v in self.model.vouchers if v.status == "issued"]
+        assert moved == ({"ALLY": VOUCHER_POINTS * len(open_cards)} if open_cards else {}), (moved, open_cards)
+        for v in open_cards:
+            v.status = "expired"
+        self.model.breakage += VOUCHER_POINTS * len(open_cards)
 
     # ---------------------------------------------------------------- compensations
 
@@ -289,6 +365,12 @@ class LoyaltyMachine(DatabaseMachine):
         for r in rows:
             (points if r["purpose"] == "points" else sv)[self.card_pans[r["id"]]] += r["posted"]
         assert points == self.model.points and sv == self.model.sv, (points, sv, self.model)
+        # The top-up cards' points: sold = redeemed + still open (the float) + expired (breakage).
+        float_, breakage = (self.run(self.pool.fetchval(
+            "SELECT coalesce(sum(posted), 0) FROM ledger.accounts WHERE owner_kind = 'operator' AND purpose = $1",
+            purpose)) for purpose in (vouchers.FLOAT_PURPOSE, vouchers.BREAKAGE_PURPOSE))
+        issued = sum(v.status == "issued" for v in self.model.vouchers)
+        assert (float_, breakage) == (VOUCHER_POINTS * issued, self.model.breakage)
         assert self.run(check_books(self.pool)) == []
         # Every record says what its journal did (reconciliation's records_match_journals).
         report = self.run(reconcile.run(self.pool, None))

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import soak
 import test_loyalty_model as base
-from fixtures_daemon import POS_LISTENER, Daemon, Terminal, tlv
+from fixtures_daemon import MASTER_KEY_HEX, POS_LISTENER, Daemon, Terminal, tlv
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
@@ -45,6 +45,10 @@ _PROC = {
 }
 
 
+# Top-up card refusals (ledger.loyalty.vouchers.Refusal) as field 39 (specs/HOST-INTERFACE.md §7.1.1).
+VOUCHER_CODES = {None: "00", "invalid": "14", "used": "05", "expired": "54"}
+
+
 @dataclass
 class Preauth:
     """An approved 0100, as the model sees it."""
@@ -56,6 +60,8 @@ class Preauth:
 
 
 class WireLoyaltyMachine(base.LoyaltyMachine):
+    voucher_key = bytes.fromhex(MASTER_KEY_HEX)  # the daemon's: it checks the codes
+
     async def open(self) -> None:
         self.preauths: list[Preauth] = []
         self.held: dict[str, int] = dict.fromkeys(base.CARDS, 0)
@@ -66,7 +72,9 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         await super().open()
         # The machine's own Ledger stays idle; the daemon posts.
         self.workdir = Path(tempfile.mkdtemp(prefix="swwire"))
-        self.daemon = await asyncio.to_thread(lambda: Daemon(self.workdir, self.db_dsn, [POS_LISTENER]).start())
+        # Wrong codes are part of the model: no lockout within an example.
+        self.daemon = await asyncio.to_thread(lambda: Daemon(self.workdir, self.db_dsn, [POS_LISTENER],
+                                                             extra={"vouchers": {"failures_max": 1000}}).start())
         # ledger.loyalty.demo seeds the domain only; the switch's terminals are ours to add.
         for merchant, (tid, _rate) in base.MERCHANTS.items():
             await asyncio.to_thread(self.daemon.add_terminal, tid, merchant)
@@ -177,6 +185,23 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         again = self._terminal(frame["41"].strip()).call(frame)
         assert again == self.responses[req.key], (again, self.responses[req.key])
 
+    @rule(card=st.sampled_from(base.CARDS), index=st.integers(0, base.VOUCHERS - 1), right=st.booleans())
+    def voucher_redeem(self, card: str, index: int, right: bool) -> None:  # type: ignore[override]
+        v = self.model.vouchers[index]
+        code = v.code if right else f"{(int(v.code) + 1) % 10 ** 16:016d}"
+        tid, stan, when = self.request(card, "M0001", 0).key.split("|")
+        fields = {"t": "0200", "2": card, "3": "210065", "4": f"{base.VOUCHER_POINTS:012d}", "7": when, "11": stan,
+                  "41": tid.ljust(8), "42": "M0001".ljust(15), "48": f"VS012{v.serial}VC016{code}"}
+        resp = self._terminal(tid).call(fields)
+        if card in self.model.blocked:  # the card of field 2 must be active, before anything else
+            assert resp["39"] == "14", resp
+            return
+        refusal = self.voucher_expect(card, v, right)
+        assert resp["39"] == VOUCHER_CODES[None if refusal is None else str(refusal)], (resp, v, card)
+        if refusal is None:
+            self.voucher_credited(card, v)
+            assert tlv(resp["48"])["PE"] == str(base.VOUCHER_POINTS)
+            assert int(tlv(resp["48"])["PB"]) == self.model.points[card], (resp, self.model.points)
 
     # ---------------------------------------------------------------- pre-authorisations
 

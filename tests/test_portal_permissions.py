@@ -54,6 +54,7 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "terminal_edit": ("GET", "/terminals/{term}/edit", {}),
     "terminal_status": ("POST", "/terminals/{term}/status", {"status": "x"}),
     "stats": ("GET", "/stats", {}),
+    "revenue": ("GET", "/revenue", {}),
     "stats_csv": ("GET", "/stats.csv?table=members", {}),
     "settlement": ("GET", "/settlement", {}),
     "settlement_day": ("GET", "/settlement/2024-01-02", {}),

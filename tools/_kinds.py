@@ -41,6 +41,9 @@ class Kind:
     # Void/refund: needs an approved original (its RRN, account and amount); xx of field 3
     # (02xx00, 20xx00) is the original's account.
     compensates: bool = False
+    # A top-up card redemption: field 48 names a card (serial, code) from --vouchers, each sent once;
+    # field 4 is the card's points.
+    voucher: bool = False
 
     @property
     def financial(self) -> bool:
@@ -56,6 +59,7 @@ KINDS: dict[str, Kind] = {
     "load": Kind("0200", "210060", card=True, amount_min=1_000, amount_max=10_000, currency="156"),
     "inquiry": Kind("0200", "310000", card=True, currency="156"),
     "lottery": Kind("0200", "906500", card=True, amount_min=1, amount_max=10),
+    "voucher": Kind("0200", "210065", card=True, voucher=True),
     # Amounts come from the original: the full amount for a void, part of it for a refund.
     "void": Kind("0200", "020000", card=True, compensates=True),
     "refund": Kind("0200", "200000", card=True, compensates=True),
@@ -124,11 +128,13 @@ def build_fields(
     account: str = "00",
     rrn: str = "",
     currency: str = "",
+    voucher: tuple[str, str] | None = None,
 ) -> Fields:
     """Decoded fields for one request of ``kind`` (no MAC; that is added at encoding).
 
     ``account``, ``rrn`` and ``currency`` are for void/refund only: xx of field 3, field 37
-    and field 49 (the original's, if it had one).
+    and field 49 (the original's, if it had one). ``voucher``: a top-up card's (serial, code), in
+    field 48's tags VS and VC.
     """
     fields: Fields = {"t": kind.mti, "7": now, "11": stan, "41": pad_tid(tid)}
     if kind.financial:
@@ -147,5 +153,8 @@ def build_fields(
                 fields["37"] = rrn
             if currency:
                 fields["49"] = currency
+        if voucher is not None:
+            serial, code = voucher
+            fields["48"] = f"VS{len(serial):03d}{serial}VC{len(code):03d}{code}"
     fields.update(kind.extra)
     return fields

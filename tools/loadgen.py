@@ -80,6 +80,7 @@ class LoadConfig:
     idle_connections: int = 0
     seed: int = 0
     originals_max: int = 64  # approved originals remembered per terminal, for void/refund
+    vouchers: list[tuple[str, str, int]] = field(default_factory=list)  # top-up cards: serial, code, points
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0 and self.requests <= 0:
@@ -97,6 +98,8 @@ class LoadConfig:
                              "topup or load to the mix")
         if self.originals_max < 1:
             raise ValueError("originals_max must be >= 1")
+        if any(_kinds.KINDS[n].voucher for n in weighted) and not self.vouchers:
+            raise ValueError("the mix redeems top-up cards: give --vouchers FILE")
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,7 @@ class Run:
         self.by_kind: dict[str, Counter[str]] = {}  # kind -> response code -> count
         self.originals: dict[str, deque[Original]] = {}  # terminal id -> recent approved originals
         self.fallbacks: Counter[str] = Counter()  # void/refund sent as another kind: no original
+        self._vouchers_sent = 0  # top-up cards used (--vouchers), in file order
         # Per connection: time out its unanswered requests (one sweeper task for them all, so
         # that a hundred connections do not wake the loop two thousand times a second).
         self._sweeps: dict[int, Callable[[int], None]] = {}
@@ -251,6 +255,17 @@ class Run:
                 return name, fields, amount
             self.fallbacks[name] += 1
             name = self.fallback_kind
+            kind = _kinds.KINDS[name]
+        if kind.voucher:
+            if self._vouchers_sent < len(self.cfg.vouchers):  # each card once
+                serial, code, points = self.cfg.vouchers[self._vouchers_sent]
+                self._vouchers_sent += 1
+                fields = _kinds.build_fields(
+                    kind, stan=stan, tid=terminal.tid, mid=terminal.mid, now=self.clock.field7(),
+                    pan=self.rng.choice(self.cfg.pans), amount=points, voucher=(serial, code))
+                return name, fields, points
+            self.fallbacks[name] += 1
+            name = self.fallback_kind or "inquiry"
             kind = _kinds.KINDS[name]
         amount = self.rng.randint(kind.amount_min, kind.amount_max) if kind.amount_max else 0
         fields = _kinds.build_fields(
@@ -525,6 +540,7 @@ def _describe(cfg: LoadConfig) -> dict[str, Any]:
     # Keys never leave the process; PANs are data, not configuration.
     out["terminals"] = len(cfg.terminals)
     out["pans"] = len(cfg.pans)
+    out["vouchers"] = len(cfg.vouchers)  # their codes are secrets: never in a summary
     out["mix"] = dict(cfg.mix)
     return out
 
@@ -572,6 +588,16 @@ def read_terminals(path: str) -> list[Terminal]:
     return terminals
 
 
+def read_vouchers(path: str) -> list[tuple[str, str, int]]:
+    """Top-up cards from ``switchd voucher batch create``'s file: serial, code, points (header skipped)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines()[1:]:
+        parts = line.strip().split(",")
+        if len(parts) >= 3 and parts[2].isdigit():
+            out.append((parts[0], parts[1], int(parts[2])))
+    return out
+
+
 def read_pans(path: str) -> list[str]:
     """One PAN per line; blank lines and ``#`` comments skipped."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -612,6 +638,8 @@ def make_terminals(prefix: str, count: int, mid: str, mac_alg: str, mac_key: byt
 @click.option("--mac-key", "mac_key_hex", default="", help="MAC key for generated terminals.")
 @click.option("--terminals", "terminals_file", default="", help="File of tid,mid,mac-alg,mac-key-hex.")
 @click.option("--pans", "pans_file", default="", help="File of card numbers, one per line.")
+@click.option("--vouchers", "vouchers_file", default="",
+              help="Top-up cards for the voucher kind: the file `switchd voucher batch create` writes.")
 @click.option("--timeout-s", default=5.0, show_default=True, type=click.FloatRange(0.001))
 @click.option("--sign-on/--no-sign-on", default=True, show_default=True)
 @click.option("--idle-connections", default=0, type=click.IntRange(0),
@@ -625,7 +653,7 @@ def main(
     host: str, port: int, framing: str, spec_name: str, tpdu_hex: str, connections: int,
     inflight: int, rate_per_s: float, duration_s: float, requests: int, mix: str,
     tid_prefix: str, mid: str, mac_alg: str, mac_key_hex: str, terminals_file: str,
-    pans_file: str, timeout_s: float, sign_on: bool, idle_connections: int, seed: int,
+    pans_file: str, vouchers_file: str, timeout_s: float, sign_on: bool, idle_connections: int, seed: int,
     originals_max: int, json_out: str, quiet: bool,
 ) -> None:
     """Drive the switch with pipelined requests and report throughput and latency."""
@@ -645,6 +673,7 @@ def main(
             mix=_kinds.parse_mix(mix), terminals=terminals,
             pans=read_pans(pans_file) if pans_file else [], timeout_s=timeout_s,
             sign_on=sign_on, idle_connections=idle_connections, seed=seed, originals_max=originals_max,
+            vouchers=read_vouchers(vouchers_file) if vouchers_file else [],
         )
     except (ValueError, OSError) as exc:
         raise click.UsageError(str(exc)) from None

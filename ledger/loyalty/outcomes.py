@@ -39,6 +39,8 @@ class TxnType(StrEnum):
     # A pre-authorisation's completion (0200 006000 or 0220 with field 90 naming the 0100):
     # the operation; what it posts is recorded as the stored-value purchase it is.
     COMPLETION = "completion"
+    VOUCHER_SALE = "voucher_sale"  # a batch of points top-up cards sold to a merchant
+    VOUCHER_REDEEM = "voucher_redeem"  # a points top-up card redeemed by a member
 
     @property
     def account(self) -> str:
@@ -48,7 +50,7 @@ class TxnType(StrEnum):
     @property
     def in_points(self) -> bool:
         """True when field 4 of this transaction is a number of points."""
-        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY)
+        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY, TxnType.VOUCHER_REDEEM)
 
 
 _ACCOUNT = {TxnType.EARN: "00", TxnType.REDEEM: "65", TxnType.TOPUP: "65",

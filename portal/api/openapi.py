@@ -111,6 +111,11 @@ SCHEMAS: dict[str, Schema] = {
                            "updated_at": DATETIME, "messages": INT},
                           {"thread": {"type": "array", "items": ref("FeedbackMessage")}}),
     "FeedbackPage": page_of("FeedbackThread"),
+    "VoucherRedeem": obj({"serial": {**STR, "description": "The card's serial, 12 digits"},
+                          "code": {**STR, "description": "The card's secret code, 16 digits"}},
+                         {"card_id": {**INT, "description": "Default: the member's first active card"}}),
+    "VoucherRedeemed": obj({"serial": STR, "card_id": INT, "points": ref("Points"),
+                            "replayed": {**BOOL, "description": "This card had credited the same card before"}}),
 }
 
 _PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
@@ -185,6 +190,8 @@ PATHS: dict[str, dict[str, Schema]] = {
                   "get": op("The member's feedback threads, newest first", 200, "FeedbackPage", (400, 403),
                             params=(LIMIT, CURSOR))},
     "/feedback/{id}": {"get": op("One thread with its messages", 200, "FeedbackThread", (403, 404), params=(ID,))},
+    "/vouchers/redeem": {"post": op("Redeem a points top-up card: its points credited once", 200,
+                                    "VoucherRedeemed", (403, 422, 503), body="VoucherRedeem", moves_value=True)},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
                                             "429": {"description": "Rate limited", "content": _PROBLEM}}}},

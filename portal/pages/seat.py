@@ -42,7 +42,8 @@ KIND_NAMES = {
     "inquiry": N_("Balance inquiry"), "void": N_("Void"), "refund": N_("Refund"),
     "lottery": N_("Lottery"), "reversal": N_("Reversal"), "marker": N_("Reversal marker"),
     "fee": N_("Placement fee"), "preauth": N_("Pre-authorisation"),
-    "completion": N_("Pre-authorisation completion"),
+    "completion": N_("Pre-authorisation completion"), "voucher_sale": N_("Top-up card sale"),
+    "voucher_redeem": N_("Top-up card redeemed"),
 }
 
 # Every outcome in words: what the operator tells the member.

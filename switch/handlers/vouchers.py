@@ -1,0 +1,105 @@
+"""Top-up card redemption over ISO 8583: a 0200 top-up (210065) whose field 48 names a card.
+
+Field 48 carries the card's serial (tag ``VS``) and secret code (tag ``VC``); field 4 is the card's
+points, as printed on it. The points credited come from the card (``ledger.loyalty.vouchers``),
+once; the answer is stored with the journal, so a retransmission gets the same bytes. The code
+is never logged: the request log carries no field 48 of a request.
+
+>>> parse_tlv("VS012000001000001VC0161234567890123456")
+{'VS': '000001000001', 'VC': '1234567890123456'}
+>>> parse_tlv("VS01"), parse_tlv("VS003ab"), parse_tlv("")
+(None, None, {})
+>>> is_voucher({"3": "210065", "48": "VS0010VC0011"}), is_voucher({"3": "210065", "48": "PG004ALLY"})
+(True, False)
+"""
+
+from __future__ import annotations
+
+from specs.vocabulary import Fields
+from switch.context import RequestContext
+from switch.handlers.financial import POINTS_CURRENCY, balance_entry, tlv
+
+SERIAL_TAG = "VS"
+CODE_TAG = "VC"
+TOPUP_CODE = "210065"
+TLV_ENTRIES_MAX = 16
+
+# Refusal (ledger.loyalty.vouchers.Refusal) -> field 39.
+RESPONSE_CODES = {
+    "locked": "75",  # tries exceeded
+    "invalid": "14",  # no card with this serial and code
+    "used": "05",
+    "expired": "54",
+    "suspended": "62",
+    "not_sold": "62",
+    "no_card": "14",  # the member's card (field 2) is unknown or not active
+    "amount": "13",
+    "error": "96",
+}
+
+
+def parse_tlv(text: str) -> dict[str, str] | None:
+    """Field 48's entries (tag: value), or None when it is not a well-formed list (bounded)."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(text):
+        if len(out) >= TLV_ENTRIES_MAX or i + 5 > len(text) or not text[i + 2:i + 5].isdigit():
+            return None
+        length = int(text[i + 2:i + 5])
+        if i + 5 + length > len(text):
+            return None
+        out[text[i:i + 2]] = text[i + 5:i + 5 + length]
+        i += 5 + length
+    return out
+
+
+def is_voucher(fields: Fields) -> bool:
+    """A top-up naming a card in field 48 (the router sends it here, not to the plain top-up)."""
+    if fields.get("3") != TOPUP_CODE or "48" not in fields:
+        return False
+    tags = parse_tlv(fields["48"])
+    return tags is not None and SERIAL_TAG in tags and CODE_TAG in tags
+
+
+def _approved(ctx: RequestContext, points: int, program: str, balance: int | None) -> Fields:
+    approval = (ctx.rrn or "")[-6:]
+    extra: Fields = {"38": approval} if approval else {}
+    tags = {"PE": str(points)} | ({"PB": str(balance)} if balance is not None else {}) | {"PG": program}
+    extra["48"] = tlv(tags)
+    if balance is not None:
+        extra["54"] = balance_entry("65", POINTS_CURRENCY, balance)
+    return ctx.reply("00", **extra)
+
+
+async def handle(ctx: RequestContext) -> Fields:
+    """Redeem the card of field 48 for the card of field 2 at this terminal's merchant."""
+    # Imported here: the ledger's card module is only needed on this path.
+    from ledger.loyalty import cards, vouchers
+    from ledger.loyalty.outcomes import Channel
+
+    desk = ctx.vouchers
+    if desk is None:  # no master key configured: no card can be checked
+        return ctx.reply("40")
+    tags = parse_tlv(ctx.fields["48"]) or {}
+    terminal_id = ctx.fields["41"].strip()
+    card = await cards.show_card(ctx.pool, ctx.fields["2"])
+    if card is None or card["status"] != "active":
+        return ctx.reply(RESPONSE_CODES["no_card"])
+    who = vouchers.Subjects(member_id=int(card["member_id"]), terminal_id=terminal_id)
+
+    def receipt(points: int, program: str, account_id: int) -> object:
+        return ctx.receipt(lambda res: _approved(ctx, points, program, res.balances.get(account_id)))
+
+    done = await vouchers.redeem(
+        ctx.ledger, ctx.pool, desk.master_key, tags[SERIAL_TAG], tags[CODE_TAG], int(card["id"]), who, desk.policy,
+        channel=Channel.TERMINAL, merchant_id=ctx.fields["42"].strip(), terminal_id=terminal_id, rrn=ctx.rrn,
+        stan=ctx.fields["11"], expect_points=int(ctx.fields["4"]), receipt=receipt)  # type: ignore[arg-type]
+    if done.refusal is not None:
+        ctx.log.info("declined", reason=f"voucher {done.refusal}")
+        return ctx.reply(RESPONSE_CODES[str(done.refusal)])
+    rr = ctx.response_receipt
+    if rr is not None and done.result is not None and not done.replayed:
+        return rr.finish(done.result)  # the answer stored with the journal
+    # The card credited this same card before (another request): today's balance; the pipeline keeps it.
+    assert done.program is not None
+    return _approved(ctx, done.points, done.program, done.points_balance)
