@@ -322,11 +322,11 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
     @invariant()
     def holds_are_the_models(self) -> None:
         rows = self.run(self.pool.fetch(
-            "SELECT c.pan, a.held FROM ledger.accounts a JOIN loyalty.cards c "
+            "SELECT c.id, a.held FROM ledger.accounts a JOIN loyalty.cards c "
             "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE a.purpose = 'stored_value'"))
         held = dict.fromkeys(base.CARDS, 0)
         for r in rows:
-            held[r["pan"]] += r["held"]
+            held[self.card_pans[r["id"]]] += r["held"]
         assert held == self.held, (held, self.held)
 
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from cli.main import root
 from ledger import db as ledger_db
 from ledger.loyalty import demo
+from ledger.loyalty.rules import mask_pan
 from portal import member_auth
 from portal.settings import PortalSettings
 
@@ -75,7 +76,7 @@ def test_password_from_a_prompt_must_be_changed_and_is_audited(run, db_dsn: str)
     assert done.exit_code == 0, done.output
     assert "temporary-pass-9" not in done.output
     login = _query(db_dsn, "SELECT must_change_password FROM portal.member_logins l JOIN loyalty.cards c "
-                           "ON c.member_id = l.member_id WHERE c.pan = $1", PAN1)
+                           "ON c.member_id = l.member_id WHERE c.pan_masked = $1", mask_pan(PAN1))
     assert login == [{"must_change_password": True}]
     weak = run("member", "password", PAN1, stdin="short\nshort\n")
     assert weak.exit_code == 1

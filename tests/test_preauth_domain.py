@@ -17,7 +17,7 @@ from ledger_support import ledger_settings
 
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo
+from ledger.loyalty import card_numbers, demo
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.preauth import PreauthSettings
@@ -47,7 +47,8 @@ async def loy(pool: asyncpg.Pool) -> AsyncIterator[Loyalty]:
 async def _available(loy: Loyalty) -> int:
     row = await loy.pool.fetchrow(
         "SELECT a.posted - a.held AS available FROM ledger.accounts a JOIN loyalty.cards c "
-        "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.pan = $1 AND a.purpose = 'stored_value'", PAN)
+        "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE c.id = $1 AND a.purpose = 'stored_value'",
+        await card_numbers.card_id_by_number(loy.pool, PAN))
     assert row is not None
     return int(row["available"])
 
