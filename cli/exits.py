@@ -36,6 +36,7 @@ from ledger.embedded import EmbeddedError
 from ledger.eod import EodBusy
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.bins import BinNotFound
+from ledger.loyalty.pins import PinError
 from ledger.loyalty.programs import ProvisioningError
 from ledger.migrate import MigrationError
 from ledger.roles import RolesError
@@ -80,6 +81,7 @@ _DOMAIN_CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (ProvisioningError, Exit.REFUSED),
     (TerminalError, Exit.REFUSED),
     (KeyStoreError, Exit.REFUSED),
+    (PinError, Exit.REFUSED),
     (ClearingError, Exit.REFUSED),
     (EmbeddedError, Exit.REFUSED),
     (MigrationError, Exit.REFUSED),

@@ -39,6 +39,12 @@ def master_key(ctx: click.Context) -> bytes | None:
     return keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
 
 
+def previous_master_keys(ctx: click.Context) -> tuple[bytes, ...]:
+    """The previous master key during a rotation (``[security] master_key_previous_file``), if any."""
+    previous = keystore.load_master_key(config(ctx).security.master_key_previous_file, "")
+    return () if previous is None else (previous,)
+
+
 def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
             pool_statement_s: float | None = None) -> T:
     """Run ``body(conn)`` against the configured (or embedded) database; one-line errors.

@@ -57,7 +57,12 @@ DAEMON_WRITES: tuple[tuple[str, str], ...] = (
     ("ledger.accounts", f"INSERT ({', '.join(ACCOUNT_INSERT_COLUMNS)})"),
     ("eod.terminal_batches", "INSERT, UPDATE"),
     ("switch.terminals", f"UPDATE ({', '.join(TERMINAL_SIGN_ON_COLUMNS)})"),
+    ("loyalty.card_pins", "UPDATE (failed_tries, tried_at)"),  # a PIN try counts (ledger.loyalty.pins)
+    ("loyalty.chip_data", "INSERT"),  # what a dispute needs of a purchase's chip data
 )
+# A sign-on's working keys are installed only through this SECURITY DEFINER function (the
+# daemon cannot write a terminal's key columns); nobody else may call it.
+WORKING_KEYS_FUNCTION = "switch.install_working_keys(text, text, bytea, text, bytea)"
 # The portal's, beyond the daemon's: whole schemas it administers, and an account's status.
 PORTAL_WRITE_SCHEMAS = ("loyalty", "portal", "switch")
 PORTAL_WRITES: tuple[tuple[str, str], ...] = (
@@ -68,9 +73,10 @@ DAEMON_UNREAD_SCHEMAS = ("portal",)
 # Secrets reporting never reads: sessions, activation codes and API tokens (whole tables), and
 # password hashes and sealed terminal keys (columns; the rest of those tables it reads).
 REPORT_HIDDEN_TABLES = ("portal.sessions", "portal.member_sessions", "portal.member_activations",
-                        "portal.api_tokens")
+                        "portal.api_tokens", "loyalty.pin_keys")
 REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
-    "switch.terminals": ("mac_key_sealed",),
+    "switch.terminals": ("mac_key_sealed", "tmk_sealed", "pin_key_sealed"),
+    "loyalty.card_pins": ("pin_hash",),
     "portal.users": ("password_hash",),
     "portal.member_logins": ("password_hash",),
 }
@@ -247,6 +253,11 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
         raise RolesError(f"{POST_FUNCTION} does not exist: run 'switchd db upgrade' first")
     await conn.execute(f"REVOKE ALL ON FUNCTION {post} FROM PUBLIC, {runtime}")
     await conn.execute(f"GRANT EXECUTE ON FUNCTION {post} TO {q[names.daemon]}, {q[names.portal]}")
+    working = await conn.fetchval("SELECT to_regprocedure($1)::text", WORKING_KEYS_FUNCTION)
+    if working is None:
+        raise RolesError(f"{WORKING_KEYS_FUNCTION} does not exist: run 'switchd db upgrade' first")
+    await conn.execute(f"REVOKE ALL ON FUNCTION {working} FROM PUBLIC, {runtime}")
+    await conn.execute(f"GRANT EXECUTE ON FUNCTION {working} TO {q[names.daemon]}")
 
 
 async def _grant_report(conn: asyncpg.Connection, report: str) -> None:

@@ -25,6 +25,7 @@ import asyncpg
 
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.pins import PinChecker
 from specs.vocabulary import Fields, response_mti
 from switch.config import ListenerConfig
 from switch.dedup import DedupKey, ResponseReceipt
@@ -75,12 +76,14 @@ class RequestContext:
     # Set by a handler whose answer is an earlier identical request's (for the request log; see
     # switch.routing.CHECKS_DUPLICATES). Whether the pipeline stores it is the receipt's `stored`.
     replayed: bool = False
+    pins: PinChecker | None = None  # PIN checks (field 52/110): the PIN key and the tries bound
+    chip_data_kept: bool = True  # [security] chip_data_keep_days > 0: what a dispute needs is kept
 
     def __init__(self, fields: Fields, mti: str, processing_code: str | None, listener: ListenerConfig, peer: str,
                  terminal: Terminal | None, terminals: TerminalStore, ledger: Ledger, pool: asyncpg.Pool,
                  log: Any, rrn: str | None = None, dedup_key: DedupKey | None = None,
                  response_receipt: ResponseReceipt | None = None, loyalty: Loyalty | None = None,
-                 replayed: bool = False) -> None:
+                 replayed: bool = False, pins: PinChecker | None = None, chip_data_kept: bool = True) -> None:
         self.fields = fields
         self.mti = mti
         self.processing_code = processing_code
@@ -96,6 +99,8 @@ class RequestContext:
         self.response_receipt = response_receipt
         self.loyalty = loyalty
         self.replayed = replayed
+        self.pins = pins
+        self.chip_data_kept = chip_data_kept
 
     def reply(self, code: str, **extra: str) -> Fields:
         """The response with ``code``: echoed keys, the RRN when assigned, and ``extra`` fields."""

@@ -44,6 +44,7 @@ from ledger.accounts import receipt_reader
 from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.pins import PinChecker
 from ledger.roles import privilege_message
 from switch import keystore, notify, runtime
 from switch.config import Config
@@ -116,12 +117,15 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
-        terminals = TerminalStore(pool, master_key)
+        previous = keystore.load_master_key(cfg.security.master_key_previous_file, "")
+        terminals = TerminalStore(pool, master_key, () if previous is None else (previous,))
         metrics.watch_terminal_feed(terminals)
         feed = asyncio.create_task(terminals.follow_changes(
             lambda: ledger_db.connect(dsn, cfg.database.timeout_connect_s, "switchd-feed")), name="terminal-feed")
         services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty,
-                            refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse")
+                            refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse",
+                            pins=PinChecker(pool, terminals.master_keys, cfg.security.pin_tries_max),
+                            chip_data_kept=cfg.security.chip_data_keep_days > 0)
         server = Server(cfg.listeners, services)
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).
@@ -252,6 +256,7 @@ PR_SET_PDEATHSIG = 1
 async def _preflight(cfg: Config, dsn: str) -> None:
     """What would stop every worker, checked once in the supervisor: the key and the schema."""
     keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+    keystore.load_master_key(cfg.security.master_key_previous_file, "")
     conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
     try:
         await migrate.check_current(conn)

@@ -11,6 +11,8 @@ from ledger.keys import (
     load_master_key,
     seal,
     unseal,
+    unseal_any,
 )
 
-__all__ = ["MASTER_KEY_BYTES", "KeyStoreError", "generate_master_key_hex", "load_master_key", "seal", "unseal"]
+__all__ = ["MASTER_KEY_BYTES", "KeyStoreError", "generate_master_key_hex", "load_master_key", "seal", "unseal",
+           "unseal_any"]

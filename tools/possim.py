@@ -6,6 +6,13 @@ Talks to the daemon over TCP only (framing, codec and MAC are the tools' own).
         --mti 0200 --proc 000000 --pan 6250941234567890 --amount 1000 \\
         --mac-alg cmac-aes --mac-key 000102030405060708090A0B0C0D0E0F
 
+A terminal with a master key signs on for its working keys and enciphers the member's PIN
+(field 52, ISO 9564 format 0, for ``tdes``; field 110, format 4, for ``aes``):
+
+    python -m tools.possim --port 8583 --tid T0000002 --mid M00000000000001 --sign-on \
+        --tmk 0123456789ABCDEFFEDCBA9876543210 --tmk-alg tdes \
+        --mti 0200 --proc 006000 --pan 6250941234567890 --amount 1000 --pin 1234
+
 Field 49 (currency) goes with every money amount (specs/HOST-INTERFACE.md §6),
 156 unless ``--currency`` says otherwise (``--currency ''`` sends none); points
 amounts carry none. A 30 (format error) answer is followed by a hint line.
@@ -26,7 +33,7 @@ import click
 import iso8583
 
 from specs.vocabulary import FORMAT_ERROR
-from tools import _mac, _msg, _wire
+from tools import _mac, _msg, _pin, _wire
 
 # Requests whose field 4 is an amount (money or points, by field 3).
 AMOUNT_MTIS = frozenset({"0200", "0400", "0420", "0421"})
@@ -257,6 +264,10 @@ def report(
 @click.option("--stan", default="", help="STAN (field 11); random when omitted.")
 @click.option("--rrn", default="", help="RRN (field 37), e.g. of the original for a void.")
 @click.option("--field", "field_items", multiple=True, help="Extra field N=VALUE (repeatable).")
+@click.option("--tmk", "tmk_hex", default="",
+              help="Terminal master key, 32 hex chars: take the working keys of the sign-on (needs --sign-on).")
+@click.option("--tmk-alg", type=click.Choice(_pin.SCHEMES), default="tdes", show_default=True)
+@click.option("--pin", default="", help="The member's PIN: sent enciphered under the sign-on's PIN key.")
 def main(
     host: str,
     port: int,
@@ -277,6 +288,9 @@ def main(
     stan: str,
     rrn: str,
     field_items: tuple[str, ...],
+    tmk_hex: str,
+    tmk_alg: str,
+    pin: str,
 ) -> None:
     """Send one request to the switch and print the decoded response."""
     try:
@@ -291,6 +305,11 @@ def main(
         if stan and not (stan.isascii() and stan.isdigit() and len(stan) <= 6):
             raise ValueError(f"--stan must be up to 6 digits, got {stan!r}")
         extra = parse_field_option(field_items)
+        tmk = bytes.fromhex(tmk_hex) if tmk_hex else b""
+        if tmk and (len(tmk) != 16 or not sign_on):
+            raise ValueError("--tmk is 32 hex characters and goes with --sign-on")
+        if pin and not (tmk and pan and pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
+            raise ValueError("--pin is 4 to 12 digits and needs --tmk, --sign-on and --pan")
         stan = (stan or str(random.randint(1, 999_999))).zfill(6)
         fields = build_request(
             mti=mti, stan=stan, tid=tid, mid=mid, now=_msg.transmission_datetime(),
@@ -311,6 +330,16 @@ def main(
                 _tpdu, raw = exchange(conn, sign_on_fields, spec_name, mac_alg, mac_key)
                 answer = _msg.decode(raw, spec_name)[0]
                 click.echo(f"sign-on: {answer.get('t')} response code {answer.get('39', '--')}")
+                if tmk:
+                    try:
+                        pin_key, mac_key = _pin.working_keys(tmk_alg, tmk, answer.get("48", ""))
+                    except (KeyError, ValueError) as exc:
+                        raise SimError(f"sign-on delivered no usable working keys: {exc}") from None
+                    mac_alg = _pin.MAC_ALG[tmk_alg]
+                    click.echo(f"sign-on: working keys received (PIN key {_pin.kcv(tmk_alg, pin_key)}, "
+                               f"MAC key {_pin.kcv(tmk_alg, mac_key)})")
+                    if pin:
+                        fields[_pin.PIN_FIELD[tmk_alg]] = _pin.pin_block(tmk_alg, pin_key, pin, pan).hex().upper()
             got_tpdu, raw = exchange(conn, fields, spec_name, mac_alg, mac_key)
         finally:
             conn.close()

@@ -1,0 +1,78 @@
+"""``switchd keys rewrap``: re-seal every key at rest under a new master key (ledger.sealed).
+
+The rotation, without stopping anything (docs/operating.md, Rotating the master key):
+
+1. write the new key to a file (``switchd keys new > F``, mode 0600);
+2. point ``[security] master_key_file`` at it and ``master_key_previous_file`` at the old one,
+   and restart the daemons and the portal one by one: they seal with the new key and open keys
+   sealed under either;
+3. ``switchd keys rewrap --new-key-file F``: each sealed row is re-sealed once; interrupted, the
+   command is run again and carries on where it stopped;
+4. empty ``master_key_previous_file`` and restart them again.
+
+No key is printed: only check values (the first 3 bytes of the key's CMAC of a zero block).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli.exits import refuse
+from cli.invocation import config, master_key, previous_master_keys, with_db
+from ledger import keys, sealed
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """The master key that seals every key at rest: a new one, and re-sealing under it."""
+
+
+@keys_group.command("new")
+def keys_new() -> None:
+    """Print a new random master key (64 hex characters) to redirect into a file of mode 0600."""
+    click.echo(keys.generate_master_key_hex())
+
+
+def master_kcv(key: bytes) -> str:
+    """A master key's check value: AES-CMAC of a zero block under it, first 3 bytes."""
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers.algorithms import AES
+
+    mac = cmac.CMAC(AES(key))
+    mac.update(bytes(16))
+    return mac.finalize()[:keys.KCV_BYTES].hex().upper()
+
+
+@keys_group.command("rewrap")
+@click.option("--new-key-file", required=True, type=click.Path(dir_okay=False),
+              help="File holding the new master key (64 hex characters).")
+@click.pass_context
+def keys_rewrap(ctx: click.Context, new_key_file: str) -> None:
+    """Re-seal every sealed key under the new master key; resumable, each row re-sealed once.
+
+    Keys open under the configured master key, the previous one (master_key_previous_file) or
+    already the new one (a run that was interrupted).
+    """
+    new_key = keys.load_master_key(new_key_file, "")
+    assert new_key is not None
+    current = master_key(ctx)
+    old_keys = tuple(k for k in ((() if current is None else (current,)) + previous_master_keys(ctx))
+                     if k != new_key)
+    if not old_keys:
+        refuse("no old master key configured: set [security] master_key_file (or master_key_previous_file) "
+               "to the key the rows are sealed under")
+    config(ctx)
+
+    def progress(count: sealed.RewrapCount) -> None:
+        click.echo(f"{count.name}: {count.resealed} re-sealed, {count.already} already under the new key",
+                   err=True)
+
+    async def body(conn: Any) -> list[sealed.RewrapCount]:
+        return await sealed.rewrap(conn, old_keys, new_key, progress)
+
+    counts = with_db(ctx, body)
+    for count in counts:
+        click.echo(f"{count.name}: {count.resealed} re-sealed, {count.already} already under the new key")
+    click.echo(f"done: every sealed key opens under the new master key (check value {master_kcv(new_key)})")
