@@ -14,10 +14,6 @@ from typing import Any
 import asyncpg
 import iso8583
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import specs
 from fixtures_daemon import (
     MASTER_KEY_HEX,
     PAN_1,
@@ -31,6 +27,10 @@ from fixtures_daemon import (
     pad,
     utc_stamp,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import specs
 from ledger import keys
 from switch import emv, keyexchange, pinblock
 from tools import _mac, _pin
