@@ -46,7 +46,7 @@ never_logged(TMK_TDES_HEX, TMK_AES_HEX, "9F2608A1B2C3D4E5F60718", CHIP_DATA_HEX)
 # ---------------------------------------------------------------------- known answers
 
 
-# psec (github.com/knovichikhin/psec), tests/test_pinblock.py: ISO 9564 format 0 clear blocks.
+# psec (github.com/knovichikhin/psec), its PIN block tests: ISO 9564 format 0 clear blocks.
 @pytest.mark.parametrize("pin,pan,block", [
     ("1234", "5555555551234567", "041261AAAAEDCBA9"),
     ("123456789", "5555555551234567", "091261032D8DCBA9"),
@@ -384,3 +384,21 @@ def test_master_key_rotation_mid_traffic_loses_no_request(crypto_daemon: Daemon,
         assert " 0 re-sealed" in again and "re-sealed, 0 already" not in again.split("\n")[0]
     finally:
         assert d.stop() == 0
+
+
+def test_host_interface_examples_hold() -> None:
+    """specs/HOST-INTERFACE.md §10.2, §10.3 and example (h), checked with the tools' implementation."""
+    doc = (Path(specs.__file__).resolve().parent / "HOST-INTERFACE.md").read_text(encoding="utf-8")
+    field_48 = "PK0321FD1B02B237AF9AE1A4D672DCA6CB335PC0067B8358MK0324230EF1CB268495597F4494DD23D8A72MC006EB7A8D"
+    assert f"48 = {field_48}" in doc
+    pin_key, mac_key = _pin.working_keys("tdes", bytes.fromhex(TMK_TDES_HEX), field_48)
+    assert pin_key.hex().upper() == "FEDCBA98765432100123456789ABCDEF"
+    assert mac_key.hex().upper() == "89ABCDEF0123456776543210FEDCBA98"
+    pan = "6250941234567898"
+    assert "`04123DBEDCBA9876`" in doc and _pin.format0_clear("1234", pan).hex().upper() == "04123DBEDCBA9876"
+    assert "`0ACD588751CEB769`" in doc
+    assert pinblock.decipher("tdes", pin_key, bytes.fromhex("0ACD588751CEB769"), pan) == "1234"
+    assert "`DABA266681D97FF9230C853508C4BAB6`" in doc
+    aes_block = _pin.pin_block("aes", bytes.fromhex("00112233445566778899AABBCCDDEEFF"), "1234", pan, b"\xff" * 8)
+    assert aes_block.hex().upper() == "DABA266681D97FF9230C853508C4BAB6"
+    assert _pin.format4_pan_field(pan).hex().upper() == "46250941234567898000000000000000"

@@ -266,7 +266,8 @@ def report(
 @click.option("--field", "field_items", multiple=True, help="Extra field N=VALUE (repeatable).")
 @click.option("--tmk", "tmk_hex", default="",
               help="Terminal master key, 32 hex chars: take the working keys of the sign-on (needs --sign-on).")
-@click.option("--tmk-alg", type=click.Choice(_pin.SCHEMES), default="tdes", show_default=True)
+@click.option("--tmk-alg", type=click.Choice(_pin.SCHEMES), default="tdes", show_default=True,
+              help="The master key's scheme: tdes (PIN in 52, format 0) or aes (PIN in 110, format 4).")
 @click.option("--pin", default="", help="The member's PIN: sent enciphered under the sign-on's PIN key.")
 def main(
     host: str,
