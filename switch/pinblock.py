@@ -73,12 +73,17 @@ def pin_from_format0(clear: bytes, pan: str) -> str:
     """The PIN of a clear format 0 block; PinBlockError when it is not one."""
     if len(clear) != 8:
         raise _bad()
-    field = bytes(a ^ b for a, b in zip(clear, _pan_field_0(pan), strict=True)).hex().upper()
-    length = int(field[1], 16)
-    if field[0] != "0" or not PIN_DIGITS_MIN <= length <= PIN_DIGITS_MAX:
+    return _pin_of(bytes(a ^ b for a, b in zip(clear, _pan_field_0(pan), strict=True)), "0", "F")
+
+
+def _pin_of(field_bytes: bytes, control: str, fill: str) -> str:
+    # The first 8 bytes of a PIN field: control nibble, length nibble, the digits, the fill.
+    text = field_bytes[:8].hex().upper()
+    length = int(text[1], 16)
+    if text[0] != control or not PIN_DIGITS_MIN <= length <= PIN_DIGITS_MAX:
         raise _bad()
-    pin = field[2:2 + length]
-    if not pin.isdigit() or field[2 + length:] != "F" * (14 - length):
+    pin = text[2:2 + length]
+    if not pin.isdigit() or text[2 + length:] != fill * (14 - length):
         raise _bad()
     return pin
 
@@ -98,14 +103,7 @@ def pin_from_format4_field(field_bytes: bytes) -> str:
     """
     if len(field_bytes) != 16:
         raise _bad()
-    text = field_bytes[:8].hex().upper()
-    length = int(text[1], 16)
-    if text[0] != "4" or not PIN_DIGITS_MIN <= length <= PIN_DIGITS_MAX:
-        raise _bad()
-    pin = text[2:2 + length]
-    if not pin.isdigit() or text[2 + length:] != "A" * (14 - length):
-        raise _bad()
-    return pin
+    return _pin_of(field_bytes, "4", "A")
 
 
 def _tdes(key: bytes) -> Cipher[modes.ECB]:
