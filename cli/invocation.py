@@ -41,7 +41,7 @@ def master_key(ctx: click.Context) -> bytes | None:
 
 def previous_master_keys(ctx: click.Context) -> tuple[bytes, ...]:
     """The previous master key during a rotation (``[security] master_key_previous_file``), if any."""
-    previous = keystore.load_master_key(config(ctx).security.master_key_previous_file, "")
+    previous = keystore.load_previous_master_key(config(ctx).security.master_key_previous_file)
     return () if previous is None else (previous,)
 
 

@@ -3,12 +3,12 @@
 The rotation, without stopping anything (docs/operating.md, Rotating the master key):
 
 1. write the new key to a file (``switchd keys new > F``, mode 0600);
-2. point ``[security] master_key_file`` at it and ``master_key_previous_file`` at the old one,
-   and restart the daemons and the portal one by one: they seal with the new key and open keys
-   sealed under either;
+2. move the old key to the file ``[security] master_key_previous_file`` names, the new one to
+   ``master_key_file``, and ``systemctl reload switchd`` (SIGHUP): the daemons seal with the new
+   key and open keys sealed under either; the portal restarts to read them;
 3. ``switchd keys rewrap --new-key-file F``: each sealed row is re-sealed once; interrupted, the
    command is run again and carries on where it stopped;
-4. empty ``master_key_previous_file`` and restart them again.
+4. delete the previous key's file and reload again.
 
 No key is printed: only check values (the first 3 bytes of the key's CMAC of a zero block).
 """
@@ -19,8 +19,7 @@ from typing import Any
 
 import click
 
-from cli.exits import refuse
-from cli.invocation import config, master_key, previous_master_keys, with_db
+from cli.invocation import master_key, previous_master_keys, with_db
 from ledger import keys, sealed
 
 
@@ -60,10 +59,8 @@ def keys_rewrap(ctx: click.Context, new_key_file: str) -> None:
     current = master_key(ctx)
     old_keys = tuple(k for k in ((() if current is None else (current,)) + previous_master_keys(ctx))
                      if k != new_key)
-    if not old_keys:
-        refuse("no old master key configured: set [security] master_key_file (or master_key_previous_file) "
-               "to the key the rows are sealed under")
-    config(ctx)
+    # No old key at all (the configured key is the new one, no previous file): a run that checks
+    # every row is already under the new key; a row that is not stops it with one line.
 
     def progress(count: sealed.RewrapCount) -> None:
         click.echo(f"{count.name}: {count.resealed} re-sealed, {count.already} already under the new key",

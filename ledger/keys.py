@@ -98,6 +98,14 @@ def load_master_key(
     return None
 
 
+def load_previous_master_key(path: str) -> bytes | None:
+    """The previous master key during a rotation (``[security] master_key_previous_file``): None when
+    no file is configured or the configured file does not exist (no rotation under way)."""
+    if not path or not os.path.exists(path):
+        return None
+    return load_master_key(path, "")
+
+
 def _check_master(master_key: bytes) -> AESGCM:
     if len(master_key) != MASTER_KEY_BYTES:
         raise KeyStoreError(

@@ -117,7 +117,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
-        previous = keystore.load_master_key(cfg.security.master_key_previous_file, "")
+        previous = keystore.load_previous_master_key(cfg.security.master_key_previous_file)
         terminals = TerminalStore(pool, master_key, () if previous is None else (previous,))
         metrics.watch_terminal_feed(terminals)
         feed = asyncio.create_task(terminals.follow_changes(
@@ -127,6 +127,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
                             pins=PinChecker(pool, terminals.master_keys, cfg.security.pin_tries_max),
                             chip_data_kept=cfg.security.chip_data_keep_days > 0)
         server = Server(cfg.listeners, services)
+        # SIGHUP: read the master key files again (a master-key rotation, docs/operating.md).
+        loop.add_signal_handler(signal.SIGHUP, _reload_master_keys, cfg, services, portal)
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).
         gc.freeze()
@@ -173,6 +175,22 @@ HOLD_SWEEP_INTERVAL_S = 30.0
 PORTAL_POLL_S = 0.5
 # After the daemon's own drain: how long more the portal may take to finish its requests.
 PORTAL_STOP_GRACE_S = 5.0
+
+
+def _reload_master_keys(cfg: Config, services: Services, portal: PortalChild | None) -> None:
+    """Take the master key and the previous one from their files again; keep the old ones on error."""
+    try:
+        current = keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
+        previous = keystore.load_previous_master_key(cfg.security.master_key_previous_file)
+    except keystore.KeyStoreError as exc:
+        log.error("master_keys_not_reloaded", reason=str(exc))
+        return
+    services.terminals.set_master_keys(current, () if previous is None else (previous,))
+    if services.pins is not None:
+        services.pins.master_keys = services.terminals.master_keys
+    log.info("master_keys_reloaded", previous=previous is not None)
+    if portal is not None:
+        portal.restart()  # the portal seals keys too: it reads them at its start
 
 
 async def _watch_portal(portal: PortalChild) -> None:
@@ -256,7 +274,7 @@ PR_SET_PDEATHSIG = 1
 async def _preflight(cfg: Config, dsn: str) -> None:
     """What would stop every worker, checked once in the supervisor: the key and the schema."""
     keystore.load_master_key(cfg.security.master_key_file, cfg.security.master_key_env)
-    keystore.load_master_key(cfg.security.master_key_previous_file, "")
+    keystore.load_previous_master_key(cfg.security.master_key_previous_file)
     conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
     try:
         await migrate.check_current(conn)
@@ -343,6 +361,16 @@ def _supervise(cfg: Config, dsn: str, portal: PortalChild | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    def on_reload(_signum: int, _frame: object) -> None:
+        # Each worker reads the master key files again; the portal restarts to read them.
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        if portal is not None:
+            portal.restart()
+
+    signal.signal(signal.SIGHUP, on_reload)
 
     def reap() -> None:
         nonlocal stopping, failed

@@ -165,6 +165,12 @@ class TerminalStore:
         self._changes = 0  # announcements received: a read that overlapped one is not cached
         self.watched = False  # the change feed is connected
 
+    def set_master_keys(self, master_key: bytes | None, previous_master_keys: tuple[bytes, ...] = ()) -> None:
+        """Seal with ``master_key`` from now on and unseal with it or the previous ones (SIGHUP)."""
+        self.master_key = master_key
+        self.master_keys = (() if master_key is None else (master_key,)) + previous_master_keys
+        self._cache.clear()  # copies unsealed with the old keys are read again
+
     @property
     def ttl_s(self) -> float:
         """How long a cached terminal is believed: long while changes are announced to us."""

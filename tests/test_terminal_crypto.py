@@ -6,6 +6,7 @@ tools' own implementation (tools/_pin.py, tools/_mac.py), never the switch's cod
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -308,26 +309,26 @@ def test_chip_data_checked_and_kept_for_disputes(crypto_daemon: Daemon) -> None:
 
 def test_master_key_rotation_mid_traffic_loses_no_request(crypto_daemon: Daemon, daemon_db: str,
                                                           tmp_path: Path) -> None:
-    """The daemon runs with the new key and the previous one while `keys rewrap` re-seals every row.
+    """The whole rotation while a terminal transacts: the daemon reloads its key files (SIGHUP),
+    seals with the new key and opens either while `keys rewrap` re-seals every row.
 
     Last in this module: the module's first daemon knows the old key only.
     """
     new_hex = keys.generate_master_key_hex()
     never_logged(new_hex)
-    (tmp_path / "new.key").write_text(new_hex)
-    (tmp_path / "old.key").write_text(MASTER_KEY_HEX)
+    key_file, previous_file = tmp_path / "master.key", tmp_path / "master.key.previous"
+    key_file.write_text(MASTER_KEY_HEX)  # the previous file does not exist: no rotation under way
     old, new = bytes.fromhex(MASTER_KEY_HEX), bytes.fromhex(new_hex)
     workdir = tmp_path / "d"
     workdir.mkdir()
     d = Daemon(workdir, daemon_db, [{"name": "pos", "framing": "nac2", "spec": "pos", "sign_on_required": True}],
-               extra={"security": {"unkeyed_terminals": "refuse", "master_key_file": str(tmp_path / "new.key"),
-                                   "master_key_previous_file": str(tmp_path / "old.key")}}).start()
+               extra={"security": {"unkeyed_terminals": "refuse", "master_key_file": str(key_file),
+                                   "master_key_previous_file": str(previous_file)}}).start()
     try:
         from ledger.loyalty import pins
         from ledger.terminals import add_terminal
 
         async def provision(conn: asyncpg.Connection) -> None:
-            # Sealed under the old key, as before the rotation began.
             for i in range(40):
                 await add_terminal(conn, f"RW{i:06d}", "MCRYPTO", "cmac-aes", "00" * 16, old)
             await add_terminal(conn, "RWTMK001", "MCRYPTO", master_key=old, tmk_alg="aes",
@@ -351,16 +352,24 @@ def test_master_key_rotation_mid_traffic_loses_no_request(crypto_daemon: Daemon,
         runner.start()
         try:
             time.sleep(0.3)
-            out = d.cli("keys", "rewrap", "--new-key-file", str(tmp_path / "new.key")).stdout
+            previous_file.write_text(MASTER_KEY_HEX)
+            key_file.write_text(new_hex)
+            d.signal(signal.SIGHUP)
+            time.sleep(0.3)
+            out = d.cli("keys", "rewrap", "--new-key-file", str(key_file)).stdout
+            time.sleep(0.3)
+            previous_file.unlink()
+            d.signal(signal.SIGHUP)
             time.sleep(0.3)
         finally:
             stop.set()
             runner.join(timeout=30)
         assert "switch.terminals.mac_key_sealed" in out and new_hex not in out.lower()
-        assert answers and set(answers) <= {"00", "51"}, sorted(set(answers))
-        term.sign_on()  # a sign-on after the rotation: sealed under the new key
+        assert len(answers) > 10 and set(answers) <= {"00", "51"}, sorted(set(answers))
+        term.sign_on()  # after the rotation, with the new key only
         assert term.request("006000", 1, pan=PAN_2, pin="2468")["39"] in ("00", "51")
         term.close()
+        assert "master_keys_reloaded" in d.log_text()
 
         async def all_new(conn: asyncpg.Connection) -> tuple[int, int]:
             from ledger import sealed
@@ -380,7 +389,7 @@ def test_master_key_rotation_mid_traffic_loses_no_request(crypto_daemon: Daemon,
 
         opened, stale = db_run(d.dsn, all_new)
         assert opened >= 43 and stale == 0
-        again = d.cli("keys", "rewrap", "--new-key-file", str(tmp_path / "new.key")).stdout
+        again = d.cli("keys", "rewrap", "--new-key-file", str(key_file)).stdout
         assert " 0 re-sealed" in again and "re-sealed, 0 already" not in again.split("\n")[0]
     finally:
         assert d.stop() == 0
