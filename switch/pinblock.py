@@ -20,6 +20,8 @@ enciphered again.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
@@ -106,10 +108,16 @@ def pin_from_format4_field(field_bytes: bytes) -> str:
     return _pin_of(field_bytes, "4", "A")
 
 
+# Cached per key, as switch.mac does: the key schedule is paid once per terminal's PIN key.
+_CACHE_KEYS_MAX = 4096
+
+
+@lru_cache(maxsize=_CACHE_KEYS_MAX)
 def _tdes(key: bytes) -> Cipher[modes.ECB]:
     return Cipher(TripleDES(key + key[:8]), modes.ECB())  # double length: K1 K2 K1
 
 
+@lru_cache(maxsize=_CACHE_KEYS_MAX)
 def _aes(key: bytes) -> Cipher[modes.ECB]:
     return Cipher(AES(key), modes.ECB())
 
