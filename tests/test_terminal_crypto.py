@@ -307,6 +307,31 @@ def test_chip_data_checked_and_kept_for_disputes(crypto_daemon: Daemon) -> None:
         term.close()
 
 
+def test_workers_reload_their_master_keys_on_sighup(daemon_db: str, tmp_path: Path) -> None:
+    """With workers, the supervisor hands SIGHUP to each; nobody stops, and a bad file changes nothing."""
+    key_file = tmp_path / "master.key"
+    key_file.write_text(MASTER_KEY_HEX)
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    d = Daemon(workdir, daemon_db, [{"name": "pos", "framing": "nac2", "spec": "pos", "sign_on_required": True}],
+               workers=2, extra={"security": {"master_key_file": str(key_file)}}).start()
+    try:
+        d.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while d.log_text().count("master_keys_reloaded") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert d.log_text().count("master_keys_reloaded") == 2
+        key_file.write_text("not a key")
+        d.signal(signal.SIGHUP)
+        while d.log_text().count("master_keys_not_reloaded") < 2 and time.monotonic() < deadline + 10:
+            time.sleep(0.1)
+        assert d.log_text().count("master_keys_not_reloaded") == 2
+        with Terminal(d.ports["pos"], "nac2", "pos") as t:
+            assert _send(t, netmgmt("NOSUCH", "301"), None)["39"] == "03"  # still serving
+    finally:
+        assert d.stop() == 0
+
+
 def test_master_key_rotation_mid_traffic_loses_no_request(crypto_daemon: Daemon, daemon_db: str,
                                                           tmp_path: Path) -> None:
     """The whole rotation while a terminal transacts: the daemon reloads its key files (SIGHUP),
