@@ -7,6 +7,8 @@ tools' own implementation (tools/_pin.py, tools/_mac.py), never the switch's cod
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -254,6 +256,24 @@ def test_sign_on_keys_mac_and_pin_tries(crypto_daemon: Daemon) -> None:
             term.close()
     status = d.cli("card", "pin", "show", PAN_1, "--json").stdout
     assert '"failed_tries": 0' in status and "4321" not in status
+
+
+def test_possim_signs_on_and_sends_a_pin(crypto_daemon: Daemon) -> None:
+    d = crypto_daemon
+    d.cli("card", "pin", "set", PAN_1, stdin_text="4321\n4321\n")  # the count of tries starts again
+    root = Path(__file__).resolve().parent.parent
+    for scheme, tid, tmk in (("tdes", "TDES0001", TMK_TDES_HEX), ("aes", "AES00001", TMK_AES_HEX)):
+        # The right PIN reaches the ledger (00, or 51 without stored value); a wrong one is 55.
+        for pin, codes in (("4321", ("00", "51")), ("1234", ("55",))):
+            res = subprocess.run(
+                [sys.executable, "-m", "tools.possim", "--port", str(d.ports["pos"]), "--tid", tid, "--mid",
+                 "MCRYPTO", "--sign-on", "--tmk", tmk, "--tmk-alg", scheme, "--mti", "0200", "--proc", "006000",
+                 "--pan", PAN_1, "--amount", "1", "--pin", pin],
+                cwd=root, capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stderr + res.stdout
+            assert "working keys received" in res.stdout and "MAC ok" in res.stdout, res.stdout
+            assert any(f"39   {code}" in res.stdout for code in codes), res.stdout
+            assert tmk not in res.stdout.upper() and PAN_1 not in res.stdout
 
 
 def test_rotate_keys_makes_the_terminal_sign_on_again(crypto_daemon: Daemon) -> None:
