@@ -15,6 +15,7 @@ from cli.invocation import config, with_db
 from cli.options import DATE, JSON
 from cli.output import emit, plain
 from ledger import eod as ledger_eod
+from ledger.loyalty import chip_data
 from switch.daemon import ledger_settings
 
 # Room for the settlement batches behind a cut-over, whatever the daemon's bounds are.
@@ -58,6 +59,7 @@ def eod_run(ctx: click.Context, day: dt.date | None, dir_text: str | None, wait_
         async with pool.acquire() as conn:  # eod commits step by step: the entry follows the run
             await audit(conn, "eod_run", "business_day", report.business_date.isoformat(), None,
                         {"cut_over": report.cut_over, "files": len(report.files), "reconciled": report.ok})
+            await chip_data.purge(conn, cfg.security.chip_data_keep_days)
         return report
 
     try:

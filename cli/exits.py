@@ -37,6 +37,7 @@ from ledger.eod import EodBusy
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.bins import BinNotFound
 from ledger.loyalty.card_numbers import CardVaultError
+from ledger.loyalty.pins import PinError
 from ledger.loyalty.programs import ProvisioningError
 from ledger.loyalty.vouchers import VoucherError
 from ledger.migrate import MigrationError
@@ -84,6 +85,7 @@ _DOMAIN_CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (TerminalError, Exit.REFUSED),
     (KeyStoreError, Exit.REFUSED),
     (CardVaultError, Exit.REFUSED),
+    (PinError, Exit.REFUSED),
     (ClearingError, Exit.REFUSED),
     (EmbeddedError, Exit.REFUSED),
     (MigrationError, Exit.REFUSED),

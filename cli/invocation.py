@@ -18,7 +18,7 @@ from ledger import db as ledger_db
 from ledger.errors import first_line
 from ledger.loyalty import card_numbers
 from ledger.roles import privilege_message
-from switch import runtime
+from switch import keystore, runtime
 from switch.config import Config, load_config
 from switch.logs import configure as configure_logs
 
@@ -39,6 +39,12 @@ def master_key(ctx: click.Context) -> bytes | None:
     return runtime.master_key(config(ctx))
 
 
+def previous_master_keys(ctx: click.Context) -> tuple[bytes, ...]:
+    """The previous master key during a rotation (``[security] master_key_previous_file``), if any."""
+    previous = keystore.load_previous_master_key(config(ctx).security.master_key_previous_file)
+    return () if previous is None else (previous,)
+
+
 def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
             pool_statement_s: float | None = None) -> T:
     """Run ``body(conn)`` against the configured (or embedded) database; one-line errors.
@@ -53,7 +59,8 @@ def with_db(ctx: click.Context, body: Callable[[Any], Awaitable[T]], *,
     # needs it (one without it gets a one-line error when it touches a card number).
     key = runtime.master_key(cfg)
     if key is not None:
-        card_numbers.set_master_key(key)
+        previous = keystore.load_previous_master_key(cfg.security.master_key_previous_file)
+        card_numbers.set_master_key(key, () if previous is None else (previous,))
 
     async def main() -> T:
         with runtime.database_dsn(cfg) as dsn:

@@ -19,7 +19,7 @@ LIST_COLUMNS = ["code", "name", "kind", "currency_asset", "issue_price_minor", "
 
 # What the audit log keeps of a program, before and after a change.
 AUDITED = ("name", "kind", "currency", "issue_price_minor", "redeem_value_minor", "pin_required_for_redeem",
-           "txn_max_points", "lottery_price_points", "lottery_prizes")
+           "pin_required_for_sv", "txn_max_points", "lottery_price_points", "lottery_prizes")
 
 
 @click.group("program")
@@ -37,16 +37,19 @@ def program() -> None:
 @click.option("--redeem-value-minor", type=click.IntRange(min=0, max=programs.BIGINT_MAX), required=True,
               help="What a redeeming merchant is paid per point, in minor units.")
 @click.option("--currency", default=programs.DEFAULT_CURRENCY, show_default=True, help="ISO 4217 numeric code.")
-@click.option("--pin-required-for-redeem", is_flag=True, help="Redemptions must carry a PIN.")
+@click.option("--pin-required-for-redeem", is_flag=True, help="Redemptions must carry the card's PIN.")
+@click.option("--pin-for-sv/--no-pin-for-sv", "pin_required_for_sv", default=True, show_default=True,
+              help="Stored-value purchases must carry the card's PIN (cards with a PIN).")
 @click.option("--max-points", "txn_max_points", type=click.IntRange(min=1, max=programs.BIGINT_MAX),
               default=10_000_000, show_default=True, help="Per-transaction maximum, in points.")
 @click.pass_context
 def program_add(ctx: click.Context, code: str, name: str, kind: str, issue_price_minor: int,
-                redeem_value_minor: int, currency: str, pin_required_for_redeem: bool, txn_max_points: int) -> None:
+                redeem_value_minor: int, currency: str, pin_required_for_redeem: bool, pin_required_for_sv: bool,
+                txn_max_points: int) -> None:
     """Add a program (its points asset is PTS:CODE)."""
     async def body(conn: Any) -> None:
         await programs.add_program(conn, code, name, kind, issue_price_minor, redeem_value_minor, currency,
-                                   pin_required_for_redeem, txn_max_points)
+                                   pin_required_for_redeem, txn_max_points, pin_required_for_sv)
         await audit(conn, "program_add", "program", code, None,
                     fields(await programs.show_program(conn, code), AUDITED))
 

@@ -98,6 +98,14 @@ def load_master_key(
     return None
 
 
+def load_previous_master_key(path: str) -> bytes | None:
+    """The previous master key during a rotation (``[security] master_key_previous_file``): None when
+    no file is configured or the configured file does not exist (no rotation under way)."""
+    if not path or not os.path.exists(path):
+        return None
+    return load_master_key(path, "")
+
+
 def _check_master(master_key: bytes) -> AESGCM:
     if len(master_key) != MASTER_KEY_BYTES:
         raise KeyStoreError(
@@ -195,3 +203,50 @@ def kcv(alg: str, key: bytes) -> str:
         c.update(bytes(16))
         check = c.finalize()
     return check[:KCV_BYTES].hex().upper()
+
+
+# Key schemes of a terminal master key and the working keys a sign-on delivers under it: the
+# scheme names the PIN block format (ISO 9564 format 0 under 'tdes', format 4 under 'aes') and
+# the MAC algorithm of the working MAC key.
+KEY_SCHEMES = ("tdes", "aes")
+SCHEME_KEY_BYTES = 16  # double-length 3DES, AES-128
+SCHEME_MAC_ALG = {"tdes": "x919", "aes": "cmac-aes"}
+
+
+def scheme_kcv(scheme: str, key: bytes) -> str:
+    """The check value of a 'tdes' or 'aes' key (as :func:`kcv` of its MAC algorithm).
+
+    >>> scheme_kcv("tdes", bytes.fromhex("0123456789ABCDEFFEDCBA9876543210"))
+    '08D7B4'
+    """
+    if scheme not in SCHEME_MAC_ALG:
+        raise KeyStoreError(f"keystore: unknown key scheme {scheme!r}")
+    return kcv(SCHEME_MAC_ALG[scheme], key)
+
+
+def parse_key_file(path: str, what: str, length_bytes: int) -> bytes:
+    """A key of ``length_bytes`` read from a file of hexadecimal characters (whitespace ignored).
+
+    Errors name the file, never its content.
+    """
+    try:
+        with open(path, encoding="ascii") as fh:
+            compact = "".join(fh.read().split())
+    except OSError as exc:
+        raise KeyStoreError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise KeyStoreError(f"{what}: {path} is not hexadecimal") from None
+    if len(compact) != 2 * length_bytes or not set(compact) <= _HEX_DIGITS:
+        raise KeyStoreError(f"{what}: {path} must hold {2 * length_bytes} hexadecimal characters")
+    return bytes.fromhex(compact)
+
+
+def unseal_any(master_keys: tuple[bytes, ...], blob: bytes, aad: bytes) -> bytes:
+    """Unseal with the first of ``master_keys`` that opens ``blob`` (during a master-key rotation a
+    blob may be sealed under the new key or the old one); KeyStoreError when none does."""
+    for master_key in master_keys:
+        try:
+            return unseal(master_key, blob, aad)
+        except KeyStoreError:
+            continue
+    raise KeyStoreError("keystore: cannot unseal: wrong master key, wrong owner (aad) or tampered blob")

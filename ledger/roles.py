@@ -60,7 +60,12 @@ DAEMON_WRITES: tuple[tuple[str, str], ...] = (
     # Top-up cards redeemed at terminals: the card taken and marked, failed guesses counted.
     ("loyalty.vouchers", "UPDATE (status, card_id, journal_id, redeemed_at)"),
     ("loyalty.voucher_failures", "INSERT, UPDATE"),
+    ("loyalty.card_pins", "UPDATE (failed_tries, tried_at)"),  # a PIN try counts (ledger.loyalty.pins)
+    ("loyalty.chip_data", "INSERT"),  # what a dispute needs of a purchase's chip data
 )
+# A sign-on's working keys are installed only through this SECURITY DEFINER function (the
+# daemon cannot write a terminal's key columns); nobody else may call it.
+WORKING_KEYS_FUNCTION = "switch.install_working_keys(text, text, bytea, text, bytea)"
 # The portal's, beyond the daemon's: whole schemas it administers, and an account's status.
 PORTAL_WRITE_SCHEMAS = ("loyalty", "portal", "switch")
 PORTAL_WRITES: tuple[tuple[str, str], ...] = (
@@ -71,10 +76,11 @@ DAEMON_UNREAD_SCHEMAS = ("portal",)
 # Secrets reporting never reads: sessions, activation codes and API tokens (whole tables), and
 # password hashes and sealed terminal keys (columns; the rest of those tables it reads).
 REPORT_HIDDEN_TABLES = ("portal.sessions", "portal.member_sessions", "portal.member_activations",
-                        "portal.api_tokens", "loyalty.card_keys")
+                        "portal.api_tokens", "loyalty.card_keys", "loyalty.pin_keys")
 REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
-    "switch.terminals": ("mac_key_sealed",),
+    "switch.terminals": ("mac_key_sealed", "tmk_sealed", "pin_key_sealed"),
     "loyalty.cards": ("pan", "pan_hash", "pan_sealed"),
+    "loyalty.card_pins": ("pin_hash",),
     "portal.users": ("password_hash",),
     "portal.member_logins": ("password_hash",),
     "loyalty.vouchers": ("code_hash",),
@@ -253,6 +259,11 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
         raise RolesError(f"{POST_FUNCTION} does not exist: run 'switchd db upgrade' first")
     await conn.execute(f"REVOKE ALL ON FUNCTION {post} FROM PUBLIC, {runtime}")
     await conn.execute(f"GRANT EXECUTE ON FUNCTION {post} TO {q[names.daemon]}, {q[names.portal]}")
+    working = await conn.fetchval("SELECT to_regprocedure($1)::text", WORKING_KEYS_FUNCTION)
+    if working is None:
+        raise RolesError(f"{WORKING_KEYS_FUNCTION} does not exist: run 'switchd db upgrade' first")
+    await conn.execute(f"REVOKE ALL ON FUNCTION {working} FROM PUBLIC, {runtime}")
+    await conn.execute(f"GRANT EXECUTE ON FUNCTION {working} TO {q[names.daemon]}")
 
 
 async def _grant_report(conn: asyncpg.Connection, report: str) -> None:

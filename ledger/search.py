@@ -25,7 +25,7 @@ from specs.vocabulary import APPROVED
 
 LIMIT_MAX = 1000
 LIMIT_DEFAULT = 50
-SECRET_FIELDS = ("35", "45", "52", "55", "64", "96", "128")
+SECRET_FIELDS = ("35", "45", "52", "55", "64", "96", "110", "128")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,8}$")
 _MERCHANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,15}$")
 _WEB_ID_RE = re.compile(r"^W[0-9]{7}$")  # reserved (migration 0013)
 _SELECT = ("SELECT terminal_id, merchant_id, status, signed_on, signed_on_at, mac_alg, mac_key_sealed, "
-           "created_at, updated_at, kind FROM switch.terminals")
+           "created_at, updated_at, kind, tmk_alg, tmk_sealed, pin_alg, pin_key_sealed FROM switch.terminals")
 LIST_LIMIT_MAX = 1000
 STATUSES = ("active", "disabled")
 
@@ -34,6 +34,15 @@ STATUSES = ("active", "disabled")
 def key_aad(terminal_id: str, alg: str) -> bytes:
     """Associated data binding a sealed key to its terminal and algorithm."""
     return f"switchd:terminal:{terminal_id}:{alg}".encode()
+
+
+def scheme_aad(terminal_id: str, role: str, scheme: str) -> bytes:
+    """Associated data binding a sealed TMK (``role`` 'tmk') or working PIN key ('pin') to its terminal.
+
+    >>> scheme_aad("T0000001", "tmk", "aes")
+    b'switchd:terminal:T0000001:tmk:aes'
+    """
+    return f"switchd:terminal:{terminal_id}:{role}:{scheme}".encode()
 
 
 class TerminalError(SwitchdError):
@@ -79,11 +88,25 @@ def check_new(terminal_id: str, merchant_id: str, mac_alg: str | None, mac_key_h
     return seal_key(terminal_id, mac_alg, key, master_key)
 
 
+def seal_tmk(terminal_id: str, tmk_alg: str, tmk: bytes, master_key: bytes | None) -> bytes:
+    """A terminal master key sealed for ``terminal_id``; TerminalError for a wrong scheme, length or no master key."""
+    if tmk_alg not in keys.KEY_SCHEMES:
+        raise TerminalError(f"--tmk-alg must be one of {', '.join(keys.KEY_SCHEMES)}")
+    if len(tmk) != keys.SCHEME_KEY_BYTES:
+        raise TerminalError(f"a terminal master key is {keys.SCHEME_KEY_BYTES} bytes")
+    if master_key is None:
+        raise TerminalError("cannot store a terminal master key: no master key configured "
+                            "(set [security] master_key_file or the variable named by master_key_env)")
+    return keys.seal(master_key, tmk, scheme_aad(terminal_id, "tmk", tmk_alg))
+
+
 async def _insert(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, merchant_id: str,
-                  mac_alg: str | None, sealed: bytes | None) -> None:
+                  mac_alg: str | None, sealed: bytes | None, tmk_alg: str | None = None,
+                  tmk_sealed: bytes | None = None) -> None:
     status = await conn.execute(
-        "INSERT INTO switch.terminals(terminal_id, merchant_id, mac_alg, mac_key_sealed) VALUES ($1, $2, $3, $4) "
-        "ON CONFLICT (terminal_id) DO NOTHING", terminal_id, merchant_id, mac_alg if sealed else None, sealed,
+        "INSERT INTO switch.terminals(terminal_id, merchant_id, mac_alg, mac_key_sealed, tmk_alg, tmk_sealed) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (terminal_id) DO NOTHING",
+        terminal_id, merchant_id, mac_alg if sealed else None, sealed, tmk_alg if tmk_sealed else None, tmk_sealed,
     )
     if status.endswith(" 0"):
         raise TerminalError(f"terminal {terminal_id} already exists")
@@ -91,10 +114,31 @@ async def _insert(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, mer
 
 async def add_terminal(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, merchant_id: str,
                        mac_alg: str | None = None, mac_key_hex: str | None = None,
-                       master_key: bytes | None = None) -> None:
-    """Create a terminal; TerminalError if it exists or an argument is wrong."""
+                       master_key: bytes | None = None, tmk_alg: str | None = None,
+                       tmk: bytes | None = None) -> None:
+    """Create a terminal; TerminalError if it exists or an argument is wrong.
+
+    With a terminal master key (``tmk_alg``, ``tmk``) the terminal receives working keys at each
+    sign-on; it then has no static MAC key (the sign-on's MAC key is its MAC key).
+    """
     sealed = check_new(terminal_id, merchant_id, mac_alg, mac_key_hex, master_key)
-    await _insert(conn, terminal_id, merchant_id, mac_alg, sealed)
+    tmk_sealed = None
+    if tmk is not None:
+        if sealed is not None:
+            raise TerminalError("a terminal with a master key gets its MAC key at sign-on: no --mac-key")
+        tmk_sealed = seal_tmk(terminal_id, tmk_alg or "tdes", tmk, master_key)
+    await _insert(conn, terminal_id, merchant_id, mac_alg, sealed, tmk_alg or "tdes", tmk_sealed)
+
+
+async def rotate_keys(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str) -> bool:
+    """Force a new sign-on of a terminal with a master key: its working keys are dropped and it is
+    signed off, so its next request other than an 0800 is answered 58 (not signed on) and it signs
+    on again, receiving fresh keys. False when no such terminal (or it has no master key)."""
+    result = await conn.execute(
+        "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL, pin_alg = NULL, pin_key_sealed = NULL, "
+        "signed_on = false, signed_off_at = now(), updated_at = now() "
+        "WHERE terminal_id = $1 AND kind = 'pos' AND tmk_sealed IS NOT NULL", terminal_id.rstrip(" "))
+    return not result.endswith(" 0")
 
 
 async def add_keyed_terminal(conn: asyncpg.Connection | asyncpg.Pool, terminal_id: str, merchant_id: str,
@@ -135,8 +179,15 @@ def describe(row: asyncpg.Record, master_key: bytes | None = None) -> dict[str, 
         "signed_on": row["signed_on"],
         "signed_on_at": row["signed_on_at"].isoformat() if row["signed_on_at"] else None,
         "mac_alg": row["mac_alg"], "mac_key": "sealed" if row["mac_key_sealed"] is not None else None,
+        "tmk_alg": row["tmk_alg"], "pin_key": "sealed" if row["pin_key_sealed"] is not None else None,
         "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat(),
     }
+    if master_key is not None and row["tmk_alg"] is not None and row["tmk_sealed"] is not None:
+        try:
+            tmk = keys.unseal(master_key, bytes(row["tmk_sealed"]), scheme_aad(row["terminal_id"], "tmk", row["tmk_alg"]))
+            out["tmk_check_value"] = keys.scheme_kcv(row["tmk_alg"], tmk)
+        except keys.KeyStoreError:
+            out["tmk_check_value"] = None
     if master_key is not None and row["mac_alg"] is not None and row["mac_key_sealed"] is not None:
         try:
             key = keys.unseal(master_key, bytes(row["mac_key_sealed"]), key_aad(row["terminal_id"], row["mac_alg"]))

@@ -37,7 +37,8 @@ _COMMUNITY_MEMBER = frozenset({"member_promotions", "member_mail", "member_mail_
                                "member_feedback_reply", "member_feedback_close", "member_feedback_delete"})
 # The points mall (portal/pages/member_mall.py).
 _MALL_MEMBER = frozenset({"member_mall", "member_mall_good", "member_orders", "member_order", "member_order_cancel"})
-MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) | _COMMUNITY_MEMBER | _MALL_MEMBER
+MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password", "member_card_pin"}) \
+    | _COMMUNITY_MEMBER | _MALL_MEMBER
 # The member's self-service pages (portal/pages/member_pages.py).
 _MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_balances", "member_history",
                            "member_rates", "member_cards", "member_card_block"})
@@ -88,6 +89,7 @@ _MERCHANT: dict[str, frozenset[Role]] = {
     "member_status": frozenset({PA, MA, MO}),
     "member_reset": frozenset({PA, MA, MO}),
     "member_activation": frozenset({PA, MA, MO}),
+    "member_pin": frozenset({PA, MA, MO}),  # a card's PIN, typed by the member present
     # Terminals: the platform's admin all, its operator reads; a merchant's admin its own; not the operator.
     "terminals": frozenset({PA, PO, MA}),
     "terminal_view": frozenset({PA, PO, MA}),
@@ -98,7 +100,7 @@ _MERCHANT: dict[str, frozenset[Role]] = {
 _MERCHANT_SCOPED: frozenset[str] = frozenset({"seat", "transaction_detail", "transaction_void",
                                               "transaction_refund", "members", "member_new", "member_view",
                                               "member_edit", "member_status", "member_reset",
-                                              "member_activation", "terminals", "terminal_view",
+                                              "member_activation", "member_pin", "terminals", "terminal_view",
                                               "terminal_new", "terminal_edit", "terminal_status"})
 
 # The platform's: programs, fees, BIN ranges, settlement, statistics, audit.

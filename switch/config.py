@@ -99,6 +99,12 @@ SECURITY_SCHEMA: Schema = {
     "master_key_env": (str, "SWITCHD_MASTER_KEY", None),
     # A terminal without a MAC key moves money with its ids alone: refused (63) unless allowed.
     "unkeyed_terminals": (str, "refuse", _one_of("refuse", "allow")),
+    # During a master-key rotation: the key rows may still be sealed under (unseal only).
+    "master_key_previous_file": (str, "", None),
+    # Wrong PINs in a row before a card takes no PIN (75) until unlocked or given a new PIN.
+    "pin_tries_max": (int, 3, _between(1, 20)),
+    # Chip data (field 55) kept per purchase for disputes, at most this many days (0: never kept).
+    "chip_data_keep_days": (int, 180, _between(0, 3650)),
 }
 
 EOD_SCHEMA: Schema = {
@@ -241,6 +247,9 @@ class SecurityConfig:
     master_key_file: str
     master_key_env: str
     unkeyed_terminals: str
+    master_key_previous_file: str
+    pin_tries_max: int
+    chip_data_keep_days: int
 
 
 @dataclass(frozen=True)

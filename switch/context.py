@@ -25,6 +25,7 @@ import asyncpg
 
 from ledger.engine import Ledger
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.pins import PinChecker
 from ledger.loyalty.vouchers import Desk
 from specs.vocabulary import Fields, response_mti
 from switch.config import ListenerConfig
@@ -78,12 +79,15 @@ class RequestContext:
     replayed: bool = False
     # Top-up cards' master key and guessing bounds (None: no master key, cards cannot be redeemed).
     vouchers: Desk | None = None
+    pins: PinChecker | None = None  # PIN checks (field 52/110): the PIN key and the tries bound
+    chip_data_kept: bool = True  # [security] chip_data_keep_days > 0: what a dispute needs is kept
 
     def __init__(self, fields: Fields, mti: str, processing_code: str | None, listener: ListenerConfig, peer: str,
                  terminal: Terminal | None, terminals: TerminalStore, ledger: Ledger, pool: asyncpg.Pool,
                  log: Any, rrn: str | None = None, dedup_key: DedupKey | None = None,
                  response_receipt: ResponseReceipt | None = None, loyalty: Loyalty | None = None,
-                 replayed: bool = False, vouchers: Desk | None = None) -> None:
+                 replayed: bool = False, vouchers: Desk | None = None, pins: PinChecker | None = None,
+                 chip_data_kept: bool = True) -> None:
         self.fields = fields
         self.mti = mti
         self.processing_code = processing_code
@@ -100,6 +104,8 @@ class RequestContext:
         self.loyalty = loyalty
         self.replayed = replayed
         self.vouchers = vouchers
+        self.pins = pins
+        self.chip_data_kept = chip_data_kept
 
     def reply(self, code: str, **extra: str) -> Fields:
         """The response with ``code``: echoed keys, the RRN when assigned, and ``extra`` fields."""

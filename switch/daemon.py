@@ -45,9 +45,10 @@ from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty import card_numbers
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.pins import PinChecker
 from ledger.loyalty.vouchers import Desk
 from ledger.roles import privilege_message
-from switch import notify, runtime
+from switch import keystore, notify, runtime
 from switch.config import Config
 from switch.logs import configure, get_logger
 from switch.metrics import Metrics
@@ -98,8 +99,10 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         port = cfg.metrics.port + worker.index if worker is not None and cfg.metrics.port else cfg.metrics.port
         metrics_port = metrics.serve(cfg.metrics.host, port)
     master_key = runtime.master_key(cfg)
+    previous = keystore.load_previous_master_key(cfg.security.master_key_previous_file)
+    previous_keys = () if previous is None else (previous,)
     if master_key is not None:
-        card_numbers.set_master_key(master_key)
+        card_numbers.set_master_key(master_key, previous_keys)
     pool = await ledger_db.create_pool(
         dsn, cfg.database.pool_size_min, cfg.database.pool_size_max,
         cfg.database.timeout_connect_s, cfg.database.timeout_statement_s, generic_plans=True,
@@ -122,14 +125,18 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
-        terminals = TerminalStore(pool, master_key)
+        terminals = TerminalStore(pool, master_key, previous_keys)
         metrics.watch_terminal_feed(terminals)
         feed = asyncio.create_task(terminals.follow_changes(
             lambda: ledger_db.connect(dsn, cfg.database.timeout_connect_s, "switchd-feed")), name="terminal-feed")
         services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty,
                             refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse",
-                            vouchers=Desk(master_key, cfg.vouchers) if master_key is not None else None)
+                            vouchers=Desk(master_key, cfg.vouchers) if master_key is not None else None,
+                            pins=PinChecker(pool, terminals.master_keys, cfg.security.pin_tries_max),
+                            chip_data_kept=cfg.security.chip_data_keep_days > 0)
         server = Server(cfg.listeners, services)
+        # SIGHUP: read the master key files again (a master-key rotation, docs/operating.md).
+        loop.add_signal_handler(signal.SIGHUP, _reload_master_keys, cfg, services, portal)
         # What start-up made lives as long as the process: out of the collector's sight, and
         # young-generation collections less often (a request allocates hundreds of objects).
         gc.freeze()
@@ -176,6 +183,24 @@ HOLD_SWEEP_INTERVAL_S = 30.0
 PORTAL_POLL_S = 0.5
 # After the daemon's own drain: how long more the portal may take to finish its requests.
 PORTAL_STOP_GRACE_S = 5.0
+
+
+def _reload_master_keys(cfg: Config, services: Services, portal: PortalChild | None) -> None:
+    """Take the master key and the previous one from their files again; keep the old ones on error."""
+    try:
+        current = runtime.master_key(cfg)
+        previous = keystore.load_previous_master_key(cfg.security.master_key_previous_file)
+    except keystore.KeyStoreError as exc:
+        log.error("master_keys_not_reloaded", reason=str(exc))
+        return
+    if current is not None:
+        card_numbers.set_master_key(current, () if previous is None else (previous,))
+    services.terminals.set_master_keys(current, () if previous is None else (previous,))
+    if services.pins is not None:
+        services.pins.master_keys = services.terminals.master_keys
+    log.info("master_keys_reloaded", previous=previous is not None)
+    if portal is not None:
+        portal.restart()  # the portal seals keys too: it reads them at its start
 
 
 async def _watch_portal(portal: PortalChild) -> None:
@@ -260,8 +285,9 @@ PR_SET_PDEATHSIG = 1
 async def _preflight(cfg: Config, dsn: str) -> None:
     """What would stop every worker, checked once in the supervisor: the key and the schema."""
     master_key = runtime.master_key(cfg)
+    previous = keystore.load_previous_master_key(cfg.security.master_key_previous_file)
     if master_key is not None:
-        card_numbers.set_master_key(master_key)
+        card_numbers.set_master_key(master_key, () if previous is None else (previous,))
     conn = await ledger_db.connect(dsn, cfg.database.timeout_connect_s)
     try:
         await migrate.check_current(conn)
@@ -349,6 +375,16 @@ def _supervise(cfg: Config, dsn: str, portal: PortalChild | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+    def on_reload(_signum: int, _frame: object) -> None:
+        # Each worker reads the master key files again; the portal restarts to read them.
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        if portal is not None:
+            portal.restart()
+
+    signal.signal(signal.SIGHUP, on_reload)
 
     def reap() -> None:
         nonlocal stopping, failed

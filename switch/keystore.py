@@ -9,8 +9,12 @@ from ledger.keys import (
     KeyStoreError,
     generate_master_key_hex,
     load_master_key,
+    load_previous_master_key,
     seal,
     unseal,
+    unseal_any,
 )
 
-__all__ = ["MASTER_KEY_BYTES", "KeyStoreError", "generate_master_key_hex", "load_master_key", "seal", "unseal"]
+__all__ = ["MASTER_KEY_BYTES", "KeyStoreError", "generate_master_key_hex", "load_master_key", "load_previous_master_key", "seal",
+           "unseal",
+           "unseal_any"]

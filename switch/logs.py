@@ -22,7 +22,8 @@ import structlog
 from ledger.errors import one_line
 from ledger.loyalty.rules import mask_pan
 
-_SECRET_KEYS = {"pan", "track2", "track_2", "pin", "pin_block", "key", "mac_key", "master_key", "35", "45", "52"}
+_SECRET_KEYS = {"pan", "track2", "track_2", "pin", "pin_block", "key", "mac_key", "master_key", "pin_key", "tmk",
+                "chip_data", "35", "45", "52", "55", "110"}
 
 
 def mask_optional_pan(pan: str | None) -> str | None:

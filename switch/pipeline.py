@@ -27,6 +27,7 @@ from ledger.deadlines import Deadlines
 from ledger.engine import SENT_MARK, Ledger
 from ledger.errors import one_line
 from ledger.loyalty.operations import Loyalty
+from ledger.loyalty.pins import PinChecker
 from ledger.loyalty.vouchers import Desk
 from specs.vocabulary import (
     DUPLICATE_TRANSMISSION,
@@ -110,6 +111,8 @@ class Services:
     refuse_unkeyed: bool = True
     # Top-up cards: the master key and guessing bounds (None without a master key).
     vouchers: Desk | None = None
+    pins: PinChecker | None = None  # PIN checks of financial requests (field 52/110)
+    chip_data_kept: bool = True  # [security] chip_data_keep_days > 0
 
 
 @dataclass(eq=False, init=False)  # identity: a key of the pipeline's Deadlines; __init__: see ledger.commands
@@ -338,6 +341,11 @@ class Pipeline:
                 state.error = "terminal has no MAC key ([security] unkeyed_terminals = refuse)"
                 self._note_unkeyed(term.terminal_id)
                 return response_to(fields, SECURITY_VIOLATION)
+            if term.awaiting_keys and not netmgmt:
+                # A terminal with a master key and no working keys (never signed on, or told to
+                # sign on again by `terminal rotate-keys`): 58 makes it sign on.
+                state.error = "terminal has no working keys: sign-on required"
+                return response_to(fields, NOT_PERMITTED)
             if term.keyed and not netmgmt:
                 if term.mac_key is None:
                     state.error = f"terminal key unavailable: {term.key_error}"
@@ -376,6 +384,7 @@ class Pipeline:
                 peer=peer, terminal=term, terminals=self.services.terminals, ledger=self.services.ledger,
                 pool=self.services.pool, log=log, dedup_key=key, loyalty=self.services.loyalty,
                 rrn=await self.services.rrn.next() if key is not None else None, vouchers=self.services.vouchers,
+                pins=self.services.pins, chip_data_kept=self.services.chip_data_kept,
             )
             self._deadlines.set(bound, min(bound.request_deadline_s,
                                            asyncio.get_running_loop().time() + self.listener.timeout_handler_s))

@@ -48,6 +48,7 @@ class PortalChild:
         self.restarts = 0
         self._pause_s = RESTART_PAUSE_MIN_S
         self._restart_at: float | None = None
+        self._restarting = False  # restart(): the exit it asked for is no failure
         self._started_at = 0.0
 
     def start(self) -> None:
@@ -87,7 +88,20 @@ class PortalChild:
         self._exited(code)
         return True
 
+    def restart(self) -> None:
+        """Stop the child and start it again at once (to read the master key files again)."""
+        if self.pid is not None and not self.stopping:
+            assert self.proc is not None
+            self._restarting = True
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+
     def _exited(self, code: int) -> None:
+        if self._restarting and not self.stopping:
+            self._restarting = False
+            log.info("portal_restarting", exit_code=code)
+            self._restart_at = time.monotonic()
+            return
         if self.stopping:
             log.info("portal_stopped", exit_code=code)
             return

@@ -33,10 +33,11 @@ from ledger.terminals import (  # noqa: F401  (the operations, under the names t
     describe,
     key_aad,
     list_terminals,
+    scheme_aad,
     set_status,
     show_terminal,
 )
-from switch import keystore
+from switch import keyexchange, keystore
 from switch.logs import get_logger
 
 log = get_logger("switchd.terminals")
@@ -88,6 +89,12 @@ class Terminal:
     mac_alg: str | None
     mac_key: bytes | None
     key_error: str | None = None  # the sealed key could not be unsealed (no/wrong master key)
+    # A terminal master key (migration 0026): working keys come with each sign-on. Until the first
+    # one (or after `terminal rotate-keys`) it has no MAC key and must sign on (58).
+    tmk_alg: str | None = None
+    tmk: bytes | None = None
+    pin_alg: str | None = None
+    pin_key: bytes | None = None
 
     @property
     def active(self) -> bool:
@@ -96,7 +103,12 @@ class Terminal:
     @property
     def keyed(self) -> bool:
         """True when the terminal must MAC (it has a MAC algorithm, whether or not we can unseal it)."""
-        return self.mac_alg is not None
+        return self.mac_alg is not None or self.tmk_alg is not None
+
+    @property
+    def awaiting_keys(self) -> bool:
+        """True for a terminal with a master key that has no working keys yet: it must sign on."""
+        return self.tmk_alg is not None and self.mac_alg is None
 
     def __repr__(self) -> str:  # never show the key, even in a traceback
         return (f"Terminal(terminal_id={self.terminal_id!r}, merchant_id={self.merchant_id!r}, "
@@ -108,27 +120,39 @@ class Terminal:
 _SELECT_ON_WIRE = _SELECT + " WHERE terminal_id = $1 AND kind = 'pos'"
 
 
-def _from_row(row: asyncpg.Record, master_key: bytes | None) -> Terminal:
-    alg = row["mac_alg"]
-    key: bytes | None = None
-    problem: str | None = None
-    if alg is not None:
-        if master_key is None:
-            problem = "terminal has a MAC key but no master key is configured"
-        else:
-            try:
-                key = keystore.unseal(master_key, bytes(row["mac_key_sealed"]), key_aad(row["terminal_id"], alg))
-            except keystore.KeyStoreError as exc:
-                problem = str(exc)
-    return Terminal(row["terminal_id"], row["merchant_id"], row["status"], row["signed_on"], alg, key, problem)
+def _unseal(master_keys: tuple[bytes, ...], blob: bytes, aad: bytes, problems: list[str]) -> bytes | None:
+    if not master_keys:
+        problems.append("terminal has a key but no master key is configured")
+        return None
+    try:
+        return keystore.unseal_any(master_keys, bytes(blob), aad)
+    except keystore.KeyStoreError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _from_row(row: asyncpg.Record, master_keys: tuple[bytes, ...]) -> Terminal:
+    tid, alg = row["terminal_id"], row["mac_alg"]
+    problems: list[str] = []
+    key = None if alg is None else _unseal(master_keys, row["mac_key_sealed"], key_aad(tid, alg), problems)
+    tmk_alg, pin_alg = row["tmk_alg"], row["pin_alg"]
+    tmk = None if tmk_alg is None else _unseal(master_keys, row["tmk_sealed"], scheme_aad(tid, "tmk", tmk_alg), problems)
+    pin_key = None if pin_alg is None else _unseal(master_keys, row["pin_key_sealed"],
+                                                   scheme_aad(tid, "pin", pin_alg), problems)
+    return Terminal(tid, row["merchant_id"], row["status"], row["signed_on"], alg, key,
+                    problems[0] if problems else None, tmk_alg, tmk, pin_alg, pin_key)
 
 
 class TerminalStore:
     """The daemon's access to terminals: cached reads, written-through sign-on state."""
 
-    def __init__(self, pool: asyncpg.Pool, master_key: bytes | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, master_key: bytes | None,
+                 previous_master_keys: tuple[bytes, ...] = ()) -> None:
         self.pool = pool
-        self.master_key = master_key
+        self.master_key = master_key  # seals what the daemon stores (a sign-on's working keys)
+        # Unseal with any of these: during a master-key rotation (`keys rewrap`) rows are sealed
+        # under the new key or the previous one.
+        self.master_keys: tuple[bytes, ...] = (() if master_key is None else (master_key,)) + previous_master_keys
         self._cache: dict[str, tuple[float, Terminal | None]] = {}
         # Which connection (listener/peer) signed each terminal on in this process: only that
         # connection may sign it off (one entry per signed-on terminal; dropped at sign-off).
@@ -140,6 +164,12 @@ class TerminalStore:
         self._last_known: dict[str, tuple[float, Terminal, bool]] = {}
         self._changes = 0  # announcements received: a read that overlapped one is not cached
         self.watched = False  # the change feed is connected
+
+    def set_master_keys(self, master_key: bytes | None, previous_master_keys: tuple[bytes, ...] = ()) -> None:
+        """Seal with ``master_key`` from now on and unseal with it or the previous ones (SIGHUP)."""
+        self.master_key = master_key
+        self.master_keys = (() if master_key is None else (master_key,)) + previous_master_keys
+        self._cache.clear()  # copies unsealed with the old keys are read again
 
     @property
     def ttl_s(self) -> float:
@@ -168,7 +198,7 @@ class TerminalStore:
             if not fresh and known is not None and not known[2] and now - known[0] < CACHE_STALE_IF_ERROR_S:
                 return known[1]
             raise
-        term = None if row is None else _from_row(row, self.master_key)
+        term = None if row is None else _from_row(row, self.master_keys)
         if changes != self._changes:
             # A change was announced while we read: this row may predate it. Answer with it
             # (it was true a moment ago) but do not keep it.
@@ -281,3 +311,22 @@ class TerminalStore:
             "WHERE terminal_id = $1", tid, signed_on,
         )
         self._cache.pop(tid, None)
+
+    async def install_working_keys(self, term: Terminal, working: keyexchange.WorkingKeys,
+                                   connection: str) -> bool:
+        """Seal a sign-on's working keys, install them and sign the terminal on (by ``connection``).
+
+        Through switch.install_working_keys (SECURITY DEFINER): the daemon's role cannot write key
+        columns itself, and every change is recorded. False when the terminal has no master key.
+        """
+        if self.master_key is None:
+            raise keystore.KeyStoreError("keystore: no master key configured to seal working keys")
+        tid = term.terminal_id
+        mac_sealed = keystore.seal(self.master_key, working.mac_key, key_aad(tid, working.mac_alg))
+        pin_sealed = keystore.seal(self.master_key, working.pin_key, scheme_aad(tid, "pin", working.scheme))
+        done = await self.pool.fetchval("SELECT switch.install_working_keys($1, $2, $3, $4, $5)",
+                                        tid, working.mac_alg, mac_sealed, working.scheme, pin_sealed)
+        self._cache.pop(tid, None)
+        if done:
+            self._sign_on_owner[tid] = connection
+        return bool(done)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ledger.loyalty.rules import luhn_ok
 from specs.vocabulary import Fields
+from switch import emv
 from switch.codec import canonical_mti
 
 
@@ -57,14 +58,14 @@ _FINANCIAL = Rule(_f("2", "3", "4", "7", "11", "41", "42"), _RESPONSE_ONLY, curr
 # (MTI, transaction type = first 2 digits of field 3, or "*" for any) -> rule.
 # An MTI missing here is not validated beyond formats; routing answers it 12.
 RULES: dict[tuple[str, str], Rule] = {
-    ("0800", "*"): Rule(_f("7", "11", "41", "70"), _RESPONSE_ONLY | _f("2", "35", "45", "52")),
+    ("0800", "*"): Rule(_f("7", "11", "41", "70"), _RESPONSE_ONLY | _f("2", "35", "45", "52", "55", "110")),
     ("0100", "*"): _FINANCIAL,
     ("0200", "*"): _FINANCIAL,
     ("0220", "*"): _FINANCIAL,
     ("0400", "*"): _FINANCIAL,
     ("0420", "*"): _FINANCIAL,
     ("0500", "*"): Rule(_f("3", "7", "11", "41", "42", "60", "74", "76", "86", "88"),
-                        _RESPONSE_ONLY | _f("2", "35", "45", "52")),
+                        _RESPONSE_ONLY | _f("2", "35", "45", "52", "55", "110")),
 }
 
 POINTS_ACCOUNT = "65"
@@ -132,6 +133,16 @@ def _hex(v: str) -> str | None:
     return None
 
 
+def _pin_block_aes(v: str) -> str | None:
+    # Field 110: an ISO 9564 format 4 PIN block (16 bytes) as 32 hexadecimal characters.
+    return "must be 32 hexadecimal characters" if len(v) != 32 or _hex(v) else None
+
+
+def _chip_data(v: str) -> str | None:
+    found = emv.problem(v)
+    return None if found is None else f"chip data: {found}"
+
+
 # Per-field format checks (lengths are already enforced by the codec's spec).
 FORMATS: dict[str, Callable[[str], str | None]] = {
     "2": _pan,
@@ -149,6 +160,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "48": _text,
     "49": _digits(3, 3),
     "52": _hex,
+    "55": _chip_data,
     "60": _digits(6, 6),
     "64": _hex,
     "70": _digits(3, 3),
@@ -157,6 +169,7 @@ FORMATS: dict[str, Callable[[str], str | None]] = {
     "86": _digits(16, 16),
     "88": _digits(16, 16),
     "90": _digits(42, 42),
+    "110": _pin_block_aes,
     "128": _hex,
 }
 

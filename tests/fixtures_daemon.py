@@ -58,6 +58,25 @@ POS_TPDU_LISTENER: dict[str, Any] = {"name": "pos_tpdu", "framing": "nac2", "tpd
                                      "sign_on_required": True}
 MIS_LISTENER: dict[str, Any] = {"name": "mis", "framing": "ascii4", "spec": "mis", "sign_on_required": False}
 
+# Values that must never reach a daemon's log: keys, PIN blocks, chip data. Every test daemon's log
+# is searched for each of them when it stops (Daemon.stop); tests add what they send (never_logged).
+NEVER_LOGGED: set[str] = {MASTER_KEY_HEX, CMAC_KEY_HEX, X919_KEY_HEX}
+NEVER_LOGGED_MIN_CHARS = 12  # shorter values could occur by chance
+
+
+def never_logged(*values: str) -> None:
+    """Register secret values (hex or text) that no daemon log of the suite may contain."""
+    for value in values:
+        assert len(value) >= NEVER_LOGGED_MIN_CHARS, "too short to search for without false alarms"
+        NEVER_LOGGED.add(value)
+
+
+def secrets_in_log(text: str) -> list[str]:
+    """The registered secrets found in a log (compared case-insensitively: hex may be either)."""
+    lowered = text.lower()
+    return sorted(v[:6] + "..." for v in NEVER_LOGGED if v.lower() in lowered)
+
+
 # Set by tests/conftest.py around each test: its tiers, which say whether it may start a daemon.
 current_tiers: frozenset[str] = frozenset()
 
@@ -133,8 +152,15 @@ class Daemon(harness.Daemon):
         return self
 
     def stop(self) -> int:
-        """SIGTERM and wait; returns the exit code (0 for a daemon never started)."""
-        return super().stop() or 0
+        """SIGTERM and wait; returns the exit code (0 for a daemon never started).
+
+        Fails the test when the log holds a registered secret (NEVER_LOGGED).
+        """
+        code = super().stop() or 0
+        if self.log_path.exists():
+            found = secrets_in_log(self.log_path.read_text(encoding="utf-8", errors="replace"))
+            assert not found, f"secrets in the daemon's log {self.log_path}: {found}"
+        return code
 
     # -------------------------------------------------------------- provisioning
 

@@ -193,6 +193,20 @@ def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
     _allowed(daemon, "UPDATE switch.terminals SET signed_on = false, signed_off_at = now(), updated_at = now() "
                      "WHERE terminal_id = 'none'")
     _refused(daemon, "SELECT * FROM portal.users")
+    # Terminal master keys and working PIN keys too; a sign-on's keys go through the one function.
+    _refused(daemon, "UPDATE switch.terminals SET tmk_sealed = NULL")
+    _refused(daemon, "UPDATE switch.terminals SET pin_alg = NULL, pin_key_sealed = NULL")
+    installed = _allowed(daemon, "SELECT switch.install_working_keys('none', 'x919', '\\x00', 'tdes', '\\x00')")
+    assert [tuple(r) for r in installed] == [(False,)]
+    for dsn in (portal, report):
+        _refused(dsn, "SELECT switch.install_working_keys('none', 'x919', '\\x00', 'tdes', '\\x00')")
+    # A PIN try is counted by the daemon; it never sets a PIN nor reads the PIN key's table for others.
+    _allowed(daemon, "UPDATE loyalty.card_pins SET failed_tries = failed_tries + 1, tried_at = now() "
+                     "WHERE card_id = -1")
+    _refused(daemon, "UPDATE loyalty.card_pins SET pin_hash = pin_hash")
+    _refused(daemon, "DELETE FROM loyalty.card_pins")
+    _allowed(daemon, "SELECT count(*) FROM loyalty.chip_data")
+    _refused(daemon, "DELETE FROM loyalty.chip_data")
     # The portal provisions terminals (keys included).
     _allowed(portal, "UPDATE switch.terminals SET mac_alg = NULL, mac_key_sealed = NULL WHERE terminal_id = 'none'")
     # Reporting reads everything and writes nothing.
@@ -208,6 +222,11 @@ def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
     _refused(daemon, "DELETE FROM loyalty.card_keys")
     _allowed(report, "SELECT terminal_id, mac_alg FROM switch.terminals")
     _refused(report, "SELECT mac_key_sealed FROM switch.terminals")
+    _refused(report, "SELECT tmk_sealed FROM switch.terminals")
+    _refused(report, "SELECT pin_key_sealed FROM switch.terminals")
+    _refused(report, "SELECT pin_hash FROM loyalty.card_pins")
+    _refused(report, "SELECT * FROM loyalty.pin_keys")
+    _allowed(report, "SELECT card_id, failed_tries FROM loyalty.card_pins")
     _refused(report, "SELECT password_hash FROM portal.users")
     _refused(report, "SELECT * FROM portal.sessions")
     _refused(report, "INSERT INTO ledger.receipts(idempotency_key, content_hash) VALUES ('k', '\\x00')")

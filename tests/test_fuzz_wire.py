@@ -31,6 +31,7 @@ from fixtures_daemon import (
     encode,
     nac2,
     netmgmt,
+    never_logged,
     purchase,
 )
 from hypothesis import HealthCheck, given, settings
@@ -99,8 +100,17 @@ def test_unhandled_finds_an_unretrieved_task_exception_in_the_daemon_log_format(
     assert found["exception was never retrieved"] == 1 and found["Traceback"] == 0, text
 
 
+# A PIN block (field 52: 8 bytes; 110: 16 bytes as hex) and chip data (55, BER-TLV) for the
+# seeds: fuzzing mutates them like any field (the handlers' PIN and chip data checks).
+PIN_BLOCK_HEX = "0ACD588751CEB769"
+PIN_BLOCK_AES_HEX = "DABA266681D97FF9230C853508C4BAB6"
+CHIP_DATA_HEX = "9F2608A1B2C3D4E5F607189F2701809F360200419505000008000082021980"
+never_logged(PIN_BLOCK_HEX, PIN_BLOCK_AES_HEX, CHIP_DATA_HEX)
+
+
 def seeds(spec: str) -> list[bytes]:
     keyed = purchase("FUZZK")
+    with_pin = {**purchase("FUZZ1", pc="006000"), "52": PIN_BLOCK_HEX, "55": CHIP_DATA_HEX}
     return [
         encode(netmgmt("FUZZ1", "001"), spec),
         encode(netmgmt("FUZZ1", "301"), spec),
@@ -111,6 +121,9 @@ def seeds(spec: str) -> list[bytes]:
         encode({**purchase("FUZZ1", pc="006000"), "90": "0100" + "0" * 38}, spec),
         encode({**purchase("FUZZ1", pc="006000"), "t": "0220", "90": "0100" + "0" * 38}, spec),
         encode({**purchase("FUZZ1", pc="006000"), "t": "0221", "90": "0100" + "0" * 38}, spec),
+        encode(with_pin, spec),
+        encode({**purchase("FUZZK", pc="006500"), "55": CHIP_DATA_HEX, "110": PIN_BLOCK_AES_HEX}, spec,
+               mac=("cmac-aes", CMAC_KEY_HEX)),
         # Last: the tertiary-bitmap mutation needs a secondary bitmap (field 90).
         encode({**purchase("FUZZ1"), "t": "0400", "90": "0" * 42}, spec),
     ]

@@ -12,6 +12,10 @@ On the wire only: stored-value pre-authorisations (0100 holds, 0200/0220 complet
 capturing part or all of a hold, 0400 releases) and time jumps that expire every pending
 hold (their expiry moved into the past, then the engine's sweep). The model keeps what each
 card has held: a debit or an inquiry sees the balance less that.
+
+The terminals have master keys (one 3DES, one AES): each signs on for its working keys, MACs
+every request with them, and the first card has a PIN, sent enciphered (field 52 or 110) with
+its stored-value purchases, redemptions and draws; a wrong PIN is answered 55 and posts nothing.
 """
 
 from __future__ import annotations
@@ -26,18 +30,26 @@ from typing import Any
 import pytest
 import soak
 import test_loyalty_model as base
-from fixtures_daemon import MASTER_KEY_HEX, POS_LISTENER, Daemon, Terminal, tlv
+from fixtures_daemon import MASTER_KEY_HEX, POS_LISTENER, Daemon, Terminal, db_run, encode, tlv
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
+from ledger.loyalty import pins
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
+from ledger.terminals import add_terminal
 from switch.handlers.responses import RESPONSE_CODES
+from tools import _pin
 
 REASON_BY_CODE = {code: reason for reason, code in RESPONSE_CODES.items()
                   if reason not in (Reason.MERCHANT_INACTIVE, Reason.OUTCOME_UNKNOWN)}
 
 MERCHANT_OF = {tid: merchant for merchant, (tid, _rate) in base.MERCHANTS.items()}
+# Each terminal's master key (scheme, key): the sign-on's working keys come under it.
+TMK = {"T0000001": ("tdes", "0123456789ABCDEFFEDCBA9876543210"),
+       "T0000002": ("aes", "C1D0F8FB4958670DBA40AB1F3752EF0D")}
+PIN_CARD, PIN = base.CARDS[0], "2468"  # the card with a PIN, and its PIN
+PIN_TYPES = frozenset({TxnType.SV_PURCHASE, TxnType.REDEEM, TxnType.LOTTERY})
 
 _PROC = {
     TxnType.EARN: "000000", TxnType.REDEEM: "006500", TxnType.SV_PURCHASE: "006000",
@@ -66,6 +78,8 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         self.preauths: list[Preauth] = []
         self.held: dict[str, int] = dict.fromkeys(base.CARDS, 0)
         self.terminals: dict[str, Terminal] = {}
+        self.working: dict[str, tuple[bytes, bytes]] = {}  # tid -> the sign-on's (PIN key, MAC key)
+        self.pin_failures = 0  # wrong PINs in a row on PIN_CARD (kept below the maximum, 3)
         self.switch_rrn: dict[str, str] = {}  # the model's rrn -> the switch's field 37
         self.frames: dict[str, dict[str, str]] = {}  # key -> the fields sent
         self.responses: dict[str, dict[str, str]] = {}  # key -> the response it got
@@ -76,8 +90,17 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         self.daemon = await asyncio.to_thread(lambda: Daemon(self.workdir, self.db_dsn, [POS_LISTENER],
                                                              extra={"vouchers": {"failures_max": 1000}}).start())
         # ledger.loyalty.demo seeds the domain only; the switch's terminals are ours to add.
-        for merchant, (tid, _rate) in base.MERCHANTS.items():
-            await asyncio.to_thread(self.daemon.add_terminal, tid, merchant)
+        master = bytes.fromhex(MASTER_KEY_HEX)
+
+        async def provision(conn: Any) -> None:
+            for merchant, (tid, _rate) in base.MERCHANTS.items():
+                scheme, tmk = TMK[tid]
+                await add_terminal(conn, tid, merchant, master_key=master, tmk_alg=scheme, tmk=bytes.fromhex(tmk))
+            card_id = await pins.card_id_of(conn, PIN_CARD)
+            assert card_id is not None
+            await pins.set_pin(conn, (master,), card_id, PIN, "wire model")
+
+        await asyncio.to_thread(db_run, self.db_dsn, provision)
 
     def teardown(self) -> None:
         """Also after a failed setup: whatever was started is stopped, whatever was made is removed."""
@@ -97,9 +120,26 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
     def _terminal(self, tid: str) -> Terminal:
         if tid not in self.terminals:
             t = Terminal(self.daemon.ports["pos"], "nac2", "pos")
-            t.call({"t": "0800", "7": "0101120000", "11": "999999", "41": tid.ljust(8), "70": "001"})
+            resp = t.call({"t": "0800", "7": "0101120000", "11": "999999", "41": tid.ljust(8), "70": "001"})
+            assert resp["39"] == "00", resp
+            scheme, tmk = TMK[tid]
+            self.working[tid] = _pin.working_keys(scheme, bytes.fromhex(tmk), resp["48"])
             self.terminals[tid] = t
         return self.terminals[tid]
+
+    def _call(self, fields: dict[str, str]) -> dict[str, str]:
+        """Send a request from its terminal, MACed with the terminal's working MAC key."""
+        tid = fields["41"].strip()
+        t = self._terminal(tid)
+        t.send_raw(t.frame(encode(fields, "pos", (_pin.MAC_ALG[TMK[tid][0]], self.working[tid][1].hex()))))
+        return t.recv()
+
+    def _with_pin(self, fields: dict[str, str], pin: str) -> dict[str, str]:
+        tid = fields["41"].strip()
+        self._terminal(tid)
+        scheme = TMK[tid][0]
+        block = _pin.pin_block(scheme, self.working[tid][0], pin, fields["2"]).hex().upper()
+        return {**fields, _pin.PIN_FIELD[scheme]: block}
 
     def _fields(self, t: TxnType, req: Request) -> dict[str, str]:
         tid, stan, when = req.key.split("|")
@@ -128,6 +168,9 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
             f["90"] = "0200" + ostan + owhen + "0" * 22
             if req.replacement_amount is not None:
                 f["95"] = f"{req.replacement_amount:012d}" + "0" * 30
+        if req.pan == PIN_CARD and t in PIN_TYPES:
+            f = self._with_pin(f, PIN)
+            self.pin_failures = 0  # a right PIN starts the count again
         return f
 
     def _outcome(self, t: TxnType, resp: dict[str, str]) -> Outcome:
@@ -140,7 +183,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         return Outcome(reason, t, points_balance=points, sv_balance_minor=sv, prize_code=tags.get("LP"))
 
     def _exchange(self, t: TxnType, req: Request, fields: dict[str, str]) -> dict[str, str]:
-        return self._terminal(fields["41"].strip()).call(fields)
+        return self._call(fields)
 
     def send(self, t: TxnType, req: Request, expect: Reason) -> Outcome:
         fields = self._fields(t, req)
@@ -173,7 +216,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         tid, stan, when = key.split("|")
         fields = {"t": "0200", "2": base.CARDS[0], "3": "000000", "4": "000000001000", "7": when, "11": stan,
                   "41": tid.ljust(8), "42": "M0001".ljust(15), "49": "156"}
-        resp = self._terminal(tid).call(fields)
+        resp = self._call(fields)
         assert resp["39"] == "05", resp  # declined: its reversal came first; nothing posted
 
     @precondition(lambda self: any(out.approved and out.journal_id for _, _, out in self.model.sent))
@@ -182,7 +225,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         t, req, _first = data.draw(st.sampled_from(
             [s for s in self.model.sent if s[2].approved and s[2].journal_id]))
         frame = self.frames[req.key]
-        again = self._terminal(frame["41"].strip()).call(frame)
+        again = self._call(frame)
         assert again == self.responses[req.key], (again, self.responses[req.key])
 
     @rule(card=st.sampled_from(base.CARDS), index=st.integers(0, base.VOUCHERS - 1), right=st.booleans())
@@ -328,6 +371,16 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         for r in rows:
             held[self.card_pans[r["id"]]] += r["held"]
         assert held == self.held, (held, self.held)
+    @precondition(lambda self: self.pin_failures < 2)
+    @rule(amount=st.integers(1, 5_000), pay=st.sampled_from([TxnType.SV_PURCHASE, TxnType.REDEEM]))
+    def wrong_pin(self, amount: int, pay: TxnType) -> None:
+        """A wrong PIN is answered 55 and changes no balance (the invariants check it)."""
+        failures = self.pin_failures
+        req = self.request(PIN_CARD, "M0002", amount, currency="156" if pay is TxnType.SV_PURCHASE else None)
+        fields = self._with_pin(self._fields(pay, req), "1357")  # in place of the right PIN
+        resp = self._call(fields)
+        assert resp["39"] == "55", resp
+        self.pin_failures = failures + 1
 
 
 

@@ -47,6 +47,7 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "member_edit": ("GET", "/members/{card}/edit", {}),
     "member_status": ("POST", "/members/{card}/status", {"status": "x"}),
     "member_reset": ("POST", "/members/{card}/password", {"password": ""}),
+    "member_pin": ("POST", "/members/{card}/pin", {"pin": "", "again": ""}),
     "member_activation": ("POST", "/members/{card}/activation", {}),
     "terminals": ("GET", "/terminals", {}),
     "terminal_view": ("GET", "/terminals/{term}", {}),

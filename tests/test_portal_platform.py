@@ -93,9 +93,9 @@ async def test_programs_add_view_and_lottery_by_the_admin(portal_env: PortalEnv)
     assert response.status_code == 303 and response.headers["location"] == "/programs/ZED"
     page = (await client.get("/programs/ZED")).text
     assert "Zed &lt;i&gt;Club&lt;/i&gt;" in page and "<i>Club</i>" not in page
-    row = await portal_env.pool.fetchrow("SELECT kind, issue_price_minor, pin_required_for_redeem, txn_max_points "
-                                         "FROM loyalty.programs WHERE code = 'ZED'")
-    assert tuple(row) == ("hosted", 3, True, 5000)
+    row = await portal_env.pool.fetchrow("SELECT kind, issue_price_minor, pin_required_for_redeem, txn_max_points, "
+                                         "pin_required_for_sv FROM loyalty.programs WHERE code = 'ZED'")
+    assert tuple(row) == ("hosted", 3, True, 5000, False)  # the stored-value box was not ticked
     response = await post_form(client, "/programs/ZED/lottery", price_points="7", prizes="NONE:0:9\nWIN:50:1")
     assert response.status_code == 303
     prizes = await portal_env.pool.fetch("SELECT code, points, weight FROM loyalty.lottery_prizes "

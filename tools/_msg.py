@@ -32,7 +32,7 @@ from tools import _mac
 SPEC_NAMES = ("pos", "mis")
 # Shown by length only: extended PAN (34), tracks 2, 3 and 1 (35, 36, 45), PIN block (52),
 # ICC data (55).
-REDACTED_FIELDS = frozenset({"34", "35", "36", "45", "52", "55"})
+REDACTED_FIELDS = frozenset({"34", "35", "36", "45", "52", "55", "110"})
 PAN_MASK_DIGITS_MIN = 13  # below this, first 6 + last 4 would show most of the number
 _SPECS: dict[str, dict[str, dict[str, Any]]] = {}
 _FAST: dict[str, FastCodec] = {}  # the specs compiled (specs.fastcodec), for the load generator

@@ -368,11 +368,13 @@ class Daemon:
     # -------------------------------------------------------------- commands
 
     def cli(self, *args: str, check: bool = True, env: Mapping[str, str] | None = None,
-            timeout_s: float | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``switchd --config <ours> ARGS`` with the daemon's environment (or ``env``)."""
+            timeout_s: float | None = None, stdin_text: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``switchd --config <ours> ARGS`` with the daemon's environment (or ``env``);
+        ``stdin_text`` is its standard input (none when None)."""
         res = subprocess.run([SWITCHD, "--config", str(self.config_path), *args],
                              env=dict(env) if env is not None else self.env, cwd=self.workdir,
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             input=stdin_text, stdin=subprocess.DEVNULL if stdin_text is None else None,
+                             capture_output=True, text=True,
                              timeout=self.cli_timeout_s if timeout_s is None else timeout_s)
         if check and res.returncode != 0:
             raise HarnessError(f"switchd {' '.join(args)} exited {res.returncode}: {res.stderr[-2000:]}")

@@ -16,6 +16,12 @@ echoes 11 and 7, which is what a later completion names::
         --amount 6000 --hold-s 600
     python -m tools.possim --tid T0000001 --mid M0001 --complete 123456:0309140507 \
         --pan 6250941234567890 --amount 4500
+A terminal with a master key signs on for its working keys and enciphers the member's PIN
+(field 52, ISO 9564 format 0, for ``tdes``; field 110, format 4, for ``aes``):
+
+    python -m tools.possim --port 8583 --tid T0000002 --mid M00000000000001 --sign-on \
+        --tmk 0123456789ABCDEFFEDCBA9876543210 --tmk-alg tdes \
+        --mti 0200 --proc 006000 --pan 6250941234567890 --amount 1000 --pin 1234
 
 Field 49 (currency) goes with every money amount (specs/HOST-INTERFACE.md §6),
 156 unless ``--currency`` says otherwise (``--currency ''`` sends none); points
@@ -37,7 +43,7 @@ import click
 import iso8583
 
 from specs.vocabulary import FORMAT_ERROR
-from tools import _mac, _msg, _wire
+from tools import _mac, _msg, _pin, _wire
 
 # Requests whose field 4 is an amount (money or points, by field 3).
 AMOUNT_MTIS = frozenset({"0100", "0200", "0220", "0221", "0400", "0420", "0421"})
@@ -314,6 +320,11 @@ def report(
               help="Complete the 0100 with that field 11 and field 7 (0200 006000, field 90).")
 @click.option("--advice", is_flag=True, help="With --complete: send it as a completion advice (0220).")
 @click.option("--release", default="", metavar="STAN:F7", help="Release the 0100 with that field 11 and 7 (0400).")
+@click.option("--tmk", "tmk_hex", default="",
+              help="Terminal master key, 32 hex chars: take the working keys of the sign-on (needs --sign-on).")
+@click.option("--tmk-alg", type=click.Choice(_pin.SCHEMES), default="tdes", show_default=True,
+              help="The master key's scheme: tdes (PIN in 52, format 0) or aes (PIN in 110, format 4).")
+@click.option("--pin", default="", help="The member's PIN: sent enciphered under the sign-on's PIN key.")
 def main(
     host: str,
     port: int,
@@ -339,6 +350,9 @@ def main(
     complete: str,
     advice: bool,
     release: str,
+    tmk_hex: str,
+    tmk_alg: str,
+    pin: str,
 ) -> None:
     """Send one request to the switch and print the decoded response."""
     try:
@@ -357,6 +371,11 @@ def main(
         if chosen is not None:
             mti, proc = chosen[0], chosen[1]
             extra = {**chosen[2], **extra}
+        tmk = bytes.fromhex(tmk_hex) if tmk_hex else b""
+        if tmk and (len(tmk) != 16 or not sign_on):
+            raise ValueError("--tmk is 32 hex characters and goes with --sign-on")
+        if pin and not (tmk and pan and pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
+            raise ValueError("--pin is 4 to 12 digits and needs --tmk, --sign-on and --pan")
         stan = (stan or str(random.randint(1, 999_999))).zfill(6)
         fields = build_request(
             mti=mti, stan=stan, tid=tid, mid=mid, now=_msg.transmission_datetime(),
@@ -377,6 +396,16 @@ def main(
                 _tpdu, raw = exchange(conn, sign_on_fields, spec_name, mac_alg, mac_key)
                 answer = _msg.decode(raw, spec_name)[0]
                 click.echo(f"sign-on: {answer.get('t')} response code {answer.get('39', '--')}")
+                if tmk:
+                    try:
+                        pin_key, mac_key = _pin.working_keys(tmk_alg, tmk, answer.get("48", ""))
+                    except (KeyError, ValueError) as exc:
+                        raise SimError(f"sign-on delivered no usable working keys: {exc}") from None
+                    mac_alg = _pin.MAC_ALG[tmk_alg]
+                    click.echo(f"sign-on: working keys received (PIN key {_pin.kcv(tmk_alg, pin_key)}, "
+                               f"MAC key {_pin.kcv(tmk_alg, mac_key)})")
+                    if pin:
+                        fields[_pin.PIN_FIELD[tmk_alg]] = _pin.pin_block(tmk_alg, pin_key, pin, pan).hex().upper()
             got_tpdu, raw = exchange(conn, fields, spec_name, mac_alg, mac_key)
         finally:
             conn.close()

@@ -43,8 +43,9 @@ from ledger.loyalty.rules import mask_pan
 _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _VERSION = b"\x01"
-_AAD_DATA_KEY = b"loyalty.card_keys:data"
-_AAD_LOOKUP_KEY = b"loyalty.card_keys:lookup"
+# The associated data the two keys are sealed with (ledger.sealed re-seals them on rotation).
+AAD_DATA_KEY = b"loyalty.card_keys:data"
+AAD_LOOKUP_KEY = b"loyalty.card_keys:lookup"
 # Rows sealed per statement when converting clear numbers: bounded memory, short locks.
 SEAL_CHUNK_ROWS = 1000
 
@@ -102,20 +103,22 @@ class _Keyring:
 
     def __init__(self) -> None:
         self.master_key: bytes | None = None
+        self.previous_keys: tuple[bytes, ...] = ()  # during a master-key rotation
         self.opened: dict[tuple[bytes, bytes], CardVault] = {}
 
 
 _KEYRING = _Keyring()
 
 
-def set_master_key(master_key: bytes | None) -> None:
-    """Give this process the master key (None forgets it). Called once at start by the daemon,
-    the portal and the CLI, with the key their configuration names."""
-    if master_key is not None and len(master_key) != keys.MASTER_KEY_BYTES:
-        raise CardVaultError(f"master key must be {keys.MASTER_KEY_BYTES} bytes")
-    if master_key != _KEYRING.master_key:
-        _KEYRING.opened.clear()
+def set_master_key(master_key: bytes | None, previous_keys: tuple[bytes, ...] = ()) -> None:
+    """Give this process the master key (None forgets it), and during a rotation the previous
+    ones the card-number keys may still be sealed under. Called at start (and on a reload) by
+    the daemon, the portal and the CLI, with the keys their configuration names."""
+    for key in (master_key, *previous_keys):
+        if key is not None and len(key) != keys.MASTER_KEY_BYTES:
+            raise CardVaultError(f"master key must be {keys.MASTER_KEY_BYTES} bytes")
     _KEYRING.master_key = master_key
+    _KEYRING.previous_keys = tuple(previous_keys)
 
 
 def has_master_key() -> bool:
@@ -137,9 +140,11 @@ async def vault(conn: asyncpg.Connection | asyncpg.Pool) -> CardVault:
     sealed = (bytes(row["sealed_data_key"]), bytes(row["sealed_lookup_key"]))
     found = _KEYRING.opened.get(sealed)
     if found is None:
+        # Opened once per process and sealed form: a rotation re-seals the same two keys.
+        every = (master, *_KEYRING.previous_keys)
         try:
-            found = CardVault(keys.unseal(master, sealed[0], _AAD_DATA_KEY),
-                              keys.unseal(master, sealed[1], _AAD_LOOKUP_KEY))
+            found = CardVault(keys.unseal_any(every, sealed[0], AAD_DATA_KEY),
+                              keys.unseal_any(every, sealed[1], AAD_LOOKUP_KEY))
         except keys.KeyStoreError:
             raise CardVaultError("card number keys: the master key given is not the one they are sealed under") \
                 from None
@@ -148,8 +153,8 @@ async def vault(conn: asyncpg.Connection | asyncpg.Pool) -> CardVault:
 
 
 async def _make_keys(conn: asyncpg.Connection | asyncpg.Pool, master: bytes) -> asyncpg.Record:
-    data = keys.seal(master, secrets.token_bytes(_KEY_BYTES), _AAD_DATA_KEY)
-    lookup = keys.seal(master, secrets.token_bytes(_KEY_BYTES), _AAD_LOOKUP_KEY)
+    data = keys.seal(master, secrets.token_bytes(_KEY_BYTES), AAD_DATA_KEY)
+    lookup = keys.seal(master, secrets.token_bytes(_KEY_BYTES), AAD_LOOKUP_KEY)
     try:
         # Two processes making them at once: one row wins, both then use it.
         await conn.execute("INSERT INTO loyalty.card_keys(id, sealed_data_key, sealed_lookup_key) "

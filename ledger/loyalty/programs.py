@@ -87,8 +87,13 @@ async def ensure_currency(conn: asyncpg.Connection, numeric_code: str) -> str:
 
 async def add_program(conn: asyncpg.Connection, code: str, name: str, kind: str, issue_price_minor: int,
                       redeem_value_minor: int, currency: str = DEFAULT_CURRENCY,
-                      pin_required_for_redeem: bool = False, txn_max_points: int = 10_000_000) -> dict[str, Any]:
-    """Create a program with its points asset ``PTS:<CODE>`` and operator accounts."""
+                      pin_required_for_redeem: bool = False, txn_max_points: int = 10_000_000,
+                      pin_required_for_sv: bool = True) -> dict[str, Any]:
+    """Create a program with its points asset ``PTS:<CODE>`` and operator accounts.
+
+    ``pin_required_for_redeem`` / ``pin_required_for_sv``: a card with a PIN must send it for a
+    redemption (or lottery draw) / a stored-value purchase at the program's merchants.
+    """
     if not PROGRAM_CODE.match(code):
         raise ProvisioningError(f"program code must be 2..16 of A-Z 0-9 _, got {code!r}")
     if kind not in ("alliance", "hosted"):
@@ -110,9 +115,9 @@ async def add_program(conn: asyncpg.Connection, code: str, name: str, kind: str,
         await conn.execute(
             "INSERT INTO loyalty.programs(code, name, kind, points_asset, currency, issue_price_minor, "
             "redeem_value_minor, pin_required_for_redeem, txn_max_points, points_outstanding_account_id, "
-            "prize_pool_account_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+            "prize_pool_account_id, pin_required_for_sv) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
             code, name, kind, asset, currency, issue_price_minor, redeem_value_minor,
-            pin_required_for_redeem, txn_max_points, outstanding, pool,
+            pin_required_for_redeem, txn_max_points, outstanding, pool, pin_required_for_sv,
         )
     found = await show_program(conn, code)
     assert found is not None
@@ -146,7 +151,7 @@ async def set_lottery(conn: asyncpg.Connection, code: str, price_points: int, pr
 _LIST_SQL = """
 SELECT p.code, p.name, p.kind, p.points_asset, p.currency, c.asset AS currency_asset,
        p.issue_price_minor, p.redeem_value_minor, p.pin_required_for_redeem, p.txn_max_points,
-       p.lottery_price_points, p.status,
+       p.lottery_price_points, p.status, p.pin_required_for_sv,
        (SELECT count(*) FROM loyalty.merchants m WHERE m.program = p.code) AS merchants,
        -(o.posted) AS points_outstanding_cleared, pp.posted AS prize_pool_points
   FROM loyalty.programs p

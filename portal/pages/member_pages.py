@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ledger import search
-from ledger.loyalty import member_profile
+from ledger.loyalty import member_profile, pins
 from ledger.loyalty.member_accounts import member_balances, program_rates
 from ledger.loyalty.outcomes import Channel, TxnType
 from ledger.loyalty.programs import ProvisioningError
-from portal import audit
+from portal import audit, member_auth
 from portal.i18n import N_
 from portal.i18n import gettext as _
 from portal.member_web import MemberPage, member_page
@@ -183,6 +183,44 @@ async def card_block(request: Request, pg: MemberPage) -> Response:
     return redirect("/member/cards?blocked=1")
 
 
+@member_page("member_card_pin")
+async def card_pin(request: Request, pg: MemberPage) -> Response:
+    """GET: the form. POST: set or change one of the member's own cards' PIN, with the member's
+    password (a session alone is not enough to choose the PIN that spends the card's value)."""
+    card = await _own_card(pg, request.path_params["card_id"])
+    if request.method == "GET":
+        return render(request, "member/card_pin.html", {"card": card, "message": None}, session=pg.session)
+    password = pg.field("password", member_auth.PASSWORD_CHARS_MAX)
+    pin, again = pg.field("pin", pins.PIN_DIGITS_MAX + 1), pg.field("again", pins.PIN_DIGITS_MAX + 1)
+    message = None
+    if not await member_auth.check_password(pg.pool, pg.member_id, password):
+        message = _("The password is wrong.")
+    elif pin != again:
+        message = _("The two PINs differ.")
+    else:
+        master = pg.portal.master_key
+        try:
+            async with pg.pool.acquire() as conn, conn.transaction():
+                await pins.set_pin(conn, () if master is None else (master,), card["id"], pin, "member")
+                await audit.record(conn, pg.actor, None, "card_pin_set", "card", str(card["id"]), None, None,
+                                   {"by": "member"})
+        except pins.PinError:
+            message = _("A PIN is 4 to 12 digits.") if not pins_ok(pin) else _("The PIN cannot be set now.")
+        else:
+            return redirect("/member/cards?pin=1")
+    return render(request, "member/card_pin.html", {"card": card, "message": message}, status_code=400,
+                  session=pg.session)
+
+
+def pins_ok(pin: str) -> bool:
+    """True for a PIN of 4 to 12 digits."""
+    try:
+        pins.check_pin(pin)
+    except pins.PinError:
+        return False
+    return True
+
+
 # (path, endpoint, methods, route name): portal/app.py mounts them.
 ROUTES: list[tuple[str, Any, list[str], str]] = [
     ("/member/profile", profile_page, GET, "member_profile"),
@@ -192,4 +230,5 @@ ROUTES: list[tuple[str, Any, list[str], str]] = [
     ("/member/rates", rates_page, GET, "member_rates"),
     ("/member/cards", cards_page, GET, "member_cards"),
     ("/member/cards/{card_id}/block", card_block, POST, "member_card_block"),
+    ("/member/cards/{card_id}/pin", card_pin, FORM, "member_card_pin"),
 ]

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ledger.loyalty import member_profile
+from ledger.loyalty import member_profile, pins
 from ledger.loyalty import members as ledger_members
 from ledger.loyalty.bins import list_bins
 from ledger.loyalty.cards import CARD_STATUSES
@@ -289,6 +289,27 @@ async def member_reset(request: Request, pg: Page) -> Response:
     return redirect(f"/members/{card['id']}?reset=1")
 
 
+@page("member_pin")
+async def member_pin(request: Request, pg: Page) -> Response:
+    """POST: set the card's PIN, typed twice by the member at the merchant's desk (only a keyed
+    one-way value is kept; the count of wrong tries starts again)."""
+    card = await _visible_card(pg, request.path_params["card_id"])
+    pin, again = pg.field("pin", pins.PIN_DIGITS_MAX + 1), pg.field("again", pins.PIN_DIGITS_MAX + 1)
+    try:
+        if pin != again:
+            raise pins.PinError("the two PINs differ")
+        master = pg.portal.master_key
+        async with pg.pool.acquire() as conn, conn.transaction():
+            await pins.set_pin(conn, () if master is None else (master,), card["id"], pin,
+                               f"portal:{pg.actor}"[:pins.SET_BY_LENGTH_MAX])
+            await audit.record(conn, pg.actor, pg.session.user_id, "card_pin_set", "card", str(card["id"]),
+                               pg.own_merchant(), None, {"card": card["pan"]})
+    except pins.PinError as exc:
+        return render(request, "members/view.html", await _view_context(pg, card, refusal(exc)), status_code=400,
+                      session=pg.session)
+    return redirect(f"/members/{card['id']}?pin=1")
+
+
 @page("member_activation")
 async def member_activation(request: Request, pg: Page) -> Response:
     """POST: a new one-time activation code for the card's member, shown this once (earlier unused
@@ -324,4 +345,5 @@ ROUTES: list[tuple[str, Any, list[str], str]] = [
     ("/members/{card_id}/status", member_status, POST, "member_status"),
     ("/members/{card_id}/password", member_reset, POST, "member_reset"),
     ("/members/{card_id}/activation", member_activation, POST, "member_activation"),
+    ("/members/{card_id}/pin", member_pin, POST, "member_pin"),
 ]

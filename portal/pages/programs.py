@@ -62,7 +62,7 @@ async def program_new(request: Request, pg: Page) -> Response:
     """GET: the form. POST: add the program (ledger.loyalty.programs.add_program)."""
     values = {"code": "", "name": "", "kind": "alliance", "issue_price_minor": "1", "redeem_value_minor": "1",
               "currency": ledger_programs.DEFAULT_CURRENCY, "pin_required_for_redeem": "",
-              "txn_max_points": "10000000"}
+              "pin_required_for_sv": "1", "txn_max_points": "10000000"}
     context: dict[str, Any] = {"values": values, "kinds": KINDS, "currencies": sorted(KNOWN_CURRENCIES),
                                "error": None}
     if request.method == "GET":
@@ -74,7 +74,8 @@ async def program_new(request: Request, pg: Page) -> Response:
                 conn, values["code"], values["name"], values["kind"],
                 whole(values["issue_price_minor"], "issue price"),
                 whole(values["redeem_value_minor"], "redemption value"), values["currency"],
-                values["pin_required_for_redeem"] == "1", whole(values["txn_max_points"], "per-transaction maximum"))
+                values["pin_required_for_redeem"] == "1", whole(values["txn_max_points"], "per-transaction maximum"),
+                values["pin_required_for_sv"] == "1")
             await audit.record(conn, pg.actor, pg.session.user_id, "program_add", "program", created["code"], None,
                                None, created)
     except ProvisioningError as exc:

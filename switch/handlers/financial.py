@@ -23,21 +23,26 @@ very same bytes.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import replace
 
 from ledger.loyalty import lookup
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
+from ledger.loyalty.pins import PinError, Verdict
 from specs.vocabulary import (
+    APPROVED,
     FORMAT_ERROR,
     FUNCTION_NOT_SUPPORTED,
+    INCORRECT_PIN,
     INVALID_TRANSACTION,
+    PIN_TRIES_EXCEEDED,
     STAN,
     TERMINAL_ID,
     Fields,
     duplicate_key,
     request_key,
 )
-from switch import dedup, logs
+from switch import dedup, emv, logs, pinblock
 from switch.context import NO_RESPONSE, RequestContext
 from switch.handlers.responses import response_code
 from switch.terminals import normalize_id
@@ -202,6 +207,67 @@ def _base_request(ctx: RequestContext, account: str) -> Request:
     )
 
 
+# Which programme rule asks a transaction for the member's PIN (ledger.loyalty.pins).
+_PIN_FOR_REDEEM = frozenset({TxnType.REDEEM, TxnType.LOTTERY})
+_PIN_FOR_SV = frozenset({TxnType.SV_PURCHASE})
+# Purchases whose chip data (field 55) is kept for disputes when approved.
+_CHIP_PURCHASES = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE})
+PIN_FORMAT0_FIELD = "52"  # 8 bytes: ISO 9564 format 0 under a 3DES PIN key
+PIN_FORMAT4_FIELD = "110"  # 16 bytes: format 4 under an AES PIN key (longer than 52 holds)
+
+
+async def _pin_answer(ctx: RequestContext, txn_type: TxnType, pan: str, merchant_id: str) -> str | None:
+    """None when the PIN (if any is needed or sent) is right; else the decline code (55 or 75).
+
+    The PIN block, the PIN and the keys never reach a log line: only what was decided.
+    """
+    f = ctx.fields
+    block_hex = f.get(PIN_FORMAT0_FIELD) or f.get(PIN_FORMAT4_FIELD)
+    may_need = txn_type in _PIN_FOR_REDEEM or txn_type in _PIN_FOR_SV
+    if ctx.pins is None or (block_hex is None and not may_need):
+        return None
+    need = await ctx.pins.need(pan, merchant_id)
+    if need is None or not need.has_pin:  # an unknown card is the domain's to decline; no PIN, no check
+        return None
+    required = ((txn_type in _PIN_FOR_REDEEM and need.required_for_redeem)
+                or (txn_type in _PIN_FOR_SV and need.required_for_sv))
+    if block_hex is None:
+        if not required:
+            return None
+        ctx.log.info("declined", reason="PIN required and not sent")
+        return INCORRECT_PIN
+    term = ctx.terminal
+    scheme = "tdes" if PIN_FORMAT0_FIELD in f else "aes"
+    if term is None or term.pin_key is None or term.pin_alg != scheme:
+        # Not the member's mistake: no try is counted.
+        ctx.log.warning("declined", reason=f"PIN not verifiable: the terminal has no {scheme} PIN key")
+        return INCORRECT_PIN
+    try:
+        pin = pinblock.decipher(scheme, term.pin_key, bytes.fromhex(block_hex), pan)
+    except pinblock.PinBlockError:
+        # Most likely enciphered under another key (a terminal that missed its new keys): not counted.
+        ctx.log.info("declined", reason="PIN block does not decipher under the terminal's PIN key")
+        return INCORRECT_PIN
+    try:
+        verdict = await ctx.pins.verify(need.card_id, pin)
+    except PinError as exc:
+        ctx.log.warning("declined", reason=f"PIN not verifiable: {exc}")
+        return INCORRECT_PIN
+    if verdict is Verdict.RIGHT:
+        return None
+    ctx.log.info("declined", reason="wrong PIN" if verdict is Verdict.WRONG else "PIN tries exceeded")
+    return INCORRECT_PIN if verdict is Verdict.WRONG else PIN_TRIES_EXCEEDED
+
+
+async def _keep_chip_data(ctx: RequestContext, request: Request) -> None:
+    """What a dispute needs of an approved purchase's field 55 (switch.emv.DISPUTE_TAGS)."""
+    kept = emv.dispute_data(ctx.fields["55"])
+    if kept:
+        await ctx.pool.execute(
+            "INSERT INTO loyalty.chip_data(idempotency_key, terminal_id, tags) VALUES ($1, $2, $3::jsonb) "
+            "ON CONFLICT (idempotency_key) DO NOTHING", request.key, request.terminal_id, json.dumps(kept))
+
+
 async def handle_0200(ctx: RequestContext) -> Fields:
     """Every 0200 we offer: purchase-earn, redeem, stored-value purchase, top-up, load,
     inquiry, void, refund, lottery (specs/HOST-INTERFACE.md §6 table)."""
@@ -215,7 +281,14 @@ async def handle_0200(ctx: RequestContext) -> Fields:
     if txn_type in (TxnType.VOID, TxnType.REFUND) and request.original_rrn is None:
         ctx.log.info("declined", reason="void/refund without field 37 (original RRN)")
         return ctx.reply(INVALID_TRANSACTION)
-    return await _run(ctx, txn_type, request)
+    pin_decline = await _pin_answer(ctx, txn_type, request.pan, request.merchant_id)
+    if pin_decline is not None:
+        return ctx.reply(pin_decline)
+    response = await _run(ctx, txn_type, request)
+    if "55" in ctx.fields and ctx.chip_data_kept and txn_type in _CHIP_PURCHASES \
+            and response.get("39") == APPROVED:
+        await _keep_chip_data(ctx, request)
+    return response
 
 
 async def _original_key(ctx: RequestContext) -> str | None:

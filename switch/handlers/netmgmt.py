@@ -7,6 +7,10 @@ Only a terminal signs itself off: a sign-off takes effect on the connection that
 signed the terminal on (in this daemon process) and is answered 63 on any other,
 changing nothing. Otherwise anyone who knows a terminal id could make its next
 requests fail with 58. A terminal that lost its connection signs on again first.
+
+A terminal with a master key receives fresh working keys at every sign-on (switch.keyexchange):
+they are installed with the sign-on itself, and its 0810 carries them in field 48 under the
+master key. From then on its MACs and PIN blocks are checked with them.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from specs.vocabulary import (
     SECURITY_VIOLATION,
     SIGN_OFF,
     SIGN_ON,
+    SYSTEM_MALFUNCTION,
     Fields,
 )
+from switch import keyexchange
 from switch.context import RequestContext
 
 
@@ -35,6 +41,20 @@ async def handle(ctx: RequestContext) -> Fields:
         if code == SIGN_OFF and ctx.terminals.signed_on_by(tid) != connection:
             ctx.log.warning("sign_off_refused", terminal=tid, peer=ctx.peer, listener=ctx.listener.name)
             return ctx.reply(SECURITY_VIOLATION)
+        if code == SIGN_ON and ctx.terminal.tmk_alg is not None:
+            return await _sign_on_with_keys(ctx, connection)
         await ctx.terminals.set_signed_on(tid, code == SIGN_ON, connection)
         return ctx.reply(APPROVED)
     return ctx.reply(FUNCTION_NOT_SUPPORTED)
+
+
+async def _sign_on_with_keys(ctx: RequestContext, connection: str) -> Fields:
+    term = ctx.terminal
+    assert term is not None and term.tmk_alg is not None
+    if term.tmk is None:  # sealed under no key we hold: the operator must see it
+        ctx.log.warning("sign_on_failed", terminal=term.terminal_id, reason=term.key_error)
+        return ctx.reply(SYSTEM_MALFUNCTION)
+    working = keyexchange.generate(term.tmk_alg)
+    if not await ctx.terminals.install_working_keys(term, working, connection):
+        return ctx.reply(SYSTEM_MALFUNCTION)
+    return ctx.reply(APPROVED, **{"48": keyexchange.field_48(term.tmk, working)})
