@@ -153,7 +153,8 @@ def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
     async def main(dsn: str) -> None:
         if demo_users:
             await _seed_demo_users(dsn)
-        await serve(settings, dsn, ledger_settings(cfg), master_key)
+        await serve(settings, dsn, ledger_settings(cfg), master_key, read_dsn=cfg.database.read_dsn,
+                    read_staleness_max_s=cfg.database.read_staleness_max_s)
 
     try:
         with runtime.database_dsn(cfg) as dsn:

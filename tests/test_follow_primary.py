@@ -25,6 +25,7 @@ from replica_support import ReplicaPair
 from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.embedded import find_pg_bin
+from ledger.standby_reads import StandbyReads
 from tools import harness
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -110,5 +111,38 @@ def test_daemon_follows_the_primary() -> None:
             assert approved and all(posted.get(k) for k in approved), "an approval was lost"
             assert all(n == 1 for n in posted.values()), "a posting was doubled"
             assert problems == []
+        finally:
+            pair.stop()
+
+
+async def _standby_reads_follow_the_lag(pair: ReplicaPair) -> None:
+    primary = await ledger_db.create_pool(pair.node_dsn("primary"), 1, 2)
+    standby = await ledger_db.create_pool(pair.node_dsn("standby"), 1, 2)
+    try:
+        reads = StandbyReads(primary, standby, staleness_max_s=0.5, check_interval_s=0.05)
+        await primary.execute("CREATE TABLE ha_probe (n int)")
+        assert await reads.pool() is standby  # streaming and caught up
+        await standby.execute("SELECT pg_wal_replay_pause()")
+        await primary.execute("INSERT INTO ha_probe VALUES (1)")  # acknowledged: on the standby, not replayed
+        await asyncio.sleep(1.0)
+        assert await reads.pool() is primary  # behind by more than the bound: the primary answers
+        await standby.execute("SELECT pg_wal_replay_resume()")
+        await asyncio.sleep(0.3)
+        assert await reads.pool() is standby
+        assert await standby.fetchval("SELECT count(*) FROM ha_probe") == 1
+    finally:
+        await primary.close()
+        await standby.close()
+
+
+def test_reads_go_to_the_standby_only_within_the_staleness_bound() -> None:
+    with tempfile.TemporaryDirectory(prefix="switchd-ha-") as tmp:
+        root = Path(tmp)
+        root.chmod(0o755)
+        (root / "pg").mkdir()
+        pair = ReplicaPair(root / "pg")
+        try:
+            pair.start()
+            asyncio.run(_standby_reads_follow_the_lag(pair))
         finally:
             pair.stop()
