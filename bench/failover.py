@@ -247,9 +247,11 @@ class Formation:
 
 
 def haproxy_config(port: int, daemons: list[tuple[int, int]]) -> str:
-    """TCP mode; a daemon gets new connections while its /ready says 200."""
+    """TCP mode; a daemon gets new connections while its /ready says 200 (systemd/haproxy-switchd.cfg)."""
     servers = "\n".join(f"    server d{i} 127.0.0.1:{pos} check port {mport} inter 500 fall 2 rise 1"
                         for i, (pos, mport) in enumerate(daemons, 1))
+    # While no daemon is ready (no primary), terminals still reach one, which answers 91/96.
+    servers += "\n" + "\n".join(f"    server any{i} 127.0.0.1:{pos} backup" for i, (pos, _m) in enumerate(daemons, 1))
     return f"""global
     maxconn 2000
 defaults
