@@ -263,7 +263,10 @@ frontend pos
     bind 127.0.0.1:{port}
     default_backend switchd
 backend switchd
-    balance roundrobin
+    # A terminal's connections (its retransmissions) go to one daemon while it is up.
+    balance source
+    hash-type consistent
+    option allbackups
     option httpchk GET /ready
     http-check expect status 200
 {servers}
@@ -316,7 +319,8 @@ class Drill:
             time.sleep(0.1)
         watcher = threading.Thread(target=self._watch_states, daemon=True)
         watcher.start()
-        self.terminals = [TimedTerminal(tid, lb_port, pans, self.stop_load, PAUSE_S) for tid in tids]
+        self.terminals = [TimedTerminal(tid, lb_port, pans, self.stop_load, PAUSE_S, source=f"127.0.0.{n}")
+                          for n, tid in enumerate(tids, 2)]
         for t in self.terminals:
             t.start()
         time.sleep(8)
