@@ -351,9 +351,12 @@ class Drill:
             t.join(chaos.RESPONSE_TIMEOUT_S * (chaos.ATTEMPTS_MAX + chaos.REVERSAL_ATTEMPTS_MAX) + 10)
         self._watching.set()
         watcher.join(5)
+        served = [round(sum(v for k, v in d.scrape().items() if k.startswith("switchd_requests_total")))
+                  for d in self.daemons]
         recon = d1.cli("recon", "run", check=False)
         figures = self.figures(asyncio.run(self.database_facts()))
         figures["recon"] = {"exit": recon.returncode, "output": (recon.stdout + recon.stderr).strip()[-300:]}
+        figures["requests_by_daemon"] = served  # since each daemon started; sign-ons included
         return figures
 
     async def database_facts(self) -> dict[str, Any]:
@@ -460,6 +463,7 @@ def table(figures: dict[str, Any]) -> str:
     for name, ev in figures["events"].items():
         lines.append(f"{name:<11} no approval for {ev['no_approval_s']} s; answers meanwhile {ev['answers_during']}; "
                      + ", ".join(f"{k} {v}" for k, v in ev.items() if k not in ("no_approval_s", "answers_during")))
+    lines.append(f"requests answered by each daemon: {figures['requests_by_daemon']}")
     lines.append(f"wait_primary (one server) for {figures['wait_primary_s']} s (each time): "
                  f"{figures['approvals_on_one_server_only']} approvals on one server only")
     return "\n".join(lines)

@@ -165,6 +165,7 @@ _READ_ONLY = "25006"
 SENT_MARK: ContextVar[list[bool] | None] = ContextVar("ledger_sent_mark", default=None)
 # Polls for an ended backend's disappearance while finding out a batch's outcome.
 BACKEND_GONE_POLL_S = 0.01
+BACKEND_GONE_POLL_MAX_S = 0.1
 UNKNOWN = "unknown"
 
 
@@ -575,6 +576,7 @@ class Ledger:
         keys = [item.cmd.idempotency_key for item in batch]
         conn: asyncpg.Connection | None = None
         last: BaseException = failure
+        pause_s = BACKEND_GONE_POLL_S / 2
         try:
             async with asyncio.timeout(self.settings.timeout_post_s):
                 while True:  # a server that restarts hands out dead connections for a moment
@@ -596,7 +598,10 @@ class Ledger:
                             conn = None
                         if not connection_lost(exc):
                             raise
-                        await asyncio.sleep(BACKEND_GONE_POLL_S)
+                        # No server to ask (a failover: none accepts writes yet): each try connects
+                        # to every host of the DSN, so back off, up to a tenth of a second.
+                        pause_s = min(pause_s * 2, BACKEND_GONE_POLL_MAX_S)
+                        await asyncio.sleep(pause_s)
         except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError,
                 asyncpg.InternalClientError) as exc:
             if conn is not None:
