@@ -488,6 +488,7 @@ def main() -> int:
     if drill.formation.user is not None:
         os.chown(root, drill.formation.user.uid, drill.formation.user.gid)
     started = time.monotonic()
+    provenance = _common.provenance()  # at the start: its started_at is when the run began
     try:
         figures = drill.run()
     finally:
@@ -499,7 +500,7 @@ def main() -> int:
     figures["elapsed_s"] = round(time.monotonic() - started, 1)
     figures["goal"] = GOAL
     figures["misses"] = verdict(figures)
-    figures["provenance"] = _common.provenance()
+    figures["provenance"] = provenance
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     print(table(figures))
