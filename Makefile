@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test test-unit test-fast lint chaos bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal bench-api bench-mail clean venv
+.PHONY: run test test-unit test-fast lint chaos bench-ledger bench-post-batch bench-idle-cost bench-wire bench-e2e bench-fuzz-memory bench-portal bench-api bench-mail clean venv drill-failover
 
 # The package, editable, with its test tools: everything runs from the source as it is.
 $(INSTALLED): pyproject.toml
@@ -86,3 +86,12 @@ bench-api: $(INSTALLED)
 # In-platform mail: a broadcast to 100,000 members, their inboxes, the e-mail fan-out.
 bench-mail: $(INSTALLED)
 	$(BIN)/python bench/mail_broadcast.py
+
+# The failover drill: a pg_auto_failover formation, two daemons behind HAProxy, the primary killed
+# under load, its rejoin, a switchover back; about 3-5 minutes. Installs Debian's
+# pg_auto_failover and HAProxy when missing (as root); bench/results/failover.json.
+DRILL_PACKAGES := postgresql-15-auto-failover pg-auto-failover-cli haproxy
+drill-failover: $(INSTALLED)
+	@if ! command -v pg_autoctl >/dev/null || ! command -v haproxy >/dev/null; then \
+		apt-get update -q && apt-get install -y -q $(DRILL_PACKAGES); fi
+	timeout 600 $(BIN)/python bench/failover.py $(ARGS)

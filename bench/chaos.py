@@ -113,9 +113,11 @@ class TerminalStats:
 class LoadTerminal(threading.Thread):
     """A POS terminal that follows the specification: resend unanswered, reverse when giving up."""
 
-    def __init__(self, tid: str, port: int, pans: list[str], stop: threading.Event, pause_s: float) -> None:
+    def __init__(self, tid: str, port: int, pans: list[str], stop: threading.Event, pause_s: float,
+                 source: str | None = None) -> None:
         super().__init__(name=f"terminal-{tid}", daemon=True)
         self.tid, self.port, self.pans, self.stop_event, self.pause_s = tid, port, pans, stop, pause_s
+        self.source = source  # a loopback address of its own (127.0.0.x): a host of its own to a balancer
         self.stats = TerminalStats()
         self.sock: socket.socket | None = None
         self.stan = 0
@@ -135,7 +137,8 @@ class LoadTerminal(threading.Thread):
         ``stan`` or None (no answer in time, connection lost)."""
         try:
             if self.sock is None:
-                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=SOCKET_TIMEOUT_S)
+                self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=SOCKET_TIMEOUT_S,
+                                                     source_address=(self.source, 0) if self.source else None)
                 self.sock.settimeout(RESPONSE_TIMEOUT_S)
                 sign_on = _msg.build({"t": "0800", "7": _msg.transmission_datetime(), "11": self._next_stan(),
                                       "41": self.tid, "70": "001"}, "pos")

@@ -28,7 +28,7 @@ from ledger import db as ledger_db
 from ledger.errors import first_line
 from ledger.keys import KeyStoreError
 from portal.settings import SECRET_ENV, ApiSettings, PortalSettings, SettingsError, load_secret
-from switch import runtime
+from switch import keystore, runtime
 from switch.config import Config
 from switch.daemon import ledger_settings
 from switch.logs import configure as configure_logs
@@ -145,6 +145,7 @@ def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
         # The seat posts through the ledger engine with the daemon's bounds; terminal keys are
         # sealed under the daemon's master key (none configured: keyed terminals are refused).
         master_key = runtime.master_key(cfg)
+        previous = keystore.load_previous_master_key(cfg.security.master_key_previous_file)
     except SettingsError as exc:
         raise CommandFailed(f"portal: {exc}", Exit.USAGE) from None
     except KeyStoreError as exc:
@@ -154,7 +155,9 @@ def portal(ctx: click.Context, show_url: bool, demo_users: bool) -> None:
     async def main(dsn: str) -> None:
         if demo_users:
             await _seed_demo_users(dsn)
-        await serve(settings, dsn, ledger_settings(cfg), master_key)
+        await serve(settings, dsn, ledger_settings(cfg), master_key, read_dsn=cfg.database.read_dsn,
+                    read_staleness_max_s=cfg.database.read_staleness_max_s,
+                    previous_master_keys=() if previous is None else (previous,))
 
     try:
         with contextlib.nullcontext(cfg.portal.dsn) if cfg.portal.dsn else runtime.database_dsn(cfg) as dsn:

@@ -151,7 +151,11 @@ DEADLINE_SWEEP_INTERVAL_MAX_S = 0.1
 # Errors that say nothing about one command (the database is slow, locked or going
 # away): splitting the batch would only repeat them.
 # (A lost connection, see ledger.db.connection_lost, is never bisected either.)
-_NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "53300"}
+_NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "53300", "25006"}
+# The server no longer accepts writes (a primary demoted or fenced in a failover): nothing was
+# committed, and the connection is not one to post on again; the pool's next connections go
+# through the DSN's host list to whichever server accepts writes now.
+_READ_ONLY = "25006"
 
 
 # A caller that must know whether a command it posts reached the database (the switch, to
@@ -161,6 +165,7 @@ _NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "53300"}
 SENT_MARK: ContextVar[list[bool] | None] = ContextVar("ledger_sent_mark", default=None)
 # Polls for an ended backend's disappearance while finding out a batch's outcome.
 BACKEND_GONE_POLL_S = 0.01
+BACKEND_GONE_POLL_MAX_S = 0.1
 UNKNOWN = "unknown"
 
 
@@ -532,6 +537,10 @@ class Ledger:
                     # Sent: it may have committed. Find out before answering anyone.
                     resolved, conn = await self._resolve(batch, old_pid, sent_at_s, failure)
                     return resolved, retries, failure, conn
+            if code == _READ_ONLY and conn is not None:
+                await self._discard(conn)
+                conn = None
+                await self.pool.expire_connections()
             if code in _RETRYABLE and retries < self.settings.retries_max:
                 retries += 1
                 await asyncio.sleep(0.001 * (2**retries))
@@ -559,11 +568,15 @@ class Ledger:
         server's clock now, less the time since it was sent by ours).
         """
         loop = asyncio.get_running_loop()
+        # After a failover the new connection is on another server, where the old pid may be
+        # one of its own processes: only a client backend of ours is ever ended and waited for.
         old = ("FROM pg_stat_activity WHERE pid = $1 AND pid <> pg_backend_pid() "
+               "AND backend_type = 'client backend' AND application_name = current_setting('application_name') "
                "AND backend_start < clock_timestamp() - make_interval(secs => $2)")
         keys = [item.cmd.idempotency_key for item in batch]
         conn: asyncpg.Connection | None = None
         last: BaseException = failure
+        pause_s = BACKEND_GONE_POLL_S / 2
         try:
             async with asyncio.timeout(self.settings.timeout_post_s):
                 while True:  # a server that restarts hands out dead connections for a moment
@@ -585,7 +598,10 @@ class Ledger:
                             conn = None
                         if not connection_lost(exc):
                             raise
-                        await asyncio.sleep(BACKEND_GONE_POLL_S)
+                        # No server to ask (a failover: none accepts writes yet): each try connects
+                        # to every host of the DSN, so back off, up to a tenth of a second.
+                        pause_s = min(pause_s * 2, BACKEND_GONE_POLL_MAX_S)
+                        await asyncio.sleep(pause_s)
         except (asyncpg.PostgresError, OSError, TimeoutError, asyncpg.InterfaceError,
                 asyncpg.InternalClientError) as exc:
             if conn is not None:

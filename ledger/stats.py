@@ -146,7 +146,11 @@ async def _split_days(pool: asyncpg.Pool, date_from: dt.date, date_to: dt.date) 
                       AND c.business_date < (SELECT open_date FROM ledger.business_day WHERE singleton)
                       AND NOT EXISTS (SELECT 1 FROM eod.stats_days s WHERE s.business_date = c.business_date)""",
                 date_from, date_to):
-            await roll_up_day(conn, r["business_date"])
+            try:
+                await roll_up_day(conn, r["business_date"])
+            except asyncpg.ReadOnlySQLTransactionError:
+                # A standby (the read-only DSN): the day is read live until the primary rolls it up.
+                break
         rolled = {r["business_date"] for r in await conn.fetch(
             "SELECT business_date FROM eod.stats_days WHERE business_date BETWEEN $1 AND $2", date_from, date_to)}
     days = [date_from + dt.timedelta(days=n) for n in range((date_to - date_from).days + 1)]

@@ -28,6 +28,7 @@ from starlette.templating import Jinja2Templates
 from ledger.engine import Ledger, LedgerSettings
 from ledger.loyalty.mall import Mall, sweep_forever
 from ledger.loyalty.operations import Loyalty
+from ledger.standby_reads import StandbyReads
 from portal import i18n, images, labels, mail_sender, permissions, security_headers
 from portal.api import app as api_app
 from portal.i18n import N_
@@ -128,14 +129,15 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: LedgerSettings | None = None,
-               master_key: bytes | None = None) -> Starlette:
+               master_key: bytes | None = None, reads: StandbyReads | None = None) -> Starlette:
     """The portal over ``pool``; ``settings.secret`` must be set (settings.check()).
 
     ``ledger_settings`` (the configuration's ``[ledger]``, as the daemon builds them) give
     the web trading seat its posting engine, started and drained with the application
     (its lifespan); without them the seat answers that it is not available.
     ``master_key`` (the daemon's, from ``[security]``) seals terminals' MAC keys; without
-    it the terminal pages add and key no keyed terminal.
+    it the terminal pages add and key no keyed terminal. ``reads``: where the read pages
+    (search, statistics, exports) read; the primary's ``pool`` without it.
     """
     settings.check()
     i18n.load_catalogs()
@@ -191,7 +193,8 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
     app.state.portal = Portal(settings, pool, SessionStore(pool, settings), _templates(app),
-                              loyalty=loyalty, master_key=master_key, mall=orders)
+                              loyalty=loyalty, master_key=master_key, mall=orders,
+                              reads=reads or StandbyReads(pool, None, 0.0))
     api_app.attach(api, app.state.portal)
     app.state.mail_sender = sender
     return app

@@ -20,6 +20,7 @@ from ledger import db as ledger_db
 from ledger import migrate
 from ledger.engine import LedgerSettings
 from ledger.loyalty import card_numbers
+from ledger.standby_reads import StandbyReads
 from portal.app import create_app
 from portal.settings import PortalSettings
 
@@ -53,23 +54,32 @@ def url_of(settings: PortalSettings, port: int) -> str:
 
 
 async def serve(settings: PortalSettings, dsn: str, ledger_settings: LedgerSettings | None = None,
-                master_key: bytes | None = None) -> None:
+                master_key: bytes | None = None, read_dsn: str = "", read_staleness_max_s: float = 5.0,
+                previous_master_keys: tuple[bytes, ...] = ()) -> None:
     """Serve the portal until cancelled or signalled (SIGINT/SIGTERM end it gracefully).
 
-    ``ledger_settings`` and ``master_key``: see portal.app.create_app.
+    ``ledger_settings`` and ``master_key``: see portal.app.create_app. ``read_dsn``: a standby
+    for the read pages (search, statistics, exports) while within ``read_staleness_max_s``.
     """
     settings.check()
     sock = listen_socket(settings.host, settings.port)
     pool = await ledger_db.create_pool(dsn, 1, settings.db_pool_size_max)
+    read_pool = None
     try:
+        if read_dsn:
+            # Lazily connected (size_min 1 would fail start-up while the standby is away; reads then
+            # go to the primary until it is back).
+            read_pool = await ledger_db.create_pool(read_dsn, 0, settings.db_pool_size_max)
+        reads = StandbyReads(pool, read_pool, read_staleness_max_s)
         # Before serving: a schema of another version, or a role without its grants, is one line.
         async with pool.acquire() as conn:
             await migrate.check_current(conn)
-            # Card numbers are found and shown through the master key's card-number keys.
+            # Card numbers are found and shown through the master key's card-number keys (during
+            # a rotation they may still be sealed under the previous key).
             if master_key is not None:
-                card_numbers.set_master_key(master_key)
+                card_numbers.set_master_key(master_key, previous_master_keys)
             await card_numbers.check_ready(conn)
-        app = create_app(settings, pool, ledger_settings, master_key)
+        app = create_app(settings, pool, ledger_settings, master_key, reads)
         config = uvicorn.Config(
             app, loop="uvloop", http="h11", lifespan="on",
             limit_concurrency=settings.limit_concurrency, timeout_keep_alive=settings.timeout_keep_alive_s,
@@ -97,4 +107,6 @@ async def serve(settings: PortalSettings, dsn: str, ledger_settings: LedgerSetti
     finally:
         sock.close()
         await pool.close()
+        if read_pool is not None:
+            await read_pool.close()
 

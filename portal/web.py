@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from ledger.loyalty.mall import Mall
 from ledger.loyalty.operations import Loyalty
+from ledger.standby_reads import StandbyReads
 from portal import csrf, mail, permissions
 from portal.sessions import Session, SessionStore
 from portal.settings import PortalSettings
@@ -46,6 +47,8 @@ class Portal:
     master_key: bytes | None = field(default=None, repr=False)
     # The points mall's orders (None, as the seat, without ledger settings).
     mall: Mall | None = None
+    # Where the read pages read: a fresh standby, else the primary (None: the primary).
+    reads: StandbyReads | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,12 @@ class Page:
     @property
     def pool(self) -> asyncpg.Pool:
         return self.portal.pool
+
+    async def read_pool(self) -> asyncpg.Pool:
+        """The pool for a page that only reads (search, statistics, exports): a standby within its
+        staleness bound ([database] read_dsn), else the primary. Never for what moves money."""
+        reads = self.portal.reads
+        return self.portal.pool if reads is None else await reads.pool()
 
     @property
     def actor(self) -> str:

@@ -80,6 +80,9 @@ DATABASE_SCHEMA: Schema = {
     "embedded_port": (int, 5439, _between(1024, 65535)),
     "coalesced_inflight_max": (int, 2, _between(1, 16)),
     "coalesced_linger_ms": (float, 0.0, _between(0, 100)),
+    # A read-only DSN (a standby) for what only reads: the portal's search, statistics, exports.
+    "read_dsn": (str, "", None),
+    "read_staleness_max_s": (float, 5.0, _between(0, 3600)),
 }
 
 LEDGER_SCHEMA: Schema = {
@@ -240,6 +243,8 @@ class DatabaseConfig:
     embedded_port: int
     coalesced_inflight_max: int
     coalesced_linger_ms: float
+    read_dsn: str
+    read_staleness_max_s: float
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from switch.logs import configure, get_logger
 from switch.metrics import Metrics
 from switch.pipeline import RrnAllocator, Services
 from switch.portal_child import PortalChild
+from switch.readiness import Readiness
 from switch.server import Server, listen_sockets
 from switch.terminals import TerminalStore
 
@@ -142,6 +143,11 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         gc.freeze()
         gc.set_threshold(cfg.daemon.gc_gen0_threshold, *gc.get_threshold()[1:])
         ports = await server.start(worker.sockets if worker is not None else None)
+        readiness = Readiness(pool)
+        metrics.readiness = readiness
+        readiness.serving = True
+        await readiness.probe()  # ready at once when the primary is there, not a second later
+        probing = asyncio.create_task(readiness.watch(), name="readiness")
         if worker is not None:
             log.info("worker_ready", worker=worker.index, pid=os.getpid(), metrics_port=metrics_port)
             os.write(worker.ready_fd, b"r")
@@ -158,6 +164,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         sweeper = asyncio.create_task(_sweep_holds(ledger), name="hold-sweeper")
         lag = asyncio.create_task(metrics.watch_event_loop(), name="loop-lag")
         await stop.wait()
+        readiness.serving = False  # the load balancer sends new connections elsewhere from now on
+        probing.cancel()
         if portal is not None:
             portal.stop()  # drains beside the listeners; waited for once the switch has stopped
         sweeper.cancel()

@@ -13,9 +13,12 @@ True
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -25,9 +28,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ledger.engine import BatchObserver
@@ -39,6 +43,23 @@ BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 # How late the event loop runs a timer: ~0.1 ms idle; a few ms when busy; more is saturation.
 LOOP_LAG_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 LOOP_LAG_INTERVAL_S = 0.25
+READY_PATH = "/ready"
+
+
+class _Server(ThreadingWSGIServer):
+    """One thread per request (a slow scrape does not hold up a health check); IPv6 when asked."""
+
+    def __init__(self, address: tuple[str, int], handler: Any) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: a health check every second would fill the daemon's log."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
 
 
 class _PoolCollector(Collector):
@@ -192,6 +213,8 @@ class Metrics:
         r.register(_VoucherCollector())
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        # What /ready answers from (switch.readiness.Readiness, set once the daemon has a pool).
+        self.readiness: Any = None
 
     def observer(self) -> BatchObserver:
         """The ledger engine's batch hook feeding the batch histograms."""
@@ -231,10 +254,30 @@ class Metrics:
         return generate_latest(self.registry)
 
     def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP endpoint in a daemon thread; return the bound port."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        """Start the HTTP endpoint in a daemon thread; return the bound port. It serves /ready
+        (200 when ready, else 503; a load balancer's health check) and the metrics on any other
+        path."""
+        server = make_server(host, port, self._app(), _Server, handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         self._server, self._thread = server, thread
         return int(server.server_port)
+
+    def _app(self) -> Callable[..., Any]:
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if environ.get("PATH_INFO") != READY_PATH:
+                return metrics_app(environ, start_response)
+            readiness = self.readiness
+            ready = readiness is not None and readiness.ready
+            body = json.dumps({"ready": ready, **(readiness.state() if readiness is not None else {})}).encode()
+            start_response("200 OK" if ready else "503 Service Unavailable",
+                           [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                            ("Cache-Control", "no-store")])
+            return [body]
+
+        return app
 
     def stop(self) -> None:
         """Stop the HTTP endpoint (bounded: the serving thread is a daemon thread)."""

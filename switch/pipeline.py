@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -38,6 +38,8 @@ from specs.vocabulary import (
     SYSTEM_MALFUNCTION,
     SYSTEM_UNAVAILABLE,
     Fields,
+    duplicate_key,
+    receipt_key,
     response_mti,
 )
 from switch import codec, dedup, logs, mac
@@ -45,6 +47,7 @@ from switch.codec import CodecError, canonical_mti
 from switch.config import ListenerConfig
 from switch.context import NO_RESPONSE, RequestContext, response_to
 from switch.dedup import ResponseReceipt
+from switch.in_doubt import InDoubt
 from switch.logs import get_logger, mask_optional_pan
 from switch.metrics import Metrics
 from switch.routing import CHECKS_DUPLICATES, is_response, metric_labels, route_fields
@@ -113,6 +116,8 @@ class Services:
     vouchers: Desk | None = None
     pins: PinChecker | None = None  # PIN checks of financial requests (field 52/110)
     chip_data_kept: bool = True  # [security] chip_data_keep_days > 0
+    # Keys of requests left unanswered (outcome unknown): their retransmissions get no 91/96.
+    in_doubt: InDoubt = field(default_factory=InDoubt)
 
 
 @dataclass(eq=False, init=False)  # identity: a key of the pipeline's Deadlines; __init__: see ledger.commands
@@ -228,6 +233,7 @@ class Pipeline:
         finally:
             self._deadlines.discard(bound)
             SENT_MARK.reset(mark)
+        response = self._mind_doubts(response, state)
         if response is NO_RESPONSE:
             return self._unanswered(mti, state, peer, started_s)
         if state.terminal is None and response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION):
@@ -248,6 +254,25 @@ class Pipeline:
                      pan_masked=mask_optional_pan(state.fields.get("2")), rrn=response.get("37"),
                      latency_ms=round(elapsed_s * 1000, 3), error=state.error, replayed=state.replayed or None)
         return out
+
+    def _mind_doubts(self, response: Fields, state: _State) -> Fields:
+        """Keep the key of a request left unanswered; answer no 91/96 to a copy of one (it may
+        have posted: switch.in_doubt); forget the key once a copy gets a definite answer."""
+        doubts = self.services.in_doubt
+        if response is not NO_RESPONSE and not len(doubts):
+            return response  # the usual case: nothing in doubt, nothing to compute
+        key = _doubt_key(state.fields)
+        if key is None:
+            return response
+        if response is NO_RESPONSE:
+            doubts.add(key)
+        elif response.get("39") in (SYSTEM_UNAVAILABLE, SYSTEM_MALFUNCTION):
+            if key in doubts:
+                state.error = f"an earlier copy's outcome is unknown ({state.error or 'no database'})"
+                return NO_RESPONSE
+        else:
+            doubts.discard(key)
+        return response
 
     def _unanswered(self, mti: str, state: _State, peer: str, started_s: float) -> bytes:
         # Its outcome is unknown: no answer, so that the terminal sends it again (or reverses it),
@@ -461,3 +486,11 @@ class Pipeline:
                 return codec.encode({"t": response_mti(state.mti), "39": SYSTEM_MALFUNCTION}, self.spec)
             except CodecError:
                 return None
+
+
+def _doubt_key(fields: Fields) -> str | None:
+    """The idempotency key of a financial request (its 41, 11, 7), or None."""
+    if fields.get("t") not in dedup.FINANCIAL_MTIS:
+        return None
+    parts = duplicate_key(fields)
+    return None if parts is None else receipt_key(*parts)

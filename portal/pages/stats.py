@@ -76,9 +76,9 @@ def _approved_per_period(periods: list[dict[str, Any]]) -> list[tuple[str, int]]
 
 async def _figures(pg: Page, c: dict[str, Any]) -> dict[str, Any]:
     args = (c["date_from"], c["date_to"])
-    periods = await stats.period_stats(pg.pool, *args, c["period"], c["merchant"])
-    merchants = await stats.merchant_stats(pg.pool, *args, c["merchant"])
-    members = await stats.member_stats(pg.pool, *args, c["period"], c["merchant"])
+    periods = await stats.period_stats(await pg.read_pool(), *args, c["period"], c["merchant"])
+    merchants = await stats.merchant_stats(await pg.read_pool(), *args, c["merchant"])
+    members = await stats.member_stats(await pg.read_pool(), *args, c["period"], c["merchant"])
     return {"periods": periods, "merchants": merchants, "members": members}
 
 
@@ -138,11 +138,11 @@ async def stats_csv(request: Request, pg: Page) -> Response:
         return Response(_(str(exc)) + "\n", status_code=400, media_type="text/plain; charset=utf-8")
     args = (c["date_from"], c["date_to"])
     if table == "periods":
-        rows = await stats.period_stats(pg.pool, *args, c["period"], c["merchant"])
+        rows = await stats.period_stats(await pg.read_pool(), *args, c["period"], c["merchant"])
     elif table == "merchants":
-        rows = await stats.merchant_stats(pg.pool, *args, c["merchant"])
+        rows = await stats.merchant_stats(await pg.read_pool(), *args, c["merchant"])
     else:
-        rows = (await stats.member_stats(pg.pool, *args, c["period"], c["merchant"]))["periods"]
+        rows = (await stats.member_stats(await pg.read_pool(), *args, c["period"], c["merchant"]))["periods"]
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     columns = _CSV_COLUMNS[table]

@@ -111,7 +111,7 @@ async def transactions(request: Request, pg: Page) -> Response:
         except BadCriteria as exc:
             context["error"] = _(str(exc))
             return render(request, "transactions/search.html", context, status_code=400, session=pg.session)
-        result = await search.search(pg.pool, filters, pg.portal.settings.page_size_default)
+        result = await search.search(await pg.read_pool(), filters, pg.portal.settings.page_size_default)
         context["result"] = result
         if pan is not None:
             context["pan_ref"] = seal_pan(pg.portal.settings.secret, pan)
@@ -143,7 +143,7 @@ async def transactions_export(request: Request, pg: Page) -> Response:
         filters = filters_from(values, pan, pg.own_merchant(), None)
     except BadCriteria as exc:
         return Response(_(str(exc)) + "\n", status_code=400, media_type="text/plain; charset=utf-8")
-    pool, rows_max = pg.pool, EXPORT_ROWS_MAX
+    pool, rows_max = await pg.read_pool(), EXPORT_ROWS_MAX
 
     async def lines() -> AsyncIterator[str]:
         out = io.StringIO()
