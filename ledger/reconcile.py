@@ -220,6 +220,11 @@ _RECORD_COLUMNS = (
     ("undo_units", "(x->>'undo_units')::bigint"),
     ("channel", "coalesce(x->>'channel', 'terminal')"),
     ("operator_ref", "x->>'operator_ref'"),
+    ("target_program", "x->>'target_program'"),
+    ("target_points_delta", "coalesce((x->>'target_points_delta')::bigint, 0)"),
+    ("rate_num", "(x->>'rate_num')::bigint"),
+    ("rate_den", "(x->>'rate_den')::bigint"),
+    ("rate_fee_bps", "(x->>'rate_fee_bps')::integer"),
 )
 _DIFFERS = ", ".join(f"CASE WHEN t.{col} IS DISTINCT FROM {expr} THEN '{col}' END" for col, expr in _RECORD_COLUMNS)
 
@@ -228,10 +233,13 @@ WITH t AS (
     SELECT * FROM loyalty.transactions
      WHERE journal_id IS NOT NULL AND ($1::date IS NULL OR business_date = $1)
 ), moved AS (
-    -- What each journal did to its record's card, and to the operator's fee income.
+    -- What each journal did to its record's card (points: in the record's program; an exchange's
+    -- target points: in its target program), and to the operator's fee income.
     SELECT e.journal_id,
            sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
-                                   AND a.purpose = 'points') AS points,
+                                   AND a.purpose = 'points' AND a.asset = 'PTS:' || t.program) AS points,
+           sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
+                                   AND a.purpose = 'points' AND a.asset = 'PTS:' || t.target_program) AS target,
            sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
                                    AND a.purpose = 'stored_value') AS money,
            sum(e.amount) FILTER (WHERE a.id IN (SELECT fee_income_account_id FROM loyalty.currencies)) AS fee
@@ -242,6 +250,7 @@ WITH t AS (
     SELECT t.id AS record_id, t.journal_id, j.id IS NULL AS no_journal, x IS NULL AS not_described,
            array_remove(ARRAY[{_DIFFERS},
                CASE WHEN coalesce(m.points, 0) <> t.points_delta THEN 'points_delta<>entries' END,
+               CASE WHEN coalesce(m.target, 0) <> t.target_points_delta THEN 'target_points_delta<>entries' END,
                CASE WHEN coalesce(m.money, 0) <> t.money_delta_minor THEN 'money_delta_minor<>entries' END,
                CASE WHEN coalesce(m.fee, 0) <> t.fee_minor THEN 'fee_minor<>entries' END], NULL) AS differs
       FROM t LEFT JOIN ledger.journals j ON j.id = t.journal_id

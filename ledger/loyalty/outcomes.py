@@ -35,6 +35,7 @@ class TxnType(StrEnum):
     REVERSAL = "reversal"  # 0400 / 0420
     MARKER = "marker"  # a reversal's marker for an original not (yet) seen
     FEE = "fee"  # a fee charged to a merchant outside a transaction (a promotion's placement fee)
+    EXCHANGE = "exchange"  # points of one program into another's (0200 406565)
 
     @property
     def account(self) -> str:
@@ -44,14 +45,15 @@ class TxnType(StrEnum):
     @property
     def in_points(self) -> bool:
         """True when field 4 of this transaction is a number of points."""
-        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY)
+        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY, TxnType.EXCHANGE)
 
 
 _ACCOUNT = {TxnType.EARN: "00", TxnType.REDEEM: "65", TxnType.TOPUP: "65",
-            TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60"}
+            TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60", TxnType.EXCHANGE: "65"}
 
 # What may be voided and refunded (specs/HOST-INTERFACE.md §6: top-ups and loads are voidable, not refundable).
-VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType.TOPUP, TxnType.LOAD})
+VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType.TOPUP, TxnType.LOAD,
+                      TxnType.EXCHANGE})
 REFUNDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE})
 
 
@@ -108,7 +110,8 @@ class Request:
     already stored there, the operation does nothing and answers from it
     (:attr:`Outcome.stored_answer`), or 94 when the content differs.
     ``channel`` says where the request was taken; ``operator_ref`` who took it
-    (the web seat's operator; None on the wire).
+    (the web seat's operator; None on the wire). ``target_program``: an exchange's
+    program to convert into (field 48 tag ``XP``).
     """
 
     key: str
@@ -127,13 +130,14 @@ class Request:
     receipt_hash: bytes | None
     channel: str
     operator_ref: str | None
+    target_program: str | None
 
     def __init__(self, key: str, terminal_id: str, merchant_id: str, pan: str, amount: int,
                  currency: str | None = None, rrn: str = "", stan: str = "", account: str = "00",
                  original_rrn: str | None = None, original_key: str | None = None,
                  replacement_amount: int | None = None, receipt_key: str | None = None,
                  receipt_hash: bytes | None = None, channel: str = Channel.TERMINAL,
-                 operator_ref: str | None = None) -> None:
+                 operator_ref: str | None = None, target_program: str | None = None) -> None:
         self.key = key
         self.terminal_id = terminal_id
         self.merchant_id = merchant_id
@@ -150,6 +154,7 @@ class Request:
         self.receipt_hash = receipt_hash
         self.channel = str(channel)
         self.operator_ref = operator_ref
+        self.target_program = target_program
 
 
 @dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands

@@ -16,6 +16,8 @@ very same bytes.
 ('6502999C000000001234', '6002156D000000000005')
 >>> tlv({"PE": "12", "PB": "340"})
 'PE00212PB003340'
+>>> classify("0200", "406565"), parse_tlv("XP004GOLDPG003ABC"), parse_tlv("XP9")
+(('exchange', '65'), {'XP': 'GOLD', 'PG': 'ABC'}, None)
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ _EXACT: dict[str, tuple[TxnType, str]] = {
     "210065": (TxnType.TOPUP, "65"),
     "210060": (TxnType.LOAD, "60"),
     "906500": (TxnType.LOTTERY, "65"),
+    "406565": (TxnType.EXCHANGE, "65"),
 }
+TARGET_PROGRAM_TAG = "XP"  # field 48 of an exchange: the program to convert into
 # Patterned codes: type digits + account (xx) + "00".
 _PATTERNED: dict[str, TxnType] = {"31": TxnType.INQUIRY, "02": TxnType.VOID, "20": TxnType.REFUND}
 _ACCOUNTS = ("00", "60", "65")
@@ -78,6 +82,22 @@ def balance_entry(account_type: str, currency: str, amount: int) -> str:
 def tlv(items: dict[str, str]) -> str:
     """Field 48: tag (2) + length (3 digits) + value, in the given order."""
     return "".join(f"{tag}{len(value):03d}{value}" for tag, value in items.items())
+
+
+def parse_tlv(value: str) -> dict[str, str] | None:
+    """Field 48 of a request as tags -> values (see :func:`tlv`), or None when it is malformed."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(value):
+        head = value[i:i + 5]
+        if len(head) < 5 or not head[2:].isascii() or not head[2:].isdigit():
+            return None
+        n = int(head[2:])
+        if i + 5 + n > len(value):
+            return None
+        out[head[:2]] = value[i + 5:i + 5 + n]
+        i += 5 + n
+    return out
 
 
 def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
@@ -171,7 +191,7 @@ def _base_request(ctx: RequestContext, account: str) -> Request:
 
 async def handle_0200(ctx: RequestContext) -> Fields:
     """Every 0200 we offer: purchase-earn, redeem, stored-value purchase, top-up, load,
-    inquiry, void, refund, lottery (specs/HOST-INTERFACE.md §6 table)."""
+    inquiry, void, refund, lottery, exchange (specs/HOST-INTERFACE.md §6 table)."""
     kind, account = classify(ctx.mti, ctx.fields.get("3", ""))
     if kind is None or account is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
@@ -180,6 +200,12 @@ async def handle_0200(ctx: RequestContext) -> Fields:
     if txn_type in (TxnType.VOID, TxnType.REFUND) and request.original_rrn is None:
         ctx.log.info("declined", reason="void/refund without field 37 (original RRN)")
         return ctx.reply(INVALID_TRANSACTION)
+    if txn_type is TxnType.EXCHANGE:
+        target = (parse_tlv(ctx.fields.get("48", "")) or {}).get(TARGET_PROGRAM_TAG)
+        if not target:
+            ctx.log.info("declined", reason="exchange without a target program (field 48 tag XP)")
+            return ctx.reply(INVALID_TRANSACTION)
+        request = replace(request, target_program=target)
     return await _run(ctx, txn_type, request)
 
 
