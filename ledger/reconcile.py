@@ -12,7 +12,7 @@ check passes); a failure names those rows (``key=value`` pairs):
 - ``batch_totals_match``: every closed terminal batch's totals, as the terminal
   sent them, still equal the host's, recomputed now;
 - ``clearing_nets_to_zero`` (a cleared day): every merchant clearing account's
-  share of the day is zero after its settlement journal, each settlement moved
+  and every operator exchange account's share of the day is zero after its settlement journal, each settlement moved
   exactly the stored net, the merchants' nets and the operator's side sum to
   zero, and the stored figures equal a recomputation from the transactions;
 - ``holds_within_bound``: no hold is still pending past its expiry (plus a grace
@@ -125,6 +125,20 @@ SELECT 'clearing_account_not_zero' AS problem, acc.merchant_id, e.account_id, su
   FROM day_j JOIN ledger.entries e ON e.journal_id = day_j.journal_id
   JOIN acc ON acc.account_id = e.account_id
  GROUP BY acc.merchant_id, e.account_id HAVING sum(e.amount) <> 0
+"""
+
+# The operator's exchange accounts (ledger/loyalty/exchange.py) are cleared like merchants':
+# each one's share of the day is zero after its program's exchange settlement journal.
+_EXCHANGE_ZERO_SQL = """
+WITH day_j AS (
+    SELECT journal_id FROM loyalty.transactions WHERE business_date = $1 AND journal_id IS NOT NULL
+    UNION ALL
+    SELECT journal_id FROM eod.clearing_exchange WHERE business_date = $1 AND journal_id IS NOT NULL
+)
+SELECT 'exchange_account_not_zero' AS problem, a.owner_id AS program, e.account_id, sum(e.amount) AS day_sum
+  FROM day_j JOIN ledger.entries e ON e.journal_id = day_j.journal_id
+  JOIN ledger.accounts a ON a.id = e.account_id AND a.owner_kind = 'operator' AND a.purpose = 'exchange'
+ GROUP BY a.owner_id, e.account_id HAVING sum(e.amount) <> 0
 """
 
 _SETTLED_NET_SQL = """
@@ -328,7 +342,7 @@ async def _run(conn: asyncpg.Connection, day: dt.date | None, limit_rows: int, h
     cleared = day is not None and await clearing.is_cleared(conn, day)
     checks = sorted(CHECK_NAMES)
     if cleared:
-        for sql in (_CLEARING_ZERO_SQL, _SETTLED_NET_SQL, _OPERATOR_SQL, _FIGURES_AGAIN_SQL):
+        for sql in (_CLEARING_ZERO_SQL, _EXCHANGE_ZERO_SQL, _SETTLED_NET_SQL, _OPERATOR_SQL, _FIGURES_AGAIN_SQL):
             problems += _rows("clearing_nets_to_zero", await conn.fetch(sql + lim, day))
     else:
         checks.remove("clearing_nets_to_zero")

@@ -20,7 +20,7 @@ from ledger.errors import SwitchdError
 
 GROUPS = {"merchant": "t.merchant_id", "program": "t.program", "type": "t.txn_type", "terminal": "t.terminal_id",
           "channel": "t.channel"}
-POINTS_TYPES = ("redeem", "topup", "lottery")
+POINTS_TYPES = ("redeem", "topup", "lottery", "exchange")
 
 
 def group_column(by: str | None) -> str:
