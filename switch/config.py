@@ -26,6 +26,7 @@ from typing import Any
 
 from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
+from ledger.loyalty.exchange import ExchangeSettings
 from ledger.loyalty.mall import MallSettings
 
 ENV_CONFIG = "SWITCHD_CONFIG"
@@ -149,6 +150,11 @@ MALL_SCHEMA: Schema = {
     "sweep_interval_s": (float, 60.0, _between(0.1, 86_400)),
     "sweep_batch_max": (int, 100, _between(1, 10_000)),
     "placing_stale_s": (int, 300, _between(10, 86_400)),
+}
+
+# Exchange between programs (ledger/loyalty/exchange.py).
+EXCHANGE_SCHEMA: Schema = {
+    "member_daily_points_max": (int, 1_000_000, _between(1, 1_000_000_000)),
 }
 
 # The member API for apps (/api/v1, served by the portal: docs/api.md).
@@ -331,6 +337,7 @@ class Config:
     portal: PortalConfig
     api: ApiConfig
     mall: MallSettings  # the mall's own settings: [mall] names exactly its fields
+    exchange: ExchangeSettings  # [exchange] names exactly its fields
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -349,6 +356,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "portal": (PORTAL_SCHEMA, PortalConfig),
     "api": (API_SCHEMA, ApiConfig),
     "mall": (MALL_SCHEMA, MallSettings),
+    "exchange": (EXCHANGE_SCHEMA, ExchangeSettings),
 }
 
 

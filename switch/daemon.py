@@ -112,7 +112,8 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         metrics.watch_pool(pool, lambda: ledger.queue_depth)
         await ledger.start()
         coalesced, linger_s = cfg.database.coalesced_inflight_max, cfg.database.coalesced_linger_ms / 1000.0
-        loyalty = Loyalty(ledger, pool, coalesced_inflight_max=coalesced, coalesced_linger_s=linger_s)
+        loyalty = Loyalty(ledger, pool, coalesced_inflight_max=coalesced, coalesced_linger_s=linger_s,
+                          exchange_settings=cfg.exchange)
         receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
