@@ -37,6 +37,7 @@ from ledger.eod import EodBusy
 from ledger.errors import SwitchdError, first_line
 from ledger.loyalty.bins import BinNotFound
 from ledger.loyalty.programs import ProvisioningError
+from ledger.loyalty.rates import RateError
 from ledger.migrate import MigrationError
 from ledger.roles import RolesError
 from switch.config import ConfigError
@@ -81,6 +82,7 @@ _DOMAIN_CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (TerminalError, Exit.REFUSED),
     (KeyStoreError, Exit.REFUSED),
     (ClearingError, Exit.REFUSED),
+    (RateError, Exit.REFUSED),
     (EmbeddedError, Exit.REFUSED),
     (MigrationError, Exit.REFUSED),
     (RolesError, Exit.REFUSED),

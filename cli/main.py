@@ -14,6 +14,7 @@ from cli import (
     db,
     demo,
     eod,
+    exchange,
     ledger,
     mall,
     member,
@@ -78,6 +79,8 @@ COMMANDS: tuple[click.Command, ...] = (
     recon.recon,
     portal.portal,
     user.user,
+    exchange.rate,
+    exchange.exchange,
 )
 for _command in COMMANDS:
     root.add_command(_command)

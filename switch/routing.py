@@ -39,6 +39,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("0200", "21"): financial.handle_0200,  # top-up points 210065, load stored value 210060
     ("0200", "31"): financial.handle_0200,  # balance inquiry 31xx00
     ("0200", "90"): financial.handle_0200,  # points lottery draw 906500
+    ("0200", "40"): financial.handle_0200,  # exchange between programs 406565
     ("0400", ANY): financial.handle_reversal,  # reversal (processing code as the original)
     ("0420", ANY): financial.handle_reversal,  # reversal advice
     ("0500", "92"): settlement.handle,  # terminal batch settlement

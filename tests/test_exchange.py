@@ -16,7 +16,7 @@ from ledger.engine import Ledger
 from ledger.loyalty import demo, exchange, rates
 from ledger.loyalty.exchange import ExchangeError, ExchangeSettings, convert_points
 from ledger.loyalty.operations import Loyalty
-from ledger.loyalty.outcomes import Channel, Reason, TxnType
+from ledger.loyalty.outcomes import Channel, Reason, Request, TxnType
 from ledger.loyalty.programs import add_program
 
 
@@ -45,8 +45,8 @@ async def recon_ok(w: World, day: dt.date | None = None) -> None:
     assert problems == [], problems
 
 
-def xreq(amount: int, target: str = "CAFE", **kw: object) -> object:
-    return req(amount=amount, currency=None, account="65", target_program=target, **kw)
+def xreq(amount: int, target: str = "CAFE", **kw: object) -> Request:
+    return req(amount=amount, currency=None, account="65", target_program=target, **kw)  # type: ignore[arg-type]
 
 
 async def test_rates_in_force_and_history(world: World) -> None:
@@ -128,7 +128,7 @@ async def test_void_and_reversal_undo_both_sides(world: World) -> None:
     assert await w.points(PAN1, "GOLD") == 200
     again = await w.loy.exchange(r1)  # a retransmission: the same answer
     assert again.replayed and again.journal_id == o1.journal_id and again.points_balance == o1.points_balance
-    v = ok(await w.loy.void(req(amount=400, currency=None, account="65", original_rrn=r1.rrn)))  # type: ignore[attr-defined]
+    v = ok(await w.loy.void(req(amount=400, currency=None, account="65", original_rrn=r1.rrn)))
     assert v.points_balance == 1000
     assert await w.points(PAN1, "ALLY") == 1000 and await w.points(PAN1, "GOLD") == 0
     vrow = await w.pool.fetchrow("SELECT points_delta, target_program, target_points_delta FROM loyalty.transactions "
@@ -136,7 +136,7 @@ async def test_void_and_reversal_undo_both_sides(world: World) -> None:
     assert tuple(vrow) == (400, "GOLD", -200)
     r2 = xreq(600, target="GOLD")
     ok(await w.loy.exchange(r2))
-    rev = ok(await w.loy.reverse(req(amount=600, currency=None, original_key=r2.key)))  # type: ignore[attr-defined]
+    rev = ok(await w.loy.reverse(req(amount=600, currency=None, original_key=r2.key)))
     assert rev.reason is Reason.APPROVED
     assert await w.points(PAN1, "ALLY") == 1000 and await w.points(PAN1, "GOLD") == 0
     assert await w.account("operator", "GOLD", "exchange", "PTS:GOLD") == 0
@@ -151,7 +151,7 @@ async def test_void_of_an_exchange_whose_points_were_spent_is_declined(world: Wo
     r1 = xreq(100)
     ok(await w.loy.exchange(r1))
     ok(await w.loy.redeem(req(merchant="M0003", terminal="T0000003", amount=50, currency=None)))
-    v = await w.loy.void(req(amount=100, currency=None, account="65", original_rrn=r1.rrn))  # type: ignore[attr-defined]
+    v = await w.loy.void(req(amount=100, currency=None, account="65", original_rrn=r1.rrn))
     assert v.reason is Reason.INSUFFICIENT
     await w.books_ok()
 
