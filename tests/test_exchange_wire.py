@@ -125,3 +125,29 @@ def test_exchange_over_the_wire_void_reversal_cli_and_end_of_day(exch: Daemon, t
     # GOLD: 400 in then voided, 200 in then reversed, 300 + 100 in: 400 at 4 fen. AIR: 540 out at 3 fen.
     assert db_run(d.dsn, figures) == {"GOLD": (400, 0, 1600), "AIR": (0, 540, -1620)}
     _books_ok(d)
+
+
+def test_the_documented_exchange_frame_is_approved(exch: Daemon) -> None:
+    """specs/HOST-INTERFACE.md example (h), byte for byte, against a daemon provisioned as it says."""
+    d = exch
+    doc = (Path(__file__).resolve().parent.parent / "specs" / "HOST-INTERFACE.md").read_text(encoding="utf-8")
+    block = doc.split("```hex-frame name=pos-exchange-cmac", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    frame = bytes.fromhex("".join(block.split()))
+    doc_key = "00112233445566778899AABBCCDDEEFF"
+    d.cli("merchant", "add", "M00000000000001", "--name", "Doc merchant", "--program", "GOLD", "--earn-rate", "1")
+    d.cli("terminal", "add", "T0000001", "--merchant", "M00000000000001", "--mac-alg", "cmac-aes",
+          "--mac-key", doc_key)
+    d.cli("bin", "add", "625094")
+    d.cli("card", "issue", "6250941234567898", "--expiry", "3012")
+    d.cli("rate", "set", "GOLD", "AIR", "1/1")
+    t = Terminal(d.ports["pos"], "nac2", "pos")
+    with t:
+        t.call({"t": "0800", "7": utc_stamp(), "11": next_stan(), "41": "T0000001", "70": "001"})
+        topup = purchase("T0000001", "M00000000000001", pan="6250941234567898", amount=400, pc="210065")
+        topup.pop("49", None)
+        t.send(topup, mac=("cmac-aes", doc_key))
+        assert decode(t.recv_raw(), "pos")["39"] == "00"
+        t.send_raw(frame)
+        resp = decode(t.recv_raw(), "pos")
+    assert resp["39"] == "00", resp
+    assert tlv(resp["48"])["PE"] == "400" and tlv(resp["48"])["PR"] == "400"
