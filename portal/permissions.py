@@ -42,6 +42,8 @@ MEMBER_ROUTES = frozenset({"member_home", "member_logout", "member_password"}) |
 _MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_balances", "member_history",
                            "member_rates", "member_cards", "member_card_block"})
 MEMBER_ROUTES |= _MEMBER_PAGES
+# Exchange between programs (portal/pages/member_exchange.py).
+MEMBER_ROUTES |= frozenset({"member_exchange"})
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {
@@ -123,6 +125,10 @@ _PLATFORM: dict[str, frozenset[Role]] = {
     "bins": frozenset({PA, PO}),
     "bin_new": frozenset({PA}),
     "bin_remove": frozenset({PA}),
+    # Exchange rates between programs: everyone reads the table in force (merchants' members ask
+    # them); the platform reads the history; only its admin publishes a rate.
+    "exchange_rates": EVERYONE,
+    "exchange_rate_new": frozenset({PA}),
 }
 _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file",
                                                        "settlement_matrix_csv",

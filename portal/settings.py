@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.loyalty.exchange import DEFAULT_SETTINGS as DEFAULT_EXCHANGE_SETTINGS
+from ledger.loyalty.exchange import ExchangeSettings
 from ledger.loyalty.mall import DEFAULT_SETTINGS as DEFAULT_MALL_SETTINGS
 from ledger.loyalty.mall import MallSettings
 
@@ -101,6 +103,8 @@ class PortalSettings:
     smtp_attempts_max: int = 5
     # The points mall's order timeout and sweeper ([mall]).
     mall: MallSettings = DEFAULT_MALL_SETTINGS
+    # Exchange between programs ([exchange]).
+    exchange: ExchangeSettings = DEFAULT_EXCHANGE_SETTINGS
     api: ApiSettings = field(default_factory=ApiSettings)
     secret: bytes = field(default=b"", repr=False)
 
