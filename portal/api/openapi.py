@@ -111,6 +111,16 @@ SCHEMAS: dict[str, Schema] = {
                            "updated_at": DATETIME, "messages": INT},
                           {"thread": {"type": "array", "items": ref("FeedbackMessage")}}),
     "FeedbackPage": page_of("FeedbackThread"),
+    "Rate": obj({"from_program": STR, "to_program": STR, "rate_num": INT, "rate_den": INT,
+                 "fee_bps": {**INT, "description": "Kept by the exchange: basis points of the points received"},
+                 "effective_from": DATETIME}),
+    "RateTable": obj({"items": {"type": "array", "items": ref("Rate")}}),
+    "ExchangeCreate": obj({"from_program": STR, "to_program": STR,
+                           "points": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000}},
+                          {"card_id": {**INT, "description": "Default: the member's first active card"}}),
+    "Exchange": obj({"journal_id": INT, "business_date": DATE, "card_id": INT, "given": ref("Points"),
+                     "received": ref("Points"), "fee": ref("Points"), "rate_num": INT, "rate_den": INT,
+                     "fee_bps": INT}),
 }
 
 _PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
@@ -185,6 +195,11 @@ PATHS: dict[str, dict[str, Schema]] = {
                   "get": op("The member's feedback threads, newest first", 200, "FeedbackPage", (400, 403),
                             params=(LIMIT, CURSOR))},
     "/feedback/{id}": {"get": op("One thread with its messages", 200, "FeedbackThread", (403, 404), params=(ID,))},
+    "/rates": {"get": op("Exchange rates between programs in force now, one per pair", 200, "RateTable", (),
+                         auth=False, params=({"name": "from", "in": "query", "required": False, "schema": STR},
+                                             {"name": "to", "in": "query", "required": False, "schema": STR}))},
+    "/exchanges": {"post": op("Exchange points of one program into another's at the rate in force", 201,
+                              "Exchange", (403, 404, 422, 503), body="ExchangeCreate", moves_value=True)},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
                                             "429": {"description": "Rate limited", "content": _PROBLEM}}}},
