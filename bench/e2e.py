@@ -13,6 +13,8 @@ terminals would (framing, ISO 8583, MAC on every request and response):
    (60% purchase-earn 000000, 15% redeem 006500, 10% stored-value purchase
    006000, 2.5% top-up 210065 + 2.5% load 210060, 5% balance inquiry 310000,
    2.5% void 02xx00 + 2.5% refund 20xx00 of the terminal's recent approvals):
+   (--exchange: 5% exchanges between programs 406565 in place of as many
+   purchases, into a second program at a rate set before the clock starts):
    approved transactions/s, p50/p99, counts by response code, and the CPU the
    daemon, the load generator and PostgreSQL used;
 2. open loop at half the measured maximum rate (--rate): p99 (VACUUM ANALYZE
@@ -96,10 +98,12 @@ from ledger.engine import Ledger
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
+from ledger.loyalty.rates import set_rate
 from switch.config import load_config
 from switch.daemon import ledger_settings as configured_ledger_settings
 from switch.terminals import add_terminal
 from tools import harness
+from tools._kinds import EXCHANGE_TARGET
 
 # The daemon's [ledger] defaults (switch/config.py); each run changes what it measures.
 DEFAULT_LEDGER_SETTINGS = configured_ledger_settings(load_config(None, env={}))
@@ -111,6 +115,8 @@ FUND_POINTS = 20_000  # per card; redemptions are 1..100 points
 FUND_MONEY_MINOR = 1_000_000  # per card (10,000.00 CNY); stored-value purchases are 1.00..50.00
 # Issue 4's mix in integer weights out of 200 (2.5% = 5).
 DEFAULT_MIX = "purchase=120,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5"
+# --exchange: 5% exchanges between programs (406565) instead of as many purchases.
+EXCHANGE_MIX = "purchase=110,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5,exchange=10"
 MIX = DEFAULT_MIX  # what the load generator sends (--mix)
 LOG_LEVEL = "warning"
 
@@ -129,6 +135,10 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
     conn = await ledger_db.connect(dsn)
     try:
         await add_program(conn, PROGRAM, "Bench Alliance", "alliance", issue_price_minor=1, redeem_value_minor=1)
+        # The program exchanges go into (tools/_kinds.py), at 2 points of it per point, no fee.
+        await add_program(conn, EXCHANGE_TARGET, "Bench exchange target", "alliance", issue_price_minor=1,
+                          redeem_value_minor=1)
+        await set_rate(conn, PROGRAM, EXCHANGE_TARGET, 2, 1)
         merchants = [f"MB{i:04d}" for i in range(1, args.merchants + 1)]
         clearing: dict[str, tuple[int, int]] = {}
         for mid in merchants:
@@ -148,7 +158,8 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         await conn.copy_records_to_table("cards", schema_name="loyalty", columns=["pan", "expiry"],
                                          records=[(pan, CARD_EXPIRY) for pan in pans])
         # The accounts the first earn and the first load open (operations._member_*_account).
-        for purpose, asset in (("points", f"PTS:{PROGRAM}"), ("stored_value", "CNY")):
+        for purpose, asset in (("points", f"PTS:{PROGRAM}"), ("stored_value", "CNY"),
+                               ("points", f"PTS:{EXCHANGE_TARGET}")):
             await conn.execute(
                 "INSERT INTO ledger.accounts(owner_kind, owner_id, purpose, asset, normal_side, limit_mode) "
                 "SELECT 'card', id::text, $1, $2, 'credit', 'guarded' FROM loyalty.cards ORDER BY id",
@@ -546,8 +557,14 @@ def main() -> int:
                              "config/switchd.toml's defaults otherwise")
     parser.add_argument("--database", action="append", default=[], metavar="KEY=VALUE",
                         help="a [database] setting for the daemon (repeatable), e.g. coalesced_inflight_max=1")
+    parser.add_argument("--exchange", action="store_true",
+                        help=f"the mix with 5%% exchanges between programs instead of as many purchases: {EXCHANGE_MIX}")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    if args.exchange:
+        if args.mix != DEFAULT_MIX:
+            parser.error("--exchange and --mix: one or the other")
+        args.mix = EXCHANGE_MIX
     ledger_settings = settings(parser, "--ledger", args.ledger)
     database_settings = settings(parser, "--database", args.database)
     global MIX

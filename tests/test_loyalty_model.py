@@ -1,7 +1,7 @@
 """Random sequences of every loyalty operation against a reference model of every member balance.
 
 Voids, refunds (partial), reversals (full, partial, of declined and of unknown
-originals), late originals and duplicate resubmissions, through the real Ledger
+originals), late originals, duplicate resubmissions and exchanges between programs, through the real Ledger
 on a fresh database per example. After every step: the outcome is the model's,
 member balances are the model's, every asset sums to zero and every cached
 balance equals the sum of its entries.
@@ -23,7 +23,7 @@ from model_support import SERVER, DatabaseMachine
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo
+from ledger.loyalty import demo, rates
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.programs import Prize, set_lottery
@@ -33,6 +33,8 @@ CARDS = [demo.demo_pan(1), demo.demo_pan(2)]
 MERCHANTS = {"M0001": ("T0000001", 1), "M0002": ("T0000002", 2)}  # terminal, points per CNY
 # The demo program's prizes (ledger.loyalty.demo), each made the whole table in turn (see lottery).
 PRIZES = [Prize("NONE", 0, 1), Prize("SMALL", 20, 1), Prize("BIG", 100, 1)]
+# The exchange rate from the demo alliance into the hosted bakery's points: 3/2, 10% fee.
+RATE = (3, 2, 1000)
 
 
 @dataclass
@@ -47,12 +49,15 @@ class Orig:
     undone_leg: int = 0
     voided: bool = False
     reversed: bool = False
+    target_leg: int = 0  # an exchange: the points credited in the target program
+    undone_target: int = 0
 
 
 @dataclass
 class Model:
     points: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))
     sv: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))
+    cafe: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))  # points of CAFE
     blocked: set[str] = field(default_factory=set)
     originals: list[Orig] = field(default_factory=list)
     sent: list[tuple[TxnType, Request, Outcome]] = field(default_factory=list)
@@ -71,6 +76,7 @@ class LoyaltyMachine(DatabaseMachine):
     async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
+            await rates.set_rate(conn, "ALLY", "CAFE", *RATE)
         ledger = Ledger(self.pool, ledger_settings())
         await ledger.start()
         self.ledger = ledger
@@ -152,6 +158,25 @@ class LoyaltyMachine(DatabaseMachine):
             assert out.prize_points == prize.points, (out, prize)
             self.model.points[card] += out.prize_points - 10
 
+    @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 400))
+    def exchange(self, card: str, amount: int) -> None:
+        req = self.request(card, "M0001", amount, currency=None, account="65", target_program="CAFE")
+        short = self.model.points[card] < amount
+        out = self.send(TxnType.EXCHANGE, req, self.card_reason(card) or (
+            Reason.INSUFFICIENT if short else Reason.APPROVED))
+        if out.approved:
+            net = rates.convert(amount, *RATE)[2]
+            self.model.points[card] -= amount
+            self.model.cafe[card] += net
+            self.model.originals.append(Orig(req, TxnType.EXCHANGE, amount, -1, target_leg=net))
+
+    def undo_exchange(self, o: Orig, after: int) -> None:
+        """Undo exchange ``o`` to ``after`` units of its amount: both legs, as the ledger rounds them."""
+        source, target = undo_targets([o.member_leg, o.target_leg], o.req.amount, after)
+        self.model.points[o.req.pan] += source - o.undone_leg
+        self.model.cafe[o.req.pan] -= target - o.undone_target
+        o.undone_leg, o.undone_target = source, target
+
     @rule(card=st.sampled_from(CARDS))
     def inquiry(self, card: str) -> None:
         out = self.send(TxnType.INQUIRY, self.request(card, "M0001", 0, account="00"),
@@ -191,12 +216,17 @@ class LoyaltyMachine(DatabaseMachine):
         elif o.txn_type in (TxnType.TOPUP, TxnType.LOAD) and (
                 (self.model.points if o.txn_type is TxnType.TOPUP else self.model.sv)[o.req.pan] < remaining_leg):
             expect = Reason.INSUFFICIENT
+        elif o.txn_type is TxnType.EXCHANGE and self.model.cafe[o.req.pan] < o.target_leg - o.undone_target:
+            expect = Reason.INSUFFICIENT  # a void may not take the target program's points below zero
         else:
             expect = Reason.APPROVED
         if self.send(TxnType.VOID, req, expect).approved:
             o.voided = True
             o.undone_units = o.req.amount
-            self.apply(o, remaining_leg)
+            if o.txn_type is TxnType.EXCHANGE:
+                self.undo_exchange(o, o.req.amount)
+            else:
+                self.apply(o, remaining_leg)
 
     @precondition(lambda self: self.model.originals)
     @rule(data=st.data(), fraction=st.integers(1, 100))
@@ -236,6 +266,9 @@ class LoyaltyMachine(DatabaseMachine):
             return
         o.reversed = True
         o.undone_units = after
+        if o.txn_type is TxnType.EXCHANGE:
+            self.undo_exchange(o, after)
+            return
         target = undo_targets([o.member_leg], o.req.amount, after)[0]
         self.apply(o, target - o.undone_leg)
 
@@ -275,13 +308,15 @@ class LoyaltyMachine(DatabaseMachine):
     @invariant()
     def balances_and_books(self) -> None:
         rows = self.run(self.pool.fetch(
-            "SELECT c.pan, a.purpose, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
+            "SELECT c.pan, a.purpose, a.asset, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
             "ON a.owner_kind='card' AND a.owner_id=c.id::text"))
         points = dict.fromkeys(CARDS, 0)
         sv = dict.fromkeys(CARDS, 0)
+        cafe = dict.fromkeys(CARDS, 0)
         for r in rows:
-            (points if r["purpose"] == "points" else sv)[r["pan"]] += r["posted"]
-        assert points == self.model.points and sv == self.model.sv, (points, sv, self.model)
+            book = sv if r["purpose"] != "points" else cafe if r["asset"] == "PTS:CAFE" else points
+            book[r["pan"]] += r["posted"]
+        assert (points, sv, cafe) == (self.model.points, self.model.sv, self.model.cafe), (points, sv, cafe, self.model)
         assert self.run(check_books(self.pool)) == []
         # Every record says what its journal did (reconciliation's records_match_journals).
         report = self.run(reconcile.run(self.pool, None))

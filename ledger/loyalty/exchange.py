@@ -78,7 +78,7 @@ _TERMS_SQL = """
 SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_currency,
        tp.code AS to_program, tp.status AS to_status, tp.currency AS to_currency,
        r.id AS rate_id, r.rate_num, r.rate_den, r.fee_bps,
-       ta.id AS to_account_id,
+       ta.id AS to_account_id, fd.id AS from_desk_id, td.id AS to_desk_id,
        (SELECT count(*) FROM loyalty.transactions t
          WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
            AND t.journal_id IS NOT NULL) AS day_count,
@@ -93,6 +93,10 @@ SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_cu
                       ORDER BY x.effective_from DESC, x.id DESC LIMIT 1) r ON true
   LEFT JOIN ledger.accounts ta ON ta.owner_kind = 'card' AND ta.owner_id = $1::bigint::text
                               AND ta.purpose = 'points' AND ta.asset = 'PTS:' || $3
+  LEFT JOIN ledger.accounts fd ON fd.owner_kind = 'operator' AND fd.owner_id = $2 AND fd.purpose = 'exchange'
+                              AND fd.asset = 'PTS:' || $2
+  LEFT JOIN ledger.accounts td ON td.owner_kind = 'operator' AND td.owner_id = $3 AND td.purpose = 'exchange'
+                              AND td.asset = 'PTS:' || $3
 """
 
 
@@ -175,8 +179,11 @@ async def plan(conn: asyncpg.Connection | asyncpg.Pool, terms: Terms, card_id: i
     to_account = (int(terms.to_account_id) if terms.to_account_id is not None else
                   await open_account(conn, "card", str(card_id), f"PTS:{terms.to_program}", "credit", "guarded",
                                      "points"))
-    legs = [Leg(from_account_id, await desk_account(conn, terms.from_program), points),
-            Leg(await desk_account(conn, terms.to_program), to_account, net)]
+    # The accounts read with the terms; opened here only on their first use.
+    from_desk = (int(terms.from_desk_id) if terms.from_desk_id is not None
+                 else await desk_account(conn, terms.from_program))
+    to_desk = int(terms.to_desk_id) if terms.to_desk_id is not None else await desk_account(conn, terms.to_program)
+    legs = [Leg(from_account_id, from_desk, points), Leg(to_desk, to_account, net)]
     record = {"target_program": terms.to_program, "target_points_delta": net, "rate_num": num, "rate_den": den,
               "rate_fee_bps": fee_bps}
     _ = gross, fee
