@@ -4,12 +4,14 @@ its void and reversal, the CLI's rates and exchange, and the end of day that cle
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from fixtures_daemon import (
+    BEAN_CHECK,
     CMAC_KEY_HEX,
     POS_LISTENER,
     Daemon,
@@ -124,6 +126,20 @@ def test_exchange_over_the_wire_void_reversal_cli_and_end_of_day(exch: Daemon, t
 
     # GOLD: 400 in then voided, 200 in then reversed, 300 + 100 in: 400 at 4 fen. AIR: 540 out at 3 fen.
     assert db_run(d.dsn, figures) == {"GOLD": (400, 0, 1600), "AIR": (0, 540, -1620)}
+    day = report["business_date"]
+    summary = json.loads((tmp_path / day / "summary.json").read_text())
+    assert {r["program"]: r["net_minor"] for r in summary["exchange_desk"]} == {"GOLD": 1600, "AIR": -1620}
+    assert any(m["redeemer_id"] == "@exchange" for m in summary["alliance_matrix"])
+    # The accountants' export of the day, exchange accounts included, passes bean-check.
+    bean = tmp_path / "day.beancount"
+    d.cli("ledger", "export", "--date", day, "--format", "beancount", "--out", str(bean))
+    assert "exchange" in bean.read_text()
+    checked = subprocess.run([BEAN_CHECK, str(bean)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    stats = json.loads(d.cli("stats", "--date", day, "--by", "type", "--json").stdout)
+    exchanges = {g["grp"]: g for g in stats["groups"]}["exchange"]
+    # Approved: 400 (voided), 200 (reversed), 300, and the CLI's 100: amounts in points.
+    assert (exchanges["approved"], exchanges["points_amount"]) == (4, 1000), exchanges
     _books_ok(d)
 
 

@@ -36,6 +36,7 @@ from ledger.accounts import open_account
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger, ReceiptRef
 from ledger.errors import SwitchdError
+from ledger.loyalty.lookup import Context
 from ledger.loyalty.outcomes import Channel, Reason, TxnType
 from ledger.loyalty.rates import convert
 from ledger.loyalty.rules import is_expired
@@ -101,16 +102,9 @@ SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_cu
 
 
 @dataclass(frozen=True)
-class Terms:
-    """One exchange's programs, rate in force and the card's day so far (a row of _TERMS_SQL)."""
-
-    row: asyncpg.Record
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.row[name]
-        except KeyError:
-            raise AttributeError(name) from None
+class Terms(Context):
+    """One exchange's programs, rate in force and the card's day so far (a row of _TERMS_SQL,
+    its columns as attributes, as a request's context)."""
 
 
 async def read_terms(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, from_program: str, to_program: str,
