@@ -169,8 +169,9 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         rows = await conn.fetch(
             "SELECT c.id, pa.id AS pts, sa.id AS sv FROM loyalty.cards c "
             "JOIN ledger.accounts pa ON pa.owner_kind='card' AND pa.owner_id=c.id::text AND pa.purpose='points' "
+            "AND pa.asset=$1 "
             "JOIN ledger.accounts sa ON sa.owner_kind='card' AND sa.owner_id=c.id::text "
-            "AND sa.purpose='stored_value' ORDER BY c.id")
+            "AND sa.purpose='stored_value' ORDER BY c.id", f"PTS:{PROGRAM}")
     finally:
         await conn.close()
     provisioned_s = time.monotonic() - t0
