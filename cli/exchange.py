@@ -99,7 +99,8 @@ def rate_list(ctx: click.Context, as_json: bool) -> None:
 @rate.command("history")
 @click.option("--from", "from_program", default=None, help="Only rates out of this program.")
 @click.option("--to", "to_program", default=None, help="Only rates into this program.")
-@click.option("--limit", type=click.IntRange(1, rates.HISTORY_ROWS_MAX), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, rates.HISTORY_ROWS_MAX), default=100, show_default=True,
+              help="Rates at most.")
 @JSON
 @click.pass_context
 def rate_history(ctx: click.Context, from_program: str | None, to_program: str | None, limit: int,

@@ -61,8 +61,8 @@ def test_every_group_and_command_has_help(path: tuple[str, ...], command: click.
 
 def test_every_group_is_registered() -> None:
     assert {p[0] for p, _ in ALL_COMMANDS} == {
-        "batch", "bin", "card", "db", "demo", "eod", "ledger", "mall", "member", "merchant", "portal", "program", "recon", "serve",
-        "stats", "terminal", "txn", "user"}
+        "batch", "bin", "card", "db", "demo", "eod", "exchange", "ledger", "mall", "member", "merchant", "portal", "program", "recon", "serve",
+        "rate", "stats", "terminal", "txn", "user"}
 
 
 LISTS = [
