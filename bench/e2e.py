@@ -14,7 +14,9 @@ terminals would (framing, ISO 8583, MAC on every request and response):
    006000, 2.5% top-up 210065 + 2.5% load 210060, 5% balance inquiry 310000,
    2.5% void 02xx00 + 2.5% refund 20xx00 of the terminal's recent approvals,
    5% top-up card redemption 210065 with field 48's VS/VC, each card once; issue 4's
-   own mix, 60% purchase-earn and no top-up cards, is ISSUE4_MIX):
+   own mix, 60% purchase-earn and no top-up cards, is ISSUE4_MIX)
+   (--exchange: also 5% exchanges between programs 406565 in place of as many
+   purchases, into a second program at a rate set before the clock starts):
    approved transactions/s, p50/p99, counts by response code, and the CPU the
    daemon, the load generator and PostgreSQL used;
 2. open loop at half the measured maximum rate (--rate): p99 (VACUUM ANALYZE
@@ -100,10 +102,12 @@ from ledger.loyalty import card_numbers, vouchers
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
+from ledger.loyalty.rates import set_rate
 from switch.config import load_config
 from switch.daemon import ledger_settings as configured_ledger_settings
 from switch.terminals import add_terminal
 from tools import harness
+from tools._kinds import EXCHANGE_TARGET
 
 # The daemon's [ledger] defaults (switch/config.py); each run changes what it measures.
 DEFAULT_LEDGER_SETTINGS = configured_ledger_settings(load_config(None, env={}))
@@ -117,6 +121,8 @@ FUND_MONEY_MINOR = 1_000_000  # per card (10,000.00 CNY); stored-value purchases
 # taken from purchases; issue 4's own mix is ISSUE4_MIX (`--mix` it to compare).
 DEFAULT_MIX = "purchase=110,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5,voucher=10"
 ISSUE4_MIX = "purchase=120,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5"
+# --exchange: also 5% exchanges between programs (406565) instead of as many purchases.
+EXCHANGE_MIX = "purchase=100,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5,voucher=10,exchange=10"
 MIX = DEFAULT_MIX  # what the load generator sends (--mix)
 # Top-up cards: each is redeemed once, so every load generator run gets its own slice of them.
 VOUCHER_SLICE = 5_000  # cards per load generator run (more than a run's 5% of requests)
@@ -140,6 +146,10 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
     conn = await ledger_db.connect(dsn)
     try:
         await add_program(conn, PROGRAM, "Bench Alliance", "alliance", issue_price_minor=1, redeem_value_minor=1)
+        # The program exchanges go into (tools/_kinds.py), at 2 points of it per point, no fee.
+        await add_program(conn, EXCHANGE_TARGET, "Bench exchange target", "alliance", issue_price_minor=1,
+                          redeem_value_minor=1)
+        await set_rate(conn, PROGRAM, EXCHANGE_TARGET, 2, 1)
         merchants = [f"MB{i:04d}" for i in range(1, args.merchants + 1)]
         clearing: dict[str, tuple[int, int]] = {}
         for mid in merchants:
@@ -163,7 +173,8 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
             "cards", schema_name="loyalty", columns=["pan_hash", "pan_sealed", "pan_masked", "expiry", "member_id"],
             records=[(*v.columns(pan), CARD_EXPIRY, m) for pan, m in zip(pans, members, strict=True)])
         # The accounts the first earn and the first load open (operations._member_*_account).
-        for purpose, asset in (("points", f"PTS:{PROGRAM}"), ("stored_value", "CNY")):
+        for purpose, asset in (("points", f"PTS:{PROGRAM}"), ("stored_value", "CNY"),
+                               ("points", f"PTS:{EXCHANGE_TARGET}")):
             await conn.execute(
                 "INSERT INTO ledger.accounts(owner_kind, owner_id, purpose, asset, normal_side, limit_mode) "
                 "SELECT 'card', id::text, $1, $2, 'credit', 'guarded' FROM loyalty.cards ORDER BY id",
@@ -171,8 +182,9 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         rows = await conn.fetch(
             "SELECT c.id, pa.id AS pts, sa.id AS sv FROM loyalty.cards c "
             "JOIN ledger.accounts pa ON pa.owner_kind='card' AND pa.owner_id=c.id::text AND pa.purpose='points' "
+            "AND pa.asset=$1 "
             "JOIN ledger.accounts sa ON sa.owner_kind='card' AND sa.owner_id=c.id::text "
-            "AND sa.purpose='stored_value' ORDER BY c.id")
+            "AND sa.purpose='stored_value' ORDER BY c.id", f"PTS:{PROGRAM}")
     finally:
         await conn.close()
     provisioned_s = time.monotonic() - t0
@@ -582,8 +594,14 @@ def main() -> int:
                              "config/switchd.toml's defaults otherwise")
     parser.add_argument("--database", action="append", default=[], metavar="KEY=VALUE",
                         help="a [database] setting for the daemon (repeatable), e.g. coalesced_inflight_max=1")
+    parser.add_argument("--exchange", action="store_true",
+                        help=f"the mix with 5%% exchanges between programs instead of as many purchases: {EXCHANGE_MIX}")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
+    if args.exchange:
+        if args.mix != DEFAULT_MIX:
+            parser.error("--exchange and --mix: one or the other")
+        args.mix = EXCHANGE_MIX
     ledger_settings = settings(parser, "--ledger", args.ledger)
     database_settings = settings(parser, "--database", args.database)
     global MIX

@@ -39,6 +39,7 @@ from ledger.loyalty.bins import BinNotFound
 from ledger.loyalty.card_numbers import CardVaultError
 from ledger.loyalty.pins import PinError
 from ledger.loyalty.programs import ProvisioningError
+from ledger.loyalty.rates import RateError
 from ledger.loyalty.vouchers import VoucherError
 from ledger.migrate import MigrationError
 from ledger.revenue import RevenueError
@@ -87,6 +88,7 @@ _DOMAIN_CODES: tuple[tuple[type[Exception], Exit], ...] = (
     (CardVaultError, Exit.REFUSED),
     (PinError, Exit.REFUSED),
     (ClearingError, Exit.REFUSED),
+    (RateError, Exit.REFUSED),
     (EmbeddedError, Exit.REFUSED),
     (MigrationError, Exit.REFUSED),
     (RolesError, Exit.REFUSED),

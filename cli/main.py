@@ -14,6 +14,7 @@ from cli import (
     db,
     demo,
     eod,
+    exchange,
     keys,
     ledger,
     mall,
@@ -84,6 +85,8 @@ COMMANDS: tuple[click.Command, ...] = (
     user.user,
     voucher.voucher,
     report.report,
+    exchange.rate,
+    exchange.exchange,
 )
 for _command in COMMANDS:
     root.add_command(_command)

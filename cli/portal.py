@@ -54,7 +54,7 @@ def portal_settings(cfg: Config, secret: bytes) -> PortalSettings:
         tls_key_file=p.tls_key_file or None, trusted_proxies=p.proxies, secret_file=p.secret_file or None,
         db_pool_size_max=p.db_pool_size_max, limit_concurrency=p.limit_concurrency,
         default_locale=p.default_locale, image_size_max_bytes=p.image_size_max_bytes, mall=cfg.mall, secret=secret,
-        vouchers=cfg.vouchers,
+        vouchers=cfg.vouchers, exchange=cfg.exchange,
         promotions_need_approval=p.promotions_need_approval, promotion_fee_minor=p.promotion_fee_minor,
         smtp_host=p.smtp_host, smtp_port=p.smtp_port, smtp_from=p.smtp_from, smtp_starttls=p.smtp_starttls,
         smtp_username=p.smtp_username, smtp_password_file=p.smtp_password_file, smtp_timeout_s=p.smtp_timeout_s,

@@ -35,9 +35,11 @@ from typing import Any
 
 import asyncpg
 
+from ledger.accounts import open_account
 from ledger.commands import Command, Leg, Status, transfer
 from ledger.engine import Ledger
 from ledger.errors import SwitchdError
+from ledger.loyalty.exchange import DESK_ID, desk_account
 from ledger.revenue import MERCHANT_CHARGE_PURPOSES
 
 SETTLE_KEY_PREFIX = "settle:"
@@ -47,13 +49,13 @@ SETTLE_KEY_PREFIX = "settle:"
 # void or refund, the type of the transaction that one undid.
 TX_ROOT_SQL = """
 SELECT t.journal_id, t.id, t.txn_type, t.merchant_id, t.card_id, t.program, t.points_delta,
-       t.money_delta_minor, t.fee_minor, t.txn_type AS root_type
+       t.money_delta_minor, t.fee_minor, t.target_program, t.target_points_delta, t.txn_type AS root_type
   FROM loyalty.transactions t
  WHERE t.business_date = $1 AND t.journal_id IS NOT NULL
    AND t.txn_type NOT IN ('void', 'refund', 'reversal')
 UNION ALL
 SELECT t.journal_id, t.id, t.txn_type, t.merchant_id, t.card_id, t.program, t.points_delta,
-       t.money_delta_minor, t.fee_minor,
+       t.money_delta_minor, t.fee_minor, t.target_program, t.target_points_delta,
        CASE WHEN o.txn_type IN ('void', 'refund') THEN oo.txn_type ELSE o.txn_type END
   FROM loyalty.transactions t
   LEFT JOIN loyalty.transactions o ON o.journal_id = t.original_journal_id
@@ -108,7 +110,8 @@ counts AS (
            count(*) FILTER (WHERE txn_type = 'refund') AS refund_count,
            -- A pre-authorisation's release moved no money: it is no reversal of anything cleared.
            count(*) FILTER (WHERE txn_type = 'reversal' AND root_type IS DISTINCT FROM 'preauth') AS reversal_count
-      FROM tx GROUP BY merchant_id
+      -- An exchange at a terminal is the exchange desk's, not the merchant's (cleared below).
+      FROM tx WHERE root_type IS DISTINCT FROM 'exchange' GROUP BY merchant_id
 ),
 active AS (SELECT merchant_id FROM sums UNION SELECT merchant_id FROM counts)
 SELECT $1::date AS business_date, m.merchant_id, m.program, cur.asset AS currency_asset,
@@ -144,13 +147,17 @@ FIGURE_COLUMNS = (
 # Alliance matrix for day $1: each member's net redemptions at B on the day are
 # attributed to the merchants that issued that member's points (net, through
 # the day), pro rata and floored; what is left (rounding, points from prizes or
-# from before the platform) is attributed to issuer '*'.
+# from before the platform) is attributed to issuer '*'. The exchange desk
+# (ledger.loyalty.exchange.DESK_ID) redeems the points members exchange out of a
+# program, and issues those they exchange into one.
 MATRIX_SQL = f"""
 WITH tx AS ({TX_ROOT_SQL}),
 red AS (
-    SELECT tx.program, tx.card_id, tx.merchant_id AS redeemer, -sum(tx.points_delta)::bigint AS pts
+    SELECT tx.program, tx.card_id,
+           CASE WHEN tx.root_type = 'exchange' THEN '{DESK_ID}' ELSE tx.merchant_id END AS redeemer,
+           -sum(tx.points_delta)::bigint AS pts
       FROM tx JOIN loyalty.programs p ON p.code = tx.program AND p.kind = 'alliance'
-     WHERE tx.root_type = 'redeem'
+     WHERE tx.root_type IN ('redeem', 'exchange')
      GROUP BY 1, 2, 3 HAVING -sum(tx.points_delta) > 0
 ),
 hist AS (
@@ -168,6 +175,11 @@ hist AS (
            AND t.txn_type IN ('void', 'refund', 'reversal')
            AND (CASE WHEN o.txn_type IN ('void', 'refund') THEN oo.txn_type ELSE o.txn_type END)
                IN ('earn', 'topup')
+        UNION ALL
+        -- Points exchanged into the program (and their voids and reversals): the desk issued them.
+        SELECT t.target_program, t.card_id, '{DESK_ID}', t.target_points_delta
+          FROM loyalty.transactions t
+         WHERE t.business_date <= $1 AND t.journal_id IS NOT NULL AND t.target_program IS NOT NULL
       ) h
      WHERE h.card_id IN (SELECT card_id FROM red)
      GROUP BY 1, 2, 3 HAVING sum(h.points_delta) > 0
@@ -191,6 +203,38 @@ SELECT $1::date AS business_date, program, issuer, redeemer, pts FROM attributed
 UNION ALL
 SELECT $1::date, program, issuer, redeemer, pts FROM rest WHERE pts > 0
 """
+
+
+# The exchange desk's figures per program for day $1 (ledger/loyalty/exchange.py): points it
+# took in where the program is an exchange's source, points it gave out where it is the target,
+# each net of voids and reversals, from the entries on the program's exchange account.
+EXCHANGE_FIGURES_SQL = f"""
+WITH tx AS ({TX_ROOT_SQL}),
+x AS (
+    SELECT a.owner_id AS program, tx.journal_id, tx.txn_type,
+           CASE WHEN tx.program = a.owner_id THEN e.amount ELSE 0 END AS in_pts,
+           CASE WHEN tx.target_program = a.owner_id THEN -e.amount ELSE 0 END AS out_pts
+      FROM tx
+      JOIN ledger.entries e ON e.journal_id = tx.journal_id
+      JOIN ledger.accounts a ON a.id = e.account_id AND a.owner_kind = 'operator' AND a.purpose = 'exchange'
+     WHERE tx.root_type = 'exchange'
+),
+sums AS (
+    SELECT program, count(DISTINCT journal_id) FILTER (WHERE txn_type = 'exchange') AS exchange_count,
+           sum(in_pts)::bigint AS points_in, sum(out_pts)::bigint AS points_out
+      FROM x GROUP BY program
+)
+SELECT $1::date AS business_date, s.program, cur.asset AS currency_asset, s.exchange_count,
+       s.points_in, p.redeem_value_minor, s.points_in * p.redeem_value_minor AS redeemed_minor,
+       s.points_out, p.issue_price_minor, s.points_out * p.issue_price_minor AS issued_minor,
+       s.points_in * p.redeem_value_minor - s.points_out * p.issue_price_minor AS net_minor
+  FROM sums s
+  JOIN loyalty.programs p ON p.code = s.program
+  JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
+"""
+EXCHANGE_FIGURE_COLUMNS = ("business_date", "program", "currency_asset", "exchange_count", "points_in",
+                           "redeem_value_minor", "redeemed_minor", "points_out", "issue_price_minor",
+                           "issued_minor", "net_minor")
 
 
 class ClearingError(SwitchdError):
@@ -247,6 +291,9 @@ async def _store_figures(conn: asyncpg.Connection, day: dt.date) -> bool:
         await conn.execute(
             "INSERT INTO eod.clearing_matrix(business_date, program, issuer_id, redeemer_id, points) "
             f"SELECT * FROM ({MATRIX_SQL}) mx", day)
+        xcols = ", ".join(EXCHANGE_FIGURE_COLUMNS)
+        await conn.execute(f"INSERT INTO eod.clearing_exchange({xcols}) SELECT {xcols} FROM ({EXCHANGE_FIGURES_SQL}) x",
+                           day)
         await conn.execute(
             "INSERT INTO eod.clearing_runs(business_date, currency_asset, merchants, net_total_minor) "
             "SELECT $1, cur.asset, count(cm.merchant_id), coalesce(sum(cm.net_minor), 0) "
@@ -354,9 +401,18 @@ async def clear_day(conn: asyncpg.Connection, ledger: Ledger, day: dt.date) -> C
                                "net_minor": int(r["net_minor"])}}
         cmds.append(transfer(settlement_key(day, r["merchant_id"]), legs, metadata=meta))
         merchants.append(r["merchant_id"])
+    for cmd, program in await _exchange_settlements(conn, day):
+        cmds.append(cmd)
+        merchants.append(exchange_owner(program))
     results = await ledger.post_many(cmds) if cmds else []
     failed = [(m, res) for m, res in zip(merchants, results, strict=True) if not res.ok]
     ids = [(m, res.journal_id) for m, res in zip(merchants, results, strict=True) if res.ok]
+    xids = [(m.removeprefix(_EXCHANGE_OWNER), j) for m, j in ids if m.startswith(_EXCHANGE_OWNER)]
+    ids = [(m, j) for m, j in ids if not m.startswith(_EXCHANGE_OWNER)]
+    if xids:
+        await conn.execute(
+            "UPDATE eod.clearing_exchange cx SET journal_id = u.j FROM unnest($2::text[], $3::bigint[]) AS u(p, j) "
+            "WHERE cx.business_date = $1 AND cx.program = u.p", day, [p for p, _ in xids], [j for _, j in xids])
     if ids:
         await conn.execute(
             "UPDATE eod.clearing_merchants cm SET journal_id = u.j FROM unnest($2::text[], $3::bigint[]) AS u(m, j) "
@@ -373,6 +429,71 @@ async def clear_day(conn: asyncpg.Connection, ledger: Ledger, day: dt.date) -> C
         journals_posted=sum(1 for r in results if r.status is Status.POSTED),
         journals_existing=sum(1 for r in results if r.status is Status.EXISTS),
         net_total_minor={r["currency_asset"]: int(r["net_total_minor"]) for r in totals})
+
+
+_EXCHANGE_OWNER = "exchange:"
+
+
+def exchange_owner(program: str) -> str:
+    """The exchange desk of ``program`` where clearing names merchants (keys, messages).
+
+    >>> exchange_owner("ALLY"), settlement_key(dt.date(2026, 1, 2), exchange_owner("ALLY"))
+    ('exchange:ALLY', 'settle:2026-01-02:exchange:ALLY')
+    """
+    return f"{_EXCHANGE_OWNER}{program}"
+
+
+def exchange_settlement_legs(points_day_sum: int, redeemed_minor: int, issued_minor: int, desk: int,
+                             outstanding: int, funding: int, income: int) -> list[Leg]:
+    """The legs that clear a program's exchange account for a day (specs/ACCOUNTING.md).
+
+    Points: the day's sum on the desk's account against the program's points outstanding.
+    Money: points taken in are paid by the program's points settlement at the redemption value,
+    points given out paid into it at the issue price, both against the operator's exchange income.
+
+    >>> [(g.debit_account_id, g.credit_account_id, g.amount) for g in exchange_settlement_legs(700, 700, 0, 1, 2, 3, 4)]
+    [(1, 2, 700), (3, 4, 700)]
+    >>> [(g.debit_account_id, g.credit_account_id, g.amount) for g in exchange_settlement_legs(-315, 0, 945, 1, 2, 3, 4)]
+    [(2, 1, 315), (4, 3, 945)]
+    """
+    legs: list[Leg] = []
+    if points_day_sum > 0:
+        legs.append(Leg(desk, outstanding, points_day_sum))
+    elif points_day_sum < 0:
+        legs.append(Leg(outstanding, desk, -points_day_sum))
+    valued = redeemed_minor - issued_minor
+    if valued > 0:
+        legs.append(Leg(funding, income, valued))
+    elif valued < 0:
+        legs.append(Leg(income, funding, -valued))
+    return legs
+
+
+async def _exchange_settlements(conn: asyncpg.Connection, day: dt.date) -> list[tuple[Command, str]]:
+    """The settlement commands of the day's exchange figures not yet settled, with their programs."""
+    rows = await conn.fetch(
+        "SELECT cx.*, p.points_outstanding_account_id AS outstanding FROM eod.clearing_exchange cx "
+        "JOIN loyalty.programs p ON p.code = cx.program WHERE cx.business_date = $1 AND cx.journal_id IS NULL "
+        "ORDER BY cx.program", day)
+    out: list[tuple[Command, str]] = []
+    for r in rows:
+        program, asset = r["program"], r["currency_asset"]
+        desk = await desk_account(conn, program)
+        funding = await open_account(conn, "operator", program, asset, "credit", "none", "points_settlement")
+        income = await open_account(conn, "operator", asset, asset, "credit", "none", "exchange_income")
+        legs = exchange_settlement_legs(int(r["points_in"]) - int(r["points_out"]), int(r["redeemed_minor"]),
+                                        int(r["issued_minor"]), desk, int(r["outstanding"]), funding, income)
+        if not legs:
+            continue
+        meta = {"settlement": {"date": day.isoformat(), "exchange_program": program, "net_minor": int(r["net_minor"])}}
+        out.append((transfer(settlement_key(day, exchange_owner(program)), legs, metadata=meta), program))
+    return out
+
+
+async def exchange_figures(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> list[dict[str, Any]]:
+    """The stored exchange desk figures of a day, one dict per program, by program."""
+    rows = await conn.fetch("SELECT * FROM eod.clearing_exchange WHERE business_date=$1 ORDER BY program", day)
+    return [{**dict(r), "business_date": r["business_date"].isoformat()} for r in rows]
 
 
 async def figures(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date) -> list[dict[str, Any]]:

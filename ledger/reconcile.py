@@ -12,7 +12,7 @@ check passes); a failure names those rows (``key=value`` pairs):
 - ``batch_totals_match``: every closed terminal batch's totals, as the terminal
   sent them, still equal the host's, recomputed now;
 - ``clearing_nets_to_zero`` (a cleared day): every merchant clearing account's
-  share of the day is zero after its settlement journal, each settlement moved
+  and every operator exchange account's share of the day is zero after its settlement journal, each settlement moved
   exactly the stored net, the merchants' nets and the operator's side sum to
   zero, and the stored figures equal a recomputation from the transactions;
 - ``holds_within_bound``: no hold is still pending past its expiry (plus a grace
@@ -130,6 +130,20 @@ SELECT 'clearing_account_not_zero' AS problem, acc.merchant_id, e.account_id, su
  GROUP BY acc.merchant_id, e.account_id HAVING sum(e.amount) <> 0
 """
 
+# The operator's exchange accounts (ledger/loyalty/exchange.py) are cleared like merchants':
+# each one's share of the day is zero after its program's exchange settlement journal.
+_EXCHANGE_ZERO_SQL = """
+WITH day_j AS (
+    SELECT journal_id FROM loyalty.transactions WHERE business_date = $1 AND journal_id IS NOT NULL
+    UNION ALL
+    SELECT journal_id FROM eod.clearing_exchange WHERE business_date = $1 AND journal_id IS NOT NULL
+)
+SELECT 'exchange_account_not_zero' AS problem, a.owner_id AS program, e.account_id, sum(e.amount) AS day_sum
+  FROM day_j JOIN ledger.entries e ON e.journal_id = day_j.journal_id
+  JOIN ledger.accounts a ON a.id = e.account_id AND a.owner_kind = 'operator' AND a.purpose = 'exchange'
+ GROUP BY a.owner_id, e.account_id HAVING sum(e.amount) <> 0
+"""
+
 _SETTLED_NET_SQL = """
 SELECT 'settled_net_differs' AS problem, cm.merchant_id, cm.net_minor, coalesce(s.moved, 0) AS settled_minor,
        cm.journal_id
@@ -223,6 +237,11 @@ _RECORD_COLUMNS = (
     ("undo_units", "(x->>'undo_units')::bigint"),
     ("channel", "coalesce(x->>'channel', 'terminal')"),
     ("operator_ref", "x->>'operator_ref'"),
+    ("target_program", "x->>'target_program'"),
+    ("target_points_delta", "coalesce((x->>'target_points_delta')::bigint, 0)"),
+    ("rate_num", "(x->>'rate_num')::bigint"),
+    ("rate_den", "(x->>'rate_den')::bigint"),
+    ("rate_fee_bps", "(x->>'rate_fee_bps')::integer"),
 )
 _DIFFERS = ", ".join(f"CASE WHEN t.{col} IS DISTINCT FROM {expr} THEN '{col}' END" for col, expr in _RECORD_COLUMNS)
 
@@ -231,10 +250,13 @@ WITH t AS (
     SELECT * FROM loyalty.transactions
      WHERE journal_id IS NOT NULL AND ($1::date IS NULL OR business_date = $1)
 ), moved AS (
-    -- What each journal did to its record's card, and to the operator's fee income.
+    -- What each journal did to its record's card (points: in the record's program; an exchange's
+    -- target points: in its target program), and to the operator's fee income.
     SELECT e.journal_id,
            sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
-                                   AND a.purpose = 'points') AS points,
+                                   AND a.purpose = 'points' AND a.asset = 'PTS:' || t.program) AS points,
+           sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
+                                   AND a.purpose = 'points' AND a.asset = 'PTS:' || t.target_program) AS target,
            sum(e.amount) FILTER (WHERE a.owner_kind = 'card' AND a.owner_id = t.card_id::text
                                    AND a.purpose = 'stored_value') AS money,
            sum(e.amount) FILTER (WHERE a.id IN (SELECT fee_income_account_id FROM loyalty.currencies)
@@ -246,6 +268,7 @@ WITH t AS (
     SELECT t.id AS record_id, t.journal_id, j.id IS NULL AS no_journal, x IS NULL AS not_described,
            array_remove(ARRAY[{_DIFFERS},
                CASE WHEN coalesce(m.points, 0) <> t.points_delta THEN 'points_delta<>entries' END,
+               CASE WHEN coalesce(m.target, 0) <> t.target_points_delta THEN 'target_points_delta<>entries' END,
                CASE WHEN coalesce(m.money, 0) <> t.money_delta_minor THEN 'money_delta_minor<>entries' END,
                CASE WHEN coalesce(m.fee, 0) <> t.fee_minor THEN 'fee_minor<>entries' END], NULL) AS differs
       FROM t LEFT JOIN ledger.journals j ON j.id = t.journal_id
@@ -323,7 +346,7 @@ async def _run(conn: asyncpg.Connection, day: dt.date | None, limit_rows: int, h
     cleared = day is not None and await clearing.is_cleared(conn, day)
     checks = sorted(CHECK_NAMES)
     if cleared:
-        for sql in (_CLEARING_ZERO_SQL, _SETTLED_NET_SQL, _OPERATOR_SQL, _FIGURES_AGAIN_SQL):
+        for sql in (_CLEARING_ZERO_SQL, _EXCHANGE_ZERO_SQL, _SETTLED_NET_SQL, _OPERATOR_SQL, _FIGURES_AGAIN_SQL):
             problems += _rows("clearing_nets_to_zero", await conn.fetch(sql + lim, day))
     else:
         checks.remove("clearing_nets_to_zero")

@@ -45,6 +45,7 @@ KINDS: tuple[IncomeKind, ...] = (
     IncomeKind("promotion_fees", "Promotion fees", "fee_income", "money", "t.txn_type = 'fee'"),
     IncomeKind("voucher_sales", "Top-up card sales", "voucher_sales", "money"),
     IncomeKind("voucher_breakage", "Top-up card breakage", "voucher_breakage", "points"),
+    IncomeKind("exchange_income", "Exchange between programs", "exchange_income", "money"),
 )
 
 # What a merchant owes the operator in money outside points and stored value: end-of-day clearing

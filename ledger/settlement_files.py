@@ -131,6 +131,8 @@ async def write_day(conn: asyncpg.Connection | asyncpg.Pool, day: dt.date, direc
         "totals": totals,
         "merchants": [{f: r.get(f) for f in MERCHANT_FIELDS} for r in rows],
         "alliance_matrix": mx,
+        # The operator's exchange desk per program (specs/ACCOUNTING.md, "Exchange between programs").
+        "exchange_desk": await clearing.exchange_figures(conn, day),
         "files": {f.path.name: f.sha256 for f in written},
     }
     data = (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()

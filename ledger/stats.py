@@ -20,7 +20,7 @@ from ledger.errors import SwitchdError
 
 GROUPS = {"merchant": "t.merchant_id", "program": "t.program", "type": "t.txn_type", "terminal": "t.terminal_id",
           "channel": "t.channel"}
-POINTS_TYPES = ("redeem", "topup", "lottery", "voucher_redeem")
+POINTS_TYPES = ("redeem", "topup", "lottery", "voucher_redeem", "exchange")
 
 
 def group_column(by: str | None) -> str:

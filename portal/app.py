@@ -37,12 +37,14 @@ from portal.pages import (
     audit_log,
     auth,
     bins,
+    exchange_rates,
     feedback,
     fees,
     mail,
     mall,
     member_account,
     member_community,
+    member_exchange,
     member_mall,
     member_pages,
     member_vouchers,
@@ -72,7 +74,7 @@ log = structlog.get_logger("portal")
 # Each pages module lists its own routes (ROUTES: path, endpoint, methods, name); one entry here each.
 PAGES = (images, auth, merchants, operators, profile, transactions, transaction_detail, seat, members, terminals,
          stats, settlement, audit_log, programs, fees, bins, member_account, member_pages, mall, member_mall,
-         promotions, feedback, mail, member_community, member_vouchers, revenue)
+         promotions, feedback, mail, member_community, member_vouchers, revenue, exchange_rates, member_exchange)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in PAGES for route in module.ROUTES]
 
 _ERROR_TEXT = {
@@ -147,7 +149,7 @@ def create_app(settings: PortalSettings, pool: asyncpg.Pool, ledger_settings: Le
     api = api_app.create_api()
     routes.append(Mount(api_app.PREFIX, app=api, name="api"))
     ledger = Ledger(pool, ledger_settings) if ledger_settings is not None else None
-    loyalty = Loyalty(ledger, pool) if ledger is not None else None
+    loyalty = Loyalty(ledger, pool, exchange_settings=settings.exchange) if ledger is not None else None
     orders = Mall(loyalty, pool, settings.mall) if loyalty is not None else None
     # E-mail copies of in-platform mail: a background sender when SMTP is configured.
     sender = None

@@ -153,6 +153,7 @@ MEMBER_MENU: list[tuple[str, str]] = [
     ("member_cards", N_("My cards")),
     ("member_voucher", N_("Top-up card")),
     ("member_rates", N_("Points rates")),
+    ("member_exchange", N_("Exchange points")),
     ("member_profile", N_("Profile")),
     ("member_mall", N_("Points mall")),
     ("member_orders", N_("My orders")),

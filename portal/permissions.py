@@ -45,6 +45,8 @@ _MEMBER_PAGES = frozenset({"member_profile", "member_profile_edit", "member_bala
 MEMBER_ROUTES |= _MEMBER_PAGES
 # Redeeming a points top-up card (portal/pages/member_vouchers.py).
 MEMBER_ROUTES |= frozenset({"member_voucher"})
+# Exchange between programs (portal/pages/member_exchange.py).
+MEMBER_ROUTES |= frozenset({"member_exchange"})
 
 # The rules, one section per area of the portal, merged into RULES below.
 _CORE: dict[str, frozenset[Role]] = {
@@ -129,6 +131,10 @@ _PLATFORM: dict[str, frozenset[Role]] = {
     "bins": frozenset({PA, PO}),
     "bin_new": frozenset({PA}),
     "bin_remove": frozenset({PA}),
+    # Exchange rates between programs: everyone reads the table in force (merchants' members ask
+    # them); the platform reads the history; only its admin publishes a rate.
+    "exchange_rates": EVERYONE,
+    "exchange_rate_new": frozenset({PA}),
 }
 _PLATFORM_SCOPED: frozenset[str] = frozenset({"stats", "stats_csv", "settlement_day", "settlement_file",
                                                        "settlement_matrix_csv",

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ledger.loyalty.exchange import DEFAULT_SETTINGS as DEFAULT_EXCHANGE_SETTINGS
+from ledger.loyalty.exchange import ExchangeSettings
 from ledger.loyalty.mall import DEFAULT_SETTINGS as DEFAULT_MALL_SETTINGS
 from ledger.loyalty.mall import MallSettings
 from ledger.loyalty.vouchers import DEFAULT_POLICY as DEFAULT_VOUCHER_POLICY
@@ -105,6 +107,8 @@ class PortalSettings:
     mall: MallSettings = DEFAULT_MALL_SETTINGS
     # Top-up cards' guessing bounds ([vouchers]).
     vouchers: GuessPolicy = DEFAULT_VOUCHER_POLICY
+    # Exchange between programs ([exchange]).
+    exchange: ExchangeSettings = DEFAULT_EXCHANGE_SETTINGS
     api: ApiSettings = field(default_factory=ApiSettings)
     secret: bytes = field(default=b"", repr=False)
 

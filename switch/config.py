@@ -26,6 +26,7 @@ from typing import Any
 
 from ledger.engine import LedgerSettings
 from ledger.errors import SwitchdError
+from ledger.loyalty.exchange import ExchangeSettings
 from ledger.loyalty.mall import MallSettings
 from ledger.loyalty.preauth import PreauthSettings
 from ledger.loyalty.vouchers import GuessPolicy
@@ -176,6 +177,11 @@ VOUCHERS_SCHEMA: Schema = {
     "failures_max": (int, 5, _between(1, 1000)),
     "failure_window_s": (int, 900, _between(1, 7 * 86_400)),
     "lockout_s": (int, 900, _between(1, 30 * 86_400)),
+}
+
+# Exchange between programs (ledger/loyalty/exchange.py).
+EXCHANGE_SCHEMA: Schema = {
+    "member_daily_points_max": (int, 1_000_000, _between(1, 1_000_000_000)),
 }
 
 # The member API for apps (/api/v1, served by the portal: docs/api.md).
@@ -366,6 +372,7 @@ class Config:
     mall: MallSettings  # the mall's own settings: [mall] names exactly its fields
     preauth: PreauthSettings  # pre-authorisations' own settings: [preauth] names exactly its fields
     vouchers: GuessPolicy  # top-up cards' guessing bounds: [vouchers] names exactly its fields
+    exchange: ExchangeSettings  # [exchange] names exactly its fields
     listeners: list[ListenerConfig]
     source: str  # the file read, or "<defaults>"
 
@@ -386,6 +393,7 @@ SECTIONS: dict[str, tuple[Schema, type]] = {
     "mall": (MALL_SCHEMA, MallSettings),
     "preauth": (PREAUTH_SCHEMA, PreauthSettings),
     "vouchers": (VOUCHERS_SCHEMA, GuessPolicy),
+    "exchange": (EXCHANGE_SCHEMA, ExchangeSettings),
 }
 
 

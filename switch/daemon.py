@@ -122,7 +122,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         await ledger.start()
         coalesced, linger_s = cfg.database.coalesced_inflight_max, cfg.database.coalesced_linger_ms / 1000.0
         loyalty = Loyalty(ledger, pool, coalesced_inflight_max=coalesced, coalesced_linger_s=linger_s,
-                          preauth=cfg.preauth)
+                          preauth=cfg.preauth, exchange_settings=cfg.exchange)
         receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)

@@ -41,6 +41,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     ("0200", "90"): financial.handle_0200,  # points lottery draw 906500
     ("0100", "00"): financial.handle_0100,  # stored-value pre-authorisation 006000
     ("0220", "00"): financial.handle_completion,  # pre-authorisation completion advice 006000
+    ("0200", "40"): financial.handle_0200,  # exchange between programs 406565
     ("0400", ANY): financial.handle_reversal,  # reversal (processing code as the original)
     ("0420", ANY): financial.handle_reversal,  # reversal advice
     ("0500", "92"): settlement.handle,  # terminal batch settlement

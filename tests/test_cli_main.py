@@ -61,9 +61,9 @@ def test_every_group_and_command_has_help(path: tuple[str, ...], command: click.
 
 def test_every_group_is_registered() -> None:
     assert {p[0] for p, _ in ALL_COMMANDS} == {
-        "batch", "bin", "card", "db", "demo", "eod", "keys", "ledger", "mall", "member", "merchant", "portal", "program", "recon",
+        "batch", "bin", "card", "db", "demo", "eod", "exchange", "keys", "ledger", "mall", "member", "merchant", "portal", "program", "recon",
         "serve",
-        "stats", "terminal", "txn", "user", "voucher", "report"}
+        "rate", "stats", "terminal", "txn", "user", "voucher", "report"}
 
 
 LISTS = [

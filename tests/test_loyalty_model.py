@@ -1,8 +1,9 @@
 """Random sequences of every loyalty operation against a reference model of every member balance.
 
 Voids, refunds (partial), reversals (full, partial, of declined and of unknown
-originals), late originals and duplicate resubmissions, top-up card redemptions (right
-and wrong codes, twice, by another card) and the cards' expiry into breakage, through the real Ledger
+originals), late originals and duplicate resubmissions, exchanges between programs, top-up card
+redemptions (right and wrong codes, twice, by another card) and the cards' expiry into breakage,
+through the real Ledger
 on a fresh database per example. After every step: the outcome is the model's,
 member balances are the model's, every asset sums to zero and every cached
 balance equals the sum of its entries.
@@ -26,7 +27,7 @@ from model_support import SERVER, DatabaseMachine
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import card_numbers, demo, vouchers
+from ledger.loyalty import card_numbers, demo, rates, vouchers
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.programs import Prize, set_lottery
@@ -51,6 +52,10 @@ class Voucher:
     card: str | None = None
 
 
+# The exchange rate from the demo alliance into the hosted bakery's points: 3/2, 10% fee.
+RATE = (3, 2, 1000)
+
+
 @dataclass
 class Orig:
     """An approved purchase-like transaction, as the model sees it."""
@@ -63,12 +68,15 @@ class Orig:
     undone_leg: int = 0
     voided: bool = False
     reversed: bool = False
+    target_leg: int = 0  # an exchange: the points credited in the target program
+    undone_target: int = 0
 
 
 @dataclass
 class Model:
     points: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))
     sv: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))
+    cafe: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))  # points of CAFE
     blocked: set[str] = field(default_factory=set)
     originals: list[Orig] = field(default_factory=list)
     sent: list[tuple[TxnType, Request, Outcome]] = field(default_factory=list)
@@ -90,6 +98,7 @@ class LoyaltyMachine(DatabaseMachine):
     async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
+            await rates.set_rate(conn, "ALLY", "CAFE", *RATE)
         self.card_ids = {pan: await card_numbers.card_id_by_number(self.pool, pan) for pan in CARDS}
         self.card_pans = {card_id: pan for pan, card_id in self.card_ids.items()}
         ledger = Ledger(self.pool, ledger_settings())
@@ -105,7 +114,6 @@ class LoyaltyMachine(DatabaseMachine):
             codes = dict(line.split(",")[:2] for line in made.path.read_text().splitlines()[1:])
         await vouchers.sell_batch(ledger, self.pool, made.batch_id, "M0001")
         self.model.vouchers = [Voucher(serial, codes[serial]) for serial in made.serials]
-        self.card_ids = {r["pan"]: int(r["id"]) for r in await self.pool.fetch("SELECT id, pan FROM loyalty.cards")}
 
     async def close(self) -> None:
         if hasattr(self, "ledger"):
@@ -186,6 +194,25 @@ class LoyaltyMachine(DatabaseMachine):
         if out.approved:
             assert out.prize_points == prize.points, (out, prize)
             self.model.points[card] += out.prize_points - 10
+
+    @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 400))
+    def exchange(self, card: str, amount: int) -> None:
+        req = self.request(card, "M0001", amount, currency=None, account="65", target_program="CAFE")
+        short = self.model.points[card] < amount
+        out = self.send(TxnType.EXCHANGE, req, self.card_reason(card) or (
+            Reason.INSUFFICIENT if short else Reason.APPROVED))
+        if out.approved:
+            net = rates.convert(amount, *RATE)[2]
+            self.model.points[card] -= amount
+            self.model.cafe[card] += net
+            self.model.originals.append(Orig(req, TxnType.EXCHANGE, amount, -1, target_leg=net))
+
+    def undo_exchange(self, o: Orig, after: int) -> None:
+        """Undo exchange ``o`` to ``after`` units of its amount: both legs, as the ledger rounds them."""
+        source, target = undo_targets([o.member_leg, o.target_leg], o.req.amount, after)
+        self.model.points[o.req.pan] += source - o.undone_leg
+        self.model.cafe[o.req.pan] -= target - o.undone_target
+        o.undone_leg, o.undone_target = source, target
 
     @rule(card=st.sampled_from(CARDS))
     def inquiry(self, card: str) -> None:
@@ -274,12 +301,17 @@ class LoyaltyMachine(DatabaseMachine):
                 (self.model.points[o.req.pan] if o.txn_type is TxnType.TOPUP else self.sv_available(o.req.pan))
                 < remaining_leg):
             expect = Reason.INSUFFICIENT
+        elif o.txn_type is TxnType.EXCHANGE and self.model.cafe[o.req.pan] < o.target_leg - o.undone_target:
+            expect = Reason.INSUFFICIENT  # a void may not take the target program's points below zero
         else:
             expect = Reason.APPROVED
         if self.send(TxnType.VOID, req, expect).approved:
             o.voided = True
             o.undone_units = o.req.amount
-            self.apply(o, remaining_leg)
+            if o.txn_type is TxnType.EXCHANGE:
+                self.undo_exchange(o, o.req.amount)
+            else:
+                self.apply(o, remaining_leg)
 
     @precondition(lambda self: self.model.originals)
     @rule(data=st.data(), fraction=st.integers(1, 100))
@@ -319,6 +351,9 @@ class LoyaltyMachine(DatabaseMachine):
             return
         o.reversed = True
         o.undone_units = after
+        if o.txn_type is TxnType.EXCHANGE:
+            self.undo_exchange(o, after)
+            return
         target = undo_targets([o.member_leg], o.req.amount, after)[0]
         self.apply(o, target - o.undone_leg)
 
@@ -358,13 +393,15 @@ class LoyaltyMachine(DatabaseMachine):
     @invariant()
     def balances_and_books(self) -> None:
         rows = self.run(self.pool.fetch(
-            "SELECT c.id, a.purpose, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
+            "SELECT c.id, a.purpose, a.asset, a.posted FROM ledger.accounts a JOIN loyalty.cards c "
             "ON a.owner_kind='card' AND a.owner_id=c.id::text"))
         points = dict.fromkeys(CARDS, 0)
         sv = dict.fromkeys(CARDS, 0)
+        cafe = dict.fromkeys(CARDS, 0)
         for r in rows:
-            (points if r["purpose"] == "points" else sv)[self.card_pans[r["id"]]] += r["posted"]
-        assert points == self.model.points and sv == self.model.sv, (points, sv, self.model)
+            book = sv if r["purpose"] != "points" else cafe if r["asset"] == "PTS:CAFE" else points
+            book[self.card_pans[r["id"]]] += r["posted"]
+        assert (points, sv, cafe) == (self.model.points, self.model.sv, self.model.cafe), (points, sv, cafe, self.model)
         # The top-up cards' points: sold = redeemed + still open (the float) + expired (breakage).
         float_, breakage = (self.run(self.pool.fetchval(
             "SELECT coalesce(sum(posted), 0) FROM ledger.accounts WHERE owner_kind = 'operator' AND purpose = $1",

@@ -53,7 +53,7 @@ PIN_TYPES = frozenset({TxnType.SV_PURCHASE, TxnType.REDEEM, TxnType.LOTTERY})
 
 _PROC = {
     TxnType.EARN: "000000", TxnType.REDEEM: "006500", TxnType.SV_PURCHASE: "006000",
-    TxnType.TOPUP: "210065", TxnType.LOAD: "210060", TxnType.LOTTERY: "906500",
+    TxnType.TOPUP: "210065", TxnType.LOAD: "210060", TxnType.LOTTERY: "906500", TxnType.EXCHANGE: "406565",
 }
 
 
@@ -162,6 +162,8 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
             f["49"] = req.currency
         elif t is TxnType.REVERSAL and proc[2:4] != "65" and proc[4:6] != "65":
             f["49"] = "156"  # a money amount needs its currency
+        if t is TxnType.EXCHANGE and req.target_program:
+            f["48"] = f"XP{len(req.target_program):03d}{req.target_program}"
         if req.original_rrn:
             f["37"] = self.switch_rrn.get(req.original_rrn, req.original_rrn)
         if t is TxnType.REVERSAL:

@@ -107,6 +107,9 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "mail_delete": ("POST", "/mail/{mail2}/delete", {}),
     "mail_sent": ("GET", "/mail/sent", {}),
     "mail_new": ("GET", "/mail/new", {}),
+    "exchange_rates": ("GET", "/exchange-rates", {}),
+    "exchange_rate_new": ("POST", "/exchange-rates/new", {"from_program": "ALLY", "to_program": "NONE",
+                                                          "rate_num": "1", "rate_den": "1"}),
     "logout": ("POST", "/logout", {}),  # last: it ends the session
 }
 

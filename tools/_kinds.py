@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from specs.vocabulary import ECHO, Fields
 from tools._msg import pad_mid, pad_tid
 
+EXCHANGE_TARGET = "XCHG"  # the program exchanges go into: whoever mixes them provisions it and a rate
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -60,6 +62,8 @@ KINDS: dict[str, Kind] = {
     "inquiry": Kind("0200", "310000", card=True, currency="156"),
     "lottery": Kind("0200", "906500", card=True, amount_min=1, amount_max=10),
     "voucher": Kind("0200", "210065", card=True, voucher=True),
+    # Points of the merchant's program into program EXCHANGE_TARGET's (field 48 tag XP).
+    "exchange": Kind("0200", "406565", card=True, amount_min=1, amount_max=100, extra={"48": "XP004XCHG"}),
     # Amounts come from the original: the full amount for a void, part of it for a refund.
     "void": Kind("0200", "020000", card=True, compensates=True),
     "refund": Kind("0200", "200000", card=True, compensates=True),

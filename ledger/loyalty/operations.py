@@ -42,7 +42,7 @@ from ledger.commands import Command, Leg, Result, Status, transfer
 from ledger.engine import SENT_MARK, Ledger, Receipt, ReceiptRef
 from ledger.engine import UNKNOWN as LEDGER_UNKNOWN
 from ledger.errors import SwitchdError, Unavailable, first_line, timeout_named
-from ledger.loyalty import card_numbers, lookup
+from ledger.loyalty import card_numbers, exchange, lookup
 from ledger.loyalty.lookup import Context, Original, PostedLeg
 from ledger.loyalty.outcomes import (
     REFUNDABLE,
@@ -122,8 +122,10 @@ class Loyalty:
 
     def __init__(self, ledger: Ledger, pool: asyncpg.Pool | None = None, lock_timeout_s: float = 2.0,
                  today: Any = None, coalesced_inflight_max: int = 2, coalesced_linger_s: float = 0.0,
-                 preauth: PreauthSettings | None = None) -> None:
+                 preauth: PreauthSettings | None = None,
+                 exchange_settings: exchange.ExchangeSettings = exchange.DEFAULT_SETTINGS) -> None:
         self.ledger = ledger
+        self.exchange_settings = exchange_settings
         # Pre-authorisations' hold lives (ledger/loyalty/preauth.py).
         self.preauth = preauth or PREAUTH_DEFAULTS
         self.pool: asyncpg.Pool = pool or ledger.pool
@@ -197,6 +199,11 @@ class Loyalty:
         """Reverse the original posted under ``req.original_key`` (0400/0420); idempotent."""
         return await self._guarded(TxnType.REVERSAL, req, receipt)
 
+    async def exchange(self, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
+        """Exchange ``amount`` points of the merchant's program into ``req.target_program``'s
+        (ledger/loyalty/exchange.py)."""
+        return await self._guarded(TxnType.EXCHANGE, req, receipt)
+
     async def execute(self, txn_type: TxnType, req: Request, receipt: OutcomeReceiptFn | None = None) -> Outcome:
         """Run the operation for ``txn_type`` (a dispatcher for handlers and tests)."""
         return await self._guarded(txn_type, req, receipt)
@@ -248,6 +255,8 @@ class Loyalty:
             return await place(self, req, ctx, receipt)
         if t is TxnType.COMPLETION:
             return await complete(self, req, ctx, receipt)
+        if t is TxnType.EXCHANGE:
+            return await self._exchange(req, ctx, receipt)
         return await self._purchase_like(t, req, ctx, receipt)
 
     @staticmethod
@@ -379,6 +388,31 @@ class Loyalty:
         # claw-back (a credit must never be declined); one that debits the member may not.
         force = t in (TxnType.EARN, TxnType.TOPUP, TxnType.LOAD)
         return await self._post(t, req, ctx, legs, meta, member, receipt, force=force)
+
+    async def _exchange(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome:
+        """An exchange from a terminal: the merchant's program into ``req.target_program``'s."""
+        t = TxnType.EXCHANGE
+        available = ctx.points_available()
+        for _attempt in range(exchange.GUARD_ATTEMPTS_MAX):
+            terms = await exchange.read_terms(self.pool, int(ctx.card_id), ctx.program, req.target_program or "",
+                                              ctx.business_date)
+            problem = exchange.problem(terms, req.amount, available, self.exchange_settings)
+            if problem is not None:
+                return await self._unposted(t, req, ctx, Outcome(problem[0], t, detail=problem[1]), receipt)
+            source = int(ctx.points_account_id)
+            plan = await exchange.plan(self.pool, terms, int(ctx.card_id), source, req.amount, ctx.business_date)
+            txn = self._txn_record(t, req, ctx, points=-req.amount)
+            txn.update(plan.record)
+            # PR: given up in the source program (PG, whose balance is answered); PE: credited in the target.
+            out = {"points_earned": plan.net, "points_redeemed": req.amount}
+            meta = {"txn": txn, "fp": _fingerprint(t, req, ctx.card_id), "out": out,
+                    "exchange": exchange.exchange_meta(terms, req.amount)}
+            try:
+                return await self._post(t, req, ctx, plan.legs, meta, {ROLE_POINTS: source}, receipt, force=False,
+                                        guard=plan.guard)
+            except _GuardTaken:
+                self.overtaken_total += 1  # another exchange of the card posted: count again
+        return Outcome(Reason.SYSTEM_ERROR, t, detail="the card's exchanges kept changing")
 
     async def _lottery_legs(self, req: Request, ctx: Context, legs: list[Leg],
                             prize: dict[str, Any]) -> tuple[Reason, str] | None:
@@ -548,9 +582,12 @@ class Loyalty:
         if meta.get("fp") != _fingerprint(t, req, ctx.card_id):
             return Outcome(Reason.DUPLICATE_MISMATCH, t, detail="key used before with different content")
         rows = await self.pool.fetch(
-            "SELECT a.owner_kind || ':' || a.purpose AS role, e.balance_after FROM ledger.entries e "
+            "SELECT a.owner_kind || ':' || a.purpose AS role, e.balance_after, a.asset FROM ledger.entries e "
             "JOIN ledger.accounts a ON a.id = e.account_id WHERE e.journal_id=$1 ORDER BY e.leg", journal_id)
-        balances = {r["role"]: int(r["balance_after"]) for r in rows}
+        # The member's points in the transaction's own program: an exchange also credits another's.
+        own = f"PTS:{txn.get('program')}"
+        balances = {r["role"]: int(r["balance_after"]) for r in rows
+                    if r["role"] != ROLE_POINTS or r["asset"] == own}
         out = meta.get("out", {})
         bdate = await self.pool.fetchval("SELECT business_date FROM ledger.journals WHERE id=$1", journal_id)
         return Outcome(
@@ -695,7 +732,7 @@ class Loyalty:
         # Claw-backs (undoing points the member earned) may take the member below zero, and
         # credits back to the member are never refused; undoing a top-up or load may not
         # take the member below zero: the member must still have what is taken back.
-        force = TxnType(orig.txn_type) not in (TxnType.TOPUP, TxnType.LOAD)
+        force = TxnType(orig.txn_type) not in (TxnType.TOPUP, TxnType.LOAD, TxnType.EXCHANGE)
         return await self._undo(t, req, ctx, orig, comps, after, force, receipt, orig_legs=legs,
                                 guard=_guard(jid, version))
 
@@ -719,9 +756,12 @@ class Loyalty:
         legs: list[Leg] = []
         member: dict[str, int] = {}
         points = money = fee = 0
+        # An exchange's first leg is the source program's, its second the target's: the
+        # record's points (and the answered balance) are the source's.
+        is_exchange = orig.txn_type == TxnType.EXCHANGE
         for pl, d in zip(orig_legs, delta, strict=True):
             for acc, role in ((pl.debit_account_id, pl.debit_role), (pl.credit_account_id, pl.credit_role)):
-                if role in (ROLE_POINTS, ROLE_SV):
+                if role in (ROLE_POINTS, ROLE_SV) and not (is_exchange and role in member):
                     member[role] = acc
             if d <= 0:
                 continue
@@ -733,11 +773,15 @@ class Loyalty:
             # Rounding left nothing to move, but the undo stands on the record (a memo journal),
             # so that units undone add up and a reversal happens once.
             legs = self._memo_legs(await self._memo_context(ctx))
+        if is_exchange:
+            points = delta[0]
         txn = self._txn_record(
             t, req, ctx, points=points, money=money, fee=fee, card_id=orig.card_id, program=orig.program,
             original=orig.journal_id,
             undo_units=None if whole else after - sum(c.undo_units for c in comps),
             undo_legs=None if whole else delta)
+        if is_exchange:
+            txn.update(await self._exchange_undone(orig.journal_id, -delta[1]))
         out = {"points_earned": max(points, 0), "points_redeemed": max(-points, 0)}
         meta = {"txn": txn, "fp": _fingerprint(t, req, ctx.card_id), "out": out}
         return await self._post(t, req, ctx, legs, meta, member, receipt, force=force, guard=guard)
@@ -805,6 +849,14 @@ class Loyalty:
                                         receipt, jid)
         return await self._undo(t, req, ctx, orig, comps, after, True, receipt, orig_legs=legs,
                                 guard=_guard(root, version))
+
+    async def _exchange_undone(self, journal_id: int, target_points: int) -> dict[str, Any]:
+        """The exchange columns of a record undoing exchange ``journal_id`` (``target_points`` taken back)."""
+        row = await self.pool.fetchrow("SELECT target_program, rate_num, rate_den, rate_fee_bps "
+                                       "FROM loyalty.transactions WHERE journal_id = $1", journal_id)
+        assert row is not None
+        return {"target_program": row["target_program"], "target_points_delta": target_points,
+                "rate_num": row["rate_num"], "rate_den": row["rate_den"], "rate_fee_bps": row["rate_fee_bps"]}
 
     async def _mark(self, req: Request, ctx: Context, receipt: OutcomeReceiptFn | None) -> Outcome | None:
         """Post a marker under the unknown original's key, so that a late original is declined.
@@ -877,6 +929,8 @@ def _fingerprint(t: TxnType, req: Request, card_id: int | None) -> str:
                                      req.account, req.original_rrn, req.original_key, req.replacement_amount))
     if t is TxnType.PREAUTH:  # (appended, so that every other type's fingerprints stay as recorded)
         body += f"|{req.hold_timeout_s}"
+    if req.target_program is not None:  # only then: other transactions' fingerprints stay as they were
+        body += f"|{req.target_program}"
     return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 

@@ -41,6 +41,7 @@ class TxnType(StrEnum):
     COMPLETION = "completion"
     VOUCHER_SALE = "voucher_sale"  # a batch of points top-up cards sold to a merchant
     VOUCHER_REDEEM = "voucher_redeem"  # a points top-up card redeemed by a member
+    EXCHANGE = "exchange"  # points of one program into another's (0200 406565)
 
     @property
     def account(self) -> str:
@@ -50,14 +51,16 @@ class TxnType(StrEnum):
     @property
     def in_points(self) -> bool:
         """True when field 4 of this transaction is a number of points."""
-        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY, TxnType.VOUCHER_REDEEM)
+        return self in (TxnType.REDEEM, TxnType.TOPUP, TxnType.LOTTERY, TxnType.VOUCHER_REDEEM, TxnType.EXCHANGE)
 
 
 _ACCOUNT = {TxnType.EARN: "00", TxnType.REDEEM: "65", TxnType.TOPUP: "65",
-            TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60", TxnType.PREAUTH: "60", TxnType.COMPLETION: "60"}
+            TxnType.SV_PURCHASE: "60", TxnType.LOAD: "60", TxnType.PREAUTH: "60", TxnType.COMPLETION: "60",
+            TxnType.EXCHANGE: "65"}
 
 # What may be voided and refunded (specs/HOST-INTERFACE.md §6: top-ups and loads are voidable, not refundable).
-VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType.TOPUP, TxnType.LOAD})
+VOIDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE, TxnType.TOPUP, TxnType.LOAD,
+                      TxnType.EXCHANGE})
 REFUNDABLE = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE})
 
 
@@ -115,7 +118,8 @@ class Request:
     (:attr:`Outcome.stored_answer`), or 94 when the content differs.
     ``channel`` says where the request was taken; ``operator_ref`` who took it
     (the web seat's operator; None on the wire). ``hold_timeout_s``: how long a
-    pre-authorisation's hold should live (None: the configured default).
+    pre-authorisation's hold should live (None: the configured default). ``target_program``: an
+    exchange's program to convert into (field 48 tag ``XP``).
     """
 
     key: str
@@ -135,13 +139,15 @@ class Request:
     channel: str
     operator_ref: str | None
     hold_timeout_s: int | None
+    target_program: str | None
 
     def __init__(self, key: str, terminal_id: str, merchant_id: str, pan: str, amount: int,
                  currency: str | None = None, rrn: str = "", stan: str = "", account: str = "00",
                  original_rrn: str | None = None, original_key: str | None = None,
                  replacement_amount: int | None = None, receipt_key: str | None = None,
                  receipt_hash: bytes | None = None, channel: str = Channel.TERMINAL,
-                 operator_ref: str | None = None, hold_timeout_s: int | None = None) -> None:
+                 operator_ref: str | None = None, hold_timeout_s: int | None = None,
+                 target_program: str | None = None) -> None:
         self.key = key
         self.terminal_id = terminal_id
         self.merchant_id = merchant_id
@@ -159,6 +165,7 @@ class Request:
         self.channel = str(channel)
         self.operator_ref = operator_ref
         self.hold_timeout_s = hold_timeout_s
+        self.target_program = target_program
 
 
 @dataclass(init=False, unsafe_hash=True)  # own __init__, not frozen: see ledger.commands

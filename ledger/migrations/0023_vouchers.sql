@@ -9,7 +9,7 @@
 ALTER TABLE loyalty.transactions DROP CONSTRAINT transactions_txn_type_check;
 ALTER TABLE loyalty.transactions ADD CONSTRAINT transactions_txn_type_check
     CHECK (txn_type IN ('earn', 'redeem', 'sv_purchase', 'topup', 'load', 'inquiry', 'void', 'refund',
-                        'lottery', 'reversal', 'marker', 'fee', 'voucher_sale', 'voucher_redeem')) NOT VALID;
+                        'lottery', 'reversal', 'marker', 'fee', 'exchange', 'voucher_sale', 'voucher_redeem')) NOT VALID;
 
 -- 2. Batches: K cards of N points of program P, sold at a price each, valid through a date.
 CREATE TABLE loyalty.voucher_batches (

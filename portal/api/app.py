@@ -16,14 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from portal.api import catalog, community, mall, me, openapi, sessions, vouchers
+from portal.api import catalog, community, exchange, mall, me, openapi, sessions, vouchers
 from portal.api.endpoint import Api
 from portal.api.problems import Problem
 from portal.web import Portal
 
 PREFIX = "/api/v1"
 # Each route module lists its ROUTES (path under PREFIX, endpoint, methods, name); one entry here each.
-MODULES = (sessions, me, catalog, mall, community, vouchers, openapi)
+MODULES = (sessions, me, catalog, mall, community, vouchers, exchange, openapi)
 ROUTES: list[tuple[str, Any, list[str], str]] = [route for module in MODULES for route in module.ROUTES]
 
 

@@ -116,6 +116,16 @@ SCHEMAS: dict[str, Schema] = {
                          {"card_id": {**INT, "description": "Default: the member's first active card"}}),
     "VoucherRedeemed": obj({"serial": STR, "card_id": INT, "points": ref("Points"),
                             "replayed": {**BOOL, "description": "This card had credited the same card before"}}),
+    "Rate": obj({"from_program": STR, "to_program": STR, "rate_num": INT, "rate_den": INT,
+                 "fee_bps": {**INT, "description": "Kept by the exchange: basis points of the points received"},
+                 "effective_from": DATETIME}),
+    "RateTable": obj({"items": {"type": "array", "items": ref("Rate")}}),
+    "ExchangeCreate": obj({"from_program": STR, "to_program": STR,
+                           "points": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000}},
+                          {"card_id": {**INT, "description": "Default: the member's first active card"}}),
+    "Exchange": obj({"journal_id": INT, "business_date": DATE, "card_id": INT, "given": ref("Points"),
+                     "received": ref("Points"), "fee": ref("Points"), "rate_num": INT, "rate_den": INT,
+                     "fee_bps": INT}),
 }
 
 _PROBLEM = {"application/problem+json": {"schema": ref("Problem")}}
@@ -192,6 +202,11 @@ PATHS: dict[str, dict[str, Schema]] = {
     "/feedback/{id}": {"get": op("One thread with its messages", 200, "FeedbackThread", (403, 404), params=(ID,))},
     "/vouchers/redeem": {"post": op("Redeem a points top-up card: its points credited once", 200,
                                     "VoucherRedeemed", (403, 422, 503), body="VoucherRedeem", moves_value=True)},
+    "/rates": {"get": op("Exchange rates between programs in force now, one per pair", 200, "RateTable", (),
+                         auth=False, params=({"name": "from", "in": "query", "required": False, "schema": STR},
+                                             {"name": "to", "in": "query", "required": False, "schema": STR}))},
+    "/exchanges": {"post": op("Exchange points of one program into another's at the rate in force", 201,
+                              "Exchange", (403, 404, 422, 503), body="ExchangeCreate", moves_value=True)},
     "/openapi.json": {"get": {"summary": "This document", "security": [],
                               "responses": {"200": {"description": "OK", "content": {"application/json": {}}},
                                             "429": {"description": "Rate limited", "content": _PROBLEM}}}},

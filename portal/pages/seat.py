@@ -43,7 +43,7 @@ KIND_NAMES = {
     "lottery": N_("Lottery"), "reversal": N_("Reversal"), "marker": N_("Reversal marker"),
     "fee": N_("Placement fee"), "preauth": N_("Pre-authorisation"),
     "completion": N_("Pre-authorisation completion"), "voucher_sale": N_("Top-up card sale"),
-    "voucher_redeem": N_("Top-up card redeemed"),
+    "voucher_redeem": N_("Top-up card redeemed"), "exchange": N_("Exchange between programs"),
 }
 
 # Every outcome in words: what the operator tells the member.

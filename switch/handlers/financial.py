@@ -18,6 +18,8 @@ very same bytes.
 'PE00212PB003340'
 >>> parse_tlv("HT0043600PB003340"), parse_tlv("HT9"), names_preauth({"90": "0100000007" + "0" * 32})
 ({'HT': '3600', 'PB': '340'}, None, True)
+>>> classify("0200", "406565"), parse_tlv("XP004GOLDPG003ABC")
+(('exchange', '65'), {'XP': 'GOLD', 'PG': 'ABC'})
 """
 
 from __future__ import annotations
@@ -58,7 +60,9 @@ _EXACT: dict[str, tuple[TxnType, str]] = {
     "210065": (TxnType.TOPUP, "65"),
     "210060": (TxnType.LOAD, "60"),
     "906500": (TxnType.LOTTERY, "65"),
+    "406565": (TxnType.EXCHANGE, "65"),
 }
+TARGET_PROGRAM_TAG = "XP"  # field 48 of an exchange: the program to convert into
 # Patterned codes: type digits + account (xx) + "00".
 _PATTERNED: dict[str, TxnType] = {"31": TxnType.INQUIRY, "02": TxnType.VOID, "20": TxnType.REFUND}
 _ACCOUNTS = ("00", "60", "65")
@@ -270,7 +274,7 @@ async def _keep_chip_data(ctx: RequestContext, request: Request) -> None:
 
 async def handle_0200(ctx: RequestContext) -> Fields:
     """Every 0200 we offer: purchase-earn, redeem, stored-value purchase, top-up, load,
-    inquiry, void, refund, lottery (specs/HOST-INTERFACE.md §6 table)."""
+    inquiry, void, refund, lottery, exchange (specs/HOST-INTERFACE.md §6 table)."""
     if ctx.fields.get("3") == PREAUTH_PROCESSING_CODE and names_preauth(ctx.fields):
         return await handle_completion(ctx)
     kind, account = classify(ctx.mti, ctx.fields.get("3", ""))
@@ -281,6 +285,12 @@ async def handle_0200(ctx: RequestContext) -> Fields:
     if txn_type in (TxnType.VOID, TxnType.REFUND) and request.original_rrn is None:
         ctx.log.info("declined", reason="void/refund without field 37 (original RRN)")
         return ctx.reply(INVALID_TRANSACTION)
+    if txn_type is TxnType.EXCHANGE:
+        target = (parse_tlv(ctx.fields.get("48", "")) or {}).get(TARGET_PROGRAM_TAG)
+        if not target:
+            ctx.log.info("declined", reason="exchange without a target program (field 48 tag XP)")
+            return ctx.reply(INVALID_TRANSACTION)
+        request = replace(request, target_program=target)
     pin_decline = await _pin_answer(ctx, txn_type, request.pan, request.merchant_id)
     if pin_decline is not None:
         return ctx.reply(pin_decline)

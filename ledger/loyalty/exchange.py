@@ -1,0 +1,314 @@
+"""Exchange between programs: a member converts points of one program into another's.
+
+N points of program A become floor(N x rate) points of program B less the fee (basis
+points of the converted points, floored; :func:`ledger.loyalty.rates.convert`), at the
+rate in force (:mod:`ledger.loyalty.rates`), in one journal through the operator's
+exchange account of each program (``operator:<P>:exchange``)::
+
+    Dr card:<c>:points  (PTS:A) / Cr operator:A:exchange (PTS:A), N
+    Dr operator:B:exchange (PTS:B) / Cr card:<c>:points  (PTS:B), net
+
+The journal's metadata and the transaction record carry the rate used. Declines:
+insufficient points, a program (or the card) not active, no rate in force, a member's
+exchanges of the day above ``[exchange] member_daily_points_max`` (points given up,
+summed over the card's exchanges of the business day). The limit holds under
+concurrency: each exchange of a card and day posts under the guard
+``exchange:<card>:<day>:<n>`` (its place among the day's exchanges), so two that decided
+on the same count cannot both post; the loser reads again.
+
+Two ways in: :meth:`ledger.loyalty.operations.Loyalty.exchange` for a terminal (ISO 8583,
+source program = the merchant's), and :func:`convert_points` for the member pages, the
+member API and the CLI (source program named, no merchant). End of day clears what the
+exchange accounts took in and gave out (:mod:`ledger.clearing`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+import asyncpg
+
+from ledger.accounts import open_account
+from ledger.commands import Leg, Status, transfer
+from ledger.engine import Ledger, ReceiptRef
+from ledger.errors import SwitchdError
+from ledger.loyalty.lookup import Context
+from ledger.loyalty.outcomes import Channel, Reason, TxnType
+from ledger.loyalty.rates import convert
+from ledger.loyalty.rules import is_expired
+
+PURPOSE = "exchange"
+# The exchange desk's name in the issuer x redeemer matrix (not a valid merchant id).
+DESK_ID = "@exchange"
+GUARD_ATTEMPTS_MAX = 16
+POINTS_MAX = 1_000_000_000
+REQUEST_KEY_LENGTH_MAX = 64
+OFF_WIRE_CHANNELS = (Channel.WEB, Channel.API, Channel.CLI)
+
+
+@dataclass(frozen=True)
+class ExchangeSettings:
+    """The ``[exchange]`` section of the configuration (switch/config.py holds the defaults)."""
+
+    member_daily_points_max: int  # points one card may give up in exchanges per business day
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> ExchangeSettings:
+        """The settings from a mapping with an entry for each of them (others are ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+DEFAULT_SETTINGS = ExchangeSettings(member_daily_points_max=1_000_000)
+
+
+class ExchangeError(SwitchdError):
+    """Why an exchange posted nothing: ``reason`` (a loyalty Reason), ``str()`` one line."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# What one exchange needs to decide, in one round trip: both programs, the rate in force, the
+# card's account in the target program, and what the card has exchanged on the day.
+_TERMS_SQL = """
+SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_currency,
+       tp.code AS to_program, tp.status AS to_status, tp.currency AS to_currency,
+       r.id AS rate_id, r.rate_num, r.rate_den, r.fee_bps,
+       ta.id AS to_account_id, fd.id AS from_desk_id, td.id AS to_desk_id,
+       (SELECT count(*) FROM loyalty.transactions t
+         WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
+           AND t.journal_id IS NOT NULL) AS day_count,
+       (SELECT coalesce(sum(t.amount), 0) FROM loyalty.transactions t
+         WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
+           AND t.journal_id IS NOT NULL) AS day_points
+  FROM (SELECT 1) one
+  LEFT JOIN loyalty.programs fp ON fp.code = $2
+  LEFT JOIN loyalty.programs tp ON tp.code = $3
+  LEFT JOIN LATERAL (SELECT * FROM loyalty.exchange_rates x
+                      WHERE x.from_program = $2 AND x.to_program = $3 AND x.effective_from <= now()
+                      ORDER BY x.effective_from DESC, x.id DESC LIMIT 1) r ON true
+  LEFT JOIN ledger.accounts ta ON ta.owner_kind = 'card' AND ta.owner_id = $1::bigint::text
+                              AND ta.purpose = 'points' AND ta.asset = 'PTS:' || $3
+  LEFT JOIN ledger.accounts fd ON fd.owner_kind = 'operator' AND fd.owner_id = $2 AND fd.purpose = 'exchange'
+                              AND fd.asset = 'PTS:' || $2
+  LEFT JOIN ledger.accounts td ON td.owner_kind = 'operator' AND td.owner_id = $3 AND td.purpose = 'exchange'
+                              AND td.asset = 'PTS:' || $3
+"""
+
+
+@dataclass(frozen=True)
+class Terms(Context):
+    """One exchange's programs, rate in force and the card's day so far (a row of _TERMS_SQL,
+    its columns as attributes, as a request's context)."""
+
+
+async def read_terms(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, from_program: str, to_program: str,
+                     business_date: dt.date) -> Terms:
+    """The terms of converting ``from_program`` into ``to_program`` for card ``card_id`` on the day."""
+    row = await conn.fetchrow(_TERMS_SQL, card_id, from_program, to_program, business_date)
+    assert row is not None
+    return Terms(row)
+
+
+def problem(terms: Terms, points: int, available: int, settings: ExchangeSettings) -> tuple[Reason, str] | None:
+    """Why this exchange must be declined, or None."""
+    if not isinstance(points, int) or isinstance(points, bool) or not 0 < points <= POINTS_MAX:
+        return Reason.INVALID_AMOUNT, f"points must be 1..{POINTS_MAX}, got {points!r}"
+    if terms.from_program is None:
+        return Reason.INVALID_TXN, "unknown source program"
+    if terms.to_program is None:
+        return Reason.INVALID_TXN, "unknown target program"
+    if terms.from_program == terms.to_program:
+        return Reason.INVALID_TXN, "an exchange is between two different programs"
+    for code, status in ((terms.from_program, terms.from_status), (terms.to_program, terms.to_status)):
+        if status != "active":
+            return Reason.NOT_PERMITTED, f"program {code} is {status}"
+    if terms.rate_id is None:
+        return Reason.INVALID_TXN, f"no rate in force from {terms.from_program} to {terms.to_program}"
+    if int(terms.day_points) + points > settings.member_daily_points_max:
+        return Reason.EXCEEDS_LIMIT, (f"{int(terms.day_points)} points exchanged today; {points} more is above "
+                                      f"the daily {settings.member_daily_points_max}")
+    if available < points:
+        return Reason.INSUFFICIENT, f"points available {available}"
+    _gross, _fee, net = convert(points, int(terms.rate_num), int(terms.rate_den), int(terms.fee_bps))
+    if net <= 0:
+        return Reason.INVALID_AMOUNT, f"{points} points convert to no points of {terms.to_program}"
+    return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The legs of one exchange, its record's exchange columns, and its guard."""
+
+    legs: list[Leg]
+    record: dict[str, Any]
+    net: int
+    guard: str
+
+
+def guard(card_id: int, business_date: dt.date, day_count: int) -> str:
+    """The guard of a card's next exchange of the day (its place among them).
+
+    >>> guard(7, dt.date(2026, 3, 9), 2)
+    'exchange:7:2026-03-09:3'
+    """
+    return f"exchange:{card_id}:{business_date.isoformat()}:{day_count + 1}"
+
+
+async def desk_account(conn: asyncpg.Connection | asyncpg.Pool, program: str) -> int:
+    """The operator's exchange account of ``program`` (``operator:<P>:exchange``, PTS:P), opened on first use."""
+    return await open_account(conn, "operator", program, f"PTS:{program}", "debit", "none", PURPOSE)
+
+
+async def plan(conn: asyncpg.Connection | asyncpg.Pool, terms: Terms, card_id: int, from_account_id: int,
+               points: int, business_date: dt.date) -> Plan:
+    """The journal of an exchange that :func:`problem` accepted (opens the accounts it needs)."""
+    num, den, fee_bps = int(terms.rate_num), int(terms.rate_den), int(terms.fee_bps)
+    gross, fee, net = convert(points, num, den, fee_bps)
+    to_account = (int(terms.to_account_id) if terms.to_account_id is not None else
+                  await open_account(conn, "card", str(card_id), f"PTS:{terms.to_program}", "credit", "guarded",
+                                     "points"))
+    # The accounts read with the terms; opened here only on their first use.
+    from_desk = (int(terms.from_desk_id) if terms.from_desk_id is not None
+                 else await desk_account(conn, terms.from_program))
+    to_desk = int(terms.to_desk_id) if terms.to_desk_id is not None else await desk_account(conn, terms.to_program)
+    legs = [Leg(from_account_id, from_desk, points), Leg(to_desk, to_account, net)]
+    record = {"target_program": terms.to_program, "target_points_delta": net, "rate_num": num, "rate_den": den,
+              "rate_fee_bps": fee_bps}
+    _ = gross, fee
+    return Plan(legs, record, net, guard(card_id, business_date, int(terms.day_count)))
+
+
+def exchange_meta(terms: Terms, points: int) -> dict[str, Any]:
+    """The journal's ``exchange`` metadata: the rate used and the arithmetic."""
+    num, den, fee_bps = int(terms.rate_num), int(terms.rate_den), int(terms.fee_bps)
+    gross, fee, net = convert(points, num, den, fee_bps)
+    return {"rate_id": int(terms.rate_id), "from_program": terms.from_program, "to_program": terms.to_program,
+            "rate_num": num, "rate_den": den, "fee_bps": fee_bps, "points_in": points, "gross": gross,
+            "fee_points": fee, "points_out": net}
+
+
+# ---------------------------------------------------------------- off the wire
+
+
+@dataclass(frozen=True)
+class Converted:
+    """An exchange that posted (now, or before under the same request key: ``replayed``)."""
+
+    journal_id: int
+    business_date: str
+    from_program: str
+    to_program: str
+    points_in: int
+    points_out: int
+    fee_points: int
+    rate_num: int
+    rate_den: int
+    fee_bps: int
+    replayed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_CARD_SQL = """
+SELECT b.open_date, c.id AS card_id, c.status AS card_status, c.expiry,
+       a.id AS account_id, coalesce(a.posted, 0) - coalesce(a.held, 0) AS available,
+       j.id AS existing_journal_id, j.metadata AS existing_metadata
+  FROM ledger.business_day b
+  LEFT JOIN loyalty.cards c ON c.id = $1::bigint
+  LEFT JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = $1::bigint::text AND a.purpose = 'points'
+                             AND a.asset = 'PTS:' || $2
+  LEFT JOIN ledger.journals j ON j.idempotency_key = $3
+ WHERE b.singleton
+"""
+
+
+def request_key(channel: str, card_id: int, key: str) -> str:
+    """The idempotency key of an exchange asked for off the wire (the caller's request key, per card).
+
+    >>> request_key("api", 7, "abc12345")
+    'exchange:api:7:abc12345'
+    """
+    return f"exchange:{channel}:{card_id}:{key}"
+
+
+def _fingerprint(card_id: int, from_program: str, to_program: str, points: int) -> str:
+    return hashlib.sha256(f"exchange|{card_id}|{from_program}|{to_program}|{points}".encode()).hexdigest()[:24]
+
+
+def _converted(journal_id: int, business_date: str, meta: dict[str, Any], replayed: bool) -> Converted:
+    x = meta.get("exchange", {})
+    return Converted(journal_id, business_date, x["from_program"], x["to_program"], int(x["points_in"]),
+                     int(x["points_out"]), int(x["fee_points"]), int(x["rate_num"]), int(x["rate_den"]),
+                     int(x["fee_bps"]), replayed)
+
+
+async def _replay(conn: asyncpg.Connection | asyncpg.Pool, key: str, fp: str) -> Converted:
+    row = await conn.fetchrow("SELECT id, business_date, metadata FROM ledger.journals WHERE idempotency_key=$1", key)
+    assert row is not None
+    meta = row["metadata"] if isinstance(row["metadata"], dict) else json.loads(row["metadata"])
+    if meta.get("fp") != fp:
+        raise ExchangeError(Reason.DUPLICATE_MISMATCH, "request key used before for another exchange")
+    return _converted(int(row["id"]), row["business_date"].isoformat(), meta, True)
+
+
+async def convert_points(ledger: Ledger, pool: asyncpg.Pool, card_id: int, from_program: str, to_program: str,
+                         points: int, key: str, channel: str = Channel.API, operator_ref: str | None = None,
+                         settings: ExchangeSettings = DEFAULT_SETTINGS, today: dt.date | None = None) -> Converted:
+    """Exchange ``points`` of ``from_program`` on card ``card_id`` into ``to_program``, once per ``key``.
+
+    ``key``: the caller's request key (1..64 characters), unique per card and channel; the
+    same key with the same request answers the same exchange (``replayed``), with another
+    request raises ExchangeError DUPLICATE_MISMATCH. Raises ExchangeError for a decline.
+    """
+    if channel not in OFF_WIRE_CHANNELS:
+        raise ExchangeError(Reason.INVALID_TXN, f"channel must be one of {', '.join(OFF_WIRE_CHANNELS)}")
+    if not 1 <= len(key) <= REQUEST_KEY_LENGTH_MAX or not key.isprintable():
+        raise ExchangeError(Reason.INVALID_TXN, f"the request key must be 1..{REQUEST_KEY_LENGTH_MAX} characters")
+    jkey = request_key(channel, card_id, key)
+    fp = _fingerprint(card_id, from_program, to_program, points)
+    for _attempt in range(GUARD_ATTEMPTS_MAX):
+        c = await pool.fetchrow(_CARD_SQL, card_id, from_program, jkey)
+        assert c is not None, "ledger.business_day has no row"
+        if c["existing_journal_id"] is not None:
+            return await _replay(pool, jkey, fp)
+        if c["card_id"] is None:
+            raise ExchangeError(Reason.CARD_UNKNOWN, "unknown card")
+        if c["card_status"] == "blocked":
+            raise ExchangeError(Reason.CARD_BLOCKED, "card is blocked")
+        if c["card_status"] == "expired" or is_expired(c["expiry"], today or dt.datetime.now(dt.UTC).date()):
+            raise ExchangeError(Reason.CARD_EXPIRED, "card has expired")
+        day: dt.date = c["open_date"]
+        terms = await read_terms(pool, card_id, from_program, to_program, day)
+        found = problem(terms, points, int(c["available"]), settings)
+        if found is not None:
+            raise ExchangeError(*found)
+        p = await plan(pool, terms, card_id, int(c["account_id"]), points, day)
+        txn: dict[str, Any] = {
+            "type": str(TxnType.EXCHANGE), "card_id": card_id, "program": from_program, "amount": points,
+            "points_delta": -points, "money_delta_minor": 0, "fee_minor": 0, "channel": str(channel), **p.record}
+        if operator_ref:
+            txn["operator_ref"] = operator_ref[:64]
+        meta = {"txn": txn, "fp": fp, "exchange": exchange_meta(terms, points)}
+        # The receipt names the journal: one request per journal, as reconciliation proves.
+        ref = ReceiptRef(jkey, hashlib.sha256(fp.encode()).digest())
+        res = await ledger.post(transfer(jkey, p.legs, metadata=meta, guard=p.guard), receipt_ref=ref)
+        if res.status is Status.POSTED:
+            assert res.journal_id is not None
+            return _converted(res.journal_id, str(res.business_date), meta, False)
+        if res.status is Status.EXISTS:
+            return await _replay(pool, jkey, fp)
+        if res.status is Status.CONFLICT and res.reason == "guard":
+            continue  # another exchange of the card posted meanwhile: count again
+        if res.status is Status.DECLINED:
+            reason = Reason.INSUFFICIENT if res.reason == "limit" else Reason.NOT_PERMITTED
+            raise ExchangeError(reason, res.detail or str(reason))
+        raise ExchangeError(Reason.SYSTEM_ERROR, f"ledger {res.status}: {res.detail}")
+    raise ExchangeError(Reason.SYSTEM_ERROR, "the card's exchanges kept changing; try again")
