@@ -6,7 +6,7 @@ from __future__ import annotations
 from api_support import API, PAN1, PAN2, conforms, member_client, take
 from portal_support import PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 
-from ledger.loyalty import rates
+from ledger.loyalty import card_numbers, rates
 
 KEY = {"idempotency-key": "exchange-0001"}
 
@@ -40,7 +40,7 @@ async def test_exchange_replay_conflict_and_declines(portal_env: PortalEnv) -> N
     assert other.status_code == 409
     short = conforms(await client.post(f"{API}/exchanges", json=body, headers={"idempotency-key": "x-short"}))
     assert short.status_code == 422 and short.json()["type"].endswith("/insufficient-balance")
-    theirs = await portal_env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN2)
+    theirs = await card_numbers.card_id_by_number(portal_env.pool, PAN2)
     stolen = conforms(await client.post(f"{API}/exchanges", json=body | {"card_id": theirs},
                                         headers={"idempotency-key": "x-theirs"}))
     assert stolen.status_code == 404

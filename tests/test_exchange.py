@@ -13,7 +13,7 @@ from test_loyalty_ops import PAN1, PAN2, World, ok, req
 
 from ledger import business_day, clearing, reconcile
 from ledger.engine import Ledger
-from ledger.loyalty import demo, exchange, rates
+from ledger.loyalty import card_numbers, demo, exchange, rates
 from ledger.loyalty.exchange import ExchangeError, ExchangeSettings, convert_points
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Channel, Reason, Request, TxnType
@@ -31,7 +31,7 @@ async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
 
 
 async def card_id(w: World, pan: str = PAN1) -> int:
-    return int(await w.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan=$1", pan))
+    return int(await card_numbers.card_id_by_number(w.pool, pan) or 0)
 
 
 async def topup(w: World, points: int, merchant: str = "M0001", pan: str = PAN1) -> None:

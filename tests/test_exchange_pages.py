@@ -15,7 +15,7 @@ from portal_support import (
     post_form,
 )
 
-from ledger.loyalty import demo, rates
+from ledger.loyalty import card_numbers, demo, rates
 from ledger.loyalty.outcomes import Reason, Request, TxnType
 
 PAN1 = demo.demo_pan(1)
@@ -60,7 +60,7 @@ async def test_a_member_exchanges_from_its_own_card(portal_env: PortalEnv) -> No
     client = await member_logged_in(portal_env)
     page = await client.get("/member/exchange")
     assert page.status_code == 200 and "1/2" in page.text
-    card = await portal_env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", PAN1)
+    card = await card_numbers.card_id_by_number(portal_env.pool, PAN1)
     form = {"csrf_token": csrf_of(page.text), "card_id": str(card), "from_program": "ALLY", "to_program": "CAFE",
             "points": "600", "request_key": "page-key-0001"}
     done = await client.post("/member/exchange", data=form)
@@ -70,7 +70,7 @@ async def test_a_member_exchanges_from_its_own_card(portal_env: PortalEnv) -> No
     assert await portal_env.pool.fetchval("SELECT count(*) FROM loyalty.transactions WHERE txn_type = 'exchange'") == 1
     short = await client.post("/member/exchange", data={**form, "points": "999", "request_key": "page-key-0002"})
     assert short.status_code == 400
-    other = await portal_env.pool.fetchval("SELECT id FROM loyalty.cards WHERE pan = $1", demo.demo_pan(2))
+    other = await card_numbers.card_id_by_number(portal_env.pool, demo.demo_pan(2))
     stolen = await client.post("/member/exchange", data={**form, "card_id": str(other), "request_key": "k3-0003"})
     assert stolen.status_code == 404
     balances = await portal_env.pool.fetch(
