@@ -75,7 +75,8 @@ REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
     "portal.member_logins": ("password_hash",),
 }
 # Written only by SECURITY DEFINER trigger functions (the owner's): no runtime role writes them.
-OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes",)
+OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes", "loyalty.point_lots", "loyalty.lot_moves",
+                        "loyalty.residual_breakage")
 # Append-only records: even the portal, which writes the rest of its schema, only inserts.
 INSERT_ONLY_TABLES = ("loyalty.transactions",)
 

@@ -9,6 +9,7 @@ balance equals the sum of its entries.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from model_support import SERVER, DatabaseMachine
 from ledger import reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo
+from ledger.loyalty import demo, lots
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.programs import Prize, set_lottery
@@ -33,6 +34,7 @@ CARDS = [demo.demo_pan(1), demo.demo_pan(2)]
 MERCHANTS = {"M0001": ("T0000001", 1), "M0002": ("T0000002", 2)}  # terminal, points per CNY
 # The demo program's prizes (ledger.loyalty.demo), each made the whole table in turn (see lottery).
 PRIZES = [Prize("NONE", 0, 1), Prize("SMALL", 20, 1), Prize("BIG", 100, 1)]
+EXPIRY_MONTHS = 1  # ALLY's points expire a month after their business day
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Orig:
     txn_type: TxnType
     member_leg: int  # points or minor units moved on the member's account
     member_sign: int  # +1: the original credited the member
+    journal: int | None = None
     undone_units: int = 0
     undone_leg: int = 0
     voided: bool = False
@@ -58,6 +61,9 @@ class Model:
     sent: list[tuple[TxnType, Request, Outcome]] = field(default_factory=list)
     declined_keys: list[str] = field(default_factory=list)
     marked_keys: list[str] = field(default_factory=list)
+    book: lots.LotBook = field(default_factory=lots.LotBook)
+    open_date: dt.date = dt.date(2000, 1, 1)
+    expiries: int = 0
 
 
 class LoyaltyMachine(DatabaseMachine):
@@ -71,6 +77,8 @@ class LoyaltyMachine(DatabaseMachine):
     async def open(self) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
+            await lots.set_expiry(conn, "ALLY", EXPIRY_MONTHS)
+        self.model.open_date = await self.pool.fetchval("SELECT open_date FROM ledger.business_day")
         ledger = Ledger(self.pool, ledger_settings())
         await ledger.start()
         self.ledger = ledger
@@ -96,6 +104,13 @@ class LoyaltyMachine(DatabaseMachine):
             self.model.declined_keys.append(req.key)
         return out
 
+    def lot(self, out: Outcome, card: str, amount: int, undoes: int | None = None) -> None:
+        """The model's lots follow one entry of ``amount`` on ``card``'s points."""
+        if amount:
+            assert out.journal_id is not None
+            self.model.book.apply(out.journal_id, CARDS.index(card), amount,
+                                  lots.add_months(self.model.open_date, EXPIRY_MONTHS), undoes)
+
     def card_reason(self, card: str) -> Reason | None:
         return Reason.CARD_BLOCKED if card in self.model.blocked else None
 
@@ -110,7 +125,8 @@ class LoyaltyMachine(DatabaseMachine):
         if out.approved:
             pts = amount * MERCHANTS[merchant][1] // 100
             self.model.points[card] += pts
-            self.model.originals.append(Orig(req, TxnType.EARN, pts, +1))
+            self.lot(out, card, pts)
+            self.model.originals.append(Orig(req, TxnType.EARN, pts, +1, out.journal_id))
 
     @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 400), kind=st.sampled_from(["redeem", "topup"]))
     def points_op(self, card: str, amount: int, kind: str) -> None:
@@ -118,10 +134,12 @@ class LoyaltyMachine(DatabaseMachine):
         t = TxnType(kind)
         short = t is TxnType.REDEEM and self.model.points[card] < amount
         expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
-        if self.send(t, req, expect).approved:
+        out = self.send(t, req, expect)
+        if out.approved:
             sign = -1 if t is TxnType.REDEEM else 1
             self.model.points[card] += sign * amount
-            self.model.originals.append(Orig(req, t, amount, sign))
+            self.lot(out, card, sign * amount)
+            self.model.originals.append(Orig(req, t, amount, sign, out.journal_id))
 
     @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 5_000), kind=st.sampled_from(["load", "sv_purchase"]))
     def money_op(self, card: str, amount: int, kind: str) -> None:
@@ -129,10 +147,11 @@ class LoyaltyMachine(DatabaseMachine):
         t = TxnType(kind)
         short = t is TxnType.SV_PURCHASE and self.model.sv[card] < amount
         expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
-        if self.send(t, req, expect).approved:
+        out = self.send(t, req, expect)
+        if out.approved:
             sign = -1 if t is TxnType.SV_PURCHASE else 1
             self.model.sv[card] += sign * amount
-            self.model.originals.append(Orig(req, t, amount, sign))
+            self.model.originals.append(Orig(req, t, amount, sign, out.journal_id))
 
     @rule(card=st.sampled_from(CARDS), prize=st.sampled_from(PRIZES))
     def lottery(self, card: str, prize: Prize) -> None:
@@ -151,6 +170,8 @@ class LoyaltyMachine(DatabaseMachine):
         if out.approved:
             assert out.prize_points == prize.points, (out, prize)
             self.model.points[card] += out.prize_points - 10
+            self.lot(out, card, -10)
+            self.lot(out, card, out.prize_points)
 
     @rule(card=st.sampled_from(CARDS))
     def inquiry(self, card: str) -> None:
@@ -171,10 +192,13 @@ class LoyaltyMachine(DatabaseMachine):
 
     # ---------------------------------------------------------------- compensations
 
-    def apply(self, o: Orig, delta_leg: int) -> None:
+    def apply(self, o: Orig, delta_leg: int, out: Outcome) -> None:
         # Undoing moves the member the other way from the original.
-        book = self.model.points if o.txn_type.in_points or o.txn_type is TxnType.EARN else self.model.sv
+        in_points = o.txn_type.in_points or o.txn_type is TxnType.EARN
+        book = self.model.points if in_points else self.model.sv
         book[o.req.pan] -= o.member_sign * delta_leg
+        if in_points:
+            self.lot(out, o.req.pan, -o.member_sign * delta_leg, undoes=o.journal)
         o.undone_leg += delta_leg
 
     @precondition(lambda self: self.model.originals)
@@ -193,10 +217,11 @@ class LoyaltyMachine(DatabaseMachine):
             expect = Reason.INSUFFICIENT
         else:
             expect = Reason.APPROVED
-        if self.send(TxnType.VOID, req, expect).approved:
+        out = self.send(TxnType.VOID, req, expect)
+        if out.approved:
             o.voided = True
             o.undone_units = o.req.amount
-            self.apply(o, remaining_leg)
+            self.apply(o, remaining_leg, out)
 
     @precondition(lambda self: self.model.originals)
     @rule(data=st.data(), fraction=st.integers(1, 100))
@@ -215,10 +240,11 @@ class LoyaltyMachine(DatabaseMachine):
             expect = Reason.EXCEEDS_LIMIT
         else:
             expect = Reason.APPROVED
-        if self.send(TxnType.REFUND, req, expect).approved:
+        out = self.send(TxnType.REFUND, req, expect)
+        if out.approved:
             o.undone_units += amount
             target = undo_targets([o.member_leg], o.req.amount, o.undone_units)[0]
-            self.apply(o, target - o.undone_leg)
+            self.apply(o, target - o.undone_leg, out)
 
     @precondition(lambda self: self.model.originals)
     @rule(data=st.data(), partial=st.booleans())
@@ -227,7 +253,7 @@ class LoyaltyMachine(DatabaseMachine):
         replacement = o.req.amount // 2 if partial else None
         req = self.request(o.req.pan, o.req.merchant_id, o.req.amount, o.req.currency,
                            original_key=o.req.key, replacement_amount=replacement)
-        self.send(TxnType.REVERSAL, req, Reason.APPROVED)
+        out = self.send(TxnType.REVERSAL, req, Reason.APPROVED)
         if o.reversed:
             return
         after = o.req.amount if replacement is None else min(o.req.amount,
@@ -237,7 +263,7 @@ class LoyaltyMachine(DatabaseMachine):
         o.reversed = True
         o.undone_units = after
         target = undo_targets([o.member_leg], o.req.amount, after)[0]
-        self.apply(o, target - o.undone_leg)
+        self.apply(o, target - o.undone_leg, out)
 
     @precondition(lambda self: self.model.declined_keys)
     @rule(data=st.data())
@@ -270,7 +296,36 @@ class LoyaltyMachine(DatabaseMachine):
         assert out.approved and out.replayed and out.journal_id == first.journal_id, (out, first)
         assert (out.points_balance, out.sv_balance_minor) == (first.points_balance, first.sv_balance_minor)
 
+    # ---------------------------------------------------------------- time
+
+    @rule(days=st.integers(1, 45))
+    def time_jump(self, days: int) -> None:
+        """Days without postings go by; the last closed day's end of day expires the lots due."""
+        self.model.open_date += dt.timedelta(days=days)
+        closed = self.model.open_date - dt.timedelta(days=1)
+
+        async def jump() -> list[lots.ProgramExpiry]:
+            async with self.pool.acquire() as conn:
+                await conn.execute("UPDATE ledger.business_day SET open_date = $1", self.model.open_date)
+                return await lots.expire_day(conn, closed)
+        done = self.run(jump())
+        self.model.expiries += 1
+        expired = self.model.book.expire(-self.model.expiries, closed)
+        for i, points in expired.items():
+            self.model.points[CARDS[i]] -= points
+        assert [(e.program, e.points, e.accounts) for e in done] == [
+            ("ALLY", sum(expired.values()), len(expired))], (done, expired)
+
     # ---------------------------------------------------------------- invariants
+
+    @invariant()
+    def lots_are_the_models(self) -> None:
+        rows = self.run(self.pool.fetch(
+            "SELECT c.pan, l.expires_on, l.remaining FROM loyalty.point_lots l "
+            "JOIN ledger.accounts a ON a.id = l.account_id JOIN loyalty.cards c ON a.owner_id = c.id::text"))
+        found = {(r["pan"], r["expires_on"], r["remaining"]) for r in rows}
+        expected = {(CARDS[i], d, v) for i, book in self.model.book.lots.items() for d, v in book.items()}
+        assert found == expected, (found, expected)
 
     @invariant()
     def balances_and_books(self) -> None:

@@ -167,3 +167,36 @@ async def test_turning_expiry_on_and_off(world: World) -> None:
         await lots.set_expiry(conn, "ALLY", 12)
     assert await world.lots() == [(lots.add_months(await world.open_date(), 12), 100)]
     await world.books_ok()
+
+
+async def test_residual_stored_value_moves_after_the_grace_period(world: World) -> None:
+    from ledger.loyalty import residual
+
+    await world.ok(TxnType.LOAD, req(PAN1, amount=2_500, currency="156", merchant="M0002", terminal="T0000002"))
+    await world.ok(TxnType.LOAD, req(PAN2, amount=700, currency="156", merchant="M0002", terminal="T0000002"))
+    open_on = await world.open_date()
+    # PAN1's card expired at the end of the month before last; PAN2's is valid for years.
+    ended = open_on.replace(day=1) - dt.timedelta(days=40)
+    await world.pool.execute("UPDATE loyalty.cards SET expiry=$2 WHERE pan=$1", PAN1, ended.strftime("%y%m"))
+    async with world.pool.acquire() as conn:
+        assert await residual.move_day(conn, open_on) == []  # every program keeps it as a liability
+        listed = await residual.residual_list(conn, open_on)
+        assert [(r["stored_value_minor"], r["state"]) for r in listed] == [(2_500, "liability")]
+        await lots.set_residual_policy(conn, "ALLY", "breakage", 365)
+        assert [r.amount_minor for r in await residual.move_day(conn, open_on)] == [0]
+        assert (await residual.residual_list(conn, open_on))[0]["state"] == "grace"
+        await lots.set_residual_policy(conn, "ALLY", None, 5)
+        moved = await residual.move_day(conn, open_on)
+        assert [(m.amount_minor, m.cards, m.journals_posted) for m in moved] == [(2_500, 1, 1)]
+        again = await residual.move_day(conn, open_on)
+        assert [(m.amount_minor, m.journals_posted, m.journals_existing) for m in again] == [(2_500, 0, 1)]
+        later = await residual.move_day(conn, open_on + dt.timedelta(days=1))
+        assert [m.amount_minor for m in later] == [0]  # a card's residual moves once
+        listed = await residual.residual_list(conn, open_on)
+        assert [(r["stored_value_minor"], r["moved_minor"], r["state"]) for r in listed] == [(0, 2_500, "moved")]
+    sv = await world.pool.fetchval(
+        "SELECT posted FROM ledger.accounts WHERE owner_kind='operator' AND owner_id='CNY' AND purpose='sv_breakage'")
+    assert sv == 2_500
+    await world.books_ok()
+    report = await reconcile.run(world.pool, None)
+    assert [p for p in report.problems if p.check != "journal_has_one_request" or "residual:" in p.detail] == []

@@ -28,10 +28,13 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from ledger.accounts import open_account
+from ledger.loyalty.programs import ProvisioningError
 
 DEBT_ON = dt.date(9999, 12, 31)  # the debt lot's date: never expires, always the last
 EXPIRY_ACCOUNTS_PER_JOURNAL = 10_000  # 20,000 legs, within a journal's 32,767
 EXPIRY_MONTHS_MAX = 600
+RESIDUAL_POLICIES = ("liability", "breakage")
+RESIDUAL_GRACE_DAYS_MAX = 3650
 BREAKAGE_PURPOSE = "breakage"
 
 
@@ -238,11 +241,11 @@ async def set_expiry(conn: asyncpg.Connection, program: str, months: int | None)
     drops the lots. A change of N keeps the dates of the lots already made.
     """
     if months is not None and not 1 <= months <= EXPIRY_MONTHS_MAX:
-        raise ValueError(f"points expiry must be 1..{EXPIRY_MONTHS_MAX} months")
+        raise ProvisioningError(f"points expiry must be 1..{EXPIRY_MONTHS_MAX} months")
     row = await conn.fetchrow(
         "SELECT points_asset, points_expiry_months FROM loyalty.programs WHERE code=$1 FOR UPDATE", program)
     if row is None:
-        raise LookupError(f"no program {program}")
+        raise ProvisioningError(f"no program {program}")
     before = row["points_expiry_months"]
     # The accounts' locks keep postings out while their lots are made or dropped.
     await conn.execute("SELECT 1 FROM ledger.accounts WHERE owner_kind='card' AND purpose='points' AND asset=$1 "
@@ -258,3 +261,15 @@ async def set_expiry(conn: asyncpg.Connection, program: str, months: int | None)
             program, row["points_asset"], months)
     elif before is not None and months is None:
         await conn.execute("DELETE FROM loyalty.point_lots WHERE program=$1", program)
+
+
+async def set_residual_policy(conn: asyncpg.Connection, program: str, policy: str | None,
+                              grace_days: int | None) -> None:
+    """Set a program's residual stored-value policy and grace period (None: unchanged)."""
+    if policy is not None and policy not in RESIDUAL_POLICIES:
+        raise ProvisioningError(f"residual policy must be one of {', '.join(RESIDUAL_POLICIES)}")
+    if grace_days is not None and not 0 <= grace_days <= RESIDUAL_GRACE_DAYS_MAX:
+        raise ProvisioningError(f"residual grace must be 0..{RESIDUAL_GRACE_DAYS_MAX} days")
+    await conn.execute("UPDATE loyalty.programs SET residual_policy = coalesce($2, residual_policy), "
+                       "residual_grace_days = coalesce($3, residual_grace_days) WHERE code = $1",
+                       program, policy, grace_days)

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -179,6 +180,10 @@ class Outcome:
     # The caller's receipt for this request is stored already (by reference to the journal,
     # with the posting): the caller must not store one.
     receipt_stored: bool
+    # A balance inquiry in a program with points expiry: the points of the lot expiring first
+    # and its date (None: nothing expires, or not asked).
+    points_expiring: int | None
+    points_expiring_on: dt.date | None
 
     def __init__(self, reason: Reason, txn_type: TxnType, detail: str = "", journal_id: int | None = None,
                  approval_code: str | None = None, business_date: str | None = None,
@@ -186,7 +191,8 @@ class Outcome:
                  points_redeemed: int = 0, points_balance: int | None = None,
                  sv_balance_minor: int | None = None, prize_code: str | None = None, prize_points: int = 0,
                  replayed: bool = False, rrn: str | None = None, stored_answer: bytes | None = None,
-                 receipt_stored: bool = False) -> None:
+                 receipt_stored: bool = False, points_expiring: int | None = None,
+                 points_expiring_on: dt.date | None = None) -> None:
         self.reason = reason
         self.txn_type = txn_type
         self.detail = detail
@@ -205,6 +211,8 @@ class Outcome:
         self.rrn = rrn
         self.stored_answer = stored_answer
         self.receipt_stored = receipt_stored
+        self.points_expiring = points_expiring
+        self.points_expiring_on = points_expiring_on
 
     @property
     def approved(self) -> bool:

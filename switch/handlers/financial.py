@@ -105,6 +105,9 @@ def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
         tags["LP"] = outcome.prize_code
     if outcome.program:
         tags["PG"] = outcome.program
+    if outcome.points_expiring is not None and outcome.points_expiring_on is not None:
+        tags["XP"] = str(outcome.points_expiring)
+        tags["XD"] = outcome.points_expiring_on.strftime("%Y%m%d")
     if tags:
         extra["48"] = tlv(tags)
     # Points first, then stored value (specs/HOST-INTERFACE.md §7.2).
