@@ -46,6 +46,7 @@ class Orig:
     member_leg: int  # points or minor units moved on the member's account
     member_sign: int  # +1: the original credited the member
     journal: int | None = None
+    day: dt.date | None = None  # its business day (a void must come on it)
     undone_units: int = 0
     undone_leg: int = 0
     voided: bool = False
@@ -126,7 +127,7 @@ class LoyaltyMachine(DatabaseMachine):
             pts = amount * MERCHANTS[merchant][1] // 100
             self.model.points[card] += pts
             self.lot(out, card, pts)
-            self.model.originals.append(Orig(req, TxnType.EARN, pts, +1, out.journal_id))
+            self.model.originals.append(Orig(req, TxnType.EARN, pts, +1, out.journal_id, self.model.open_date))
 
     @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 400), kind=st.sampled_from(["redeem", "topup"]))
     def points_op(self, card: str, amount: int, kind: str) -> None:
@@ -139,7 +140,7 @@ class LoyaltyMachine(DatabaseMachine):
             sign = -1 if t is TxnType.REDEEM else 1
             self.model.points[card] += sign * amount
             self.lot(out, card, sign * amount)
-            self.model.originals.append(Orig(req, t, amount, sign, out.journal_id))
+            self.model.originals.append(Orig(req, t, amount, sign, out.journal_id, self.model.open_date))
 
     @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 5_000), kind=st.sampled_from(["load", "sv_purchase"]))
     def money_op(self, card: str, amount: int, kind: str) -> None:
@@ -151,7 +152,7 @@ class LoyaltyMachine(DatabaseMachine):
         if out.approved:
             sign = -1 if t is TxnType.SV_PURCHASE else 1
             self.model.sv[card] += sign * amount
-            self.model.originals.append(Orig(req, t, amount, sign, out.journal_id))
+            self.model.originals.append(Orig(req, t, amount, sign, out.journal_id, self.model.open_date))
 
     @rule(card=st.sampled_from(CARDS), prize=st.sampled_from(PRIZES))
     def lottery(self, card: str, prize: Prize) -> None:
@@ -210,7 +211,7 @@ class LoyaltyMachine(DatabaseMachine):
         remaining_leg = o.member_leg - o.undone_leg
         if self.card_reason(o.req.pan):
             expect = Reason.CARD_BLOCKED
-        elif o.voided or o.reversed or o.undone_units:
+        elif o.voided or o.reversed or o.undone_units or o.day != self.model.open_date:
             expect = Reason.INVALID_TXN
         elif o.txn_type in (TxnType.TOPUP, TxnType.LOAD) and (
                 (self.model.points if o.txn_type is TxnType.TOPUP else self.model.sv)[o.req.pan] < remaining_leg):

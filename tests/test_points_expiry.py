@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -200,3 +201,23 @@ async def test_residual_stored_value_moves_after_the_grace_period(world: World) 
     await world.books_ok()
     report = await reconcile.run(world.pool, None)
     assert [p for p in report.problems if p.check != "journal_has_one_request" or "residual:" in p.detail] == []
+
+
+async def test_end_of_day_runs_the_expiry_and_residual_steps(world: World, tmp_path: Path) -> None:
+    from ledger import eod
+
+    await world.ok(TxnType.TOPUP, req(PAN1, amount=100))
+    await world.ok(TxnType.LOAD, req(PAN2, amount=900, currency="156", merchant="M0002", terminal="T0000002"))
+    await world.pool.execute("UPDATE loyalty.cards SET expiry='2001' WHERE pan=$1", PAN2)
+    async with world.pool.acquire() as conn:
+        await lots.set_residual_policy(conn, "ALLY", "breakage", 0)
+    # Forty days without postings (no end of day ran): the first day to close is past the lot's date.
+    await world.pool.execute("UPDATE ledger.business_day SET open_date = open_date + 40")
+    report = await eod.run(world.pool, None, tmp_path, ledger_settings=ledger_settings())
+    assert report.ok, report.as_dict()
+    assert [(e.program, e.points) for e in report.expiry] == [("ALLY", 100)]
+    assert [(r.program, r.amount_minor, r.cards) for r in report.residual_value] == [("ALLY", 900, 1)]
+    again = await eod.run(world.pool, report.business_date, tmp_path, ledger_settings=ledger_settings())
+    assert [(e.journals_posted, e.journals_existing) for e in again.expiry] == [(0, 1)]
+    assert [(r.journals_posted, r.journals_existing) for r in again.residual_value] == [(0, 1)]
+    await world.books_ok()

@@ -12,7 +12,7 @@ oracle of the property tests and the state machines:
 - a compensation (void, refund, reversal) first undoes what its original did to the account's
   lots and is not undone yet: points the original took go back to the lots they came from,
   latest expiry first; points it credited are taken out of their lots as far as those still
-  hold them; the rest follows the two rules above.
+  hold them (what it paid of the debt is owed again); the rest follows the two rules above.
 
 End of day (:func:`expire_day`) moves every live lot expiring on or before the closed day to
 the operator's points breakage account, one journal per program (in parts of
@@ -109,6 +109,8 @@ class LotBook:
                     break
                 if amount > 0:
                     take = min(left, -n)
+                elif day == DEBT_ON:
+                    take = -min(-left, n)  # the debt the original paid is owed again
                 else:
                     take = -min(-left, n, max(lots.get(day, 0), 0))
                 if take == 0:
@@ -161,6 +163,10 @@ class NextExpiring:
     points: int
     expires_on: dt.date
 
+
+# The next lot to expire of account ``a.id``, for a LATERAL join: (remaining, expires_on).
+NEXT_LOT_SQL = ("SELECT l.remaining, l.expires_on FROM loyalty.point_lots l WHERE l.account_id = a.id "
+                "AND l.remaining > 0 AND l.expires_on < DATE '9999-12-31' ORDER BY l.expires_on LIMIT 1")
 
 _NEXT_SQL = """
 SELECT DISTINCT ON (l.account_id) l.account_id, l.expires_on, l.remaining

@@ -6,7 +6,7 @@
 --   1. A compensation first undoes what its original did to this account's lots and is not
 --      undone yet: points it took are put back into the lots they came from (latest expiry
 --      first), points it credited are taken out of the lots they went to (as far as those
---      still hold them).
+--      still hold them; what it paid of the debt is owed again).
 --   2. The rest: a credit first pays the debt lot, then goes to the lot expiring on p_fresh;
 --      a debit takes the live lots oldest expiry first, then what is left becomes debt.
 -- requires: loyalty.lot_add
@@ -35,6 +35,8 @@ BEGIN
             EXIT WHEN left_amt = 0;
             IF p_amount > 0 THEN
                 take := least(left_amt, -r.net);
+            ELSIF r.expires_on = debt_on THEN
+                take := -least(-left_amt, r.net);  -- the debt the original paid is owed again
             ELSE
                 take := -least(-left_amt, r.net, greatest(coalesce(r.lot, 0), 0));
             END IF;
