@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 from ledger_support import ledger_settings
 
-from ledger import reconcile
+from ledger import export, reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
 from ledger.loyalty import demo, lots
@@ -140,6 +140,9 @@ async def test_end_of_day_expires_due_lots_in_one_journal_per_program(world: Wor
     row = await world.pool.fetchrow("SELECT txn_type, program, amount, channel FROM loyalty.transactions "
                                     "WHERE txn_type='expiry'")
     assert dict(row) == {"txn_type": "expiry", "program": "ALLY", "amount": 170, "channel": "cli"}
+    # The export carries the expiry journal (it posted to the open day) on the breakage account.
+    text = await export.beancount(world.pool, await world.open_date())
+    assert "breakage" in text and "expire:" in text
     await world.books_ok()
     # The operations' callers store the requests' receipts (the switch, the seat); here only the
     # expiry journals have theirs.

@@ -36,6 +36,8 @@ class TxnType(StrEnum):
     REVERSAL = "reversal"  # 0400 / 0420
     MARKER = "marker"  # a reversal's marker for an original not (yet) seen
     FEE = "fee"  # a fee charged to a merchant outside a transaction (a promotion's placement fee)
+    EXPIRY = "expiry"  # end of day: a program's expired points lots to breakage (ledger.loyalty.lots)
+    RESIDUAL = "residual"  # end of day: expired cards' residual stored value to breakage
 
     @property
     def account(self) -> str:

@@ -41,7 +41,7 @@ KIND_NAMES = {
     "sv_purchase": N_("Stored-value purchase"), "topup": N_("Top up points"), "load": N_("Load stored value"),
     "inquiry": N_("Balance inquiry"), "void": N_("Void"), "refund": N_("Refund"),
     "lottery": N_("Lottery"), "reversal": N_("Reversal"), "marker": N_("Reversal marker"),
-    "fee": N_("Placement fee"),
+    "fee": N_("Placement fee"), "expiry": N_("Points expiry"), "residual": N_("Residual stored value"),
 }
 
 # Every outcome in words: what the operator tells the member.
