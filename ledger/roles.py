@@ -47,6 +47,12 @@ POST_FUNCTION = "ledger.post_batch"
 # The balance columns of ledger.accounts (posted, held) take their defaults: only post_batch moves them.
 ACCOUNT_INSERT_COLUMNS = ("owner_kind", "owner_id", "purpose", "asset", "normal_side", "limit_mode")
 TERMINAL_SIGN_ON_COLUMNS = ("signed_on", "signed_on_at", "signed_off_at", "updated_at")
+# SECURITY DEFINER functions beside post_batch, and the runtime roles that may call each.
+DEFINER_FUNCTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("loyalty.expire_lots(text, date, text, bigint, integer)", ()),
+    ("loyalty.move_residual(text, date, integer, text, bigint, integer)", ()),
+    ("loyalty.set_points_expiry(text, integer)", ("portal",)),
+)
 # nextval on the journal id sequence is post_batch's alone.
 OWNER_ONLY_SEQUENCES = ("ledger.journal_id_seq",)
 
@@ -248,6 +254,15 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
         raise RolesError(f"{POST_FUNCTION} does not exist: run 'switchd db upgrade' first")
     await conn.execute(f"REVOKE ALL ON FUNCTION {post} FROM PUBLIC, {runtime}")
     await conn.execute(f"GRANT EXECUTE ON FUNCTION {post} TO {q[names.daemon]}, {q[names.portal]}")
+    # The other SECURITY DEFINER writers of the ledger: end of day's (the owner's alone) and a
+    # program's expiry setting (the portal's too: it is a provisioning path).
+    for signature, granted in DEFINER_FUNCTIONS:
+        fn = await conn.fetchval("SELECT to_regprocedure($1)::text", signature)
+        if fn is None:
+            raise RolesError(f"{signature} does not exist: run 'switchd db upgrade' first")
+        await conn.execute(f"REVOKE ALL ON FUNCTION {fn} FROM PUBLIC, {runtime}")
+        if granted:
+            await conn.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO {', '.join(q[getattr(names, k)] for k in granted)}")
 
 
 async def _grant_report(conn: asyncpg.Connection, report: str) -> None:

@@ -239,8 +239,8 @@ async def expire_day(conn: asyncpg.Connection, day: dt.date,
     return out
 
 
-async def set_expiry(conn: asyncpg.Connection, program: str, months: int | None) -> None:
-    """Set (or clear, with None) a program's points expiry; call inside a transaction.
+async def set_expiry(conn: asyncpg.Connection | asyncpg.Pool, program: str, months: int | None) -> None:
+    """Set (or clear, with None) a program's points expiry (``loyalty.set_points_expiry``).
 
     Turning expiry on puts every member account's balance into one lot expiring ``months``
     after the open business day (points already held get the full period); turning it off
@@ -248,25 +248,9 @@ async def set_expiry(conn: asyncpg.Connection, program: str, months: int | None)
     """
     if months is not None and not 1 <= months <= EXPIRY_MONTHS_MAX:
         raise ProvisioningError(f"points expiry must be 1..{EXPIRY_MONTHS_MAX} months")
-    row = await conn.fetchrow(
-        "SELECT points_asset, points_expiry_months FROM loyalty.programs WHERE code=$1 FOR UPDATE", program)
-    if row is None:
+    if not await conn.fetchval("SELECT 1 FROM loyalty.programs WHERE code=$1", program):
         raise ProvisioningError(f"no program {program}")
-    before = row["points_expiry_months"]
-    # The accounts' locks keep postings out while their lots are made or dropped.
-    await conn.execute("SELECT 1 FROM ledger.accounts WHERE owner_kind='card' AND purpose='points' AND asset=$1 "
-                       "ORDER BY id FOR UPDATE", row["points_asset"])
-    await conn.execute("UPDATE loyalty.programs SET points_expiry_months=$2 WHERE code=$1", program, months)
-    if before is None and months is not None:
-        await conn.execute(
-            "INSERT INTO loyalty.point_lots(account_id, expires_on, program, remaining) "
-            "SELECT a.id, CASE WHEN a.posted > 0 THEN (b.open_date + make_interval(months => $3))::date "
-            "                  ELSE DATE '9999-12-31' END, $1, a.posted "
-            "  FROM ledger.accounts a CROSS JOIN ledger.business_day b "
-            " WHERE a.owner_kind='card' AND a.purpose='points' AND a.asset=$2 AND a.posted <> 0",
-            program, row["points_asset"], months)
-    elif before is not None and months is None:
-        await conn.execute("DELETE FROM loyalty.point_lots WHERE program=$1", program)
+    await conn.execute("SELECT loyalty.set_points_expiry($1, $2)", program, months)
 
 
 async def set_residual_policy(conn: asyncpg.Connection, program: str, policy: str | None,
