@@ -9,13 +9,12 @@ DECLARE
     v bigint;
 BEGIN
     IF p_amount = 0 THEN RETURN; END IF;
-    UPDATE loyalty.point_lots l SET remaining = l.remaining + p_amount
-     WHERE l.account_id = p_account AND l.expires_on = p_expires
+    -- One statement whether the lot exists or not (the account's lock keeps others out).
+    INSERT INTO loyalty.point_lots AS l (account_id, expires_on, program, remaining)
+    VALUES (p_account, p_expires, p_program, p_amount)
+    ON CONFLICT (account_id, expires_on) DO UPDATE SET remaining = l.remaining + excluded.remaining
     RETURNING l.remaining INTO v;
-    IF NOT FOUND THEN
-        INSERT INTO loyalty.point_lots (account_id, expires_on, program, remaining)
-        VALUES (p_account, p_expires, p_program, p_amount);
-    ELSIF v = 0 THEN
+    IF v = 0 THEN
         DELETE FROM loyalty.point_lots l WHERE l.account_id = p_account AND l.expires_on = p_expires;
     END IF;
     INSERT INTO loyalty.lot_moves (journal_id, account_id, expires_on, amount, undoes_journal_id)

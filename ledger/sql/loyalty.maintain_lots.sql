@@ -11,14 +11,23 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
+    -- Programs without expiry pay this probe of a table of a handful of rows, nothing more.
+    IF NOT EXISTS (SELECT 1 FROM loyalty.programs p WHERE p.points_expiry_months IS NOT NULL) THEN
+        RETURN NULL;
+    END IF;
+    -- LATERAL ... LIMIT 1: each entry's account and journal are index probes; as plain joins
+    -- the planner, knowing nothing of the transition table, may hash whole tables (measured).
     FOR r IN
         SELECT e.journal_id, e.account_id, e.amount, p.code,
                (j.business_date + make_interval(months => p.points_expiry_months))::date AS fresh,
                coalesce(j.reverses_journal_id, (j.metadata->'txn'->>'original_journal_id')::bigint) AS undoes
           FROM new_entries e
           JOIN loyalty.programs p ON p.points_asset = e.asset AND p.points_expiry_months IS NOT NULL
-          JOIN ledger.accounts a ON a.id = e.account_id AND a.owner_kind = 'card' AND a.purpose = 'points'
-          JOIN ledger.journals j ON j.id = e.journal_id
+          CROSS JOIN LATERAL (SELECT 1 FROM ledger.accounts a
+                               WHERE a.id = e.account_id AND a.owner_kind = 'card' AND a.purpose = 'points'
+                               LIMIT 1) a
+          CROSS JOIN LATERAL (SELECT jj.business_date, jj.reverses_journal_id, jj.metadata
+                                FROM ledger.journals jj WHERE jj.id = e.journal_id LIMIT 1) j
          WHERE NOT j.metadata ? 'lots'
          ORDER BY e.journal_id, e.leg
     LOOP
