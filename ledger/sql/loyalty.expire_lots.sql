@@ -7,6 +7,7 @@
 -- answers with its journal (existed = true); nothing due answers journal_id NULL.
 -- It writes journals, entries, balances and lots like ledger.post_batch: as the owner, after
 -- reading the business day FOR SHARE and locking its accounts in id order.
+-- requires: loyalty.post_breakage
 CREATE OR REPLACE FUNCTION loyalty.expire_lots(p_program text, p_day date, p_key text, p_breakage bigint,
                                                p_accounts_max integer)
 RETURNS TABLE(journal_id bigint, points bigint, accounts integer, existed boolean)
@@ -15,7 +16,6 @@ DECLARE
     v_date  date;
     v_asset text;
     v_cur   text;
-    v_hash  bytea := sha256(convert_to(p_key, 'UTF8'));
     v_ids   bigint[];
     v_acc   bigint[];
     v_amt   bigint[];
@@ -50,32 +50,16 @@ BEGIN
         journal_id := NULL; points := 0; accounts := 0; RETURN NEXT; RETURN;
     END IF;
     v_n := array_length(v_acc, 1);
-    v_jid := nextval('ledger.journal_id_seq');
-    INSERT INTO ledger.journals (id, idempotency_key, content_hash, kind, business_date, metadata)
-    VALUES (v_jid, p_key, v_hash, 'transfer', v_date, jsonb_build_object(
+    v_jid := loyalty.post_breakage(p_key, v_date, v_asset, jsonb_build_object(
         'txn', jsonb_build_object('type', 'expiry', 'program', p_program, 'amount', v_total,
                                   'currency', v_cur, 'channel', 'cli'),
-        'lots', jsonb_build_object('day', p_day, 'points', v_total, 'accounts', v_n)));
-    INSERT INTO ledger.entries (journal_id, leg, account_id, asset, amount, balance_after)
-    SELECT v_jid, (2 * u.k - 1)::smallint, u.acc, v_asset, -u.amt, a.posted - u.amt
-      FROM unnest(v_acc, v_amt) WITH ORDINALITY AS u(acc, amt, k) JOIN ledger.accounts a ON a.id = u.acc
-    UNION ALL
-    SELECT v_jid, (2 * u.k)::smallint, p_breakage, v_asset, u.amt,
-           b.posted + sum(u.amt) OVER (ORDER BY u.k ROWS UNBOUNDED PRECEDING)
-      FROM unnest(v_amt) WITH ORDINALITY AS u(amt, k) CROSS JOIN ledger.accounts b
-     WHERE b.id = p_breakage;
-    UPDATE ledger.accounts a SET posted = a.posted - u.amt
-      FROM unnest(v_acc, v_amt) AS u(acc, amt) WHERE a.id = u.acc;
-    UPDATE ledger.accounts a SET posted = a.posted + v_total WHERE a.id = p_breakage;
+        'lots', jsonb_build_object('day', p_day, 'points', v_total, 'accounts', v_n)), v_acc, v_amt, p_breakage);
     WITH gone AS (
         DELETE FROM loyalty.point_lots l
          WHERE l.account_id = ANY (v_acc) AND l.expires_on <= p_day AND l.remaining > 0
         RETURNING l.account_id, l.expires_on, l.remaining)
     INSERT INTO loyalty.lot_moves (journal_id, account_id, expires_on, amount)
     SELECT v_jid, g.account_id, g.expires_on, -g.remaining FROM gone g;
-    -- One request per journal, as reconciliation proves: the receipt names it.
-    INSERT INTO ledger.receipts (idempotency_key, content_hash, payload, journal_id)
-    VALUES (p_key, v_hash, ''::bytea, v_jid);
     journal_id := v_jid; points := v_total; accounts := v_n;
     RETURN NEXT;
 END $$;

@@ -6,6 +6,7 @@
 -- in one journal under p_key, and a row in loyalty.residual_breakage per card, so that a card's
 -- residual moves once. Idempotent like loyalty.expire_lots; it writes the ledger as post_batch
 -- does (business day FOR SHARE, accounts locked in id order, as the owner).
+-- requires: loyalty.post_breakage
 CREATE OR REPLACE FUNCTION loyalty.move_residual(p_program text, p_day date, p_grace_days integer, p_key text,
                                                  p_breakage bigint, p_accounts_max integer)
 RETURNS TABLE(journal_id bigint, amount_minor bigint, cards integer, existed boolean)
@@ -14,7 +15,6 @@ DECLARE
     v_date  date;
     v_asset text;
     v_cur   text;
-    v_hash  bytea := sha256(convert_to(p_key, 'UTF8'));
     v_ids   bigint[];
     v_acc   bigint[];
     v_card  bigint[];
@@ -60,27 +60,12 @@ BEGIN
         journal_id := NULL; amount_minor := 0; cards := 0; RETURN NEXT; RETURN;
     END IF;
     v_n := array_length(v_acc, 1);
-    v_jid := nextval('ledger.journal_id_seq');
-    INSERT INTO ledger.journals (id, idempotency_key, content_hash, kind, business_date, metadata)
-    VALUES (v_jid, p_key, v_hash, 'transfer', v_date, jsonb_build_object(
+    v_jid := loyalty.post_breakage(p_key, v_date, v_asset, jsonb_build_object(
         'txn', jsonb_build_object('type', 'residual', 'program', p_program, 'amount', v_total,
                                   'currency', v_cur, 'channel', 'cli'),
-        'residual', jsonb_build_object('day', p_day, 'amount_minor', v_total, 'cards', v_n)));
-    INSERT INTO ledger.entries (journal_id, leg, account_id, asset, amount, balance_after)
-    SELECT v_jid, (2 * u.k - 1)::smallint, u.acc, v_asset, -u.amt, a.posted - u.amt
-      FROM unnest(v_acc, v_amt) WITH ORDINALITY AS u(acc, amt, k) JOIN ledger.accounts a ON a.id = u.acc
-    UNION ALL
-    SELECT v_jid, (2 * u.k)::smallint, p_breakage, v_asset, u.amt,
-           b.posted + sum(u.amt) OVER (ORDER BY u.k ROWS UNBOUNDED PRECEDING)
-      FROM unnest(v_amt) WITH ORDINALITY AS u(amt, k) CROSS JOIN ledger.accounts b
-     WHERE b.id = p_breakage;
-    UPDATE ledger.accounts a SET posted = a.posted - u.amt
-      FROM unnest(v_acc, v_amt) AS u(acc, amt) WHERE a.id = u.acc;
-    UPDATE ledger.accounts a SET posted = a.posted + v_total WHERE a.id = p_breakage;
+        'residual', jsonb_build_object('day', p_day, 'amount_minor', v_total, 'cards', v_n)), v_acc, v_amt, p_breakage);
     INSERT INTO loyalty.residual_breakage (card_id, program, amount_minor, journal_id, business_date)
     SELECT u.card, p_program, u.amt, v_jid, p_day FROM unnest(v_card, v_amt) AS u(card, amt);
-    INSERT INTO ledger.receipts (idempotency_key, content_hash, payload, journal_id)
-    VALUES (p_key, v_hash, ''::bytea, v_jid);
     journal_id := v_jid; amount_minor := v_total; cards := v_n;
     RETURN NEXT;
 END $$;
