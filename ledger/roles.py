@@ -49,7 +49,7 @@ ACCOUNT_INSERT_COLUMNS = ("owner_kind", "owner_id", "purpose", "asset", "normal_
 TERMINAL_SIGN_ON_COLUMNS = ("signed_on", "signed_on_at", "signed_off_at", "updated_at")
 # SECURITY DEFINER functions beside post_batch, and the runtime roles that may call each.
 DEFINER_FUNCTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("loyalty.expire_lots(text, date, text, bigint, integer)", ()),
+    ("loyalty.expire_lots(text, date, text, bigint, bigint[])", ()),
     ("loyalty.move_residual(text, date, integer, text, bigint, integer)", ()),
     ("loyalty.set_points_expiry(text, integer)", ("portal",)),
 )

@@ -209,6 +209,12 @@ def expiry_key(day: dt.date, program: str, part: int) -> str:
     return f"expire:{day.isoformat()}:{program}:{part}"
 
 
+async def _expire_part(conn: asyncpg.Connection, program: str, day: dt.date, part: int, breakage: int,
+                       account_ids: list[int]) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM loyalty.expire_lots($1, $2, $3, $4, $5::bigint[])",
+                               program, day, expiry_key(day, program, part), breakage, account_ids)
+
+
 async def expire_day(conn: asyncpg.Connection, day: dt.date,
                      accounts_per_journal: int = EXPIRY_ACCOUNTS_PER_JOURNAL) -> list[ProgramExpiry]:
     """Expire every live lot on or before ``day``, per program with expiry; idempotent.
@@ -223,17 +229,23 @@ async def expire_day(conn: asyncpg.Connection, day: dt.date,
         breakage = await breakage_account(conn, code)
         points = accounts = posted = existing = 0
         part = 1
-        while True:
-            row = await conn.fetchrow("SELECT * FROM loyalty.expire_lots($1, $2, $3, $4, $5)",
-                                      code, day, expiry_key(day, code, part), breakage, accounts_per_journal)
-            if row is None or row["journal_id"] is None:
-                break
+        # The parts a run before this one posted answer with their journals...
+        while (row := await _expire_part(conn, code, day, part, breakage, [])) is not None and row["existed"]:
             points += int(row["points"])
             accounts += int(row["accounts"])
-            if row["existed"]:
-                existing += 1
-            else:
-                posted += 1
+            existing += 1
+            part += 1
+        # ...then what is due now, in slices: one read of the due lots, not one per part.
+        due = [int(r[0]) for r in await conn.fetch(
+            "SELECT DISTINCT account_id FROM loyalty.point_lots "
+            "WHERE program = $1 AND expires_on <= $2 AND remaining > 0 ORDER BY 1", code, day)]
+        for i in range(0, len(due), accounts_per_journal):
+            row = await _expire_part(conn, code, day, part, breakage, due[i:i + accounts_per_journal])
+            if row is None or row["journal_id"] is None:
+                continue  # nothing due any more in this slice (a posting took it meanwhile)
+            points += int(row["points"])
+            accounts += int(row["accounts"])
+            posted += 1
             part += 1
         out.append(ProgramExpiry(code, points, accounts, posted, existing))
     return out

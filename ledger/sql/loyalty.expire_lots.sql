@@ -1,6 +1,7 @@
 -- loyalty.expire_lots: one part of a program's expiry journal for business day p_day
 -- (specs/ACCOUNTING.md, "Points expiry"): every live lot of the program expiring on or before
--- p_day, for at most p_accounts_max member accounts (the lowest account ids with due lots),
+-- p_day, of the member accounts p_accounts (the caller's slice of the accounts with due lots:
+-- at most 10,000, a journal's legs being numbered in 16 bits; those with none due are skipped),
 -- moves to the operator's points breakage account p_breakage in one journal under p_key:
 -- Dr member points / Cr breakage per account (legs in pairs, as every journal's). Set-based:
 -- a part of 10,000 accounts is a handful of statements. Idempotent: a key already posted
@@ -9,7 +10,7 @@
 -- reading the business day FOR SHARE and locking its accounts in id order.
 -- requires: loyalty.post_breakage
 CREATE OR REPLACE FUNCTION loyalty.expire_lots(p_program text, p_day date, p_key text, p_breakage bigint,
-                                               p_accounts_max integer)
+                                               p_accounts bigint[])
 RETURNS TABLE(journal_id bigint, points bigint, accounts integer, existed boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -32,10 +33,8 @@ BEGIN
     existed := false;
     SELECT b.open_date INTO v_date FROM ledger.business_day b WHERE b.singleton FOR SHARE;
     SELECT p.points_asset, p.currency INTO v_asset, v_cur FROM loyalty.programs p WHERE p.code = p_program;
-    SELECT array_agg(d.account_id ORDER BY d.account_id) INTO v_ids
-      FROM (SELECT DISTINCT l.account_id FROM loyalty.point_lots l
-             WHERE l.program = p_program AND l.expires_on <= p_day AND l.remaining > 0
-             ORDER BY l.account_id LIMIT p_accounts_max) d;
+    SELECT array_agg(DISTINCT a.id ORDER BY a.id) INTO v_ids
+      FROM unnest(p_accounts) AS u(id) JOIN ledger.accounts a ON a.id = u.id;
     IF v_ids IS NULL THEN
         journal_id := NULL; points := 0; accounts := 0; RETURN NEXT; RETURN;
     END IF;
