@@ -149,8 +149,11 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         pans = card_pans(args.cards)
         (work / "pans.txt").write_text("\n".join(pans) + "\n", encoding="utf-8")
         # The rows `switchd card issue PAN --expiry 3012` writes, in one COPY.
-        await conn.copy_records_to_table("cards", schema_name="loyalty", columns=["pan", "expiry"],
-                                         records=[(pan, CARD_EXPIRY) for pan in pans])
+        # A card belongs to a member (loyalty.cards.member_id, NOT NULL): one each, as `card issue` makes.
+        members = [int(r[0]) for r in await conn.fetch(
+            "INSERT INTO loyalty.members(name) SELECT '' FROM generate_series(1, $1) RETURNING id", len(pans))]
+        await conn.copy_records_to_table("cards", schema_name="loyalty", columns=["pan", "expiry", "member_id"],
+                                         records=[(pan, CARD_EXPIRY, m) for pan, m in zip(pans, members, strict=True)])
         # The accounts the first earn and the first load open (operations._member_*_account).
         for purpose, asset in (("points", f"PTS:{PROGRAM}"), ("stored_value", "CNY")):
             await conn.execute(
