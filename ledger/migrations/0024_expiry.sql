@@ -29,7 +29,8 @@ CREATE TABLE loyalty.point_lots (
 -- End of day reads the due lots of one program by date.
 CREATE INDEX point_lots_due ON loyalty.point_lots(program, expires_on) WHERE remaining > 0;
 
--- Every change of a lot, by journal (signed like the entry); `undoes_journal_id` marks the
+-- Every change of a lot by a posting (signed like the entry; the end of day's expiry journals
+-- write none: nothing undoes them); `undoes_journal_id` marks the
 -- part of a compensation that put back (or took out) exactly what its original moved, so a
 -- later compensation of the same original knows what is left to undo.
 CREATE TABLE loyalty.lot_moves (

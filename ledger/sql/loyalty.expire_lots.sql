@@ -53,12 +53,10 @@ BEGIN
         'txn', jsonb_build_object('type', 'expiry', 'program', p_program, 'amount', v_total,
                                   'currency', v_cur, 'channel', 'cli'),
         'lots', jsonb_build_object('day', p_day, 'points', v_total, 'accounts', v_n)), v_acc, v_amt, p_breakage);
-    WITH gone AS (
-        DELETE FROM loyalty.point_lots l
-         WHERE l.account_id = ANY (v_acc) AND l.expires_on <= p_day AND l.remaining > 0
-        RETURNING l.account_id, l.expires_on, l.remaining)
-    INSERT INTO loyalty.lot_moves (journal_id, account_id, expires_on, amount)
-    SELECT v_jid, g.account_id, g.expires_on, -g.remaining FROM gone g;
+    -- No lot_moves rows: nothing ever undoes an expiry journal, whose entries say per account
+    -- what expired (a million moves would double this step's writes).
+    DELETE FROM loyalty.point_lots l
+     WHERE l.account_id = ANY (v_acc) AND l.expires_on <= p_day AND l.remaining > 0;
     journal_id := v_jid; points := v_total; accounts := v_n;
     RETURN NEXT;
 END $$;

@@ -15,20 +15,27 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM loyalty.programs p WHERE p.points_expiry_months IS NOT NULL) THEN
         RETURN NULL;
     END IF;
-    -- LATERAL ... LIMIT 1: each entry's account and journal are index probes; as plain joins
-    -- the planner, knowing nothing of the transition table, may hash whole tables (measured).
+    -- Each journal of the statement, then each of its entries' accounts, is one index probe
+    -- (LATERAL ... LIMIT 1); as plain joins the planner, knowing nothing of the transition
+    -- table, may hash whole tables (measured). The end of day's journals drop out per journal.
     FOR r IN
+        WITH js AS (SELECT DISTINCT ne.journal_id FROM new_entries ne),
+             live AS (SELECT js.journal_id, j.business_date, j.undoes
+                        FROM js CROSS JOIN LATERAL (
+                             SELECT jj.business_date,
+                                    coalesce(jj.reverses_journal_id,
+                                             (jj.metadata->'txn'->>'original_journal_id')::bigint) AS undoes
+                               FROM ledger.journals jj
+                              WHERE jj.id = js.journal_id AND NOT jj.metadata ? 'lots' LIMIT 1) j)
         SELECT e.journal_id, e.account_id, e.amount, p.code,
-               (j.business_date + make_interval(months => p.points_expiry_months))::date AS fresh,
-               coalesce(j.reverses_journal_id, (j.metadata->'txn'->>'original_journal_id')::bigint) AS undoes
+               (live.business_date + make_interval(months => p.points_expiry_months))::date AS fresh,
+               live.undoes
           FROM new_entries e
+          JOIN live ON live.journal_id = e.journal_id
           JOIN loyalty.programs p ON p.points_asset = e.asset AND p.points_expiry_months IS NOT NULL
           CROSS JOIN LATERAL (SELECT 1 FROM ledger.accounts a
                                WHERE a.id = e.account_id AND a.owner_kind = 'card' AND a.purpose = 'points'
                                LIMIT 1) a
-          CROSS JOIN LATERAL (SELECT jj.business_date, jj.reverses_journal_id, jj.metadata
-                                FROM ledger.journals jj WHERE jj.id = e.journal_id LIMIT 1) j
-         WHERE NOT j.metadata ? 'lots'
          ORDER BY e.journal_id, e.leg
     LOOP
         PERFORM loyalty.move_lots(r.journal_id, r.account_id, r.code, r.amount, r.fresh, r.undoes);
