@@ -98,7 +98,7 @@ from ledger import db as ledger_db
 from ledger.audit import check_books
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger
-from ledger.loyalty import card_numbers, vouchers
+from ledger.loyalty import card_numbers, lots, vouchers
 from ledger.loyalty.demo import demo_pan
 from ledger.loyalty.merchants import add_merchant
 from ledger.loyalty.programs import add_program
@@ -150,6 +150,9 @@ async def provision(dsn: str, args: argparse.Namespace, master_key: bytes, work:
         await add_program(conn, EXCHANGE_TARGET, "Bench exchange target", "alliance", issue_price_minor=1,
                           redeem_value_minor=1)
         await set_rate(conn, PROGRAM, EXCHANGE_TARGET, 2, 1)
+        if args.points_expiry_months:
+            # The cards' funding below then makes their first lots; every posting keeps them.
+            await lots.set_expiry(conn, PROGRAM, args.points_expiry_months)
         merchants = [f"MB{i:04d}" for i in range(1, args.merchants + 1)]
         clearing: dict[str, tuple[int, int]] = {}
         for mid in merchants:
@@ -584,6 +587,8 @@ def main() -> int:
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--skip-pgbench", action="store_true")
     parser.add_argument("--keep-daemon-log", default="", help="copy the daemon's log here")
+    parser.add_argument("--points-expiry-months", type=int, default=0,
+                        help="the program's points expire after N months (0: never), so every posting keeps lots")
     parser.add_argument("--fee-bps", type=int, default=50,
                         help="every merchant's fee (basis points, all types); 0 leaves the operator's "
                              "fee-income account (one row, in nearly every posting) out of the postings")

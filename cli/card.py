@@ -1,4 +1,4 @@
-"""``switchd card issue|show|block|unblock|pin``: members' cards (rules in ``ledger.loyalty.cards``).
+"""``switchd card issue|show|block|unblock|pin|residual``: members' cards (rules in ``ledger.loyalty.cards``).
 
 A PAN is printed masked (first 6, last 4) everywhere.
 """
@@ -13,9 +13,10 @@ import click
 from cli.audit import audit, fields
 from cli.exits import not_found, refuse
 from cli.invocation import in_transaction, master_key, previous_master_keys
-from cli.options import JSON
+from cli.options import DATE, JSON
 from cli.output import emit, pairs, table
-from ledger.loyalty import cards, pins
+from ledger import business_day as bday
+from ledger.loyalty import cards, pins, residual
 from ledger.loyalty.rules import mask_pan
 
 # What the audit log keeps of a card (never its PAN, name or phone: the entry names it masked).
@@ -24,7 +25,7 @@ AUDITED = ("status", "expiry")
 
 @click.group("card")
 def card() -> None:
-    """Members' cards: issue, show, block, unblock."""
+    """Members' cards: issue, show, block, unblock, residual."""
 
 
 @card.command("issue")
@@ -78,6 +79,20 @@ def _set_status(ctx: click.Context, pan: str, status: str) -> None:
     if not in_transaction(ctx, body):
         not_found(f"no card {mask_pan(pan)}")
     click.echo(f"card {mask_pan(pan)} is {status}")
+
+
+@card.command("residual")
+@click.option("--date", "day", type=DATE, default=None, help="As of this business date (default: the open day).")
+@JSON
+@click.pass_context
+def card_residual(ctx: click.Context, day: Any, as_json: bool) -> None:
+    """Expired cards' residual stored value: moved to breakage, in grace, due, or a liability."""
+    async def body(conn: Any) -> list[dict[str, Any]]:
+        return await residual.residual_list(conn, day or await bday.open_date(conn))
+
+    rows = in_transaction(ctx, body)
+    emit(rows, as_json, lambda: table(rows, ["card_id", "expiry", "program", "residual_policy", "due_on",
+                                             "stored_value_minor", "state", "moved_minor", "moved_on"]))
 
 
 @card.command("block")

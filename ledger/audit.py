@@ -3,7 +3,8 @@
 Each check returns the rows that break it (empty = the check passes):
 every asset sums to zero, every cached balance equals the sum of its entries,
 every held amount equals the pending holds behind it, no account is past its
-limit, every journal balances per asset, and every entry's balance after is its
+limit, the points lots of every member account in a program with expiry sum to its balance
+(and no other account has lots), every journal balances per asset, and every entry's balance after is its
 account's running sum (entries in journal and leg order: journal ids are taken
 after the accounts are locked, so an account's journals are in posting order).
 """
@@ -60,6 +61,18 @@ _CHECKS: dict[str, str] = {
                                        ROWS UNBOUNDED PRECEDING) AS running
               FROM ledger.entries e) x
          WHERE x.balance_after <> x.running
+    """,
+    "lots_sum_to_balances": """
+        WITH lots AS (SELECT account_id, program, sum(remaining) AS total FROM loyalty.point_lots
+                       GROUP BY account_id, program)
+        SELECT a.id, a.asset, a.posted, coalesce(l.total, 0) AS lots_total,
+               p.points_expiry_months IS NOT NULL AS expiring
+          FROM ledger.accounts a
+          JOIN loyalty.programs p ON p.points_asset = a.asset
+          LEFT JOIN lots l ON l.account_id = a.id
+         WHERE a.owner_kind = 'card' AND a.purpose = 'points'
+           AND CASE WHEN p.points_expiry_months IS NOT NULL THEN a.posted <> coalesce(l.total, 0)
+                    ELSE l.account_id IS NOT NULL END
     """,
     "journals_balance": """
         SELECT journal_id, asset, sum(amount) AS total FROM ledger.entries

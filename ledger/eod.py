@@ -8,7 +8,9 @@
    by lock, for posting batches in flight; every batch after it posts to the
    next day.
 3. Clear the day (:mod:`ledger.clearing`), move the points of sold top-up cards past their last
-   day to breakage (:func:`ledger.loyalty.vouchers.expire_day`), write the settlement files
+   day to breakage (:func:`ledger.loyalty.vouchers.expire_day`), expire the points lots due
+   (:func:`ledger.loyalty.lots.expire_day`), move expired cards' residual stored value
+   (:func:`ledger.loyalty.residual.move_day`), write the settlement files
    (:mod:`ledger.settlement_files`), roll its statistics up (:func:`ledger.stats.roll_up_day`),
    reconcile (:mod:`ledger.reconcile`).
 
@@ -32,7 +34,7 @@ from ledger import business_day, clearing, reconcile, settlement_files, stats
 from ledger.business_day import EOD_LOCK_KEY
 from ledger.engine import Ledger, LedgerSettings
 from ledger.errors import SwitchdError
-from ledger.loyalty import vouchers
+from ledger.loyalty import lots, residual, vouchers
 
 LOCK_POLL_S = 0.2
 UNLOCK_TIMEOUT_S = 10.0
@@ -49,6 +51,8 @@ class EodReport:
     business_date: dt.date
     cut_over: bool
     clearing: clearing.ClearingReport | None = None
+    expiry: list[lots.ProgramExpiry] = field(default_factory=list)
+    residual_value: list[residual.ProgramResidual] = field(default_factory=list)
     files: list[settlement_files.WrittenFile] = field(default_factory=list)
     recon: reconcile.ReconReport | None = None
     voucher_breakage: dict[str, int] = field(default_factory=dict)  # points per program
@@ -69,6 +73,8 @@ class EodReport:
                 "merchants": c.merchants, "computed_now": c.computed_now, "journals_posted": c.journals_posted,
                 "journals_existing": c.journals_existing, "net_total_minor": c.net_total_minor},
             "voucher_breakage": self.voucher_breakage,
+            "expiry": [e.__dict__ for e in self.expiry],
+            "residual_value": [r.__dict__ for r in self.residual_value],
             "files": [{"path": str(f.path), "sha256": f.sha256} for f in self.files],
             "recon": None if r is None else {"ok": r.ok, "checks": r.checks,
                                              "failures": [p.__dict__ for p in r.problems]},
@@ -127,6 +133,15 @@ async def _run_locked(pool: asyncpg.Pool, conn: asyncpg.Connection, day: dt.date
             t = time.perf_counter()
             report.voucher_breakage = await vouchers.expire_day(conn, led, d)
         timings["voucher_breakage"] = time.perf_counter() - t
+        t = time.perf_counter()
+        # Points whose lots expire on or before the closed day become breakage income; the
+        # journals post to the next open day, as the settlement journals do.
+        report.expiry = await lots.expire_day(conn, d)
+        timings["expiry"] = time.perf_counter() - t
+        t = time.perf_counter()
+        # Expired cards' stored value past its grace period, in programs whose policy is breakage.
+        report.residual_value = await residual.move_day(conn, d)
+        timings["residual"] = time.perf_counter() - t
         t = time.perf_counter()
         report.files = await settlement_files.write_day(conn, d, settlement_dir)
         timings["files"] = time.perf_counter() - t

@@ -47,6 +47,12 @@ POST_FUNCTION = "ledger.post_batch"
 # The balance columns of ledger.accounts (posted, held) take their defaults: only post_batch moves them.
 ACCOUNT_INSERT_COLUMNS = ("owner_kind", "owner_id", "purpose", "asset", "normal_side", "limit_mode")
 TERMINAL_SIGN_ON_COLUMNS = ("signed_on", "signed_on_at", "signed_off_at", "updated_at")
+# SECURITY DEFINER functions beside post_batch, and the runtime roles that may call each.
+DEFINER_FUNCTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("loyalty.expire_lots(text, date, text, bigint, bigint[])", ()),
+    ("loyalty.move_residual(text, date, integer, text, bigint, integer)", ()),
+    ("loyalty.set_points_expiry(text, integer)", ("portal",)),
+)
 # nextval on the journal id sequence is post_batch's alone.
 OWNER_ONLY_SEQUENCES = ("ledger.journal_id_seq",)
 
@@ -87,7 +93,8 @@ REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 # Written only by SECURITY DEFINER trigger functions (the owner's): no runtime role writes them.
 # The card-number keys are made by `db upgrade` (the owner) and never change after.
-OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes", "loyalty.card_keys")
+OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes", "loyalty.card_keys", "loyalty.point_lots", "loyalty.lot_moves",
+                        "loyalty.residual_breakage")
 # Append-only records: even the portal, which writes the rest of its schema, only inserts.
 INSERT_ONLY_TABLES = ("loyalty.transactions",)
 
@@ -264,6 +271,15 @@ async def _grant(conn: asyncpg.Connection, names: RoleNames) -> None:
         raise RolesError(f"{WORKING_KEYS_FUNCTION} does not exist: run 'switchd db upgrade' first")
     await conn.execute(f"REVOKE ALL ON FUNCTION {working} FROM PUBLIC, {runtime}")
     await conn.execute(f"GRANT EXECUTE ON FUNCTION {working} TO {q[names.daemon]}")
+    # The other SECURITY DEFINER writers of the ledger: end of day's (the owner's alone) and a
+    # program's expiry setting (the portal's too: it is a provisioning path).
+    for signature, granted in DEFINER_FUNCTIONS:
+        fn = await conn.fetchval("SELECT to_regprocedure($1)::text", signature)
+        if fn is None:
+            raise RolesError(f"{signature} does not exist: run 'switchd db upgrade' first")
+        await conn.execute(f"REVOKE ALL ON FUNCTION {fn} FROM PUBLIC, {runtime}")
+        if granted:
+            await conn.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO {', '.join(q[getattr(names, k)] for k in granted)}")
 
 
 async def _grant_report(conn: asyncpg.Connection, report: str) -> None:

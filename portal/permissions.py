@@ -126,6 +126,7 @@ _PLATFORM: dict[str, frozenset[Role]] = {
     "program_view": frozenset({PA, PO}),
     "program_new": frozenset({PA}),
     "program_lottery": frozenset({PA}),
+    "program_expiry": frozenset({PA}),
     "fees": frozenset({PA, PO}),
     "fee_edit": frozenset({PA}),
     "bins": frozenset({PA, PO}),

@@ -30,6 +30,7 @@ REQUIRED = {
     "mis-echo": ("ascii4", "no", None),
     "pos-purchase-cmac": ("nac2", "no", "cmac-aes"),
     "pos-purchase-x919": ("nac2", "no", "x919"),
+    "pos-inquiry-expiry-response-cmac": ("nac2", "no", "cmac-aes"),
 }
 MANDATORY = {
     "0800": {"7", "11", "41", "70"},

@@ -95,3 +95,23 @@ def test_demo_seed(run) -> None:  # type: ignore[no-untyped-def]
     assert run("demo", "seed").exit_code != 0  # once only, nothing half-created
     assert len(json.loads(run("merchant", "list", "--json").output)) == 3
     assert len(json.loads(run("program", "list", "--json").output)) == 2
+
+
+def test_program_expiry_and_residual_commands(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("program", "add", "GOLD", "--name", "Gold", "--kind", "alliance", "--issue-price-minor", "2",
+            "--redeem-value-minor", "1", "--points-expiry-months", "24")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(run("program", "show", "GOLD", "--json").output)
+    assert (shown["points_expiry_months"], shown["residual_policy"], shown["residual_grace_days"]) == (
+        24, "liability", 90)
+    r = run("program", "update", "GOLD", "--no-points-expiry", "--residual-policy", "breakage",
+            "--residual-grace-days", "30")
+    assert r.exit_code == 0 and "updated" in r.output, r.output
+    shown = json.loads(run("program", "show", "GOLD", "--json").output)
+    assert (shown["points_expiry_months"], shown["residual_policy"], shown["residual_grace_days"]) == (
+        None, "breakage", 30)
+    both = run("program", "update", "GOLD", "--points-expiry-months", "3", "--no-points-expiry")
+    assert both.exit_code != 0 and "not both" in both.output
+    assert run("program", "update", "NOPE", "--points-expiry-months", "3").exit_code == 4
+    assert run("program", "update", "GOLD", "--points-expiry-months", "601").exit_code != 0
+    assert json.loads(run("card", "residual", "--json").output) == []

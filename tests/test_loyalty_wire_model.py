@@ -1,7 +1,7 @@
 """The loyalty state machine again, but every request goes over TCP through a live daemon.
 
-Same rules, same reference model of every member balance and the same book
-checks as tests/test_loyalty_model.py; only the driver differs: each domain
+Same rules, same reference model of every member balance and the same book checks as
+tests/test_loyalty_model.py; only the driver differs: each domain
 request is encoded as the ISO 8583 message a terminal would send (0200 with
 its processing code, 0400 with field 90 for reversals, field 37 = the RRN the
 switch assigned to the original), sent to a real `switchd serve`, and the
@@ -198,6 +198,13 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
             out = Outcome(out.reason, t, points_balance=out.points_balance, prize_points=prize,
                           prize_code=out.prize_code)
         assert out.reason is expect, (t, req, fields, resp, expect)
+        if out.approved:
+            # The machine sends one request at a time: the newest journal is this request's, if
+            # it posted (the model's lots follow journals; the wire does not name them).
+            jid = self.run(self.pool.fetchval("SELECT max(id) FROM ledger.journals"))
+            out = Outcome(out.reason, t, journal_id=jid, points_balance=out.points_balance,
+                          sv_balance_minor=out.sv_balance_minor, prize_code=out.prize_code,
+                          prize_points=out.prize_points)
         if out.approved and "37" in resp:
             self.switch_rrn[req.rrn] = resp["37"]
         self.frames[req.key] = fields

@@ -68,6 +68,7 @@ SAMPLES: dict[str, tuple[str, str, dict[str, str]]] = {
     "program_view": ("GET", "/programs/ALLY", {}),
     "program_new": ("GET", "/programs/new", {}),
     "program_lottery": ("GET", "/programs/ALLY/lottery", {}),
+    "program_expiry": ("GET", "/programs/ALLY/expiry", {}),
     "fees": ("GET", "/fees", {}),
     "fee_edit": ("GET", "/fees/M0001", {}),
     "bins": ("GET", "/bins", {}),

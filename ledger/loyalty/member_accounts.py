@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.loyalty.lots import NEXT_LOT_SQL
 from ledger.loyalty.rules import mask_pan
 
 CARDS_PER_MEMBER_MAX = 50
@@ -19,14 +20,17 @@ CARDS_PER_MEMBER_MAX = 50
 async def member_balances(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> list[dict[str, Any]]:
     """One row per card and account of ``member_id``: the card (masked, its status), points per program
     (``program`` set) or stored value (``currency``: ISO 4217 numeric), balance and available
-    (balance less holds). A card with no account yet has one row with no balance."""
+    (balance less holds), and for points that expire the next expiring lot (``expiring_points`` on
+    ``expiring_on``, else None). A card with no account yet has one row with no balance."""
     rows = await conn.fetch(
         "SELECT c.id AS card_id, c.pan_masked AS pan, c.status, a.purpose, a.posted AS balance, a.posted - a.held AS available, "
-        "p.code AS program, cur.numeric_code AS currency "
+        "p.code AS program, cur.numeric_code AS currency, x.remaining AS expiring_points, "
+        "x.expires_on AS expiring_on "
         "FROM (SELECT * FROM loyalty.cards WHERE member_id = $1 ORDER BY id LIMIT $2) c "
         "LEFT JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = c.id::text "
         "LEFT JOIN loyalty.programs p ON a.purpose = 'points' AND p.points_asset = a.asset "
         "LEFT JOIN loyalty.currencies cur ON a.purpose = 'stored_value' AND cur.asset = a.asset "
+        f"LEFT JOIN LATERAL ({NEXT_LOT_SQL}) x ON a.purpose = 'points' "
         "ORDER BY c.id, a.purpose, a.asset", member_id, CARDS_PER_MEMBER_MAX)
     return [{**dict(r), "pan": mask_pan(r["pan"])} for r in rows]
 

@@ -42,7 +42,7 @@ from ledger.commands import Command, Leg, Result, Status, transfer
 from ledger.engine import SENT_MARK, Ledger, Receipt, ReceiptRef
 from ledger.engine import UNKNOWN as LEDGER_UNKNOWN
 from ledger.errors import SwitchdError, Unavailable, first_line, timeout_named
-from ledger.loyalty import card_numbers, exchange, lookup
+from ledger.loyalty import card_numbers, exchange, lookup, lots
 from ledger.loyalty.lookup import Context, Original, PostedLeg
 from ledger.loyalty.outcomes import (
     REFUNDABLE,
@@ -610,6 +610,11 @@ class Loyalty:
             Reason.APPROVED, TxnType.INQUIRY, program=ctx.program, currency=ctx.currency,
             points_balance=ctx.points_available() if want_points else None,
             sv_balance_minor=ctx.sv_available() if want_sv else None)
+        if want_points and ctx.points_expiry_months is not None and ctx.points_account_id is not None:
+            # Only a program with expiry pays this read, and only for an inquiry.
+            nxt = (await lots.next_expiring(self.pool, [int(ctx.points_account_id)])).get(int(ctx.points_account_id))
+            if nxt is not None:
+                outcome.points_expiring, outcome.points_expiring_on = nxt.points, nxt.expires_on
         return await self._unposted(TxnType.INQUIRY, req, ctx, outcome, receipt)
 
     # ------------------------------------------------------------ void and refund

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -42,6 +43,8 @@ class TxnType(StrEnum):
     VOUCHER_SALE = "voucher_sale"  # a batch of points top-up cards sold to a merchant
     VOUCHER_REDEEM = "voucher_redeem"  # a points top-up card redeemed by a member
     EXCHANGE = "exchange"  # points of one program into another's (0200 406565)
+    EXPIRY = "expiry"  # end of day: a program's expired points lots to breakage (ledger.loyalty.lots)
+    RESIDUAL = "residual"  # end of day: expired cards' residual stored value to breakage
 
     @property
     def account(self) -> str:
@@ -196,7 +199,10 @@ class Outcome:
     # with the posting): the caller must not store one.
     receipt_stored: bool
     hold_s: int | None  # a pre-authorisation's hold: how long it lives, in seconds
-
+    # A balance inquiry in a program with points expiry: the points of the lot expiring first
+    # and its date (None: nothing expires, or not asked).
+    points_expiring: int | None
+    points_expiring_on: dt.date | None
 
     def __init__(self, reason: Reason, txn_type: TxnType, detail: str = "", journal_id: int | None = None,
                  approval_code: str | None = None, business_date: str | None = None,
@@ -204,7 +210,8 @@ class Outcome:
                  points_redeemed: int = 0, points_balance: int | None = None,
                  sv_balance_minor: int | None = None, prize_code: str | None = None, prize_points: int = 0,
                  replayed: bool = False, rrn: str | None = None, stored_answer: bytes | None = None,
-                 receipt_stored: bool = False, hold_s: int | None = None) -> None:
+                 receipt_stored: bool = False, hold_s: int | None = None, points_expiring: int | None = None,
+                 points_expiring_on: dt.date | None = None) -> None:
         self.reason = reason
         self.txn_type = txn_type
         self.detail = detail
@@ -224,6 +231,8 @@ class Outcome:
         self.stored_answer = stored_answer
         self.receipt_stored = receipt_stored
         self.hold_s = hold_s
+        self.points_expiring = points_expiring
+        self.points_expiring_on = points_expiring_on
 
     @property
     def approved(self) -> bool:

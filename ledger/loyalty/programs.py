@@ -151,7 +151,7 @@ async def set_lottery(conn: asyncpg.Connection, code: str, price_points: int, pr
 _LIST_SQL = """
 SELECT p.code, p.name, p.kind, p.points_asset, p.currency, c.asset AS currency_asset,
        p.issue_price_minor, p.redeem_value_minor, p.pin_required_for_redeem, p.txn_max_points,
-       p.lottery_price_points, p.status, p.pin_required_for_sv,
+       p.lottery_price_points, p.status, p.pin_required_for_sv, p.points_expiry_months, p.residual_policy, p.residual_grace_days,
        (SELECT count(*) FROM loyalty.merchants m WHERE m.program = p.code) AS merchants,
        -(o.posted) AS points_outstanding_cleared, pp.posted AS prize_pool_points
   FROM loyalty.programs p

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger.loyalty.lots import NEXT_LOT_SQL
 from ledger.loyalty.rules import mask_pan
 
 PROFILE_LIMITS = {"name": 80, "email": 120, "delivery_address": 300}
@@ -49,19 +50,26 @@ async def update_profile(conn: asyncpg.Connection | asyncpg.Pool, member_id: int
 
 async def balances(conn: asyncpg.Connection | asyncpg.Pool, member_id: int) -> list[dict[str, Any]]:
     """Per card of the member (by id): points per program and stored value per currency, each with
-    its balance and what is available (the balance less what holds reserve)."""
+    its balance and what is available (the balance less what holds reserve); points that expire
+    carry ``next_expiry`` (the points and date of the lot expiring first)."""
     rows = await conn.fetch(
-        "SELECT c.id, c.pan_masked AS pan, c.status, a.purpose, a.asset, a.posted, a.held, p.code AS program "
+        "SELECT c.id, c.pan_masked AS pan, c.status, a.purpose, a.asset, a.posted, a.held, p.code AS program, "
+        "x.remaining AS expiring_points, x.expires_on AS expiring_on "
         "FROM loyalty.cards c LEFT JOIN ledger.accounts a ON a.owner_kind = 'card' AND a.owner_id = c.id::text "
         "LEFT JOIN loyalty.programs p ON p.points_asset = a.asset "
+        f"LEFT JOIN LATERAL ({NEXT_LOT_SQL}) x ON a.purpose = 'points' "
         "WHERE c.member_id = $1 ORDER BY c.id, a.purpose, a.asset", member_id)
     cards: dict[int, dict[str, Any]] = {}
     for r in rows:
         card = cards.setdefault(r["id"], {"card_id": r["id"], "pan": mask_pan(r["pan"]), "status": r["status"],
                                           "points": [], "stored_value": []})
         if r["purpose"] == "points" and r["program"] is not None:
-            card["points"].append({"program": r["program"], "points": r["posted"],
-                                   "available_points": r["posted"] - r["held"]})
+            points: dict[str, Any] = {"program": r["program"], "points": r["posted"],
+                                      "available_points": r["posted"] - r["held"]}
+            if r["expiring_on"] is not None:
+                # The lot expiring first, in a program whose points expire.
+                points["next_expiry"] = {"points": r["expiring_points"], "date": r["expiring_on"].isoformat()}
+            card["points"].append(points)
         elif r["purpose"] == "stored_value":
             card["stored_value"].append({"currency": r["asset"], "amount_minor": r["posted"],
                                          "available_minor": r["posted"] - r["held"]})

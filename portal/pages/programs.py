@@ -1,6 +1,7 @@
-"""Programs (alliance or hosted) and their lottery tables: list, view, add, set the lottery.
+"""Programs (alliance or hosted) and their lottery tables: list, view, add, set the lottery, set the
+points expiry and the residual stored-value policy.
 
-Through the functions ``switchd program add|list|show|lottery`` calls
+Through the functions ``switchd program add|update|list|show|lottery`` calls
 (ledger.loyalty.programs), with an audit entry in the same transaction. The
 platform operator reads; only the platform admin changes.
 """
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ledger.loyalty import lots
 from ledger.loyalty import programs as ledger_programs
 from ledger.loyalty.programs import KNOWN_CURRENCIES, ProvisioningError
 from portal import audit
@@ -123,10 +125,45 @@ def _lottery_of(program: dict[str, Any]) -> dict[str, Any]:
     return {"lottery_price_points": program["lottery_price_points"], "lottery_prizes": program["lottery_prizes"]}
 
 
+EXPIRY_FIELDS = ("points_expiry_months", "residual_policy", "residual_grace_days")
+
+
+@page("program_expiry")
+async def program_expiry(request: Request, pg: Page) -> Response:
+    """GET: the form. POST: set the points expiry (blank: never) and the residual-value policy."""
+    program = await _program_or_404(pg, request.path_params["code"])
+    values = {"points_expiry_months": str(program["points_expiry_months"] or ""),
+              "residual_policy": program["residual_policy"],
+              "residual_grace_days": str(program["residual_grace_days"])}
+    context: dict[str, Any] = {"p": program, "values": values, "policies": lots.RESIDUAL_POLICIES, "error": None}
+    if request.method == "GET":
+        return render(request, "platform/expiry_form.html", context, session=pg.session)
+    values.update({k: pg.field(k, 20) for k in EXPIRY_FIELDS})
+    try:
+        months_text = values["points_expiry_months"].strip()
+        months = whole(months_text, "points expiry (months)") if months_text else None
+        if values["residual_policy"] not in lots.RESIDUAL_POLICIES:
+            raise ProvisioningError("residual policy must be liability or breakage")
+        async with pg.pool.acquire() as conn, conn.transaction():
+            if months != program["points_expiry_months"]:
+                await lots.set_expiry(conn, program["code"], months)
+            await lots.set_residual_policy(conn, program["code"], values["residual_policy"],
+                                           whole(values["residual_grace_days"], "grace (days)"))
+            after = await ledger_programs.show_program(conn, program["code"])
+            assert after is not None
+            await audit.record(conn, pg.actor, pg.session.user_id, "program_update", "program", program["code"],
+                               None, {k: program[k] for k in EXPIRY_FIELDS}, {k: after[k] for k in EXPIRY_FIELDS})
+    except ProvisioningError as exc:
+        context["error"] = str(exc)
+        return render(request, "platform/expiry_form.html", context, status_code=400, session=pg.session)
+    return redirect(f"/programs/{program['code']}")
+
+
 # (path, endpoint, methods, route name): portal/app.py mounts them; portal/permissions.py rules them.
 ROUTES: list[tuple[str, Any, list[str], str]] = [
     ("/programs", program_list, GET, "programs"),
     ("/programs/new", program_new, FORM, "program_new"),
     ("/programs/{code}", program_view, GET, "program_view"),
     ("/programs/{code}/lottery", program_lottery, FORM, "program_lottery"),
+    ("/programs/{code}/expiry", program_expiry, FORM, "program_expiry"),
 ]

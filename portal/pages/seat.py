@@ -44,6 +44,7 @@ KIND_NAMES = {
     "fee": N_("Placement fee"), "preauth": N_("Pre-authorisation"),
     "completion": N_("Pre-authorisation completion"), "voucher_sale": N_("Top-up card sale"),
     "voucher_redeem": N_("Top-up card redeemed"), "exchange": N_("Exchange between programs"),
+    "expiry": N_("Points expiry"), "residual": N_("Residual stored value"),
 }
 
 # Every outcome in words: what the operator tells the member.

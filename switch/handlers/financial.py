@@ -63,6 +63,8 @@ _EXACT: dict[str, tuple[TxnType, str]] = {
     "406565": (TxnType.EXCHANGE, "65"),
 }
 TARGET_PROGRAM_TAG = "XP"  # field 48 of an exchange: the program to convert into
+# Field 48 of a balance inquiry's answer in a program with points expiry: the lot expiring first.
+EXPIRING_POINTS_TAG, EXPIRING_ON_TAG = "EP", "ED"
 # Patterned codes: type digits + account (xx) + "00".
 _PATTERNED: dict[str, TxnType] = {"31": TxnType.INQUIRY, "02": TxnType.VOID, "20": TxnType.REFUND}
 _ACCOUNTS = ("00", "60", "65")
@@ -147,6 +149,9 @@ def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
         tags["PG"] = outcome.program
     if outcome.hold_s is not None:
         tags[HOLD_TIME_TAG] = str(outcome.hold_s)
+    if outcome.points_expiring is not None and outcome.points_expiring_on is not None:
+        tags[EXPIRING_POINTS_TAG] = str(outcome.points_expiring)
+        tags[EXPIRING_ON_TAG] = outcome.points_expiring_on.strftime("%Y%m%d")
     if tags:
         extra["48"] = tlv(tags)
     # Points first, then stored value (specs/HOST-INTERFACE.md §7.2).
