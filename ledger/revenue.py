@@ -46,6 +46,8 @@ KINDS: tuple[IncomeKind, ...] = (
     IncomeKind("voucher_sales", "Top-up card sales", "voucher_sales", "money"),
     IncomeKind("voucher_breakage", "Top-up card breakage", "voucher_breakage", "points"),
     IncomeKind("exchange_income", "Exchange between programs", "exchange_income", "money"),
+    IncomeKind("points_breakage", "Points breakage", "breakage", "points"),
+    IncomeKind("sv_breakage", "Stored-value breakage", "sv_breakage", "money"),
 )
 
 # What a merchant owes the operator in money outside points and stored value: end-of-day clearing
