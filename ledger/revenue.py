@@ -60,7 +60,7 @@ def income_purposes() -> frozenset[str]:
     """Every operator account purpose that is income.
 
     >>> sorted(income_purposes())
-    ['fee_income', 'voucher_breakage', 'voucher_sales']
+    ['breakage', 'exchange_income', 'fee_income', 'sv_breakage', 'voucher_breakage', 'voucher_sales']
     """
     return frozenset(k.purpose for k in KINDS)
 

@@ -14,6 +14,7 @@ import uvloop
 
 from ledger import db as ledger_db
 from ledger.keys import KeyStoreError, load_master_key
+from ledger.loyalty import card_numbers
 from portal.settings import PortalSettings, SettingsError, load_secret
 
 MASTER_KEY_ENV = "SWITCHD_MASTER_KEY"  # as the daemon's [security] master_key_env defaults
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from portal.server import serve  # after the checks: a bad setting answers fast
 
     async def run() -> None:
+        if master_key is not None:  # the demo's members are found by their card numbers
+            card_numbers.set_master_key(master_key)
         if args.demo_users:
             from portal.demo import seed_users
 

@@ -17,6 +17,8 @@ expiry date (tags 5A, 57, 5F20, 5F24, 9F1F, 9F20, 56, 9F6B) are never kept.
 
 from __future__ import annotations
 
+from ledger.errors import SwitchdError
+
 TLV_BYTES_MAX = 255  # field 55's bound on the wire
 TAG_BYTES_MAX = 3
 DEPTH_MAX = 4
@@ -27,7 +29,7 @@ DISPUTE_TAGS = frozenset({"9F26", "9F27", "9F10", "9F36", "9F37", "95", "9A", "9
                           "9F1A", "82", "9F34", "84", "4F", "5F34", "9F33", "9F35"})
 
 
-class TlvError(ValueError):
+class TlvError(SwitchdError, ValueError):
     """Malformed BER-TLV; ``str()`` describes the structure, never the data."""
 
 

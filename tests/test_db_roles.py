@@ -404,6 +404,9 @@ def test_key_changes_are_recorded_who_and_when_and_no_runtime_role_can_forge_the
 @pytest.mark.e2e
 def test_serve_runs_its_portal_as_the_portal_role(db_dsn: str, prefix: str, tmp_path: Path) -> None:
     names = _apply(db_dsn, prefix).names
+    # As documented: the owner's `db upgrade`, with the master key, makes the card-number keys.
+    (tmp_path / "owner").mkdir()
+    assert "card number" not in Daemon(tmp_path / "owner", db_dsn, [POS_LISTENER]).cli("db", "upgrade").stderr
     (tmp_path / "serve").mkdir()
     d = Daemon(tmp_path / "serve", as_user(db_dsn, names.daemon), [POS_LISTENER],
                extra={"portal": {"enabled": True, "port": 0, "dsn": as_user(db_dsn, names.portal)}}).start()

@@ -10,7 +10,6 @@ replication), no posting is doubled, and the books balance.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 import tempfile
 import threading
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from fixtures_daemon import MASTER_KEY_HEX
 from replica_support import ReplicaPair
 
 from ledger import db as ledger_db
@@ -74,7 +74,7 @@ def test_daemon_follows_the_primary() -> None:
         root.chmod(0o755)  # the clusters run as postgres when the tests run as root
         pair = ReplicaPair(root / "pg")
         (root / "pg").mkdir()
-        key_hex = secrets.token_hex(32)
+        key_hex = MASTER_KEY_HEX  # the suite's: this process seals the cards it provisions under it
         metrics_port = harness.free_port()
         try:
             pair.start()

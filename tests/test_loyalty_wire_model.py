@@ -244,7 +244,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         tid, stan, when = self.request(card, "M0001", 0).key.split("|")
         fields = {"t": "0200", "2": card, "3": "210065", "4": f"{base.VOUCHER_POINTS:012d}", "7": when, "11": stan,
                   "41": tid.ljust(8), "42": "M0001".ljust(15), "48": f"VS012{v.serial}VC016{code}"}
-        resp = self._terminal(tid).call(fields)
+        resp = self._call(fields)
         if card in self.model.blocked:  # the card of field 2 must be active, before anything else
             assert resp["39"] == "14", resp
             return
@@ -285,7 +285,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         amount = max(1, self.sv_available(card) * percent // 100)
         req = self.request(card, "M0002", amount)
         fields = self._preauth_fields("0100", req)
-        resp = self._terminal(fields["41"].strip()).call(fields)
+        resp = self._call(fields)
         short = self.sv_available(card) < amount
         expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
         assert REASON_BY_CODE[resp["39"]] is expect, (fields, resp, expect)
@@ -317,7 +317,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         amount = max(1, p.amount * percent // 100)
         req = self.request(p.card, "M0002", amount)
         fields = self._preauth_fields("0220" if advice else "0200", req, **{"90": self._names(p)})
-        resp = self._terminal(fields["41"].strip()).call(fields)
+        resp = self._call(fields)
         if self.card_reason(p.card):
             expect = Reason.CARD_BLOCKED
         elif p.state != "pending":
@@ -344,7 +344,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
     def _release(self, p: Preauth) -> None:
         req = self.request(p.card, "M0002", p.amount)
         fields = self._preauth_fields("0400", req, **{"90": self._names(p)})
-        resp = self._terminal(fields["41"].strip()).call(fields)
+        resp = self._call(fields)
         expect = Reason.INVALID_TXN if p.state == "captured" else Reason.APPROVED
         assert REASON_BY_CODE[resp["39"]] is expect, (p, fields, resp, expect)
         self._record(TxnType.REVERSAL, req, fields, resp)

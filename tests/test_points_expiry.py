@@ -19,7 +19,7 @@ from ledger_support import ledger_settings
 from ledger import export, reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import demo, lots
+from ledger.loyalty import card_numbers, demo, lots
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 
@@ -48,7 +48,8 @@ class World:
     async def account(self, pan: str = PAN1) -> int:
         return int(await self.pool.fetchval(
             "SELECT a.id FROM ledger.accounts a JOIN loyalty.cards c ON a.owner_id = c.id::text "
-            "WHERE a.owner_kind='card' AND c.pan=$1 AND a.purpose='points' AND a.asset='PTS:ALLY'", pan))
+            "WHERE a.owner_kind='card' AND c.id=$1 AND a.purpose='points' AND a.asset='PTS:ALLY'",
+            await card_numbers.card_id_by_number(self.pool, pan)))
 
     async def lots(self, pan: str = PAN1) -> list[tuple[dt.date, int]]:
         rows = await self.pool.fetch("SELECT expires_on, remaining FROM loyalty.point_lots WHERE account_id=$1 "
@@ -181,7 +182,8 @@ async def test_residual_stored_value_moves_after_the_grace_period(world: World) 
     open_on = await world.open_date()
     # PAN1's card expired at the end of the month before last; PAN2's is valid for years.
     ended = open_on.replace(day=1) - dt.timedelta(days=40)
-    await world.pool.execute("UPDATE loyalty.cards SET expiry=$2 WHERE pan=$1", PAN1, ended.strftime("%y%m"))
+    await world.pool.execute("UPDATE loyalty.cards SET expiry=$2 WHERE id=$1",
+                             await card_numbers.card_id_by_number(world.pool, PAN1), ended.strftime("%y%m"))
     async with world.pool.acquire() as conn:
         assert await residual.move_day(conn, open_on) == []  # every program keeps it as a liability
         listed = await residual.residual_list(conn, open_on)

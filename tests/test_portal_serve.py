@@ -29,7 +29,8 @@ def test_every_portal_key_reaches_the_portals_settings() -> None:
     settings.check()
     names = {f.name for f in dataclasses.fields(PortalSettings)}
     # enabled is the daemon's question; the rest is the portal's, under the same name.
-    assert set(C.PORTAL_SCHEMA) - {"enabled"} <= names
+    # enabled and dsn are the daemon's: whether it starts the portal, and as whom it connects.
+    assert set(C.PORTAL_SCHEMA) - {"enabled", "dsn"} <= names
     assert (settings.port, settings.session_idle_s, settings.default_locale) == (9443, 120, "zh_CN")
     assert settings.trusted_proxies == ("10.0.0.1", "10.0.0.2")
     assert settings.public_base_url == "http://127.0.0.1:9443"

@@ -235,7 +235,7 @@ class SeatMachine(DatabaseMachine):
         points = dict.fromkeys(CARDS, 0)
         sv = dict.fromkeys(CARDS, 0)
         for r in rows:
-            (points if r["purpose"] == "points" else sv)[r["pan"]] += int(r["posted"])
+            (points if r["purpose"] == "points" else sv)[self.card_pans[r["id"]]] += int(r["posted"])
         assert (points, sv) == (self.model.points, self.model.sv)
 
     @invariant()

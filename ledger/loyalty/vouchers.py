@@ -249,21 +249,27 @@ async def create_batch(conn: asyncpg.Connection, master_key: bytes, program: str
 
 
 def sale_key(batch_id: int) -> str:
-    """>>> sale_key(3)
+    """The key of batch ``batch_id``'s sale.
+
+    >>> sale_key(3)
     'voucher:batch:3:sale'
     """
     return f"voucher:batch:{int(batch_id)}:sale"
 
 
 def redeem_key(serial: str) -> str:
-    """>>> redeem_key("000001000002")
+    """The key of card ``serial``'s redemption (one per card).
+
+    >>> redeem_key("000001000002")
     'voucher:000001000002:redeem'
     """
     return f"voucher:{serial}:redeem"
 
 
 def breakage_key(day: dt.date, program: str) -> str:
-    """>>> breakage_key(dt.date(2026, 1, 2), "ALLY")
+    """The key of program ``program``'s breakage at the end of ``day``.
+
+    >>> breakage_key(dt.date(2026, 1, 2), "ALLY")
     'voucher:breakage:2026-01-02:ALLY'
     """
     return f"voucher:breakage:{day.isoformat()}:{program}"
