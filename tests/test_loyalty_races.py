@@ -166,12 +166,12 @@ async def test_a_refund_that_read_a_standing_since_changed_decides_again(two: Tw
     assert two.a.overtaken_total == before + 1
     assert outcome.reason is Reason.EXCEEDS_LIMIT, outcome  # 5,000 + 6,000 > 10,000, seen on the re-read
     fits = req(amount=5_000, original_rrn=r.rrn)
-    stale = await lookup.read_context(two.a._contexts, fits.pan, fits.merchant_id, fits.key, None, r.rrn)
+    stale = await lookup.read_context(two.a._contexts, pan_hash, fits.merchant_id, fits.key, None, r.rrn)
     ok(await two.b.refund(req(amount=1_000, original_rrn=r.rrn)))  # changes the standing again
     outcome = await two.a._compensate(TxnType.REFUND, fits, stale, None)
     assert outcome.reason is Reason.EXCEEDS_LIMIT  # decided on 5,000 + 5,000; then 6,000 + 5,000
     last = req(amount=3_990, original_rrn=r.rrn)
-    stale = await lookup.read_context(two.a._contexts, last.pan, last.merchant_id, last.key, None, r.rrn)
+    stale = await lookup.read_context(two.a._contexts, pan_hash, last.merchant_id, last.key, None, r.rrn)
     ok(await two.b.refund(req(amount=10, original_rrn=r.rrn)))
     before = two.a.overtaken_total
     outcome = await two.a._compensate(TxnType.REFUND, last, stale, None)

@@ -213,7 +213,8 @@ async def test_end_of_day_runs_the_expiry_and_residual_steps(world: World, tmp_p
 
     await world.ok(TxnType.TOPUP, req(PAN1, amount=100))
     await world.ok(TxnType.LOAD, req(PAN2, amount=900, currency="156", merchant="M0002", terminal="T0000002"))
-    await world.pool.execute("UPDATE loyalty.cards SET expiry='2001' WHERE pan=$1", PAN2)
+    await world.pool.execute("UPDATE loyalty.cards SET expiry='2001' WHERE id=$1",
+                             await card_numbers.card_id_by_number(world.pool, PAN2))
     async with world.pool.acquire() as conn:
         await lots.set_residual_policy(conn, "ALLY", "breakage", 0)
     # Forty days without postings (no end of day ran): the first day to close is past the lot's date.
