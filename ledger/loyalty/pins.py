@@ -157,14 +157,16 @@ class PinNeed:
     required_for_sv: bool
 
 
-async def pin_need(conn: asyncpg.Connection | asyncpg.Pool, pan: str, merchant_id: str) -> PinNeed | None:
-    """The card's PIN and the merchant's programme's PIN rules (None for an unknown card)."""
+async def pin_need(conn: asyncpg.Connection | asyncpg.Pool, pan: str, merchant_id: str,
+                   vault: card_numbers.CardVault | None = None) -> PinNeed | None:
+    """The card's PIN and the merchant's programme's PIN rules (None for an unknown card).
+    ``vault``: the card-number keys when the caller holds them (else read: one more round trip)."""
     row = await conn.fetchrow(
         "SELECT c.id, cp.card_id IS NOT NULL AS has_pin, coalesce(p.pin_required_for_redeem, false) AS r, "
         "coalesce(p.pin_required_for_sv, true) AS s FROM loyalty.cards c "
         "LEFT JOIN loyalty.card_pins cp ON cp.card_id = c.id "
         "LEFT JOIN loyalty.merchants m ON m.merchant_id = $2 LEFT JOIN loyalty.programs p ON p.code = m.program "
-        "WHERE c.pan_hash = $1", (await card_numbers.vault(conn)).lookup_hash(pan), merchant_id)
+        "WHERE c.pan_hash = $1", (vault or await card_numbers.vault(conn)).lookup_hash(pan), merchant_id)
     if row is None:
         return None
     return PinNeed(row["id"], row["has_pin"], row["r"], row["s"])
@@ -179,13 +181,17 @@ class PinChecker:
         self.master_keys = master_keys
         self.tries_max = tries_max
         self._pin_key: bytes | None = None
+        # The card-number keys, opened once: a PIN check is on the request path.
+        self._vault: card_numbers.CardVault | None = None
 
     def __repr__(self) -> str:  # never the key
         return f"PinChecker(tries_max={self.tries_max})"
 
     async def need(self, pan: str, merchant_id: str) -> PinNeed | None:
         """See :func:`pin_need`."""
-        return await pin_need(self.pool, pan, merchant_id)
+        if self._vault is None:
+            self._vault = await card_numbers.vault(self.pool)
+        return await pin_need(self.pool, pan, merchant_id, self._vault)
 
     async def verify(self, card_id: int, pin: str) -> Verdict:
         """See :func:`verify_pin`; PinError when the PIN key cannot be opened."""
