@@ -1,17 +1,29 @@
-"""Random sequences of every loyalty operation against a reference model of every member balance.
+"""Random sequences of every loyalty operation against a reference model of every balance and lot.
 
-Voids, refunds (partial), reversals (full, partial, of declined and of unknown
-originals), late originals and duplicate resubmissions, exchanges between programs, top-up card
-redemptions (right and wrong codes, twice, by another card) and the cards' expiry into breakage,
-through the real Ledger
-on a fresh database per example. After every step: the outcome is the model's,
-member balances are the model's, every asset sums to zero and every cached
-balance equals the sum of its entries.
+Earns, redemptions, top-ups, stored-value loads and purchases, draws, exchanges between programs,
+voids, refunds (partial), reversals (full, partial, of declined and of unknown originals), late
+originals and duplicate resubmissions, top-up card redemptions (right and wrong codes, twice, by
+another card) and time jumps, through the real Ledger on a fresh database per example.
+
+Both programs make their points expire (ALLY a month after their business day, CAFE two), so
+every member's points live in lots: the model keeps them with the database's rule
+(ledger.loyalty.lots.LotBook): credits make lots, debits take the oldest first, compensations undo
+exactly what their original did, an exchange takes lots in one program and makes one in the
+other. A time jump runs the real end of day of the open day (cut-over, clearing, top-up card
+breakage, lot expiry, reconciliation), then lets days without postings go by and runs the
+expiry pieces of the last of them (lots and top-up cards past their last day).
+
+After every step: the outcome is the model's, every balance and every lot is the model's, the
+inquiry's next expiring lot is the model's, the top-up cards' float and breakage are the
+model's, every asset sums to zero, every cached balance equals the sum of its entries, every
+account's lots sum to its balance, and every record says what its journal did.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +36,10 @@ from hypothesis.stateful import invariant, precondition, rule
 from ledger_support import ledger_settings
 from model_support import SERVER, DatabaseMachine
 
-from ledger import reconcile
+from ledger import eod, reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
-from ledger.loyalty import card_numbers, demo, rates, vouchers
+from ledger.loyalty import card_numbers, demo, lots, rates, vouchers
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.programs import Prize, set_lottery
@@ -37,9 +49,17 @@ CARDS = [demo.demo_pan(1), demo.demo_pan(2)]
 MERCHANTS = {"M0001": ("T0000001", 1), "M0002": ("T0000002", 2)}  # terminal, points per CNY
 # The demo program's prizes (ledger.loyalty.demo), each made the whole table in turn (see lottery).
 PRIZES = [Prize("NONE", 0, 1), Prize("SMALL", 20, 1), Prize("BIG", 100, 1)]
+# Months until a program's points expire, after their business day: two programs, two periods,
+# so that an exchange's lots are told apart from its source's.
+EXPIRY_MONTHS = {"ALLY": 1, "CAFE": 2}
+PROGRAMS = sorted(EXPIRY_MONTHS)
 VOUCHER_KEY = bytes(range(32))
 VOUCHER_POINTS = 150
 VOUCHERS = 4
+# The top-up cards' last days, days after the first open day: half run out at the first end of
+# day, half a month later (a time jump may land before, on or after it).
+VOUCHER_DAYS = (0, 30)
+TIME_JUMP_DAYS_MAX = 45
 
 
 @dataclass
@@ -48,6 +68,7 @@ class Voucher:
 
     serial: str
     code: str
+    expires_on: dt.date
     status: str = "issued"  # issued, redeemed, expired
     card: str | None = None
 
@@ -64,6 +85,8 @@ class Orig:
     txn_type: TxnType
     member_leg: int  # points or minor units moved on the member's account
     member_sign: int  # +1: the original credited the member
+    journal: int | None = None  # its journal (the lots its compensations undo)
+    day: dt.date | None = None  # its business day (a void must come on it)
     undone_units: int = 0
     undone_leg: int = 0
     voided: bool = False
@@ -84,11 +107,22 @@ class Model:
     marked_keys: list[str] = field(default_factory=list)
     vouchers: list[Voucher] = field(default_factory=list)
     breakage: int = 0
+    book: lots.LotBook = field(default_factory=lots.LotBook)  # accounts numbered by `account`
+    open_date: dt.date = dt.date(2000, 1, 1)
+    expiries: int = 0  # expiry runs so far: each gets a journal number of its own, negative
+
+
+def account(program: str, card: str) -> int:
+    """The model's number of ``card``'s points account in ``program`` (its lots' key in the book)."""
+    return PROGRAMS.index(program) * len(CARDS) + CARDS.index(card)
 
 
 class LoyaltyMachine(DatabaseMachine):
     pool_size_max = 4
     voucher_key = VOUCHER_KEY  # the master key the top-up cards' codes are hashed under
+    # The domain driver keeps no terminal's responses (the switch does, over the wire): the
+    # reconciliation check of one stored response per journal does not apply to its requests.
+    responses_unkept: frozenset[str] = frozenset({"journal_has_one_request"})
 
     def __init__(self) -> None:
         self.model = Model()
@@ -99,25 +133,33 @@ class LoyaltyMachine(DatabaseMachine):
         async with self.pool.acquire() as conn, conn.transaction():
             await demo.seed(conn, cards=len(CARDS))
             await rates.set_rate(conn, "ALLY", "CAFE", *RATE)
+            for program, months in EXPIRY_MONTHS.items():
+                await lots.set_expiry(conn, program, months)
         self.card_ids = {pan: await card_numbers.card_id_by_number(self.pool, pan) for pan in CARDS}
         self.card_pans = {card_id: pan for pan, card_id in self.card_ids.items()}
+        self.model.open_date = await self.pool.fetchval("SELECT open_date FROM ledger.business_day")
+        self.settlement_dir = Path(tempfile.mkdtemp(prefix="swmodel"))  # the end of day's files
         ledger = Ledger(self.pool, ledger_settings())
         await ledger.start()
         self.ledger = ledger
         self.loy = Loyalty(self.ledger)
-        # A batch of top-up cards sold to M0001, valid through the open day.
-        day = await self.pool.fetchval("SELECT open_date FROM ledger.business_day")
-        with tempfile.TemporaryDirectory() as out:
-            async with self.pool.acquire() as conn, conn.transaction():
-                made = await vouchers.create_batch(conn, self.voucher_key, "ALLY", VOUCHER_POINTS, VOUCHERS, 100, day,
-                                                   Path(out))
-            codes = dict(line.split(",")[:2] for line in made.path.read_text().splitlines()[1:])
-        await vouchers.sell_batch(ledger, self.pool, made.batch_id, "M0001")
-        self.model.vouchers = [Voucher(serial, codes[serial]) for serial in made.serials]
+        # Batches of top-up cards sold to M0001, one per last day.
+        per_batch = VOUCHERS // len(VOUCHER_DAYS)
+        for days in VOUCHER_DAYS:
+            last_day = self.model.open_date + dt.timedelta(days=days)
+            with tempfile.TemporaryDirectory() as out:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    made = await vouchers.create_batch(conn, self.voucher_key, "ALLY", VOUCHER_POINTS, per_batch,
+                                                       100, last_day, Path(out))
+                codes = dict(line.split(",")[:2] for line in made.path.read_text().splitlines()[1:])
+            await vouchers.sell_batch(ledger, self.pool, made.batch_id, "M0001")
+            self.model.vouchers += [Voucher(serial, codes[serial], last_day) for serial in made.serials]
 
     async def close(self) -> None:
         if hasattr(self, "ledger"):
             await self.ledger.stop()
+        if hasattr(self, "settlement_dir"):
+            shutil.rmtree(self.settlement_dir, ignore_errors=True)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -135,12 +177,24 @@ class LoyaltyMachine(DatabaseMachine):
             self.model.declined_keys.append(req.key)
         return out
 
+    def lot(self, journal: int | None, program: str, card: str, amount: int, undoes: int | None = None) -> None:
+        """The model's lots follow one entry of ``amount`` by ``journal`` on ``card``'s points in ``program``."""
+        if amount:
+            assert journal is not None
+            fresh = lots.add_months(self.model.open_date, EXPIRY_MONTHS[program])
+            self.model.book.apply(journal, account(program, card), amount, fresh, undoes)
+
     def card_reason(self, card: str) -> Reason | None:
         return Reason.CARD_BLOCKED if card in self.model.blocked else None
 
     def sv_available(self, card: str) -> int:
         """The card's stored value a debit may take (its balance, less what is held; see the wire model)."""
         return self.model.sv[card]
+
+    def original(self, req: Request, t: TxnType, out: Outcome, leg: int, sign: int, target_leg: int = 0) -> None:
+        """Keep approved ``req`` as an original that voids, refunds and reversals may name."""
+        self.model.originals.append(Orig(req, t, leg, sign, out.journal_id, self.model.open_date,
+                                         target_leg=target_leg))
 
     # ---------------------------------------------------------------- purchase-like
 
@@ -153,7 +207,8 @@ class LoyaltyMachine(DatabaseMachine):
         if out.approved:
             pts = amount * MERCHANTS[merchant][1] // 100
             self.model.points[card] += pts
-            self.model.originals.append(Orig(req, TxnType.EARN, pts, +1))
+            self.lot(out.journal_id, "ALLY", card, pts)
+            self.original(req, TxnType.EARN, out, pts, +1)
 
     @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 400), kind=st.sampled_from(["redeem", "topup"]))
     def points_op(self, card: str, amount: int, kind: str) -> None:
@@ -161,10 +216,12 @@ class LoyaltyMachine(DatabaseMachine):
         t = TxnType(kind)
         short = t is TxnType.REDEEM and self.model.points[card] < amount
         expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
-        if self.send(t, req, expect).approved:
+        out = self.send(t, req, expect)
+        if out.approved:
             sign = -1 if t is TxnType.REDEEM else 1
             self.model.points[card] += sign * amount
-            self.model.originals.append(Orig(req, t, amount, sign))
+            self.lot(out.journal_id, "ALLY", card, sign * amount)
+            self.original(req, t, out, amount, sign)
 
     @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 5_000), kind=st.sampled_from(["load", "sv_purchase"]))
     def money_op(self, card: str, amount: int, kind: str) -> None:
@@ -172,10 +229,11 @@ class LoyaltyMachine(DatabaseMachine):
         t = TxnType(kind)
         short = t is TxnType.SV_PURCHASE and self.sv_available(card) < amount
         expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
-        if self.send(t, req, expect).approved:
+        out = self.send(t, req, expect)
+        if out.approved:
             sign = -1 if t is TxnType.SV_PURCHASE else 1
             self.model.sv[card] += sign * amount
-            self.model.originals.append(Orig(req, t, amount, sign))
+            self.original(req, t, out, amount, sign)
 
     @rule(card=st.sampled_from(CARDS), prize=st.sampled_from(PRIZES))
     def lottery(self, card: str, prize: Prize) -> None:
@@ -194,6 +252,9 @@ class LoyaltyMachine(DatabaseMachine):
         if out.approved:
             assert out.prize_points == prize.points, (out, prize)
             self.model.points[card] += out.prize_points - 10
+            # The stake's entry, then the prize's: the prize makes a fresh lot.
+            self.lot(out.journal_id, "ALLY", card, -10)
+            self.lot(out.journal_id, "ALLY", card, out.prize_points)
 
     @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 400))
     def exchange(self, card: str, amount: int) -> None:
@@ -205,14 +266,24 @@ class LoyaltyMachine(DatabaseMachine):
             net = rates.convert(amount, *RATE)[2]
             self.model.points[card] -= amount
             self.model.cafe[card] += net
-            self.model.originals.append(Orig(req, TxnType.EXCHANGE, amount, -1, target_leg=net))
+            # The source's oldest lots go; the target gets a lot of its own program's period.
+            self.lot(out.journal_id, "ALLY", card, -amount)
+            self.lot(out.journal_id, "CAFE", card, net)
+            self.original(req, TxnType.EXCHANGE, out, amount, -1, target_leg=net)
 
-    def undo_exchange(self, o: Orig, after: int) -> None:
+    def undo_exchange(self, o: Orig, after: int, out: Outcome) -> None:
         """Undo exchange ``o`` to ``after`` units of its amount: both legs, as the ledger rounds them."""
         source, target = undo_targets([o.member_leg, o.target_leg], o.req.amount, after)
         self.model.points[o.req.pan] += source - o.undone_leg
         self.model.cafe[o.req.pan] -= target - o.undone_target
+        self.lot(out.journal_id, "ALLY", o.req.pan, source - o.undone_leg, undoes=o.journal)
+        self.lot(out.journal_id, "CAFE", o.req.pan, -(target - o.undone_target), undoes=o.journal)
         o.undone_leg, o.undone_target = source, target
+
+    def next_expiring(self, card: str) -> tuple[int, dt.date] | None:
+        """The model's next lot to expire of ``card``'s ALLY points (the inquiry's program), if any."""
+        live = self.model.book.live(account("ALLY", card))
+        return (live[0][1], live[0][0]) if live else None
 
     @rule(card=st.sampled_from(CARDS))
     def inquiry(self, card: str) -> None:
@@ -220,6 +291,9 @@ class LoyaltyMachine(DatabaseMachine):
                         self.card_reason(card) or Reason.APPROVED)
         if out.approved:
             assert (out.points_balance, out.sv_balance_minor) == (self.model.points[card], self.sv_available(card))
+            expiring = None if out.points_expiring is None else (out.points_expiring, out.points_expiring_on)
+            assert expiring == self.next_expiring(card), (out.points_expiring, out.points_expiring_on,
+                                                          self.model.book.lots)
 
     @rule(card=st.sampled_from(CARDS))
     def toggle_block(self, card: str) -> None:
@@ -243,10 +317,11 @@ class LoyaltyMachine(DatabaseMachine):
             return vouchers.Refusal.USED
         return None
 
-    def voucher_credited(self, card: str, v: Voucher) -> None:
-        """An approved redemption: the first one credits the card."""
+    def voucher_credited(self, card: str, v: Voucher, journal: int | None) -> None:
+        """An approved redemption: the first one credits the card (a fresh lot, by ``journal``)."""
         if v.status == "issued":
             self.model.points[card] += VOUCHER_POINTS
+            self.lot(journal, "ALLY", card, VOUCHER_POINTS)
             v.status, v.card = "redeemed", card
 
     @rule(card=st.sampled_from(CARDS), index=st.integers(0, VOUCHERS - 1), right=st.booleans())
@@ -259,31 +334,17 @@ class LoyaltyMachine(DatabaseMachine):
         assert done.refusal is expect, (done, v, card)
         if expect is None:
             assert done.replayed == (v.status == "redeemed") and done.points == VOUCHER_POINTS
-            self.voucher_credited(card, v)
-
-    @rule()
-    def vouchers_expire(self) -> None:
-        """The cards' last day ends: end of day's breakage step (run twice: the second moves nothing)."""
-        async def expire() -> dict[str, int]:
-            day = await self.pool.fetchval("SELECT open_date FROM ledger.business_day")
-            async with self.pool.acquire() as conn:
-                moved = await vouchers.expire_day(conn, self.ledger, day)
-                assert await vouchers.expire_day(conn, self.ledger, day) == {}
-            return moved
-
-        moved = self.run(expire())
-        open_cards = [v for v in self.model.vouchers if v.status == "issued"]
-        assert moved == ({"ALLY": VOUCHER_POINTS * len(open_cards)} if open_cards else {}), (moved, open_cards)
-        for v in open_cards:
-            v.status = "expired"
-        self.model.breakage += VOUCHER_POINTS * len(open_cards)
+            self.voucher_credited(card, v, done.journal_id)
 
     # ---------------------------------------------------------------- compensations
 
-    def apply(self, o: Orig, delta_leg: int) -> None:
+    def apply(self, o: Orig, delta_leg: int, out: Outcome) -> None:
         # Undoing moves the member the other way from the original.
-        book = self.model.points if o.txn_type.in_points or o.txn_type is TxnType.EARN else self.model.sv
+        in_points = o.txn_type.in_points or o.txn_type is TxnType.EARN
+        book = self.model.points if in_points else self.model.sv
         book[o.req.pan] -= o.member_sign * delta_leg
+        if in_points:
+            self.lot(out.journal_id, "ALLY", o.req.pan, -o.member_sign * delta_leg, undoes=o.journal)
         o.undone_leg += delta_leg
 
     @precondition(lambda self: self.model.originals)
@@ -295,8 +356,8 @@ class LoyaltyMachine(DatabaseMachine):
         remaining_leg = o.member_leg - o.undone_leg
         if self.card_reason(o.req.pan):
             expect = Reason.CARD_BLOCKED
-        elif o.voided or o.reversed or o.undone_units:
-            expect = Reason.INVALID_TXN
+        elif o.voided or o.reversed or o.undone_units or o.day != self.model.open_date:
+            expect = Reason.INVALID_TXN  # a void comes on its original's business day, or not at all
         elif o.txn_type in (TxnType.TOPUP, TxnType.LOAD) and (
                 (self.model.points[o.req.pan] if o.txn_type is TxnType.TOPUP else self.sv_available(o.req.pan))
                 < remaining_leg):
@@ -305,13 +366,14 @@ class LoyaltyMachine(DatabaseMachine):
             expect = Reason.INSUFFICIENT  # a void may not take the target program's points below zero
         else:
             expect = Reason.APPROVED
-        if self.send(TxnType.VOID, req, expect).approved:
+        out = self.send(TxnType.VOID, req, expect)
+        if out.approved:
             o.voided = True
             o.undone_units = o.req.amount
             if o.txn_type is TxnType.EXCHANGE:
-                self.undo_exchange(o, o.req.amount)
+                self.undo_exchange(o, o.req.amount, out)
             else:
-                self.apply(o, remaining_leg)
+                self.apply(o, remaining_leg, out)
 
     @precondition(lambda self: self.model.originals)
     @rule(data=st.data(), fraction=st.integers(1, 100))
@@ -330,10 +392,11 @@ class LoyaltyMachine(DatabaseMachine):
             expect = Reason.EXCEEDS_LIMIT
         else:
             expect = Reason.APPROVED
-        if self.send(TxnType.REFUND, req, expect).approved:
+        out = self.send(TxnType.REFUND, req, expect)
+        if out.approved:
             o.undone_units += amount
             target = undo_targets([o.member_leg], o.req.amount, o.undone_units)[0]
-            self.apply(o, target - o.undone_leg)
+            self.apply(o, target - o.undone_leg, out)
 
     @precondition(lambda self: self.model.originals)
     @rule(data=st.data(), partial=st.booleans())
@@ -342,7 +405,7 @@ class LoyaltyMachine(DatabaseMachine):
         replacement = o.req.amount // 2 if partial else None
         req = self.request(o.req.pan, o.req.merchant_id, o.req.amount, o.req.currency,
                            original_key=o.req.key, replacement_amount=replacement)
-        self.send(TxnType.REVERSAL, req, Reason.APPROVED)
+        out = self.send(TxnType.REVERSAL, req, Reason.APPROVED)
         if o.reversed:
             return
         after = o.req.amount if replacement is None else min(o.req.amount,
@@ -352,10 +415,10 @@ class LoyaltyMachine(DatabaseMachine):
         o.reversed = True
         o.undone_units = after
         if o.txn_type is TxnType.EXCHANGE:
-            self.undo_exchange(o, after)
+            self.undo_exchange(o, after, out)
             return
         target = undo_targets([o.member_leg], o.req.amount, after)[0]
-        self.apply(o, target - o.undone_leg)
+        self.apply(o, target - o.undone_leg, out)
 
     @precondition(lambda self: self.model.declined_keys)
     @rule(data=st.data())
@@ -388,7 +451,79 @@ class LoyaltyMachine(DatabaseMachine):
         assert out.approved and out.replayed and out.journal_id == first.journal_id, (out, first)
         assert (out.points_balance, out.sv_balance_minor) == (first.points_balance, first.sv_balance_minor)
 
+    # ---------------------------------------------------------------- time
+
+    def expired_in_model(self, day: dt.date) -> tuple[dict[str, tuple[int, int]], int]:
+        """The model's end of day of ``day``: lots due expire, top-up cards past their last day
+        expire. Returns (program -> (points, accounts)) and the top-up cards' points expired."""
+        self.model.expiries += 1
+        by_account = self.model.book.expire(-self.model.expiries, day)
+        expired = {}
+        for program in PROGRAMS:
+            mine = {CARDS[a % len(CARDS)]: points for a, points in by_account.items()
+                    if a // len(CARDS) == PROGRAMS.index(program)}
+            balances = self.model.points if program == "ALLY" else self.model.cafe
+            for card, points in mine.items():
+                balances[card] -= points
+            expired[program] = (sum(mine.values()), len(mine))
+        due = [v for v in self.model.vouchers if v.status == "issued" and v.expires_on <= day]
+        for v in due:
+            v.status = "expired"
+        self.model.breakage += VOUCHER_POINTS * len(due)
+        return expired, VOUCHER_POINTS * len(due)
+
+    @rule(days=st.integers(1, TIME_JUMP_DAYS_MAX))
+    def time_jump(self, days: int) -> None:
+        """The open day ends (the real end of day: cut-over, clearing, top-up card breakage, lot
+        expiry, reconciliation), then ``days - 1`` days without postings go by: the last one's end
+        of day expires the lots and top-up cards due by then."""
+        closing = self.model.open_date
+        last_closed = closing + dt.timedelta(days=days - 1)
+
+        async def jump() -> tuple[eod.EodReport, list[lots.ProgramExpiry], dict[str, int]]:
+            report = await eod.run(self.pool, closing, self.settlement_dir, ledger_settings=ledger_settings())
+            idle_expiry: list[lots.ProgramExpiry] = []
+            idle_breakage: dict[str, int] = {}
+            if days > 1:
+                async with self.pool.acquire() as conn:
+                    await conn.execute("UPDATE ledger.business_day SET open_date = $1",
+                                       last_closed + dt.timedelta(days=1))
+                    idle_breakage = await vouchers.expire_day(conn, self.ledger, last_closed)
+                    idle_expiry = await lots.expire_day(conn, last_closed)
+                    # Both are idempotent: run again, they move nothing more and say the same.
+                    assert await vouchers.expire_day(conn, self.ledger, last_closed) == {}
+                    again = await lots.expire_day(conn, last_closed)
+                    assert [(e.program, e.points, e.accounts, e.journals_existing, e.journals_posted)
+                            for e in again] == [(e.program, e.points, e.accounts, e.journals_posted, 0)
+                                                for e in idle_expiry], (again, idle_expiry)
+            return report, idle_expiry, idle_breakage
+
+        report, idle_expiry, idle_breakage = self.run(jump())
+        assert report.cut_over and report.recon is not None and report.recon.cleared, report.as_dict()
+        # The end of day's reconciliation of the closed day, its clearing included, is exact.
+        problems = [p for p in report.recon.problems if p.check not in self.responses_unkept]
+        assert problems == [], problems
+        self.model.open_date = closing + dt.timedelta(days=1)
+        expired, breakage = self.expired_in_model(closing)
+        assert {e.program: (e.points, e.accounts) for e in report.expiry} == expired, (report.expiry, expired)
+        assert report.voucher_breakage == ({"ALLY": breakage} if breakage else {}), report.voucher_breakage
+        if days > 1:
+            self.model.open_date = last_closed + dt.timedelta(days=1)
+            expired, breakage = self.expired_in_model(last_closed)
+            assert {e.program: (e.points, e.accounts) for e in idle_expiry} == expired, (idle_expiry, expired)
+            assert idle_breakage == ({"ALLY": breakage} if breakage else {}), idle_breakage
+
     # ---------------------------------------------------------------- invariants
+
+    @invariant()
+    def lots_are_the_models(self) -> None:
+        rows = self.run(self.pool.fetch(
+            "SELECT c.id, l.program, l.expires_on, l.remaining FROM loyalty.point_lots l "
+            "JOIN ledger.accounts a ON a.id = l.account_id JOIN loyalty.cards c ON a.owner_id = c.id::text"))
+        found = {(r["program"], self.card_pans[r["id"]], r["expires_on"], r["remaining"]) for r in rows}
+        expected = {(PROGRAMS[a // len(CARDS)], CARDS[a % len(CARDS)], d, v)
+                    for a, book in self.model.book.lots.items() for d, v in book.items()}
+        assert found == expected, (found, expected)
 
     @invariant()
     def balances_and_books(self) -> None:
@@ -402,6 +537,10 @@ class LoyaltyMachine(DatabaseMachine):
             book = sv if r["purpose"] != "points" else cafe if r["asset"] == "PTS:CAFE" else points
             book[self.card_pans[r["id"]]] += r["posted"]
         assert (points, sv, cafe) == (self.model.points, self.model.sv, self.model.cafe), (points, sv, cafe, self.model)
+        # The lots of each account sum to its balance (the model's; check_books checks the database's).
+        for program, balances in (("ALLY", self.model.points), ("CAFE", self.model.cafe)):
+            for card in CARDS:
+                assert self.model.book.total(account(program, card)) == balances[card], (program, card)
         # The top-up cards' points: sold = redeemed + still open (the float) + expired (breakage).
         float_, breakage = (self.run(self.pool.fetchval(
             "SELECT coalesce(sum(posted), 0) FROM ledger.accounts WHERE owner_kind = 'operator' AND purpose = $1",
