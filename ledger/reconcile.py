@@ -194,7 +194,9 @@ again AS (
            coalesce(sum(money_delta_minor) FILTER (WHERE root_type = 'load'), 0) AS sv_loaded_minor,
            -coalesce(sum(money_delta_minor) FILTER (WHERE root_type = 'sv_purchase'), 0) AS sv_spent_minor,
            coalesce(sum(fee_minor), 0) AS fees_minor
-      FROM tx GROUP BY merchant_id
+      -- An exchange at a terminal is the exchange desk's, not the merchant's (as clearing counts
+      -- it): a merchant whose day is only exchanges has no figures to compare.
+      FROM tx WHERE root_type IS DISTINCT FROM 'exchange' GROUP BY merchant_id
 )
 SELECT 'figures_differ' AS problem, coalesce(cm.merchant_id, a.merchant_id) AS merchant_id,
        cm.points_issued, a.points_issued AS points_issued_recomputed,

@@ -205,5 +205,21 @@ async def test_end_of_day_clears_the_exchange_desk(world: World) -> None:
     await w.books_ok()
 
 
+async def test_a_merchant_whose_day_is_only_exchanges_reconciles(world: World) -> None:
+    """An exchange at a terminal is the desk's, not the merchant's: a merchant with nothing else
+    that day has no clearing figures, and the reconciliation's recomputation agrees."""
+    w = world
+    await topup(w, 1000, merchant="M0002")  # the points come from another merchant
+    await rates.set_rate(w.pool, "ALLY", "GOLD", 1, 2, fee_bps=1000)
+    ok(await w.loy.exchange(xreq(600, target="GOLD")))  # at M0001, its only transaction of the day
+    day = await business_day.open_date(w.pool)
+    async with w.pool.acquire() as conn:
+        await business_day.cut_over(conn, day, 10)
+        await clearing.clear_day(conn, w.ledger, day)
+    assert [f["merchant_id"] for f in await clearing.figures(w.pool, day)] == ["M0002"]
+    await recon_ok(w, day)
+    await w.books_ok()
+
+
 def test_txn_type_is_a_points_transaction_of_account_65() -> None:
     assert TxnType.EXCHANGE.in_points and TxnType.EXCHANGE.account == "65"
