@@ -32,7 +32,7 @@ from typing import Any
 import soak
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, precondition, rule
+from hypothesis.stateful import initialize, invariant, precondition, rule
 from ledger_support import ledger_settings
 from model_support import SERVER, DatabaseMachine
 
@@ -57,9 +57,10 @@ VOUCHER_KEY = bytes(range(32))
 VOUCHER_POINTS = 150
 VOUCHERS = 4
 # The top-up cards' last days, days after the first open day: half run out at the first end of
-# day, half a month later (a time jump may land before, on or after it).
-VOUCHER_DAYS = (0, 30)
-TIME_JUMP_DAYS_MAX = 45
+# day, half two months later (a time jump may land before, on or after it).
+VOUCHER_DAYS = (0, 60)
+# A jump goes past ALLY's month more often than not, now and then past CAFE's two.
+TIME_JUMP_DAYS_MAX = 75
 
 
 @dataclass
@@ -198,6 +199,18 @@ class LoyaltyMachine(DatabaseMachine):
 
     # ---------------------------------------------------------------- purchase-like
 
+    @initialize(amounts=st.lists(st.integers(1_000, 20_000), min_size=len(CARDS), max_size=len(CARDS)),
+                percents=st.lists(st.integers(0, 100), min_size=len(CARDS), max_size=len(CARDS)))
+    def opening(self, amounts: list[int], percents: list[int]) -> None:
+        """Each card starts with points in both programs (an earn, then an exchange of a share of
+        them, none when 0%): exchanges, redemptions and lots due have something to work on from
+        the first step (each is only one rule among many); the inquiry names the lot expiring next."""
+        for card, amount, percent in zip(CARDS, amounts, percents, strict=True):
+            self.earn(card, "M0002", amount)
+            if percent:
+                self.exchange(card, percent, 1)
+            self.inquiry(card)
+
     @rule(card=st.sampled_from(CARDS), merchant=st.sampled_from(sorted(MERCHANTS)),
           amount=st.integers(1, 20_000))
     def earn(self, card: str, merchant: str, amount: int) -> None:
@@ -256,8 +269,12 @@ class LoyaltyMachine(DatabaseMachine):
             self.lot(out.journal_id, "ALLY", card, -10)
             self.lot(out.journal_id, "ALLY", card, out.prize_points)
 
-    @rule(card=st.sampled_from(CARDS), amount=st.integers(1, 400))
-    def exchange(self, card: str, amount: int) -> None:
+    @rule(card=st.sampled_from(CARDS), percent=st.integers(1, 120), amount=st.integers(1, 400))
+    def exchange(self, card: str, percent: int, amount: int) -> None:
+        # A share of what the card holds (now and then more than all of it), so that exchanges
+        # are approved as often as declined; ``amount`` when it holds nothing.
+        if self.model.points[card] > 0:
+            amount = max(1, self.model.points[card] * percent // 100)
         req = self.request(card, "M0001", amount, currency=None, account="65", target_program="CAFE")
         short = self.model.points[card] < amount
         out = self.send(TxnType.EXCHANGE, req, self.card_reason(card) or (
@@ -512,6 +529,9 @@ class LoyaltyMachine(DatabaseMachine):
             expired, breakage = self.expired_in_model(last_closed)
             assert {e.program: (e.points, e.accounts) for e in idle_expiry} == expired, (idle_expiry, expired)
             assert idle_breakage == ({"ALLY": breakage} if breakage else {}), idle_breakage
+        # What the inquiry says expires next, now that lots have gone.
+        for card in CARDS:
+            self.inquiry(card)
 
     # ---------------------------------------------------------------- invariants
 

@@ -8,10 +8,16 @@ switch assigned to the original), sent to a real `switchd serve`, and the
 response code is mapped back to the domain's reason. Duplicates are exact
 retransmissions of the same frame fields and must be answered identically.
 
+Exchanges are 0200s with processing code 406565 and the target program in field 48 (XP); top-up
+cards are redeemed with 210065 and their serial and code in field 48 (VS, VC); a points inquiry's
+answer names the next lot to expire (EP, ED), which must be the model's.
+
 On the wire only: stored-value pre-authorisations (0100 holds, 0200/0220 completions
-capturing part or all of a hold, 0400 releases) and time jumps that expire every pending
-hold (their expiry moved into the past, then the engine's sweep). The model keeps what each
-card has held: a debit or an inquiry sees the balance less that.
+capturing part or all of a hold, 0400 releases). A time jump first expires every pending hold
+(their expiry moved into the past, then the engine's sweep), then runs the end of day and the
+idle days of the base machine: lots, holds and top-up cards expire together, and every
+reconciliation check of the closed day passes (the switch keeps every response). The model
+keeps what each card has held: a debit or an inquiry sees the balance less that.
 
 The terminals have master keys (one 3DES, one AES): each signs on for its working keys, MACs
 every request with them, and the first card has a PIN, sent enciphered (field 52 or 110) with
@@ -21,6 +27,7 @@ its stored-value purchases, redemptions and draws; a wrong PIN is answered 55 an
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -73,6 +80,7 @@ class Preauth:
 
 class WireLoyaltyMachine(base.LoyaltyMachine):
     voucher_key = bytes.fromhex(MASTER_KEY_HEX)  # the daemon's: it checks the codes
+    responses_unkept: frozenset[str] = frozenset()  # the switch stores every response
 
     async def open(self) -> None:
         self.preauths: list[Preauth] = []
@@ -182,29 +190,35 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         missing = 0 if t is TxnType.INQUIRY else None
         points = int(tags["PB"]) if "PB" in tags else missing
         sv = int(tags["SB"]) if "SB" in tags else missing
-        return Outcome(reason, t, points_balance=points, sv_balance_minor=sv, prize_code=tags.get("LP"))
+        # The next lot to expire: both tags or neither (specs/HOST-INTERFACE.md §7.1).
+        assert ("EP" in tags) == ("ED" in tags), tags
+        expiring = int(tags["EP"]) if "EP" in tags else None
+        expiring_on = dt.datetime.strptime(tags["ED"], "%Y%m%d").date() if "ED" in tags else None
+        return Outcome(reason, t, points_balance=points, sv_balance_minor=sv, prize_code=tags.get("LP"),
+                       points_expiring=expiring, points_expiring_on=expiring_on)
 
     def _exchange(self, t: TxnType, req: Request, fields: dict[str, str]) -> dict[str, str]:
         return self._call(fields)
+
+    def newest_journal(self) -> int:
+        """The newest journal: the request just answered's, if it posted (the machine sends one
+        request at a time; the model's lots follow journals, which the wire does not name)."""
+        return int(self.run(self.pool.fetchval("SELECT max(id) FROM ledger.journals")))
 
     def send(self, t: TxnType, req: Request, expect: Reason) -> Outcome:
         fields = self._fields(t, req)
         resp = self._exchange(t, req, fields)
         out = self._outcome(t, resp)
+        prize = 0
         if t is TxnType.LOTTERY and out.approved:
             # The prize is what the balance gained beyond the stake.
             assert out.points_balance is not None
             prize = out.points_balance - (self.model.points[req.pan] - req.amount)
-            out = Outcome(out.reason, t, points_balance=out.points_balance, prize_points=prize,
-                          prize_code=out.prize_code)
         assert out.reason is expect, (t, req, fields, resp, expect)
-        if out.approved:
-            # The machine sends one request at a time: the newest journal is this request's, if
-            # it posted (the model's lots follow journals; the wire does not name them).
-            jid = self.run(self.pool.fetchval("SELECT max(id) FROM ledger.journals"))
-            out = Outcome(out.reason, t, journal_id=jid, points_balance=out.points_balance,
-                          sv_balance_minor=out.sv_balance_minor, prize_code=out.prize_code,
-                          prize_points=out.prize_points)
+        out = Outcome(out.reason, t, journal_id=self.newest_journal() if out.approved else None,
+                      points_balance=out.points_balance, sv_balance_minor=out.sv_balance_minor,
+                      prize_code=out.prize_code, prize_points=prize, points_expiring=out.points_expiring,
+                      points_expiring_on=out.points_expiring_on)
         if out.approved and "37" in resp:
             self.switch_rrn[req.rrn] = resp["37"]
         self.frames[req.key] = fields
@@ -251,7 +265,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         refusal = self.voucher_expect(card, v, right)
         assert resp["39"] == VOUCHER_CODES[None if refusal is None else str(refusal)], (resp, v, card)
         if refusal is None:
-            self.voucher_credited(card, v)
+            self.voucher_credited(card, v, self.newest_journal())
             assert tlv(resp["48"])["PE"] == str(base.VOUCHER_POINTS)
             assert int(tlv(resp["48"])["PB"]) == self.model.points[card], (resp, self.model.points)
 
@@ -334,7 +348,8 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
             self.held[p.card] -= p.amount
             self.model.sv[p.card] -= amount
             # The capture is a stored-value purchase: voided, refunded and reversed like one.
-            self.model.originals.append(base.Orig(req, TxnType.SV_PURCHASE, amount, -1))
+            self.model.originals.append(base.Orig(req, TxnType.SV_PURCHASE, amount, -1, self.newest_journal(),
+                                                  self.model.open_date))
 
     @precondition(lambda self: self.preauths)
     @rule(data=st.data())
@@ -352,9 +367,14 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
             p.state = "released"
             self.held[p.card] -= p.amount
 
-    @precondition(lambda self: any(p.state == "pending" for p in self.preauths))
-    @rule()
-    def time_jump(self) -> None:
+    @rule(days=st.integers(1, base.TIME_JUMP_DAYS_MAX))
+    def time_jump(self, days: int) -> None:
+        """Days go by: every pending hold's time is up first (the sweep expires them, and each card
+        has its amount back), then the base machine's end of day and idle days."""
+        self.expire_holds()
+        super().time_jump(days)
+
+    def expire_holds(self) -> None:
         """Every pending hold's time is up: the sweep expires them, and each card has its amount back."""
         async def jump() -> int:
             async with self.pool.acquire() as conn:
@@ -366,6 +386,8 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
             return await self.ledger.expire_due_holds()
 
         pending = [p for p in self.preauths if p.state == "pending"]
+        if not pending:
+            return
         assert self.run(jump()) == len(pending)
         for p in pending:
             p.state = "expired"
