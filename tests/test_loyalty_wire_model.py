@@ -367,12 +367,17 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
             p.state = "released"
             self.held[p.card] -= p.amount
 
-    @rule(days=st.integers(1, base.TIME_JUMP_DAYS_MAX))
-    def time_jump(self, days: int) -> None:
-        """Days go by: every pending hold's time is up first (the sweep expires them, and each card
-        has its amount back), then the base machine's end of day and idle days."""
-        self.expire_holds()
+    @rule(days=st.integers(1, base.TIME_JUMP_DAYS_MAX), holds=st.sampled_from(["before", "after", "kept"]))
+    def time_jump(self, days: int, holds: str) -> None:  # type: ignore[override]
+        """Days go by: the base machine's end of day and idle days, and every pending hold's time
+        is up (the sweep expires them, and each card has its amount back) before the end of day or
+        after it; or, for one night, not yet (a hold lives a day at most): its capture, release or
+        expiry comes on the next business day."""
+        if holds == "before":
+            self.expire_holds()
         super().time_jump(days)
+        if holds == "after" or days > 1:
+            self.expire_holds()
 
     def expire_holds(self) -> None:
         """Every pending hold's time is up: the sweep expires them, and each card has its amount back."""
