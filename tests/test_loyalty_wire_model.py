@@ -84,6 +84,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
 
     async def open(self) -> None:
         self.preauths: list[Preauth] = []
+        self.redemptions: list[Request] = []  # approved top-up card redemptions (210065 with VS, VC)
         self.held: dict[str, int] = dict.fromkeys(base.CARDS, 0)
         self.terminals: dict[str, Terminal] = {}
         self.working: dict[str, tuple[bytes, bytes]] = {}  # tid -> the sign-on's (PIN key, MAC key)
@@ -255,19 +256,42 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
     def voucher_redeem(self, card: str, index: int, right: bool) -> None:  # type: ignore[override]
         v = self.model.vouchers[index]
         code = v.code if right else f"{(int(v.code) + 1) % 10 ** 16:016d}"
-        tid, stan, when = self.request(card, "M0001", 0).key.split("|")
+        req = self.request(card, "M0001", base.VOUCHER_POINTS, currency=None)
+        tid, stan, when = req.key.split("|")
         fields = {"t": "0200", "2": card, "3": "210065", "4": f"{base.VOUCHER_POINTS:012d}", "7": when, "11": stan,
                   "41": tid.ljust(8), "42": "M0001".ljust(15), "48": f"VS012{v.serial}VC016{code}"}
         resp = self._call(fields)
+        self._record(TxnType.TOPUP, req, fields, resp)  # its retransmission is answered the same
         if card in self.model.blocked:  # the card of field 2 must be active, before anything else
             assert resp["39"] == "14", resp
             return
         refusal = self.voucher_expect(card, v, right)
         assert resp["39"] == VOUCHER_CODES[None if refusal is None else str(refusal)], (resp, v, card)
         if refusal is None:
+            self.redemptions.append(req)
             self.voucher_credited(card, v, self.newest_journal())
             assert tlv(resp["48"])["PE"] == str(base.VOUCHER_POINTS)
             assert int(tlv(resp["48"])["PB"]) == self.model.points[card], (resp, self.model.points)
+
+    @precondition(lambda self: self.redemptions)
+    @rule(data=st.data(), how=st.sampled_from([TxnType.REVERSAL, TxnType.VOID, TxnType.REFUND]))
+    def undo_redemption(self, data: Any, how: TxnType) -> None:
+        """A top-up card redemption cannot be undone (specs/HOST-INTERFACE.md §7.1.1): a 0400 of it is
+        answered as for an unknown original, a void or a refund naming it is declined; nothing
+        changes (the invariants check it), and its retransmission is still answered as it was."""
+        r = data.draw(st.sampled_from(self.redemptions))
+        if how is TxnType.REVERSAL:
+            req = self.request(r.pan, "M0001", r.amount, currency=None, original_key=r.key)
+        else:
+            req = self.request(r.pan, "M0001", r.amount, currency=None, account="65", original_rrn=r.rrn)
+        fields = self._fields(how, req)
+        resp = self._call(fields)
+        if how is TxnType.REVERSAL:
+            expect = Reason.ORIGINAL_NOT_FOUND  # a reversal names its original by key, not card
+        else:
+            expect = self.card_reason(r.pan) or Reason.INVALID_TXN
+        assert REASON_BY_CODE[resp["39"]] is expect, (r, fields, resp, expect)
+        self._record(how, req, fields, resp)
 
     # ---------------------------------------------------------------- pre-authorisations
 
