@@ -448,6 +448,6 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
 def test_loyalty_model_over_the_wire(admin_dsn: str, template_db: str) -> None:
     base.SERVER.update(admin=admin_dsn, template=template_db)
     WireLoyaltyMachine.TestCase.settings = settings(
-        max_examples=soak.examples(6), stateful_step_count=soak.steps(25), deadline=None,
+        max_examples=soak.examples(8), stateful_step_count=soak.steps(25), deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     WireLoyaltyMachine.TestCase().runTest()
