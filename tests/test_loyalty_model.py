@@ -16,7 +16,8 @@ expiry pieces of the last of them (lots and top-up cards past their last day).
 After every step: the outcome is the model's, every balance and every lot is the model's, the
 inquiry's next expiring lot is the model's, the top-up cards' float and breakage are the
 model's, every asset sums to zero, every cached balance equals the sum of its entries, every
-account's lots sum to its balance, and every record says what its journal did.
+account's lots sum to its balance, and every reconciliation check passes (each end of day's
+clearing checks too).
 """
 
 from __future__ import annotations
@@ -121,9 +122,9 @@ def account(program: str, card: str) -> int:
 class LoyaltyMachine(DatabaseMachine):
     pool_size_max = 4
     voucher_key = VOUCHER_KEY  # the master key the top-up cards' codes are hashed under
-    # The domain driver keeps no terminal's responses (the switch does, over the wire): the
-    # reconciliation check of one stored response per journal does not apply to its requests.
-    responses_unkept: frozenset[str] = frozenset({"journal_has_one_request"})
+    # Reconciliation checks that do not apply: the domain driver keeps no terminal's responses
+    # (the switch does, over the wire), so none has one stored response per journal.
+    exempt_checks: frozenset[str] = frozenset({"journal_has_one_request"})
 
     def __init__(self) -> None:
         self.model = Model()
@@ -518,7 +519,7 @@ class LoyaltyMachine(DatabaseMachine):
         report, idle_expiry, idle_breakage = self.run(jump())
         assert report.cut_over and report.recon is not None and report.recon.cleared, report.as_dict()
         # The end of day's reconciliation of the closed day, its clearing included, is exact.
-        problems = [p for p in report.recon.problems if p.check not in self.responses_unkept]
+        problems = [p for p in report.recon.problems if p.check not in self.exempt_checks]
         assert problems == [], problems
         self.model.open_date = closing + dt.timedelta(days=1)
         expired, breakage = self.expired_in_model(closing)
@@ -571,7 +572,7 @@ class LoyaltyMachine(DatabaseMachine):
         # Every reconciliation check over all days passes (every record says what its journal did,
         # no hold outlives its bound, ...); the clearing's need a day: the end of day runs them.
         report = self.run(reconcile.run(self.pool, None))
-        problems = [p for p in report.problems if p.check not in self.responses_unkept]
+        problems = [p for p in report.problems if p.check not in self.exempt_checks]
         assert problems == [], problems
 
 

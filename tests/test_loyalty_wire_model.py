@@ -13,11 +13,12 @@ cards are redeemed with 210065 and their serial and code in field 48 (VS, VC); a
 answer names the next lot to expire (EP, ED), which must be the model's.
 
 On the wire only: stored-value pre-authorisations (0100 holds, 0200/0220 completions
-capturing part or all of a hold, 0400 releases). A time jump first expires every pending hold
-(their expiry moved into the past, then the engine's sweep), then runs the end of day and the
-idle days of the base machine: lots, holds and top-up cards expire together, and every
-reconciliation check of the closed day passes (the switch keeps every response). The model
-keeps what each card has held: a debit or an inquiry sees the balance less that.
+capturing part or all of a hold, 0400 releases), and top-up card redemptions that cannot be
+undone. A time jump runs the end of day and the idle days of the base machine and expires every
+pending hold (their expiry moved into the past, then the engine's sweep), before the end of day
+or after it, or, over one night, not at all: lots, holds and top-up cards expire together, and
+every reconciliation check passes (the switch keeps every response). The model keeps what each
+card has held: a debit or an inquiry sees the balance less that.
 
 The terminals have master keys (one 3DES, one AES): each signs on for its working keys, MACs
 every request with them, and the first card has a PIN, sent enciphered (field 52 or 110) with
@@ -80,7 +81,7 @@ class Preauth:
 
 class WireLoyaltyMachine(base.LoyaltyMachine):
     voucher_key = bytes.fromhex(MASTER_KEY_HEX)  # the daemon's: it checks the codes
-    responses_unkept: frozenset[str] = frozenset()  # the switch stores every response
+    exempt_checks: frozenset[str] = frozenset()  # the switch stores every response
 
     async def open(self) -> None:
         self.preauths: list[Preauth] = []
