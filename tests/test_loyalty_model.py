@@ -41,8 +41,9 @@ from ledger import eod, reconcile
 from ledger.audit import check_books
 from ledger.engine import Ledger
 from ledger.loyalty import card_numbers, demo, lots, rates, vouchers
+from ledger.loyalty.exchange import ExchangeError, convert_points
 from ledger.loyalty.operations import Loyalty
-from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
+from ledger.loyalty.outcomes import Channel, Outcome, Reason, Request, TxnType
 from ledger.loyalty.programs import Prize, set_lottery
 from ledger.loyalty.rules import undo_targets
 
@@ -288,6 +289,37 @@ class LoyaltyMachine(DatabaseMachine):
             self.lot(out.journal_id, "ALLY", card, -amount)
             self.lot(out.journal_id, "CAFE", card, net)
             self.original(req, TxnType.EXCHANGE, out, amount, -1, target_leg=net)
+
+    @rule(card=st.sampled_from(CARDS), percent=st.integers(1, 120), channel=st.sampled_from([Channel.API, Channel.CLI]),
+          again=st.booleans())
+    def exchange_off_wire(self, card: str, percent: int, channel: Channel, again: bool) -> None:
+        """An exchange asked for off the wire (the API, the command line), once per request key:
+        asked again under the same key, it answers the same exchange and posts nothing more."""
+        amount = max(1, self.model.points[card] * percent // 100)
+        key = f"x{next(self.seq):07d}"
+        short = self.model.points[card] < amount
+        expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else None)
+
+        async def convert() -> tuple[Any, Any]:
+            try:
+                done = await convert_points(self.ledger, self.pool, self.card_ids[card], "ALLY", "CAFE", amount, key,
+                                            channel)
+            except ExchangeError as exc:
+                return exc.reason, None
+            return None, done
+        refusal, done = self.run(convert())
+        assert refusal is expect, (refusal, expect, card, amount)
+        if done is None:
+            return
+        net = rates.convert(amount, *RATE)[2]
+        assert (done.points_in, done.points_out, done.replayed) == (amount, net, False), done
+        self.model.points[card] -= amount
+        self.model.cafe[card] += net
+        self.lot(done.journal_id, "ALLY", card, -amount)
+        self.lot(done.journal_id, "CAFE", card, net)
+        if again:
+            refusal, replay = self.run(convert())
+            assert refusal is None and replay.replayed and replay.journal_id == done.journal_id, (refusal, replay)
 
     def undo_exchange(self, o: Orig, after: int, out: Outcome) -> None:
         """Undo exchange ``o`` to ``after`` units of its amount: both legs, as the ledger rounds them."""

@@ -85,7 +85,7 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
 
     async def open(self) -> None:
         self.preauths: list[Preauth] = []
-        self.redemptions: list[Request] = []  # approved top-up card redemptions (210065 with VS, VC)
+        self.redemptions: list[Request] = []  # top-up card redemptions that posted (210065 with VS, VC)
         self.held: dict[str, int] = dict.fromkeys(base.CARDS, 0)
         self.terminals: dict[str, Terminal] = {}
         self.working: dict[str, tuple[bytes, bytes]] = {}  # tid -> the sign-on's (PIN key, MAC key)
@@ -269,7 +269,10 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         refusal = self.voucher_expect(card, v, right)
         assert resp["39"] == VOUCHER_CODES[None if refusal is None else str(refusal)], (resp, v, card)
         if refusal is None:
-            self.redemptions.append(req)
+            if v.status == "issued":
+                # The first: the one that posted. (Asked again by the same card under another
+                # STAN it is approved again, with that request's RRN, which names no transaction.)
+                self.redemptions.append(req)
             self.voucher_credited(card, v, self.newest_journal())
             assert tlv(resp["48"])["PE"] == str(base.VOUCHER_POINTS)
             assert int(tlv(resp["48"])["PB"]) == self.model.points[card], (resp, self.model.points)
