@@ -119,6 +119,37 @@ async def test_concurrent_exchanges_of_one_card_keep_the_daily_limit(world: Worl
     await w.books_ok()
 
 
+async def test_undone_exchanges_no_longer_count_towards_the_daily_limit(world: World) -> None:
+    w = world
+    await topup(w, 10_000)
+    await rates.set_rate(w.pool, "ALLY", "CAFE", 1, 1)
+    r1, r2 = xreq(3000), xreq(2000)
+    ok(await w.loy.exchange(r1))
+    ok(await w.loy.exchange(r2))
+    assert (await w.loy.exchange(xreq(1))).reason is Reason.EXCEEDS_LIMIT  # the daily 5000 given up
+    ok(await w.loy.void(req(amount=3000, currency=None, account="65", original_rrn=r1.rrn)))
+    # The void gave the 3000 back: they may be exchanged again. Its guard is the day's third
+    # (two exchanges posted, one of them undone): the second's guard is taken for good.
+    r3 = xreq(3000)
+    ok(await w.loy.exchange(r3))
+    guards = await w.pool.fetchval("SELECT count(*) FROM ledger.journals WHERE guard_key LIKE 'exchange:%'")
+    assert guards == 3
+    assert (await w.loy.exchange(xreq(1))).reason is Reason.EXCEEDS_LIMIT
+    ok(await w.loy.reverse(req(amount=2000, currency=None, original_key=r2.key)))
+    # 3000 stand; of eight concurrent exchanges of 1000 only two fit in the 2000 left.
+    outs = await asyncio.gather(*(w.loy.exchange(xreq(1000)) for _ in range(8)))
+    assert sum(o.reason is Reason.APPROVED for o in outs) == 2
+    assert sum(o.reason is Reason.EXCEEDS_LIMIT for o in outs) == 6
+    # Off the wire too: the member pages, the API and the CLI count the same way.
+    with pytest.raises(ExchangeError) as e:
+        await convert_points(w.ledger, w.pool, await card_id(w), "ALLY", "CAFE", 1, "after-the-limit", Channel.API,
+                             settings=ExchangeSettings(member_daily_points_max=5000))
+    assert e.value.reason is Reason.EXCEEDS_LIMIT
+    assert await w.points(PAN1, "CAFE") == 5000 and await w.points(PAN1, "ALLY") == 5000
+    await w.books_ok()
+    await recon_ok(w)
+
+
 async def test_void_and_reversal_undo_both_sides(world: World) -> None:
     w = world
     await topup(w, 1000)

@@ -11,10 +11,10 @@ exchange account of each program (``operator:<P>:exchange``)::
 The journal's metadata and the transaction record carry the rate used. Declines:
 insufficient points, a program (or the card) not active, no rate in force, a member's
 exchanges of the day above ``[exchange] member_daily_points_max`` (points given up,
-summed over the card's exchanges of the business day). The limit holds under
-concurrency: each exchange of a card and day posts under the guard
-``exchange:<card>:<day>:<n>`` (its place among the day's exchanges), so two that decided
-on the same count cannot both post; the loser reads again.
+summed over the card's exchanges of the business day, less what their voids and reversals
+undid). The limit holds under concurrency: each exchange of a card and day posts under
+the guard ``exchange:<card>:<day>:<n>`` (its place among the day's posted exchanges, undone
+ones included), so two that decided on the same count cannot both post; the loser reads again.
 
 Two ways in: :meth:`ledger.loyalty.operations.Loyalty.exchange` for a terminal (ISO 8583,
 source program = the merchant's), and :func:`convert_points` for the member pages, the
@@ -75,6 +75,9 @@ class ExchangeError(SwitchdError):
 
 # What one exchange needs to decide, in one round trip: both programs, the rate in force, the
 # card's account in the target program, and what the card has exchanged on the day.
+# day_count counts every exchange of the card and day that posted, undone or not: it numbers the
+# guard, and a guard once taken stays taken. day_points counts what still stands: an exchange's
+# points less what its voids and reversals in force undid (a reversed void undoes nothing).
 _TERMS_SQL = """
 SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_currency,
        tp.code AS to_program, tp.status AS to_status, tp.currency AS to_currency,
@@ -83,7 +86,14 @@ SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_cu
        (SELECT count(*) FROM loyalty.transactions t
          WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
            AND t.journal_id IS NOT NULL) AS day_count,
-       (SELECT coalesce(sum(t.amount), 0) FROM loyalty.transactions t
+       (SELECT coalesce(sum(greatest(t.amount - coalesce(
+                   (SELECT sum(coalesce(u.undo_units, t.amount)) FROM loyalty.transactions u
+                     WHERE u.original_journal_id = t.journal_id AND u.journal_id IS NOT NULL
+                       AND u.txn_type IN ('void', 'reversal')
+                       AND NOT EXISTS (SELECT 1 FROM loyalty.transactions r
+                                        WHERE r.original_journal_id = u.journal_id AND r.txn_type = 'reversal'
+                                          AND r.journal_id IS NOT NULL)), 0), 0)), 0)
+          FROM loyalty.transactions t
          WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
            AND t.journal_id IS NOT NULL) AS day_points
   FROM (SELECT 1) one
