@@ -11,7 +11,7 @@ import pytest
 from ledger_support import ledger_settings
 from test_loyalty_ops import PAN1, PAN2, World, ok, req
 
-from ledger import business_day, clearing, reconcile
+from ledger import business_day, clearing, reconcile, search
 from ledger.engine import Ledger
 from ledger.loyalty import card_numbers, demo, exchange, rates
 from ledger.loyalty.exchange import ExchangeError, ExchangeSettings, convert_points
@@ -205,6 +205,55 @@ async def test_convert_points_off_the_wire_is_idempotent(world: World) -> None:
     channel = await w.pool.fetchval("SELECT channel FROM loyalty.transactions WHERE journal_id=$1", c.journal_id)
     assert channel == "api"
     assert await w.points(PAN1, "CAFE") == 180
+    await w.books_ok()
+    await recon_ok(w)
+
+
+async def test_declines_off_the_wire_are_recorded_like_a_terminals(world: World) -> None:
+    w = world
+    await topup(w, 500)
+    cid = await card_id(w)
+    tight = ExchangeSettings(member_daily_points_max=300)
+
+    async def declined(points: int, key: str, channel: Channel = Channel.API, to: str = "CAFE") -> Reason:
+        with pytest.raises(ExchangeError) as e:
+            await convert_points(w.ledger, w.pool, cid, "ALLY", to, points, key, channel, "someone", tight)
+        return e.value.reason
+
+    assert await declined(100, "no-rate-001") is Reason.INVALID_TXN
+    assert await declined(100, "no-rate-001") is Reason.INVALID_TXN  # asked again: the same decline, once
+    await rates.set_rate(w.pool, "ALLY", "CAFE", 1, 1)
+    assert await declined(400, "too-many-01", Channel.WEB) is Reason.EXCEEDS_LIMIT
+    assert await declined(100, "no-such-one", Channel.CLI, to="NOPE") is Reason.INVALID_TXN
+    await convert_points(w.ledger, w.pool, cid, "ALLY", "CAFE", 300, "the-one-ok1", Channel.API, None, tight)
+    assert await declined(300, "short-00001") is Reason.EXCEEDS_LIMIT
+    assert await declined(100, "short-00002", channel=Channel.WEB) is Reason.EXCEEDS_LIMIT
+    await w.pool.execute("UPDATE loyalty.cards SET status = 'blocked' WHERE id = $1", cid)
+    assert await declined(1, "blocked-001") is Reason.CARD_BLOCKED
+    await w.pool.execute("UPDATE loyalty.cards SET status = 'active' WHERE id = $1", cid)
+    with pytest.raises(ExchangeError) as e:  # no card to record it against: not recorded
+        await convert_points(w.ledger, w.pool, 10**12, "ALLY", "CAFE", 1, "nobody-0001", Channel.API)
+    assert e.value.reason is Reason.CARD_UNKNOWN
+    rows = await w.pool.fetch(
+        "SELECT idempotency_key, reason, channel, program, target_program, amount, points_delta, operator_ref, "
+        "business_date FROM loyalty.transactions WHERE txn_type = 'exchange' AND journal_id IS NULL ORDER BY id")
+    day = await business_day.open_date(w.pool)
+    assert [(r["idempotency_key"], r["reason"], r["channel"], r["target_program"], r["amount"]) for r in rows] == [
+        (f"exchange:api:{cid}:no-rate-001", "invalid_txn", "api", "CAFE", 100),
+        (f"exchange:web:{cid}:too-many-01", "exceeds_limit", "web", "CAFE", 400),
+        (f"exchange:cli:{cid}:no-such-one", "invalid_txn", "cli", "NOPE", 100),
+        (f"exchange:api:{cid}:short-00001", "exceeds_limit", "api", "CAFE", 300),
+        (f"exchange:web:{cid}:short-00002", "exceeds_limit", "web", "CAFE", 100),
+        (f"exchange:api:{cid}:blocked-001", "card_blocked", "api", "CAFE", 1)]
+    assert {(r["program"], r["points_delta"], r["operator_ref"], r["business_date"]) for r in rows} == {
+        ("ALLY", 0, "someone", day)}
+    # The operator's transaction list shows them as other declines (the member's history:
+    # tests/test_exchange_pages.py).
+    listed = await search.search(w.pool, search.Filters(card_id=cid, txn_type="exchange"))
+    assert [t["reason"] for t in listed["transactions"]] == [
+        "card_blocked", "exceeds_limit", "exceeds_limit", "approved", "invalid_txn", "exceeds_limit", "invalid_txn"]
+    # Declines move nothing, and the records still match the journals.
+    assert await w.points(PAN1, "CAFE") == 300
     await w.books_ok()
     await recon_ok(w)
 
