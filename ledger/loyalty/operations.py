@@ -76,7 +76,8 @@ MEMO_UNITS = 1
 # switch's receipt, for many requests, in one statement (atomic, as one statement is). When a
 # receipt is already stored under the key (an identical request decided a moment before, or
 # two in this very statement), the request is neither recorded nor answered with its own
-# outcome: ``recorded`` is false, and the caller answers with what is stored.
+# outcome: ``recorded`` is false, and the caller answers with what is stored. The receipts go
+# through ledger.store_receipts (the runtime roles may not insert them), in one call.
 _RECORD_UNPOSTED_SQL = """
 WITH rows AS (
     SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
@@ -87,11 +88,13 @@ WITH rows AS (
                                 receipt_key, receipt_hash, receipt_payload, channel, operator_ref, n)
 ), firsts AS (
     SELECT DISTINCT ON (receipt_key) receipt_key, n FROM rows WHERE receipt_key IS NOT NULL ORDER BY receipt_key, n
-), receipt AS (
-    INSERT INTO ledger.receipts(idempotency_key, content_hash, payload)
-    SELECT r.receipt_key, r.receipt_hash, r.receipt_payload FROM rows r JOIN firsts f ON f.n = r.n
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING idempotency_key
+), receipt AS MATERIALIZED (
+    SELECT s.key AS idempotency_key
+      FROM (SELECT array_agg(r.receipt_key ORDER BY r.n) AS keys, array_agg(r.receipt_hash ORDER BY r.n) AS hashes,
+                   array_agg(r.receipt_payload ORDER BY r.n) AS payloads
+              FROM rows r JOIN firsts f ON f.n = r.n) a
+     CROSS JOIN LATERAL ledger.store_receipts(a.keys, a.hashes, a.payloads, NULL) AS s(key)
+     WHERE a.keys IS NOT NULL
 ), kept AS (
     SELECT r.n FROM rows r
      WHERE r.receipt_key IS NULL
