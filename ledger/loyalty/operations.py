@@ -149,6 +149,11 @@ class Loyalty:
         master key stops it with one line instead of declining every request)."""
         return await self._open_vault()
 
+    async def card_hash(self, pan: str) -> bytes:
+        """The keyed hash that finds the card numbered ``pan`` (the keys opened once per process)."""
+        vault = self._vault or await self._open_vault()
+        return vault.lookup_hash(pan)
+
     async def _open_vault(self) -> card_numbers.CardVault:
         self._vault = await card_numbers.vault(self.pool)
         return self._vault
