@@ -237,8 +237,9 @@ class Loyalty:
         # A void's or refund's original comes in the same read (its first look; see _compensate).
         original_rrn = (req.original_rrn or None) if t in (TxnType.VOID, TxnType.REFUND) else None
         vault = self._vault or await self._open_vault()
+        target = (req.target_program or "") if t is TxnType.EXCHANGE else None
         ctx = await lookup.read_context(self._contexts, vault.lookup_hash(req.pan), req.merchant_id, req.key, req.receipt_key,
-                                        original_rrn)
+                                        original_rrn, target)
         stored = ctx.stored_receipt if req.receipt_key is not None else None
         if stored is not None:  # answered before: the stored answer, or 94 for other content
             return await self._from_receipt(t, req, ctx, stored, ctx.existing, receipt)
@@ -398,9 +399,11 @@ class Loyalty:
         """An exchange from a terminal: the merchant's program into ``req.target_program``'s."""
         t = TxnType.EXCHANGE
         available = ctx.points_available()
-        for _attempt in range(exchange.GUARD_ATTEMPTS_MAX):
-            terms = await exchange.read_terms(self.pool, int(ctx.card_id), ctx.program, req.target_program or "",
-                                              ctx.business_date)
+        terms = ctx.exchange_terms  # read with the context; read again when overtaken
+        for attempt in range(exchange.GUARD_ATTEMPTS_MAX):
+            if attempt:
+                terms = await exchange.read_terms(self.pool, int(ctx.card_id), ctx.program, req.target_program or "",
+                                                  ctx.business_date)
             problem = exchange.problem(terms, req.amount, available, self.exchange_settings)
             if problem is not None:
                 return await self._unposted(t, req, ctx, Outcome(problem[0], t, detail=problem[1]), receipt)
