@@ -39,7 +39,7 @@ from ledger.accounts import open_account
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger, ReceiptRef
 from ledger.errors import SwitchdError
-from ledger.loyalty.lookup import Context
+from ledger.loyalty.exchange_terms import Terms, terms_select
 from ledger.loyalty.outcomes import Channel, Reason, TxnType
 from ledger.loyalty.rates import convert
 from ledger.loyalty.rules import is_expired
@@ -76,48 +76,8 @@ class ExchangeError(SwitchdError):
         self.reason = reason
 
 
-# What one exchange needs to decide, in one round trip: both programs, the rate in force, the
-# card's account in the target program, and what the card has exchanged on the day.
-# day_count counts every exchange of the card and day that posted, undone or not: it numbers the
-# guard, and a guard once taken stays taken. day_points counts what still stands: an exchange's
-# points less what its voids and reversals in force undid (a reversed void undoes nothing).
-_TERMS_SQL = """
-SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_currency,
-       tp.code AS to_program, tp.status AS to_status, tp.currency AS to_currency,
-       r.id AS rate_id, r.rate_num, r.rate_den, r.fee_bps,
-       ta.id AS to_account_id, fd.id AS from_desk_id, td.id AS to_desk_id,
-       (SELECT count(*) FROM loyalty.transactions t
-         WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
-           AND t.journal_id IS NOT NULL) AS day_count,
-       (SELECT coalesce(sum(greatest(t.amount - coalesce(
-                   (SELECT sum(coalesce(u.undo_units, t.amount)) FROM loyalty.transactions u
-                     WHERE u.original_journal_id = t.journal_id AND u.journal_id IS NOT NULL
-                       AND u.txn_type IN ('void', 'reversal')
-                       AND NOT EXISTS (SELECT 1 FROM loyalty.transactions r
-                                        WHERE r.original_journal_id = u.journal_id AND r.txn_type = 'reversal'
-                                          AND r.journal_id IS NOT NULL)), 0), 0)), 0)
-          FROM loyalty.transactions t
-         WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
-           AND t.journal_id IS NOT NULL) AS day_points
-  FROM (SELECT 1) one
-  LEFT JOIN loyalty.programs fp ON fp.code = $2
-  LEFT JOIN loyalty.programs tp ON tp.code = $3
-  LEFT JOIN LATERAL (SELECT * FROM loyalty.exchange_rates x
-                      WHERE x.from_program = $2 AND x.to_program = $3 AND x.effective_from <= now()
-                      ORDER BY x.effective_from DESC, x.id DESC LIMIT 1) r ON true
-  LEFT JOIN ledger.accounts ta ON ta.owner_kind = 'card' AND ta.owner_id = $1::bigint::text
-                              AND ta.purpose = 'points' AND ta.asset = 'PTS:' || $3
-  LEFT JOIN ledger.accounts fd ON fd.owner_kind = 'operator' AND fd.owner_id = $2 AND fd.purpose = 'exchange'
-                              AND fd.asset = 'PTS:' || $2
-  LEFT JOIN ledger.accounts td ON td.owner_kind = 'operator' AND td.owner_id = $3 AND td.purpose = 'exchange'
-                              AND td.asset = 'PTS:' || $3
-"""
-
-
-@dataclass(frozen=True)
-class Terms(Context):
-    """One exchange's programs, rate in force and the card's day so far (a row of _TERMS_SQL,
-    its columns as attributes, as a request's context)."""
+# What one exchange needs to decide, in one round trip (ledger/loyalty/exchange_terms.py).
+_TERMS_SQL = terms_select("$1::bigint", "$2", "$3", "$4")
 
 
 async def read_terms(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, from_program: str, to_program: str,

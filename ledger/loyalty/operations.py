@@ -152,6 +152,11 @@ class Loyalty:
         master key stops it with one line instead of declining every request)."""
         return await self._open_vault()
 
+    async def card_hash(self, pan: str) -> bytes:
+        """The keyed hash that finds the card numbered ``pan`` (the keys opened once per process)."""
+        vault = self._vault or await self._open_vault()
+        return vault.lookup_hash(pan)
+
     async def _open_vault(self) -> card_numbers.CardVault:
         self._vault = await card_numbers.vault(self.pool)
         return self._vault
@@ -235,8 +240,9 @@ class Loyalty:
         # A void's or refund's original comes in the same read (its first look; see _compensate).
         original_rrn = (req.original_rrn or None) if t in (TxnType.VOID, TxnType.REFUND) else None
         vault = self._vault or await self._open_vault()
+        target = (req.target_program or "") if t is TxnType.EXCHANGE else None
         ctx = await lookup.read_context(self._contexts, vault.lookup_hash(req.pan), req.merchant_id, req.key, req.receipt_key,
-                                        original_rrn)
+                                        original_rrn, target)
         stored = ctx.stored_receipt if req.receipt_key is not None else None
         if stored is not None:  # answered before: the stored answer, or 94 for other content
             return await self._from_receipt(t, req, ctx, stored, ctx.existing, receipt)
@@ -396,9 +402,11 @@ class Loyalty:
         """An exchange from a terminal: the merchant's program into ``req.target_program``'s."""
         t = TxnType.EXCHANGE
         available = ctx.points_available()
-        for _attempt in range(exchange.GUARD_ATTEMPTS_MAX):
-            terms = await exchange.read_terms(self.pool, int(ctx.card_id), ctx.program, req.target_program or "",
-                                              ctx.business_date)
+        terms = ctx.exchange_terms  # read with the context; read again when overtaken
+        for attempt in range(exchange.GUARD_ATTEMPTS_MAX):
+            if attempt:
+                terms = await exchange.read_terms(self.pool, int(ctx.card_id), ctx.program, req.target_program or "",
+                                                  ctx.business_date)
             problem = exchange.problem(terms, req.amount, available, self.exchange_settings)
             if problem is not None:
                 return await self._unposted(t, req, ctx, Outcome(problem[0], t, detail=problem[1]), receipt)

@@ -34,7 +34,7 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import open_account
+from ledger.accounts import StoredReceipt, open_account, stored_receipt
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, ReceiptFn, ReceiptRef
 from ledger.errors import SwitchdError
@@ -73,6 +73,7 @@ class Refusal(StrEnum):
     NOT_SOLD = "not_sold"
     NO_CARD = "no_card"  # the member has no active card to credit
     AMOUNT = "amount"  # the terminal's amount is not the card's points
+    ANSWERED = "answered"  # the request was answered before: its receipt is the answer
     ERROR = "error"  # the ledger could not post; nothing changed
 
 
@@ -137,6 +138,7 @@ class Redemption:
     points_balance: int | None = None  # the member's points after
     result: Result | None = field(default=None, compare=False, repr=False)  # the ledger's, when approved
     detail: str = ""
+    stored: StoredReceipt | None = field(default=None, repr=False)  # the receipt, when ANSWERED
 
     @property
     def approved(self) -> bool:
@@ -402,15 +404,47 @@ async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects,
 
 # --- redemption ------------------------------------------------------------------------------
 
-# One round trip for what a redemption reads first: whether a subject ($3 scopes, $4 subjects) is
-# locked out, the card ($1) with its batch, and the ids of the accounts it moves points between
-# (the program's float, the points account of card $2) where they exist.
-_CARD_SQL = """
-SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
-                 JOIN unnest($3::text[], $4::text[]) AS s(scope, subject)
-                   ON s.scope = f.scope AND s.subject = f.subject
-                WHERE f.locked_until > now()) AS locked, c.*
-  FROM (SELECT 1) AS one
+# One round trip for a redemption: whether a subject is locked out ($3 scopes, $4 subjects, and
+# the member of the card credited), the card credited (by row id $2, or by its number's keyed
+# hash $7), the top-up card ($1) with its batch and the ids of the accounts it moves points
+# between where they exist, and the take: the card is taken for the card credited, atomically
+# (the row lock decides between racers), when its code's hash is $5, the terminal's amount $6
+# (NULL: any) is its points, nobody is locked out, the card credited is active and the request
+# was not answered before (a receipt under $8, read too: a terminal's retransmission gets it).
+# The rest of the row is the snapshot before the take (a racer's take is not seen: see redeem).
+# The take commits without waiting for the disk (synchronous_commit off, this statement only):
+# the redemption's journal commits after it, and a commit's flush carries every earlier WAL
+# record, so a card whose journal is durable was durably taken; a take lost to a crash, with no
+# journal, left the card unredeemed, as it is again. The journal marks the card redeemed in its
+# own transaction (trigger journals_voucher_redeemed, migration 0027).
+_REDEEM_SQL = """
+WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was),
+mc AS (
+    (SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE k.id = $2::bigint
+     UNION ALL
+     SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE $2::bigint IS NULL AND k.pan_hash = $7::bytea)
+    LIMIT 1),
+lk AS (
+    SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
+                     JOIN (SELECT * FROM unnest($3::text[], $4::text[])
+                           UNION ALL SELECT 'member', mc.member_id::text FROM mc) AS s(scope, subject)
+                       ON s.scope = f.scope AND s.subject = f.subject
+                    WHERE f.locked_until > now()) AS locked),
+day AS (SELECT open_date FROM ledger.business_day WHERE singleton),
+rc AS (SELECT r.content_hash, r.payload FROM ledger.receipts r WHERE r.idempotency_key = $8::text),
+take AS (
+    UPDATE loyalty.vouchers v SET status = 'redeeming', card_id = mc.id
+      FROM loyalty.voucher_batches b, mc, lk, day, quick
+     WHERE v.serial = $1 AND v.code_hash = $5::bytea AND b.id = v.batch_id AND v.status = 'issued'
+       AND b.status = 'sold' AND b.expires_on >= day.open_date AND ($6::bigint IS NULL OR b.points = $6::bigint)
+       AND mc.status = 'active' AND NOT lk.locked AND NOT EXISTS (SELECT 1 FROM rc)
+    RETURNING v.serial)
+SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, mc.member_id,
+       day.open_date, EXISTS (SELECT 1 FROM take) AS taken, rc.content_hash AS receipt_hash,
+       rc.payload AS receipt_payload, c.*
+  FROM lk CROSS JOIN day
+  LEFT JOIN mc ON true
+  LEFT JOIN rc ON true
   LEFT JOIN LATERAL (
     SELECT v.serial, v.code_hash, v.status, v.card_id, v.journal_id, b.id AS batch_id, b.status AS batch_status,
            b.sale_journal_id, b.points, b.program, b.expires_on, p.points_asset, cur.numeric_code AS currency,
@@ -421,31 +455,9 @@ SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
       JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
       LEFT JOIN ledger.accounts fa ON fa.owner_kind = 'operator' AND fa.owner_id = b.program
                                   AND fa.purpose = 'voucher_float' AND fa.asset = p.points_asset
-      LEFT JOIN ledger.accounts ma ON ma.owner_kind = 'card' AND ma.owner_id = $2::bigint::text
+      LEFT JOIN ledger.accounts ma ON ma.owner_kind = 'card' AND ma.owner_id = mc.id::text
                                   AND ma.purpose = 'points' AND ma.asset = p.points_asset
      WHERE v.serial = $1) AS c ON true
-"""
-
-# Take the card for this member's card, atomically: the row lock decides between racers.
-# Committed without waiting for the disk (synchronous_commit off, this statement only): the
-# redemption's journal commits after it, and a commit's flush carries every earlier WAL record,
-# so a card whose journal is durable was durably taken; a take lost to a crash, with no journal,
-# left the card unredeemed, as it is again.
-_TAKE_SQL = """
-WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was)
-UPDATE loyalty.vouchers v SET status = 'redeeming', card_id = $2
-  FROM loyalty.voucher_batches b, quick
- WHERE v.serial = $1 AND b.id = v.batch_id AND v.status = 'issued' AND b.status = 'sold'
-   AND b.expires_on >= (SELECT open_date FROM ledger.business_day WHERE singleton)
-RETURNING v.serial
-"""
-# The card marked redeemed, as quickly: lost to a crash, it stays 'redeeming' for this card, which
-# breakage never takes and a retry by the card finishes; the journal (one per card) is the proof.
-_MARK_REDEEMED_SQL = """
-WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was)
-UPDATE loyalty.vouchers SET status = 'redeemed', journal_id = $2, redeemed_at = coalesce(redeemed_at, now())
-  FROM quick
- WHERE serial = $1
 """
 
 
@@ -471,45 +483,67 @@ async def member_card(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, c
     return None if value is None else int(value)
 
 
-async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: str, code: str, card_id: int,
+async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: str, code: str, card_id: int | None,
                  who: Subjects, policy: GuessPolicy, *, channel: Channel = Channel.API,
                  merchant_id: str | None = None, terminal_id: str | None = None,
                  rrn: str | None = None, stan: str | None = None, expect_points: int | None = None,
-                 receipt: Callable[[int, str, int], ReceiptFn] | None = None) -> Redemption:
+                 receipt: Callable[[int, str, int], ReceiptFn] | None = None,
+                 pan_hash: bytes | None = None, receipt_key: str | None = None) -> Redemption:
     """Credit card ``card_id`` with the points of the card ``serial`` once, if ``code`` is its code.
 
-    Declines name a :class:`Refusal`; a failed guess (no such serial, wrong code) counts against
-    every subject in ``who``. Redeeming again with the same card answers the first redemption.
-    ``expect_points``: the amount a terminal sent, which must be the card's points. ``receipt``:
-    given (points, program, the member's account id), the receipt function that stores the answer
-    with the journal (a terminal's response), instead of a reference to the journal.
+    The card credited is ``card_id``, or (``card_id`` None) the card whose number's keyed hash is
+    ``pan_hash`` (ledger.loyalty.card_numbers: a terminal's field 2); it must be active, or the
+    answer is :attr:`Refusal.NO_CARD`. Declines name a :class:`Refusal`; a failed guess (no such
+    serial, wrong code) counts against every subject in ``who`` and the card's member. Redeeming
+    again with the same card answers the first redemption. ``expect_points``: the amount a
+    terminal sent, which must be the card's points. ``receipt``: given (points, program, the
+    member's account id), the receipt function that stores the answer with the journal (a
+    terminal's response), instead of a reference to the journal. ``receipt_key``: the key a
+    terminal's answer is stored under; when one is stored, nothing is done and the answer is
+    :attr:`Refusal.ANSWERED` with the receipt in ``stored``.
+
+    One round trip reads and takes the card (_REDEEM_SQL), one posts (batched with others).
     """
-    pairs = who.pairs()
-    read = (serial if well_formed(serial, code) else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs])
-    row = await pool.fetchrow(_CARD_SQL, *read)
+    if (card_id is None) == (pan_hash is None):
+        raise ValueError("redeem: give card_id or pan_hash, not both")
+    pairs = [p for p in who.pairs() if p[0] != "member"]  # the card's member is added by the query
+    formed = well_formed(serial, code)
+    expected = code_hash(code_key(master_key), serial, code) if formed else b""
+    read = (serial if formed else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs], expected,
+            expect_points, pan_hash, receipt_key)
+    row = await pool.fetchrow(_REDEEM_SQL, *read)
+    assert row is not None, "ledger.business_day has no row"
+    stored = stored_receipt(row["receipt_hash"], row["receipt_payload"])
+    if stored is not None:
+        return Redemption(Refusal.ANSWERED, serial, stored=stored)
+    if row["credited_card_id"] is None or row["credited_card_status"] != "active":
+        return Redemption(Refusal.NO_CARD, serial)
     if row["locked"]:
         _count("locked")
         return Redemption(Refusal.LOCKED, serial)
-    expected = code_hash(code_key(master_key), serial, code)
     if row["serial"] is None or not hmac.compare_digest(bytes(row["code_hash"]), expected):
-        await record_failure(pool, who, policy)
+        member_id = who.member_id if who.member_id is not None else int(row["member_id"])
+        await record_failure(pool, Subjects(member_id, who.address, who.terminal_id), policy)
         return Redemption(Refusal.INVALID, serial)
     if expect_points is not None and expect_points != int(row["points"]):
         return Redemption(Refusal.AMOUNT, serial, program=row["program"])
-    taken = await pool.fetchval(_TAKE_SQL, serial, card_id)
-    if taken is None:
-        row = await pool.fetchrow(_CARD_SQL, *read)
-        open_date = await pool.fetchval("SELECT open_date FROM ledger.business_day WHERE singleton")
-        refusal = _refusal_of(row, card_id, open_date)
+    card = int(row["credited_card_id"])
+    if not row["taken"]:
+        refusal = _refusal_of(row, card, row["open_date"])
+        if refusal is Refusal.USED and row["status"] == "issued":
+            # Taken between the snapshot and the take: by whom, the card's row says now. The take
+            # is tried again too, harmlessly: the card is no longer 'issued'.
+            row = await pool.fetchrow(_REDEEM_SQL, *read)
+            refusal = None if row["taken"] else _refusal_of(row, card, row["open_date"])
         if refusal is not None:
             return Redemption(refusal, serial, program=row["program"])
     points, program = int(row["points"]), str(row["program"])
     float_ = row["float_account_id"] or await _operator_account(pool, program, row["points_asset"], FLOAT_PURPOSE)
-    member = row["member_account_id"] or await open_account(pool, "card", str(card_id), row["points_asset"],
+    member = row["member_account_id"] or await open_account(pool, "card", str(card), row["points_asset"],
                                                             "credit", "guarded", "points")
     key = redeem_key(serial)
     txn: dict[str, Any] = {
-        "type": REDEEM_TYPE, "card_id": card_id, "program": program, "amount": points,
+        "type": REDEEM_TYPE, "card_id": card, "program": program, "amount": points,
         "currency": row["currency"], "points_delta": points, "money_delta_minor": 0, "fee_minor": 0,
         "channel": str(channel)}
     for name, value in (("merchant_id", merchant_id), ("terminal_id", terminal_id), ("rrn", rrn), ("stan", stan)):
@@ -520,21 +554,20 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     if receipt is not None:
         res: Result = await ledger.post(cmd, receipt=receipt(points, program, member))
     else:
-        ref = ReceiptRef(key, hashlib.sha256(f"{key}:{card_id}".encode()).digest())
+        ref = ReceiptRef(key, hashlib.sha256(f"{key}:{card}".encode()).digest())
         res = await ledger.post(cmd, receipt_ref=ref)
     if not res.ok:
         if res.status == Status.CONFLICT:
             return Redemption(Refusal.USED, serial, program=program)
         # Give the card back for a later attempt: nothing was posted.
         await pool.execute("UPDATE loyalty.vouchers SET status = 'issued', card_id = NULL "
-                           "WHERE serial = $1 AND status = 'redeeming' AND card_id = $2", serial, card_id)
+                           "WHERE serial = $1 AND status = 'redeeming' AND card_id = $2", serial, card)
         return Redemption(Refusal.ERROR, serial, program=program, detail=f"{res.status} {res.detail or ''}".strip())
-    await pool.execute(_MARK_REDEEMED_SQL, serial, res.journal_id)
     # A replay's balances are its journal's, then; the member's balance now is what to answer.
     balance = res.balances.get(member) if res.status == Status.POSTED else None
     if balance is None:
         balance = await pool.fetchval("SELECT posted FROM ledger.accounts WHERE id = $1", member)
-    return Redemption(None, serial, points, program, card_id, res.journal_id, replayed=res.status == Status.EXISTS,
+    return Redemption(None, serial, points, program, card, res.journal_id, replayed=res.status == Status.EXISTS,
                       points_balance=int(balance), result=res)
 
 

@@ -15,7 +15,8 @@ is never logged: the request log carries no field 48 of a request.
 
 from __future__ import annotations
 
-from specs.vocabulary import Fields
+from specs.vocabulary import DUPLICATE_TRANSMISSION, Fields
+from switch import dedup
 from switch.context import RequestContext
 from switch.handlers.financial import POINTS_CURRENCY, balance_entry, tlv
 
@@ -71,29 +72,46 @@ def _approved(ctx: RequestContext, points: int, program: str, balance: int | Non
     return ctx.reply("00", **extra)
 
 
+def _answered(ctx: RequestContext, key: dedup.DedupKey, stored: tuple[bytes, bytes | None]) -> Fields:
+    """The answer to a request answered before: the stored answer, or 94 for other content."""
+    judged = dedup.judge(key, stored)
+    if isinstance(judged, dedup.Replay):
+        ctx.replayed = True
+        ctx.receipt(lambda _res: judged.response).stored = True  # stored already: the pipeline keeps it
+        return judged.response
+    # Other content under this key, or (never written for a terminal's key) a receipt by reference.
+    ctx.log.info("declined", reason="duplicate key, different content")
+    return ctx.reply(DUPLICATE_TRANSMISSION)
+
+
 async def handle(ctx: RequestContext) -> Fields:
     """Redeem the card of field 48 for the card of field 2 at this terminal's merchant."""
     # Imported here: the ledger's card module is only needed on this path.
-    from ledger.loyalty import cards, vouchers
+    from ledger.loyalty import card_numbers, vouchers
     from ledger.loyalty.outcomes import Channel
 
     desk = ctx.vouchers
-    if desk is None:  # no master key configured: no card can be checked
+    if desk is None or ctx.loyalty is None:  # no master key configured: no card can be checked
         return ctx.reply("40")
     tags = parse_tlv(ctx.fields["48"]) or {}
     terminal_id = ctx.fields["41"].strip()
-    card = await cards.show_card(ctx.pool, ctx.fields["2"])
-    if card is None or card["status"] != "active":
-        return ctx.reply(RESPONSE_CODES["no_card"])
-    who = vouchers.Subjects(member_id=int(card["member_id"]), terminal_id=terminal_id)
+    try:
+        pan_hash = await ctx.loyalty.card_hash(ctx.fields["2"])
+    except card_numbers.CardVaultError as exc:
+        ctx.log.error("card keys", error=str(exc))
+        return ctx.reply(RESPONSE_CODES["error"])
+    who = vouchers.Subjects(terminal_id=terminal_id)  # and the card's member, found with the card
 
     def receipt(points: int, program: str, account_id: int) -> object:
         return ctx.receipt(lambda res: _approved(ctx, points, program, res.balances.get(account_id)))
 
     done = await vouchers.redeem(
-        ctx.ledger, ctx.pool, desk.master_key, tags[SERIAL_TAG], tags[CODE_TAG], int(card["id"]), who, desk.policy,
+        ctx.ledger, ctx.pool, desk.master_key, tags[SERIAL_TAG], tags[CODE_TAG], None, who, desk.policy,
         channel=Channel.TERMINAL, merchant_id=ctx.fields["42"].strip(), terminal_id=terminal_id, rrn=ctx.rrn,
-        stan=ctx.fields["11"], expect_points=int(ctx.fields["4"]), receipt=receipt)  # type: ignore[arg-type]
+        stan=ctx.fields["11"], expect_points=int(ctx.fields["4"]), receipt=receipt,  # type: ignore[arg-type]
+        pan_hash=pan_hash, receipt_key=ctx.dedup_key.idempotency_key if ctx.dedup_key is not None else None)
+    if done.refusal is vouchers.Refusal.ANSWERED and done.stored is not None and ctx.dedup_key is not None:
+        return _answered(ctx, ctx.dedup_key, done.stored)
     if done.refusal is not None:
         ctx.log.info("declined", reason=f"voucher {done.refusal}")
         return ctx.reply(RESPONSE_CODES[str(done.refusal)])
