@@ -459,8 +459,9 @@ async def test_receipts_are_stored_only_through_the_owners_function(db_dsn: str,
     from ledger import db as ledger_db
     from ledger.engine import Ledger, Receipt
     from ledger.loyalty import demo as ledger_demo
+    from ledger.loyalty.exchange import ExchangeError, convert_points
     from ledger.loyalty.operations import Loyalty
-    from ledger.loyalty.outcomes import Outcome, Reason, Request
+    from ledger.loyalty.outcomes import Channel, Outcome, Reason, Request
 
     admin = await asyncpg.connect(db_dsn, timeout=10)
     try:
@@ -497,6 +498,12 @@ async def test_receipts_are_stored_only_through_the_owners_function(db_dsn: str,
             asked = request(903, 0, "65", None)
             inquiry = await loyalty.inquiry(asked, functools.partial(answer, "316500", asked))
             assert inquiry.reason is Reason.APPROVED and inquiry.journal_id is None
+            # An exchange declined off the wire is recorded too, as a runtime role may.
+            card_id = int(await pool.fetchval("SELECT min(id) FROM loyalty.cards"))
+            with pytest.raises(ExchangeError):
+                await convert_points(ledger, pool, card_id, "ALLY", "CAFE", 10, "no-rate-0001", Channel.API)
+            assert await pool.fetchval("SELECT reason FROM loyalty.transactions WHERE idempotency_key = $1",
+                                       f"exchange:api:{card_id}:no-rate-0001") == "invalid_txn"
         stored = {r["idempotency_key"]: r["journal_id"] for r in await pool.fetch(
             "SELECT idempotency_key, journal_id FROM ledger.receipts")}
         assert stored == {earn.receipt_key: first.journal_id, short.receipt_key: None, asked.receipt_key: None}
