@@ -126,6 +126,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
+        metrics.watch_vouchers(pool)
         terminals = TerminalStore(pool, master_key, previous_keys)
         metrics.watch_terminal_feed(terminals)
         feed = asyncio.create_task(terminals.follow_changes(

@@ -145,14 +145,6 @@ class Redemption:
         return self.refusal is None
 
 
-# Process-wide counters for the metrics endpoint (switch.metrics): failures and lockouts per scope.
-COUNTERS: dict[str, int] = {}
-
-
-def _count(name: str) -> None:
-    COUNTERS[name] = COUNTERS.get(name, 0) + 1
-
-
 def code_key(master_key: bytes) -> bytes:
     """The key that hashes codes, derived from the master key (never the master key itself).
 
@@ -378,9 +370,10 @@ async def show_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: int) -> 
 # --- guessing --------------------------------------------------------------------------------
 
 _FAIL_SQL = """
-INSERT INTO loyalty.voucher_failures AS f(scope, subject, window_start, failures)
-VALUES ($1, $2, now(), 1)
+INSERT INTO loyalty.voucher_failures AS f(scope, subject, window_start, failures, failures_total)
+VALUES ($1, $2, now(), 1, 1)
 ON CONFLICT (scope, subject) DO UPDATE SET
+    failures_total = f.failures_total + 1,
     failures = CASE WHEN f.window_start < now() - make_interval(secs => $3) THEN 1 ELSE f.failures + 1 END,
     window_start = CASE WHEN f.window_start < now() - make_interval(secs => $3) THEN now() ELSE f.window_start END
 RETURNING failures
@@ -392,14 +385,24 @@ UPDATE loyalty.voucher_failures SET locked_until = now() + make_interval(secs =>
 """
 
 
+_TOTALS_SQL = """
+SELECT scope, sum(failures_total)::bigint AS failures, sum(lockouts)::bigint AS lockouts
+  FROM loyalty.voucher_failures GROUP BY scope
+"""
+
+
+async def guessing_totals(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, tuple[int, int]]:
+    """Failed redemptions and lockouts ever counted, per scope, by every process: {scope: (failures,
+    lockouts)} (the metrics ``switchd_voucher_redeem_failures_total`` and ``switchd_voucher_lockouts_total``)."""
+    return {r["scope"]: (int(r["failures"]), int(r["lockouts"])) for r in await conn.fetch(_TOTALS_SQL)}
+
+
 async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects, policy: GuessPolicy) -> None:
     """Count one failed redemption against each subject; lock out those that reach the limit."""
     for scope, subject in who.pairs():
         failures = await conn.fetchval(_FAIL_SQL, scope, subject, policy.failure_window_s)
-        _count(f"failures:{scope}")
         if failures is not None and failures >= policy.failures_max:
             await conn.execute(_LOCK_SQL, scope, subject, policy.lockout_s)
-            _count(f"lockouts:{scope}")
 
 
 # --- redemption ------------------------------------------------------------------------------
@@ -519,7 +522,6 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     if row["credited_card_id"] is None or row["credited_card_status"] != "active":
         return Redemption(Refusal.NO_CARD, serial)
     if row["locked"]:
-        _count("locked")
         return Redemption(Refusal.LOCKED, serial)
     if row["serial"] is None or not hmac.compare_digest(bytes(row["code_hash"]), expected):
         member_id = who.member_id if who.member_id is not None else int(row["member_id"])
