@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import os
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -36,7 +36,7 @@ import asyncpg
 
 from ledger.accounts import StoredReceipt, open_account, stored_receipt
 from ledger.commands import Leg, Result, Status, transfer
-from ledger.engine import Ledger, ReceiptFn, ReceiptRef
+from ledger.engine import Ledger, ReceiptRef
 from ledger.errors import SwitchdError
 from ledger.loyalty.outcomes import Channel
 
@@ -139,6 +139,9 @@ class Redemption:
     result: Result | None = field(default=None, compare=False, repr=False)  # the ledger's, when approved
     detail: str = ""
     stored: StoredReceipt | None = field(default=None, repr=False)  # the receipt, when ANSWERED
+    # When ANSWERED by a receipt that names its journal: the RRN the journal recorded (the answer's),
+    # and (in points, program, points_balance) what the journal credited and the balance after it.
+    answered_rrn: str | None = None
 
     @property
     def approved(self) -> bool:
@@ -434,7 +437,12 @@ lk AS (
                        ON s.scope = f.scope AND s.subject = f.subject
                     WHERE f.locked_until > now()) AS locked),
 day AS (SELECT open_date FROM ledger.business_day WHERE singleton),
-rc AS (SELECT r.content_hash, r.payload FROM ledger.receipts r WHERE r.idempotency_key = $8::text),
+rc AS (SELECT r.content_hash, r.payload, r.journal_id FROM ledger.receipts r WHERE r.idempotency_key = $8::text),
+-- A receipt stored by reference: what its journal says, to answer again as it was answered.
+rj AS (SELECT j.metadata->'txn' AS txn,
+              (SELECT e.balance_after FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id
+                WHERE e.journal_id = j.id AND a.owner_kind = 'card' LIMIT 1) AS balance_after
+         FROM rc JOIN ledger.journals j ON j.id = rc.journal_id),
 take AS (
     UPDATE loyalty.vouchers v SET status = 'redeeming', card_id = mc.id
       FROM loyalty.voucher_batches b, mc, lk, day, quick
@@ -444,10 +452,11 @@ take AS (
     RETURNING v.serial)
 SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, mc.member_id,
        day.open_date, EXISTS (SELECT 1 FROM take) AS taken, rc.content_hash AS receipt_hash,
-       rc.payload AS receipt_payload, c.*
+       rc.payload AS receipt_payload, rj.txn AS receipt_txn, rj.balance_after AS receipt_balance, c.*
   FROM lk CROSS JOIN day
   LEFT JOIN mc ON true
   LEFT JOIN rc ON true
+  LEFT JOIN rj ON true
   LEFT JOIN LATERAL (
     SELECT v.serial, v.code_hash, v.status, v.card_id, v.journal_id, b.id AS batch_id, b.status AS batch_status,
            b.sale_journal_id, b.points, b.program, b.expires_on, p.points_asset, cur.numeric_code AS currency,
@@ -462,6 +471,11 @@ SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, 
                                   AND ma.purpose = 'points' AND ma.asset = p.points_asset
      WHERE v.serial = $1) AS c ON true
 """
+
+
+def _json(value: Any) -> dict[str, Any]:
+    decoded = json.loads(value) if isinstance(value, str) else value
+    return dict(decoded)
 
 
 def _refusal_of(row: asyncpg.Record, card_id: int, open_date: dt.date) -> Refusal | None:
@@ -490,8 +504,7 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
                  who: Subjects, policy: GuessPolicy, *, channel: Channel = Channel.API,
                  merchant_id: str | None = None, terminal_id: str | None = None,
                  rrn: str | None = None, stan: str | None = None, expect_points: int | None = None,
-                 receipt: Callable[[int, str, int], ReceiptFn] | None = None,
-                 pan_hash: bytes | None = None, receipt_key: str | None = None) -> Redemption:
+                 receipt_ref: ReceiptRef | None = None, pan_hash: bytes | None = None) -> Redemption:
     """Credit card ``card_id`` with the points of the card ``serial`` once, if ``code`` is its code.
 
     The card credited is ``card_id``, or (``card_id`` None) the card whose number's keyed hash is
@@ -499,11 +512,12 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     answer is :attr:`Refusal.NO_CARD`. Declines name a :class:`Refusal`; a failed guess (no such
     serial, wrong code) counts against every subject in ``who`` and the card's member. Redeeming
     again with the same card answers the first redemption. ``expect_points``: the amount a
-    terminal sent, which must be the card's points. ``receipt``: given (points, program, the
-    member's account id), the receipt function that stores the answer with the journal (a
-    terminal's response), instead of a reference to the journal. ``receipt_key``: the key a
-    terminal's answer is stored under; when one is stored, nothing is done and the answer is
-    :attr:`Refusal.ANSWERED` with the receipt in ``stored``.
+    terminal sent, which must be the card's points. ``receipt_ref``: the key (and content hash)
+    a terminal's answer is kept under, by reference to the journal (a retransmission's answer is
+    rebuilt from it); when a receipt is stored under that key, nothing is done and the answer is
+    :attr:`Refusal.ANSWERED`, with the receipt in ``stored`` and, for one stored by reference,
+    what its journal recorded (``answered_rrn``, ``points``, ``program``, ``points_balance``).
+    Without it, the receipt is kept under the journal's own key.
 
     One round trip reads and takes the card (_REDEEM_SQL), one posts (batched with others).
     """
@@ -513,12 +527,15 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     formed = well_formed(serial, code)
     expected = code_hash(code_key(master_key), serial, code) if formed else b""
     read = (serial if formed else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs], expected,
-            expect_points, pan_hash, receipt_key)
+            expect_points, pan_hash, receipt_ref.idempotency_key if receipt_ref is not None else None)
     row = await pool.fetchrow(_REDEEM_SQL, *read)
     assert row is not None, "ledger.business_day has no row"
     stored = stored_receipt(row["receipt_hash"], row["receipt_payload"])
     if stored is not None:
-        return Redemption(Refusal.ANSWERED, serial, stored=stored)
+        was = _json(row["receipt_txn"]) if row["receipt_txn"] is not None else {}
+        return Redemption(Refusal.ANSWERED, serial, int(was.get("amount", 0)), was.get("program"),
+                          stored=stored, answered_rrn=was.get("rrn"),
+                          points_balance=None if row["receipt_balance"] is None else int(row["receipt_balance"]))
     if row["credited_card_id"] is None or row["credited_card_status"] != "active":
         return Redemption(Refusal.NO_CARD, serial)
     if row["locked"]:
@@ -553,11 +570,8 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
             txn[name] = value
     cmd = transfer(key, [Leg(float_, member, points)], metadata={"txn": txn, "voucher": serial})
     # The content names the card: a second card's attempt under the same key is a conflict.
-    if receipt is not None:
-        res: Result = await ledger.post(cmd, receipt=receipt(points, program, member))
-    else:
-        ref = ReceiptRef(key, hashlib.sha256(f"{key}:{card}".encode()).digest())
-        res = await ledger.post(cmd, receipt_ref=ref)
+    ref = receipt_ref or ReceiptRef(key, hashlib.sha256(f"{key}:{card}".encode()).digest())
+    res: Result = await ledger.post(cmd, receipt_ref=ref)
     if not res.ok:
         if res.status == Status.CONFLICT:
             return Redemption(Refusal.USED, serial, program=program)
