@@ -31,7 +31,9 @@ test: $(INSTALLED)
 	$(BIN)/mypy cli switch ledger specs tools portal
 	$(BIN)/mypy bench  # apart: bench/ledger.py would shadow the ledger package
 	@# -rs: every skipped test and why, in the summary (the browser test without chromium, say).
-	$(BIN)/pytest -rs
+	@# -n 2 --dist loadfile: two worker processes, each taking whole test files (a file's fixtures
+	@# are set up once); every test makes its own databases and ports, so they never meet.
+	$(BIN)/pytest -rs -n 2 --dist loadfile
 
 # The tiers (tests/conftest.py): unit needs no PostgreSQL and no daemon; fast adds the database
 # tests but starts no daemon. `make test` runs every tier.

@@ -164,9 +164,10 @@ async def read_receipt(reader: Coalescer, idempotency_key: str) -> StoredReceipt
 async def put_receipt(conn: asyncpg.Connection | asyncpg.Pool, idempotency_key: str, content_hash: bytes,
                       payload: bytes) -> StoredReceipt:
     """Store a receipt for an outcome that posted nothing; returns what is stored (first writer wins)."""
+    # Through the owner's function: the runtime roles may not insert receipts themselves, and
+    # it refuses an approval stored without its journal (ledger/sql/ledger.store_receipts.sql).
     await conn.execute(
-        "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload) VALUES ($1, $2, $3) "
-        "ON CONFLICT (idempotency_key) DO NOTHING",
+        "SELECT count(*) FROM ledger.store_receipts(ARRAY[$1::text], ARRAY[$2::bytea], ARRAY[$3::bytea], NULL)",
         idempotency_key, content_hash, payload,
     )
     stored = await get_receipt(conn, idempotency_key)

@@ -22,7 +22,7 @@ class Problem:
     detail: str
 
 
-_CHECKS: dict[str, str] = {
+CHECKS: dict[str, str] = {
     "asset_sums_to_zero": """
         SELECT asset, sum(posted) AS total FROM ledger.accounts GROUP BY asset HAVING sum(posted) <> 0
     """,
@@ -81,14 +81,29 @@ _CHECKS: dict[str, str] = {
 }
 
 
-CHECK_NAMES = frozenset(_CHECKS)
+CHECK_NAMES = frozenset(CHECKS)
+
+
+def bounded(sql: str, limit_rows: int) -> str:
+    """A check's query returning at most ``limit_rows`` of its rows, planned to read them all.
+
+    Under a plain LIMIT the planner expects the rows that break a check to come soon and picks
+    plans that are cheap to start (ordered index scans, merge joins): for a check that passes,
+    which is the usual case, they read everything in index order instead of one sequential
+    pass (measured at 3.8 million entries: 7.0 s against 1.5 s). A materialised CTE is planned
+    for all of its rows.
+
+    >>> bounded("SELECT 1", 5)
+    'WITH check_rows AS MATERIALIZED (SELECT 1) SELECT * FROM check_rows LIMIT 5'
+    """
+    return f"WITH check_rows AS MATERIALIZED ({sql.strip()}) SELECT * FROM check_rows LIMIT {int(limit_rows)}"
 
 
 async def check_books(conn: asyncpg.Connection | asyncpg.Pool, limit_rows: int = 20) -> list[Problem]:
     """Run every check; return one Problem per offending row (at most ``limit_rows`` per check)."""
     problems: list[Problem] = []
-    for name, sql in _CHECKS.items():
-        rows = await conn.fetch(f"{sql} LIMIT {int(limit_rows)}")
+    for name, sql in CHECKS.items():
+        rows = await conn.fetch(bounded(sql, limit_rows))
         for r in rows:
             problems.append(Problem(name, ", ".join(f"{k}={v}" for k, v in r.items())))
     return problems

@@ -119,18 +119,24 @@ class ReceiptRef:
 
 # One batch, one statement: post it, and store the receipts by reference of the commands that
 # posted (a receipt already under a key stays: first writer wins, as for payload receipts).
-# The CTE is scanned twice, so it is materialised: post_batch runs once.
+# The CTE is scanned twice, so it is materialised: post_batch runs once. Receipts are stored
+# only through ledger.store_receipts (one call for the batch; the runtime roles may not insert
+# them), which accepts a receipt naming a journal only in the transaction that posted it; r is
+# joined to the result (one row) so that it runs.
 _POST_SQL = """
-WITH p AS (
+WITH p AS MATERIALIZED (
     SELECT * FROM ledger.post_batch($1, $2, $3, $4, $5, $6, $7::jsonb[], $8, $9, $10, $11, $12, $13)
-), r AS (
-    INSERT INTO ledger.receipts(idempotency_key, content_hash, journal_id)
-    SELECT q.key, q.hash, p.journal_id
+), refs AS (
+    SELECT array_agg(q.key ORDER BY q.idx) AS keys, array_agg(q.hash ORDER BY q.idx) AS hashes,
+           array_agg(p.journal_id ORDER BY q.idx) AS journals
       FROM p JOIN unnest($14::text[], $15::bytea[]) WITH ORDINALITY AS q(key, hash, idx) ON q.idx = p.idx
      WHERE p.status = 'posted' AND q.key IS NOT NULL
-    ON CONFLICT (idempotency_key) DO NOTHING
+), r AS MATERIALIZED (
+    SELECT count(*) AS stored
+      FROM refs CROSS JOIN LATERAL ledger.store_receipts(refs.keys, refs.hashes, NULL, refs.journals) AS s(key)
+     WHERE refs.keys IS NOT NULL
 )
-SELECT * FROM p ORDER BY idx
+SELECT p.* FROM p CROSS JOIN r ORDER BY p.idx
 """
 
 # What a batch sent on a lost connection committed: its keys' journals, each with its entries'
@@ -688,10 +694,9 @@ class Ledger:
                 r_payloads.append(rec.payload)
                 r_journals.append(res.journal_id if res.status is Status.POSTED else None)
             if r_keys:
+                # Through the owner's function, as every receipt (see _POST_SQL).
                 await conn.execute(
-                    "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload, journal_id) "
-                    "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bigint[]) "
-                    "ON CONFLICT (idempotency_key) DO NOTHING",
+                    "SELECT count(*) FROM ledger.store_receipts($1::text[], $2::bytea[], $3::bytea[], $4::bigint[])",
                     r_keys, r_hashes, r_payloads, r_journals,
                 )
             return results

@@ -150,7 +150,7 @@ async def _run_locked(pool: asyncpg.Pool, conn: asyncpg.Connection, day: dt.date
         await stats.roll_up_day(conn, d)
         timings["stats"] = time.perf_counter() - t
         t = time.perf_counter()
-        report.recon = await reconcile.run(conn, d)
+        report.recon = await reconcile.run(pool, d)  # its checks side by side on the pool
         timings["recon"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
     except BaseException as exc:

@@ -6,11 +6,14 @@
 - ``switchd_owner`` (LOGIN): owns the schemas, their tables, sequences and functions, and
   ``public.switchd_schema_*``. It runs ``db upgrade``, end of day, provisioning from the CLI.
   It is the only role that can alter tables or disable their triggers.
-- ``switchd_daemon``: reads every table but the portal's; inserts receipts (``ledger.receipts``), transaction
-  records (``loyalty.transactions``), card accounts (``ledger.accounts``, without the balance
-  columns) and terminal batches (``eod.terminal_batches``, which it also updates on settlement);
-  updates only the sign-on columns of ``switch.terminals``; posts only through
-  ``ledger.post_batch`` (SECURITY DEFINER, owned by the owner).
+- ``switchd_daemon``: reads every table but the portal's; inserts transaction records
+  (``loyalty.transactions``, without their journal or what a journal moved: declines and
+  inquiries), card accounts (``ledger.accounts``, without the balance columns) and terminal
+  batches (``eod.terminal_batches``, which it also updates on settlement); updates only the
+  sign-on columns of ``switch.terminals``; posts only through ``ledger.post_batch`` and stores
+  receipts only through ``ledger.store_receipts`` (both SECURITY DEFINER, owned by the owner:
+  no receipt names a journal its transaction did not post, and none without a journal approves
+  what only a posting approves).
 - ``switchd_portal``: what the daemon may, plus writing the portal's, the loyalty programme's
   and the terminals' tables (it is a provisioning path: terminal keys change through it or as
   the owner) and an account's status. No UPDATE or DELETE on any ``ledger`` table but
@@ -49,6 +52,8 @@ ACCOUNT_INSERT_COLUMNS = ("owner_kind", "owner_id", "purpose", "asset", "normal_
 TERMINAL_SIGN_ON_COLUMNS = ("signed_on", "signed_on_at", "signed_off_at", "updated_at")
 # SECURITY DEFINER functions beside post_batch, and the runtime roles that may call each.
 DEFINER_FUNCTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # Receipts: the runtime roles' only way to store one (ledger/sql/ledger.store_receipts.sql).
+    ("ledger.store_receipts(text[], bytea[], bytea[], bigint[])", ("daemon", "portal")),
     ("loyalty.expire_lots(text, date, text, bigint, bigint[])", ()),
     ("loyalty.move_residual(text, date, integer, text, bigint, integer)", ()),
     ("loyalty.set_points_expiry(text, integer)", ("portal",)),
@@ -56,10 +61,17 @@ DEFINER_FUNCTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # nextval on the journal id sequence is post_batch's alone.
 OWNER_ONLY_SEQUENCES = ("ledger.journal_id_seq",)
 
+# The columns of loyalty.transactions a runtime role writes: the record of an outcome that posted
+# nothing (ledger.loyalty.operations, ledger.loyalty.exchange). A record with a journal, and what
+# a journal moved, are written only by the journal's own trigger (loyalty.record_journals, in
+# post_batch, as the owner): no runtime role can make a row look approved without its journal.
+TRANSACTION_INSERT_COLUMNS = ("idempotency_key", "business_date", "txn_type", "reason", "rrn", "stan", "terminal_id",
+                              "merchant_id", "card_id", "program", "amount", "currency", "original_journal_id",
+                              "channel", "operator_ref", "target_program")
 # (table, privileges) the daemon needs beyond SELECT: every write it makes outside post_batch.
+# Not ledger.receipts: receipts are stored through ledger.store_receipts (DEFINER_FUNCTIONS).
 DAEMON_WRITES: tuple[tuple[str, str], ...] = (
-    ("ledger.receipts", "INSERT"),
-    ("loyalty.transactions", "INSERT"),
+    ("loyalty.transactions", f"INSERT ({', '.join(TRANSACTION_INSERT_COLUMNS)})"),
     ("ledger.accounts", f"INSERT ({', '.join(ACCOUNT_INSERT_COLUMNS)})"),
     ("eod.terminal_batches", "INSERT, UPDATE"),
     ("switch.terminals", f"UPDATE ({', '.join(TERMINAL_SIGN_ON_COLUMNS)})"),

@@ -126,14 +126,17 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         receipts = receipt_reader(pool, concurrency_max=coalesced, linger_s=linger_s)
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
+        metrics.watch_vouchers(pool)
         terminals = TerminalStore(pool, master_key, previous_keys)
         metrics.watch_terminal_feed(terminals)
+        pins = PinChecker(pool, terminals.master_keys, cfg.security.pin_tries_max)
+        metrics.watch_coalescers(pins.coalescers())
         feed = asyncio.create_task(terminals.follow_changes(
             lambda: ledger_db.connect(dsn, cfg.database.timeout_connect_s, "switchd-feed")), name="terminal-feed")
         services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty,
                             refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse",
                             vouchers=Desk(master_key, cfg.vouchers) if master_key is not None else None,
-                            pins=PinChecker(pool, terminals.master_keys, cfg.security.pin_tries_max),
+                            pins=pins,
                             chip_data_kept=cfg.security.chip_data_keep_days > 0)
         server = Server(cfg.listeners, services)
         # SIGHUP: read the master key files again (a master-key rotation, docs/operating.md).

@@ -123,7 +123,9 @@ class Conflict:
 Outcome = Replay | Conflict | None
 
 
-def _judge(key: DedupKey, stored: StoredReceipt) -> Replay | Conflict | None:
+def judge(key: DedupKey, stored: StoredReceipt) -> Replay | Conflict | None:
+    """What a receipt stored under the key says of this request: a Replay of the stored answer, a
+    Conflict (other content), or None when it was stored by reference to its journal."""
     stored_hash, payload = stored
     if stored_hash != key.content_hash:
         return Conflict()
@@ -138,7 +140,7 @@ async def lookup(receipts: Coalescer, key: DedupKey) -> Outcome:
     ``receipts``: a :func:`ledger.accounts.receipt_reader` (concurrent lookups share one statement).
     """
     stored = await read_receipt(receipts, key.idempotency_key)
-    return None if stored is None else _judge(key, stored)
+    return None if stored is None else judge(key, stored)
 
 
 async def store(conn: asyncpg.Pool | asyncpg.Connection, key: DedupKey, response: Fields) -> Replay | Conflict:
@@ -151,7 +153,7 @@ async def store(conn: asyncpg.Pool | asyncpg.Connection, key: DedupKey, response
     stored = await put_receipt(conn, key.idempotency_key, key.content_hash, encode_payload(response))
     # A receipt stored with a journal by a concurrent identical request: our response was
     # rebuilt from that same journal, so it is the answer.
-    return _judge(key, stored) or Replay(response)
+    return judge(key, stored) or Replay(response)
 
 
 class ResponseReceipt:

@@ -36,6 +36,8 @@ from prometheus_client.registry import Collector
 
 from ledger.engine import BatchObserver
 
+# A scrape waits at most this long for the top-up card totals (one small aggregate query).
+VOUCHER_READ_TIMEOUT_S = 2.0
 # Request latency: sub-millisecond echoes up to handler timeouts.
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -130,22 +132,42 @@ class _LoyaltyCollector(Collector):
 
 
 class _VoucherCollector(Collector):
-    """Top-up card redemptions refused as guesses, and lockouts, per subject kind (this process's)."""
+    """Top-up card redemptions refused as guesses, and lockouts, per subject kind: the database's
+    totals (every process's: the switch's terminals, the portal's members and client addresses),
+    read on the event loop at each scrape, within VOUCHER_READ_TIMEOUT_S; the last figures read
+    when that read fails."""
 
     SCOPES = ("member", "address", "terminal")
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        from ledger.loyalty.vouchers import COUNTERS
+    def __init__(self) -> None:
+        self.pool: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.totals: dict[str, tuple[int, int]] = {}
 
+    def _read(self) -> None:
+        if self.pool is None or self.loop is None or self.loop.is_closed():
+            return
+        from ledger.loyalty.vouchers import guessing_totals
+
+        future = asyncio.run_coroutine_threadsafe(guessing_totals(self.pool), self.loop)
+        try:
+            self.totals = future.result(timeout=VOUCHER_READ_TIMEOUT_S)
+        except Exception:  # a scrape must answer: the last figures stand
+            future.cancel()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        self._read()
         failures = CounterMetricFamily(
             "switchd_voucher_redeem_failures", "Top-up card redemptions with an unknown serial or a wrong code, "
-            "counted against each subject named (member, client address, terminal)", labels=["scope"])
-        lockouts = CounterMetricFamily(
-            "switchd_voucher_lockouts", "Subjects locked out after too many failed top-up card redemptions",
+            "counted against each subject named (member, client address, terminal), by every process",
             labels=["scope"])
+        lockouts = CounterMetricFamily(
+            "switchd_voucher_lockouts", "Subjects locked out after too many failed top-up card redemptions, "
+            "by every process", labels=["scope"])
         for scope in self.SCOPES:
-            failures.add_metric([scope], COUNTERS.get(f"failures:{scope}", 0))
-            lockouts.add_metric([scope], COUNTERS.get(f"lockouts:{scope}", 0))
+            failed, locked = self.totals.get(scope, (0, 0))
+            failures.add_metric([scope], failed)
+            lockouts.add_metric([scope], locked)
         yield failures
         yield lockouts
 
@@ -210,7 +232,8 @@ class Metrics:
         r.register(self._coalescers)
         self._loyalty = _LoyaltyCollector()
         r.register(self._loyalty)
-        r.register(_VoucherCollector())
+        self._vouchers = _VoucherCollector()
+        r.register(self._vouchers)
         self._server: Any = None
         self._thread: threading.Thread | None = None
         # What /ready answers from (switch.readiness.Readiness, set once the daemon has a pool).
@@ -232,6 +255,12 @@ class Metrics:
     def watch_coalescers(self, coalescers: dict[str, Any]) -> None:
         """Export call and statement counters for these ledger.coalesce.Coalescer, by name."""
         self._coalescers.coalescers.update(coalescers)
+
+    def watch_vouchers(self, pool: Any) -> None:
+        """Export the database's top-up card guessing totals, read through this pool on the
+        running event loop at each scrape."""
+        self._vouchers.pool = pool
+        self._vouchers.loop = asyncio.get_running_loop()
 
     def watch_loyalty(self, loyalty: Any) -> None:
         """Export the loyalty operations' counters (compensations overtaken)."""

@@ -50,9 +50,12 @@ ROUTES: dict[tuple[str, str], Handler] = {
 KNOWN_MTIS = frozenset(mti for mti, _ in ROUTES)
 # Handlers that recognise a retransmission themselves, in the round trip that reads their
 # request's context (the loyalty operations read the stored receipt with it): the pipeline
-# does not look the receipt up before them. Every other handler's requests are checked first.
+# does not look the receipt up before them (nor before a top-up card's redemption, which reads
+# it with the card). Every other handler's requests are checked first.
 CHECKS_DUPLICATES: frozenset[Handler] = frozenset({financial.handle_0200, financial.handle_reversal,
-                                                   financial.handle_0100, financial.handle_completion})
+                                                   financial.handle_0100, financial.handle_completion,
+                                                   vouchers.handle})
+
 def metric_labels(mti: str, processing_code: str | None) -> tuple[str, str]:
     """(mti, processing) labels with bounded cardinality: unknown values become ``other``.
 

@@ -44,6 +44,10 @@ async def test_exchange_replay_conflict_and_declines(portal_env: PortalEnv) -> N
     stolen = conforms(await client.post(f"{API}/exchanges", json=body | {"card_id": theirs},
                                         headers={"idempotency-key": "x-theirs"}))
     assert stolen.status_code == 404
-    rows = await portal_env.pool.fetch("SELECT channel, amount, target_points_delta FROM loyalty.transactions "
-                                       "WHERE txn_type = 'exchange'")
-    assert [tuple(r) for r in rows] == [("api", 60, 27)]
+    rows = await portal_env.pool.fetch("SELECT channel, amount, target_points_delta, reason FROM loyalty.transactions "
+                                       "WHERE txn_type = 'exchange' AND journal_id IS NOT NULL")
+    assert [tuple(r) for r in rows] == [("api", 60, 27, "approved")]
+    # The declines are on record (no journal), as a terminal's are; the other member's card is not.
+    rows = await portal_env.pool.fetch("SELECT channel, amount, reason FROM loyalty.transactions "
+                                       "WHERE txn_type = 'exchange' AND journal_id IS NULL ORDER BY id")
+    assert [tuple(r) for r in rows] == [("api", 60, "invalid_txn"), ("api", 60, "insufficient")]

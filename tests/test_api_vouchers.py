@@ -3,11 +3,14 @@ member's attempt refused), guessing locks the member and its address out, the an
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from api_support import API, PAN1, PAN2, conforms, member_client
 from portal_support import MASTER_KEY, PortalEnv, portal_env_fixture  # noqa: F401  (the fixture, by name)
 from voucher_support import sold_batch
+
+from switch.metrics import Metrics
 
 
 async def _points(env: PortalEnv, member_id: int) -> int:
@@ -59,6 +62,13 @@ async def test_guessing_locks_out(portal_env: PortalEnv, tmp_path: Path) -> None
     locked = conforms(await client.post(f"{API}/vouchers/redeem", json={"serial": serial, "code": code},
                                         headers={"idempotency-key": "guess-right"}))
     assert locked.status_code == 429 and locked.json()["code"] == "locked"
+    # The switch's metrics count the portal's lockouts too (the database's totals), read at a
+    # scrape from another thread, as the metrics server does.
+    metrics = Metrics()
+    metrics.watch_vouchers(portal_env.pool)
+    text = (await asyncio.to_thread(metrics.render)).decode()
+    assert 'switchd_voucher_lockouts_total{scope="address"} 1.0' in text
+    assert f'switchd_voucher_redeem_failures_total{{scope="address"}} {float(limit)}' in text
     junk = conforms(await client.post(f"{API}/vouchers/redeem", json={"serial": "x" * 99, "code": code},
                                       headers={"idempotency-key": "guess-junk"}))
     assert junk.status_code == 400

@@ -7,6 +7,8 @@ so parallel runs do not collide. The local server trusts every role, so no passw
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -422,3 +424,137 @@ def test_serve_runs_its_portal_as_the_portal_role(db_dsn: str, prefix: str, tmp_
     finally:
         assert d.stop() == 0
     assert "permission denied" not in d.log_text()
+
+
+def _switch_answer(code: str, processing: str, mti: str = "0210") -> bytes:
+    """A stored switch response (switch.dedup's form) with field 39 ``code``."""
+    return json.dumps({"v": 1, "fields": {"t": mti, "3": processing, "39": code}}, separators=(",", ":")).encode()
+
+
+async def _refused_async(dsn: str, sql: str) -> None:
+    """As _refused, from a running event loop."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _allowed_async(dsn: str, sql: str) -> list[Any]:
+    """As _allowed, from a running event loop."""
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return list(await conn.fetch(sql))
+    finally:
+        await conn.close()
+
+
+async def test_receipts_are_stored_only_through_the_owners_function(db_dsn: str, prefix: str) -> None:
+    """A forged approval cannot be stored for a request that never posted: the runtime roles
+    cannot insert receipts; the function they may call refuses a receipt naming a journal its
+    transaction did not post, and an approval without a journal; normal traffic still works."""
+    from ledger_support import ledger_settings
+
+    from ledger import db as ledger_db
+    from ledger.engine import Ledger, Receipt
+    from ledger.loyalty import demo as ledger_demo
+    from ledger.loyalty.exchange import ExchangeError, convert_points
+    from ledger.loyalty.operations import Loyalty
+    from ledger.loyalty.outcomes import Channel, Outcome, Reason, Request
+
+    admin = await asyncpg.connect(db_dsn, timeout=10)
+    try:
+        async with admin.transaction():
+            await ledger_demo.seed(admin, cards=3)
+        names = (await roles.apply(admin, prefix)).names
+    finally:
+        await admin.close()
+    pan = ledger_demo.demo_pan(1)
+
+    def request(stan: int, amount: int, account: str = "00", currency: str | None = "156") -> Request:
+        key = ("T0000001", f"{stan:06d}", "0101120000")
+        return Request(key="|".join(key), terminal_id=key[0], merchant_id="M0001", pan=pan, amount=amount,
+                       currency=currency, rrn=f"7{stan:011d}", stan=key[1], account=account,
+                       receipt_key="iso:" + ":".join(key), receipt_hash=bytes(32))
+
+    def answer(processing: str, req: Request, outcome: Outcome) -> Receipt:
+        code = "00" if outcome.reason is Reason.APPROVED else "51"
+        assert req.receipt_key is not None
+        return Receipt(req.receipt_key, bytes(32), _switch_answer(code, processing))
+
+    pool = await ledger_db.create_pool(as_user(db_dsn, names.daemon), 1, 4)
+    try:
+        async with Ledger(pool, ledger_settings()) as ledger:
+            loyalty = Loyalty(ledger)
+            earn = request(901, 10_000)
+            first = await loyalty.earn(earn, functools.partial(answer, "000000", earn))
+            assert first.reason is Reason.APPROVED and first.receipt_stored, first
+            again = await loyalty.earn(earn, functools.partial(answer, "000000", earn))
+            assert again.replayed and again.journal_id == first.journal_id
+            short = request(902, 1_000_000, "65", None)
+            declined = await loyalty.redeem(short, functools.partial(answer, "006500", short))
+            assert declined.reason is Reason.INSUFFICIENT
+            asked = request(903, 0, "65", None)
+            inquiry = await loyalty.inquiry(asked, functools.partial(answer, "316500", asked))
+            assert inquiry.reason is Reason.APPROVED and inquiry.journal_id is None
+            # An exchange declined off the wire is recorded too, as a runtime role may.
+            card_id = int(await pool.fetchval("SELECT min(id) FROM loyalty.cards"))
+            with pytest.raises(ExchangeError):
+                await convert_points(ledger, pool, card_id, "ALLY", "CAFE", 10, "no-rate-0001", Channel.API)
+            assert await pool.fetchval("SELECT reason FROM loyalty.transactions WHERE idempotency_key = $1",
+                                       f"exchange:api:{card_id}:no-rate-0001") == "invalid_txn"
+        stored = {r["idempotency_key"]: r["journal_id"] for r in await pool.fetch(
+            "SELECT idempotency_key, journal_id FROM ledger.receipts")}
+        assert stored == {earn.receipt_key: first.journal_id, short.receipt_key: None, asked.receipt_key: None}
+        assert await check_books(pool) == []
+    finally:
+        await pool.close()
+
+    daemon, portal, report = (as_user(db_dsn, n) for n in names.runtime())
+    for dsn in (daemon, portal, report):
+        await _refused_async(dsn, "INSERT INTO ledger.receipts(idempotency_key, content_hash, payload) "
+                      "VALUES ('iso:T0000001:000904:0101120000', '\\x00', '\\x00')")
+    await _refused_async(report, "SELECT ledger.store_receipts(ARRAY['k'], ARRAY['\\x00'::bytea], ARRAY['\\x00'::bytea], NULL)")
+
+    async def store(dsn: str, key: str, payload: bytes | None, journal_id: int | None) -> list[str]:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return [r[0] for r in await conn.fetch(
+                "SELECT * FROM ledger.store_receipts(ARRAY[$1::text], ARRAY['\\x00'::bytea], ARRAY[$2::bytea], "
+                "ARRAY[$3::bigint])", key, payload, journal_id)]
+        finally:
+            await conn.close()
+
+    unposted = "iso:T0000001:000904:0101120000"
+    for dsn in (daemon, portal):
+        # An approved redemption for a key that never posted: the forgery this guards against.
+        with pytest.raises(asyncpg.CheckViolationError, match="approves a request that posted nothing"):
+            await store(dsn, unposted, _switch_answer("00", "006500"), None)
+        with pytest.raises(asyncpg.CheckViolationError, match="approves a request that posted nothing"):
+            await store(dsn, "seat:T0000001:forged", json.dumps(
+                {"v": 1, "seat": {"kind": "redeem", "reason": "approved"}}).encode(), None)
+        # A receipt that claims a journal: only the transaction that posted it may store one.
+        for journal_id in (first.journal_id, 10**12):
+            with pytest.raises(asyncpg.CheckViolationError, match="this transaction did not post"):
+                await store(dsn, unposted, None, journal_id)
+            with pytest.raises(asyncpg.CheckViolationError, match="this transaction did not post"):
+                await store(dsn, unposted, _switch_answer("00", "006500"), journal_id)
+    # The answer of a posted request is the truth (its journal stands under the request's key);
+    # an approval under a key that holds a receipt already stores nothing.
+    assert await store(daemon, earn.receipt_key or "", _switch_answer("00", "000000"), None) == []
+    # What posts nothing may be stored: a decline, an inquiry's balance, a reversal's answer.
+    assert await store(daemon, unposted, _switch_answer("51", "006500"), None) == [unposted]
+    inquiry_key = "iso:T0000001:000905:0101120000"
+    assert await store(portal, inquiry_key, _switch_answer("00", "316500"), None) == [inquiry_key]
+    reversal_key = "iso:T0000001:000906:0101120000"
+    assert await store(daemon, reversal_key, _switch_answer("00", "006500", "0410"), None) == [reversal_key]
+    # A transaction record with a journal is the journal's own (written by its trigger): a
+    # runtime role records only what posted nothing.
+    for dsn in (daemon, portal):
+        await _refused_async(dsn, "INSERT INTO loyalty.transactions(journal_id, idempotency_key, business_date, txn_type, reason) "
+                      f"VALUES ({first.journal_id + 1}, 'forged', current_date, 'redeem', 'approved')")
+        await _refused_async(dsn, "INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, "
+                      "points_delta) VALUES ('forged', current_date, 'redeem', 'insufficient', -100)")
+    await _allowed_async(daemon, "INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, card_id) "
+                     "VALUES ('T0000001|000907|0101120000', current_date, 'redeem', 'insufficient', 1) RETURNING id")

@@ -11,7 +11,7 @@ import pytest
 from ledger_support import ledger_settings
 from test_loyalty_ops import PAN1, PAN2, World, ok, req
 
-from ledger import business_day, clearing, reconcile
+from ledger import business_day, clearing, reconcile, search
 from ledger.engine import Ledger
 from ledger.loyalty import card_numbers, demo, exchange, rates
 from ledger.loyalty.exchange import ExchangeError, ExchangeSettings, convert_points
@@ -119,6 +119,37 @@ async def test_concurrent_exchanges_of_one_card_keep_the_daily_limit(world: Worl
     await w.books_ok()
 
 
+async def test_undone_exchanges_no_longer_count_towards_the_daily_limit(world: World) -> None:
+    w = world
+    await topup(w, 10_000)
+    await rates.set_rate(w.pool, "ALLY", "CAFE", 1, 1)
+    r1, r2 = xreq(3000), xreq(2000)
+    ok(await w.loy.exchange(r1))
+    ok(await w.loy.exchange(r2))
+    assert (await w.loy.exchange(xreq(1))).reason is Reason.EXCEEDS_LIMIT  # the daily 5000 given up
+    ok(await w.loy.void(req(amount=3000, currency=None, account="65", original_rrn=r1.rrn)))
+    # The void gave the 3000 back: they may be exchanged again. Its guard is the day's third
+    # (two exchanges posted, one of them undone): the second's guard is taken for good.
+    r3 = xreq(3000)
+    ok(await w.loy.exchange(r3))
+    guards = await w.pool.fetchval("SELECT count(*) FROM ledger.journals WHERE guard_key LIKE 'exchange:%'")
+    assert guards == 3
+    assert (await w.loy.exchange(xreq(1))).reason is Reason.EXCEEDS_LIMIT
+    ok(await w.loy.reverse(req(amount=2000, currency=None, original_key=r2.key)))
+    # 3000 stand; of eight concurrent exchanges of 1000 only two fit in the 2000 left.
+    outs = await asyncio.gather(*(w.loy.exchange(xreq(1000)) for _ in range(8)))
+    assert sum(o.reason is Reason.APPROVED for o in outs) == 2
+    assert sum(o.reason is Reason.EXCEEDS_LIMIT for o in outs) == 6
+    # Off the wire too: the member pages, the API and the CLI count the same way.
+    with pytest.raises(ExchangeError) as e:
+        await convert_points(w.ledger, w.pool, await card_id(w), "ALLY", "CAFE", 1, "after-the-limit", Channel.API,
+                             settings=ExchangeSettings(member_daily_points_max=5000))
+    assert e.value.reason is Reason.EXCEEDS_LIMIT
+    assert await w.points(PAN1, "CAFE") == 5000 and await w.points(PAN1, "ALLY") == 5000
+    await w.books_ok()
+    await recon_ok(w)
+
+
 async def test_void_and_reversal_undo_both_sides(world: World) -> None:
     w = world
     await topup(w, 1000)
@@ -174,6 +205,55 @@ async def test_convert_points_off_the_wire_is_idempotent(world: World) -> None:
     channel = await w.pool.fetchval("SELECT channel FROM loyalty.transactions WHERE journal_id=$1", c.journal_id)
     assert channel == "api"
     assert await w.points(PAN1, "CAFE") == 180
+    await w.books_ok()
+    await recon_ok(w)
+
+
+async def test_declines_off_the_wire_are_recorded_like_a_terminals(world: World) -> None:
+    w = world
+    await topup(w, 500)
+    cid = await card_id(w)
+    tight = ExchangeSettings(member_daily_points_max=300)
+
+    async def declined(points: int, key: str, channel: Channel = Channel.API, to: str = "CAFE") -> Reason:
+        with pytest.raises(ExchangeError) as e:
+            await convert_points(w.ledger, w.pool, cid, "ALLY", to, points, key, channel, "someone", tight)
+        return e.value.reason
+
+    assert await declined(100, "no-rate-001") is Reason.INVALID_TXN
+    assert await declined(100, "no-rate-001") is Reason.INVALID_TXN  # asked again: the same decline, once
+    await rates.set_rate(w.pool, "ALLY", "CAFE", 1, 1)
+    assert await declined(400, "too-many-01", Channel.WEB) is Reason.EXCEEDS_LIMIT
+    assert await declined(100, "no-such-one", Channel.CLI, to="NOPE") is Reason.INVALID_TXN
+    await convert_points(w.ledger, w.pool, cid, "ALLY", "CAFE", 300, "the-one-ok1", Channel.API, None, tight)
+    assert await declined(300, "short-00001") is Reason.EXCEEDS_LIMIT
+    assert await declined(100, "short-00002", channel=Channel.WEB) is Reason.EXCEEDS_LIMIT
+    await w.pool.execute("UPDATE loyalty.cards SET status = 'blocked' WHERE id = $1", cid)
+    assert await declined(1, "blocked-001") is Reason.CARD_BLOCKED
+    await w.pool.execute("UPDATE loyalty.cards SET status = 'active' WHERE id = $1", cid)
+    with pytest.raises(ExchangeError) as e:  # no card to record it against: not recorded
+        await convert_points(w.ledger, w.pool, 10**12, "ALLY", "CAFE", 1, "nobody-0001", Channel.API)
+    assert e.value.reason is Reason.CARD_UNKNOWN
+    rows = await w.pool.fetch(
+        "SELECT idempotency_key, reason, channel, program, target_program, amount, points_delta, operator_ref, "
+        "business_date FROM loyalty.transactions WHERE txn_type = 'exchange' AND journal_id IS NULL ORDER BY id")
+    day = await business_day.open_date(w.pool)
+    assert [(r["idempotency_key"], r["reason"], r["channel"], r["target_program"], r["amount"]) for r in rows] == [
+        (f"exchange:api:{cid}:no-rate-001", "invalid_txn", "api", "CAFE", 100),
+        (f"exchange:web:{cid}:too-many-01", "exceeds_limit", "web", "CAFE", 400),
+        (f"exchange:cli:{cid}:no-such-one", "invalid_txn", "cli", "NOPE", 100),
+        (f"exchange:api:{cid}:short-00001", "exceeds_limit", "api", "CAFE", 300),
+        (f"exchange:web:{cid}:short-00002", "exceeds_limit", "web", "CAFE", 100),
+        (f"exchange:api:{cid}:blocked-001", "card_blocked", "api", "CAFE", 1)]
+    assert {(r["program"], r["points_delta"], r["operator_ref"], r["business_date"]) for r in rows} == {
+        ("ALLY", 0, "someone", day)}
+    # The operator's transaction list shows them as other declines (the member's history:
+    # tests/test_exchange_pages.py).
+    listed = await search.search(w.pool, search.Filters(card_id=cid, txn_type="exchange"))
+    assert [t["reason"] for t in listed["transactions"]] == [
+        "card_blocked", "exceeds_limit", "exceeds_limit", "approved", "invalid_txn", "exceeds_limit", "invalid_txn"]
+    # Declines move nothing, and the records still match the journals.
+    assert await w.points(PAN1, "CAFE") == 300
     await w.books_ok()
     await recon_ok(w)
 

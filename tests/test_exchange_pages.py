@@ -70,6 +70,13 @@ async def test_a_member_exchanges_from_its_own_card(portal_env: PortalEnv) -> No
     assert await portal_env.pool.fetchval("SELECT count(*) FROM loyalty.transactions WHERE txn_type = 'exchange'") == 1
     short = await client.post("/member/exchange", data={**form, "points": "999", "request_key": "page-key-0002"})
     assert short.status_code == 400
+    # The decline is on record, and in the member's history, as a terminal's would be.
+    declined = await portal_env.pool.fetchrow(
+        "SELECT reason, channel, amount, journal_id FROM loyalty.transactions WHERE txn_type = 'exchange' "
+        "AND idempotency_key = $1", f"exchange:web:{card}:page-key-0002")
+    assert tuple(declined) == ("insufficient", "web", 999, None)
+    history = (await client.get("/member/history")).text
+    assert "the card does not have enough points" in history
     other = await card_numbers.card_id_by_number(portal_env.pool, demo.demo_pan(2))
     stolen = await client.post("/member/exchange", data={**form, "card_id": str(other), "request_key": "k3-0003"})
     assert stolen.status_code == 404
@@ -77,8 +84,8 @@ async def test_a_member_exchanges_from_its_own_card(portal_env: PortalEnv) -> No
         "SELECT asset, posted FROM ledger.accounts WHERE owner_kind = 'card' AND owner_id = $1::text "
         "AND purpose = 'points' ORDER BY asset", str(card))
     assert [(r["asset"], r["posted"]) for r in balances] == [("PTS:ALLY", 400), ("PTS:CAFE", 270)]
-    channel = await portal_env.pool.fetchval("SELECT channel FROM loyalty.transactions WHERE txn_type = 'exchange'")
-    assert channel == "web"
+    channels = await portal_env.pool.fetch("SELECT DISTINCT channel FROM loyalty.transactions WHERE txn_type = 'exchange'")
+    assert [r["channel"] for r in channels] == ["web"]
 
 
 async def test_member_exchange_needs_a_member_session(portal_env: PortalEnv) -> None:

@@ -359,6 +359,8 @@ class LoyaltyMachine(DatabaseMachine):
 
     def voucher_expect(self, card: str, v: Voucher, right: bool) -> vouchers.Refusal | None:
         """What redeeming top-up card ``v`` for ``card`` answers (None: approved)."""
+        if self.card_reason(card) is not None:  # only an active card is credited
+            return vouchers.Refusal.NO_CARD
         if not right:
             return vouchers.Refusal.INVALID
         if v.status == "expired":

@@ -92,12 +92,19 @@ def test_redeem_over_the_wire(wired: tuple[Daemon, dict[str, str]]) -> None:
         assert balances54(first["54"]) == {"65:999": 250}
         # The retransmission: the very same bytes.
         assert _call_raw(t, req) == raw
+        # The same key (41, 11, 7) with other content: 94, and nothing more is credited.
+        assert decode(_call_raw(t, req | {"4": "000000000251"}), "pos")["39"] == "94"
+        # A decline's retransmission is answered as it was, without counting a second failure.
+        wrong = _redeem(s2, "9" * 16)
+        answer = _call_raw(t, wrong)
+        assert decode(answer, "pos")["39"] == "14"
+        assert _call_raw(t, wrong) == answer
         # Another card, the same top-up card: used.
         assert decode(_call_raw(t, _redeem(s1, c1, pan=CARD_B)), "pos")["39"] == "05"
         # The terminal's amount must be the card's points.
         assert decode(_call_raw(t, _redeem(s2, c2, points=999)), "pos")["39"] == "13"
         # Guessing: three wrong codes lock the terminal (and the member) out, the right code too.
-        for n in range(3):
+        for n in range(2):  # the retransmitted decline above counted once: two more lock out
             assert decode(_call_raw(t, _redeem(s3, f"{n:016d}", pan=CARD_B)), "pos")["39"] == "14"
         assert decode(_call_raw(t, _redeem(s3, c3, pan=CARD_B)), "pos")["39"] == "75"
     metrics = d.scrape()

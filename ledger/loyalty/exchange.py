@@ -11,10 +11,13 @@ exchange account of each program (``operator:<P>:exchange``)::
 The journal's metadata and the transaction record carry the rate used. Declines:
 insufficient points, a program (or the card) not active, no rate in force, a member's
 exchanges of the day above ``[exchange] member_daily_points_max`` (points given up,
-summed over the card's exchanges of the business day). The limit holds under
-concurrency: each exchange of a card and day posts under the guard
-``exchange:<card>:<day>:<n>`` (its place among the day's exchanges), so two that decided
-on the same count cannot both post; the loser reads again.
+summed over the card's exchanges of the business day, less what their voids and reversals
+undid). The limit holds under concurrency: each exchange of a card and day posts under
+the guard ``exchange:<card>:<day>:<n>`` (its place among the day's posted exchanges, undone
+ones included), so two that decided on the same count cannot both post; the loser reads again.
+
+A decline is recorded in loyalty.transactions (no journal, its reason) whichever way it was
+asked, as long as the card exists: there is no card to record it against otherwise.
 
 Two ways in: :meth:`ledger.loyalty.operations.Loyalty.exchange` for a terminal (ISO 8583,
 source program = the merchant's), and :func:`convert_points` for the member pages, the
@@ -36,7 +39,7 @@ from ledger.accounts import open_account
 from ledger.commands import Leg, Status, transfer
 from ledger.engine import Ledger, ReceiptRef
 from ledger.errors import SwitchdError
-from ledger.loyalty.lookup import Context
+from ledger.loyalty.exchange_terms import Terms, terms_select
 from ledger.loyalty.outcomes import Channel, Reason, TxnType
 from ledger.loyalty.rates import convert
 from ledger.loyalty.rules import is_expired
@@ -73,38 +76,8 @@ class ExchangeError(SwitchdError):
         self.reason = reason
 
 
-# What one exchange needs to decide, in one round trip: both programs, the rate in force, the
-# card's account in the target program, and what the card has exchanged on the day.
-_TERMS_SQL = """
-SELECT fp.code AS from_program, fp.status AS from_status, fp.currency AS from_currency,
-       tp.code AS to_program, tp.status AS to_status, tp.currency AS to_currency,
-       r.id AS rate_id, r.rate_num, r.rate_den, r.fee_bps,
-       ta.id AS to_account_id, fd.id AS from_desk_id, td.id AS to_desk_id,
-       (SELECT count(*) FROM loyalty.transactions t
-         WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
-           AND t.journal_id IS NOT NULL) AS day_count,
-       (SELECT coalesce(sum(t.amount), 0) FROM loyalty.transactions t
-         WHERE t.card_id = $1::bigint AND t.business_date = $4 AND t.txn_type = 'exchange'
-           AND t.journal_id IS NOT NULL) AS day_points
-  FROM (SELECT 1) one
-  LEFT JOIN loyalty.programs fp ON fp.code = $2
-  LEFT JOIN loyalty.programs tp ON tp.code = $3
-  LEFT JOIN LATERAL (SELECT * FROM loyalty.exchange_rates x
-                      WHERE x.from_program = $2 AND x.to_program = $3 AND x.effective_from <= now()
-                      ORDER BY x.effective_from DESC, x.id DESC LIMIT 1) r ON true
-  LEFT JOIN ledger.accounts ta ON ta.owner_kind = 'card' AND ta.owner_id = $1::bigint::text
-                              AND ta.purpose = 'points' AND ta.asset = 'PTS:' || $3
-  LEFT JOIN ledger.accounts fd ON fd.owner_kind = 'operator' AND fd.owner_id = $2 AND fd.purpose = 'exchange'
-                              AND fd.asset = 'PTS:' || $2
-  LEFT JOIN ledger.accounts td ON td.owner_kind = 'operator' AND td.owner_id = $3 AND td.purpose = 'exchange'
-                              AND td.asset = 'PTS:' || $3
-"""
-
-
-@dataclass(frozen=True)
-class Terms(Context):
-    """One exchange's programs, rate in force and the card's day so far (a row of _TERMS_SQL,
-    its columns as attributes, as a request's context)."""
+# What one exchange needs to decide, in one round trip (ledger/loyalty/exchange_terms.py).
+_TERMS_SQL = terms_select("$1::bigint", "$2", "$3", "$4")
 
 
 async def read_terms(conn: asyncpg.Connection | asyncpg.Pool, card_id: int, from_program: str, to_program: str,
@@ -259,6 +232,46 @@ async def _replay(conn: asyncpg.Connection | asyncpg.Pool, key: str, fp: str) ->
     return _converted(int(row["id"]), row["business_date"].isoformat(), meta, True)
 
 
+# A decline asked off the wire, recorded as a terminal's is (ledger.loyalty.operations): no
+# journal, the reason, the request as asked. One record per request key and reason: the same
+# request asked again and declined again for the same reason is the same decline.
+_RECORD_DECLINE_SQL = """
+INSERT INTO loyalty.transactions(idempotency_key, business_date, txn_type, reason, card_id, program, amount,
+                                 channel, operator_ref, target_program)
+SELECT $1, $2, 'exchange', $3, $4, $5, $6, $7, $8, $9
+ WHERE NOT EXISTS (SELECT 1 FROM loyalty.transactions t
+                    WHERE t.idempotency_key = $1 AND t.journal_id IS NULL AND t.reason = $3)
+"""
+# Program codes are recorded as asked, up to this many characters (a code no program has is
+# recorded too: it is why the exchange was declined).
+RECORDED_PROGRAM_CHARS_MAX = 64
+BIGINT_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class _Declined:
+    """What an off-wire exchange's decline record says of its request (see _RECORD_DECLINE_SQL)."""
+
+    key: str
+    business_date: dt.date
+    card_id: int
+    from_program: str
+    to_program: str
+    points: int
+    channel: str
+    operator_ref: str | None
+
+    async def record(self, pool: asyncpg.Pool, reason: Reason, message: str) -> ExchangeError:
+        """Record the decline; returns the error to raise."""
+        amount = (self.points if isinstance(self.points, int) and not isinstance(self.points, bool)
+                  and -BIGINT_MAX <= self.points <= BIGINT_MAX else 0)
+        await pool.execute(_RECORD_DECLINE_SQL, self.key, self.business_date, str(reason), self.card_id,
+                           self.from_program[:RECORDED_PROGRAM_CHARS_MAX], amount, str(self.channel),
+                           self.operator_ref[:64] if self.operator_ref else None,
+                           self.to_program[:RECORDED_PROGRAM_CHARS_MAX])
+        return ExchangeError(reason, message)
+
+
 async def convert_points(ledger: Ledger, pool: asyncpg.Pool, card_id: int, from_program: str, to_program: str,
                          points: int, key: str, channel: str = Channel.API, operator_ref: str | None = None,
                          settings: ExchangeSettings = DEFAULT_SETTINGS, today: dt.date | None = None) -> Converted:
@@ -266,7 +279,9 @@ async def convert_points(ledger: Ledger, pool: asyncpg.Pool, card_id: int, from_
 
     ``key``: the caller's request key (1..64 characters), unique per card and channel; the
     same key with the same request answers the same exchange (``replayed``), with another
-    request raises ExchangeError DUPLICATE_MISMATCH. Raises ExchangeError for a decline.
+    request raises ExchangeError DUPLICATE_MISMATCH. Raises ExchangeError for a decline; a
+    decline of a known card is recorded in loyalty.transactions first (no journal, its reason,
+    under the request's key), as a terminal's is.
     """
     if channel not in OFF_WIRE_CHANNELS:
         raise ExchangeError(Reason.INVALID_TXN, f"channel must be one of {', '.join(OFF_WIRE_CHANNELS)}")
@@ -280,16 +295,18 @@ async def convert_points(ledger: Ledger, pool: asyncpg.Pool, card_id: int, from_
         if c["existing_journal_id"] is not None:
             return await _replay(pool, jkey, fp)
         if c["card_id"] is None:
+            # No card to record it against (and the callers look the card up first).
             raise ExchangeError(Reason.CARD_UNKNOWN, "unknown card")
-        if c["card_status"] == "blocked":
-            raise ExchangeError(Reason.CARD_BLOCKED, "card is blocked")
-        if c["card_status"] == "expired" or is_expired(c["expiry"], today or dt.datetime.now(dt.UTC).date()):
-            raise ExchangeError(Reason.CARD_EXPIRED, "card has expired")
         day: dt.date = c["open_date"]
+        declined = _Declined(jkey, day, card_id, from_program, to_program, points, channel, operator_ref)
+        if c["card_status"] == "blocked":
+            raise await declined.record(pool, Reason.CARD_BLOCKED, "card is blocked")
+        if c["card_status"] == "expired" or is_expired(c["expiry"], today or dt.datetime.now(dt.UTC).date()):
+            raise await declined.record(pool, Reason.CARD_EXPIRED, "card has expired")
         terms = await read_terms(pool, card_id, from_program, to_program, day)
         found = problem(terms, points, int(c["available"]), settings)
         if found is not None:
-            raise ExchangeError(*found)
+            raise await declined.record(pool, *found)
         p = await plan(pool, terms, card_id, int(c["account_id"]), points, day)
         txn: dict[str, Any] = {
             "type": str(TxnType.EXCHANGE), "card_id": card_id, "program": from_program, "amount": points,
@@ -309,6 +326,6 @@ async def convert_points(ledger: Ledger, pool: asyncpg.Pool, card_id: int, from_
             continue  # another exchange of the card posted meanwhile: count again
         if res.status is Status.DECLINED:
             reason = Reason.INSUFFICIENT if res.reason == "limit" else Reason.NOT_PERMITTED
-            raise ExchangeError(reason, res.detail or str(reason))
+            raise await declined.record(pool, reason, res.detail or str(reason))
         raise ExchangeError(Reason.SYSTEM_ERROR, f"ledger {res.status}: {res.detail}")
     raise ExchangeError(Reason.SYSTEM_ERROR, "the card's exchanges kept changing; try again")

@@ -22,6 +22,8 @@ import asyncpg
 from ledger.accounts import StoredReceipt, stored_receipt
 from ledger.batches import IN_CLOSED_BATCH_SQL
 from ledger.coalesce import Coalescer
+from ledger.loyalty.exchange_terms import COLUMNS as TERMS_COLUMNS
+from ledger.loyalty.exchange_terms import Terms, terms_select
 
 _ORIGINAL_COLUMNS = ("t.journal_id, t.idempotency_key, t.txn_type, t.business_date, t.rrn, t.terminal_id, "
                      "t.merchant_id, t.card_id, t.program, t.amount, t.currency, t.original_journal_id")
@@ -31,8 +33,9 @@ _ORIGINAL_FIELDS = tuple(c.strip().removeprefix("t.") for c in _ORIGINAL_COLUMNS
 _STANDING_JSON = "json_build_array(s.comps, s.legs, s.version)"
 
 # One request's context, as a query over its parameters (the card number's keyed hash, merchant, key, receipt key,
-# original RRN). For a void's or refund's original, also what stands against it (no lock:
-# the compensation is guarded by the version read here; see ledger.loyalty.operations).
+# original RRN, an exchange's target program). For a void's or refund's original, also what
+# stands against it (no lock: the compensation is guarded by the version read here; see
+# ledger.loyalty.operations); for an exchange, its terms (columns xt_*; exchange_terms.py).
 _CONTEXT_ROW = f"""
 SELECT b.open_date,
        m.merchant_id, m.status AS merchant_status, m.earn_num, m.earn_den, m.fee_bps,
@@ -51,7 +54,8 @@ SELECT b.open_date,
        -- In CASE, a subquery runs only for a request that found its original (as a lateral
        -- join, a generic plan may call the function for every request: measured, it did).
        CASE WHEN o.journal_id IS NOT NULL
-            THEN (SELECT {_STANDING_JSON} FROM loyalty.standing(o.journal_id, o.journal_id) s) END AS orig_standing
+            THEN (SELECT {_STANDING_JSON} FROM loyalty.standing(o.journal_id, o.journal_id) s) END AS orig_standing,
+       {", ".join(f"xt.xt_{c}" for c in TERMS_COLUMNS)}
   FROM ledger.business_day b
   LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
   LEFT JOIN loyalty.programs p ON p.code = m.program
@@ -67,6 +71,9 @@ SELECT b.open_date,
   LEFT JOIN LATERAL (SELECT {_ORIGINAL_COLUMNS}, {IN_CLOSED_BATCH_SQL} AS in_closed_batch
                        FROM loyalty.transactions t
                       WHERE t.rrn = q.original_rrn AND t.journal_id IS NOT NULL LIMIT 1) o ON true
+  -- Only an exchange's request names a target program: for any other, a one-time filter.
+  LEFT JOIN LATERAL ({terms_select("c.id", "p.code", "q.target_program", "b.open_date", "xt_")}
+                     WHERE q.target_program IS NOT NULL) xt ON true
  WHERE b.singleton
 """
 # Many requests' contexts in one statement (see ledger.coalesce). LATERAL ... LIMIT 1 keeps
@@ -74,8 +81,8 @@ SELECT b.open_date,
 # into hash joins over whole tables, whatever it guesses about the array's length.
 _CONTEXT_SQL = f"""
 SELECT q.n, x.*
-  FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[])
-       WITH ORDINALITY AS q(pan_hash, merchant_id, key, receipt_key, original_rrn, n)
+  FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+       WITH ORDINALITY AS q(pan_hash, merchant_id, key, receipt_key, original_rrn, target_program, n)
  CROSS JOIN LATERAL ({_CONTEXT_ROW} LIMIT 1) x
 """
 
@@ -129,6 +136,11 @@ class Context:
         return _standing(self.row["orig_standing"])
 
     @property
+    def exchange_terms(self) -> Terms:
+        """An exchange's terms, read with the context (all None when no target program was asked for)."""
+        return Terms({c: self.row[f"xt_{c}"] for c in TERMS_COLUMNS})
+
+    @property
     def fees(self) -> dict[str, int]:
         return _json(self.row["fee_bps"]) if self.row["fee_bps"] is not None else {}
 
@@ -152,16 +164,18 @@ def _json(value: Any) -> dict[str, Any]:
 
 def context_reader(pool: asyncpg.Pool, concurrency_max: int = 2, linger_s: float = 0.0) -> Coalescer:
     """Concurrent requests' contexts read together:
-    ``Context(await reader.fetch(pan_hash, merchant_id, key, receipt_key, original_rrn))``."""
+    ``Context(await reader.fetch(pan_hash, merchant_id, key, receipt_key, original_rrn, target_program))``."""
     return Coalescer(pool, _CONTEXT_SQL, concurrency_max=concurrency_max, linger_s=linger_s)
 
 
 async def read_context(reader: Coalescer, pan_hash: bytes, merchant_id: str, key: str,
-                       receipt_key: str | None = None, original_rrn: str | None = None) -> Context:
+                       receipt_key: str | None = None, original_rrn: str | None = None,
+                       target_program: str | None = None) -> Context:
     """The request's context through a :func:`context_reader`; ``receipt_key`` also reads that
     receipt, ``original_rrn`` the approved transaction with that RRN (:attr:`Context.original`).
-    The card is found by ``pan_hash`` (ledger.loyalty.card_numbers)."""
-    row = await reader.fetch(pan_hash, merchant_id, key, receipt_key, original_rrn)
+    The card is found by ``pan_hash`` (ledger.loyalty.card_numbers). ``target_program``: an
+    exchange's, whose terms come with the context (:attr:`Context.exchange_terms`)."""
+    row = await reader.fetch(pan_hash, merchant_id, key, receipt_key, original_rrn, target_program)
     assert row is not None, "ledger.business_day has no row"
     return Context(row)
 

@@ -76,7 +76,8 @@ MEMO_UNITS = 1
 # switch's receipt, for many requests, in one statement (atomic, as one statement is). When a
 # receipt is already stored under the key (an identical request decided a moment before, or
 # two in this very statement), the request is neither recorded nor answered with its own
-# outcome: ``recorded`` is false, and the caller answers with what is stored.
+# outcome: ``recorded`` is false, and the caller answers with what is stored. The receipts go
+# through ledger.store_receipts (the runtime roles may not insert them), in one call.
 _RECORD_UNPOSTED_SQL = """
 WITH rows AS (
     SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
@@ -87,11 +88,13 @@ WITH rows AS (
                                 receipt_key, receipt_hash, receipt_payload, channel, operator_ref, n)
 ), firsts AS (
     SELECT DISTINCT ON (receipt_key) receipt_key, n FROM rows WHERE receipt_key IS NOT NULL ORDER BY receipt_key, n
-), receipt AS (
-    INSERT INTO ledger.receipts(idempotency_key, content_hash, payload)
-    SELECT r.receipt_key, r.receipt_hash, r.receipt_payload FROM rows r JOIN firsts f ON f.n = r.n
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING idempotency_key
+), receipt AS MATERIALIZED (
+    SELECT s.key AS idempotency_key
+      FROM (SELECT array_agg(r.receipt_key ORDER BY r.n) AS keys, array_agg(r.receipt_hash ORDER BY r.n) AS hashes,
+                   array_agg(r.receipt_payload ORDER BY r.n) AS payloads
+              FROM rows r JOIN firsts f ON f.n = r.n) a
+     CROSS JOIN LATERAL ledger.store_receipts(a.keys, a.hashes, a.payloads, NULL) AS s(key)
+     WHERE a.keys IS NOT NULL
 ), kept AS (
     SELECT r.n FROM rows r
      WHERE r.receipt_key IS NULL
@@ -148,6 +151,11 @@ class Loyalty:
         """Open the card-number keys now (the daemon does at start, so that a missing or wrong
         master key stops it with one line instead of declining every request)."""
         return await self._open_vault()
+
+    async def card_hash(self, pan: str) -> bytes:
+        """The keyed hash that finds the card numbered ``pan`` (the keys opened once per process)."""
+        vault = self._vault or await self._open_vault()
+        return vault.lookup_hash(pan)
 
     async def _open_vault(self) -> card_numbers.CardVault:
         self._vault = await card_numbers.vault(self.pool)
@@ -232,8 +240,9 @@ class Loyalty:
         # A void's or refund's original comes in the same read (its first look; see _compensate).
         original_rrn = (req.original_rrn or None) if t in (TxnType.VOID, TxnType.REFUND) else None
         vault = self._vault or await self._open_vault()
+        target = (req.target_program or "") if t is TxnType.EXCHANGE else None
         ctx = await lookup.read_context(self._contexts, vault.lookup_hash(req.pan), req.merchant_id, req.key, req.receipt_key,
-                                        original_rrn)
+                                        original_rrn, target)
         stored = ctx.stored_receipt if req.receipt_key is not None else None
         if stored is not None:  # answered before: the stored answer, or 94 for other content
             return await self._from_receipt(t, req, ctx, stored, ctx.existing, receipt)
@@ -393,9 +402,11 @@ class Loyalty:
         """An exchange from a terminal: the merchant's program into ``req.target_program``'s."""
         t = TxnType.EXCHANGE
         available = ctx.points_available()
-        for _attempt in range(exchange.GUARD_ATTEMPTS_MAX):
-            terms = await exchange.read_terms(self.pool, int(ctx.card_id), ctx.program, req.target_program or "",
-                                              ctx.business_date)
+        terms = ctx.exchange_terms  # read with the context; read again when overtaken
+        for attempt in range(exchange.GUARD_ATTEMPTS_MAX):
+            if attempt:
+                terms = await exchange.read_terms(self.pool, int(ctx.card_id), ctx.program, req.target_program or "",
+                                                  ctx.business_date)
             problem = exchange.problem(terms, req.amount, available, self.exchange_settings)
             if problem is not None:
                 return await self._unposted(t, req, ctx, Outcome(problem[0], t, detail=problem[1]), receipt)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from ledger import keys
+from ledger.coalesce import Coalescer
 from ledger.errors import SwitchdError
 from ledger.loyalty import card_numbers
 from ledger.sealed import PIN_KEY_AAD
@@ -157,6 +158,19 @@ class PinNeed:
     required_for_sv: bool
 
 
+# What PinChecker.need reads, for many requests at once (ledger.coalesce): the card by its
+# number's keyed hash ($1), whether it has a PIN, and the PIN rules of merchant $2's programme.
+_NEED_SQL = """
+SELECT q.n, c.id, cp.card_id IS NOT NULL AS has_pin, coalesce(p.pin_required_for_redeem, false) AS r,
+       coalesce(p.pin_required_for_sv, true) AS s
+  FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS q(pan_hash, merchant_id, n)
+  JOIN loyalty.cards c ON c.pan_hash = q.pan_hash
+  LEFT JOIN loyalty.card_pins cp ON cp.card_id = c.id
+  LEFT JOIN loyalty.merchants m ON m.merchant_id = q.merchant_id
+  LEFT JOIN loyalty.programs p ON p.code = m.program
+"""
+
+
 async def pin_need(conn: asyncpg.Connection | asyncpg.Pool, pan: str, merchant_id: str,
                    vault: card_numbers.CardVault | None = None) -> PinNeed | None:
     """The card's PIN and the merchant's programme's PIN rules (None for an unknown card).
@@ -183,6 +197,9 @@ class PinChecker:
         self._pin_key: bytes | None = None
         # The card-number keys, opened once: a PIN check is on the request path.
         self._vault: card_numbers.CardVault | None = None
+        # Concurrent requests' PIN rules read together: every redemption and stored-value
+        # purchase asks, most of them for cards without a PIN.
+        self._needs = Coalescer(pool, _NEED_SQL)
 
     def __repr__(self) -> str:  # never the key
         return f"PinChecker(tries_max={self.tries_max})"
@@ -191,7 +208,12 @@ class PinChecker:
         """See :func:`pin_need`."""
         if self._vault is None:
             self._vault = await card_numbers.vault(self.pool)
-        return await pin_need(self.pool, pan, merchant_id, self._vault)
+        row = await self._needs.fetch(self._vault.lookup_hash(pan), merchant_id)
+        return None if row is None else PinNeed(row["id"], row["has_pin"], row["r"], row["s"])
+
+    def coalescers(self) -> dict[str, Coalescer]:
+        """The coalesced statements this uses, by name (for metrics)."""
+        return {"pin_need": self._needs}
 
     async def verify(self, card_id: int, pin: str) -> Verdict:
         """See :func:`verify_pin`; PinError when the PIN key cannot be opened."""

@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import json
 import os
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -34,9 +34,9 @@ from typing import Any
 
 import asyncpg
 
-from ledger.accounts import open_account
+from ledger.accounts import StoredReceipt, open_account, stored_receipt
 from ledger.commands import Leg, Result, Status, transfer
-from ledger.engine import Ledger, ReceiptFn, ReceiptRef
+from ledger.engine import Ledger, ReceiptRef
 from ledger.errors import SwitchdError
 from ledger.loyalty.outcomes import Channel
 
@@ -73,6 +73,7 @@ class Refusal(StrEnum):
     NOT_SOLD = "not_sold"
     NO_CARD = "no_card"  # the member has no active card to credit
     AMOUNT = "amount"  # the terminal's amount is not the card's points
+    ANSWERED = "answered"  # the request was answered before: its receipt is the answer
     ERROR = "error"  # the ledger could not post; nothing changed
 
 
@@ -137,18 +138,14 @@ class Redemption:
     points_balance: int | None = None  # the member's points after
     result: Result | None = field(default=None, compare=False, repr=False)  # the ledger's, when approved
     detail: str = ""
+    stored: StoredReceipt | None = field(default=None, repr=False)  # the receipt, when ANSWERED
+    # When ANSWERED by a receipt that names its journal: the RRN the journal recorded (the answer's),
+    # and (in points, program, points_balance) what the journal credited and the balance after it.
+    answered_rrn: str | None = None
 
     @property
     def approved(self) -> bool:
         return self.refusal is None
-
-
-# Process-wide counters for the metrics endpoint (switch.metrics): failures and lockouts per scope.
-COUNTERS: dict[str, int] = {}
-
-
-def _count(name: str) -> None:
-    COUNTERS[name] = COUNTERS.get(name, 0) + 1
 
 
 def code_key(master_key: bytes) -> bytes:
@@ -376,9 +373,10 @@ async def show_batch(conn: asyncpg.Connection | asyncpg.Pool, batch_id: int) -> 
 # --- guessing --------------------------------------------------------------------------------
 
 _FAIL_SQL = """
-INSERT INTO loyalty.voucher_failures AS f(scope, subject, window_start, failures)
-VALUES ($1, $2, now(), 1)
+INSERT INTO loyalty.voucher_failures AS f(scope, subject, window_start, failures, failures_total)
+VALUES ($1, $2, now(), 1, 1)
 ON CONFLICT (scope, subject) DO UPDATE SET
+    failures_total = f.failures_total + 1,
     failures = CASE WHEN f.window_start < now() - make_interval(secs => $3) THEN 1 ELSE f.failures + 1 END,
     window_start = CASE WHEN f.window_start < now() - make_interval(secs => $3) THEN now() ELSE f.window_start END
 RETURNING failures
@@ -390,27 +388,75 @@ UPDATE loyalty.voucher_failures SET locked_until = now() + make_interval(secs =>
 """
 
 
+_TOTALS_SQL = """
+SELECT scope, sum(failures_total)::bigint AS failures, sum(lockouts)::bigint AS lockouts
+  FROM loyalty.voucher_failures GROUP BY scope
+"""
+
+
+async def guessing_totals(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, tuple[int, int]]:
+    """Failed redemptions and lockouts ever counted, per scope, by every process: {scope: (failures,
+    lockouts)} (the metrics ``switchd_voucher_redeem_failures_total`` and ``switchd_voucher_lockouts_total``)."""
+    return {r["scope"]: (int(r["failures"]), int(r["lockouts"])) for r in await conn.fetch(_TOTALS_SQL)}
+
+
 async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects, policy: GuessPolicy) -> None:
     """Count one failed redemption against each subject; lock out those that reach the limit."""
     for scope, subject in who.pairs():
         failures = await conn.fetchval(_FAIL_SQL, scope, subject, policy.failure_window_s)
-        _count(f"failures:{scope}")
         if failures is not None and failures >= policy.failures_max:
             await conn.execute(_LOCK_SQL, scope, subject, policy.lockout_s)
-            _count(f"lockouts:{scope}")
 
 
 # --- redemption ------------------------------------------------------------------------------
 
-# One round trip for what a redemption reads first: whether a subject ($3 scopes, $4 subjects) is
-# locked out, the card ($1) with its batch, and the ids of the accounts it moves points between
-# (the program's float, the points account of card $2) where they exist.
-_CARD_SQL = """
-SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
-                 JOIN unnest($3::text[], $4::text[]) AS s(scope, subject)
-                   ON s.scope = f.scope AND s.subject = f.subject
-                WHERE f.locked_until > now()) AS locked, c.*
-  FROM (SELECT 1) AS one
+# One round trip for a redemption: whether a subject is locked out ($3 scopes, $4 subjects, and
+# the member of the card credited), the card credited (by row id $2, or by its number's keyed
+# hash $7), the top-up card ($1) with its batch and the ids of the accounts it moves points
+# between where they exist, and the take: the card is taken for the card credited, atomically
+# (the row lock decides between racers), when its code's hash is $5, the terminal's amount $6
+# (NULL: any) is its points, nobody is locked out, the card credited is active and the request
+# was not answered before (a receipt under $8, read too: a terminal's retransmission gets it).
+# The rest of the row is the snapshot before the take (a racer's take is not seen: see redeem).
+# The take commits without waiting for the disk (synchronous_commit off, this statement only):
+# the redemption's journal commits after it, and a commit's flush carries every earlier WAL
+# record, so a card whose journal is durable was durably taken; a take lost to a crash, with no
+# journal, left the card unredeemed, as it is again. The journal marks the card redeemed in its
+# own transaction (trigger journals_voucher_redeemed, migration 0027).
+_REDEEM_SQL = """
+WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was),
+mc AS (
+    (SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE k.id = $2::bigint
+     UNION ALL
+     SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE $2::bigint IS NULL AND k.pan_hash = $7::bytea)
+    LIMIT 1),
+lk AS (
+    SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
+                     JOIN (SELECT * FROM unnest($3::text[], $4::text[])
+                           UNION ALL SELECT 'member', mc.member_id::text FROM mc) AS s(scope, subject)
+                       ON s.scope = f.scope AND s.subject = f.subject
+                    WHERE f.locked_until > now()) AS locked),
+day AS (SELECT open_date FROM ledger.business_day WHERE singleton),
+rc AS (SELECT r.content_hash, r.payload, r.journal_id FROM ledger.receipts r WHERE r.idempotency_key = $8::text),
+-- A receipt stored by reference: what its journal says, to answer again as it was answered.
+rj AS (SELECT j.metadata->'txn' AS txn,
+              (SELECT e.balance_after FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id
+                WHERE e.journal_id = j.id AND a.owner_kind = 'card' LIMIT 1) AS balance_after
+         FROM rc JOIN ledger.journals j ON j.id = rc.journal_id),
+take AS (
+    UPDATE loyalty.vouchers v SET status = 'redeeming', card_id = mc.id
+      FROM loyalty.voucher_batches b, mc, lk, day, quick
+     WHERE v.serial = $1 AND v.code_hash = $5::bytea AND b.id = v.batch_id AND v.status = 'issued'
+       AND b.status = 'sold' AND b.expires_on >= day.open_date AND ($6::bigint IS NULL OR b.points = $6::bigint)
+       AND mc.status = 'active' AND NOT lk.locked AND NOT EXISTS (SELECT 1 FROM rc)
+    RETURNING v.serial)
+SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, mc.member_id,
+       day.open_date, EXISTS (SELECT 1 FROM take) AS taken, rc.content_hash AS receipt_hash,
+       rc.payload AS receipt_payload, rj.txn AS receipt_txn, rj.balance_after AS receipt_balance, c.*
+  FROM lk CROSS JOIN day
+  LEFT JOIN mc ON true
+  LEFT JOIN rc ON true
+  LEFT JOIN rj ON true
   LEFT JOIN LATERAL (
     SELECT v.serial, v.code_hash, v.status, v.card_id, v.journal_id, b.id AS batch_id, b.status AS batch_status,
            b.sale_journal_id, b.points, b.program, b.expires_on, p.points_asset, cur.numeric_code AS currency,
@@ -421,32 +467,15 @@ SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
       JOIN loyalty.currencies cur ON cur.numeric_code = p.currency
       LEFT JOIN ledger.accounts fa ON fa.owner_kind = 'operator' AND fa.owner_id = b.program
                                   AND fa.purpose = 'voucher_float' AND fa.asset = p.points_asset
-      LEFT JOIN ledger.accounts ma ON ma.owner_kind = 'card' AND ma.owner_id = $2::bigint::text
+      LEFT JOIN ledger.accounts ma ON ma.owner_kind = 'card' AND ma.owner_id = mc.id::text
                                   AND ma.purpose = 'points' AND ma.asset = p.points_asset
      WHERE v.serial = $1) AS c ON true
 """
 
-# Take the card for this member's card, atomically: the row lock decides between racers.
-# Committed without waiting for the disk (synchronous_commit off, this statement only): the
-# redemption's journal commits after it, and a commit's flush carries every earlier WAL record,
-# so a card whose journal is durable was durably taken; a take lost to a crash, with no journal,
-# left the card unredeemed, as it is again.
-_TAKE_SQL = """
-WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was)
-UPDATE loyalty.vouchers v SET status = 'redeeming', card_id = $2
-  FROM loyalty.voucher_batches b, quick
- WHERE v.serial = $1 AND b.id = v.batch_id AND v.status = 'issued' AND b.status = 'sold'
-   AND b.expires_on >= (SELECT open_date FROM ledger.business_day WHERE singleton)
-RETURNING v.serial
-"""
-# The card marked redeemed, as quickly: lost to a crash, it stays 'redeeming' for this card, which
-# breakage never takes and a retry by the card finishes; the journal (one per card) is the proof.
-_MARK_REDEEMED_SQL = """
-WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was)
-UPDATE loyalty.vouchers SET status = 'redeemed', journal_id = $2, redeemed_at = coalesce(redeemed_at, now())
-  FROM quick
- WHERE serial = $1
-"""
+
+def _json(value: Any) -> dict[str, Any]:
+    decoded = json.loads(value) if isinstance(value, str) else value
+    return dict(decoded)
 
 
 def _refusal_of(row: asyncpg.Record, card_id: int, open_date: dt.date) -> Refusal | None:
@@ -471,45 +500,69 @@ async def member_card(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, c
     return None if value is None else int(value)
 
 
-async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: str, code: str, card_id: int,
+async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: str, code: str, card_id: int | None,
                  who: Subjects, policy: GuessPolicy, *, channel: Channel = Channel.API,
                  merchant_id: str | None = None, terminal_id: str | None = None,
                  rrn: str | None = None, stan: str | None = None, expect_points: int | None = None,
-                 receipt: Callable[[int, str, int], ReceiptFn] | None = None) -> Redemption:
+                 receipt_ref: ReceiptRef | None = None, pan_hash: bytes | None = None) -> Redemption:
     """Credit card ``card_id`` with the points of the card ``serial`` once, if ``code`` is its code.
 
-    Declines name a :class:`Refusal`; a failed guess (no such serial, wrong code) counts against
-    every subject in ``who``. Redeeming again with the same card answers the first redemption.
-    ``expect_points``: the amount a terminal sent, which must be the card's points. ``receipt``:
-    given (points, program, the member's account id), the receipt function that stores the answer
-    with the journal (a terminal's response), instead of a reference to the journal.
+    The card credited is ``card_id``, or (``card_id`` None) the card whose number's keyed hash is
+    ``pan_hash`` (ledger.loyalty.card_numbers: a terminal's field 2); it must be active, or the
+    answer is :attr:`Refusal.NO_CARD`. Declines name a :class:`Refusal`; a failed guess (no such
+    serial, wrong code) counts against every subject in ``who`` and the card's member. Redeeming
+    again with the same card answers the first redemption. ``expect_points``: the amount a
+    terminal sent, which must be the card's points. ``receipt_ref``: the key (and content hash)
+    a terminal's answer is kept under, by reference to the journal (a retransmission's answer is
+    rebuilt from it); when a receipt is stored under that key, nothing is done and the answer is
+    :attr:`Refusal.ANSWERED`, with the receipt in ``stored`` and, for one stored by reference,
+    what its journal recorded (``answered_rrn``, ``points``, ``program``, ``points_balance``).
+    Without it, the receipt is kept under the journal's own key.
+
+    One round trip reads and takes the card (_REDEEM_SQL), one posts (batched with others).
     """
-    pairs = who.pairs()
-    read = (serial if well_formed(serial, code) else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs])
-    row = await pool.fetchrow(_CARD_SQL, *read)
+    if (card_id is None) == (pan_hash is None):
+        raise ValueError("redeem: give card_id or pan_hash, not both")
+    pairs = [p for p in who.pairs() if p[0] != "member"]  # the card's member is added by the query
+    formed = well_formed(serial, code)
+    expected = code_hash(code_key(master_key), serial, code) if formed else b""
+    read = (serial if formed else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs], expected,
+            expect_points, pan_hash, receipt_ref.idempotency_key if receipt_ref is not None else None)
+    row = await pool.fetchrow(_REDEEM_SQL, *read)
+    assert row is not None, "ledger.business_day has no row"
+    stored = stored_receipt(row["receipt_hash"], row["receipt_payload"])
+    if stored is not None:
+        was = _json(row["receipt_txn"]) if row["receipt_txn"] is not None else {}
+        return Redemption(Refusal.ANSWERED, serial, int(was.get("amount", 0)), was.get("program"),
+                          stored=stored, answered_rrn=was.get("rrn"),
+                          points_balance=None if row["receipt_balance"] is None else int(row["receipt_balance"]))
+    if row["credited_card_id"] is None or row["credited_card_status"] != "active":
+        return Redemption(Refusal.NO_CARD, serial)
     if row["locked"]:
-        _count("locked")
         return Redemption(Refusal.LOCKED, serial)
-    expected = code_hash(code_key(master_key), serial, code)
     if row["serial"] is None or not hmac.compare_digest(bytes(row["code_hash"]), expected):
-        await record_failure(pool, who, policy)
+        member_id = who.member_id if who.member_id is not None else int(row["member_id"])
+        await record_failure(pool, Subjects(member_id, who.address, who.terminal_id), policy)
         return Redemption(Refusal.INVALID, serial)
     if expect_points is not None and expect_points != int(row["points"]):
         return Redemption(Refusal.AMOUNT, serial, program=row["program"])
-    taken = await pool.fetchval(_TAKE_SQL, serial, card_id)
-    if taken is None:
-        row = await pool.fetchrow(_CARD_SQL, *read)
-        open_date = await pool.fetchval("SELECT open_date FROM ledger.business_day WHERE singleton")
-        refusal = _refusal_of(row, card_id, open_date)
+    card = int(row["credited_card_id"])
+    if not row["taken"]:
+        refusal = _refusal_of(row, card, row["open_date"])
+        if refusal is Refusal.USED and row["status"] == "issued":
+            # Taken between the snapshot and the take: by whom, the card's row says now. The take
+            # is tried again too, harmlessly: the card is no longer 'issued'.
+            row = await pool.fetchrow(_REDEEM_SQL, *read)
+            refusal = None if row["taken"] else _refusal_of(row, card, row["open_date"])
         if refusal is not None:
             return Redemption(refusal, serial, program=row["program"])
     points, program = int(row["points"]), str(row["program"])
     float_ = row["float_account_id"] or await _operator_account(pool, program, row["points_asset"], FLOAT_PURPOSE)
-    member = row["member_account_id"] or await open_account(pool, "card", str(card_id), row["points_asset"],
+    member = row["member_account_id"] or await open_account(pool, "card", str(card), row["points_asset"],
                                                             "credit", "guarded", "points")
     key = redeem_key(serial)
     txn: dict[str, Any] = {
-        "type": REDEEM_TYPE, "card_id": card_id, "program": program, "amount": points,
+        "type": REDEEM_TYPE, "card_id": card, "program": program, "amount": points,
         "currency": row["currency"], "points_delta": points, "money_delta_minor": 0, "fee_minor": 0,
         "channel": str(channel)}
     for name, value in (("merchant_id", merchant_id), ("terminal_id", terminal_id), ("rrn", rrn), ("stan", stan)):
@@ -517,24 +570,20 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
             txn[name] = value
     cmd = transfer(key, [Leg(float_, member, points)], metadata={"txn": txn, "voucher": serial})
     # The content names the card: a second card's attempt under the same key is a conflict.
-    if receipt is not None:
-        res: Result = await ledger.post(cmd, receipt=receipt(points, program, member))
-    else:
-        ref = ReceiptRef(key, hashlib.sha256(f"{key}:{card_id}".encode()).digest())
-        res = await ledger.post(cmd, receipt_ref=ref)
+    ref = receipt_ref or ReceiptRef(key, hashlib.sha256(f"{key}:{card}".encode()).digest())
+    res: Result = await ledger.post(cmd, receipt_ref=ref)
     if not res.ok:
         if res.status == Status.CONFLICT:
             return Redemption(Refusal.USED, serial, program=program)
         # Give the card back for a later attempt: nothing was posted.
         await pool.execute("UPDATE loyalty.vouchers SET status = 'issued', card_id = NULL "
-                           "WHERE serial = $1 AND status = 'redeeming' AND card_id = $2", serial, card_id)
+                           "WHERE serial = $1 AND status = 'redeeming' AND card_id = $2", serial, card)
         return Redemption(Refusal.ERROR, serial, program=program, detail=f"{res.status} {res.detail or ''}".strip())
-    await pool.execute(_MARK_REDEEMED_SQL, serial, res.journal_id)
     # A replay's balances are its journal's, then; the member's balance now is what to answer.
     balance = res.balances.get(member) if res.status == Status.POSTED else None
     if balance is None:
         balance = await pool.fetchval("SELECT posted FROM ledger.accounts WHERE id = $1", member)
-    return Redemption(None, serial, points, program, card_id, res.journal_id, replayed=res.status == Status.EXISTS,
+    return Redemption(None, serial, points, program, card, res.journal_id, replayed=res.status == Status.EXISTS,
                       points_balance=int(balance), result=res)
 
 

@@ -15,7 +15,9 @@ is never logged: the request log carries no field 48 of a request.
 
 from __future__ import annotations
 
-from specs.vocabulary import Fields
+from ledger.loyalty.vouchers import Redemption
+from specs.vocabulary import DUPLICATE_TRANSMISSION, Fields
+from switch import dedup
 from switch.context import RequestContext
 from switch.handlers.financial import POINTS_CURRENCY, balance_entry, tlv
 
@@ -61,9 +63,13 @@ def is_voucher(fields: Fields) -> bool:
     return tags is not None and SERIAL_TAG in tags and CODE_TAG in tags
 
 
-def _approved(ctx: RequestContext, points: int, program: str, balance: int | None) -> Fields:
-    approval = (ctx.rrn or "")[-6:]
+def _approved(ctx: RequestContext, points: int, program: str, balance: int | None, rrn: str | None = None) -> Fields:
+    """The approval; ``rrn``: the one the first answer carried (a retransmission's), else this request's."""
+    rrn = rrn or ctx.rrn
+    approval = (rrn or "")[-6:]
     extra: Fields = {"38": approval} if approval else {}
+    if rrn:
+        extra["37"] = rrn
     tags = {"PE": str(points)} | ({"PB": str(balance)} if balance is not None else {}) | {"PG": program}
     extra["48"] = tlv(tags)
     if balance is not None:
@@ -71,35 +77,57 @@ def _approved(ctx: RequestContext, points: int, program: str, balance: int | Non
     return ctx.reply("00", **extra)
 
 
+def _answered(ctx: RequestContext, key: dedup.DedupKey, done: Redemption) -> Fields:
+    """The answer to a request answered before: as it was, or 94 for other content."""
+    assert done.stored is not None
+    judged = dedup.judge(key, done.stored)
+    if isinstance(judged, dedup.Conflict):
+        ctx.log.info("declined", reason="duplicate key, different content")
+        return ctx.reply(DUPLICATE_TRANSMISSION)
+    if isinstance(judged, dedup.Replay):  # an answer stored whole (a decline)
+        response = judged.response
+    else:  # stored by reference to its journal: rebuilt from what the journal recorded
+        assert done.program is not None
+        response = _approved(ctx, done.points, done.program, done.points_balance, done.answered_rrn)
+    ctx.replayed = True
+    ctx.receipt(lambda _res: response).stored = True  # stored already: the pipeline keeps it
+    return response
+
+
 async def handle(ctx: RequestContext) -> Fields:
     """Redeem the card of field 48 for the card of field 2 at this terminal's merchant."""
     # Imported here: the ledger's card module is only needed on this path.
-    from ledger.loyalty import cards, vouchers
+    from ledger.engine import ReceiptRef
+    from ledger.loyalty import card_numbers, vouchers
     from ledger.loyalty.outcomes import Channel
 
     desk = ctx.vouchers
-    if desk is None:  # no master key configured: no card can be checked
+    if desk is None or ctx.loyalty is None:  # no master key configured: no card can be checked
         return ctx.reply("40")
     tags = parse_tlv(ctx.fields["48"]) or {}
     terminal_id = ctx.fields["41"].strip()
-    card = await cards.show_card(ctx.pool, ctx.fields["2"])
-    if card is None or card["status"] != "active":
-        return ctx.reply(RESPONSE_CODES["no_card"])
-    who = vouchers.Subjects(member_id=int(card["member_id"]), terminal_id=terminal_id)
-
-    def receipt(points: int, program: str, account_id: int) -> object:
-        return ctx.receipt(lambda res: _approved(ctx, points, program, res.balances.get(account_id)))
-
+    try:
+        pan_hash = await ctx.loyalty.card_hash(ctx.fields["2"])
+    except card_numbers.CardVaultError as exc:
+        ctx.log.error("card keys", error=str(exc))
+        return ctx.reply(RESPONSE_CODES["error"])
+    who = vouchers.Subjects(terminal_id=terminal_id)  # and the card's member, found with the card
+    key = ctx.dedup_key
+    # The answer is kept by reference to the journal (one statement posts both) and rebuilt from
+    # the journal for a retransmission: its RRN, the points, the balance after.
+    ref = ReceiptRef(key.idempotency_key, key.content_hash) if key is not None else None
     done = await vouchers.redeem(
-        ctx.ledger, ctx.pool, desk.master_key, tags[SERIAL_TAG], tags[CODE_TAG], int(card["id"]), who, desk.policy,
+        ctx.ledger, ctx.pool, desk.master_key, tags[SERIAL_TAG], tags[CODE_TAG], None, who, desk.policy,
         channel=Channel.TERMINAL, merchant_id=ctx.fields["42"].strip(), terminal_id=terminal_id, rrn=ctx.rrn,
-        stan=ctx.fields["11"], expect_points=int(ctx.fields["4"]), receipt=receipt)  # type: ignore[arg-type]
+        stan=ctx.fields["11"], expect_points=int(ctx.fields["4"]), receipt_ref=ref, pan_hash=pan_hash)
+    if done.refusal is vouchers.Refusal.ANSWERED and key is not None:
+        return _answered(ctx, key, done)
     if done.refusal is not None:
         ctx.log.info("declined", reason=f"voucher {done.refusal}")
         return ctx.reply(RESPONSE_CODES[str(done.refusal)])
-    rr = ctx.response_receipt
-    if rr is not None and done.result is not None and not done.replayed:
-        return rr.finish(done.result)  # the answer stored with the journal
-    # The card credited this same card before (another request): today's balance; the pipeline keeps it.
     assert done.program is not None
-    return _approved(ctx, done.points, done.program, done.points_balance)
+    response = _approved(ctx, done.points, done.program, done.points_balance)
+    if key is not None and not done.replayed:
+        ctx.receipt(lambda _res: response).stored = True  # kept with the journal, by reference
+    # A card this same card redeemed before (another request): today's balance; the pipeline keeps it.
+    return response
