@@ -1,4 +1,4 @@
-"""Member API benchmark (run on demand: `make bench-api`; not a test). Issue 21, "Benchmark".
+"""Member API benchmark (run on demand: `make bench-api`; not a test).
 
 1. A database with the demo programs and merchants, --clients members (one card
    each, a password, a large points top-up at a merchant's web seat) and one good

@@ -1,4 +1,4 @@
-"""End-to-end benchmark (run on demand: `make bench-e2e`; not a test). Issue 4.
+"""End-to-end benchmark (run on demand: `make bench-e2e`; not a test).
 
 Starts a real `switchd serve` (log_level "warning": per-request info logs cost
 CPU) on its own fresh database, provisioned with one alliance program,
@@ -9,12 +9,12 @@ terminals would (framing, ISO 8583, MAC on every request and response):
 
 1. closed loop: --connections signed-on POS connections x N requests in flight
    each, N the best of --sweep (2 and 4: short runs of each first, twice, A B B A), for
-   --duration-s, with the mix of issue 4
+   --duration-s, with the base mix
    (55% purchase-earn 000000, 15% redeem 006500, 10% stored-value purchase
    006000, 2.5% top-up 210065 + 2.5% load 210060, 5% balance inquiry 310000,
    2.5% void 02xx00 + 2.5% refund 20xx00 of the terminal's recent approvals,
-   5% top-up card redemption 210065 with field 48's VS/VC, each card once; issue 4's
-   own mix, 60% purchase-earn and no top-up cards, is ISSUE4_MIX)
+   5% top-up card redemption 210065 with field 48's VS/VC, each card once; the base
+   mix alone, 60% purchase-earn and no top-up cards, is BASE_MIX)
    (--exchange: also 5% exchanges between programs 406565 in place of as many
    purchases, into a second program at a rate set before the clock starts):
    approved transactions/s, p50/p99, counts by response code, and the CPU the
@@ -117,10 +117,10 @@ PROGRAM = "BENCH"
 CARD_EXPIRY = "3012"
 FUND_POINTS = 20_000  # per card; redemptions are 1..100 points
 FUND_MONEY_MINOR = 1_000_000  # per card (10,000.00 CNY); stored-value purchases are 1.00..50.00
-# Issue 4's mix in integer weights out of 200 (2.5% = 5), with top-up card redemptions at 5% (issue 22),
-# taken from purchases; issue 4's own mix is ISSUE4_MIX (`--mix` it to compare).
+# The base mix in integer weights out of 200 (2.5% = 5), with top-up card redemptions at 5%, taken
+# from purchases; the base mix alone is BASE_MIX (`--mix` it to compare).
 DEFAULT_MIX = "purchase=110,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5,voucher=10"
-ISSUE4_MIX = "purchase=120,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5"
+BASE_MIX = "purchase=120,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5"
 # --exchange: also 5% exchanges between programs (406565) instead of as many purchases.
 EXCHANGE_MIX = "purchase=100,redeem=30,sv-purchase=20,topup=5,load=5,inquiry=10,void=5,refund=5,voucher=10,exchange=10"
 MIX = DEFAULT_MIX  # what the load generator sends (--mix)
@@ -592,7 +592,7 @@ def main() -> int:
     parser.add_argument("--fee-bps", type=int, default=50,
                         help="every merchant's fee (basis points, all types); 0 leaves the operator's "
                              "fee-income account (one row, in nearly every posting) out of the postings")
-    parser.add_argument("--mix", default=DEFAULT_MIX, help="loadgen mix (kind=weight,...); the issue's mix by default. "
+    parser.add_argument("--mix", default=DEFAULT_MIX, help="loadgen mix (kind=weight,...); the base mix with 5% top-up cards by default. "
                         "Another mix is for studying one path (e.g. purchase=2,void=1,refund=1), not for the targets")
     parser.add_argument("--ledger", action="append", default=[], metavar="KEY=VALUE",
                         help="a [ledger] setting for the daemon (repeatable), e.g. batches_inflight_max=3; "

@@ -1,4 +1,4 @@
-"""Portal benchmark (run on demand: `make bench-portal`; not a test). Issue 20, "Benchmark".
+"""Portal benchmark (run on demand: `make bench-portal`; not a test).
 
 1. A ledger of --journals journals (1,000,000 by default) built by the end-of-day
    benchmark's generator (bench/eod.py: ledger.post_batch in large batches, the
@@ -77,7 +77,7 @@ SEAT_CARDS = 1_000  # Luhn-valid cards for the seat (the generator's card number
 SEAT_PAN_FIRST = 500_000_000  # demo_pan(n) from here: 6212345..., never one of the generator's 62123400...
 
 # What the users hit. "route": the route's name in portal.app.ROUTES (its path is discovered from
-# it); "goal_p99_ms": the issue's goal (None: none set); "weight": how often a user picks it.
+# it); "goal_p99_ms": the goal (None: none set); "weight": how often a user picks it.
 # Path parameters are filled by name: rrn/ref -> a transaction's RRN, id/txn_id -> its id,
 # day/business_date -> the cleared business day.
 PAGES: dict[str, dict[str, Any]] = {

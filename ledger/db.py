@@ -9,7 +9,7 @@ import asyncpg
 # A backend blocked on a lock does not notice that its client has gone (the
 # engine abandons a batch after timeout_post_s); PostgreSQL 14+ can check.
 CLIENT_CHECK_INTERVAL_MS = 1000
-# Memory a whole-day query of end of day (clearing, reconciliation) may use per sort or hash
+# Memory a whole-day query of reconciliation may use per sort or hash
 # before it spills to disk, set for its own transaction only (the server's default, 4 MB, is
 # for the many small queries of the switch). Measured at a million journals: the day's hash
 # joins and aggregates of entries (3.8 million rows) need 60-380 MB each; with 4 MB they ran
