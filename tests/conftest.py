@@ -51,6 +51,7 @@ import fixtures_daemon  # noqa: E402
 from fixtures_daemon import daemon_db, start_daemon, with_database  # noqa: E402,F401
 
 from ledger.loyalty import card_numbers  # noqa: E402
+from switch import logs  # noqa: E402
 
 # One master key for the whole suite: this process (cards issued in-process), the CLI's
 # subprocesses (they inherit the environment) and the daemons (tests/fixtures_daemon.py).
@@ -58,6 +59,28 @@ os.environ["SWITCHD_MASTER_KEY"] = fixtures_daemon.MASTER_KEY_HEX
 card_numbers.set_master_key(bytes.fromhex(fixtures_daemon.MASTER_KEY_HEX))
 
 LOCAL_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class _CurrentStdout:
+    """sys.stdout as it is when a line is written (pytest gives each test its own, closed after)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture(autouse=True)
+def _process_state() -> None:
+    """What a test may change for the whole process, as the suite set it, before every test.
+
+    The CLI run in process sets its own master key and binds the log to its own streams, which
+    are closed after it; the test files a worker process runs after it (make test runs two, a
+    file at a time, in no fixed order) must not inherit either.
+    """
+    card_numbers.set_master_key(bytes.fromhex(fixtures_daemon.MASTER_KEY_HEX))
+    logs.configure("info", stream=_CurrentStdout())
 
 # ---------------------------------------------------------------------- tiers
 
