@@ -3,7 +3,14 @@
 Earns, redemptions, top-ups, stored-value loads and purchases, draws, exchanges between programs,
 voids, refunds (partial), reversals (full, partial, of declined and of unknown originals), late
 originals and duplicate resubmissions, top-up card redemptions (right and wrong codes, twice, by
-another card) and time jumps, through the real Ledger on a fresh database per example.
+another card), stored-value pre-authorisations and time jumps, through the real Ledger on a fresh
+database per example.
+
+A pre-authorisation holds stored value; its completion (naming it by its key) captures up to the
+hold, the rest released, and is declined above it; its reversal releases the hold; a time jump
+expires every pending hold (the engine's sweep) before the end of day or after it, or, over one
+night, not at all. The model keeps what each card has on hold: a debit or an inquiry sees the
+balance less that, and every account's hold is the model's.
 
 Both programs make their points expire (ALLY a month after their business day, CAFE two), so
 every member's points live in lots: the model keeps them with the database's rule
@@ -102,6 +109,16 @@ class Orig:
 
 
 @dataclass
+class Preauth:
+    """An approved pre-authorisation, as the model sees it."""
+
+    req: Request  # the pre-authorisation as sent (its key is what completions and releases name)
+    card: str
+    amount: int  # minor units held
+    state: str = "pending"  # pending | captured | released | expired
+
+
+@dataclass
 class Model:
     points: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))
     sv: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))
@@ -116,6 +133,8 @@ class Model:
     book: lots.LotBook = field(default_factory=lots.LotBook)  # accounts numbered by `account`
     open_date: dt.date = dt.date(2000, 1, 1)
     expiries: int = 0  # expiry runs so far: each gets a journal number of its own, negative
+    preauths: list[Preauth] = field(default_factory=list)
+    held: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CARDS, 0))  # stored value on hold
 
 
 def account(program: str, card: str) -> int:
@@ -194,8 +213,8 @@ class LoyaltyMachine(DatabaseMachine):
         return Reason.CARD_BLOCKED if card in self.model.blocked else None
 
     def sv_available(self, card: str) -> int:
-        """The card's stored value a debit may take (its balance, less what is held; see the wire model)."""
-        return self.model.sv[card]
+        """The card's stored value a debit may take: its balance, less what its pending holds keep."""
+        return self.model.sv[card] - self.model.held[card]
 
     def original(self, req: Request, t: TxnType, out: Outcome, leg: int, sign: int, target_leg: int = 0) -> None:
         """Keep approved ``req`` as an original that voids, refunds and reversals may name."""
@@ -506,6 +525,109 @@ class LoyaltyMachine(DatabaseMachine):
         assert out.approved and out.replayed and out.journal_id == first.journal_id, (out, first)
         assert (out.points_balance, out.sv_balance_minor) == (first.points_balance, first.sv_balance_minor)
 
+    # ---------------------------------------------------------------- pre-authorisations
+
+    # How a pre-authorisation, its completion and its release are sent: through the domain here
+    # (Loyalty.execute), as ISO 8583 messages in the wire machine. Each asserts the answer is
+    # ``expect``; the rules below keep the model.
+
+    def _send_preauth(self, req: Request, expect: Reason) -> None:
+        """Ask for a hold of ``req.amount`` on ``req.pan``'s stored value."""
+        self.send(TxnType.PREAUTH, req, expect)
+
+    def _send_completion(self, p: Preauth, req: Request, expect: Reason, advice: bool) -> int | None:
+        """Complete ``p`` for ``req.amount`` (an advice only on the wire); the capture's journal, if approved."""
+        return self.send(TxnType.COMPLETION, req, expect).journal_id
+
+    def _send_release(self, p: Preauth, req: Request, expect: Reason) -> None:
+        """Reverse pre-authorisation ``p``: its hold, if pending, is released."""
+        self.send(TxnType.REVERSAL, req, expect)
+
+    @rule(card=st.sampled_from(CARDS), percent=st.integers(1, 120))
+    def preauth(self, card: str, percent: int) -> None:
+        if self.sv_available(card) <= 0 and not self.card_reason(card):
+            self.money_op(card, 5_000, "load")  # something to hold (a rule of its own, called)
+        amount = max(1, self.sv_available(card) * percent // 100)
+        req = self.request(card, "M0002", amount)
+        short = self.sv_available(card) < amount
+        expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
+        self._send_preauth(req, expect)
+        if expect is Reason.APPROVED:
+            self.model.preauths.append(Preauth(req, card, amount))
+            self.model.held[card] += amount
+
+    @precondition(lambda self: self.model.preauths)
+    @rule(data=st.data(), percent=st.integers(1, 120), advice=st.booleans())
+    def complete(self, data: st.DataObject, percent: int, advice: bool) -> None:
+        self._complete(data.draw(st.sampled_from(self.model.preauths)), percent, advice)
+
+    @rule(card=st.sampled_from(CARDS), percent=st.integers(1, 120),
+          then=st.sampled_from(["complete", "advice", "release"]), then_percent=st.integers(1, 120))
+    def preauth_then(self, card: str, percent: int, then: str, then_percent: int) -> None:
+        """A pre-authorisation and at once what ends it (the rules above pair them only now and then)."""
+        before = len(self.model.preauths)
+        self.preauth(card, percent)
+        if len(self.model.preauths) > before:
+            p = self.model.preauths[-1]
+            if then == "release":
+                self._release(p)
+            else:
+                self._complete(p, then_percent, then == "advice")
+
+    def _complete(self, p: Preauth, percent: int, advice: bool) -> None:
+        """Complete ``p`` for ``percent`` of its hold: up to the hold it is captured (the rest released),
+        above it declined; a hold no longer pending is not completed."""
+        amount = max(1, p.amount * percent // 100)
+        req = self.request(p.card, "M0002", amount, original_key=p.req.key)
+        if self.card_reason(p.card):
+            expect = Reason.CARD_BLOCKED
+        elif p.state != "pending":
+            expect = Reason.INVALID_TXN
+        elif amount > p.amount:
+            expect = Reason.INVALID_AMOUNT
+        else:
+            expect = Reason.APPROVED
+        journal = self._send_completion(p, req, expect, advice)
+        if expect is Reason.APPROVED:
+            p.state = "captured"
+            self.model.held[p.card] -= p.amount
+            self.model.sv[p.card] -= amount
+            # The capture is a stored-value purchase: voided, refunded and reversed like one.
+            self.model.originals.append(Orig(req, TxnType.SV_PURCHASE, amount, -1, journal, self.model.open_date))
+
+    @precondition(lambda self: self.model.preauths)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        self._release(data.draw(st.sampled_from(self.model.preauths)))
+
+    def _release(self, p: Preauth) -> None:
+        """Reverse ``p``: a pending hold is released; a captured one is declined (its completion is what is
+        reversed); a released or expired one is approved, releasing nothing."""
+        req = self.request(p.card, "M0002", p.amount, original_key=p.req.key)
+        self._send_release(p, req, Reason.INVALID_TXN if p.state == "captured" else Reason.APPROVED)
+        if p.state == "pending":
+            p.state = "released"
+            self.model.held[p.card] -= p.amount
+
+    def expire_holds(self) -> None:
+        """Every pending hold's time is up: the engine's sweep expires them, and each card has its amount back."""
+        async def sweep() -> int:
+            async with self.pool.acquire() as conn:
+                # The hold trigger refuses any change but a resolution: replication mode.
+                await conn.execute("SET session_replication_role = replica")
+                await conn.execute("UPDATE ledger.holds SET expires_at = now() - interval '1 second' "
+                                   "WHERE state = 'pending'")
+                await conn.execute("SET session_replication_role = origin")
+            return await self.ledger.expire_due_holds()
+
+        pending = [p for p in self.model.preauths if p.state == "pending"]
+        if not pending:
+            return
+        assert self.run(sweep()) == len(pending)
+        for p in pending:
+            p.state = "expired"
+            self.model.held[p.card] -= p.amount
+
     # ---------------------------------------------------------------- time
 
     def expired_in_model(self, day: dt.date) -> tuple[dict[str, tuple[int, int]], int]:
@@ -527,8 +649,19 @@ class LoyaltyMachine(DatabaseMachine):
         self.model.breakage += VOUCHER_POINTS * len(due)
         return expired, VOUCHER_POINTS * len(due)
 
-    @rule(days=st.integers(1, TIME_JUMP_DAYS_MAX))
-    def time_jump(self, days: int) -> None:
+    @rule(days=st.integers(1, TIME_JUMP_DAYS_MAX), holds=st.sampled_from(["before", "after", "kept"]))
+    def time_jump(self, days: int, holds: str) -> None:
+        """Days go by: the end of days (see ``end_of_days``), and every pending hold's time is up
+        (the sweep expires them, and each card has its amount back) before the end of day or after
+        it; or, for one night, not yet (a hold lives a day at most): its capture, release or expiry
+        comes on the next business day."""
+        if holds == "before":
+            self.expire_holds()
+        self.end_of_days(days)
+        if holds == "after" or days > 1:
+            self.expire_holds()
+
+    def end_of_days(self, days: int) -> None:
         """The open day ends (the real end of day: cut-over, clearing, top-up card breakage, lot
         expiry, reconciliation), then ``days - 1`` days without postings go by: the last one's end
         of day expires the lots and top-up cards due by then."""
@@ -582,6 +715,16 @@ class LoyaltyMachine(DatabaseMachine):
         expected = {(PROGRAMS[a // len(CARDS)], CARDS[a % len(CARDS)], d, v)
                     for a, book in self.model.book.lots.items() for d, v in book.items()}
         assert found == expected, (found, expected)
+
+    @invariant()
+    def holds_are_the_models(self) -> None:
+        rows = self.run(self.pool.fetch(
+            "SELECT c.id, a.held FROM ledger.accounts a JOIN loyalty.cards c "
+            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE a.purpose = 'stored_value'"))
+        held = dict.fromkeys(CARDS, 0)
+        for r in rows:
+            held[self.card_pans[r["id"]]] += r["held"]
+        assert held == self.model.held, (held, self.model.held)
 
     @invariant()
     def balances_and_books(self) -> None:

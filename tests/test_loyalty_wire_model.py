@@ -12,13 +12,11 @@ Exchanges are 0200s with processing code 406565 and the target program in field 
 cards are redeemed with 210065 and their serial and code in field 48 (VS, VC); a points inquiry's
 answer names the next lot to expire (EP, ED), which must be the model's.
 
-On the wire only: stored-value pre-authorisations (0100 holds, 0200/0220 completions
-capturing part or all of a hold, 0400 releases), and top-up card redemptions that cannot be
-undone. A time jump runs the end of day and the idle days of the base machine and expires every
-pending hold (their expiry moved into the past, then the engine's sweep), before the end of day
-or after it, or, over one night, not at all: lots, holds and top-up cards expire together, and
-every reconciliation check passes (the switch keeps every response). The model keeps what each
-card has held: a debit or an inquiry sees the balance less that.
+The base machine's stored-value pre-authorisations and their model of holds go over the wire as
+0100 holds, 0200/0220 completions naming the 0100 in field 90 (capturing part or all of a hold),
+and 0400 releases; lots, holds and top-up cards expire together in its time jumps, and every
+reconciliation check passes (the switch keeps every response). On the wire only: top-up card
+redemptions that cannot be undone.
 
 The terminals have master keys (one 3DES, one AES): each signs on for its working keys, MACs
 every request with them, and the first card has a PIN, sent enciphered (field 52 or 110) with
@@ -31,7 +29,6 @@ import asyncio
 import datetime as dt
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +38,7 @@ import test_loyalty_model as base
 from fixtures_daemon import MASTER_KEY_HEX, POS_LISTENER, Daemon, Terminal, db_run, encode, tlv
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, precondition, rule
+from hypothesis.stateful import precondition, rule
 
 from ledger.loyalty import pins
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
@@ -69,24 +66,12 @@ _PROC = {
 VOUCHER_CODES = {None: "00", "invalid": "14", "used": "05", "expired": "54"}
 
 
-@dataclass
-class Preauth:
-    """An approved 0100, as the model sees it."""
-
-    fields: dict[str, str]  # the 0100 as sent
-    card: str
-    amount: int
-    state: str = "pending"  # pending | captured | released | expired
-
-
 class WireLoyaltyMachine(base.LoyaltyMachine):
     voucher_key = bytes.fromhex(MASTER_KEY_HEX)  # the daemon's: it checks the codes
     exempt_checks: frozenset[str] = frozenset()  # the switch stores every response
 
     async def open(self) -> None:
-        self.preauths: list[Preauth] = []
         self.redemptions: list[Request] = []  # top-up card redemptions that posted (210065 with VS, VC)
-        self.held: dict[str, int] = dict.fromkeys(base.CARDS, 0)
         self.terminals: dict[str, Terminal] = {}
         self.working: dict[str, tuple[bytes, bytes]] = {}  # tid -> the sign-on's (PIN key, MAC key)
         self.pin_failures = 0  # wrong PINs in a row on PIN_CARD (kept below the maximum, 3)
@@ -299,11 +284,8 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
 
     # ---------------------------------------------------------------- pre-authorisations
 
-    def sv_available(self, card: str) -> int:
-        return self.model.sv[card] - self.held[card]
-
     def _record(self, t: TxnType, req: Request, fields: dict[str, str], resp: dict[str, str]) -> None:
-        """Keep a request sent by the rules below as ``send`` keeps its own (duplicates resend it)."""
+        """Keep a request sent by the rules that build their own frames as ``send`` keeps its own (duplicates resend it)."""
         approved = resp["39"] == "00"
         if approved and "37" in resp:
             self.switch_rrn[req.rrn] = resp["37"]
@@ -316,125 +298,36 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         return {"t": mti, "2": req.pan, "3": "006000", "4": f"{req.amount:012d}", "7": when, "11": stan,
                 "41": tid.ljust(8), "42": req.merchant_id.ljust(15), "49": "156", **extra}
 
-    @staticmethod
-    def _names(p: Preauth) -> str:
-        return "0100" + p.fields["11"] + p.fields["7"] + "0" * 22
+    def _names(self, p: base.Preauth) -> str:
+        """Field 90 naming ``p``'s 0100."""
+        sent = self.frames[p.req.key]
+        return "0100" + sent["11"] + sent["7"] + "0" * 22
 
-    @rule(card=st.sampled_from(base.CARDS), percent=st.integers(1, 120))
-    def preauth(self, card: str, percent: int) -> None:
-        if self.sv_available(card) <= 0 and not self.card_reason(card):
-            self.money_op(card, 5_000, "load")  # something to hold (a rule of its own, called)
-        amount = max(1, self.sv_available(card) * percent // 100)
-        req = self.request(card, "M0002", amount)
+    # The base machine's pre-authorisation rules and model, their requests sent as 0100, 0200 or
+    # 0220 naming the 0100 in field 90, and 0400 naming it.
+
+    def _send_preauth(self, req: Request, expect: Reason) -> None:
         fields = self._preauth_fields("0100", req)
         resp = self._call(fields)
-        short = self.sv_available(card) < amount
-        expect = self.card_reason(card) or (Reason.INSUFFICIENT if short else Reason.APPROVED)
         assert REASON_BY_CODE[resp["39"]] is expect, (fields, resp, expect)
         self._record(TxnType.PREAUTH, req, fields, resp)
         if expect is Reason.APPROVED:
             assert resp["t"] == "0110" and "HT" in tlv(resp["48"]), resp
-            self.preauths.append(Preauth(fields, card, amount))
-            self.held[card] += amount
 
-    @precondition(lambda self: self.preauths)
-    @rule(data=st.data(), percent=st.integers(1, 120), advice=st.booleans())
-    def complete(self, data: Any, percent: int, advice: bool) -> None:
-        self._complete(data.draw(st.sampled_from(self.preauths)), percent, advice)
-
-    @rule(card=st.sampled_from(base.CARDS), percent=st.integers(1, 120),
-          then=st.sampled_from(["complete", "advice", "release"]), then_percent=st.integers(1, 120))
-    def preauth_then(self, card: str, percent: int, then: str, then_percent: int) -> None:
-        """A 0100 and at once what ends it (the rules above pair them only now and then)."""
-        before = len(self.preauths)
-        self.preauth(card, percent)
-        if len(self.preauths) > before:
-            p = self.preauths[-1]
-            if then == "release":
-                self._release(p)
-            else:
-                self._complete(p, then_percent, then == "advice")
-
-    def _complete(self, p: Preauth, percent: int, advice: bool) -> None:
-        amount = max(1, p.amount * percent // 100)
-        req = self.request(p.card, "M0002", amount)
+    def _send_completion(self, p: base.Preauth, req: Request, expect: Reason, advice: bool) -> int | None:
         fields = self._preauth_fields("0220" if advice else "0200", req, **{"90": self._names(p)})
         resp = self._call(fields)
-        if self.card_reason(p.card):
-            expect = Reason.CARD_BLOCKED
-        elif p.state != "pending":
-            expect = Reason.INVALID_TXN
-        elif amount > p.amount:
-            expect = Reason.INVALID_AMOUNT
-        else:
-            expect = Reason.APPROVED
         assert REASON_BY_CODE[resp["39"]] is expect, (p, fields, resp, expect)
         assert resp["t"] == ("0230" if advice else "0210")
         self._record(TxnType.COMPLETION, req, fields, resp)
-        if expect is Reason.APPROVED:
-            p.state = "captured"
-            self.held[p.card] -= p.amount
-            self.model.sv[p.card] -= amount
-            # The capture is a stored-value purchase: voided, refunded and reversed like one.
-            self.model.originals.append(base.Orig(req, TxnType.SV_PURCHASE, amount, -1, self.newest_journal(),
-                                                  self.model.open_date))
+        return self.newest_journal() if expect is Reason.APPROVED else None
 
-    @precondition(lambda self: self.preauths)
-    @rule(data=st.data())
-    def release(self, data: Any) -> None:
-        self._release(data.draw(st.sampled_from(self.preauths)))
-
-    def _release(self, p: Preauth) -> None:
-        req = self.request(p.card, "M0002", p.amount)
+    def _send_release(self, p: base.Preauth, req: Request, expect: Reason) -> None:
         fields = self._preauth_fields("0400", req, **{"90": self._names(p)})
         resp = self._call(fields)
-        expect = Reason.INVALID_TXN if p.state == "captured" else Reason.APPROVED
         assert REASON_BY_CODE[resp["39"]] is expect, (p, fields, resp, expect)
         self._record(TxnType.REVERSAL, req, fields, resp)
-        if p.state == "pending":
-            p.state = "released"
-            self.held[p.card] -= p.amount
 
-    @rule(days=st.integers(1, base.TIME_JUMP_DAYS_MAX), holds=st.sampled_from(["before", "after", "kept"]))
-    def time_jump(self, days: int, holds: str) -> None:  # type: ignore[override]
-        """Days go by: the base machine's end of day and idle days, and every pending hold's time
-        is up (the sweep expires them, and each card has its amount back) before the end of day or
-        after it; or, for one night, not yet (a hold lives a day at most): its capture, release or
-        expiry comes on the next business day."""
-        if holds == "before":
-            self.expire_holds()
-        super().time_jump(days)
-        if holds == "after" or days > 1:
-            self.expire_holds()
-
-    def expire_holds(self) -> None:
-        """Every pending hold's time is up: the sweep expires them, and each card has its amount back."""
-        async def jump() -> int:
-            async with self.pool.acquire() as conn:
-                # The hold trigger refuses any change but a resolution: replication mode.
-                await conn.execute("SET session_replication_role = replica")
-                await conn.execute("UPDATE ledger.holds SET expires_at = now() - interval '1 second' "
-                                   "WHERE state = 'pending'")
-                await conn.execute("SET session_replication_role = origin")
-            return await self.ledger.expire_due_holds()
-
-        pending = [p for p in self.preauths if p.state == "pending"]
-        if not pending:
-            return
-        assert self.run(jump()) == len(pending)
-        for p in pending:
-            p.state = "expired"
-            self.held[p.card] -= p.amount
-
-    @invariant()
-    def holds_are_the_models(self) -> None:
-        rows = self.run(self.pool.fetch(
-            "SELECT c.id, a.held FROM ledger.accounts a JOIN loyalty.cards c "
-            "ON a.owner_kind = 'card' AND a.owner_id = c.id::text WHERE a.purpose = 'stored_value'"))
-        held = dict.fromkeys(base.CARDS, 0)
-        for r in rows:
-            held[self.card_pans[r["id"]]] += r["held"]
-        assert held == self.held, (held, self.held)
     @precondition(lambda self: self.pin_failures < 2)
     @rule(amount=st.integers(1, 5_000), pay=st.sampled_from([TxnType.SV_PURCHASE, TxnType.REDEEM]))
     def wrong_pin(self, amount: int, pay: TxnType) -> None:
