@@ -132,6 +132,8 @@ async def _run_locked(pool: asyncpg.Pool, conn: asyncpg.Connection, day: dt.date
             timings["clearing"] = time.perf_counter() - t
             t = time.perf_counter()
             report.voucher_breakage = await vouchers.expire_day(conn, led, d)
+            # Failed top-up card attempts of subjects no longer counted (their totals kept).
+            await vouchers.purge_failures(conn)
         timings["voucher_breakage"] = time.perf_counter() - t
         t = time.perf_counter()
         # Points whose lots expire on or before the closed day become breakage income; the

@@ -200,3 +200,26 @@ async def test_suspended_batch_declines_and_still_breaks(pool: asyncpg.Pool, tmp
         assert report.ok and report.voucher_breakage == {"ALLY": 200}
         shown = await v.show_batch(pool, made.batch_id)
         assert shown is not None and shown["expired"] == 2 and shown["status"] == "suspended"
+
+
+async def test_old_failure_rows_are_purged_and_their_totals_kept(pool: asyncpg.Pool) -> None:
+    """End of day drops the rows of subjects no longer counted; the metrics' totals never go down."""
+    rows = [("address", "198.51.100.1", "10 days", None, 3, 1),  # old, lock long over: goes
+            ("address", "198.51.100.2", "10 days", "1 day", 2, 1),  # old but still locked out: stays
+            ("member", "42", "1 hour", None, 1, 0),  # in its window: stays
+            ("terminal", "T0000009", "8 days", None, 4, 0)]  # old: goes
+    for scope, subject, age, locked_for, total, lockouts in rows:
+        await pool.execute(
+            "INSERT INTO loyalty.voucher_failures(scope, subject, window_start, failures, failures_total, lockouts, "
+            "locked_until) VALUES ($1, $2, now() - $3::text::interval, 1, $4, $5, now() + $6::text::interval)",
+            scope, subject, age, total, lockouts, locked_for or "-1 day")
+    before = await v.guessing_totals(pool)
+    assert await v.purge_failures(pool) == 2
+    left = {(r["scope"], r["subject"]) for r in await pool.fetch("SELECT * FROM loyalty.voucher_failures")}
+    assert left == {("address", "198.51.100.2"), ("member", "42"), ("address", "*"), ("terminal", "*")}
+    assert await v.guessing_totals(pool) == before == {"address": (5, 2), "member": (1, 0), "terminal": (4, 0)}
+    # Again: nothing more to drop, and the folded totals add up rather than overwrite.
+    await pool.execute("UPDATE loyalty.voucher_failures SET window_start = now() - interval '9 days', "
+                       "locked_until = NULL WHERE subject = '198.51.100.2'")
+    assert await v.purge_failures(pool) == 1
+    assert await v.guessing_totals(pool) == before

@@ -400,6 +400,36 @@ async def guessing_totals(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, 
     return {r["scope"]: (int(r["failures"]), int(r["lockouts"])) for r in await conn.fetch(_TOTALS_SQL)}
 
 
+# A subject's row outlives its use once its window is older than the longest window allowed
+# (switch/config.py: 7 days) and it is not locked out: its next failure would start afresh.
+FAILURE_ROWS_KEEP_S = 7 * 86_400
+# Purged rows' totals are kept, per scope, in one row of this subject (never a real subject's:
+# members are numbers, addresses and terminal ids have no '*'), so the metrics' totals never go down.
+PURGED_SUBJECT = "*"
+_PURGE_SQL = """
+WITH gone AS (
+    DELETE FROM loyalty.voucher_failures
+     WHERE subject <> '*' AND window_start < now() - make_interval(secs => $1)
+       AND (locked_until IS NULL OR locked_until < now())
+    RETURNING scope, failures_total, lockouts
+), folded AS (
+    INSERT INTO loyalty.voucher_failures AS f(scope, subject, window_start, failures, failures_total, lockouts)
+    SELECT scope, '*', now(), 0, sum(failures_total), sum(lockouts) FROM gone GROUP BY scope
+    ON CONFLICT (scope, subject) DO UPDATE SET failures_total = f.failures_total + excluded.failures_total,
+                                               lockouts = f.lockouts + excluded.lockouts
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+
+async def purge_failures(conn: asyncpg.Connection | asyncpg.Pool, keep_s: int = FAILURE_ROWS_KEEP_S) -> int:
+    """Drop the failure rows of subjects no longer counted (window over ``keep_s`` old, not locked
+    out), their totals folded into each scope's :data:`PURGED_SUBJECT` row; returns how many went.
+    End of day runs it: one row per guessing client address would otherwise stay for ever."""
+    return int(await conn.fetchval(_PURGE_SQL, keep_s))
+
+
 async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects, policy: GuessPolicy) -> None:
     """Count one failed redemption against each subject; lock out those that reach the limit."""
     for scope, subject in who.pairs():
