@@ -147,6 +147,11 @@ class _VoucherCollector(Collector):
     def _read(self) -> None:
         if self.pool is None or self.loop is None or self.loop.is_closed():
             return
+        try:
+            if asyncio.get_running_loop() is self.loop:
+                return  # on the loop's own thread the read could never run: the last figures
+        except RuntimeError:
+            pass  # no loop in this thread (the metrics server's): read through the daemon's
         from ledger.loyalty.vouchers import guessing_totals
 
         future = asyncio.run_coroutine_threadsafe(guessing_totals(self.pool), self.loop)
