@@ -109,7 +109,7 @@ class Context:
         jid = self.row["existing_journal_id"]
         if jid is None:
             return None
-        return int(jid), _json(self.row["existing_metadata"])
+        return int(jid), json_object(self.row["existing_metadata"])
 
     @property
     def stored_receipt(self) -> StoredReceipt | None:
@@ -142,7 +142,7 @@ class Context:
 
     @property
     def fees(self) -> dict[str, int]:
-        return _json(self.row["fee_bps"]) if self.row["fee_bps"] is not None else {}
+        return json_object(self.row["fee_bps"]) if self.row["fee_bps"] is not None else {}
 
     def points_available(self) -> int:
         if self.row["points_account_id"] is None:
@@ -155,7 +155,8 @@ class Context:
         return int(self.row["sv_posted"]) - int(self.row["sv_held"])
 
 
-def _json(value: Any) -> dict[str, Any]:
+def json_object(value: Any) -> dict[str, Any]:
+    """A JSON object column as read (a str, or already decoded) as a dict."""
     if isinstance(value, str):
         decoded: dict[str, Any] = json.loads(value)
         return decoded
@@ -230,7 +231,7 @@ async def original_key_by_stan(conn: asyncpg.Connection | asyncpg.Pool, terminal
 async def journal_by_key(conn: asyncpg.Connection | asyncpg.Pool, key: str) -> tuple[int, dict[str, Any]] | None:
     """(journal id, metadata) of the journal posted under ``key``."""
     row = await conn.fetchrow("SELECT id, metadata FROM ledger.journals WHERE idempotency_key=$1", key)
-    return None if row is None else (int(row["id"]), _json(row["metadata"]))
+    return None if row is None else (int(row["id"]), json_object(row["metadata"]))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import json
 import os
 import secrets
 from dataclasses import dataclass, field, fields
@@ -38,6 +37,7 @@ from ledger.accounts import StoredReceipt, open_account, stored_receipt
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import Ledger, ReceiptRef
 from ledger.errors import SwitchdError
+from ledger.loyalty.lookup import json_object
 from ledger.loyalty.outcomes import Channel
 
 CARDS_PER_BATCH_MAX = 100_000
@@ -503,11 +503,6 @@ SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, 
 """
 
 
-def _json(value: Any) -> dict[str, Any]:
-    decoded = json.loads(value) if isinstance(value, str) else value
-    return dict(decoded)
-
-
 def _refusal_of(row: asyncpg.Record, card_id: int, open_date: dt.date) -> Refusal | None:
     if row["status"] in ("redeeming", "redeemed"):
         return None if row["card_id"] == card_id else Refusal.USED
@@ -562,7 +557,7 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     assert row is not None, "ledger.business_day has no row"
     stored = stored_receipt(row["receipt_hash"], row["receipt_payload"])
     if stored is not None:
-        was = _json(row["receipt_txn"]) if row["receipt_txn"] is not None else {}
+        was = json_object(row["receipt_txn"]) if row["receipt_txn"] is not None else {}
         return Redemption(Refusal.ANSWERED, serial, int(was.get("amount", 0)), was.get("program"),
                           stored=stored, answered_rrn=was.get("rrn"),
                           points_balance=None if row["receipt_balance"] is None else int(row["receipt_balance"]))
