@@ -19,6 +19,7 @@ from seat_support import PAN1, approved, seeded
 
 from ledger import clearing, eod, export, reconcile, revenue
 from ledger.audit import check_books
+from ledger.commands import Leg, Status, transfer
 from ledger.loyalty import vouchers as v
 from ledger.loyalty.outcomes import Channel
 
@@ -154,6 +155,56 @@ async def test_concurrent_redemptions_of_one_card_one_wins(pool: asyncpg.Pool, t
         total = await pool.fetchval("SELECT sum(points_delta) FROM loyalty.transactions "
                                     "WHERE txn_type = 'voucher_redeem'")
         assert total == 700
+
+
+async def test_redemption_overtaken_by_the_cut_over_is_refused_by_its_journal(pool: asyncpg.Pool,
+                                                                              tmp_path: Path) -> None:
+    """The redemption reads, then posts: a cut-over between the two leaves the card to the breakage."""
+    async with seeded(pool) as w:
+        card1 = (await _cards(pool))[0]
+        day = await pool.fetchval("SELECT open_date FROM ledger.business_day")
+        made = await _batch(pool, tmp_path, count=2, points=100, expires_on=day)
+        await v.sell_batch(w.ledger, pool, made.batch_id, "M0001")
+        serial = made.serials[0]
+        code = _codes(made.path)[serial]
+        before = await w.points(PAN1)
+        async with pool.acquire() as cut, cut.transaction():
+            # The cut-over of the card's last day holds the business day (as business_day.cut_over
+            # does): the redemption reads before it commits, and its posting waits for it.
+            await cut.execute("SELECT 1 FROM ledger.business_day WHERE singleton FOR UPDATE")
+            task = asyncio.create_task(v.redeem(w.ledger, pool, MASTER, serial, code, card1, v.Subjects(), POLICY))
+            for _ in range(1000):
+                if await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND wait_event_type = 'Lock'"):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the redemption's posting never waited for the cut-over")
+            await cut.execute("UPDATE ledger.business_day SET open_date = $1 WHERE singleton",
+                              day + dt.timedelta(days=1))
+        late = await task
+        assert late.refusal is v.Refusal.EXPIRED, late
+        assert await pool.fetchval("SELECT count(*) FROM ledger.journals WHERE idempotency_key = $1",
+                                   v.redeem_key(serial)) == 0
+        assert await pool.fetchval("SELECT status FROM loyalty.vouchers WHERE serial = $1", serial) == "issued"
+        assert await w.points(PAN1) == before
+
+        # A journal posted straight under the card's key, with no read at all, is refused as well.
+        float_ = await pool.fetchval("SELECT id FROM ledger.accounts WHERE owner_kind = 'operator' "
+                                     "AND owner_id = 'ALLY' AND purpose = $1", v.FLOAT_PURPOSE)
+        member = await pool.fetchval("SELECT id FROM ledger.accounts WHERE owner_kind = 'card' AND owner_id = $1 "
+                                     "AND purpose = 'points' AND asset = 'PTS:ALLY'", str(card1))
+        txn = {"type": v.REDEEM_TYPE, "card_id": card1, "program": "ALLY", "amount": 100, "currency": "156",
+               "points_delta": 100, "money_delta_minor": 0, "fee_minor": 0, "channel": "api"}
+        forced = await w.ledger.post(transfer(v.redeem_key(serial), [Leg(float_, member, 100)],
+                                              metadata={"txn": txn, "voucher": serial}))
+        assert forced.status is Status.ERROR and "cannot be redeemed now" in (forced.detail or ""), forced
+
+        # The end of day's breakage takes both cards.
+        report = await eod.run(pool, day, tmp_path, wait_lock_s=5, ledger_settings=ledger_settings())
+        assert report.ok and report.voucher_breakage == {"ALLY": 200}, report.as_dict()
+        assert await w.points(PAN1) == before
+    assert await check_books(pool) == []
 
 
 async def test_guessing_is_locked_out_per_subject(pool: asyncpg.Pool, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ import asyncpg
 
 from ledger.accounts import StoredReceipt, open_account, stored_receipt
 from ledger.commands import Leg, Result, Status, transfer
-from ledger.engine import Ledger, ReceiptRef
+from ledger.engine import UNKNOWN, Ledger, ReceiptRef
 from ledger.errors import SwitchdError
 from ledger.loyalty.lookup import json_object
 from ledger.loyalty.outcomes import Channel
@@ -440,25 +440,18 @@ async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects,
 
 # --- redemption ------------------------------------------------------------------------------
 
-# One round trip for a redemption: whether a subject is locked out ($3 scopes, $4 subjects, and
-# the member of the card credited), the card credited (by row id $2, or by its number's keyed
-# hash $7), the top-up card ($1) with its batch and the ids of the accounts it moves points
-# between where they exist, and the take: the card is taken for the card credited, atomically
-# (the row lock decides between racers), when its code's hash is $5, the terminal's amount $6
-# (NULL: any) is its points, nobody is locked out, the card credited is active and the request
-# was not answered before (a receipt under $8, read too: a terminal's retransmission gets it).
-# The rest of the row is the snapshot before the take (a racer's take is not seen: see redeem).
-# The take commits without waiting for the disk (synchronous_commit off, this statement only):
-# the redemption's journal commits after it, and a commit's flush carries every earlier WAL
-# record, so a card whose journal is durable was durably taken; a take lost to a crash, with no
-# journal, left the card unredeemed, as it is again. The journal marks the card redeemed in its
-# own transaction (trigger journals_voucher_redeemed, migration 0027).
+# One round trip reads all a redemption decides on: whether a subject is locked out ($3 scopes,
+# $4 subjects, and the member of the card credited), the card credited (by row id $2, or by its
+# number's keyed hash $5), the top-up card ($1) with its batch and the ids of the accounts it
+# moves points between where they exist, and a receipt stored under $6 (a terminal's
+# retransmission gets it). It writes nothing: the redemption's journal is the one write, and
+# its trigger (loyalty.mark_voucher_redeemed) marks the card redeemed or refuses the journal
+# when the card was redeemed or expired since this read.
 _REDEEM_SQL = """
-WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS was),
-mc AS (
+WITH mc AS (
     (SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE k.id = $2::bigint
      UNION ALL
-     SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE $2::bigint IS NULL AND k.pan_hash = $7::bytea)
+     SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE $2::bigint IS NULL AND k.pan_hash = $5::bytea)
     LIMIT 1),
 lk AS (
     SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
@@ -467,21 +460,14 @@ lk AS (
                        ON s.scope = f.scope AND s.subject = f.subject
                     WHERE f.locked_until > now()) AS locked),
 day AS (SELECT open_date FROM ledger.business_day WHERE singleton),
-rc AS (SELECT r.content_hash, r.payload, r.journal_id FROM ledger.receipts r WHERE r.idempotency_key = $8::text),
+rc AS (SELECT r.content_hash, r.payload, r.journal_id FROM ledger.receipts r WHERE r.idempotency_key = $6::text),
 -- A receipt stored by reference: what its journal says, to answer again as it was answered.
 rj AS (SELECT j.metadata->'txn' AS txn,
               (SELECT e.balance_after FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id
                 WHERE e.journal_id = j.id AND a.owner_kind = 'card' LIMIT 1) AS balance_after
-         FROM rc JOIN ledger.journals j ON j.id = rc.journal_id),
-take AS (
-    UPDATE loyalty.vouchers v SET status = 'redeeming', card_id = mc.id
-      FROM loyalty.voucher_batches b, mc, lk, day, quick
-     WHERE v.serial = $1 AND v.code_hash = $5::bytea AND b.id = v.batch_id AND v.status = 'issued'
-       AND b.status = 'sold' AND b.expires_on >= day.open_date AND ($6::bigint IS NULL OR b.points = $6::bigint)
-       AND mc.status = 'active' AND NOT lk.locked AND NOT EXISTS (SELECT 1 FROM rc)
-    RETURNING v.serial)
+         FROM rc JOIN ledger.journals j ON j.id = rc.journal_id)
 SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, mc.member_id,
-       day.open_date, EXISTS (SELECT 1 FROM take) AS taken, rc.content_hash AS receipt_hash,
+       day.open_date, rc.content_hash AS receipt_hash,
        rc.payload AS receipt_payload, rj.txn AS receipt_txn, rj.balance_after AS receipt_balance, c.*
   FROM lk CROSS JOIN day
   LEFT JOIN mc ON true
@@ -504,6 +490,8 @@ SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, 
 
 
 def _refusal_of(row: asyncpg.Record, card_id: int, open_date: dt.date) -> Refusal | None:
+    """Why the card read in ``row`` cannot be redeemed by card ``card_id`` (None: it can, or it
+    was by that card, whose posting then answers the first redemption)."""
     if row["status"] in ("redeeming", "redeemed"):
         return None if row["card_id"] == card_id else Refusal.USED
     if row["status"] == "expired" or row["expires_on"] < open_date:
@@ -512,7 +500,7 @@ def _refusal_of(row: asyncpg.Record, card_id: int, open_date: dt.date) -> Refusa
         return Refusal.SUSPENDED
     if row["batch_status"] != "sold":
         return Refusal.NOT_SOLD
-    return Refusal.USED  # taken by a racer between the read and the update
+    return None
 
 
 async def member_card(conn: asyncpg.Connection | asyncpg.Pool, member_id: int, card_id: int | None = None
@@ -544,15 +532,18 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     what its journal recorded (``answered_rrn``, ``points``, ``program``, ``points_balance``).
     Without it, the receipt is kept under the journal's own key.
 
-    One round trip reads and takes the card (_REDEEM_SQL), one posts (batched with others).
+    One round trip reads (_REDEEM_SQL), one posts (batched with others); the journal's trigger
+    decides between racers: of concurrent redemptions by different cards, one posts and the others
+    are conflicts under the card's key (:attr:`Refusal.USED`); one that the end of day overtook is
+    refused by the trigger and read again (:attr:`Refusal.EXPIRED`).
     """
     if (card_id is None) == (pan_hash is None):
         raise ValueError("redeem: give card_id or pan_hash, not both")
     pairs = [p for p in who.pairs() if p[0] != "member"]  # the card's member is added by the query
     formed = well_formed(serial, code)
     expected = code_hash(code_key(master_key), serial, code) if formed else b""
-    read = (serial if formed else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs], expected,
-            expect_points, pan_hash, receipt_ref.idempotency_key if receipt_ref is not None else None)
+    read = (serial if formed else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs], pan_hash,
+            receipt_ref.idempotency_key if receipt_ref is not None else None)
     row = await pool.fetchrow(_REDEEM_SQL, *read)
     assert row is not None, "ledger.business_day has no row"
     stored = stored_receipt(row["receipt_hash"], row["receipt_payload"])
@@ -572,15 +563,9 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     if expect_points is not None and expect_points != int(row["points"]):
         return Redemption(Refusal.AMOUNT, serial, program=row["program"])
     card = int(row["credited_card_id"])
-    if not row["taken"]:
-        refusal = _refusal_of(row, card, row["open_date"])
-        if refusal is Refusal.USED and row["status"] == "issued":
-            # Taken between the snapshot and the take: by whom, the card's row says now. The take
-            # is tried again too, harmlessly: the card is no longer 'issued'.
-            row = await pool.fetchrow(_REDEEM_SQL, *read)
-            refusal = None if row["taken"] else _refusal_of(row, card, row["open_date"])
-        if refusal is not None:
-            return Redemption(refusal, serial, program=row["program"])
+    refusal = _refusal_of(row, card, row["open_date"])
+    if refusal is not None:
+        return Redemption(refusal, serial, program=row["program"])
     points, program = int(row["points"]), str(row["program"])
     float_ = row["float_account_id"] or await _operator_account(pool, program, row["points_asset"], FLOAT_PURPOSE)
     member = row["member_account_id"] or await open_account(pool, "card", str(card), row["points_asset"],
@@ -600,9 +585,12 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     if not res.ok:
         if res.status == Status.CONFLICT:
             return Redemption(Refusal.USED, serial, program=program)
-        # Give the card back for a later attempt: nothing was posted.
-        await pool.execute("UPDATE loyalty.vouchers SET status = 'issued', card_id = NULL "
-                           "WHERE serial = $1 AND status = 'redeeming' AND card_id = $2", serial, card)
+        if res.reason != UNKNOWN:
+            # Nothing was posted. Refused by the journal's trigger? The card's row says why.
+            now = await pool.fetchrow(_REDEEM_SQL, *read)
+            refusal = _refusal_of(now, card, now["open_date"]) if now is not None and now["serial"] else None
+            if refusal is not None:
+                return Redemption(refusal, serial, program=program)
         return Redemption(Refusal.ERROR, serial, program=program, detail=f"{res.status} {res.detail or ''}".strip())
     # A replay's balances are its journal's, then; the member's balance now is what to answer.
     balance = res.balances.get(member) if res.status == Status.POSTED else None
