@@ -46,7 +46,7 @@ from ledger.errors import SwitchdError, first_line
 from ledger.loyalty import card_numbers
 from ledger.loyalty.operations import Loyalty
 from ledger.loyalty.pins import PinChecker
-from ledger.loyalty.vouchers import Desk
+from ledger.loyalty.vouchers import Desk, redemption_reader
 from ledger.roles import privilege_message
 from switch import keystore, notify, runtime
 from switch.config import Config
@@ -127,6 +127,10 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         metrics.watch_coalescers({"receipts": receipts, **loyalty.coalescers()})
         metrics.watch_loyalty(loyalty)
         metrics.watch_vouchers(pool)
+        desk = (Desk(master_key, cfg.vouchers, redemption_reader(pool, concurrency_max=coalesced, linger_s=linger_s))
+                if master_key is not None else None)
+        if desk is not None and desk.reader is not None:
+            metrics.watch_coalescers({"voucher_redemption": desk.reader})
         terminals = TerminalStore(pool, master_key, previous_keys)
         metrics.watch_terminal_feed(terminals)
         pins = PinChecker(pool, terminals.master_keys, cfg.security.pin_tries_max)
@@ -135,7 +139,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
             lambda: ledger_db.connect(dsn, cfg.database.timeout_connect_s, "switchd-feed")), name="terminal-feed")
         services = Services(terminals, ledger, pool, metrics, RrnAllocator(pool), receipts, loyalty=loyalty,
                             refuse_unkeyed=cfg.security.unkeyed_terminals == "refuse",
-                            vouchers=Desk(master_key, cfg.vouchers) if master_key is not None else None,
+                            vouchers=desk,
                             pins=pins,
                             chip_data_kept=cfg.security.chip_data_keep_days > 0)
         server = Server(cfg.listeners, services)

@@ -34,6 +34,7 @@ from typing import Any
 import asyncpg
 
 from ledger.accounts import StoredReceipt, open_account, stored_receipt
+from ledger.coalesce import Coalescer
 from ledger.commands import Leg, Result, Status, transfer
 from ledger.engine import UNKNOWN, Ledger, ReceiptRef
 from ledger.errors import SwitchdError
@@ -98,10 +99,12 @@ DEFAULT_POLICY = GuessPolicy()
 
 @dataclass(frozen=True)
 class Desk:
-    """What a process needs to redeem cards: the master key (codes' hashes) and the guessing bounds."""
+    """What a process needs to redeem cards: the master key (codes' hashes), the guessing bounds,
+    and (a busy process) its coalesced redemption reads (:func:`redemption_reader`)."""
 
     master_key: bytes = field(repr=False)
     policy: GuessPolicy = DEFAULT_POLICY
+    reader: Coalescer | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -440,39 +443,39 @@ async def record_failure(conn: asyncpg.Connection | asyncpg.Pool, who: Subjects,
 
 # --- redemption ------------------------------------------------------------------------------
 
-# One round trip reads all a redemption decides on: whether a subject is locked out ($3 scopes,
-# $4 subjects, and the member of the card credited), the card credited (by row id $2, or by its
-# number's keyed hash $5), the top-up card ($1) with its batch and the ids of the accounts it
-# moves points between where they exist, and a receipt stored under $6 (a terminal's
-# retransmission gets it). It writes nothing: the redemption's journal is the one write, and
-# its trigger (loyalty.mark_voucher_redeemed) marks the card redeemed or refuses the journal
-# when the card was redeemed or expired since this read.
+# One round trip reads all a redemption decides on, for any number of redemptions at once
+# (ledger.coalesce: one array per parameter, the n-th redemption's row named n): whether a
+# subject is locked out (the client address $3 and terminal $4 given, and the member of the card
+# credited), the card credited (by row id $2, or by its number's keyed hash $5), the top-up card
+# ($1) with its batch and the ids of the accounts it moves points between where they exist, and
+# a receipt stored under $6 (a terminal's retransmission gets it). It writes nothing: the
+# redemption's journal is the one write, and its trigger (loyalty.mark_voucher_redeemed) marks
+# the card redeemed or refuses the journal when the card was redeemed or expired since this read.
 _REDEEM_SQL = """
-WITH mc AS (
-    (SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE k.id = $2::bigint
+SELECT q.n, lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, mc.member_id,
+       day.open_date, rc.content_hash AS receipt_hash, rc.payload AS receipt_payload,
+       rj.txn AS receipt_txn, rj.balance_after AS receipt_balance, c.*
+  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::text[])
+       WITH ORDINALITY AS q(serial, card_id, address, terminal_id, pan_hash, receipt_key, n)
+ CROSS JOIN (SELECT b.open_date FROM ledger.business_day b WHERE b.singleton) AS day
+  LEFT JOIN LATERAL (
+    (SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE k.id = q.card_id
      UNION ALL
-     SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE $2::bigint IS NULL AND k.pan_hash = $5::bytea)
-    LIMIT 1),
-lk AS (
+     SELECT k.id, k.status, k.member_id FROM loyalty.cards k WHERE q.card_id IS NULL AND k.pan_hash = q.pan_hash)
+    LIMIT 1) AS mc ON true
+ CROSS JOIN LATERAL (
     SELECT EXISTS (SELECT 1 FROM loyalty.voucher_failures f
-                     JOIN (SELECT * FROM unnest($3::text[], $4::text[])
-                           UNION ALL SELECT 'member', mc.member_id::text FROM mc) AS s(scope, subject)
+                     JOIN (VALUES ('address', q.address), ('terminal', q.terminal_id),
+                                  ('member', mc.member_id::text)) AS s(scope, subject)
                        ON s.scope = f.scope AND s.subject = f.subject
-                    WHERE f.locked_until > now()) AS locked),
-day AS (SELECT open_date FROM ledger.business_day WHERE singleton),
-rc AS (SELECT r.content_hash, r.payload, r.journal_id FROM ledger.receipts r WHERE r.idempotency_key = $6::text),
--- A receipt stored by reference: what its journal says, to answer again as it was answered.
-rj AS (SELECT j.metadata->'txn' AS txn,
-              (SELECT e.balance_after FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id
-                WHERE e.journal_id = j.id AND a.owner_kind = 'card' LIMIT 1) AS balance_after
-         FROM rc JOIN ledger.journals j ON j.id = rc.journal_id)
-SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, mc.member_id,
-       day.open_date, rc.content_hash AS receipt_hash,
-       rc.payload AS receipt_payload, rj.txn AS receipt_txn, rj.balance_after AS receipt_balance, c.*
-  FROM lk CROSS JOIN day
-  LEFT JOIN mc ON true
-  LEFT JOIN rc ON true
-  LEFT JOIN rj ON true
+                    WHERE f.locked_until > now()) AS locked) AS lk
+  LEFT JOIN ledger.receipts rc ON rc.idempotency_key = q.receipt_key
+  -- A receipt stored by reference: what its journal says, to answer again as it was answered.
+  LEFT JOIN LATERAL (
+    SELECT j.metadata->'txn' AS txn,
+           (SELECT e.balance_after FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id
+             WHERE e.journal_id = j.id AND a.owner_kind = 'card' LIMIT 1) AS balance_after
+      FROM ledger.journals j WHERE j.id = rc.journal_id) AS rj ON true
   LEFT JOIN LATERAL (
     SELECT v.serial, v.code_hash, v.status, v.card_id, v.journal_id, b.id AS batch_id, b.status AS batch_status,
            b.sale_journal_id, b.points, b.program, b.expires_on, p.points_asset, cur.numeric_code AS currency,
@@ -485,8 +488,13 @@ SELECT lk.locked, mc.id AS credited_card_id, mc.status AS credited_card_status, 
                                   AND fa.purpose = 'voucher_float' AND fa.asset = p.points_asset
       LEFT JOIN ledger.accounts ma ON ma.owner_kind = 'card' AND ma.owner_id = mc.id::text
                                   AND ma.purpose = 'points' AND ma.asset = p.points_asset
-     WHERE v.serial = $1) AS c ON true
+     WHERE v.serial = q.serial) AS c ON true
 """
+
+
+def redemption_reader(pool: asyncpg.Pool, concurrency_max: int = 2, linger_s: float = 0.0) -> Coalescer:
+    """The reads of concurrent redemptions, coalesced into one statement per turn (for :func:`redeem`)."""
+    return Coalescer(pool, _REDEEM_SQL, concurrency_max=concurrency_max, linger_s=linger_s)
 
 
 def _refusal_of(row: asyncpg.Record, card_id: int, open_date: dt.date) -> Refusal | None:
@@ -517,7 +525,8 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
                  who: Subjects, policy: GuessPolicy, *, channel: Channel = Channel.API,
                  merchant_id: str | None = None, terminal_id: str | None = None,
                  rrn: str | None = None, stan: str | None = None, expect_points: int | None = None,
-                 receipt_ref: ReceiptRef | None = None, pan_hash: bytes | None = None) -> Redemption:
+                 receipt_ref: ReceiptRef | None = None, pan_hash: bytes | None = None,
+                 reader: Coalescer | None = None) -> Redemption:
     """Credit card ``card_id`` with the points of the card ``serial`` once, if ``code`` is its code.
 
     The card credited is ``card_id``, or (``card_id`` None) the card whose number's keyed hash is
@@ -532,19 +541,21 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
     what its journal recorded (``answered_rrn``, ``points``, ``program``, ``points_balance``).
     Without it, the receipt is kept under the journal's own key.
 
-    One round trip reads (_REDEEM_SQL), one posts (batched with others); the journal's trigger
+    One round trip reads (_REDEEM_SQL; through ``reader``, coalesced with other redemptions', when
+    given), one posts (batched with others); the journal's trigger
     decides between racers: of concurrent redemptions by different cards, one posts and the others
     are conflicts under the card's key (:attr:`Refusal.USED`); one that the end of day overtook is
     refused by the trigger and read again (:attr:`Refusal.EXPIRED`).
     """
     if (card_id is None) == (pan_hash is None):
         raise ValueError("redeem: give card_id or pan_hash, not both")
-    pairs = [p for p in who.pairs() if p[0] != "member"]  # the card's member is added by the query
+    subjects = dict(p for p in who.pairs() if p[0] != "member")  # the card's member is added by the query
     formed = well_formed(serial, code)
     expected = code_hash(code_key(master_key), serial, code) if formed else b""
-    read = (serial if formed else "", card_id, [p[0] for p in pairs], [p[1] for p in pairs], pan_hash,
+    read = (serial if formed else "", card_id, subjects.get("address"), subjects.get("terminal"), pan_hash,
             receipt_ref.idempotency_key if receipt_ref is not None else None)
-    row = await pool.fetchrow(_REDEEM_SQL, *read)
+    reads = reader or Coalescer(pool, _REDEEM_SQL)
+    row = await reads.fetch(*read)
     assert row is not None, "ledger.business_day has no row"
     stored = stored_receipt(row["receipt_hash"], row["receipt_payload"])
     if stored is not None:
@@ -587,7 +598,7 @@ async def redeem(ledger: Ledger, pool: asyncpg.Pool, master_key: bytes, serial: 
             return Redemption(Refusal.USED, serial, program=program)
         if res.reason != UNKNOWN:
             # Nothing was posted. Refused by the journal's trigger? The card's row says why.
-            now = await pool.fetchrow(_REDEEM_SQL, *read)
+            now = await reads.fetch(*read)
             refusal = _refusal_of(now, card, now["open_date"]) if now is not None and now["serial"] else None
             if refusal is not None:
                 return Redemption(refusal, serial, program=program)

@@ -119,7 +119,8 @@ async def handle(ctx: RequestContext) -> Fields:
     done = await vouchers.redeem(
         ctx.ledger, ctx.pool, desk.master_key, tags[SERIAL_TAG], tags[CODE_TAG], None, who, desk.policy,
         channel=Channel.TERMINAL, merchant_id=ctx.fields["42"].strip(), terminal_id=terminal_id, rrn=ctx.rrn,
-        stan=ctx.fields["11"], expect_points=int(ctx.fields["4"]), receipt_ref=ref, pan_hash=pan_hash)
+        stan=ctx.fields["11"], expect_points=int(ctx.fields["4"]), receipt_ref=ref, pan_hash=pan_hash,
+        reader=desk.reader)
     if done.refusal is vouchers.Refusal.ANSWERED and key is not None:
         return _answered(ctx, key, done)
     if done.refusal is not None:
