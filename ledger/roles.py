@@ -75,8 +75,8 @@ DAEMON_WRITES: tuple[tuple[str, str], ...] = (
     ("ledger.accounts", f"INSERT ({', '.join(ACCOUNT_INSERT_COLUMNS)})"),
     ("eod.terminal_batches", "INSERT, UPDATE"),
     ("switch.terminals", f"UPDATE ({', '.join(TERMINAL_SIGN_ON_COLUMNS)})"),
-    # Top-up cards redeemed at terminals: the card taken and marked, failed guesses counted.
-    ("loyalty.vouchers", "UPDATE (status, card_id, journal_id, redeemed_at)"),
+    # Top-up cards redeemed at terminals: failed guesses counted (a card is marked redeemed only by
+    # its journal's trigger: loyalty.vouchers is OWNER_WRITTEN_TABLES').
     ("loyalty.voucher_failures", "INSERT, UPDATE"),
     ("loyalty.card_pins", "UPDATE (failed_tries, tried_at)"),  # a PIN try counts (ledger.loyalty.pins)
     ("loyalty.chip_data", "INSERT"),  # what a dispute needs of a purchase's chip data
@@ -104,9 +104,11 @@ REPORT_HIDDEN_COLUMNS: dict[str, tuple[str, ...]] = {
     "loyalty.vouchers": ("code_hash",),
 }
 # Written only by SECURITY DEFINER trigger functions (the owner's): no runtime role writes them.
-# The card-number keys are made by `db upgrade` (the owner) and never change after.
+# The card-number keys are made by `db upgrade` (the owner) and never change after; top-up cards
+# by `switchd voucher batch create` (the owner), marked redeemed by their journal's trigger and
+# expired by the end of day.
 OWNER_WRITTEN_TABLES = ("switch.terminal_key_changes", "loyalty.card_keys", "loyalty.point_lots", "loyalty.lot_moves",
-                        "loyalty.residual_breakage")
+                        "loyalty.residual_breakage", "loyalty.vouchers")
 # Append-only records: even the portal, which writes the rest of its schema, only inserts.
 INSERT_ONLY_TABLES = ("loyalty.transactions",)
 

@@ -207,6 +207,11 @@ def test_runtime_roles_cannot_rewrite_history(db_dsn: str, prefix: str) -> None:
                      "WHERE card_id = -1")
     _refused(daemon, "UPDATE loyalty.card_pins SET pin_hash = pin_hash")
     _refused(daemon, "DELETE FROM loyalty.card_pins")
+    # A top-up card is marked redeemed only by its redemption's journal (a trigger, as the owner).
+    for dsn in (daemon, portal):
+        _refused(dsn, "UPDATE loyalty.vouchers SET status = 'redeemed', card_id = 1, journal_id = 1")
+        _refused(dsn, "UPDATE loyalty.vouchers SET status = 'issued', card_id = NULL")
+    _allowed(daemon, "SELECT count(*) FROM loyalty.vouchers")
     _allowed(daemon, "SELECT count(*) FROM loyalty.chip_data")
     _refused(daemon, "DELETE FROM loyalty.chip_data")
     # The portal provisions terminals (keys included).
