@@ -20,7 +20,8 @@ redemptions that cannot be undone.
 
 The terminals have master keys (one 3DES, one AES): each signs on for its working keys, MACs
 every request with them, and the first card has a PIN, sent enciphered (field 52 or 110) with
-its stored-value purchases, redemptions and draws; a wrong PIN is answered 55 and posts nothing.
+its stored-value purchases, redemptions and draws; a wrong PIN is answered 55, posts nothing and
+is recorded as a decline.
 """
 
 from __future__ import annotations
@@ -335,9 +336,19 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         failures = self.pin_failures
         req = self.request(PIN_CARD, "M0002", amount, currency="156" if pay is TxnType.SV_PURCHASE else None)
         fields = self._with_pin(self._fields(pay, req), "1357")  # in place of the right PIN
+        recorded = self._pin_declines()
         resp = self._call(fields)
         assert resp["39"] == "55", resp
         self.pin_failures = failures + 1
+        # Recorded as every decline is (no journal, its reason), once: its retransmission is answered
+        # the same from the stored answer, and counts no second try.
+        assert self._pin_declines() == recorded + 1
+        assert self._call(fields)["39"] == "55"
+        assert self._pin_declines() == recorded + 1
+
+    def _pin_declines(self) -> int:
+        return int(self.run(self.pool.fetchval(
+            "SELECT count(*) FROM loyalty.transactions WHERE reason = 'pin_incorrect' AND journal_id IS NULL")))
 
 
 

@@ -33,7 +33,8 @@ def test_meanings_are_the_host_interfaces() -> None:
 def test_every_reason_answers_a_known_code() -> None:
     assert set(responses.RESPONSE_CODES) == set(Reason)
     assert set(responses.RESPONSE_CODES.values()) <= set(V.MEANINGS)
-    assert responses.reasons_answered("55") == ()
+    assert responses.reasons_answered("55") == (Reason.PIN_INCORRECT,)
+    assert responses.reasons_answered("75") == (Reason.PIN_TRIES_EXCEEDED,)
 
 
 def test_no_module_spells_a_response_code_or_the_fields_type_of_its_own() -> None:

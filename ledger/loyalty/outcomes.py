@@ -94,6 +94,8 @@ class Reason(StrEnum):
     MERCHANT_UNKNOWN = "merchant_unknown"
     MERCHANT_INACTIVE = "merchant_inactive"
     DUPLICATE_MISMATCH = "duplicate_mismatch"  # same key, different content
+    PIN_INCORRECT = "pin_incorrect"  # a PIN needed and not sent, wrong, or not verifiable at this terminal
+    PIN_TRIES_EXCEEDED = "pin_tries_exceeded"  # the card's wrong PINs reached the bound
     SYSTEM_ERROR = "system_error"  # the database failed before anything was sent: nothing was posted
     # Sent to the database, and its outcome could not be learned in time: it may have posted.
     # Never a decline and never recorded: the channel must not answer as if nothing happened

@@ -65,6 +65,8 @@ REASON_WORDS = {
     Reason.MERCHANT_INACTIVE: N_("Declined: the merchant is disabled."),
     Reason.DUPLICATE_MISMATCH: N_("Refused: this form was already sent with other values. Start a new "
                                   "transaction."),
+    Reason.PIN_INCORRECT: N_("Declined: the card's PIN was needed and not given, or was wrong."),
+    Reason.PIN_TRIES_EXCEEDED: N_("Declined: too many wrong PINs for this card."),
     Reason.SYSTEM_ERROR: N_("Not done: the system could not be reached. Nothing was recorded; try again."),
     Reason.OUTCOME_UNKNOWN: N_("Not known yet: the connection to the database was lost while this was being "
                                "recorded. Send this same form again (reload the page and confirm): it is never "

@@ -28,6 +28,7 @@ import functools
 import json
 from dataclasses import replace
 
+from ledger.accounts import get_receipt
 from ledger.loyalty import lookup
 from ledger.loyalty.outcomes import Outcome, Reason, Request, TxnType
 from ledger.loyalty.pins import PinError, Verdict
@@ -35,9 +36,7 @@ from specs.vocabulary import (
     APPROVED,
     FORMAT_ERROR,
     FUNCTION_NOT_SUPPORTED,
-    INCORRECT_PIN,
     INVALID_TRANSACTION,
-    PIN_TRIES_EXCEEDED,
     STAN,
     TERMINAL_ID,
     Fields,
@@ -165,12 +164,18 @@ def _response(ctx: RequestContext, outcome: Outcome) -> Fields:
     return ctx.reply(code, **extra)
 
 
-async def _run(ctx: RequestContext, txn_type: TxnType, request: Request) -> Fields:
+async def _run(ctx: RequestContext, txn_type: TxnType, request: Request,
+               declined: tuple[Reason, str] | None = None) -> Fields:
+    """The domain's answer to ``request``; ``declined``: the reason (and detail) the switch declined it
+    for before the domain could run it (a PIN), recorded and answered as the domain's declines are."""
     if ctx.loyalty is None:
         return ctx.reply(FUNCTION_NOT_SUPPORTED)
     # A partial, not a closure: nothing per request for the cycle collector (see Loyalty._post).
     rr = ctx.receipt(functools.partial(_response, ctx))
-    outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
+    if declined is None:
+        outcome = await ctx.loyalty.execute(txn_type, request, receipt=rr)
+    else:
+        outcome = await ctx.loyalty.decline(txn_type, request, *declined, receipt=rr)
     ctx.replayed = outcome.replayed
     if outcome.stored_answer is not None:  # the answer stored for this key, as it was stored
         rr.stored = True
@@ -225,8 +230,9 @@ PIN_FORMAT0_FIELD = "52"  # 8 bytes: ISO 9564 format 0 under a 3DES PIN key
 PIN_FORMAT4_FIELD = "110"  # 16 bytes: format 4 under an AES PIN key (longer than 52 holds)
 
 
-async def _pin_answer(ctx: RequestContext, txn_type: TxnType, pan: str, merchant_id: str) -> str | None:
-    """None when the PIN (if any is needed or sent) is right; else the decline code (55 or 75).
+async def _pin_answer(ctx: RequestContext, txn_type: TxnType, pan: str, merchant_id: str
+                      ) -> tuple[Reason, str] | None:
+    """None when the PIN (if any is needed or sent) is right; else why not (answered 55 or 75).
 
     The PIN block, the PIN and the keys never reach a log line: only what was decided.
     """
@@ -243,29 +249,38 @@ async def _pin_answer(ctx: RequestContext, txn_type: TxnType, pan: str, merchant
     if block_hex is None:
         if not required:
             return None
-        ctx.log.info("declined", reason="PIN required and not sent")
-        return INCORRECT_PIN
+        return _pin_declined(ctx, Reason.PIN_INCORRECT, "PIN required and not sent")
     term = ctx.terminal
     scheme = "tdes" if PIN_FORMAT0_FIELD in f else "aes"
     if term is None or term.pin_key is None or term.pin_alg != scheme:
         # Not the member's mistake: no try is counted.
-        ctx.log.warning("declined", reason=f"PIN not verifiable: the terminal has no {scheme} PIN key")
-        return INCORRECT_PIN
+        return _pin_declined(ctx, Reason.PIN_INCORRECT, f"PIN not verifiable: the terminal has no {scheme} PIN key",
+                             warn=True)
     try:
         pin = pinblock.decipher(scheme, term.pin_key, bytes.fromhex(block_hex), pan)
     except pinblock.PinBlockError:
         # Most likely enciphered under another key (a terminal that missed its new keys): not counted.
-        ctx.log.info("declined", reason="PIN block does not decipher under the terminal's PIN key")
-        return INCORRECT_PIN
+        return _pin_declined(ctx, Reason.PIN_INCORRECT, "PIN block does not decipher under the terminal's PIN key")
+    key = ctx.dedup_key
+    if key is not None and await get_receipt(ctx.pool, key.idempotency_key) is not None:
+        # A retransmission (the domain recognises it from the same key): answered as it was the
+        # first time, by the domain; its PIN is not tried again, so a wrong one counts once.
+        return None
     try:
         verdict = await ctx.pins.verify(need.card_id, pin)
     except PinError as exc:
-        ctx.log.warning("declined", reason=f"PIN not verifiable: {exc}")
-        return INCORRECT_PIN
+        return _pin_declined(ctx, Reason.PIN_INCORRECT, f"PIN not verifiable: {exc}", warn=True)
     if verdict is Verdict.RIGHT:
         return None
-    ctx.log.info("declined", reason="wrong PIN" if verdict is Verdict.WRONG else "PIN tries exceeded")
-    return INCORRECT_PIN if verdict is Verdict.WRONG else PIN_TRIES_EXCEEDED
+    if verdict is Verdict.WRONG:
+        return _pin_declined(ctx, Reason.PIN_INCORRECT, "wrong PIN")
+    return _pin_declined(ctx, Reason.PIN_TRIES_EXCEEDED, "PIN tries exceeded")
+
+
+def _pin_declined(ctx: RequestContext, reason: Reason, detail: str, warn: bool = False) -> tuple[Reason, str]:
+    # Not the member's mistake (warn): operators must see it at the level they run at.
+    (ctx.log.warning if warn else ctx.log.info)("declined", reason=detail)
+    return reason, detail
 
 
 async def _keep_chip_data(ctx: RequestContext, request: Request) -> None:
@@ -297,9 +312,7 @@ async def handle_0200(ctx: RequestContext) -> Fields:
             return ctx.reply(INVALID_TRANSACTION)
         request = replace(request, target_program=target)
     pin_decline = await _pin_answer(ctx, txn_type, request.pan, request.merchant_id)
-    if pin_decline is not None:
-        return ctx.reply(pin_decline)
-    response = await _run(ctx, txn_type, request)
+    response = await _run(ctx, txn_type, request, pin_decline)
     if "55" in ctx.fields and ctx.chip_data_kept and txn_type in _CHIP_PURCHASES \
             and response.get("39") == APPROVED:
         await _keep_chip_data(ctx, request)

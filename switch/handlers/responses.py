@@ -18,6 +18,7 @@ from specs.vocabulary import (
     DUPLICATE_TRANSMISSION,
     EXCEEDS_LIMIT,
     EXPIRED_CARD,
+    INCORRECT_PIN,
     INSUFFICIENT_FUNDS,
     INVALID_AMOUNT,
     INVALID_CARD,
@@ -25,6 +26,7 @@ from specs.vocabulary import (
     INVALID_TRANSACTION,
     NOT_PERMITTED,
     ORIGINAL_NOT_FOUND,
+    PIN_TRIES_EXCEEDED,
     RESTRICTED_CARD,
     SYSTEM_MALFUNCTION,
 )
@@ -45,6 +47,8 @@ RESPONSE_CODES: dict[Reason, str] = {
     Reason.MERCHANT_UNKNOWN: INVALID_MERCHANT,
     Reason.MERCHANT_INACTIVE: INVALID_MERCHANT,
     Reason.DUPLICATE_MISMATCH: DUPLICATE_TRANSMISSION,
+    Reason.PIN_INCORRECT: INCORRECT_PIN,
+    Reason.PIN_TRIES_EXCEEDED: PIN_TRIES_EXCEEDED,
     Reason.SYSTEM_ERROR: SYSTEM_MALFUNCTION,
     # Never sent: a request whose outcome is unknown gets no response (switch.handlers.financial);
     # listed for completeness, as what a 96 would have wrongly said.
