@@ -309,6 +309,9 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
 
     def _send_preauth(self, req: Request, expect: Reason) -> None:
         fields = self._preauth_fields("0100", req)
+        if req.pan == PIN_CARD:  # a stored-value payment: its PIN goes with the 0100, not the completion
+            fields = self._with_pin(fields, PIN)
+            self.pin_failures = 0
         resp = self._call(fields)
         assert REASON_BY_CODE[resp["39"]] is expect, (fields, resp, expect)
         self._record(TxnType.PREAUTH, req, fields, resp)
@@ -330,12 +333,15 @@ class WireLoyaltyMachine(base.LoyaltyMachine):
         self._record(TxnType.REVERSAL, req, fields, resp)
 
     @precondition(lambda self: self.pin_failures < 2)
-    @rule(amount=st.integers(1, 5_000), pay=st.sampled_from([TxnType.SV_PURCHASE, TxnType.REDEEM]))
+    @rule(amount=st.integers(1, 5_000),
+          pay=st.sampled_from([TxnType.SV_PURCHASE, TxnType.REDEEM, TxnType.PREAUTH]))
     def wrong_pin(self, amount: int, pay: TxnType) -> None:
-        """A wrong PIN is answered 55 and changes no balance (the invariants check it)."""
+        """A wrong PIN is answered 55 and changes no balance nor hold (the invariants check it)."""
         failures = self.pin_failures
-        req = self.request(PIN_CARD, "M0002", amount, currency="156" if pay is TxnType.SV_PURCHASE else None)
-        fields = self._with_pin(self._fields(pay, req), "1357")  # in place of the right PIN
+        money = pay is not TxnType.REDEEM
+        req = self.request(PIN_CARD, "M0002", amount, currency="156" if money else None)
+        plain = self._preauth_fields("0100", req) if pay is TxnType.PREAUTH else self._fields(pay, req)
+        fields = self._with_pin(plain, "1357")  # in place of the right PIN
         recorded = self._pin_declines()
         resp = self._call(fields)
         assert resp["39"] == "55", resp

@@ -6,6 +6,7 @@ tools' own implementation (tools/_pin.py, tools/_mac.py), never the switch's cod
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -250,12 +251,26 @@ def test_sign_on_keys_mac_and_pin_tries(crypto_daemon: Daemon) -> None:
             assert term.request("006000", 10, pin="4321")["39"] == "00"
             assert term.request("006500", 1, pin="9999")["39"] == "55"  # redemption: this programme asks
             d.cli("card", "pin", "unlock", PAN_1)  # the wrong one above counted
+            # A pre-authorisation of stored value is where its PIN is checked (not its completion).
+            assert term.request("006000", 10, extra={"t": "0100"})["39"] == "55"
+            held = term.request("006000", 10, pin="4321", extra={"t": "0100"})
+            assert held["39"] == "00" and held["t"] == "0110", held
             assert term.request("000000", 100)["39"] == "00"  # earn: no PIN asked
             assert term.request("006000", 10, pan=PAN_2)["39"] in ("51", "00")  # no PIN set: not asked
         finally:
             term.close()
     status = d.cli("card", "pin", "show", PAN_1, "--json").stdout
     assert '"failed_tries": 0' in status and "4321" not in status
+    # Every PIN decline is recorded, as the other declines are: transaction search finds them.
+    # Per terminal: 55 six times for purchases and redemptions, once for the 0100; 75 twice.
+    for reason, count in (("pin_incorrect", 14), ("pin_tries_exceeded", 4)):
+        found = json.loads(d.cli("txn", "search", "--reason", reason, "--json").stdout)
+        rows = found["transactions"]
+        assert found["count"] == count and len(rows) == count, (reason, found)
+        assert all(row["reason"] == reason and row.get("journal_id") is None for row in rows), rows
+    assert {row["txn_type"] for row in json.loads(d.cli("txn", "search", "--reason", "pin_incorrect",
+                                                        "--json").stdout)["transactions"]} \
+        == {"sv_purchase", "redeem", "preauth"}
 
 
 def test_possim_signs_on_and_sends_a_pin(crypto_daemon: Daemon) -> None:

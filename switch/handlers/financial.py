@@ -223,7 +223,9 @@ def _base_request(ctx: RequestContext, account: str) -> Request:
 
 # Which programme rule asks a transaction for the member's PIN (ledger.loyalty.pins).
 _PIN_FOR_REDEEM = frozenset({TxnType.REDEEM, TxnType.LOTTERY})
-_PIN_FOR_SV = frozenset({TxnType.SV_PURCHASE})
+# A pre-authorisation is where a stored-value payment is authorised: its PIN is checked there, and
+# its completion (which names it) asks for none.
+_PIN_FOR_SV = frozenset({TxnType.SV_PURCHASE, TxnType.PREAUTH})
 # Purchases whose chip data (field 55) is kept for disputes when approved.
 _CHIP_PURCHASES = frozenset({TxnType.EARN, TxnType.REDEEM, TxnType.SV_PURCHASE})
 PIN_FORMAT0_FIELD = "52"  # 8 bytes: ISO 9564 format 0 under a 3DES PIN key
@@ -362,7 +364,8 @@ async def handle_0100(ctx: RequestContext) -> Fields:
             return ctx.reply(FORMAT_ERROR)
         hold_s = int(asked) if asked else None
     request = replace(_base_request(ctx, "60"), hold_timeout_s=hold_s)
-    return await _run(ctx, TxnType.PREAUTH, request)
+    pin_decline = await _pin_answer(ctx, TxnType.PREAUTH, request.pan, request.merchant_id)
+    return await _run(ctx, TxnType.PREAUTH, request, pin_decline)
 
 
 async def handle_completion(ctx: RequestContext) -> Fields:
