@@ -158,6 +158,11 @@ DEADLINE_SWEEP_INTERVAL_MAX_S = 0.1
 # away): splitting the batch would only repeat them.
 # (A lost connection, see ledger.db.connection_lost, is never bisected either.)
 _NOT_BISECTED = _RETRYABLE | {"57014", "55P03", "53300", "25006"}
+# A trigger's refusal of one command for a reason of its own (a top-up card no longer redeemable:
+# loyalty.mark_voucher_redeemed): that command alone is DECLINED, reason "refused", with the
+# trigger's message; nothing was posted, and no batch failed.
+REFUSED_SQLSTATE = "SW001"
+REFUSED = "refused"
 # The server no longer accepts writes (a primary demoted or fenced in a failover): nothing was
 # committed, and the connection is not one to post on again; the pool's next connections go
 # through the DSN's host list to whichever server accepts writes now.
@@ -493,11 +498,15 @@ class Ledger:
             # A statement error caused by one command (a receipt that breaks a constraint,
             # a trigger that rejects one row) must not fail its neighbours: nothing was
             # committed, so run each half on its own until the offender is alone
-            # (at most log2(batch_size_max) levels).
-            self.observer.batch_done(len(batch), time.perf_counter() - started, retries, True)
+            # (at most log2(batch_size_max) levels). Not a failed batch: its commands run again.
+            self.observer.batch_done(len(batch), time.perf_counter() - started, retries, False)
             middle = len(batch) // 2
             conn = await self._run_batch(batch[:middle], conn)
             return await self._run_batch(batch[middle:], conn)
+        if (error is not None and len(batch) == 1 and isinstance(error, asyncpg.PostgresError)
+                and getattr(error, "sqlstate", None) == REFUSED_SQLSTATE):
+            results = [Result(Status.DECLINED, reason=REFUSED, detail=one_line(error))]
+            error = None
         for item, res in zip(batch, results, strict=True):
             if not item.future.done():
                 item.future.set_result(res)

@@ -196,9 +196,21 @@ async def test_redemption_overtaken_by_the_cut_over_is_refused_by_its_journal(po
                                      "AND purpose = 'points' AND asset = 'PTS:ALLY'", str(card1))
         txn = {"type": v.REDEEM_TYPE, "card_id": card1, "program": "ALLY", "amount": 100, "currency": "156",
                "points_delta": 100, "money_delta_minor": 0, "fee_minor": 0, "channel": "api"}
+        failed: list[bool] = []
+
+        class Heard:  # what switchd_ledger_batches_failed_total is fed from
+            def batch_queued(self, seconds: float) -> None:
+                pass
+
+            def batch_done(self, size: int, seconds: float, retries: int, batch_failed: bool) -> None:
+                failed.append(batch_failed)
+
+        w.ledger.observer = Heard()
         forced = await w.ledger.post(transfer(v.redeem_key(serial), [Leg(float_, member, 100)],
                                               metadata={"txn": txn, "voucher": serial}))
-        assert forced.status is Status.ERROR and "cannot be redeemed now" in (forced.detail or ""), forced
+        assert forced.status is Status.DECLINED and forced.reason == "refused", forced
+        assert "cannot be redeemed now" in (forced.detail or ""), forced
+        assert failed and not any(failed)  # a refusal is no failed batch: nobody is paged at end of day
 
         # The end of day's breakage takes both cards.
         report = await eod.run(pool, day, tmp_path, wait_lock_s=5, ledger_settings=ledger_settings())

@@ -9,7 +9,8 @@
 --   (they read the business day FOR SHARE): a journal of the new day finds a card past its last
 --   day refused here, and one of the old day committed first; so the breakage's set of cards
 --   cannot change under it.
--- The journal carries the card credited in its record (metadata txn.card_id).
+-- The journal carries the card credited in its record (metadata txn.card_id). SQLSTATE SW001: the
+-- engine declines that one command (reason "refused"), its batch's others post (ledger/engine.py).
 -- 'redeeming' is the state of cards taken by an earlier release before it posted; the same card
 -- may still complete such a redemption.
 -- SECURITY DEFINER: journals are inserted by post_batch, whose callers need no write on cards.
@@ -27,7 +28,7 @@ BEGIN
        AND b.expires_on >= NEW.business_date;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'top-up card % cannot be redeemed now', split_part(NEW.idempotency_key, ':', 2)
-            USING ERRCODE = 'P0001', HINT = 'redeemed, expired or unknown';
+            USING ERRCODE = 'SW001', HINT = 'redeemed, expired or unknown';
     END IF;
     RETURN NULL;
 END $$;
