@@ -35,6 +35,7 @@ from typing import Any
 
 import asyncpg
 
+from ledger import db
 from ledger.accounts import open_account
 from ledger.commands import Command, Leg, Status, transfer
 from ledger.engine import Ledger
@@ -275,8 +276,7 @@ async def _store_figures(conn: asyncpg.Connection, day: dt.date) -> bool:
         # table, or almost none of it); a nested loop over them turns a 2 s matrix
         # into minutes at a million journals. Hash joins are right at every size.
         # (Not reconciliation's larger work_mem: measured, the figures were no faster with it.)
-        await conn.execute("SET LOCAL enable_nestloop = off")
-        await conn.execute("SET LOCAL jit = off")
+        await db.for_whole_day_scans(conn, work_mem_mb=None)
         cols = ", ".join(FIGURE_COLUMNS)
         await conn.execute(f"INSERT INTO eod.clearing_merchants({cols}) SELECT {cols} FROM ({FIGURES_SQL}) f", day)
         bad = await conn.fetch(

@@ -17,13 +17,15 @@ CLIENT_CHECK_INTERVAL_MS = 1000
 EOD_WORK_MEM_MB = 512
 
 
-async def for_whole_day_scans(conn: asyncpg.Connection) -> None:
+async def for_whole_day_scans(conn: asyncpg.Connection, work_mem_mb: int | None = EOD_WORK_MEM_MB) -> None:
     """Settings of the current transaction for end of day's whole-table queries: hash joins
     (row estimates of "the day" are off by orders of magnitude: a nested loop over them costs
-    minutes at a million journals), no JIT, and :data:`EOD_WORK_MEM_MB` per sort or hash."""
-    await conn.execute("SET LOCAL enable_nestloop = off")
-    await conn.execute("SET LOCAL jit = off")
-    await conn.execute(f"SET LOCAL work_mem = '{int(EOD_WORK_MEM_MB)}MB'")
+    minutes at a million journals), no JIT, and ``work_mem_mb`` per sort or hash (None: the
+    server's own)."""
+    sets = ["SET LOCAL enable_nestloop = off", "SET LOCAL jit = off"]
+    if work_mem_mb is not None:
+        sets.append(f"SET LOCAL work_mem = '{int(work_mem_mb)}MB'")
+    await conn.execute("; ".join(sets))
 
 
 def connection_lost(exc: BaseException) -> bool:

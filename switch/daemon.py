@@ -129,7 +129,7 @@ async def _serve(cfg: Config, dsn: str, worker: Worker | None = None, portal: Po
         metrics.watch_vouchers(pool)
         desk = (Desk(master_key, cfg.vouchers, redemption_reader(pool, concurrency_max=coalesced, linger_s=linger_s))
                 if master_key is not None else None)
-        if desk is not None and desk.reader is not None:
+        if desk is not None:
             metrics.watch_coalescers({"voucher_redemption": desk.reader})
         terminals = TerminalStore(pool, master_key, previous_keys)
         metrics.watch_terminal_feed(terminals)

@@ -221,19 +221,18 @@ class Loyalty:
         """Decline ``req`` for a ``reason`` its channel decided before the operation could run (the
         switch's PIN check), recorded as every decline is: no journal, the reason, the request as
         asked, and its receipt stored with the record. A request answered before gets that answer."""
-        return await self._guarded(txn_type, req, receipt, functools.partial(self._channel_declined, reason, detail))
+        return await self._guarded(txn_type, req, receipt, Outcome(reason, txn_type, detail=detail))
 
     # ------------------------------------------------------------ skeleton
 
     async def _guarded(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None,
-                       run: Callable[[TxnType, Request, OutcomeReceiptFn | None], Awaitable[Outcome]] | None = None
-                       ) -> Outcome:
+                       declined: Outcome | None = None) -> Outcome:
         # Whether a command of this request reached the database: a failure after that is no
         # "nothing was posted" (the caller's own mark when it keeps one, else ours).
         mark = SENT_MARK.get()
         token = SENT_MARK.set([False]) if mark is None else None
         try:
-            return await (run or self._run)(t, req, receipt)
+            return await self._run(t, req, receipt, declined)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, Unavailable) as exc:
             if (mark or SENT_MARK.get() or [False])[0]:
                 return Outcome(Reason.OUTCOME_UNKNOWN, t, detail=f"database: {first_line(exc)}, after a posting "
@@ -245,7 +244,9 @@ class Loyalty:
             if token is not None:
                 SENT_MARK.reset(token)
 
-    async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None) -> Outcome:
+    async def _run(self, t: TxnType, req: Request, receipt: OutcomeReceiptFn | None,
+                   declined: Outcome | None = None) -> Outcome:
+        """Run ``req``; ``declined``: the channel's decline of it, recorded unless it was answered before."""
         # A void's or refund's original comes in the same read (its first look; see _compensate).
         original_rrn = (req.original_rrn or None) if t in (TxnType.VOID, TxnType.REFUND) else None
         vault = self._vault or await self._open_vault()
@@ -258,6 +259,8 @@ class Loyalty:
         existing = ctx.existing
         if existing is not None:
             return await self._replay(t, req, ctx, *existing, receipt)
+        if declined is not None:
+            return await self._unposted(t, req, ctx, declined, receipt)
         if t is TxnType.REVERSAL:
             return await self._reverse(req, ctx, receipt)
         problem = self._merchant_problem(ctx) or self._card_problem(ctx)
@@ -276,18 +279,6 @@ class Loyalty:
         if t is TxnType.EXCHANGE:
             return await self._exchange(req, ctx, receipt)
         return await self._purchase_like(t, req, ctx, receipt)
-
-    async def _channel_declined(self, reason: Reason, detail: str, t: TxnType, req: Request,
-                                receipt: OutcomeReceiptFn | None) -> Outcome:
-        vault = self._vault or await self._open_vault()
-        ctx = await lookup.read_context(self._contexts, vault.lookup_hash(req.pan), req.merchant_id, req.key,
-                                        req.receipt_key, None, None)
-        stored = ctx.stored_receipt if req.receipt_key is not None else None
-        if stored is not None:  # answered before: the stored answer, or 94 for other content
-            return await self._from_receipt(t, req, ctx, stored, ctx.existing, receipt)
-        if ctx.existing is not None:
-            return await self._replay(t, req, ctx, *ctx.existing, receipt)
-        return await self._unposted(t, req, ctx, Outcome(reason, t, detail=detail), receipt)
 
     @staticmethod
     def fingerprint(t: TxnType, req: Request, card_id: int | None) -> str:

@@ -280,8 +280,10 @@ async def _pin_answer(ctx: RequestContext, txn_type: TxnType, pan: str, merchant
 
 
 def _pin_declined(ctx: RequestContext, reason: Reason, detail: str, warn: bool = False) -> tuple[Reason, str]:
-    # Not the member's mistake (warn): operators must see it at the level they run at.
-    (ctx.log.warning if warn else ctx.log.info)("declined", reason=detail)
+    # The decline's own line comes from _run, with this detail; a PIN the switch could not check
+    # (warn: not the member's mistake) is also told at the level operators run at.
+    if warn:
+        ctx.log.warning("pin_not_verifiable", detail=detail)
     return reason, detail
 
 
